@@ -1,0 +1,84 @@
+import Foundation
+
+/// A split as stored on disk: `train.tsv`, `test.tsv`, `valid.tsv` (where there is one) and
+/// `meta.json` in one folder (PROTOCOL.md). `items.tsv` holds item metadata when it was known.
+public struct SplitFolder: Sendable {
+    public var path: String
+    public var train: InteractionLog
+    public var test: InteractionLog
+    public var valid: InteractionLog?
+    /// The parsed `meta.json`, or nil when absent.
+    public var meta: [String: String]?
+    public var catalog: ItemCatalog?
+
+    /// The folder's name, used as the split's name in reports.
+    public var name: String { URL(fileURLWithPath: path).standardizedFileURL.lastPathComponent }
+
+    /// Reads a split folder. A missing `train.tsv` or `test.tsv` is an error naming the folder.
+    public static func read(_ path: String) throws -> SplitFolder {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw DataError.unreadable(path: path, reason: "no such split folder")
+        }
+        func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+        for required in ["train.tsv", "test.tsv"] where !FileManager.default.fileExists(atPath: file(required)) {
+            throw DataError.incompleteSplit(folder: path, missing: required)
+        }
+        let train = try InteractionReader.read(path: file("train.tsv"), format: .tsv)
+        let test = try InteractionReader.read(path: file("test.tsv"), format: .tsv)
+        let valid = FileManager.default.fileExists(atPath: file("valid.tsv"))
+            ? try InteractionReader.read(path: file("valid.tsv"), format: .tsv) : nil
+        var meta: [String: String]? = nil
+        if let data = FileManager.default.contents(atPath: file("meta.json")) {
+            guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw DataError.unreadable(path: file("meta.json"), reason: "is not a JSON object")
+            }
+            meta = object.mapValues { "\($0)" }
+        }
+        let catalog = FileManager.default.fileExists(atPath: file("items.tsv")) ? try ItemCatalog.read(path: file("items.tsv")) : nil
+        return SplitFolder(path: path, train: train, test: test, valid: valid, meta: meta, catalog: catalog)
+    }
+
+    /// Writes a split into `path` atomically (built in a temporary folder, then renamed).
+    public static func write(_ split: DatasetSplit, to path: String, source: String, catalog: ItemCatalog? = nil,
+                             overwrite: Bool = false) throws {
+        let train = InteractionWriter.tsv(split.positives, rows: split.trainRows)
+        let test = InteractionWriter.tsv(split.positives, rows: split.testRows)
+        let valid = split.validRows.map { InteractionWriter.tsv(split.positives, rows: $0) }
+        var meta: [String: Any] = [
+            "name": URL(fileURLWithPath: path).lastPathComponent,
+            "protocol": "shared/PROTOCOL.md",
+            "generator": "affinity split",
+            "source": source,
+            "kind": split.settings.strategy.rawValue,
+            "seed": split.settings.seed,
+            "test_fraction": split.settings.testFraction,
+            "min_user_positives": split.settings.minUserPositives,
+            "positive_rule": split.settings.minRating.map { "rating >= \(InteractionWriter.formatRating($0)) (lower ratings dropped)" } ?? "every row",
+            "train": counts(split.positives, split.trainRows),
+            "test": counts(split.positives, split.testRows),
+        ]
+        if let v = split.validRows { meta["valid"] = counts(split.positives, v) }
+        for (k, v) in split.facts { meta[k] = v }
+        let metaData = try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys])
+        try AtomicWrite.folder(path, overwrite: overwrite) { tmp in
+            func put(_ name: String, _ text: String) throws {
+                try Data(text.utf8).write(to: URL(fileURLWithPath: (tmp as NSString).appendingPathComponent(name)))
+            }
+            try put("train.tsv", train)
+            try put("test.tsv", test)
+            if let valid { try put("valid.tsv", valid) }
+            try Data(metaData).write(to: URL(fileURLWithPath: (tmp as NSString).appendingPathComponent("meta.json")))
+            if let catalog, !catalog.isEmpty {
+                let items = split.positives.items.ids
+                try put("items.tsv", catalog.tsv(items: items))
+            }
+        }
+    }
+
+    private static func counts(_ log: InteractionLog, _ rows: [Int]) -> [String: Int] {
+        ["rows": rows.count,
+         "users": Set(rows.map { log.userIndices[$0] }).count,
+         "items": Set(rows.map { log.itemIndices[$0] }).count]
+    }
+}

@@ -1,0 +1,71 @@
+import Dispatch
+import Foundation
+
+/// The project's one setting for how many threads a parallel kernel may use.
+///
+/// `0` (the default) means every core the system reports. Code that already runs inside a parallel
+/// region passes `threads: 1` to inner kernels so they do not oversubscribe the machine.
+public enum Parallelism {
+    /// Number of cores the process may use.
+    public static var availableCores: Int {
+        max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// Resolves a requested thread count: `0` or negative means all cores.
+    public static func resolve(_ requested: Int) -> Int {
+        requested > 0 ? requested : availableCores
+    }
+
+    /// Runs `body(chunk)` for chunks `0..<chunkCount`, on at most `threads` threads.
+    ///
+    /// Chunks are handed out dynamically, so the assignment of chunks to threads varies between
+    /// runs: `body` must write only to its own chunk's outputs for the result to be deterministic.
+    public static func forEachChunk(_ chunkCount: Int, threads: Int = 0, _ body: @Sendable (Int) -> Void) {
+        guard chunkCount > 0 else { return }
+        let workers = min(resolve(threads), chunkCount)
+        if workers <= 1 {
+            for c in 0..<chunkCount { body(c) }
+            return
+        }
+        let counter = ChunkCounter()
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            while true {
+                let c = counter.take()
+                if c >= chunkCount { return }
+                body(c)
+            }
+        }
+    }
+
+    /// Splits `0..<count` into contiguous ranges of about `grain` elements and runs them in parallel.
+    public static func forEachRange(_ count: Int, grain: Int, threads: Int = 0, _ body: @Sendable (Range<Int>) -> Void) {
+        guard count > 0 else { return }
+        let g = max(1, grain)
+        let chunks = (count + g - 1) / g
+        forEachChunk(chunks, threads: threads) { c in
+            body((c * g)..<min(count, (c + 1) * g))
+        }
+    }
+}
+
+/// A lock-protected counter; cheap enough at chunk granularity.
+private final class ChunkCounter: @unchecked Sendable {
+    private var next = 0
+    private let lock = NSLock()
+    func take() -> Int {
+        lock.lock(); defer { lock.unlock() }
+        let v = next
+        next += 1
+        return v
+    }
+}
+
+/// A pointer that may cross into a parallel region. Each task must write only its own part.
+public struct SharedMutableBuffer<Element>: @unchecked Sendable {
+    public let base: UnsafeMutableBufferPointer<Element>
+    public init(_ base: UnsafeMutableBufferPointer<Element>) { self.base = base }
+    @inline(__always) public subscript(i: Int) -> Element {
+        get { base[i] }
+        nonmutating set { base[i] = newValue }
+    }
+}
