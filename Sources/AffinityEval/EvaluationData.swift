@@ -1,0 +1,73 @@
+import AffinityData
+import AffinityLinalg
+
+/// Which held-out target of a split is evaluated.
+public enum EvaluationTarget: String, Sendable, Codable, CaseIterable {
+    /// `test.tsv`; for a leave-last-out split the validation item joins the history (PROTOCOL.md).
+    case test
+    /// `valid.tsv`, with train alone as history.
+    case valid
+}
+
+/// Ground truth and exclusions of one evaluation, in a model's index space (PROTOCOL.md "Metrics").
+///
+/// Candidates are every item of `items` (a model trained on the split's `train.tsv` has exactly the
+/// items seen in train, indexed by first appearance). `history` holds what each user already has
+/// (train, plus validation for a leave-last-out test target): it is excluded from the ranking and
+/// test items found in it are ignored.
+public struct EvaluationData: Sendable {
+    public let users: IDVocabulary
+    public let items: IDVocabulary
+    /// users x items, binary: excluded from each user's ranking.
+    public let history: SparseMatrix
+    /// Internal indexes of evaluated users (those with at least one usable test item), ascending.
+    public let evaluatedUsers: [Int]
+    /// Test items of each evaluated user, sorted and unique (parallel to `evaluatedUsers`).
+    public let testItems: [[Int32]]
+    /// Rows and users that could not be evaluated, with the reason as key.
+    public let skipped: [String: Int]
+
+    public var candidateCount: Int { items.count }
+
+    /// Builds the evaluation of `split` in the index space of `users` and `items` (a trained
+    /// model's vocabularies; by default those of the split's own `train.tsv`).
+    public init(split: SplitFolder, users: IDVocabulary? = nil, items: IDVocabulary? = nil, target: EvaluationTarget = .test) throws {
+        let users = users ?? split.train.users
+        let items = items ?? split.train.items
+        guard let truth = target == .test ? split.test : split.valid else {
+            throw DataError.incompleteSplit(folder: split.path, missing: "valid.tsv")
+        }
+        var skipped: [String: Int] = [:]
+        var historyLogs = [split.train]
+        if target == .test, let valid = split.valid { historyLogs.append(valid) }
+        var hu: [Int32] = [], hi: [Int32] = []
+        for (k, log) in historyLogs.enumerated() {
+            let mapped = log.mapped(users: users, items: items)
+            hu += mapped.users
+            hi += mapped.items
+            if mapped.skipped > 0 { skipped[k == 0 ? "train_rows_not_in_model" : "valid_rows_not_in_model"] = mapped.skipped }
+        }
+        let history = SparseMatrix(rowCount: users.count, columnCount: items.count, rows: hu, cols: hi).binarized()
+
+        var perUser: [Int: Set<Int32>] = [:]
+        var coldUsers = Set<String>()
+        var notCandidate = 0, inHistory = 0
+        for r in 0..<truth.count {
+            let userID = truth.users[Int(truth.userIndices[r])]
+            let itemID = truth.items[Int(truth.itemIndices[r])]
+            guard let u = users.index(of: userID) else { coldUsers.insert(userID); continue }
+            guard let i = items.index(of: itemID) else { notCandidate += 1; continue }
+            if history.contains(row: u, column: i) { inHistory += 1; continue }
+            perUser[u, default: []].insert(Int32(i))
+        }
+        if !coldUsers.isEmpty { skipped["cold_test_users"] = coldUsers.count }
+        if notCandidate > 0 { skipped["test_rows_item_not_candidate"] = notCandidate }
+        if inHistory > 0 { skipped["test_rows_in_history"] = inHistory }
+        self.users = users
+        self.items = items
+        self.history = history
+        self.evaluatedUsers = perUser.keys.sorted()
+        self.testItems = evaluatedUsers.map { perUser[$0]!.sorted() }
+        self.skipped = skipped
+    }
+}

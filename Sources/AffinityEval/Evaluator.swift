@@ -1,0 +1,215 @@
+import AffinityData
+import AffinityLinalg
+import Foundation
+
+/// Metrics of one cutoff K (PROTOCOL.md): means over evaluated users, except coverage.
+public struct CutoffMetrics: Sendable, Codable, Equatable {
+    public var k: Int
+    /// HR@K: share of users with at least one test item in their top K.
+    public var hitRate: Double
+    /// Recall@K = |T ∩ L| / min(K, |T|).
+    public var recall: Double
+    /// NDCG@K with binary gains, IDCG over min(K, |T|) positions.
+    public var ndcg: Double
+    /// MRR@K: 1 / rank of the first hit, 0 without a hit.
+    public var mrr: Double
+    /// Coverage@K: distinct items recommended to evaluated users / candidate items.
+    public var coverage: Double
+
+    enum CodingKeys: String, CodingKey {
+        case k, hitRate = "hr", recall, ndcg, mrr, coverage
+    }
+}
+
+/// One user's metrics at every cutoff, for `--per-user` output.
+public struct UserMetrics: Sendable, Codable {
+    public var user: String
+    public var testItems: Int
+    /// Parallel to the report's cutoffs.
+    public var hitRate: [Double]
+    public var recall: [Double]
+    public var ndcg: [Double]
+    public var mrr: [Double]
+}
+
+/// The result of a full-ranking evaluation.
+public struct EvaluationReport: Sendable, Codable {
+    public var evaluatedUsers: Int
+    public var candidateItems: Int
+    public var metrics: [CutoffMetrics]
+    /// Why some users or rows were not evaluated (counts by reason).
+    public var skipped: [String: Int]
+    public var seconds: Double
+    public var perUser: [UserMetrics]?
+
+    public func metrics(at k: Int) -> CutoffMetrics? { metrics.first { $0.k == k } }
+}
+
+/// Full-ranking evaluator of PROTOCOL.md: every candidate scored, the user's history excluded,
+/// ties broken by the smaller item index, no sampled negatives.
+///
+/// Users are evaluated in parallel; each thread keeps its own score buffer, exclusion mask and
+/// top-k selector, and results are reduced in user order, so the figures do not depend on the
+/// thread count.
+public struct Evaluator: Sendable {
+    /// Cutoffs K, ascending and unique.
+    public var cutoffs: [Int]
+    /// Threads (0 = all cores).
+    public var threads: Int
+    /// Keep each user's metrics in the report.
+    public var keepPerUser: Bool
+
+    public init(cutoffs: [Int] = [10, 20, 50], threads: Int = 0, keepPerUser: Bool = false) throws {
+        guard !cutoffs.isEmpty, cutoffs.allSatisfy({ $0 > 0 }) else {
+            throw DataError.invalidSetting(name: "cutoffs", reason: "need one or more positive cutoffs, got \(cutoffs)")
+        }
+        self.cutoffs = Array(Set(cutoffs)).sorted()
+        self.threads = threads
+        self.keepPerUser = keepPerUser
+    }
+
+    /// Evaluates a scorer that writes the score of every candidate item for internal user `u`
+    /// into the buffer (length = candidate count; higher is better).
+    public func evaluate(_ data: EvaluationData,
+                         scorer: @Sendable (_ user: Int, _ scores: UnsafeMutableBufferPointer<Float>) -> Void) -> EvaluationReport {
+        let start = Date()
+        let nUsers = data.evaluatedUsers.count
+        let nItems = data.candidateCount
+        let kMax = cutoffs.last!
+        let nK = cutoffs.count
+        // Per user: ranked list (kMax slots, -1 where fewer candidates) and metrics per cutoff.
+        var ranked = [Int32](repeating: -1, count: nUsers * kMax)
+        var values = [Double](repeating: 0, count: nUsers * nK * 4)
+        let cutoffs = self.cutoffs
+        let discount = (0..<kMax).map { 1.0 / log2(Double($0) + 2) }
+        ranked.withUnsafeMutableBufferPointer { rankedBuffer in
+            values.withUnsafeMutableBufferPointer { valueBuffer in
+                let rankedOut = SharedMutableBuffer(rankedBuffer)
+                let valueOut = SharedMutableBuffer(valueBuffer)
+                let chunk = 64
+                let chunks = (nUsers + chunk - 1) / chunk
+                let perThread = ScratchPool(count: Parallelism.resolve(threads), items: nItems, k: kMax)
+                Parallelism.forEachChunk(chunks, threads: threads) { c in
+                    let scratch = perThread.take()
+                    defer { perThread.give(back: scratch) }
+                    for position in (c * chunk)..<min(nUsers, (c + 1) * chunk) {
+                        let user = data.evaluatedUsers[position]
+                        let list = scratch.rank(user: user, data: data, k: kMax, scorer: scorer)
+                        for (r, item) in list.enumerated() { rankedOut[position * kMax + r] = Int32(item) }
+                        let truth = data.testItems[position]
+                        let m = Evaluator.userMetrics(ranked: list, truth: truth, cutoffs: cutoffs, discount: discount)
+                        for (j, v) in m.enumerated() { valueOut[position * nK * 4 + j] = v }
+                    }
+                }
+            }
+        }
+        // Deterministic reduction in user order.
+        var metrics: [CutoffMetrics] = []
+        for (j, k) in cutoffs.enumerated() {
+            var sums = [0.0, 0.0, 0.0, 0.0]
+            for p in 0..<nUsers { for m in 0..<4 { sums[m] += values[p * nK * 4 + j * 4 + m] } }
+            var recommended = [Bool](repeating: false, count: nItems)
+            for p in 0..<nUsers {
+                for r in 0..<k where ranked[p * kMax + r] >= 0 { recommended[Int(ranked[p * kMax + r])] = true }
+            }
+            let n = Double(max(nUsers, 1))
+            metrics.append(CutoffMetrics(k: k, hitRate: sums[0] / n, recall: sums[1] / n, ndcg: sums[2] / n, mrr: sums[3] / n,
+                                         coverage: nItems > 0 ? Double(recommended.filter { $0 }.count) / Double(nItems) : 0))
+        }
+        var perUser: [UserMetrics]? = nil
+        if keepPerUser {
+            perUser = (0..<nUsers).map { p in
+                func column(_ m: Int) -> [Double] { (0..<nK).map { values[p * nK * 4 + $0 * 4 + m] } }
+                return UserMetrics(user: data.users[data.evaluatedUsers[p]], testItems: data.testItems[p].count,
+                                   hitRate: column(0), recall: column(1), ndcg: column(2), mrr: column(3))
+            }
+        }
+        return EvaluationReport(evaluatedUsers: nUsers, candidateItems: nItems, metrics: metrics, skipped: data.skipped,
+                                seconds: Date().timeIntervalSince(start), perUser: perUser)
+    }
+
+    /// HR, Recall, NDCG and MRR of one ranked list at each cutoff, flattened as
+    /// `[hr, recall, ndcg, mrr]` per cutoff. `truth` is sorted and unique.
+    static func userMetrics(ranked: [Int], truth: [Int32], cutoffs: [Int], discount: [Double]) -> [Double] {
+        var out: [Double] = []
+        out.reserveCapacity(cutoffs.count * 4)
+        var isHit = [Bool](repeating: false, count: ranked.count)
+        for (r, item) in ranked.enumerated() {
+            isHit[r] = binarySearch(truth, Int32(item))
+        }
+        for k in cutoffs {
+            var hits = 0, dcg = 0.0, firstHit = 0
+            for r in 0..<min(k, ranked.count) where isHit[r] {
+                hits += 1
+                dcg += discount[r]
+                if firstHit == 0 { firstHit = r + 1 }
+            }
+            let ideal = min(k, truth.count)
+            var idcg = 0.0
+            for r in 0..<ideal { idcg += discount[r] }
+            out.append(hits > 0 ? 1 : 0)
+            out.append(Double(hits) / Double(ideal))
+            out.append(idcg > 0 ? dcg / idcg : 0)
+            out.append(firstHit > 0 ? 1 / Double(firstHit) : 0)
+        }
+        return out
+    }
+
+    private static func binarySearch(_ sorted: [Int32], _ value: Int32) -> Bool {
+        var lo = 0, hi = sorted.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sorted[mid] < value { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < sorted.count && sorted[lo] == value
+    }
+}
+
+/// Per-thread buffers of the evaluator: scores, exclusion mask, top-k selector.
+final class RankingScratch: @unchecked Sendable {
+    var scores: [Float]
+    var excluded: [Bool]
+    var selector: TopKSelector
+
+    init(items: Int, k: Int) {
+        scores = [Float](repeating: 0, count: items)
+        excluded = [Bool](repeating: false, count: items)
+        selector = TopKSelector(k: k)
+    }
+
+    func rank(user: Int, data: EvaluationData, k: Int,
+              scorer: (Int, UnsafeMutableBufferPointer<Float>) -> Void) -> [Int] {
+        scores.withUnsafeMutableBufferPointer { scorer(user, $0) }
+        let seen = data.history.row(user)
+        for i in seen { excluded[Int(i)] = true }
+        selector.reset(k: k)
+        scores.withUnsafeBufferPointer { s in
+            excluded.withUnsafeBufferPointer { e in selector.push(scores: s, excluded: e) }
+        }
+        for i in seen { excluded[Int(i)] = false }
+        return selector.sortedResults().map(\.index)
+    }
+}
+
+/// A small pool so that each worker reuses one scratch for all its users.
+final class ScratchPool: @unchecked Sendable {
+    private var free: [RankingScratch]
+    private let lock = NSLock()
+    private let items: Int, k: Int
+
+    init(count: Int, items: Int, k: Int) {
+        self.items = items
+        self.k = k
+        free = (0..<count).map { _ in RankingScratch(items: items, k: k) }
+    }
+
+    func take() -> RankingScratch {
+        lock.lock(); defer { lock.unlock() }
+        return free.popLast() ?? RankingScratch(items: items, k: k)
+    }
+
+    func give(back scratch: RankingScratch) {
+        lock.lock(); defer { lock.unlock() }
+        free.append(scratch)
+    }
+}

@@ -1,0 +1,245 @@
+import AffinityData
+import AffinityLinalg
+import Foundation
+
+/// A recommender that can be fitted from a configuration and saved as named tensors.
+public protocol PersistableRecommender: Recommender {
+    associatedtype Configuration: ModelConfiguration
+    /// The CLI name and the `model_type` written in the file (`popularity`, `itemknn`, ...).
+    static var modelType: String { get }
+    var configuration: Configuration { get }
+    /// Fits the model on a binary users x items matrix.
+    static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> Self
+    /// Every learned array, by name (the training interactions included).
+    func tensors() -> [String: Tensor]
+    /// Rebuilds the model from its tensors; `path` is for error messages.
+    init(configuration: Configuration, file: SafeTensorsFile, path: String) throws
+}
+
+extension PersistableRecommender {
+    /// Fits with the default configuration changed by `key=value` settings.
+    public static func fit(_ interactions: SparseMatrix, settings: [String: String]) throws -> Self {
+        try fit(interactions, configuration: Configuration().applying(settings))
+    }
+}
+
+/// Errors of model files: each names the file and what is wrong with it.
+public enum ModelFileError: Error, CustomStringConvertible, Equatable {
+    case notAModel(path: String, reason: String)
+    case wrongVersion(path: String, found: String, supported: Int)
+    case corrupt(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .notAModel(let path, let reason): return "\(path): not an Affinity model: \(reason)"
+        case .wrongVersion(let path, let found, let supported):
+            return "\(path): model format version \(found); this build of affinity reads version \(supported) (retrain or convert the model)"
+        case .corrupt(let path, let reason): return "\(path): corrupt model: \(reason)"
+        }
+    }
+}
+
+/// A fitted model with what it takes to answer in raw IDs: the user and item vocabularies of its
+/// training data and, when known, item titles and genres.
+///
+/// On disk a model is a folder:
+/// - `model.safetensors`: the tensors; `__metadata__` holds `format` = `affinity-model`,
+///   `format_version`, `model_type` and `config` (the configuration as JSON);
+/// - `vocabulary.json`: `{"format_version": 1, "users": [...], "items": [...]}` in index order;
+/// - `items.json` (optional): the item catalog.
+/// The folder is written under a temporary name and renamed when complete.
+public struct TrainedModel: Sendable {
+    public static let formatVersion = 1
+
+    public var model: any PersistableRecommender
+    public var users: IDVocabulary
+    public var items: IDVocabulary
+    public var catalog: ItemCatalog?
+    /// Free-form facts about the training run (split, seconds), saved with the model.
+    public var info: [String: String]
+
+    public init(model: any PersistableRecommender, users: IDVocabulary, items: IDVocabulary,
+                catalog: ItemCatalog? = nil, info: [String: String] = [:]) {
+        precondition(users.count == model.userCount && items.count == model.itemCount, "vocabularies do not match the model's shape")
+        self.model = model
+        self.users = users
+        self.items = items
+        self.catalog = catalog
+        self.info = info
+    }
+
+    public var modelType: String { type(of: model).modelType }
+
+    /// Writes the model folder atomically.
+    public func save(to path: String, overwrite: Bool = true) throws {
+        var metadata = info
+        metadata["format"] = "affinity-model"
+        metadata["format_version"] = String(Self.formatVersion)
+        metadata["model_type"] = modelType
+        metadata["config"] = configurationJSON(model)
+        let bytes = try SafeTensorsFile(tensors: model.tensors(), metadata: metadata).encoded()
+        let vocab = VocabularyFile(formatVersion: Self.formatVersion, users: users.ids, items: items.ids)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let vocabData = try encoder.encode(vocab)
+        let catalogData = try catalog.map { try encoder.encode($0.restricted(to: items.ids)) }
+        try AtomicWrite.folder(path, overwrite: overwrite) { tmp in
+            try Data(bytes).write(to: URL(fileURLWithPath: tmp).appendingPathComponent("model.safetensors"))
+            try vocabData.write(to: URL(fileURLWithPath: tmp).appendingPathComponent("vocabulary.json"))
+            if let catalogData { try catalogData.write(to: URL(fileURLWithPath: tmp).appendingPathComponent("items.json")) }
+        }
+    }
+
+    /// Reads a model folder, checking format, version, type and shapes.
+    public static func load(from path: String) throws -> TrainedModel {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ModelFileError.notAModel(path: path, reason: "no such model folder")
+        }
+        guard isDirectory.boolValue else {
+            throw ModelFileError.notAModel(path: path, reason: "is a file; a model is a folder holding model.safetensors and vocabulary.json")
+        }
+        let tensorPath = (path as NSString).appendingPathComponent("model.safetensors")
+        let vocabPath = (path as NSString).appendingPathComponent("vocabulary.json")
+        guard FileManager.default.fileExists(atPath: tensorPath) else {
+            throw ModelFileError.notAModel(path: path, reason: "model.safetensors is missing")
+        }
+        let file: SafeTensorsFile
+        do {
+            file = try SafeTensorsFile.read(path: tensorPath)
+        } catch let error as SafeTensorsError {
+            throw ModelFileError.corrupt(path: tensorPath, reason: "\(error)")
+        }
+        guard file.metadata["format"] == "affinity-model" else {
+            throw ModelFileError.notAModel(path: tensorPath, reason: "metadata has no format=affinity-model")
+        }
+        guard let version = file.metadata["format_version"], version == String(formatVersion) else {
+            throw ModelFileError.wrongVersion(path: tensorPath, found: file.metadata["format_version"] ?? "(none)", supported: formatVersion)
+        }
+        guard let typeName = file.metadata["model_type"] else {
+            throw ModelFileError.corrupt(path: tensorPath, reason: "metadata has no model_type")
+        }
+        guard let modelType = ModelRegistry.type(named: typeName) else {
+            throw ModelFileError.corrupt(path: tensorPath, reason: "model_type '\(typeName)' is not known to this build (known: \(ModelRegistry.names.joined(separator: ", ")))")
+        }
+        let model = try loadModel(modelType, file: file, path: tensorPath)
+
+        guard let vocabData = FileManager.default.contents(atPath: vocabPath) else {
+            throw ModelFileError.notAModel(path: path, reason: "vocabulary.json is missing")
+        }
+        let vocab: VocabularyFile
+        do {
+            vocab = try JSONDecoder().decode(VocabularyFile.self, from: vocabData)
+        } catch {
+            throw ModelFileError.corrupt(path: vocabPath, reason: "not a vocabulary file (\(error))")
+        }
+        guard vocab.formatVersion == formatVersion else {
+            throw ModelFileError.wrongVersion(path: vocabPath, found: String(vocab.formatVersion), supported: formatVersion)
+        }
+        let users = IDVocabulary(vocab.users), items = IDVocabulary(vocab.items)
+        guard users.count == vocab.users.count, items.count == vocab.items.count else {
+            throw ModelFileError.corrupt(path: vocabPath, reason: "duplicate IDs")
+        }
+        guard users.count == model.userCount, items.count == model.itemCount else {
+            throw ModelFileError.corrupt(path: vocabPath, reason: "\(users.count) users and \(items.count) items, but the model has \(model.userCount) and \(model.itemCount)")
+        }
+        var catalog: ItemCatalog? = nil
+        let catalogPath = (path as NSString).appendingPathComponent("items.json")
+        if let data = FileManager.default.contents(atPath: catalogPath) {
+            do {
+                catalog = try JSONDecoder().decode(ItemCatalog.self, from: data)
+            } catch {
+                throw ModelFileError.corrupt(path: catalogPath, reason: "not an item catalog (\(error))")
+            }
+        }
+        var info = file.metadata
+        for key in ["format", "format_version", "model_type", "config"] { info[key] = nil }
+        return TrainedModel(model: model, users: users, items: items, catalog: catalog, info: info)
+    }
+
+    private static func loadModel<M: PersistableRecommender>(_ type: M.Type, file: SafeTensorsFile, path: String) throws -> M {
+        let configuration: M.Configuration
+        do {
+            configuration = try JSONDecoder().decode(M.Configuration.self, from: Data((file.metadata["config"] ?? "{}").utf8))
+            try configuration.validate()
+        } catch {
+            throw ModelFileError.corrupt(path: path, reason: "configuration is invalid: \(error)")
+        }
+        do {
+            return try M(configuration: configuration, file: file, path: path)
+        } catch let error as SafeTensorsError {
+            throw ModelFileError.corrupt(path: path, reason: "\(error)")
+        }
+    }
+
+    /// Raw-ID recommendations for a known user, with `--cold-start popular` behaviour on request:
+    /// an unknown user then gets the most popular items, and `usedFallback` says so.
+    public func recommend(user: String, k: Int, excluding: [String] = [], fallbackToPopular: Bool = false) throws -> (items: [ScoredItem], usedFallback: Bool) {
+        let excluded = try Set(excluding.map { id -> Int in
+            guard let i = items.index(of: id) else { throw ModelError.unknownItem(id) }
+            return i
+        })
+        guard let u = users.index(of: user) else {
+            guard fallbackToPopular else { throw ModelError.unknownUser(user) }
+            guard k > 0 else { throw ModelError.invalidK(k) }
+            let counts = model.interactions.columnCounts().map { Float($0) }
+            return (topK(counts, k: k, excluded: excluded), true)
+        }
+        return (try model.recommend(user: u, k: k, excluding: excluded), false)
+    }
+
+    /// Raw-ID similar items.
+    public func similar(item: String, k: Int) throws -> [ScoredItem] {
+        guard let i = items.index(of: item) else { throw ModelError.unknownItem(item) }
+        guard k > 0 else { throw ModelError.invalidK(k) }
+        return try model.similarItems(to: i, k: k)
+    }
+
+    /// The display name of an item: its title when known, else its ID.
+    public func title(ofItem index: Int) -> String {
+        catalog?.titles[items[index]] ?? items[index]
+    }
+}
+
+private func configurationJSON(_ model: any PersistableRecommender) -> String {
+    func json<M: PersistableRecommender>(_ m: M) -> String { m.configuration.jsonString() }
+    return json(model)
+}
+
+/// Top-k of a score vector with excluded positions removed, best first, ties to the smaller index.
+func topK(_ scores: [Float], k: Int, excluded: Set<Int>) -> [ScoredItem] {
+    var mask = [Bool](repeating: false, count: scores.count)
+    for i in excluded where i >= 0 && i < scores.count { mask[i] = true }
+    var selector = TopKSelector(k: k)
+    scores.withUnsafeBufferPointer { s in mask.withUnsafeBufferPointer { selector.push(scores: s, excluded: $0) } }
+    return selector.sortedResults()
+}
+
+struct VocabularyFile: Codable {
+    var formatVersion: Int
+    var users: [String]
+    var items: [String]
+    enum CodingKeys: String, CodingKey { case formatVersion = "format_version", users, items }
+}
+
+/// The models this build knows, by CLI name.
+public enum ModelRegistry {
+    public static let types: [any PersistableRecommender.Type] = [Popularity.self, ItemKNN.self]
+    public static var names: [String] { types.map { $0.modelType } }
+    public static func type(named name: String) -> (any PersistableRecommender.Type)? {
+        types.first { $0.modelType == name }
+    }
+
+    /// Fits the model called `name` with `key=value` settings.
+    public static func fit(_ name: String, interactions: SparseMatrix, settings: [String: String]) throws -> any PersistableRecommender {
+        guard let type = type(named: name) else { throw ModelError.unknownModelType(name, known: names) }
+        return try type.fit(interactions, settings: settings)
+    }
+
+    /// The default configuration of a model as JSON, for help texts.
+    public static func defaults(of name: String) -> String? {
+        guard let type = type(named: name) else { return nil }
+        func json<M: PersistableRecommender>(_ t: M.Type) -> String { M.Configuration().jsonString() }
+        return json(type)
+    }
+}
