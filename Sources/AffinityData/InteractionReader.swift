@@ -217,7 +217,7 @@ public enum InteractionWriter {
     }
 
     /// Integral ratings print without a decimal point (`5`, not `5.0`), as in the shared splits.
-    static func formatRating(_ v: Float) -> String {
+    public static func formatRating(_ v: Float) -> String {
         if v == v.rounded() && abs(v) < 1e9 { return String(Int(v)) }
         return String(v)
     }

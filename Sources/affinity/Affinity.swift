@@ -1,0 +1,17 @@
+import ArgumentParser
+
+/// The `affinity` command-line tool: from a raw interaction log to an evaluated, saved,
+/// queryable model.
+@main
+struct Affinity: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "affinity",
+        abstract: "Embedding-based recommender: data, splits, training, full-ranking evaluation, recommendations.",
+        discussion: """
+        Start with `affinity demo` (synthetic data, no files needed) or `affinity demo --data PATH/ml-1m`.
+        File formats and the evaluation protocol: README.md.
+        """,
+        subcommands: [DataCommand.self, SplitCommand.self, TrainCommand.self, EvaluateCommand.self,
+                      RecommendCommand.self, SimilarCommand.self, DemoCommand.self]
+    )
+}

@@ -1,0 +1,85 @@
+import AffinityData
+import ArgumentParser
+import Foundation
+
+struct DataCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "data",
+        abstract: "Inspect interaction files and generate synthetic data.",
+        subcommands: [Stats.self, Generate.self]
+    )
+
+    struct Stats: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Counts, density, ratings and time range of an interaction file.")
+
+        @OptionGroup var input: InputOptions
+        @Option(name: .long, help: "Ratings at or above this count as positives in the summary.")
+        var minRating: Float = 4
+        @Flag(name: .long, help: "Print JSON on stdout.")
+        var json = false
+
+        func run() throws {
+            let (log, seconds) = try timed { try InteractionReader.read(path: input.input, format: input.format) }
+            let stats = LogStatistics(log, positiveThreshold: minRating)
+            if json {
+                struct Output: Encodable { var stats: LogStatistics; var loadSeconds: Double }
+                try printJSON(Output(stats: stats, loadSeconds: seconds))
+                return
+            }
+            print("file:            \(stats.source)")
+            print("rows:            \(stats.rows)   (loaded in \(String(format: "%.3f", seconds)) s)")
+            print("users:           \(stats.users)")
+            print("items:           \(stats.items)")
+            print("distinct pairs:  \(stats.distinctPairs)   (\(stats.rows - stats.distinctPairs) repeated rows merged)")
+            print("density:         \(String(format: "%.5f", stats.density))")
+            if let counts = stats.ratingCounts {
+                let ordered = counts.sorted { (Double($0.key) ?? 0) < (Double($1.key) ?? 0) }
+                print("ratings:         " + ordered.map { "\($0.key): \($0.value)" }.joined(separator: ", "))
+                if let p = stats.positives { print("positives (>= \(InteractionWriter.formatRating(minRating))): \(p)") }
+            }
+            if let first = stats.firstTimestamp, let last = stats.lastTimestamp {
+                let f = ISO8601DateFormatter()
+                print("time range:      \(f.string(from: Date(timeIntervalSince1970: TimeInterval(first)))) .. \(f.string(from: Date(timeIntervalSince1970: TimeInterval(last))))")
+            }
+            for (name, s) in [("items per user", stats.itemsPerUser), ("users per item", stats.usersPerItem)] {
+                print("\(name):  min \(s.min), median \(s.median), mean \(String(format: "%.1f", s.mean)), max \(s.max)")
+            }
+        }
+    }
+
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the synthetic data set (planted clusters, power-law popularity, substitute pairs).",
+            discussion: "Writes OUT/ratings.tsv (user, item, rating, timestamp), OUT/items.tsv and OUT/truth.json (the planted structure)."
+        )
+        @Option(name: .long, help: "Output folder.") var out: String
+        @Option(name: .long, help: "Number of users.") var users = 2_000
+        @Option(name: .long, help: "Number of items.") var items = 1_000
+        @Option(name: .long, help: "Number of taste clusters (genres).") var clusters = 8
+        @Option(name: .long, help: "Random seed.") var seed: UInt64 = 42
+        @Flag(name: .long, help: "Replace OUT if it exists.") var force = false
+
+        func run() throws {
+            var settings = SyntheticSettings()
+            settings.users = users
+            settings.items = items
+            settings.clusters = clusters
+            settings.seed = seed
+            let data = try SyntheticGenerator.generate(settings)
+            let truth: [String: Any] = [
+                "clusters": data.clusterNames,
+                "user_cluster": data.userCluster,
+                "item_cluster": data.itemCluster,
+                "substitute_pairs": data.substitutes.map { [$0.0, $0.1] },
+            ]
+            let truthData = try JSONSerialization.data(withJSONObject: truth, options: [.sortedKeys])
+            try AtomicWrite.folder(out, overwrite: force) { tmp in
+                try Data(InteractionWriter.tsv(data.log, rows: Array(0..<data.log.count)).utf8)
+                    .write(to: URL(fileURLWithPath: tmp).appendingPathComponent("ratings.tsv"))
+                try Data(data.catalog.tsv(items: data.log.items.ids).utf8).write(to: URL(fileURLWithPath: tmp).appendingPathComponent("items.tsv"))
+                try truthData.write(to: URL(fileURLWithPath: tmp).appendingPathComponent("truth.json"))
+            }
+            print("wrote \(data.log.count) interactions of \(data.log.userCount) users on \(data.log.itemCount) items to \(out)")
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import AffinityData
+import AffinityEval
+import AffinityModels
+import ArgumentParser
+import Foundation
+
+struct EvaluateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evaluate",
+        abstract: "Full-ranking evaluation (PROTOCOL.md): HR, Recall, NDCG, MRR and Coverage at each cutoff.",
+        discussion: """
+        Either evaluate a saved model (--model MODEL) or train one on the split's train.tsv and evaluate
+        it in one go (--model-type NAME [--set key=value ...]). Every item of train is a candidate,
+        each user's own train items are excluded, ties go to the smaller item index.
+        """
+    )
+
+    @Option(name: .long, help: "Saved model folder.") var model: String?
+    @Option(name: .long, help: "Train this model type on the split first: \(ModelRegistry.names.joined(separator: "|")).") var modelType: String?
+    @Option(name: .customLong("set"), help: "A setting for --model-type, key=value (repeatable).") var settings: [String] = []
+    @Option(name: .long, help: "Split folder.") var split: String
+    @Option(name: .long, help: "Cutoffs K, comma-separated.") var cutoffs = "10,20,50"
+    @Option(name: .long, help: "test (valid.tsv joins the history when present) or valid.") var target: EvaluationTarget = .test
+    @Option(name: .long, help: "Threads (0 = all cores).") var threads = 0
+    @Option(name: .long, help: "Also write each user's metrics to this TSV file.") var perUser: String?
+    @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+
+    func validate() throws {
+        guard (model == nil) != (modelType == nil) else { throw ValidationError("give exactly one of --model MODEL or --model-type NAME") }
+        if let modelType, ModelRegistry.type(named: modelType) == nil {
+            throw ValidationError("unknown model type '\(modelType)'; known: \(ModelRegistry.names.joined(separator: ", "))")
+        }
+        if model != nil && !settings.isEmpty { throw ValidationError("--set applies to --model-type only") }
+        _ = try parseCutoffs(cutoffs)
+    }
+
+    func run() throws {
+        let folder = try SplitFolder.read(split)
+        let trained: TrainedModel
+        var trainSeconds: Double? = nil
+        if let model {
+            trained = try TrainedModel.load(from: model)
+        } else {
+            (trained, trainSeconds) = try trainOnSplit(folder, model: modelType!, settings: try parseSettings(settings), catalog: nil)
+        }
+        let evaluator = try Evaluator(cutoffs: try parseCutoffs(cutoffs), threads: threads, keepPerUser: perUser != nil)
+        let report = try evaluate(trained, on: folder, evaluator: evaluator, target: target)
+        if let perUser, let tsv = report.perUserTSV() {
+            try AtomicWrite.file(Data(tsv.utf8), to: perUser)
+        }
+        if json {
+            struct Output: Encodable {
+                var model: String
+                var split: String
+                var target: String
+                var trainSeconds: Double?
+                var report: EvaluationReport
+            }
+            var r = report
+            r.perUser = nil
+            try printJSON(Output(model: trained.modelType, split: folder.name, target: target.rawValue, trainSeconds: trainSeconds, report: r))
+        } else {
+            var title = "\(trained.modelType) on \(folder.name) (\(target.rawValue))"
+            if let trainSeconds { title += ", trained in \(String(format: "%.2f", trainSeconds)) s" }
+            title += ", evaluated in \(String(format: "%.2f", report.seconds)) s"
+            print(report.table(title: title), terminator: "")
+        }
+    }
+}

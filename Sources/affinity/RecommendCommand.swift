@@ -1,0 +1,93 @@
+import AffinityData
+import AffinityModels
+import ArgumentParser
+import Foundation
+
+/// What happens when `recommend` is asked about a user the model never saw.
+enum ColdStart: String, ExpressibleByArgument, CaseIterable {
+    case error, popular
+}
+
+struct RecommendedItem: Encodable {
+    var rank: Int
+    var item: String
+    var score: Float
+    var title: String?
+    var genres: [String]?
+}
+
+func describe(_ list: [ScoredItem], model: TrainedModel) -> [RecommendedItem] {
+    list.enumerated().map { r, s in
+        let id = model.items[s.index]
+        return RecommendedItem(rank: r + 1, item: id, score: s.score, title: model.catalog?.titles[id], genres: model.catalog?.genres[id])
+    }
+}
+
+func printList(_ items: [RecommendedItem]) {
+    for it in items {
+        var line = String(format: "%3d. %@  %.4f", it.rank, it.item, it.score)
+        if let t = it.title { line += "  \(t)" }
+        if let g = it.genres, !g.isEmpty { line += "  [\(g.joined(separator: ", "))]" }
+        print(line)
+    }
+}
+
+struct RecommendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "recommend",
+        abstract: "Top-k items for a user of a saved model (seen items excluded)."
+    )
+
+    @Option(name: .long, help: "Model folder.") var model: String
+    @Option(name: .long, help: "Raw user ID.") var user: String
+    @Option(name: .shortAndLong, help: "Number of items.") var k = 10
+    @Option(name: .long, help: "Item IDs to leave out, comma-separated.") var exclude: String?
+    @Option(name: .long, help: "Unknown user: error | popular (recommend popular items and say so).") var coldStart: ColdStart = .error
+    @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+
+    func validate() throws {
+        guard k > 0 else { throw ValidationError("-k must be positive, got \(k)") }
+    }
+
+    func run() throws {
+        let trained = try TrainedModel.load(from: model)
+        let excluded = exclude.map { $0.split(separator: ",").map(String.init) } ?? []
+        let (list, fallback) = try trained.recommend(user: user, k: k, excluding: excluded, fallbackToPopular: coldStart == .popular)
+        if fallback { Console.note("note: user '\(user)' is not in the model; recommending the most popular items instead") }
+        let items = describe(list, model: trained)
+        if json {
+            struct Output: Encodable { var user: String; var model: String; var fallback: String?; var items: [RecommendedItem] }
+            try printJSON(Output(user: user, model: trained.modelType, fallback: fallback ? "popular" : nil, items: items))
+        } else {
+            printList(items)
+        }
+    }
+}
+
+struct SimilarCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "similar",
+        abstract: "Items most similar to an item, according to a saved model."
+    )
+
+    @Option(name: .long, help: "Model folder.") var model: String
+    @Option(name: .long, help: "Raw item ID.") var item: String
+    @Option(name: .shortAndLong, help: "Number of items.") var k = 10
+    @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+
+    func validate() throws {
+        guard k > 0 else { throw ValidationError("-k must be positive, got \(k)") }
+    }
+
+    func run() throws {
+        let trained = try TrainedModel.load(from: model)
+        let items = describe(try trained.similar(item: item, k: k), model: trained)
+        if json {
+            struct Output: Encodable { var item: String; var title: String?; var model: String; var similar: [RecommendedItem] }
+            try printJSON(Output(item: item, title: trained.catalog?.titles[item], model: trained.modelType, similar: items))
+        } else {
+            if let t = trained.catalog?.titles[item] { print("similar to \(item)  \(t):") }
+            printList(items)
+        }
+    }
+}

@@ -1,0 +1,96 @@
+import AffinityData
+import AffinityEval
+import AffinityModels
+import ArgumentParser
+import Foundation
+
+/// Messages for people on stderr; progress only when stderr is a terminal, so logs and pipes
+/// stay clean.
+enum Console {
+    static let isTerminal = isatty(2) != 0
+
+    static func progress(_ message: String) {
+        guard isTerminal else { return }
+        FileHandle.standardError.write(Data("\u{1B}[2K\r\(message)".utf8))
+    }
+
+    static func clearProgress() {
+        guard isTerminal else { return }
+        FileHandle.standardError.write(Data("\u{1B}[2K\r".utf8))
+    }
+
+    static func note(_ message: String) {
+        clearProgress()
+        FileHandle.standardError.write(Data("\(message)\n".utf8))
+    }
+}
+
+/// Prints an Encodable value as pretty, key-sorted JSON on stdout.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Parses `--set key=value` options.
+func parseSettings(_ raw: [String]) throws -> [String: String] {
+    var out: [String: String] = [:]
+    for item in raw {
+        guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
+            throw ValidationError("--set expects key=value, got '\(item)'")
+        }
+        out[String(item[..<eq])] = String(item[item.index(after: eq)...])
+    }
+    return out
+}
+
+/// Parses a comma-separated list of positive cutoffs such as `10,20,50`.
+func parseCutoffs(_ raw: String) throws -> [Int] {
+    let parts = raw.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    let values = parts.compactMap { Int($0) }
+    guard !parts.isEmpty, values.count == parts.count, values.allSatisfy({ $0 > 0 }) else {
+        throw ValidationError("--cutoffs expects positive integers separated by commas, got '\(raw)'")
+    }
+    return values
+}
+
+/// Seconds elapsed while running `body`.
+func timed<T>(_ body: () throws -> T) rethrows -> (T, Double) {
+    let start = DispatchTime.now().uptimeNanoseconds
+    let value = try body()
+    return (value, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+}
+
+extension InteractionFormat: ExpressibleByArgument {}
+extension SplitStrategy: ExpressibleByArgument {}
+extension EvaluationTarget: ExpressibleByArgument {}
+
+/// Options shared by commands that read an interaction file.
+struct InputOptions: ParsableArguments {
+    @Option(name: .long, help: "Interaction file (or a MovieLens folder with --format movielens).")
+    var input: String
+
+    @Option(name: .long, help: "File layout: \(InteractionFormat.allCases.map(\.rawValue).joined(separator: "|")) (default: from the file name).")
+    var format: InteractionFormat?
+}
+
+/// Fits a model on a split's train file and packages it with vocabularies and metadata.
+func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: String], catalog: ItemCatalog?) throws -> (TrainedModel, Double) {
+    let interactions = split.train.matrix()
+    Console.progress("training \(name) on \(interactions.rowCount) users x \(interactions.columnCount) items...")
+    let (model, seconds) = try timed { try ModelRegistry.fit(name, interactions: interactions, settings: settings) }
+    Console.clearProgress()
+    let trained = TrainedModel(model: model, users: split.train.users, items: split.train.items,
+                               catalog: catalog ?? split.catalog,
+                               info: ["trained_on": split.path, "train_seconds": String(format: "%.3f", seconds)])
+    return (trained, seconds)
+}
+
+/// Evaluates a trained model on a split with the project's evaluator.
+func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluator, target: EvaluationTarget) throws -> EvaluationReport {
+    let data = try EvaluationData(split: split, users: trained.users, items: trained.items, target: target)
+    let model = trained.model
+    Console.progress("evaluating \(data.evaluatedUsers.count) users over \(data.candidateCount) items...")
+    defer { Console.clearProgress() }
+    return evaluator.evaluate(data) { user, scores in model.scores(forUser: user, into: scores) }
+}

@@ -1,0 +1,34 @@
+import AffinityData
+import AffinityModels
+import ArgumentParser
+import Foundation
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Fit a model on a split's train.tsv and save it as a model folder.",
+        discussion: "Models: \(ModelRegistry.names.joined(separator: ", ")). Settings and their defaults:\n"
+            + ModelRegistry.names.map { "  \($0): \(ModelRegistry.defaults(of: $0) ?? "{}")" }.joined(separator: "\n")
+    )
+
+    @Option(name: .long, help: "Split folder (train.tsv is used).") var split: String
+    @Option(name: .long, help: "Model: \(ModelRegistry.names.joined(separator: "|")).") var model: String
+    @Option(name: .customLong("set"), help: "A setting, key=value (repeatable).") var settings: [String] = []
+    @Option(name: .long, help: "Item metadata file to store with the model (default: the split's items.tsv).") var items: String?
+    @Option(name: .long, help: "Output model folder.") var out: String
+    @Flag(name: .long, help: "Replace OUT if it exists.") var force = false
+
+    func validate() throws {
+        guard ModelRegistry.type(named: model) != nil else {
+            throw ValidationError("unknown model '\(model)'; known models: \(ModelRegistry.names.joined(separator: ", "))")
+        }
+    }
+
+    func run() throws {
+        let folder = try SplitFolder.read(split)
+        let catalog = try items.map { try ItemCatalog.read(path: $0) }
+        let (trained, seconds) = try trainOnSplit(folder, model: model, settings: try parseSettings(settings), catalog: catalog)
+        try trained.save(to: out, overwrite: force)
+        print("trained \(model) on \(trained.users.count) users x \(trained.items.count) items in \(String(format: "%.2f", seconds)) s; saved to \(out)")
+    }
+}
