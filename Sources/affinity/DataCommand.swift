@@ -56,6 +56,7 @@ struct DataCommand: ParsableCommand {
         @Option(name: .long, help: "Number of users.") var users = 2_000
         @Option(name: .long, help: "Number of items.") var items = 1_000
         @Option(name: .long, help: "Number of taste clusters (genres).") var clusters = 8
+        @Option(name: .long, help: "Planted substitute pairs (default: 40, at most items/4).") var substitutePairs: Int?
         @Option(name: .long, help: "Random seed.") var seed: UInt64 = 42
         @Flag(name: .long, help: "Replace OUT if it exists.") var force = false
 
@@ -65,6 +66,7 @@ struct DataCommand: ParsableCommand {
             settings.items = items
             settings.clusters = clusters
             settings.seed = seed
+            settings.substitutePairs = substitutePairs ?? min(settings.substitutePairs, items / 4)
             let data = try SyntheticGenerator.generate(settings)
             let truth: [String: Any] = [
                 "clusters": data.clusterNames,

@@ -1,0 +1,121 @@
+import Foundation
+import Testing
+
+/// Runs the built `affinity` binary (it sits beside the test bundle) and captures its output.
+struct CLI {
+    static let binary: String = {
+        let candidates = [
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("affinity").path,
+            Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("affinity").path,
+            Bundle.main.bundleURL.appendingPathComponent("affinity").path,
+        ]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
+    }()
+
+    struct Result { var status: Int32; var stdout: String; var stderr: String }
+
+    @discardableResult
+    static func run(_ arguments: String...) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+}
+
+func tempDir() -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-cli-\(UInt32.random(in: 0...UInt32.max))").path
+    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+@Suite(.serialized) struct CLITests {
+    @Test func endToEndOnGeneratedData() throws {
+        let dir = tempDir()
+        var r = try CLI.run("data", "generate", "--out", dir + "/data", "--users", "300", "--items", "120")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("data", "stats", "--input", dir + "/data/ratings.tsv", "--json")
+        #expect(r.status == 0 && r.stdout.contains("\"users\" : 300"), "\(r.stdout)\(r.stderr)")
+        r = try CLI.run("split", "--input", dir + "/data/ratings.tsv", "--strategy", "holdout", "--out", dir + "/split")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir + "/split/items.tsv"))
+        r = try CLI.run("train", "--split", dir + "/split", "--model", "itemknn", "--set", "neighbors=20", "--out", dir + "/knn")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("evaluate", "--model", dir + "/knn", "--split", dir + "/split", "--cutoffs", "5,10", "--json", "--per-user", dir + "/per-user.tsv")
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let report = json["report"] as! [String: Any]
+        #expect((report["metrics"] as! [[String: Any]]).map { $0["k"] as! Int } == [5, 10])
+        #expect(try String(contentsOfFile: dir + "/per-user.tsv", encoding: .utf8).hasPrefix("user\ttest_items\thr@5"))
+        r = try CLI.run("evaluate", "--split", dir + "/split", "--model-type", "popularity")
+        #expect(r.status == 0 && r.stdout.contains("evaluated users:"), "\(r.stderr)")
+        r = try CLI.run("recommend", "--model", dir + "/knn", "--user", "u1", "-k", "3", "--json")
+        #expect(r.status == 0 && r.stdout.contains("\"title\""), "\(r.stderr)")
+        r = try CLI.run("similar", "--model", dir + "/knn", "--item", "i1", "-k", "3")
+        #expect(r.status == 0 && r.stdout.contains("similar to i1"), "\(r.stderr)")
+    }
+
+    @Test func badInputGivesAClearErrorAndNonZeroExit() throws {
+        let dir = tempDir()
+        try Data("u\ti\t5\nu\n".utf8).write(to: URL(fileURLWithPath: dir + "/bad.tsv"))
+        var r = try CLI.run("data", "stats", "--input", dir + "/bad.tsv")
+        #expect(r.status != 0 && r.stderr.contains("bad.tsv:2: expected 2 to 4 tab-separated fields, found 1"), "\(r.stderr)")
+
+        try Data("".utf8).write(to: URL(fileURLWithPath: dir + "/empty.tsv"))
+        r = try CLI.run("split", "--input", dir + "/empty.tsv", "--strategy", "holdout", "--out", dir + "/s")
+        #expect(r.status != 0 && r.stderr.contains("empty.tsv: no interactions"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/s"))
+
+        try FileManager.default.createDirectory(atPath: dir + "/nosplit", withIntermediateDirectories: true)
+        try Data("u\ti\n".utf8).write(to: URL(fileURLWithPath: dir + "/nosplit/train.tsv"))
+        r = try CLI.run("evaluate", "--split", dir + "/nosplit", "--model-type", "popularity")
+        #expect(r.status != 0 && r.stderr.contains("not a split folder: test.tsv is missing"), "\(r.stderr)")
+
+        r = try CLI.run("evaluate", "--split", dir + "/nosplit", "--model-type", "nosuch")
+        #expect(r.status != 0 && r.stderr.contains("unknown model type 'nosuch'"), "\(r.stderr)")
+    }
+
+    @Test func unknownUsersKAndModelVersions() throws {
+        let dir = tempDir()
+        #expect(try CLI.run("data", "generate", "--out", dir + "/d", "--users", "100", "--items", "60").status == 0)
+        #expect(try CLI.run("split", "--input", dir + "/d/ratings.tsv", "--strategy", "holdout", "--out", dir + "/s").status == 0)
+        #expect(try CLI.run("train", "--split", dir + "/s", "--model", "popularity", "--out", dir + "/m").status == 0)
+
+        var r = try CLI.run("recommend", "--model", dir + "/m", "--user", "ghost")
+        #expect(r.status != 0 && r.stderr.contains("unknown user 'ghost'"), "\(r.stderr)")
+        r = try CLI.run("recommend", "--model", dir + "/m", "--user", "ghost", "--cold-start", "popular", "-k", "2")
+        #expect(r.status == 0 && r.stderr.contains("recommending the most popular items instead"), "\(r.stderr)")
+        #expect(r.stdout.split(separator: "\n").count == 2)
+        r = try CLI.run("recommend", "--model", dir + "/m", "--user", "u1", "-k", "0")
+        #expect(r.status != 0 && r.stderr.contains("-k must be positive"), "\(r.stderr)")
+        r = try CLI.run("similar", "--model", dir + "/m", "--item", "nope")
+        #expect(r.status != 0 && r.stderr.contains("unknown item 'nope'"), "\(r.stderr)")
+
+        // Retraining into an existing folder needs --force; the old model stays intact.
+        r = try CLI.run("train", "--split", dir + "/s", "--model", "itemknn", "--out", dir + "/m")
+        #expect(r.status != 0 && r.stderr.contains("already exists"), "\(r.stderr)")
+        #expect(try CLI.run("recommend", "--model", dir + "/m", "--user", "u1").status == 0)
+
+        // A model file of another format version.
+        let path = dir + "/m/model.safetensors"
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let needle = Array("\"format_version\":\"1\"".utf8)
+        let start = (0...(bytes.count - needle.count)).first { Array(bytes[$0..<($0 + needle.count)]) == needle }!
+        bytes[start + needle.count - 2] = UInt8(ascii: "7")
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        r = try CLI.run("recommend", "--model", dir + "/m", "--user", "u1")
+        #expect(r.status != 0 && r.stderr.contains("model format version 7"), "\(r.stderr)")
+    }
+
+    @Test func demoRunsOnSyntheticData() throws {
+        let r = try CLI.run("demo", "--show", "1")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("popularity") && r.stdout.contains("itemknn") && r.stdout.contains("recommended:"))
+    }
+}
