@@ -41,6 +41,13 @@ public struct EvaluationReport: Sendable, Codable {
     public var skipped: [String: Int]
     public var seconds: Double
     public var perUser: [UserMetrics]?
+    /// Each evaluated user's ranked list (internal item indexes, at most the largest cutoff),
+    /// when asked for with `keepRankings`; parallel to `EvaluationData.evaluatedUsers`.
+    public var rankings: [[Int]]?
+
+    enum CodingKeys: String, CodingKey {
+        case evaluatedUsers, candidateItems, metrics, skipped, seconds, perUser
+    }
 
     public func metrics(at k: Int) -> CutoffMetrics? { metrics.first { $0.k == k } }
 }
@@ -58,14 +65,17 @@ public struct Evaluator: Sendable {
     public var threads: Int
     /// Keep each user's metrics in the report.
     public var keepPerUser: Bool
+    /// Keep each user's ranked list in the report (for `--write-recs`).
+    public var keepRankings: Bool
 
-    public init(cutoffs: [Int] = [10, 20, 50], threads: Int = 0, keepPerUser: Bool = false) throws {
+    public init(cutoffs: [Int] = [10, 20, 50], threads: Int = 0, keepPerUser: Bool = false, keepRankings: Bool = false) throws {
         guard !cutoffs.isEmpty, cutoffs.allSatisfy({ $0 > 0 }) else {
             throw DataError.invalidSetting(name: "cutoffs", reason: "need one or more positive cutoffs, got \(cutoffs)")
         }
         self.cutoffs = Array(Set(cutoffs)).sorted()
         self.threads = threads
         self.keepPerUser = keepPerUser
+        self.keepRankings = keepRankings
     }
 
     /// Evaluates a scorer that writes the score of every candidate item for internal user `u`
@@ -124,8 +134,10 @@ public struct Evaluator: Sendable {
                                    hitRate: column(0), recall: column(1), ndcg: column(2), mrr: column(3))
             }
         }
+        let rankings: [[Int]]? = keepRankings
+            ? (0..<nUsers).map { p in ranked[(p * kMax)..<((p + 1) * kMax)].prefix { $0 >= 0 }.map { Int($0) } } : nil
         return EvaluationReport(evaluatedUsers: nUsers, candidateItems: nItems, metrics: metrics, skipped: data.skipped,
-                                seconds: Date().timeIntervalSince(start), perUser: perUser)
+                                seconds: Date().timeIntervalSince(start), perUser: perUser, rankings: rankings)
     }
 
     /// HR, Recall, NDCG and MRR of one ranked list at each cutoff, flattened as

@@ -36,6 +36,20 @@ extension EvaluationReport {
 func fmt(_ v: Double) -> String { String(format: "%.4f", v) }
 func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
 
+extension EvaluationReport {
+    /// The kept rankings as `user<TAB>item<TAB>rank` TSV (rank 1 = best), the input format of
+    /// `shared/bench/quality/evaluate.py --recs`, so any figure can be re-scored independently.
+    public func recommendationsTSV(_ data: EvaluationData) -> String? {
+        guard let rankings else { return nil }
+        var out = "user\titem\trank\n"
+        for (p, list) in rankings.enumerated() {
+            let user = data.users[data.evaluatedUsers[p]]
+            for (r, item) in list.enumerated() { out += "\(user)\t\(data.items[item])\t\(r + 1)\n" }
+        }
+        return out
+    }
+}
+
 /// A side-by-side comparison of several models' reports at chosen cutoffs.
 public func comparisonTable(_ rows: [(name: String, report: EvaluationReport, trainSeconds: Double)], cutoffs: [Int]) -> String {
     let nameWidth = max(10, rows.map(\.name.count).max() ?? 0)

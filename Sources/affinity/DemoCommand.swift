@@ -55,7 +55,7 @@ struct DemoCommand: ParsableCommand {
         var models: [TrainedModel] = []
         for name in ModelRegistry.names {
             let (trained, seconds) = try trainOnSplit(folder, model: name, settings: [:], catalog: catalog)
-            let report = try evaluate(trained, on: folder, evaluator: evaluator, target: .test)
+            let (report, _) = try evaluate(trained, on: folder, evaluator: evaluator, target: .test)
             rows.append((name, report, seconds))
             models.append(trained)
         }

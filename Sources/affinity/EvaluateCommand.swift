@@ -23,6 +23,7 @@ struct EvaluateCommand: ParsableCommand {
     @Option(name: .long, help: "test (valid.tsv joins the history when present) or valid.") var target: EvaluationTarget = .test
     @Option(name: .long, help: "Threads (0 = all cores).") var threads = 0
     @Option(name: .long, help: "Also write each user's metrics to this TSV file.") var perUser: String?
+    @Option(name: .long, help: "Also write each user's top-K list (largest cutoff) as user<TAB>item<TAB>rank TSV.") var writeRecs: String?
     @Flag(name: .long, help: "Print JSON on stdout.") var json = false
 
     func validate() throws {
@@ -43,10 +44,14 @@ struct EvaluateCommand: ParsableCommand {
         } else {
             (trained, trainSeconds) = try trainOnSplit(folder, model: modelType!, settings: try parseSettings(settings), catalog: nil)
         }
-        let evaluator = try Evaluator(cutoffs: try parseCutoffs(cutoffs), threads: threads, keepPerUser: perUser != nil)
-        let report = try evaluate(trained, on: folder, evaluator: evaluator, target: target)
+        let evaluator = try Evaluator(cutoffs: try parseCutoffs(cutoffs), threads: threads,
+                                      keepPerUser: perUser != nil, keepRankings: writeRecs != nil)
+        let (report, data) = try evaluate(trained, on: folder, evaluator: evaluator, target: target)
         if let perUser, let tsv = report.perUserTSV() {
             try AtomicWrite.file(Data(tsv.utf8), to: perUser)
+        }
+        if let writeRecs, let tsv = report.recommendationsTSV(data) {
+            try AtomicWrite.file(Data(tsv.utf8), to: writeRecs)
         }
         if json {
             struct Output: Encodable {

@@ -87,10 +87,10 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
 }
 
 /// Evaluates a trained model on a split with the project's evaluator.
-func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluator, target: EvaluationTarget) throws -> EvaluationReport {
+func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluator, target: EvaluationTarget) throws -> (EvaluationReport, EvaluationData) {
     let data = try EvaluationData(split: split, users: trained.users, items: trained.items, target: target)
     let model = trained.model
     Console.progress("evaluating \(data.evaluatedUsers.count) users over \(data.candidateCount) items...")
     defer { Console.clearProgress() }
-    return evaluator.evaluate(data) { user, scores in model.scores(forUser: user, into: scores) }
+    return (evaluator.evaluate(data) { user, scores in model.scores(forUser: user, into: scores) }, data)
 }

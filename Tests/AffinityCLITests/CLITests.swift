@@ -53,6 +53,10 @@ func tempDir() -> String {
         let report = json["report"] as! [String: Any]
         #expect((report["metrics"] as! [[String: Any]]).map { $0["k"] as! Int } == [5, 10])
         #expect(try String(contentsOfFile: dir + "/per-user.tsv", encoding: .utf8).hasPrefix("user\ttest_items\thr@5"))
+        r = try CLI.run("evaluate", "--model", dir + "/knn", "--split", dir + "/split", "--cutoffs", "5", "--write-recs", dir + "/recs.tsv")
+        let recs = try String(contentsOfFile: dir + "/recs.tsv", encoding: .utf8).split(separator: "\n")
+        #expect(r.status == 0 && recs.first == "user\titem\trank" && recs.dropFirst().allSatisfy { $0.split(separator: "\t").count == 3 })
+        #expect((recs.count - 1) % 5 == 0)
         r = try CLI.run("evaluate", "--split", dir + "/split", "--model-type", "popularity")
         #expect(r.status == 0 && r.stdout.contains("evaluated users:"), "\(r.stderr)")
         r = try CLI.run("recommend", "--model", dir + "/knn", "--user", "u1", "-k", "3", "--json")
