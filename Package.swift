@@ -17,7 +17,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
-        .target(name: "AffinityLinalg"),
+        // Implementation detail: runtime-dispatched AVX-512 / AVX2 / portable C kernels.
+        .target(name: "_AffinityKernels"),
+        .target(name: "AffinityLinalg", dependencies: ["_AffinityKernels"]),
         .target(name: "AffinityData", dependencies: ["AffinityLinalg"]),
         .target(name: "AffinityEval", dependencies: ["AffinityData", "AffinityLinalg"]),
         .target(name: "AffinityModels", dependencies: ["AffinityData", "AffinityLinalg"]),

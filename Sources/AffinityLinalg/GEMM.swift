@@ -1,0 +1,86 @@
+import _AffinityKernels
+
+/// Single-precision matrix multiplication C = alpha·op(A)·op(B) + beta·C on row-major storage.
+///
+/// The work is split into row blocks (or column blocks when C has few rows) across at most
+/// `threads` threads (0 = all cores; pass 1 from code that is already parallel). Each block runs
+/// the blocked, packed C kernel with the widest SIMD micro-kernel the CPU offers.
+/// - Parameters: `m`, `n`, `k`: op(A) is m x k, op(B) is k x n, C is m x n. `transposeA`: A is
+///   stored k x m (leading dimension `lda`). `transposeB`: B is stored n x k.
+public func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+                  a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int = 0) {
+    guard m > 0 && n > 0 else { return }
+    let workers = Parallelism.resolve(threads)
+    let flops = 2.0 * Double(m) * Double(n) * Double(k)
+    let ta: Int32 = transposeA ? 1 : 0, tb: Int32 = transposeB ? 1 : 0
+    if workers <= 1 || flops < 4e6 {
+        affinity_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        return
+    }
+    let aa = UncheckedPointer(a), bb = UncheckedPointer(b), cc = UncheckedMutablePointer(c)
+    let mr = Int(affinity_gemm_mr()), nr = Int(affinity_gemm_nr())
+    if m >= workers * mr * 4 {
+        // Row blocks: a multiple of the micro-tile height, a few per worker for balance.
+        let blocks = workers * (m >= workers * 256 ? 4 : 1)
+        let rowsPer = ((m + blocks - 1) / blocks + mr - 1) / mr * mr
+        Parallelism.forEachRange(m, grain: rowsPer, threads: workers) { r in
+            let aOffset = transposeA ? r.lowerBound : r.lowerBound * lda
+            affinity_sgemm(ta, tb, r.count, n, k, alpha, aa.base + aOffset, lda, bb.base, ldb, beta, cc.base + r.lowerBound * ldc, ldc)
+        }
+    } else {
+        let colsPer = ((n + workers - 1) / workers + nr - 1) / nr * nr
+        Parallelism.forEachRange(n, grain: colsPer, threads: workers) { r in
+            let bOffset = transposeB ? r.lowerBound * ldb : r.lowerBound
+            affinity_sgemm(ta, tb, m, r.count, k, alpha, aa.base, lda, bb.base + bOffset, ldb, beta, cc.base + r.lowerBound, ldc)
+        }
+    }
+}
+
+/// Plain triple-loop GEMM with Double accumulation: the oracle of `sgemm`.
+public func referenceSGEMM(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+                           a: [Float], lda: Int, b: [Float], ldb: Int, beta: Float = 0, c: inout [Float], ldc: Int) {
+    for i in 0..<m {
+        for j in 0..<n {
+            var s = 0.0
+            for p in 0..<k {
+                let av = transposeA ? a[p * lda + i] : a[i * lda + p]
+                let bv = transposeB ? b[j * ldb + p] : b[p * ldb + j]
+                s += Double(av) * Double(bv)
+            }
+            let old = beta == 0 ? 0 : Double(beta) * Double(c[i * ldc + j])
+            c[i * ldc + j] = Float(Double(alpha) * s + old)
+        }
+    }
+}
+
+extension Matrix {
+    /// op(self) · op(other), computed with `sgemm`.
+    public func multiplied(by other: Matrix, transposeSelf: Bool = false, transposeOther: Bool = false, threads: Int = 0) -> Matrix {
+        let m = transposeSelf ? columns : rows, k = transposeSelf ? rows : columns
+        let k2 = transposeOther ? other.columns : other.rows, n = transposeOther ? other.rows : other.columns
+        precondition(k == k2, "inner dimensions differ: \(k) vs \(k2)")
+        var out = Matrix(rows: m, columns: n)
+        values.withUnsafeBufferPointer { a in
+            other.values.withUnsafeBufferPointer { b in
+                out.values.withUnsafeMutableBufferPointer { c in
+                    sgemm(transposeA: transposeSelf, transposeB: transposeOther, m: m, n: n, k: k,
+                          a: a.baseAddress!, lda: columns, b: b.baseAddress!, ldb: other.columns,
+                          c: c.baseAddress!, ldc: n, threads: threads)
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// Raw pointers that cross into parallel regions; each task touches only its own block.
+struct UncheckedPointer: @unchecked Sendable {
+    let base: UnsafePointer<Float>
+    init(_ base: UnsafePointer<Float>) { self.base = base }
+}
+
+struct UncheckedMutablePointer: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Float>
+    init(_ base: UnsafeMutablePointer<Float>) { self.base = base }
+}

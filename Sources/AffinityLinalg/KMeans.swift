@@ -1,0 +1,142 @@
+/// Settings of k-means. Every field has a default.
+public struct KMeansSettings: Sendable, Codable, Equatable {
+    /// Number of clusters k.
+    public var clusters: Int
+    /// Lloyd iterations after the k-means++ initialisation.
+    public var iterations: Int = 20
+    /// Seed of the initialisation (and of empty-cluster repair).
+    public var seed: UInt64 = 42
+    /// Threads for the assignment step (0 = all cores).
+    public var threads: Int = 0
+
+    public init(clusters: Int, iterations: Int = 20, seed: UInt64 = 42, threads: Int = 0) {
+        self.clusters = clusters
+        self.iterations = iterations
+        self.seed = seed
+        self.threads = threads
+    }
+}
+
+/// Lloyd's k-means (squared Euclidean) with k-means++ seeding (Arthur & Vassilvitskii 2007),
+/// GEMM-based parallel assignment and repair of empty clusters by splitting the largest one
+/// (as FAISS does). Same seed and data give the same result whatever the thread count.
+public enum KMeans {
+    public struct Result: Sendable {
+        /// k x d centroids.
+        public var centroids: Matrix
+        /// Cluster of each point.
+        public var assignments: [Int32]
+        /// Sum of squared distances of points to their centroids.
+        public var inertia: Double
+        public var iterations: Int
+    }
+
+    public static func fit(_ data: Matrix, settings: KMeansSettings) throws -> Result {
+        let n = data.rows, d = data.columns, k = settings.clusters
+        guard k > 0 && k <= n else { throw LinalgError.invalidArgument("k-means: clusters must be in 1...\(n) (the number of points), got \(k)") }
+        var rng = SeededGenerator(seed: settings.seed)
+        var centroids = plusPlusInit(data, k: k, rng: &rng)
+        var assignments = [Int32](repeating: 0, count: n)
+        var inertia = 0.0
+        var iteration = 0
+        while true {
+            inertia = assign(data, centroids: centroids, into: &assignments, threads: settings.threads)
+            if iteration == settings.iterations { break }
+            iteration += 1
+            // Update: means in Double, in point order (deterministic).
+            var sums = [Double](repeating: 0, count: k * d)
+            var sizes = [Int](repeating: 0, count: k)
+            for i in 0..<n {
+                let c = Int(assignments[i])
+                sizes[c] += 1
+                for j in 0..<d { sums[c * d + j] += Double(data.values[i * d + j]) }
+            }
+            for c in 0..<k where sizes[c] > 0 {
+                for j in 0..<d { centroids.values[c * d + j] = Float(sums[c * d + j] / Double(sizes[c])) }
+            }
+            // Empty clusters: split the largest cluster's centroid in two, nudged apart.
+            for c in 0..<k where sizes[c] == 0 {
+                let largest = sizes.indices.max { sizes[$0] < sizes[$1] || (sizes[$0] == sizes[$1] && $0 > $1) }!
+                for j in 0..<d {
+                    let v = centroids.values[largest * d + j]
+                    let eps: Float = 1.0 / 1024 * (rng.nextFloat() - 0.5)
+                    centroids.values[c * d + j] = v * (1 + eps) + eps
+                    centroids.values[largest * d + j] = v * (1 - eps) - eps
+                }
+                sizes[c] = sizes[largest] / 2
+                sizes[largest] -= sizes[c]
+            }
+        }
+        return Result(centroids: centroids, assignments: assignments, inertia: inertia, iterations: iteration)
+    }
+
+    /// k-means++: each next centre is drawn with probability proportional to the squared distance
+    /// to the nearest centre chosen so far.
+    static func plusPlusInit(_ data: Matrix, k: Int, rng: inout SeededGenerator) -> Matrix {
+        let n = data.rows, d = data.columns
+        var centroids = Matrix(rows: k, columns: d)
+        var nearest = [Float](repeating: .infinity, count: n)
+        var distances = [Float](repeating: 0, count: n)
+        var chosen = rng.next(below: n)
+        for c in 0..<k {
+            for j in 0..<d { centroids.values[c * d + j] = data.values[chosen * d + j] }
+            if c == k - 1 { break }
+            data.values.withUnsafeBufferPointer { x in
+                centroids.values.withUnsafeBufferPointer { cp in
+                    Kernels.squaredL2Rows(query: cp.baseAddress! + c * d, rows: x.baseAddress!, rowCount: n, dimension: d, into: &distances)
+                }
+            }
+            var total = 0.0
+            for i in 0..<n {
+                nearest[i] = min(nearest[i], distances[i])
+                total += Double(nearest[i])
+            }
+            guard total > 0 else { chosen = rng.next(below: n); continue }
+            var target = rng.nextDouble() * total
+            chosen = n - 1
+            for i in 0..<n {
+                target -= Double(nearest[i])
+                if target < 0 { chosen = i; break }
+            }
+        }
+        return centroids
+    }
+
+    /// Assigns each point to its nearest centroid (ties to the smaller index); returns the inertia.
+    /// |x − c|² = |x|² − 2x·c + |c|², with x·c for a block of points by `sgemm`.
+    public static func assign(_ data: Matrix, centroids: Matrix, into assignments: inout [Int32], threads: Int = 0) -> Double {
+        let n = data.rows, d = data.columns, k = centroids.rows
+        let centroidNorms = (0..<k).map { c in Kernels.dot(Array(centroids.row(c)), Array(centroids.row(c))) }
+        let block = 512
+        var perPoint = [Float](repeating: 0, count: n)
+        assignments.withUnsafeMutableBufferPointer { ab in
+            perPoint.withUnsafeMutableBufferPointer { pb in
+                let aOut = SharedMutableBuffer(ab), dOut = SharedMutableBuffer(pb)
+                data.values.withUnsafeBufferPointer { xp in
+                    centroids.values.withUnsafeBufferPointer { cp in
+                        let xb = UncheckedPointer(xp.baseAddress!), cb = UncheckedPointer(cp.baseAddress!)
+                        Parallelism.forEachRange(n, grain: block, threads: threads) { range in
+                            var dots = [Float](repeating: 0, count: range.count * k)
+                            dots.withUnsafeMutableBufferPointer { t in
+                                sgemm(transposeB: true, m: range.count, n: k, k: d, a: xb.base + range.lowerBound * d, lda: d,
+                                      b: cb.base, ldb: d, c: t.baseAddress!, ldc: k, threads: 1)
+                            }
+                            for (r, i) in range.enumerated() {
+                                var bestC = 0
+                                var bestD = Float.infinity
+                                for c in 0..<k {
+                                    let dist = centroidNorms[c] - 2 * dots[r * k + c]
+                                    if dist < bestD { bestD = dist; bestC = c }
+                                }
+                                let xx = Kernels.dot(xb.base + i * d, xb.base + i * d, count: d)
+                                aOut[i] = Int32(bestC)
+                                dOut[i] = max(0, bestD + xx)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return perPoint.reduce(0.0) { $0 + Double($1) }
+    }
+}

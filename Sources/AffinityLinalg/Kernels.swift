@@ -1,0 +1,69 @@
+import _AffinityKernels
+
+/// Vector kernels on contiguous `Float` buffers. Each forwards to the runtime-dispatched C kernel
+/// (AVX-512, AVX2+FMA or portable) and has a plain Swift reference twin used by the tests.
+public enum Kernels {
+    /// The SIMD path in use: "avx512", "avx2" or "portable".
+    public static var simdLevel: String {
+        switch affinity_simd_level() {
+        case 2: return "avx512"
+        case 1: return "avx2"
+        default: return "portable"
+        }
+    }
+
+    /// Caps the SIMD path (0 portable, 1 AVX2, 2 AVX-512; -1 automatic), so tests can check every
+    /// path on one machine. Not for use while other threads run kernels.
+    public static func forceSIMDLevel(_ level: Int) { affinity_force_level(Int32(level)) }
+
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        affinity_dot(a, b, count)
+    }
+
+    @inline(__always)
+    public static func squaredL2(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        affinity_l2sq(a, b, count)
+    }
+
+    /// Cosine similarity; 0 when either vector is zero.
+    public static func cosine(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        let ab = affinity_dot(a, b, count), aa = affinity_dot(a, a, count), bb = affinity_dot(b, b, count)
+        let d = (aa * bb).squareRoot()
+        return d > 0 ? ab / d : 0
+    }
+
+    public static func dot(_ a: [Float], _ b: [Float]) -> Float {
+        precondition(a.count == b.count, "vector lengths differ")
+        return a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in affinity_dot(pa.baseAddress!, pb.baseAddress!, a.count) } }
+    }
+
+    public static func squaredL2(_ a: [Float], _ b: [Float]) -> Float {
+        precondition(a.count == b.count, "vector lengths differ")
+        return a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in affinity_l2sq(pa.baseAddress!, pb.baseAddress!, a.count) } }
+    }
+
+    /// `out[r] = dot(query, rows[r])` for a block of `rowCount` rows of length `dimension`.
+    public static func dotRows(query: UnsafePointer<Float>, rows: UnsafePointer<Float>, rowCount: Int, dimension: Int, into out: UnsafeMutablePointer<Float>) {
+        affinity_dot_rows(query, rows, rowCount, dimension, out)
+    }
+
+    /// `out[r] = |query - rows[r]|²`.
+    public static func squaredL2Rows(query: UnsafePointer<Float>, rows: UnsafePointer<Float>, rowCount: Int, dimension: Int, into out: UnsafeMutablePointer<Float>) {
+        affinity_l2sq_rows(query, rows, rowCount, dimension, out)
+    }
+
+    // Reference twins: plain loops with Double accumulation.
+
+    public static func referenceDot(_ a: [Float], _ b: [Float]) -> Float {
+        var s = 0.0
+        for i in 0..<a.count { s += Double(a[i]) * Double(b[i]) }
+        return Float(s)
+    }
+
+    public static func referenceSquaredL2(_ a: [Float], _ b: [Float]) -> Float {
+        var s = 0.0
+        for i in 0..<a.count { let d = Double(a[i]) - Double(b[i]); s += d * d }
+        return Float(s)
+    }
+}

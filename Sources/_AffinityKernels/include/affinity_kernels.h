@@ -1,0 +1,51 @@
+// Implementation detail of AffinityLinalg: the few hot loops that need wide SIMD.
+//
+// The package is built for the default target (baseline SSE2 on x86-64) and must not use
+// unsafeFlags, so each kernel has AVX-512 and AVX2+FMA variants compiled with
+// __attribute__((target(...))) and chosen once at start-up by CPU detection, plus a portable C
+// variant used elsewhere (and on ARM, where the compiler vectorises it). Swift twins in
+// AffinityLinalg are the test oracles for every function here.
+#ifndef AFFINITY_KERNELS_H
+#define AFFINITY_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 2 = AVX-512F, 1 = AVX2 + FMA, 0 = portable C. `affinity_force_level` caps it (for tests of
+/// every path on one machine); pass -1 to restore automatic detection.
+int affinity_simd_level(void);
+void affinity_force_level(int level);
+
+/// Register tile of the GEMM micro-kernel in use (rows x columns).
+int affinity_gemm_mr(void);
+int affinity_gemm_nr(void);
+
+/// Single-threaded row-major SGEMM: C = alpha * op(A) * op(B) + beta * C, where op(A) is M x K
+/// (A stored K x M when transA), op(B) is K x N (B stored N x K when transB). Blocked for cache
+/// with packed panels (Goto & van de Geijn 2008); packing buffers are thread-local and reused.
+void affinity_sgemm(int transA, int transB, long M, long N, long K, float alpha,
+                    const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc);
+
+/// Dot product, squared Euclidean distance of two n-vectors.
+float affinity_dot(const float *a, const float *b, long n);
+float affinity_l2sq(const float *a, const float *b, long n);
+
+/// out[r] = dot(q, X[r*dim ..< (r+1)*dim]) for r in 0..<rows (one query against a block of rows).
+void affinity_dot_rows(const float *q, const float *X, long rows, long dim, float *out);
+/// out[r] = |q - X_r|^2.
+void affinity_l2sq_rows(const float *q, const float *X, long rows, long dim, float *out);
+
+/// Offers scores[0..<n] with ids id0..<id0+n to a bounded top-k min-heap (`heap_scores`,
+/// `heap_ids`, `*count` entries, capacity k; root = worst kept). Ids must arrive in ascending
+/// order across calls, so a score equal to the current worst never enters (it would lose the
+/// smaller-id tie-break). Returns the number of insertions.
+long affinity_topk_push(const float *scores, long n, int64_t id0, float *heap_scores, int64_t *heap_ids,
+                        long k, long *count);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,494 @@
+#include "affinity_kernels.h"
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define AFFINITY_X86 1
+#include <immintrin.h>
+#endif
+
+// ------------------------------------------------------------------------------ dispatch
+static int detected_level = -1;
+static int forced_level = -1;
+
+static int detect(void) {
+#if AFFINITY_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+    return 0;
+}
+
+int affinity_simd_level(void) {
+    if (detected_level < 0) detected_level = detect();
+    if (forced_level >= 0 && forced_level < detected_level) return forced_level;
+    return detected_level;
+}
+
+void affinity_force_level(int level) { forced_level = level; }
+
+// ------------------------------------------------------------------------------ vectors
+static float dot_c(const float *a, const float *b, long n) {
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    long i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i]; s1 += a[i + 1] * b[i + 1]; s2 += a[i + 2] * b[i + 2]; s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static float l2_c(const float *a, const float *b, long n) {
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    long i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float d0 = a[i] - b[i], d1 = a[i + 1] - b[i + 1], d2 = a[i + 2] - b[i + 2], d3 = a[i + 3] - b[i + 3];
+        s0 += d0 * d0; s1 += d1 * d1; s2 += d2 * d2; s3 += d3 * d3;
+    }
+    for (; i < n; i++) { float d = a[i] - b[i]; s0 += d * d; }
+    return (s0 + s1) + (s2 + s3);
+}
+
+#if AFFINITY_X86
+__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+    return _mm_cvtss_f32(lo);
+}
+
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, long n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static float l2_avx2(const float *a, const float *b, long n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+        __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+        s0 = _mm256_fmadd_ps(d0, d0, s0);
+        s1 = _mm256_fmadd_ps(d1, d1, s1);
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+        s0 = _mm256_fmadd_ps(d0, d0, s0);
+    }
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) { float d = a[i] - b[i]; s += d * d; }
+    return s;
+}
+
+__attribute__((target("avx512f"))) static float dot_avx512(const float *a, const float *b, long n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+    long i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+__attribute__((target("avx512f"))) static float l2_avx512(const float *a, const float *b, long n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
+        __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16));
+        s0 = _mm512_fmadd_ps(d0, d0, s0);
+        s1 = _mm512_fmadd_ps(d1, d1, s1);
+    }
+    for (; i + 16 <= n; i += 16) {
+        __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
+        s0 = _mm512_fmadd_ps(d0, d0, s0);
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
+        s1 = _mm512_fmadd_ps(d, d, s1);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+#endif
+
+float affinity_dot(const float *a, const float *b, long n) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: return dot_avx512(a, b, n);
+    case 1: return dot_avx2(a, b, n);
+    }
+#endif
+    return dot_c(a, b, n);
+}
+
+float affinity_l2sq(const float *a, const float *b, long n) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: return l2_avx512(a, b, n);
+    case 1: return l2_avx2(a, b, n);
+    }
+#endif
+    return l2_c(a, b, n);
+}
+
+void affinity_dot_rows(const float *q, const float *X, long rows, long dim, float *out) {
+    int level = affinity_simd_level();
+    for (long r = 0; r < rows; r++) {
+        const float *x = X + r * dim;
+#if AFFINITY_X86
+        out[r] = level == 2 ? dot_avx512(q, x, dim) : level == 1 ? dot_avx2(q, x, dim) : dot_c(q, x, dim);
+#else
+        (void)level;
+        out[r] = dot_c(q, x, dim);
+#endif
+    }
+}
+
+void affinity_l2sq_rows(const float *q, const float *X, long rows, long dim, float *out) {
+    int level = affinity_simd_level();
+    for (long r = 0; r < rows; r++) {
+        const float *x = X + r * dim;
+#if AFFINITY_X86
+        out[r] = level == 2 ? l2_avx512(q, x, dim) : level == 1 ? l2_avx2(q, x, dim) : l2_c(q, x, dim);
+#else
+        (void)level;
+        out[r] = l2_c(q, x, dim);
+#endif
+    }
+}
+
+// ------------------------------------------------------------------------------ GEMM
+// Loop order of Goto's algorithm: jc (NC columns of C) -> pc (KC of K; pack B) -> ic (MC rows;
+// pack A) -> jr (NR) -> ir (MR) -> micro-kernel on a MR x NR register tile.
+
+enum { KC = 256, MC_ROWS = 96, NC = 3072 };
+
+typedef void (*micro_kernel)(long kc, const float *a, const float *b, float *c, long ldc, float alpha, float beta);
+
+// Portable micro-kernel, MR x NR = 4 x 16.
+static void kernel_c(long kc, const float *a, const float *b, float *c, long ldc, float alpha, float beta) {
+    float acc[4][16];
+    memset(acc, 0, sizeof acc);
+    for (long p = 0; p < kc; p++) {
+        for (int i = 0; i < 4; i++) {
+            float ai = a[p * 4 + i];
+            for (int j = 0; j < 16; j++) acc[i][j] += ai * b[p * 16 + j];
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 16; j++)
+            c[i * ldc + j] = beta == 0 ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[i * ldc + j];
+}
+
+#if AFFINITY_X86
+// AVX2 + FMA micro-kernel, 6 x 16: 12 accumulators, 2 B vectors, 1 broadcast (15 of 16 ymm).
+__attribute__((target("avx2,fma")))
+static void kernel_avx2(long kc, const float *a, const float *b, float *c, long ldc, float alpha, float beta) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps(), c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    for (long p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        __m256 x;
+        x = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+        a += 6;
+        b += 16;
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#define STORE_ROW(i, r0, r1)                                                                   \
+    do {                                                                                       \
+        float *ci = c + (i) * ldc;                                                             \
+        __m256 o0 = _mm256_mul_ps(va, r0), o1 = _mm256_mul_ps(va, r1);                         \
+        if (beta != 0) {                                                                       \
+            o0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), o0);                                 \
+            o1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8), o1);                             \
+        }                                                                                      \
+        _mm256_storeu_ps(ci, o0);                                                              \
+        _mm256_storeu_ps(ci + 8, o1);                                                          \
+    } while (0)
+    STORE_ROW(0, c00, c01); STORE_ROW(1, c10, c11); STORE_ROW(2, c20, c21);
+    STORE_ROW(3, c30, c31); STORE_ROW(4, c40, c41); STORE_ROW(5, c50, c51);
+#undef STORE_ROW
+}
+
+// AVX-512 micro-kernel, 12 x 32: 24 accumulators, 2 B vectors, 1 broadcast (27 of 32 zmm).
+__attribute__((target("avx512f")))
+static void kernel_avx512(long kc, const float *a, const float *b, float *c, long ldc, float alpha, float beta) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps(), c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
+    __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps(), c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps();
+    __m512 c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps(), c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps();
+    __m512 c60 = _mm512_setzero_ps(), c61 = _mm512_setzero_ps(), c70 = _mm512_setzero_ps(), c71 = _mm512_setzero_ps();
+    __m512 c80 = _mm512_setzero_ps(), c81 = _mm512_setzero_ps(), c90 = _mm512_setzero_ps(), c91 = _mm512_setzero_ps();
+    __m512 ca0 = _mm512_setzero_ps(), ca1 = _mm512_setzero_ps(), cb0 = _mm512_setzero_ps(), cb1 = _mm512_setzero_ps();
+    for (long p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        __m512 x;
+        x = _mm512_set1_ps(a[0]);  c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
+        x = _mm512_set1_ps(a[1]);  c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
+        x = _mm512_set1_ps(a[2]);  c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
+        x = _mm512_set1_ps(a[3]);  c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
+        x = _mm512_set1_ps(a[4]);  c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
+        x = _mm512_set1_ps(a[5]);  c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
+        x = _mm512_set1_ps(a[6]);  c60 = _mm512_fmadd_ps(x, b0, c60); c61 = _mm512_fmadd_ps(x, b1, c61);
+        x = _mm512_set1_ps(a[7]);  c70 = _mm512_fmadd_ps(x, b0, c70); c71 = _mm512_fmadd_ps(x, b1, c71);
+        x = _mm512_set1_ps(a[8]);  c80 = _mm512_fmadd_ps(x, b0, c80); c81 = _mm512_fmadd_ps(x, b1, c81);
+        x = _mm512_set1_ps(a[9]);  c90 = _mm512_fmadd_ps(x, b0, c90); c91 = _mm512_fmadd_ps(x, b1, c91);
+        x = _mm512_set1_ps(a[10]); ca0 = _mm512_fmadd_ps(x, b0, ca0); ca1 = _mm512_fmadd_ps(x, b1, ca1);
+        x = _mm512_set1_ps(a[11]); cb0 = _mm512_fmadd_ps(x, b0, cb0); cb1 = _mm512_fmadd_ps(x, b1, cb1);
+        a += 12;
+        b += 32;
+    }
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#define STORE_ROW(i, r0, r1)                                                                   \
+    do {                                                                                       \
+        float *ci = c + (i) * ldc;                                                             \
+        __m512 o0 = _mm512_mul_ps(va, r0), o1 = _mm512_mul_ps(va, r1);                         \
+        if (beta != 0) {                                                                       \
+            o0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci), o0);                                 \
+            o1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16), o1);                            \
+        }                                                                                      \
+        _mm512_storeu_ps(ci, o0);                                                              \
+        _mm512_storeu_ps(ci + 16, o1);                                                         \
+    } while (0)
+    STORE_ROW(0, c00, c01); STORE_ROW(1, c10, c11); STORE_ROW(2, c20, c21); STORE_ROW(3, c30, c31);
+    STORE_ROW(4, c40, c41); STORE_ROW(5, c50, c51); STORE_ROW(6, c60, c61); STORE_ROW(7, c70, c71);
+    STORE_ROW(8, c80, c81); STORE_ROW(9, c90, c91); STORE_ROW(10, ca0, ca1); STORE_ROW(11, cb0, cb1);
+#undef STORE_ROW
+}
+#endif
+
+typedef struct { int mr, nr; micro_kernel kernel; } kernel_choice;
+
+static kernel_choice choose_kernel(void) {
+    kernel_choice k = {4, 16, kernel_c};
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: k.mr = 12; k.nr = 32; k.kernel = kernel_avx512; break;
+    case 1: k.mr = 6; k.nr = 16; k.kernel = kernel_avx2; break;
+    }
+#endif
+    return k;
+}
+
+int affinity_gemm_mr(void) { return choose_kernel().mr; }
+int affinity_gemm_nr(void) { return choose_kernel().nr; }
+
+// Thread-local packing buffers, grown on demand and kept for the thread's life.
+static __thread float *pack_a_buffer = 0, *pack_b_buffer = 0;
+static __thread long pack_a_size = 0, pack_b_size = 0;
+
+static float *grow(float **buffer, long *size, long need) {
+    if (*size < need) {
+        free(*buffer);
+        void *p = 0;
+        if (posix_memalign(&p, 64, (size_t)need * sizeof(float)) != 0) abort();
+        *buffer = p;
+        *size = need;
+    }
+    return *buffer;
+}
+
+// Packs op(A)[i0 ..< i0+mc, p0 ..< p0+kc] into MR-row panels, each stored k-major, zero padded.
+static void pack_a(int transA, const float *A, long lda, long i0, long p0, long mc, long kc, int mr, float *out) {
+    for (long ir = 0; ir < mc; ir += mr) {
+        long rows = mc - ir < mr ? mc - ir : mr;
+        if (!transA) {
+            for (long p = 0; p < kc; p++) {
+                for (long i = 0; i < rows; i++) out[p * mr + i] = A[(i0 + ir + i) * lda + p0 + p];
+                for (long i = rows; i < mr; i++) out[p * mr + i] = 0;
+            }
+        } else {
+            for (long p = 0; p < kc; p++) {
+                const float *src = A + (p0 + p) * lda + i0 + ir;
+                for (long i = 0; i < rows; i++) out[p * mr + i] = src[i];
+                for (long i = rows; i < mr; i++) out[p * mr + i] = 0;
+            }
+        }
+        out += kc * mr;
+    }
+}
+
+// Packs op(B)[p0 ..< p0+kc, j0 ..< j0+nc] into NR-column panels, each stored k-major, zero padded.
+static void pack_b(int transB, const float *B, long ldb, long p0, long j0, long kc, long nc, int nr, float *out) {
+    for (long jr = 0; jr < nc; jr += nr) {
+        long cols = nc - jr < nr ? nc - jr : nr;
+        if (!transB) {
+            for (long p = 0; p < kc; p++) {
+                const float *src = B + (p0 + p) * ldb + j0 + jr;
+                for (long j = 0; j < cols; j++) out[p * nr + j] = src[j];
+                for (long j = cols; j < nr; j++) out[p * nr + j] = 0;
+            }
+        } else {
+            for (long j = 0; j < cols; j++) {
+                const float *src = B + (j0 + jr + j) * ldb + p0;
+                for (long p = 0; p < kc; p++) out[p * nr + j] = src[p];
+            }
+            for (long j = cols; j < nr; j++)
+                for (long p = 0; p < kc; p++) out[p * nr + j] = 0;
+        }
+        out += kc * nr;
+    }
+}
+
+void affinity_sgemm(int transA, int transB, long M, long N, long K, float alpha,
+                    const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0) {
+        for (long i = 0; i < M; i++)
+            for (long j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
+        return;
+    }
+    kernel_choice kc_ = choose_kernel();
+    const int mr = kc_.mr, nr = kc_.nr;
+    const long mc_max = (MC_ROWS / mr) * mr;
+    float *pa = grow(&pack_a_buffer, &pack_a_size, (mc_max + mr) * KC);
+    float *pb = grow(&pack_b_buffer, &pack_b_size, (NC + nr) * KC);
+    float edge[12 * 32];
+
+    for (long jc = 0; jc < N; jc += NC) {
+        long nc = N - jc < NC ? N - jc : NC;
+        for (long pc = 0; pc < K; pc += KC) {
+            long kc = K - pc < KC ? K - pc : KC;
+            float tile_beta = pc == 0 ? beta : 1.0f;
+            pack_b(transB, B, ldb, pc, jc, kc, nc, nr, pb);
+            for (long ic = 0; ic < M; ic += mc_max) {
+                long mc = M - ic < mc_max ? M - ic : mc_max;
+                pack_a(transA, A, lda, ic, pc, mc, kc, mr, pa);
+                for (long jr = 0; jr < nc; jr += nr) {
+                    long cols = nc - jr < nr ? nc - jr : nr;
+                    const float *bp = pb + (jr / nr) * kc * nr;
+                    for (long ir = 0; ir < mc; ir += mr) {
+                        long rows = mc - ir < mr ? mc - ir : mr;
+                        const float *ap = pa + (ir / mr) * kc * mr;
+                        float *cp = C + (ic + ir) * ldc + jc + jr;
+                        if (rows == mr && cols == nr) {
+                            kc_.kernel(kc, ap, bp, cp, ldc, alpha, tile_beta);
+                        } else {
+                            kc_.kernel(kc, ap, bp, edge, nr, alpha, 0);
+                            for (long i = 0; i < rows; i++)
+                                for (long j = 0; j < cols; j++) {
+                                    float v = edge[i * nr + j];
+                                    cp[i * ldc + j] = tile_beta == 0 ? v : v + tile_beta * cp[i * ldc + j];
+                                }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ top-k
+// Min-heap ordered so that the root is the worst kept entry: lower score, or equal score and
+// larger id.
+static inline int worse(float sa, int64_t ia, float sb, int64_t ib) {
+    return sa < sb || (sa == sb && ia > ib);
+}
+
+static void heap_replace_root(float *hs, int64_t *hi, long n, float s, int64_t id) {
+    long i = 0;
+    for (;;) {
+        long l = 2 * i + 1, r = l + 1, w = i;
+        float ws = s; int64_t wi = id;
+        if (l < n && worse(hs[l], hi[l], ws, wi)) { w = l; ws = hs[l]; wi = hi[l]; }
+        if (r < n && worse(hs[r], hi[r], ws, wi)) { w = r; }
+        if (w == i) break;
+        hs[i] = hs[w]; hi[i] = hi[w];
+        i = w;
+    }
+    hs[i] = s; hi[i] = id;
+}
+
+static void heap_push(float *hs, int64_t *hi, long n, float s, int64_t id) {
+    long i = n;
+    while (i > 0) {
+        long parent = (i - 1) / 2;
+        if (worse(s, id, hs[parent], hi[parent])) { hs[i] = hs[parent]; hi[i] = hi[parent]; i = parent; }
+        else break;
+    }
+    hs[i] = s; hi[i] = id;
+}
+
+static long offer(float s, int64_t id, float *hs, int64_t *hi, long k, long *count) {
+    if (s != s) return 0;   // NaN never enters
+    if (*count < k) { heap_push(hs, hi, *count, s, id); (*count)++; return 1; }
+    if (s > hs[0]) { heap_replace_root(hs, hi, k, s, id); return 1; }
+    return 0;
+}
+
+#if AFFINITY_X86
+__attribute__((target("avx512f")))
+static long topk_avx512(const float *scores, long n, int64_t id0, float *hs, int64_t *hi, long k, long *count) {
+    long inserted = 0, i = 0;
+    while (i < n && *count < k) { inserted += offer(scores[i], id0 + i, hs, hi, k, count); i++; }
+    if (k == 0) return 0;
+    __m512 threshold = _mm512_set1_ps(hs[0]);
+    for (; i + 16 <= n; i += 16) {
+        __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(scores + i), threshold, _CMP_GT_OQ);
+        while (m) {
+            int b = __builtin_ctz(m);
+            m &= m - 1;
+            if (scores[i + b] > hs[0]) { heap_replace_root(hs, hi, k, scores[i + b], id0 + i + b); inserted++; }
+        }
+        threshold = _mm512_set1_ps(hs[0]);
+    }
+    for (; i < n; i++) inserted += offer(scores[i], id0 + i, hs, hi, k, count);
+    return inserted;
+}
+
+__attribute__((target("avx2,fma")))
+static long topk_avx2(const float *scores, long n, int64_t id0, float *hs, int64_t *hi, long k, long *count) {
+    long inserted = 0, i = 0;
+    while (i < n && *count < k) { inserted += offer(scores[i], id0 + i, hs, hi, k, count); i++; }
+    if (k == 0) return 0;
+    __m256 threshold = _mm256_set1_ps(hs[0]);
+    for (; i + 8 <= n; i += 8) {
+        int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(scores + i), threshold, _CMP_GT_OQ));
+        while (m) {
+            int b = __builtin_ctz(m);
+            m &= m - 1;
+            if (scores[i + b] > hs[0]) { heap_replace_root(hs, hi, k, scores[i + b], id0 + i + b); inserted++; }
+        }
+        threshold = _mm256_set1_ps(hs[0]);
+    }
+    for (; i < n; i++) inserted += offer(scores[i], id0 + i, hs, hi, k, count);
+    return inserted;
+}
+#endif
+
+long affinity_topk_push(const float *scores, long n, int64_t id0, float *heap_scores, int64_t *heap_ids, long k, long *count) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: return topk_avx512(scores, n, id0, heap_scores, heap_ids, k, count);
+    case 1: return topk_avx2(scores, n, id0, heap_scores, heap_ids, k, count);
+    }
+#endif
+    long inserted = 0;
+    for (long i = 0; i < n; i++) inserted += offer(scores[i], id0 + i, heap_scores, heap_ids, k, count);
+    return inserted;
+}

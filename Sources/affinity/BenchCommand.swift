@@ -1,0 +1,99 @@
+import AffinityData
+import AffinityLinalg
+import ArgumentParser
+import Foundation
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks that print figures (never asserted in tests).",
+        subcommands: [KernelsBench.self]
+    )
+}
+
+/// One timed kernel run.
+struct KernelFigure: Encodable {
+    var name: String
+    var threads: Int
+    var seconds: Double
+    var gflops: Double?
+    var perSecond: Double?
+    var unit: String?
+}
+
+struct KernelsBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kernels",
+        abstract: "GFLOP/s and times of the linear-algebra kernels (SGEMM, SPD inverse, exact top-k).",
+        discussion: "Benchmarks/peers/kernels.py runs numpy and faiss on the same sizes and prints our/peer ratios."
+    )
+
+    @Option(name: .long, help: "Which benchmarks: comma-separated of gemm,retrieval-gemm,inverse,topk.") var only = "gemm,retrieval-gemm,inverse,topk"
+    @Option(name: .long, help: "Square SGEMM sizes.") var sizes = "1024,2048,4096"
+    @Option(name: .long, help: "Thread counts to measure.") var threads = "1,2"
+    @Option(name: .long, help: "Repetitions; the best time is reported.") var repeats = 3
+    @Option(name: .long, help: "Interaction file whose binary item Gram matrix is inverted (default: synthetic 3706 x 3706 SPD).") var gramInput: String?
+    @Option(name: .long, help: "Regularisation added to the Gram diagonal.") var lambda: Float = 500
+    @Option(name: .long, help: "Base vectors (.fvecs) for exact top-k (default: random 1,000,000 x 64).") var base: String?
+    @Option(name: .long, help: "Query vectors (.fvecs) for exact top-k (default: random 10,000 x 64).") var queries: String?
+    @Option(name: .long, help: "Rows of the random base when --base is not given.") var baseRows = 1_000_000
+    @Option(name: .long, help: "Rows of the random queries when --queries is not given.") var queryRows = 10_000
+    @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+
+    func run() throws {
+        let parts = Set(only.split(separator: ",").map(String.init))
+        let threadCounts = threads.split(separator: ",").compactMap { Int($0) }
+        var figures: [KernelFigure] = []
+        func report(_ f: KernelFigure) {
+            figures.append(f)
+            if !json {
+                var line = "\(f.name.padding(toLength: 44, withPad: " ", startingAt: 0)) threads \(f.threads)  \(String(format: "%9.4f", f.seconds)) s"
+                if let g = f.gflops { line += String(format: "  %7.1f GFLOP/s", g) }
+                if let p = f.perSecond, let u = f.unit { line += String(format: "  %10.1f %@", p, u) }
+                print(line)
+            }
+        }
+        if !json { print("CPU: \(cpuModel()), SIMD path: \(Kernels.simdLevel), cores: \(Parallelism.availableCores)") }
+
+        if parts.contains("gemm") {
+            for n in sizes.split(separator: ",").compactMap({ Int($0) }) {
+                let a = Matrix.random(rows: n, columns: n, seed: 1), b = Matrix.random(rows: n, columns: n, seed: 2)
+                var c = Matrix(rows: n, columns: n)
+                for t in threadCounts {
+                    let s = best(repeats) {
+                        a.values.withUnsafeBufferPointer { pa in b.values.withUnsafeBufferPointer { pb in c.values.withUnsafeMutableBufferPointer { pc in
+                            sgemm(m: n, n: n, k: n, a: pa.baseAddress!, lda: n, b: pb.baseAddress!, ldb: n, c: pc.baseAddress!, ldc: n, threads: t)
+                        } } }
+                    }
+                    report(KernelFigure(name: "sgemm \(n)x\(n)x\(n)", threads: t, seconds: s, gflops: 2 * pow(Double(n), 3) / s / 1e9))
+                }
+            }
+        }
+        if !json { print("") }
+        if json { try printJSON(["cpu": AnyEncodable(cpuModel()), "simd": AnyEncodable(Kernels.simdLevel), "figures": AnyEncodable(figures)]) }
+    }
+}
+
+/// Best wall time of `repeats` runs.
+func best(_ repeats: Int, _ body: () throws -> Void) rethrows -> Double {
+    var bestTime = Double.infinity
+    for _ in 0..<max(1, repeats) {
+        let (_, s) = try timed(body)
+        bestTime = min(bestTime, s)
+    }
+    return bestTime
+}
+
+func cpuModel() -> String {
+    guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "unknown" }
+    for line in text.split(separator: "\n") where line.hasPrefix("model name") {
+        return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown"
+    }
+    return "unknown"
+}
+
+struct AnyEncodable: Encodable {
+    let encodeValue: (Encoder) throws -> Void
+    init<T: Encodable>(_ value: T) { encodeValue = value.encode }
+    func encode(to encoder: Encoder) throws { try encodeValue(encoder) }
+}

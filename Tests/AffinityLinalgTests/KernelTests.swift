@@ -1,0 +1,238 @@
+import Foundation
+import Testing
+@testable import AffinityLinalg
+
+/// SIMD paths available on this machine (portable always; AVX2 and AVX-512 when the CPU has them).
+let simdLevels: [Int] = {
+    switch Kernels.simdLevel {
+    case "avx512": return [0, 1, 2]
+    case "avx2": return [0, 1]
+    default: return [0]
+    }
+}()
+
+func randomVector(_ n: Int, seed: UInt64) -> [Float] {
+    var g = SeededGenerator(seed: seed)
+    return (0..<n).map { _ in Float(g.nextGaussian()) }
+}
+
+func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-4) -> Bool {
+    abs(a - b) <= absolute + relative * max(abs(a), abs(b))
+}
+
+/// Every test that changes the SIMD path runs in this serialized suite.
+@Suite(.serialized) struct SIMDPathTests {
+    @Test(arguments: [1, 2, 7, 15, 16, 17, 31, 33, 64, 100, 1000])
+    func vectorKernelsMatchReference(n: Int) {
+        for level in simdLevels {
+            Kernels.forceSIMDLevel(level)
+            defer { Kernels.forceSIMDLevel(-1) }
+            let a = randomVector(n, seed: UInt64(n)), b = randomVector(n, seed: UInt64(n) + 99)
+            #expect(close(Kernels.dot(a, b), Kernels.referenceDot(a, b)), "level \(level) n \(n)")
+            #expect(close(Kernels.squaredL2(a, b), Kernels.referenceSquaredL2(a, b)), "level \(level) n \(n)")
+            // Rows variant on a block of 5 rows.
+            let rows = (0..<5).flatMap { randomVector(n, seed: UInt64($0) + 1000) }
+            var out = [Float](repeating: 0, count: 5)
+            a.withUnsafeBufferPointer { q in rows.withUnsafeBufferPointer { x in
+                Kernels.dotRows(query: q.baseAddress!, rows: x.baseAddress!, rowCount: 5, dimension: n, into: &out)
+            } }
+            for r in 0..<5 { #expect(close(out[r], Kernels.referenceDot(a, Array(rows[(r * n)..<((r + 1) * n)])))) }
+        }
+    }
+
+    @Test func sgemmMatchesReferenceOnAwkwardShapes() {
+        let shapes: [(Int, Int, Int)] = [(1, 1, 1), (1, 17, 3), (15, 17, 13), (17, 15, 1000), (13, 33, 31), (25, 70, 300), (100, 1, 17), (3, 200, 5)]
+        for level in simdLevels {
+            Kernels.forceSIMDLevel(level)
+            defer { Kernels.forceSIMDLevel(-1) }
+            for (shapeIndex, (m, n, k)) in shapes.enumerated() {
+                for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                    for (alpha, beta) in [(Float(1), Float(0)), (Float(-0.5), Float(2))] {
+                        // Leading dimensions larger than the logical shape: sub-matrix views.
+                        let lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 1
+                        let a = randomVector((ta ? k : m) * lda, seed: UInt64(shapeIndex * 10 + 1))
+                        let b = randomVector((tb ? n : k) * ldb, seed: UInt64(shapeIndex * 10 + 2))
+                        let c0 = randomVector(m * ldc, seed: UInt64(shapeIndex * 10 + 3))
+                        var expected = c0, got = c0
+                        referenceSGEMM(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: &expected, ldc: ldc)
+                        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in got.withUnsafeMutableBufferPointer { cp in
+                            sgemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: alpha, a: ap.baseAddress!, lda: lda,
+                                  b: bp.baseAddress!, ldb: ldb, beta: beta, c: cp.baseAddress!, ldc: ldc, threads: 2)
+                        } } }
+                        let tolerance = 1e-5 * Float(k).squareRoot() * 10
+                        var worst: Float = 0
+                        for i in 0..<m { for j in 0..<n { worst = max(worst, abs(got[i * ldc + j] - expected[i * ldc + j])) } }
+                        #expect(worst <= tolerance, "level \(level) \(m)x\(n)x\(k) tA \(ta) tB \(tb) alpha \(alpha) beta \(beta): error \(worst)")
+                        // Padding columns beyond n are untouched.
+                        for i in 0..<m { #expect(got[i * ldc + n] == c0[i * ldc + n]) }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func exactSearchMatchesReferenceOnEveryPath() {
+        let base = Matrix.random(rows: 1500, columns: 17, seed: 5), queries = Matrix.random(rows: 250, columns: 17, seed: 6)
+        for level in simdLevels {
+            Kernels.forceSIMDLevel(level)
+            defer { Kernels.forceSIMDLevel(-1) }
+            for metric in Metric.allCases {
+                let got = ExactSearch.search(queries: queries, base: base, k: 10, metric: metric, threads: 2)
+                let want = ExactSearch.referenceSearch(queries: queries, base: base, k: 10, metric: metric)
+                var mismatches = 0
+                for q in 0..<queries.rows {
+                    // Ids must agree except where float rounding reorders near-equal scores.
+                    if got[q].map(\.index) != want[q].map(\.index) {
+                        let agree = zip(got[q], want[q]).allSatisfy { close($0.score, $1.score, relative: 1e-4, absolute: 1e-4) }
+                        if !agree { mismatches += 1 }
+                    }
+                    #expect(zip(got[q], want[q]).allSatisfy { close($0.score, $1.score, relative: 1e-4, absolute: 1e-3) }, "level \(level) \(metric) query \(q)")
+                }
+                #expect(mismatches == 0, "level \(level) \(metric)")
+            }
+        }
+    }
+}
+
+@Suite struct ExactSearchTests {
+    @Test func tiesGoToTheSmallerIdAndResultsAreNeverPadded() {
+        // Integer vectors: many exact ties.
+        var g = SeededGenerator(seed: 3)
+        let base = Matrix(rows: 1300, columns: 4, values: (0..<5200).map { _ in Float(g.next(below: 3)) })
+        let queries = Matrix(rows: 30, columns: 4, values: (0..<120).map { _ in Float(g.next(below: 3)) })
+        for metric in [Metric.innerProduct, .l2] {
+            let got = ExactSearch.search(queries: queries, base: base, k: 25, metric: metric, threads: 1)
+            let want = ExactSearch.referenceSearch(queries: queries, base: base, k: 25, metric: metric)
+            #expect(got.map { $0.map(\.index) } == want.map { $0.map(\.index) }, "\(metric)")
+        }
+        let small = Matrix.random(rows: 3, columns: 4, seed: 1)
+        let all = ExactSearch.search(queries: queries, base: small, k: 10, metric: .innerProduct)
+        #expect(all.allSatisfy { $0.count == 3 })
+    }
+}
+
+@Suite struct CholeskyTests {
+    /// A random SPD matrix BᵀB + shift·I.
+    func spd(_ n: Int, seed: UInt64, shift: Float = 1) -> Matrix {
+        let b = Matrix.random(rows: n + 5, columns: n, seed: seed)
+        var a = b.multiplied(by: b, transposeSelf: true)
+        a.addToDiagonal(shift)
+        return a
+    }
+
+    @Test(arguments: [1, 2, 15, 17, 64, 65, 130, 200])
+    func factorMatchesReference(n: Int) throws {
+        let a = spd(n, seed: UInt64(n))
+        let l = try Cholesky(a, threads: 2).lower
+        let ref = ReferenceLinalg.cholesky(a)!
+        var worst = 0.0
+        for i in 0..<n { for j in 0..<n { worst = max(worst, abs(Double(l[i, j]) - ref[i * n + j])) } }
+        #expect(worst < 1e-3 * Double(n).squareRoot(), "n \(n): \(worst)")
+    }
+
+    @Test(arguments: [3, 17, 100, 150])
+    func inverseMatchesGaussJordan(n: Int) throws {
+        let a = spd(n, seed: UInt64(n) + 7, shift: Float(n))
+        let inv = try a.inverseSPD(threads: 2)
+        let ref = ReferenceLinalg.inverse(a)!
+        var worst = 0.0, scale = 0.0
+        for i in 0..<(n * n) { worst = max(worst, abs(Double(inv.values[i]) - ref[i])); scale = max(scale, abs(ref[i])) }
+        #expect(worst <= 1e-4 * scale, "n \(n): \(worst) of \(scale)")
+    }
+
+    @Test func largeInverseTimesMatrixIsIdentity() throws {
+        // 600 exercises every level of the recursion, including the recursive rank update.
+        let n = 600
+        var a = spd(n, seed: 11)
+        a.addToDiagonal(50)
+        let product = a.multiplied(by: try a.inverseSPD())
+        #expect(product.maxAbsDifference(.identity(n)) < 2e-3)
+    }
+
+    @Test func solveAndConjugateGradient() throws {
+        let n = 90
+        let a = spd(n, seed: 4, shift: 5)
+        let x = randomVector(n, seed: 8)
+        var b = [Float](repeating: 0, count: n)
+        x.withUnsafeBufferPointer { a.multiply(vector: $0.baseAddress!, into: &b) }
+        let direct = try Cholesky(a).solve(b)
+        #expect(zip(direct, x).allSatisfy { close($0, $1, relative: 1e-3, absolute: 1e-3) })
+        let cg = ConjugateGradient.solve(b: b, maxIterations: 500, tolerance: 1e-6) { v, out in a.multiply(vector: v, into: out) }
+        #expect(cg.iterations > 0 && cg.iterations < 500)
+        #expect(zip(cg.solution, x).allSatisfy { close($0, $1, relative: 1e-2, absolute: 1e-2) })
+        // A warm start at the answer stops at once.
+        let warm = ConjugateGradient.solve(b: b, initial: cg.solution, maxIterations: 10, tolerance: 1e-3) { v, out in a.multiply(vector: v, into: out) }
+        #expect(warm.iterations <= 1)
+    }
+
+    @Test func notPositiveDefiniteIsAClearError() {
+        var a = Matrix.identity(100)
+        a[70, 70] = -1
+        #expect(throws: LinalgError.notPositiveDefinite(column: 70, pivot: -1)) { try Cholesky(a) }
+        // Exactly rank one: v·vᵀ with small integers.
+        let v: [Float] = [1, 2, 3, 4, 5]
+        var r = Matrix(rows: 5, columns: 5)
+        for i in 0..<5 { for j in 0..<5 { r[i, j] = v[i] * v[j] } }
+        do {
+            _ = try Cholesky(r)
+            Issue.record("a rank-one matrix was factored")
+        } catch let LinalgError.notPositiveDefinite(column, _) {
+            #expect(column == 1)
+        } catch { Issue.record("unexpected \(error)") }
+        var nan = Matrix.identity(3)
+        nan[1, 1] = .nan
+        #expect(throws: LinalgError.self) { try Cholesky(nan) }
+        #expect(throws: LinalgError.self) { try Cholesky(Matrix(rows: 2, columns: 3)) }
+    }
+}
+
+@Suite struct SparseProductTests {
+    @Test func gramAndProductsMatchDense() {
+        var g = SeededGenerator(seed: 2)
+        let rows = (0..<600).map { _ in Int32(g.next(below: 50)) }, cols = (0..<600).map { _ in Int32(g.next(below: 37)) }
+        let x = SparseMatrix(rowCount: 50, columnCount: 37, rows: rows, cols: cols)   // counts, not only ones
+        let dense = x.dense()
+        let want = dense.multiplied(by: dense, transposeSelf: true, threads: 1)
+        #expect(x.gram(threads: 2).maxAbsDifference(want) < 1e-4)
+        let b = Matrix.random(rows: 37, columns: 9, seed: 1)
+        #expect(x.multiplied(by: b, threads: 2).maxAbsDifference(dense.multiplied(by: b, threads: 1)) < 1e-4)
+    }
+}
+
+@Suite struct KMeansTests {
+    /// Four well-separated blobs in 8 dimensions.
+    func blobs(perBlob: Int = 100) -> (Matrix, [Int]) {
+        var g = SeededGenerator(seed: 21)
+        var values: [Float] = [], labels: [Int] = []
+        for b in 0..<4 {
+            for _ in 0..<perBlob {
+                for j in 0..<8 { values.append(Float(j == b ? 20 : 0) + Float(g.nextGaussian())) }
+                labels.append(b)
+            }
+        }
+        return (Matrix(rows: 4 * perBlob, columns: 8, values: values), labels)
+    }
+
+    @Test func recoversSeparatedClustersDeterministically() throws {
+        let (data, labels) = blobs()
+        let a = try KMeans.fit(data, settings: KMeansSettings(clusters: 4, iterations: 10, seed: 1, threads: 1))
+        let b = try KMeans.fit(data, settings: KMeansSettings(clusters: 4, iterations: 10, seed: 1, threads: 2))
+        #expect(a.assignments == b.assignments && a.centroids == b.centroids)
+        // Each true blob maps to exactly one cluster.
+        for blob in 0..<4 {
+            let assigned = Set((0..<labels.count).filter { labels[$0] == blob }.map { a.assignments[$0] })
+            #expect(assigned.count == 1)
+        }
+        #expect(Set(a.assignments).count == 4)
+        #expect(a.inertia / Double(data.rows) < 10)   // about d = 8 per point for unit noise
+    }
+
+    @Test func emptyClustersAreRepairedAndBadKRejected() throws {
+        // 3 distinct points repeated; k = 5 must leave no NaN centroid.
+        let values: [Float] = (0..<30).flatMap { i -> [Float] in [Float(i % 3), Float(i % 3) * 2] }
+        let r = try KMeans.fit(Matrix(rows: 30, columns: 2, values: values), settings: KMeansSettings(clusters: 5, iterations: 5))
+        #expect(r.centroids.values.allSatisfy { $0.isFinite })
+        #expect(r.inertia < 1e-3)
+        #expect(throws: LinalgError.self) { try KMeans.fit(Matrix(rows: 3, columns: 2), settings: KMeansSettings(clusters: 4)) }
+    }
+}
