@@ -69,3 +69,20 @@ public struct SharedMutableBuffer<Element>: @unchecked Sendable {
         nonmutating set { base[i] = newValue }
     }
 }
+
+/// Wall-clock timing for progress reports and benchmarks.
+public struct Stopwatch: Sendable {
+    private let start = DispatchTime.now().uptimeNanoseconds
+    public init() {}
+    /// Seconds since creation.
+    public var seconds: Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+}
+
+extension NSLock {
+    /// Runs `body` holding the lock.
+    public func locked<T>(_ body: () throws -> T) rethrows -> T {
+        lock()
+        defer { unlock() }
+        return try body()
+    }
+}

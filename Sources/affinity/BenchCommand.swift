@@ -69,7 +69,61 @@ struct KernelsBench: ParsableCommand {
                 }
             }
         }
-        if !json { print("") }
+        if parts.contains("retrieval-gemm") {
+            // (Q x 64)·(64 x N) in base blocks, as a retrieval scorer would run it.
+            let q = Matrix.random(rows: queryRows, columns: 64, seed: 3)
+            let blockRows = 4096
+            let x = Matrix.random(rows: blockRows, columns: 64, seed: 4)
+            let blocks = max(1, baseRows / blockRows)
+            var c = [Float](repeating: 0, count: queryRows * blockRows)
+            for t in threadCounts {
+                let s = best(repeats) {
+                    q.values.withUnsafeBufferPointer { pq in x.values.withUnsafeBufferPointer { px in c.withUnsafeMutableBufferPointer { pc in
+                        for _ in 0..<blocks {
+                            sgemm(transposeB: true, m: queryRows, n: blockRows, k: 64, a: pq.baseAddress!, lda: 64,
+                                  b: px.baseAddress!, ldb: 64, c: pc.baseAddress!, ldc: blockRows, threads: t)
+                        }
+                    } } }
+                }
+                let flops = 2.0 * Double(queryRows) * Double(blocks * blockRows) * 64
+                report(KernelFigure(name: "sgemm retrieval \(queryRows)x64 . 64x\(blocks * blockRows)", threads: t, seconds: s, gflops: flops / s / 1e9))
+            }
+        }
+        if parts.contains("inverse") {
+            var gram: Matrix
+            var label: String
+            if let gramInput {
+                let log = try InteractionReader.read(path: gramInput)
+                let x = log.matrix()
+                let (g, gs) = timed { x.gram() }
+                gram = g
+                label = "\(x.columnCount)x\(x.columnCount) item Gram of \((gramInput as NSString).lastPathComponent)"
+                report(KernelFigure(name: "sparse Gram XᵀX (\(x.nonZeroCount) nnz)", threads: Parallelism.availableCores, seconds: gs))
+            } else {
+                let b = Matrix.random(rows: 4000, columns: 3706, seed: 5)
+                gram = b.multiplied(by: b, transposeSelf: true)
+                label = "3706x3706 random SPD"
+            }
+            gram.addToDiagonal(lambda)
+            let n = Double(gram.rows)
+            for t in threadCounts {
+                var result = Matrix(rows: 0, columns: 0)
+                let s = try best(repeats) { result = try gram.inverseSPD(threads: t) }
+                // Flop count of the LAPACK-style path (potrf n³/3 + trtri n³/3 + lauum n³/3) for comparability.
+                report(KernelFigure(name: "SPD inverse, \(label)", threads: t, seconds: s, gflops: n * n * n / s / 1e9))
+                _ = result
+            }
+        }
+        if parts.contains("topk") {
+            let baseMatrix = try base.map { try VectorFiles.readFvecs($0) } ?? Matrix.random(rows: baseRows, columns: 64, seed: 6)
+            let queryMatrix = try queries.map { try VectorFiles.readFvecs($0) } ?? Matrix.random(rows: queryRows, columns: 64, seed: 7)
+            for t in threadCounts {
+                let s = best(repeats) { _ = ExactSearch.search(queries: queryMatrix, base: baseMatrix, k: 10, metric: .innerProduct, threads: t) }
+                let flops = 2.0 * Double(queryMatrix.rows) * Double(baseMatrix.rows) * Double(baseMatrix.columns)
+                report(KernelFigure(name: "exact top-10 IP, \(queryMatrix.rows) q x \(baseMatrix.rows) x \(baseMatrix.columns)", threads: t, seconds: s,
+                                    gflops: flops / s / 1e9, perSecond: Double(queryMatrix.rows) / s, unit: "queries/s"))
+            }
+        }
         if json { try printJSON(["cpu": AnyEncodable(cpuModel()), "simd": AnyEncodable(Kernels.simdLevel), "figures": AnyEncodable(figures)]) }
     }
 }

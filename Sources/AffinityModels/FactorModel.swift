@@ -1,0 +1,80 @@
+import AffinityLinalg
+
+/// User and item embeddings whose dot product is the score: the shared scoring half of matrix
+/// factorisation models (iALS, BPR).
+public struct FactorModel: Sendable {
+    /// users x factors.
+    public var userFactors: Matrix
+    /// items x factors.
+    public var itemFactors: Matrix
+    /// Optional per-item bias added to every score (BPR's item bias); empty when unused.
+    public var itemBias: [Float]
+
+    public var factors: Int { itemFactors.columns }
+
+    public init(userFactors: Matrix, itemFactors: Matrix, itemBias: [Float] = []) {
+        precondition(userFactors.columns == itemFactors.columns, "factor counts differ")
+        precondition(itemBias.isEmpty || itemBias.count == itemFactors.rows, "bias length differs from the item count")
+        self.userFactors = userFactors
+        self.itemFactors = itemFactors
+        self.itemBias = itemBias
+    }
+
+    /// scores[i] = vector · item_i (+ bias_i).
+    public func scores(userVector: UnsafePointer<Float>, into scores: UnsafeMutableBufferPointer<Float>) {
+        itemFactors.values.withUnsafeBufferPointer { v in
+            Kernels.dotRows(query: userVector, rows: v.baseAddress!, rowCount: itemFactors.rows, dimension: factors, into: scores.baseAddress!)
+        }
+        if !itemBias.isEmpty { for i in 0..<itemBias.count { scores[i] += itemBias[i] } }
+    }
+
+    public func scores(user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
+        userFactors.values.withUnsafeBufferPointer { u in self.scores(userVector: u.baseAddress! + user * factors, into: scores) }
+    }
+
+    public func scores(userVector: [Float]) -> [Float] {
+        var out = [Float](repeating: 0, count: itemFactors.rows)
+        userVector.withUnsafeBufferPointer { u in out.withUnsafeMutableBufferPointer { scores(userVector: u.baseAddress!, into: $0) } }
+        return out
+    }
+
+    /// Items by cosine similarity of their factors (as implicit's `similar_items`), `item` excluded.
+    public func similarItems(to item: Int, k: Int) -> [ScoredItem] {
+        let n = itemFactors.rows
+        var dots = [Float](repeating: 0, count: n)
+        itemFactors.values.withUnsafeBufferPointer { v in
+            Kernels.dotRows(query: v.baseAddress! + item * factors, rows: v.baseAddress!, rowCount: n, dimension: factors, into: &dots)
+        }
+        let norms = (0..<n).map { i -> Float in
+            itemFactors.values.withUnsafeBufferPointer { v in Kernels.dot(v.baseAddress! + i * factors, v.baseAddress! + i * factors, count: factors).squareRoot() }
+        }
+        let cosine = (0..<n).map { i -> Float in
+            let d = norms[i] * norms[item]
+            return d > 0 ? dots[i] / d : 0
+        }
+        return topK(cosine, k: k, excluded: [item])
+    }
+
+    func tensors() -> [String: Tensor] {
+        var t: [String: Tensor] = [
+            "user_factors": .float32(userFactors.values, shape: [userFactors.rows, factors]),
+            "item_factors": .float32(itemFactors.values, shape: [itemFactors.rows, factors]),
+        ]
+        if !itemBias.isEmpty { t["item_bias"] = .float32(itemBias) }
+        return t
+    }
+
+    init(file: SafeTensorsFile, path: String, users: Int, items: Int) throws {
+        func matrix(_ name: String, rows: Int) throws -> Matrix {
+            guard let t = file.tensors[name], t.shape.count == 2, t.shape[0] == rows else {
+                throw SafeTensorsError.corrupt(path: path, reason: "\(name) must be a [\(rows), factors] tensor")
+            }
+            return Matrix(rows: rows, columns: t.shape[1], values: try file.float32(name, path: path))
+        }
+        let u = try matrix("user_factors", rows: users), v = try matrix("item_factors", rows: items)
+        guard u.columns == v.columns else { throw SafeTensorsError.corrupt(path: path, reason: "user and item factors differ in width") }
+        let bias = file.tensors["item_bias"] != nil ? try file.float32("item_bias", path: path) : []
+        guard bias.isEmpty || bias.count == items else { throw SafeTensorsError.corrupt(path: path, reason: "item_bias has \(bias.count) entries, expected \(items)") }
+        self.init(userFactors: u, itemFactors: v, itemBias: bias)
+    }
+}
