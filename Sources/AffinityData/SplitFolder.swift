@@ -11,6 +11,16 @@ public struct SplitFolder: Sendable {
     public var meta: [String: String]?
     public var catalog: ItemCatalog?
 
+    public init(path: String, train: InteractionLog, test: InteractionLog, valid: InteractionLog? = nil,
+                meta: [String: String]? = nil, catalog: ItemCatalog? = nil) {
+        self.path = path
+        self.train = train
+        self.test = test
+        self.valid = valid
+        self.meta = meta
+        self.catalog = catalog
+    }
+
     /// The folder's name, used as the split's name in reports.
     public var name: String { URL(fileURLWithPath: path).standardizedFileURL.lastPathComponent }
 

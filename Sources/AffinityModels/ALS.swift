@@ -13,9 +13,11 @@ import Foundation
 ///
 /// exactly by Cholesky, or approximately by a few conjugate-gradient steps warm-started from the
 /// previous value (Takács, Pilászy & Tikk 2011), in parallel over users (items).
+/// Training ends with a final user half-step, so a trained user's vector equals the fold-in of
+/// their own history (with the Cholesky solver).
 /// `regularizationExponent` ν > 0 scales λ by (|I_u| + |I|/(1+α))^ν, the frequency-scaled
 /// regularisation of Rendle et al. ("Revisiting the performance of iALS", 2021).
-public struct ALS: PersistableRecommender {
+public struct ALS: PersistableRecommender, ExplainableRecommender {
     public enum Solver: String, Codable, Sendable { case cholesky, cg }
 
     public struct Configuration: ModelConfiguration {
@@ -75,6 +77,9 @@ public struct ALS: PersistableRecommender {
             try solveAll(&items, fixed: users, ratings: xt, otherCount: x.rowCount, c)
             progress?(iteration + 1, clock.seconds)
         }
+        // End on a user half-step, so each stored user vector is the least-squares solution for the
+        // final item factors: exactly what `recalculateUser` computes from the same history.
+        if c.iterations > 0 { try solveAll(&users, fixed: items, ratings: x, otherCount: x.columnCount, c) }
         return ALS(configuration: c, interactions: x, factors: FactorModel(userFactors: users, itemFactors: items))
     }
 

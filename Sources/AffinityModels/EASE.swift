@@ -1,6 +1,18 @@
 import AffinityLinalg
 import Foundation
 
+/// A model that can say which history items made a recommendation.
+public protocol ExplainableRecommender: Recommender {
+    /// Each history item's share of `item`'s score for a known user, largest first.
+    func explain(user: Int, item: Int) throws -> [Contribution]
+}
+
+/// A model with anti-affinity signal: items that one item makes less likely.
+public protocol AntiAffinityRecommender: Recommender {
+    /// The items whose score `item` lowers most, most negative first.
+    func antiAffinities(of item: Int, k: Int) throws -> [Contribution]
+}
+
 /// One item's contribution to an explanation: the item and its weight in the score.
 public struct Contribution: Sendable, Equatable, Codable {
     public var item: Int
@@ -24,7 +36,7 @@ public struct Contribution: Sendable, Equatable, Codable {
 /// 3·items²·4 bytes at its peak (ml-1m's 3,706 items: 165 MB; 50,000 items: 30 GB). `fit` refuses
 /// item counts whose need exceeds `maxMemoryGB` with a clear error rather than thrashing.
 /// - Complexity: fit O(Σ_u |u|² + items³); scoring O(|history|·items).
-public struct EASE: PersistableRecommender {
+public struct EASE: PersistableRecommender, ExplainableRecommender, AntiAffinityRecommender {
     public struct Configuration: ModelConfiguration {
         /// L2 regularisation λ added to the Gram diagonal. 500 is the tuned value for ml-1m.
         public var lambda: Double = 500
@@ -81,10 +93,13 @@ public struct EASE: PersistableRecommender {
     }
 
     public func scores(forHistory history: [Int]) -> [Float] {
+        // Same order and arithmetic as the trained path, so a trained user's own history scores identically.
         var out = [Float](repeating: 0, count: itemCount)
-        for i in Set(history) {
-            let row = weights.row(i)
-            for j in 0..<itemCount { out[j] += row[row.startIndex + j] }
+        weights.values.withUnsafeBufferPointer { b in
+            for i in Set(history).sorted() {
+                let src = b.baseAddress! + i * itemCount
+                for j in 0..<itemCount { out[j] += 1 * src[j] }
+            }
         }
         return out
     }

@@ -9,7 +9,7 @@ import AffinityLinalg
 /// `CosineRecommender` and of the shared peer script.
 ///
 /// - Complexity: fit O(Σ_u |u|²) time and O(items) scratch per thread; scoring O(|history| · neighbors).
-public struct ItemKNN: PersistableRecommender {
+public struct ItemKNN: PersistableRecommender, ExplainableRecommender {
     public struct Configuration: ModelConfiguration {
         /// Neighbours kept per item (k). 50 reaches the shared ml-1m reference figures.
         public var neighbors: Int = 50
@@ -112,6 +112,18 @@ public struct ItemKNN: PersistableRecommender {
         guard k > 0 else { throw ModelError.invalidK(k) }
         let row = zip(neighbors.row(item), neighbors.rowValues(item)).map { ScoredItem(index: Int($0.0), score: $0.1) }
         return Array(row.sorted { ScoredIndex.ranksBefore($0.score, $0.index, $1.score, $1.index) }.prefix(k))
+    }
+
+    /// Each history item's similarity to `item` (zero when `item` is not among its neighbours);
+    /// the weights sum to the item's score.
+    public func explain(user: Int, item: Int) throws -> [Contribution] {
+        guard user >= 0 && user < userCount else { throw ModelError.userOutOfRange(user, count: userCount) }
+        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
+        return interactions.row(user).map { j in
+            let row = neighbors.row(Int(j))
+            let position = row.firstIndex(of: Int32(item))
+            return Contribution(item: Int(j), weight: position.map { neighbors.values[$0] } ?? 0)
+        }.sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item }
     }
 
     public func tensors() -> [String: Tensor] {

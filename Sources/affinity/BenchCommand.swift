@@ -1,5 +1,6 @@
 import AffinityData
 import AffinityLinalg
+import AffinityModels
 import ArgumentParser
 import Foundation
 
@@ -7,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print figures (never asserted in tests).",
-        subcommands: [KernelsBench.self]
+        subcommands: [KernelsBench.self, CFBench.self]
     )
 }
 
@@ -150,4 +151,85 @@ struct AnyEncodable: Encodable {
     let encodeValue: (Encoder) throws -> Void
     init<T: Encodable>(_ value: T) { encodeValue = value.encode }
     func encode(to encoder: Encoder) throws { try encodeValue(encoder) }
+}
+
+/// Speed of the collaborative-filtering models and the iALS fold-in check (issue "CF models").
+struct CFBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cf",
+        abstract: "EASE fit time, iALS seconds per iteration, BPR seconds per epoch, iALS fold-in agreement.",
+        discussion: "Benchmarks/peers/cf.py runs numpy EASE and implicit's ALS and BPR on the same split and prints the ratios."
+    )
+
+    @Option(name: .long, help: "Split folder (train.tsv is used).") var split: String
+    @Option(name: .long, help: "Threads for every model.") var threads = 1
+    @Option(name: .long, help: "Which parts: comma-separated of ease,ials,bpr,foldin.") var only = "ease,ials,bpr,foldin"
+    @Option(name: .long, help: "EASE lambda.") var lambda = 500.0
+    @Option(name: .long, help: "iALS iterations timed.") var alsIterations = 15
+    @Option(name: .long, help: "BPR epochs timed.") var bprEpochs = 20
+    @Option(name: .long, help: "Repetitions of the EASE fit; the best is reported.") var repeats = 3
+    @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+
+    func run() throws {
+        let parts = Set(only.split(separator: ",").map(String.init))
+        let folder = try SplitFolder.read(split)
+        let x = folder.train.matrix()
+        var out: [String: Double] = [:]
+        func say(_ key: String, _ value: Double, _ text: String) {
+            out[key] = value
+            if !json { print(text) }
+        }
+        if !json { print("CPU: \(cpuModel()); \(x.rowCount) users x \(x.columnCount) items, \(x.nonZeroCount) positives; threads \(threads)") }
+        if parts.contains("ease") {
+            var c = EASE.Configuration()
+            c.lambda = lambda
+            c.threads = threads
+            let s = try best(repeats) { _ = try EASE.fit(x, configuration: c) }
+            say("ease_fit_seconds", s, String(format: "EASE fit (lambda %.0f): %.3f s", lambda, s))
+        }
+        if parts.contains("ials") {
+            var c = ALS.Configuration()
+            c.iterations = alsIterations
+            c.threads = threads
+            let times = TimeLog()
+            _ = try ALS.fit(x, configuration: c) { _, s in times.add(s) }
+            let perIteration = times.median
+            say("ials_seconds_per_iteration", perIteration, String(format: "iALS (%d factors, %@ solver): %.4f s per iteration (median of %d)", c.factors, c.solver.rawValue, perIteration, alsIterations))
+        }
+        if parts.contains("bpr") {
+            var c = BPR.Configuration()
+            c.epochs = bprEpochs
+            c.threads = threads
+            let times = TimeLog()
+            _ = try BPR.fit(x, configuration: c) { _, s in times.add(s) }
+            say("bpr_seconds_per_epoch", times.median, String(format: "BPR (%d factors): %.4f s per epoch (median of %d)", c.factors, times.median, bprEpochs))
+        }
+        if parts.contains("foldin") {
+            var c = ALS.Configuration()
+            c.threads = threads
+            let model = try ALS.fit(x, configuration: c)
+            var same = 0
+            for u in 0..<model.userCount {
+                let trained = try model.recommend(user: u, k: 10).map(\.index)
+                let folded = try model.recommend(history: model.seenItems(ofUser: u), k: 10).map(\.index)
+                if trained == folded { same += 1 }
+            }
+            let share = Double(same) / Double(model.userCount)
+            say("ials_foldin_same_top10", share, String(format: "iALS fold-in: recalculateUser(own history) gives the trained top-10 for %d of %d users (%.2f%%)", same, model.userCount, 100 * share))
+        }
+        if json { try printJSON(out) }
+    }
+}
+
+/// Per-iteration times collected from a training callback.
+final class TimeLog: @unchecked Sendable {
+    private var values: [Double] = []
+    private let lock = NSLock()
+    func add(_ s: Double) { lock.locked { values.append(s) } }
+    var median: Double {
+        lock.locked {
+            let s = values.sorted()
+            return s.isEmpty ? 0 : s[s.count / 2]
+        }
+    }
 }

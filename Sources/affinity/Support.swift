@@ -25,6 +25,13 @@ enum Console {
     }
 }
 
+/// A failure found while running a command (after argument validation): printed as
+/// "Error: ..." with exit code 1, without the usage banner.
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// Prints an Encodable value as pretty, key-sorted JSON on stdout.
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
