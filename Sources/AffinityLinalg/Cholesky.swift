@@ -29,16 +29,16 @@ public struct Cholesky: Sendable {
     /// Factors in place the lower triangle of the n x n block at `a` (leading dimension `ld`).
     static func factor(_ a: UnsafeMutablePointer<Float>, n: Int, ld: Int, offset: Int, threads: Int) throws {
         if n <= leafSize {
+            // Left-looking: each entry subtracts a dot product of two contiguous row prefixes.
             for j in 0..<n {
-                var d = Double(a[j * ld + j])
-                for p in 0..<j { d -= Double(a[j * ld + p]) * Double(a[j * ld + p]) }
+                let rowJ = UnsafePointer(a + j * ld)
+                let d = Double(a[j * ld + j]) - Double(j > 0 ? Kernels.dot(rowJ, rowJ, count: j) : 0)
                 guard d > 0, d.isFinite else { throw LinalgError.notPositiveDefinite(column: offset + j, pivot: d) }
-                let ljj = d.squareRoot()
-                a[j * ld + j] = Float(ljj)
+                let ljj = Float(d.squareRoot())
+                a[j * ld + j] = ljj
                 for i in (j + 1)..<max(j + 1, n) {
-                    var s = Double(a[i * ld + j])
-                    for p in 0..<j { s -= Double(a[i * ld + p]) * Double(a[j * ld + p]) }
-                    a[i * ld + j] = Float(s / ljj)
+                    let s = a[i * ld + j] - (j > 0 ? Kernels.dot(UnsafePointer(a + i * ld), rowJ, count: j) : 0)
+                    a[i * ld + j] = s / ljj
                 }
             }
             return

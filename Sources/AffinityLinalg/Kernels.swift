@@ -1,4 +1,5 @@
 import _AffinityKernels
+import Foundation
 
 /// Vector kernels on contiguous `Float` buffers. Each forwards to the runtime-dispatched C kernel
 /// (AVX-512, AVX2+FMA or portable) and has a plain Swift reference twin used by the tests.
@@ -51,6 +52,29 @@ public enum Kernels {
     /// `out[r] = |query - rows[r]|²`.
     public static func squaredL2Rows(query: UnsafePointer<Float>, rows: UnsafePointer<Float>, rowCount: Int, dimension: Int, into out: UnsafeMutablePointer<Float>) {
         affinity_l2sq_rows(query, rows, rowCount, dimension, out)
+    }
+
+    /// One BPR SGD step (see `affinity_bpr_step`): updates w, h_i, h_j in place and returns
+    /// z = σ(−(biasDiff + w·(h_i − h_j))). The three vectors must not overlap.
+    @inline(__always)
+    public static func bprStep(user w: UnsafeMutablePointer<Float>, positive hi: UnsafeMutablePointer<Float>, negative hj: UnsafeMutablePointer<Float>,
+                               count: Int, biasDifference: Float, learningRate: Float, regularization: Float) -> Float {
+        affinity_bpr_step(w, hi, hj, count, biasDifference, learningRate, regularization)
+    }
+
+    /// Reference twin of `bprStep` in plain Swift.
+    public static func referenceBPRStep(user w: inout [Float], positive hi: inout [Float], negative hj: inout [Float],
+                                        biasDifference: Float, learningRate lr: Float, regularization reg: Float) -> Float {
+        var x = Double(biasDifference)
+        for k in 0..<w.count { x += Double(w[k]) * Double(hi[k] - hj[k]) }
+        let z = Float(1 / (1 + exp(x)))
+        for k in 0..<w.count {
+            let wk = w[k], hik = hi[k], hjk = hj[k]
+            w[k] = wk + lr * (z * (hik - hjk) - reg * wk)
+            hi[k] = hik + lr * (z * wk - reg * hik)
+            hj[k] = hjk + lr * (-z * wk - reg * hjk)
+        }
+        return z
     }
 
     // Reference twins: plain loops with Double accumulation.

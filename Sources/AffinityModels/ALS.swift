@@ -13,8 +13,8 @@ import Foundation
 ///
 /// exactly by Cholesky, or approximately by a few conjugate-gradient steps warm-started from the
 /// previous value (Takács, Pilászy & Tikk 2011), in parallel over users (items).
-/// Training ends with a final user half-step, so a trained user's vector equals the fold-in of
-/// their own history (with the Cholesky solver).
+/// Training ends with a final, exact user half-step, so a trained user's vector equals the fold-in
+/// of their own history whichever solver ran the iterations.
 /// `regularizationExponent` ν > 0 scales λ by (|I_u| + |I|/(1+α))^ν, the frequency-scaled
 /// regularisation of Rendle et al. ("Revisiting the performance of iALS", 2021).
 public struct ALS: PersistableRecommender, ExplainableRecommender {
@@ -29,8 +29,9 @@ public struct ALS: PersistableRecommender, ExplainableRecommender {
         public var alpha: Double = 4
         /// Alternating iterations (each updates all users, then all items).
         public var iterations: Int = 15
-        /// `cholesky` (exact) or `cg` (a few conjugate-gradient steps, faster for large f).
-        public var solver: Solver = .cholesky
+        /// `cg` (a few warm-started conjugate-gradient steps; implicit's default too) or `cholesky`
+        /// (exact). The final user step is always exact.
+        public var solver: Solver = .cg
         /// Conjugate-gradient steps per solve when `solver` is `cg`.
         public var cgSteps: Int = 3
         /// ν of the frequency-scaled regularisation; 0 keeps a constant λ.
@@ -79,7 +80,11 @@ public struct ALS: PersistableRecommender, ExplainableRecommender {
         }
         // End on a user half-step, so each stored user vector is the least-squares solution for the
         // final item factors: exactly what `recalculateUser` computes from the same history.
-        if c.iterations > 0 { try solveAll(&users, fixed: items, ratings: x, otherCount: x.columnCount, c) }
+        if c.iterations > 0 {
+            var exact = c
+            exact.solver = .cholesky
+            try solveAll(&users, fixed: items, ratings: x, otherCount: x.columnCount, exact)
+        }
         return ALS(configuration: c, interactions: x, factors: FactorModel(userFactors: users, itemFactors: items))
     }
 

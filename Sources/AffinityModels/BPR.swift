@@ -101,10 +101,8 @@ public struct BPR: PersistableRecommender {
                             }
                             if j < 0 { continue }   // the user has nearly every item of this block
                             let wu = w.base.baseAddress! + u * f, hi = h.base.baseAddress! + i * f, hj = h.base.baseAddress! + j * f
-                            var diff = b[i] - b[j]
-                            for k in 0..<f { diff += wu[k] * (hi[k] - hj[k]) }
-                            let z = 1 / (1 + exp(diff))   // σ(−x_uij): the gradient scale
                             if adagrad {
+                                let z = 1 / (1 + exp(b[i] - b[j] + Kernels.dot(wu, hi, count: f) - Kernels.dot(wu, hj, count: f)))
                                 let gsq = wsq.base.baseAddress! + u * f, isqI = hsq.base.baseAddress! + i * f, isqJ = hsq.base.baseAddress! + j * f
                                 for k in 0..<f {
                                     let wk = wu[k], hik = hi[k], hjk = hj[k]
@@ -119,12 +117,8 @@ public struct BPR: PersistableRecommender {
                                 b[i] += lr * gbi / (bs[i].squareRoot() + 1e-8)
                                 b[j] += lr * gbj / (bs[j].squareRoot() + 1e-8)
                             } else {
-                                for k in 0..<f {
-                                    let wk = wu[k], hik = hi[k], hjk = hj[k]
-                                    wu[k] += lr * (z * (hik - hjk) - reg * wk)
-                                    hi[k] += lr * (z * wk - reg * hik)
-                                    hj[k] += lr * (-z * wk - reg * hjk)
-                                }
+                                let z = Kernels.bprStep(user: wu, positive: hi, negative: hj, count: f, biasDifference: b[i] - b[j],
+                                                        learningRate: lr, regularization: reg)
                                 b[i] += lr * (z - reg * b[i])
                                 b[j] += lr * (-z - reg * b[j])
                             }

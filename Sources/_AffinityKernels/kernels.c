@@ -1,6 +1,7 @@
 #include "affinity_kernels.h"
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define AFFINITY_X86 1
@@ -491,4 +492,88 @@ long affinity_topk_push(const float *scores, long n, int64_t id0, float *heap_sc
     long inserted = 0;
     for (long i = 0; i < n; i++) inserted += offer(scores[i], id0 + i, heap_scores, heap_ids, k, count);
     return inserted;
+}
+
+// ------------------------------------------------------------------------------ BPR step
+static float bpr_step_c(float *restrict w, float *restrict hi, float *restrict hj, long f, float bias_diff, float lr, float reg) {
+    float x = bias_diff;
+    for (long k = 0; k < f; k++) x += w[k] * (hi[k] - hj[k]);
+    float z = 1.0f / (1.0f + expf(x));
+    for (long k = 0; k < f; k++) {
+        float wk = w[k], hik = hi[k], hjk = hj[k];
+        w[k] = wk + lr * (z * (hik - hjk) - reg * wk);
+        hi[k] = hik + lr * (z * wk - reg * hik);
+        hj[k] = hjk + lr * (-z * wk - reg * hjk);
+    }
+    return z;
+}
+
+#if AFFINITY_X86
+__attribute__((target("avx512f")))
+static float bpr_step_avx512(float *restrict w, float *restrict hi, float *restrict hj, long f, float bias_diff, float lr, float reg) {
+    __m512 acc = _mm512_setzero_ps();
+    long k = 0;
+    for (; k + 16 <= f; k += 16)
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_sub_ps(_mm512_loadu_ps(hi + k), _mm512_loadu_ps(hj + k)), acc);
+    float x = bias_diff + _mm512_reduce_add_ps(acc);
+    for (long t = k; t < f; t++) x += w[t] * (hi[t] - hj[t]);
+    float z = 1.0f / (1.0f + expf(x));
+    __m512 vz = _mm512_set1_ps(z), vlr = _mm512_set1_ps(lr), vreg = _mm512_set1_ps(reg);
+    for (k = 0; k + 16 <= f; k += 16) {
+        __m512 wk = _mm512_loadu_ps(w + k), hik = _mm512_loadu_ps(hi + k), hjk = _mm512_loadu_ps(hj + k);
+        __m512 gw = _mm512_fnmadd_ps(vreg, wk, _mm512_mul_ps(vz, _mm512_sub_ps(hik, hjk)));
+        __m512 zw = _mm512_mul_ps(vz, wk);
+        __m512 gi = _mm512_fnmadd_ps(vreg, hik, zw);
+        __m512 gj = _mm512_fnmadd_ps(vreg, hjk, _mm512_sub_ps(_mm512_setzero_ps(), zw));
+        _mm512_storeu_ps(w + k, _mm512_fmadd_ps(vlr, gw, wk));
+        _mm512_storeu_ps(hi + k, _mm512_fmadd_ps(vlr, gi, hik));
+        _mm512_storeu_ps(hj + k, _mm512_fmadd_ps(vlr, gj, hjk));
+    }
+    for (; k < f; k++) {
+        float wk = w[k], hik = hi[k], hjk = hj[k];
+        w[k] = wk + lr * (z * (hik - hjk) - reg * wk);
+        hi[k] = hik + lr * (z * wk - reg * hik);
+        hj[k] = hjk + lr * (-z * wk - reg * hjk);
+    }
+    return z;
+}
+
+__attribute__((target("avx2,fma")))
+static float bpr_step_avx2(float *restrict w, float *restrict hi, float *restrict hj, long f, float bias_diff, float lr, float reg) {
+    __m256 acc = _mm256_setzero_ps();
+    long k = 0;
+    for (; k + 8 <= f; k += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_sub_ps(_mm256_loadu_ps(hi + k), _mm256_loadu_ps(hj + k)), acc);
+    float x = bias_diff + hsum256(acc);
+    for (long t = k; t < f; t++) x += w[t] * (hi[t] - hj[t]);
+    float z = 1.0f / (1.0f + expf(x));
+    __m256 vz = _mm256_set1_ps(z), vlr = _mm256_set1_ps(lr), vreg = _mm256_set1_ps(reg);
+    for (k = 0; k + 8 <= f; k += 8) {
+        __m256 wk = _mm256_loadu_ps(w + k), hik = _mm256_loadu_ps(hi + k), hjk = _mm256_loadu_ps(hj + k);
+        __m256 gw = _mm256_fnmadd_ps(vreg, wk, _mm256_mul_ps(vz, _mm256_sub_ps(hik, hjk)));
+        __m256 zw = _mm256_mul_ps(vz, wk);
+        __m256 gi = _mm256_fnmadd_ps(vreg, hik, zw);
+        __m256 gj = _mm256_fnmadd_ps(vreg, hjk, _mm256_sub_ps(_mm256_setzero_ps(), zw));
+        _mm256_storeu_ps(w + k, _mm256_fmadd_ps(vlr, gw, wk));
+        _mm256_storeu_ps(hi + k, _mm256_fmadd_ps(vlr, gi, hik));
+        _mm256_storeu_ps(hj + k, _mm256_fmadd_ps(vlr, gj, hjk));
+    }
+    for (; k < f; k++) {
+        float wk = w[k], hik = hi[k], hjk = hj[k];
+        w[k] = wk + lr * (z * (hik - hjk) - reg * wk);
+        hi[k] = hik + lr * (z * wk - reg * hik);
+        hj[k] = hjk + lr * (-z * wk - reg * hjk);
+    }
+    return z;
+}
+#endif
+
+float affinity_bpr_step(float *w, float *hi, float *hj, long f, float bias_diff, float lr, float reg) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: return bpr_step_avx512(w, hi, hj, f, bias_diff, lr, reg);
+    case 1: return bpr_step_avx2(w, hi, hj, f, bias_diff, lr, reg);
+    }
+#endif
+    return bpr_step_c(w, hi, hj, f, bias_diff, lr, reg);
 }

@@ -236,3 +236,25 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
         #expect(throws: LinalgError.self) { try KMeans.fit(Matrix(rows: 3, columns: 2), settings: KMeansSettings(clusters: 4)) }
     }
 }
+
+@Suite(.serialized) struct BPRStepTests {
+    @Test(arguments: [1, 7, 16, 17, 64, 100])
+    func matchesReferenceOnEveryPath(f: Int) {
+        for level in simdLevels {
+            Kernels.forceSIMDLevel(level)
+            defer { Kernels.forceSIMDLevel(-1) }
+            var w = randomVector(f, seed: 1), hi = randomVector(f, seed: 2), hj = randomVector(f, seed: 3)
+            var rw = w, rhi = hi, rhj = hj
+            let z = w.withUnsafeMutableBufferPointer { wp in hi.withUnsafeMutableBufferPointer { ip in hj.withUnsafeMutableBufferPointer { jp in
+                Kernels.bprStep(user: wp.baseAddress!, positive: ip.baseAddress!, negative: jp.baseAddress!, count: f,
+                                biasDifference: 0.3, learningRate: 0.05, regularization: 0.01)
+            } } }
+            let rz = Kernels.referenceBPRStep(user: &rw, positive: &rhi, negative: &rhj, biasDifference: 0.3, learningRate: 0.05, regularization: 0.01)
+            #expect(close(z, rz, relative: 1e-4, absolute: 1e-5), "level \(level) f \(f)")
+            for k in 0..<f {
+                #expect(close(w[k], rw[k], relative: 1e-4, absolute: 1e-5) && close(hi[k], rhi[k], relative: 1e-4, absolute: 1e-5)
+                        && close(hj[k], rhj[k], relative: 1e-4, absolute: 1e-5), "level \(level) f \(f) k \(k)")
+            }
+        }
+    }
+}

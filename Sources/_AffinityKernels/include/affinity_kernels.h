@@ -45,6 +45,12 @@ void affinity_l2sq_rows(const float *q, const float *X, long rows, long dim, flo
 long affinity_topk_push(const float *scores, long n, int64_t id0, float *heap_scores, int64_t *heap_ids,
                         long k, long *count);
 
+/// One BPR stochastic-gradient step on user vector w, positive item h_i and negative item h_j
+/// (length f): x = bias_diff + w·(h_i − h_j), z = σ(−x), then
+/// w += lr(z(h_i − h_j) − reg·w), h_i += lr(z·w − reg·h_i), h_j += lr(−z·w − reg·h_j), all with the
+/// old w. Returns z, for the caller's bias update. The three vectors must not overlap.
+float affinity_bpr_step(float *w, float *hi, float *hj, long f, float bias_diff, float lr, float reg);
+
 #ifdef __cplusplus
 }
 #endif
