@@ -27,6 +27,11 @@ public enum Parallelism {
             for c in 0..<chunkCount { body(c) }
             return
         }
+        if chunkCount <= workers {
+            // One chunk per worker: a dynamic counter could let the first thread to start take them all.
+            DispatchQueue.concurrentPerform(iterations: chunkCount) { body($0) }
+            return
+        }
         let counter = ChunkCounter()
         DispatchQueue.concurrentPerform(iterations: workers) { _ in
             while true {
