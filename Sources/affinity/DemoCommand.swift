@@ -83,6 +83,29 @@ struct DemoCommand: ParsableCommand {
             let share = tasteMatch(trained, planted: planted!)
             print("  \(trained.modelType.padding(toLength: 12, withPad: " ", startingAt: 0)) \(String(format: "%.3f", share))")
         }
+        try antiAffinityCheck(models, planted: planted!)
+    }
+
+    /// How many planted substitute pairs EASE's anti-affinity recovers (partner among the 10 most
+    /// negative weights), with one example.
+    private func antiAffinityCheck(_ models: [TrainedModel], planted: SyntheticDataset) throws {
+        guard let trained = models.first(where: { $0.model is EASE }), let ease = trained.model as? EASE else { return }
+        var found = 0, total = 0
+        var example: String?
+        for (a, b) in planted.substitutes {
+            guard let ia = trained.items.index(of: a), let ib = trained.items.index(of: b) else { continue }
+            total += 1
+            let anti = try ease.antiAffinities(of: ia, k: 10)
+            if let rank = anti.firstIndex(where: { $0.item == ib }) {
+                found += 1
+                if example == nil {
+                    example = "e.g. people who picked \(trained.title(ofItem: ia)) rarely pick \(trained.title(ofItem: ib)) "
+                        + "(weight \(String(format: "%.4f", anti[rank].weight)), rank \(rank + 1) of its anti-affinities)"
+                }
+            }
+        }
+        print("\nPlanted anti-affinity: EASE lists the substitute among an item's 10 most negative weights for \(found) of \(total) pairs")
+        if let example { print("  \(example)") }
     }
 
     /// Share of recommended items (top 10) in the user's planted cluster.
