@@ -22,19 +22,13 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_env import best, ensure_venv  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV_CF", "/tmp/affinity-venv-cf")
 
 
-def ensure_venv():
-    py = os.path.join(VENV, "bin", "python")
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    if not os.path.exists(py):
-        print(f"creating virtualenv {VENV} with numpy, scipy, implicit ...", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([os.path.join(VENV, "bin", "pip"), "install", "-q", "numpy", "scipy", "implicit"])
-    os.execv(py, [py] + sys.argv)
 
 
 def load_train(path):
@@ -59,17 +53,14 @@ def peer(args):
     X = load_train(os.path.join(args.split, "train.tsv"))
     out = {}
     # EASE exactly as shared/bench/quality/peers.py (float64).
-    best = float("inf")
-    for _ in range(args.repeats):
-        t = time.perf_counter()
+    def ease():
         Xd = X.astype(np.float64)
         G = (Xd.T @ Xd).toarray()
         G[np.diag_indices_from(G)] += 500.0
         P = np.linalg.inv(G)
         B = P / (-np.diag(P))
         B[np.diag_indices_from(B)] = 0.0
-        best = min(best, time.perf_counter() - t)
-    out["ease_fit_seconds"] = best
+    out["ease_fit_seconds"] = best(args.repeats, ease)
 
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.cpu.bpr import BayesianPersonalizedRanking
@@ -111,7 +102,7 @@ def main():
         return
     if not os.path.exists(os.path.join(args.split, "train.tsv")):
         sys.exit(f"{args.split}: no train.tsv (is ../shared/data beside the repository?)")
-    ensure_venv()
+    ensure_venv(VENV, ["numpy", "scipy", "implicit"])
     subprocess.check_call(["swift", "build", "-c", "release", "--product", "affinity"], cwd=ROOT, stdout=subprocess.DEVNULL)
     binary = os.path.join(ROOT, ".build", "release", "affinity")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")

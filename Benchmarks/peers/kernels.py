@@ -24,28 +24,15 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_env import best, ensure_venv  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV", "/tmp/affinity-venv-kernels")
 
 
-def ensure_venv():
-    py = os.path.join(VENV, "bin", "python")
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
-        return
-    if not os.path.exists(py):
-        print(f"creating virtualenv {VENV} with numpy, scipy, faiss-cpu ...", file=sys.stderr)
-        subprocess.check_call([sys.executable, "-m", "venv", VENV])
-        subprocess.check_call([os.path.join(VENV, "bin", "pip"), "install", "-q", "numpy", "scipy", "faiss-cpu"])
-    os.execv(py, [py] + sys.argv)
 
 
-def best(repeats, fn):
-    t_best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        t_best = min(t_best, time.perf_counter() - t)
-    return t_best
 
 
 def write_fvecs(path, m):
@@ -140,7 +127,7 @@ def main():
     if args.peer_only:
         peer(args)
         return
-    ensure_venv()
+    ensure_venv(VENV, ["numpy", "scipy", "faiss-cpu"])
     import numpy as np
 
     if not os.path.exists(args.ratings):

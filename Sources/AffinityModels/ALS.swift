@@ -17,7 +17,7 @@ import Foundation
 /// of their own history whichever solver ran the iterations.
 /// `regularizationExponent` ν > 0 scales λ by (|I_u| + |I|/(1+α))^ν, the frequency-scaled
 /// regularisation of Rendle et al. ("Revisiting the performance of iALS", 2021).
-public struct ALS: PersistableRecommender, ExplainableRecommender {
+public struct ALS: FactorizationRecommender, ExplainableRecommender {
     public enum Solver: String, Codable, Sendable { case cholesky, cg }
 
     public struct Configuration: ModelConfiguration {
@@ -88,7 +88,7 @@ public struct ALS: PersistableRecommender, ExplainableRecommender {
         return ALS(configuration: c, interactions: x, factors: FactorModel(userFactors: users, itemFactors: items))
     }
 
-    init(configuration: Configuration, interactions: SparseMatrix, factors: FactorModel) {
+    public init(configuration: Configuration, interactions: SparseMatrix, factors: FactorModel) {
         self.configuration = configuration
         self.interactions = interactions
         self.factors = factors
@@ -155,20 +155,12 @@ public struct ALS: PersistableRecommender, ExplainableRecommender {
         return x
     }
 
-    public func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
-        factors.scores(user: user, into: scores)
-    }
 
     public func scores(forHistory history: [Int]) -> [Float] {
         guard let vector = try? recalculateUser(history: history) else { return [Float](repeating: 0, count: itemCount) }
         return factors.scores(userVector: vector)
     }
 
-    public func similarItems(to item: Int, k: Int) throws -> [ScoredItem] {
-        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
-        guard k > 0 else { throw ModelError.invalidK(k) }
-        return factors.similarItems(to: item, k: k)
-    }
 
     /// Why `item` is recommended to a history (Hu et al. 2008, §5): with W = (YᵀC·Y + λI)⁻¹, the
     /// fold-in score is Σ_j s_ij·c_j over history items j with s_ij = y_iᵀ·W·y_j. Returns each
@@ -208,15 +200,7 @@ public struct ALS: PersistableRecommender, ExplainableRecommender {
         return try explain(history: history, item: item)
     }
 
-    public func tensors() -> [String: Tensor] {
-        interactions.tensors(prefix: "interactions").merging(factors.tensors()) { a, _ in a }
-    }
 
-    public init(configuration: Configuration, file: SafeTensorsFile, path: String) throws {
-        let x = try SparseMatrix(file: file, prefix: "interactions", path: path)
-        self.init(configuration: configuration, interactions: x,
-                  factors: try FactorModel(file: file, path: path, users: x.rowCount, items: x.columnCount))
-    }
 }
 
 /// Per-thread buffers of the ALS solves.

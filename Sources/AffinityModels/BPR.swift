@@ -13,7 +13,7 @@ import Foundation
 /// block (t + s) mod T, and draws its negatives from that item block (stratified SGD, Gemulla et
 /// al., KDD 2011). No two threads touch the same parameters, so the same seed and thread count
 /// give the same model.
-public struct BPR: PersistableRecommender {
+public struct BPR: FactorizationRecommender {
     public enum Optimizer: String, Codable, Sendable { case sgd, adagrad }
 
     public struct Configuration: ModelConfiguration {
@@ -133,15 +133,12 @@ public struct BPR: PersistableRecommender {
         return BPR(configuration: c, interactions: x, factors: model)
     }
 
-    init(configuration: Configuration, interactions: SparseMatrix, factors: FactorModel) {
+    public init(configuration: Configuration, interactions: SparseMatrix, factors: FactorModel) {
         self.configuration = configuration
         self.interactions = interactions
         self.factors = factors
     }
 
-    public func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
-        factors.scores(user: user, into: scores)
-    }
 
     /// Fold-in: a user vector fitted to the history by the same BPR updates with the item
     /// parameters fixed (200 passes, seeded by the history), then scored.
@@ -168,19 +165,6 @@ public struct BPR: PersistableRecommender {
         return factors.scores(userVector: w)
     }
 
-    public func similarItems(to item: Int, k: Int) throws -> [ScoredItem] {
-        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
-        guard k > 0 else { throw ModelError.invalidK(k) }
-        return factors.similarItems(to: item, k: k)
-    }
 
-    public func tensors() -> [String: Tensor] {
-        interactions.tensors(prefix: "interactions").merging(factors.tensors()) { a, _ in a }
-    }
 
-    public init(configuration: Configuration, file: SafeTensorsFile, path: String) throws {
-        let x = try SparseMatrix(file: file, prefix: "interactions", path: path)
-        self.init(configuration: configuration, interactions: x,
-                  factors: try FactorModel(file: file, path: path, users: x.rowCount, items: x.columnCount))
-    }
 }

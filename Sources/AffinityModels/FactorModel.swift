@@ -78,3 +78,33 @@ public struct FactorModel: Sendable {
         self.init(userFactors: u, itemFactors: v, itemBias: bias)
     }
 }
+
+/// A recommender whose scores are the dot products of a `FactorModel` (iALS, BPR): scoring,
+/// similar items and persistence come from here; a model adds its training and fold-in.
+public protocol FactorizationRecommender: PersistableRecommender {
+    var factors: FactorModel { get }
+    init(configuration: Configuration, interactions: SparseMatrix, factors: FactorModel)
+}
+
+extension FactorizationRecommender {
+    public func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
+        factors.scores(user: user, into: scores)
+    }
+
+    /// Items by cosine similarity of their factors.
+    public func similarItems(to item: Int, k: Int) throws -> [ScoredItem] {
+        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
+        guard k > 0 else { throw ModelError.invalidK(k) }
+        return factors.similarItems(to: item, k: k)
+    }
+
+    public func tensors() -> [String: Tensor] {
+        interactions.tensors(prefix: "interactions").merging(factors.tensors()) { a, _ in a }
+    }
+
+    public init(configuration: Configuration, file: SafeTensorsFile, path: String) throws {
+        let x = try SparseMatrix(file: file, prefix: "interactions", path: path)
+        self.init(configuration: configuration, interactions: x,
+                  factors: try FactorModel(file: file, path: path, users: x.rowCount, items: x.columnCount))
+    }
+}

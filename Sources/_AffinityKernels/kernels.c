@@ -495,16 +495,22 @@ long affinity_topk_push(const float *scores, long n, int64_t id0, float *heap_sc
 }
 
 // ------------------------------------------------------------------------------ BPR step
-static float bpr_step_c(float *restrict w, float *restrict hi, float *restrict hj, long f, float bias_diff, float lr, float reg) {
-    float x = bias_diff;
-    for (long k = 0; k < f; k++) x += w[k] * (hi[k] - hj[k]);
-    float z = 1.0f / (1.0f + expf(x));
-    for (long k = 0; k < f; k++) {
+// The update of coordinates k0 ..< f with the old w (the SIMD variants' tail, the portable body).
+static inline void bpr_update_from(float *restrict w, float *restrict hi, float *restrict hj, long k0, long f,
+                                   float z, float lr, float reg) {
+    for (long k = k0; k < f; k++) {
         float wk = w[k], hik = hi[k], hjk = hj[k];
         w[k] = wk + lr * (z * (hik - hjk) - reg * wk);
         hi[k] = hik + lr * (z * wk - reg * hik);
         hj[k] = hjk + lr * (-z * wk - reg * hjk);
     }
+}
+
+static float bpr_step_c(float *restrict w, float *restrict hi, float *restrict hj, long f, float bias_diff, float lr, float reg) {
+    float x = bias_diff;
+    for (long k = 0; k < f; k++) x += w[k] * (hi[k] - hj[k]);
+    float z = 1.0f / (1.0f + expf(x));
+    bpr_update_from(w, hi, hj, 0, f, z, lr, reg);
     return z;
 }
 
@@ -529,12 +535,7 @@ static float bpr_step_avx512(float *restrict w, float *restrict hi, float *restr
         _mm512_storeu_ps(hi + k, _mm512_fmadd_ps(vlr, gi, hik));
         _mm512_storeu_ps(hj + k, _mm512_fmadd_ps(vlr, gj, hjk));
     }
-    for (; k < f; k++) {
-        float wk = w[k], hik = hi[k], hjk = hj[k];
-        w[k] = wk + lr * (z * (hik - hjk) - reg * wk);
-        hi[k] = hik + lr * (z * wk - reg * hik);
-        hj[k] = hjk + lr * (-z * wk - reg * hjk);
-    }
+    bpr_update_from(w, hi, hj, k, f, z, lr, reg);
     return z;
 }
 
@@ -558,12 +559,7 @@ static float bpr_step_avx2(float *restrict w, float *restrict hi, float *restric
         _mm256_storeu_ps(hi + k, _mm256_fmadd_ps(vlr, gi, hik));
         _mm256_storeu_ps(hj + k, _mm256_fmadd_ps(vlr, gj, hjk));
     }
-    for (; k < f; k++) {
-        float wk = w[k], hik = hi[k], hjk = hj[k];
-        w[k] = wk + lr * (z * (hik - hjk) - reg * wk);
-        hi[k] = hik + lr * (z * wk - reg * hik);
-        hj[k] = hjk + lr * (-z * wk - reg * hjk);
-    }
+    bpr_update_from(w, hi, hj, k, f, z, lr, reg);
     return z;
 }
 #endif
