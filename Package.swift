@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "AffinityData", targets: ["AffinityData"]),
         .library(name: "AffinityEval", targets: ["AffinityEval"]),
         .library(name: "AffinityModels", targets: ["AffinityModels"]),
+        .library(name: "AffinityANN", targets: ["AffinityANN"]),
         .executable(name: "affinity", targets: ["affinity"]),
     ],
     dependencies: [
@@ -23,12 +24,13 @@ let package = Package(
         .target(name: "AffinityData", dependencies: ["AffinityLinalg"]),
         .target(name: "AffinityEval", dependencies: ["AffinityData", "AffinityLinalg"]),
         .target(name: "AffinityModels", dependencies: ["AffinityData", "AffinityLinalg"]),
+        .target(name: "AffinityANN", dependencies: ["AffinityLinalg"]),
         // Shared test helpers: the recommender conformance suite every model runs.
         .target(name: "AffinityTestSupport", dependencies: ["AffinityModels", "AffinityData", "AffinityLinalg"]),
         .executableTarget(
             name: "affinity",
             dependencies: [
-                "AffinityLinalg", "AffinityData", "AffinityEval", "AffinityModels",
+                "AffinityLinalg", "AffinityData", "AffinityEval", "AffinityModels", "AffinityANN",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -36,6 +38,7 @@ let package = Package(
         .testTarget(name: "AffinityDataTests", dependencies: ["AffinityData"]),
         .testTarget(name: "AffinityEvalTests", dependencies: ["AffinityEval", "AffinityModels"]),
         .testTarget(name: "AffinityModelsTests", dependencies: ["AffinityModels", "AffinityTestSupport", "AffinityEval"]),
+        .testTarget(name: "AffinityANNTests", dependencies: ["AffinityANN", "AffinityLinalg"]),
         .testTarget(name: "AffinityCLITests", dependencies: ["affinity"]),
     ],
     swiftLanguageModes: [.v6]

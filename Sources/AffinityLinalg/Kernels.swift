@@ -49,6 +49,14 @@ public enum Kernels {
         affinity_dot_rows(query, rows, rowCount, dimension, out)
     }
 
+    /// `out[i]` = score of row `ids[i]` against the query (inner product, or −|q − x|² when
+    /// `negatedL2`), prefetching upcoming rows: the inner step of graph search.
+    @inline(__always)
+    public static func scores(ids: UnsafePointer<Int32>, count: Int, query: UnsafePointer<Float>, rows: UnsafePointer<Float>, dimension: Int,
+                              negatedL2: Bool, into out: UnsafeMutablePointer<Float>) {
+        affinity_scores_by_id(negatedL2 ? 1 : 0, query, rows, dimension, ids, count, out)
+    }
+
     /// `out[r] = |query - rows[r]|²`.
     public static func squaredL2Rows(query: UnsafePointer<Float>, rows: UnsafePointer<Float>, rowCount: Int, dimension: Int, into out: UnsafeMutablePointer<Float>) {
         affinity_l2sq_rows(query, rows, rowCount, dimension, out)

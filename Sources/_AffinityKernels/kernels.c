@@ -573,3 +573,29 @@ float affinity_bpr_step(float *w, float *hi, float *hj, long f, float bias_diff,
 #endif
     return bpr_step_c(w, hi, hj, f, bias_diff, lr, reg);
 }
+
+// ------------------------------------------------------------------------------ scores by id
+static inline void prefetch_row(const float *row, long dim) {
+    const char *p = (const char *)row;
+    for (long b = 0; b < dim * 4; b += 64) __builtin_prefetch(p + b, 0, 3);
+}
+
+void affinity_scores_by_id(int negated_l2, const float *q, const float *X, long dim, const int32_t *ids, long n, float *out) {
+    if (n <= 0) return;
+    int level = affinity_simd_level();
+    prefetch_row(X + (long)ids[0] * dim, dim);
+    if (n > 1) prefetch_row(X + (long)ids[1] * dim, dim);
+    for (long i = 0; i < n; i++) {
+        if (i + 2 < n) prefetch_row(X + (long)ids[i + 2] * dim, dim);
+        const float *x = X + (long)ids[i] * dim;
+        float v;
+#if AFFINITY_X86
+        if (level == 2) v = negated_l2 ? -l2_avx512(q, x, dim) : dot_avx512(q, x, dim);
+        else if (level == 1) v = negated_l2 ? -l2_avx2(q, x, dim) : dot_avx2(q, x, dim);
+        else
+#endif
+            v = negated_l2 ? -l2_c(q, x, dim) : dot_c(q, x, dim);
+        out[i] = v;
+    }
+    (void)level;
+}

@@ -12,6 +12,6 @@ struct Affinity: ParsableCommand {
         File formats and the evaluation protocol: README.md.
         """,
         subcommands: [DataCommand.self, SplitCommand.self, TrainCommand.self, EvaluateCommand.self,
-                      RecommendCommand.self, SimilarCommand.self, DemoCommand.self, ExplainCommand.self, TuneCommand.self, BenchCommand.self]
+                      RecommendCommand.self, SimilarCommand.self, DemoCommand.self, ExplainCommand.self, TuneCommand.self, IndexCommand.self, BenchCommand.self]
     )
 }

@@ -45,6 +45,11 @@ void affinity_l2sq_rows(const float *q, const float *X, long rows, long dim, flo
 long affinity_topk_push(const float *scores, long n, int64_t id0, float *heap_scores, int64_t *heap_ids,
                         long k, long *count);
 
+/// out[i] = score of row ids[i] of X (rows of length dim) against q, for i < n: the inner product,
+/// or minus the squared distance when `negated_l2` is non-zero. Prefetches the next rows while
+/// scoring (graph search reads rows in random order, so it is bound by memory latency).
+void affinity_scores_by_id(int negated_l2, const float *q, const float *X, long dim, const int32_t *ids, long n, float *out);
+
 /// One BPR stochastic-gradient step on user vector w, positive item h_i and negative item h_j
 /// (length f): x = bias_diff + w·(h_i − h_j), z = σ(−x), then
 /// w += lr(z(h_i − h_j) − reg·w), h_i += lr(z·w − reg·h_i), h_j += lr(−z·w − reg·h_j), all with the

@@ -1,0 +1,91 @@
+import AffinityLinalg
+
+/// Builds indexes from FAISS-style spec strings:
+///
+/// | spec | index |
+/// |---|---|
+/// | `Flat` | exact search |
+/// | `HNSW32` | HNSW with M = 32 (`efConstruction` from the settings) |
+/// | `IVF1024,Flat` | inverted lists over 1,024 k-means cells |
+/// | `MIPS,IVF1024,Flat` | the same after the MIPS-to-L2 reduction (inner product only) |
+/// | `LSH16x8` | random-hyperplane LSH, 16 tables of 8 bits, exact re-ranking |
+///
+/// A bad spec is rejected naming the part that is wrong. `PQ`, `OPQ` and `Refine` parts are parsed
+/// but not implemented yet, and say so.
+public enum IndexFactory {
+    public enum Kind: Equatable, Sendable {
+        case flat
+        case hnsw(neighborsPerNode: Int)
+        case ivf(lists: Int, mipsReduction: Bool)
+        case lsh(tables: Int, bits: Int)
+    }
+
+    public static func parse(_ spec: String) throws -> Kind {
+        let parts = spec.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !parts.isEmpty, !parts.contains(where: \.isEmpty) else {
+            throw IndexError.badSpec(spec: spec, part: spec, reason: "is empty (examples: Flat, HNSW32, IVF1024,Flat, LSH16x8)")
+        }
+        func number(_ part: String, after prefix: String) throws -> Int {
+            guard let n = Int(part.dropFirst(prefix.count)), n > 0 else {
+                throw IndexError.badSpec(spec: spec, part: part, reason: "needs a positive number after \(prefix)")
+            }
+            return n
+        }
+        for part in parts where part.hasPrefix("PQ") || part.hasPrefix("OPQ") || part == "Refine" {
+            throw IndexError.badSpec(spec: spec, part: part, reason: "(product quantisation) is not implemented yet")
+        }
+        var mips = false
+        var rest = parts[...]
+        if rest.first == "MIPS" { mips = true; rest = rest.dropFirst() }
+        guard let head = rest.first else { throw IndexError.badSpec(spec: spec, part: "MIPS", reason: "must be followed by an IVF index") }
+        if head == "Flat" && rest.count == 1 && !mips { return .flat }
+        if head.hasPrefix("HNSW") && rest.count == 1 && !mips { return .hnsw(neighborsPerNode: try number(head, after: "HNSW")) }
+        if head.hasPrefix("LSH") && rest.count == 1 && !mips {
+            let dims = head.dropFirst(3).split(separator: "x")
+            guard dims.count == 2, let t = Int(dims[0]), let b = Int(dims[1]), t > 0, b > 0, b <= 64 else {
+                throw IndexError.badSpec(spec: spec, part: head, reason: "must look like LSH<tables>x<bits> with 1...64 bits")
+            }
+            return .lsh(tables: t, bits: b)
+        }
+        if head.hasPrefix("IVF") {
+            let lists = try number(head, after: "IVF")
+            guard rest.count == 2 else { throw IndexError.badSpec(spec: spec, part: head, reason: "must be followed by a storage part (Flat)") }
+            guard rest.last == "Flat" else { throw IndexError.badSpec(spec: spec, part: rest.last!, reason: "is not a known IVF storage (Flat)") }
+            return .ivf(lists: lists, mipsReduction: mips)
+        }
+        throw IndexError.badSpec(spec: spec, part: mips ? "MIPS" : head,
+                                 reason: mips ? "applies to IVF indexes only" : "is not a known index (Flat, HNSW<M>, IVF<n>,Flat, LSH<t>x<b>)")
+    }
+
+    /// Builds an index of `spec` over `vectors`. `settings` carries build knobs by name
+    /// (`efConstruction`, `threads`, `seed`, `iterations`).
+    public static func build(spec: String, vectors: Matrix, metric: Metric, settings: [String: String] = [:]) throws -> any VectorIndex {
+        let kind = try parse(spec)
+        func int(_ key: String, _ fallback: Int) throws -> Int {
+            guard let raw = settings[key] else { return fallback }
+            guard let v = Int(raw), v >= 0 else { throw IndexError.invalidParameter("\(key)=\(raw): expected a non-negative integer") }
+            return v
+        }
+        let known: Set<String> = ["efConstruction", "threads", "seed", "iterations"]
+        for key in settings.keys where !known.contains(key) {
+            throw IndexError.invalidParameter("unknown build setting '\(key)' (known: \(known.sorted().joined(separator: ", ")))")
+        }
+        let threads = try int("threads", 0), seed = UInt64(try int("seed", 42))
+        switch kind {
+        case .flat:
+            let index = FlatIndex(dimension: vectors.columns, metric: metric)
+            try index.add(vectors)
+            return index
+        case .hnsw(let m):
+            let index = try HNSWIndex(dimension: vectors.columns, metric: metric,
+                                      settings: HNSWSettings(neighborsPerNode: m, efConstruction: try int("efConstruction", 200), seed: seed, threads: threads))
+            try index.add(vectors)
+            return index
+        case .ivf(let lists, let mips):
+            return try IVFIndex(vectors: vectors, metric: metric,
+                                settings: IVFSettings(lists: lists, mipsReduction: mips, iterations: try int("iterations", 10), seed: seed, threads: threads))
+        case .lsh(let tables, let bits):
+            return try LSHIndex(vectors: vectors, metric: metric, settings: LSHSettings(tables: tables, bits: bits, seed: seed))
+        }
+    }
+}

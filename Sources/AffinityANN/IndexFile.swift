@@ -1,0 +1,250 @@
+import AffinityLinalg
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Saved indexes: a fixed header, a JSON block, then 64-byte-aligned binary sections.
+///
+///     magic "AFFANNIX" | u32 format version | u32 kind | u32 metric | u32 dimension | u64 count
+///     | u64 JSON length | JSON (settings, entry point, section sizes) | sections...
+///
+/// HNSW loads by memory map: the vectors and layer-0 links are used in place in the mapping
+/// (private, copy-on-write), so loading a 1M-vector index copies no vector. A wrong magic, version,
+/// kind or a size that does not match the header is rejected with the reason.
+public enum IndexFile {
+    public static let formatVersion: UInt32 = 1
+    static let magic = Array("AFFANNIX".utf8)
+
+    enum KindCode: UInt32 { case flat = 1, hnsw = 2, ivf = 3, lsh = 4 }
+
+    static func metricCode(_ m: Metric) -> UInt32 { m == .innerProduct ? 0 : m == .l2 ? 1 : 2 }
+    static func metric(_ code: UInt32) -> Metric? { [0: Metric.innerProduct, 1: .l2, 2: .cosine][code] }
+
+    // MARK: writing
+
+    struct Writer {
+        var data = Data()
+        mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { data.append(contentsOf: $0) } }
+        mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { data.append(contentsOf: $0) } }
+        mutating func align() { while data.count % 64 != 0 { data.append(0) } }
+        mutating func raw(_ p: UnsafeRawPointer, _ bytes: Int) {
+            align()
+            data.append(p.assumingMemoryBound(to: UInt8.self), count: bytes)
+        }
+    }
+
+    static func header(kind: KindCode, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> Writer {
+        var w = Writer()
+        w.data.append(contentsOf: magic)
+        w.u32(formatVersion)
+        w.u32(kind.rawValue)
+        w.u32(metricCode(metric))
+        w.u32(UInt32(dimension))
+        w.u64(UInt64(count))
+        let j = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
+        w.u64(UInt64(j.count))
+        w.data.append(j)
+        return w
+    }
+
+    /// Saves any index of this module (atomically: temporary file, then rename).
+    public static func save(_ index: any VectorIndex, to path: String) throws {
+        let w: Writer
+        switch index {
+        case let flat as FlatIndex:
+            var x = try header(kind: .flat, metric: flat.metric, dimension: flat.dimension, count: flat.count, json: [:])
+            flat.vectors.values.withUnsafeBytes { x.raw($0.baseAddress!, $0.count) }
+            w = x
+        case let hnsw as HNSWIndex: w = try hnsw.serialized()
+        case let ivf as IVFIndex: w = try ivf.serialized()
+        case let lsh as LSHIndex: w = try lsh.serialized()
+        default: throw IndexError.file(path: path, reason: "this index type cannot be saved")
+        }
+        let tmp = path + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
+        do {
+            try w.data.write(to: URL(fileURLWithPath: tmp))
+            if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
+            try FileManager.default.moveItem(atPath: tmp, toPath: path)
+        } catch {
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw IndexError.file(path: path, reason: "cannot write: \(error.localizedDescription)")
+        }
+    }
+
+    // MARK: reading
+
+    /// A read-only view of a mapped file with a cursor.
+    struct Reader {
+        let path: String
+        let base: UnsafeMutableRawPointer
+        let length: Int
+        var offset = 0
+
+        mutating func u32() throws -> UInt32 {
+            try need(4)
+            defer { offset += 4 }
+            return UInt32(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+        }
+        mutating func u64() throws -> UInt64 {
+            try need(8)
+            defer { offset += 8 }
+            return UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+        }
+        func need(_ bytes: Int) throws {
+            guard bytes >= 0, offset + bytes <= length else {
+                throw IndexError.file(path: path, reason: "truncated: needs \(offset + bytes) bytes, the file has \(length)")
+            }
+        }
+        mutating func align() { offset = (offset + 63) / 64 * 64 }
+        /// A pointer to `count` elements in place (aligned section).
+        mutating func section<T>(_ count: Int, of: T.Type) throws -> UnsafeMutablePointer<T> {
+            align()
+            try need(count * MemoryLayout<T>.stride)
+            defer { offset += count * MemoryLayout<T>.stride }
+            return (base + offset).assumingMemoryBound(to: T.self)
+        }
+        mutating func array<T>(_ count: Int, of: T.Type) throws -> [T] {
+            let p = try section(count, of: T.self)
+            return Array(UnsafeBufferPointer(start: p, count: count))
+        }
+    }
+
+    /// Loads an index saved by `save`.
+    public static func load(_ path: String) throws -> any VectorIndex {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw IndexError.file(path: path, reason: "cannot open (no such file?)") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw IndexError.file(path: path, reason: "cannot stat") }
+        let length = Int(st.st_size)
+        guard length >= 40 else { throw IndexError.file(path: path, reason: "is \(length) bytes, too short for an index header") }
+        guard let mapped = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED else {
+            throw IndexError.file(path: path, reason: "cannot map into memory")
+        }
+        var keepMapping = false
+        defer { if !keepMapping { munmap(mapped, length) } }
+        var r = Reader(path: path, base: mapped, length: length)
+        guard Array(UnsafeRawBufferPointer(start: mapped, count: 8)) == magic else {
+            throw IndexError.file(path: path, reason: "not an Affinity index (bad magic)")
+        }
+        r.offset = 8
+        let version = try r.u32()
+        guard version == formatVersion else {
+            throw IndexError.file(path: path, reason: "index format version \(version); this build reads version \(formatVersion)")
+        }
+        let kindRaw = try r.u32(), metricRaw = try r.u32()
+        guard let kind = KindCode(rawValue: kindRaw) else { throw IndexError.file(path: path, reason: "unknown index kind \(kindRaw)") }
+        guard let metric = metric(metricRaw) else { throw IndexError.file(path: path, reason: "unknown metric code \(metricRaw)") }
+        let dimension = Int(try r.u32()), count = Int(try r.u64())
+        let jsonLength = Int(try r.u64())
+        try r.need(jsonLength)
+        let jsonData = Data(bytes: mapped + r.offset, count: jsonLength)
+        r.offset += jsonLength
+        guard let json = try? JSONSerialization.jsonObject(with: jsonData) as? [String: Any] else {
+            throw IndexError.file(path: path, reason: "header JSON is corrupt")
+        }
+        guard dimension > 0, count >= 0 else { throw IndexError.file(path: path, reason: "bad dimension \(dimension) or count \(count)") }
+        switch kind {
+        case .flat:
+            let values = try r.array(count * dimension, of: Float.self)
+            let index = FlatIndex(dimension: dimension, metric: metric)
+            try index.add(Matrix(rows: count, columns: dimension, values: values), normalized: true)
+            return index
+        case .hnsw:
+            let index = try HNSWIndex.deserialize(&r, metric: metric, dimension: dimension, count: count, json: json)
+            index.mapping = (mapped, length)
+            keepMapping = true
+            return index
+        case .ivf:
+            return try IVFIndex.deserialize(&r, metric: metric, dimension: dimension, count: count, json: json)
+        case .lsh:
+            return try LSHIndex.deserialize(&r, metric: metric, dimension: dimension, count: count, json: json)
+        }
+    }
+}
+
+extension FlatIndex {
+    /// Adds rows that are already normalised for cosine (loading a saved index).
+    func add(_ m: Matrix, normalized: Bool) throws {
+        if normalized && metric == .cosine {
+            let copy = FlatIndex(dimension: dimension, metric: .innerProduct)
+            try copy.add(m)
+            try addRaw(copy.vectors)
+        } else {
+            try add(m)
+        }
+    }
+}
+
+extension HNSWIndex {
+    func serialized() throws -> IndexFile.Writer {
+        var upperCount = 0
+        for n in 0..<count { upperCount += Int(levels[n]) * (maxM + 1) }
+        let json: [String: Any] = [
+            "neighborsPerNode": settings.neighborsPerNode, "efConstruction": settings.efConstruction, "seed": settings.seed,
+            "entryPoint": Int(entryPoint), "maxLevel": Int(maxLevel), "upperInts": upperCount, "deletedCount": deletedCount,
+        ]
+        var w = try IndexFile.header(kind: .hnsw, metric: metric, dimension: dimension, count: count, json: json)
+        w.raw(vectors, count * dimension * 4)
+        w.raw(level0, count * (maxM0 + 1) * 4)
+        w.raw(levels, count * 4)
+        w.raw(deleted, count)
+        w.align()
+        for n in 0..<count where levels[n] > 0 { w.data.append(UnsafeRawPointer(upper[n]!).assumingMemoryBound(to: UInt8.self), count: Int(levels[n]) * (maxM + 1) * 4) }
+        return w
+    }
+
+    static func deserialize(_ r: inout IndexFile.Reader, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> HNSWIndex {
+        func int(_ k: String) throws -> Int {
+            guard let v = json[k] as? Int else { throw IndexError.file(path: r.path, reason: "header lacks \(k)") }
+            return v
+        }
+        let settings = HNSWSettings(neighborsPerNode: try int("neighborsPerNode"), efConstruction: try int("efConstruction"),
+                                    seed: UInt64(try int("seed")), threads: 0)
+        let index = try HNSWIndex(dimension: dimension, metric: metric, settings: settings)
+        let vectors = try r.section(count * dimension, of: Float.self)
+        let level0 = try r.section(count * (index.maxM0 + 1), of: Int32.self)
+        let levels = try r.array(count, of: Int32.self)
+        let deleted = try r.array(count, of: UInt8.self)
+        r.align()
+        let upperInts = try int("upperInts")
+        try r.need(upperInts * 4)
+        guard r.offset + upperInts * 4 == r.length else {
+            throw IndexError.file(path: r.path, reason: "size \(r.length) does not match the header (expected \(r.offset + upperInts * 4) bytes)")
+        }
+        index.adoptMapped(vectors: vectors, level0: level0, count: count)
+        for n in 0..<count {
+            let level = levels[n]
+            guard level >= 0 && level <= 32 else { throw IndexError.file(path: r.path, reason: "node \(n) has level \(level)") }
+            index.levels[n] = level
+            index.deleted[n] = deleted[n] != 0
+            if level > 0 {
+                let ints = Int(level) * (index.maxM + 1)
+                let p = UnsafeMutablePointer<Int32>.allocate(capacity: ints)
+                p.initialize(from: (r.base + r.offset).assumingMemoryBound(to: Int32.self), count: ints)
+                r.offset += ints * 4
+                index.upper[n] = p
+            }
+        }
+        // Every link must name an existing node (a corrupt file must not crash a search).
+        for n in 0..<count {
+            for l in 0...Int(index.levels[n]) {
+                let list = index.links(Int32(n), l), c = Int(list[0])
+                guard c >= 0 && c <= (l == 0 ? index.maxM0 : index.maxM) else { throw IndexError.file(path: r.path, reason: "node \(n) has \(c) links on level \(l)") }
+                for k in 0..<c where list[k + 1] < 0 || Int(list[k + 1]) >= count {
+                    throw IndexError.file(path: r.path, reason: "node \(n) links to \(list[k + 1]), outside 0..<\(count)")
+                }
+            }
+        }
+        index.deletedCount = try int("deletedCount")
+        index.entryPoint = Int32(try int("entryPoint"))
+        index.maxLevel = Int32(try int("maxLevel"))
+        guard (count == 0 && index.entryPoint == -1) || (index.entryPoint >= 0 && Int(index.entryPoint) < count) else {
+            throw IndexError.file(path: r.path, reason: "entry point \(index.entryPoint) is outside 0..<\(count)")
+        }
+        return index
+    }
+}

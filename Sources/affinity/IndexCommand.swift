@@ -1,0 +1,189 @@
+import AffinityANN
+import AffinityLinalg
+import ArgumentParser
+import Foundation
+
+extension Metric: ExpressibleByArgument {}
+
+struct IndexCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "index",
+        abstract: "Build, search and benchmark nearest-neighbour indexes (Flat, HNSW, IVF, LSH).",
+        discussion: """
+        Specs: Flat, HNSW<M>, IVF<lists>,Flat, MIPS,IVF<lists>,Flat (inner product through the MIPS-to-L2
+        reduction), LSH<tables>x<bits>. Vectors: .fvecs or .npy (float32, 2-D). build and search also follow
+        the external-command protocol of ../shared/bench/ann (one JSON line with build_s/index_bytes or search_s).
+        """,
+        subcommands: [Build.self, Search.self, Bench.self]
+    )
+
+    static func readVectors(_ path: String, limit: Int? = nil) throws -> Matrix {
+        path.lowercased().hasSuffix(".npy") ? try NPY.read(path) : try VectorFiles.readFvecs(path, limit: limit)
+    }
+
+    struct Build: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Build an index over a vector file and save it.")
+        @Option(name: .long, help: "Vectors (.fvecs or .npy).") var vectors: String
+        @Option(name: .long, help: "ip | l2 | cos") var metric: Metric = .innerProduct
+        @Option(name: .long, help: "Index spec, e.g. HNSW32.") var spec: String
+        @Option(name: .customLong("set"), help: "Build setting key=value: efConstruction, iterations, seed.") var settings: [String] = []
+        @Option(name: .long, help: "Build threads (0 = all cores).") var threads = 0
+        @Option(name: .long, help: "Output index file.") var out: String
+
+        func run() throws {
+            let x = try IndexCommand.readVectors(vectors)
+            var s = try parseSettings(settings)
+            s["threads"] = String(threads)
+            let (index, seconds) = try timed { try IndexFactory.build(spec: spec, vectors: x, metric: metric, settings: s) }
+            try IndexFile.save(index, to: out)
+            let bytes = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
+            Console.note("built \(spec) over \(x.rows) x \(x.columns) in \(String(format: "%.2f", seconds)) s; \(bytes / 1_048_576) MiB written to \(out)")
+            print("{\"build_s\": \(seconds), \"index_bytes\": \(bytes)}")
+        }
+    }
+
+    struct Search: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Search a saved index with a query file; recall against ground truth, QPS, latency.")
+        @Option(name: .long, help: "Index file.") var index: String
+        @Option(name: .long, help: "Queries (.fvecs or .npy).") var queries: String
+        @Option(name: .long, help: "Use only the first N queries.") var nq: Int?
+        @Option(name: .shortAndLong, help: "Neighbours per query.") var k = 10
+        @Option(name: .customLong("set"), help: "Search parameter: ef=64, nprobe=16, probes=0.") var settings: [String] = []
+        @Option(name: .long, help: "Threads (1 = per-query latency is measured).") var threads = 1
+        @Option(name: .long, help: "Ground truth (.ivecs) for recall@k.") var groundTruth: String?
+        @Option(name: .long, help: "Write the returned ids as .ivecs (rows padded with -1 only if an index returned fewer than k).") var out: String?
+        @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+
+        func run() throws {
+            let (loaded, loadSeconds) = try timed { try IndexFile.load(index) }
+            let q = try IndexCommand.readVectors(queries, limit: nq)
+            let parameters = try SearchParameters().applying(try parseSettings(settings))
+            let (results, latencies, seconds) = try runQueries(loaded, q, k: k, parameters: parameters, threads: threads)
+            var figures: [String: Double] = ["search_s": seconds, "qps": Double(q.rows) / seconds, "load_s": loadSeconds]
+            if !latencies.isEmpty {
+                let sorted = latencies.sorted()
+                figures["latency_p50_ms"] = sorted[sorted.count / 2] * 1000
+                figures["latency_p99_ms"] = sorted[min(sorted.count - 1, sorted.count * 99 / 100)] * 1000
+            }
+            if let groundTruth {
+                figures["recall"] = recall(results, truth: try VectorFiles.readIvecs(groundTruth, limit: q.rows), k: k)
+            }
+            if let out {
+                try VectorFiles.writeIvecs(results.map { r in (0..<k).map { $0 < r.count ? Int32(r[$0].id) : -1 } }, to: out)
+            }
+            if json {
+                try printJSON(figures)
+            } else {
+                Console.note(figures.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.4f", $0.value))" }.joined(separator: " "))
+                print("{\"search_s\": \(seconds)}")
+            }
+        }
+    }
+
+    struct Bench: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Sweep one search parameter: recall@k and QPS per value (and an SVG plot).")
+        @Option(name: .long, help: "Base vectors.") var vectors: String
+        @Option(name: .long, help: "Queries.") var queries: String
+        @Option(name: .long, help: "Ground truth (.ivecs).") var groundTruth: String
+        @Option(name: .long, help: "ip | l2 | cos") var metric: Metric = .innerProduct
+        @Option(name: .long, help: "Index spec.") var spec: String
+        @Option(name: .customLong("set"), help: "Build setting key=value.") var settings: [String] = []
+        @Option(name: .long, help: "Parameter sweep, name=v1,v2,... (ef, nprobe or probes).") var sweep: String
+        @Option(name: .long, help: "Use only the first N queries.") var nq: Int?
+        @Option(name: .shortAndLong) var k = 10
+        @Option(name: .long, help: "Build threads.") var buildThreads = 0
+        @Option(name: .long, help: "Write the recall/QPS curve as SVG here.") var svg: String?
+
+        func run() throws {
+            let x = try IndexCommand.readVectors(vectors)
+            let q = try IndexCommand.readVectors(queries, limit: nq)
+            let truth = try VectorFiles.readIvecs(groundTruth, limit: q.rows)
+            var s = try parseSettings(settings)
+            s["threads"] = String(buildThreads)
+            let (index, buildSeconds) = try timed { try IndexFactory.build(spec: spec, vectors: x, metric: metric, settings: s) }
+            print("\(spec) over \(x.rows) x \(x.columns): built in \(String(format: "%.2f", buildSeconds)) s")
+            guard let eq = sweep.firstIndex(of: "=") else { throw ValidationError("--sweep expects name=v1,v2,...") }
+            let name = String(sweep[..<eq])
+            var points: [(Double, Double, String)] = []
+            print("\(name.padding(toLength: 8, withPad: " ", startingAt: 0))  recall@\(k)       QPS   p50 ms   p99 ms")
+            for value in sweep[sweep.index(after: eq)...].split(separator: ",") {
+                let parameters = try SearchParameters().applying([name: String(value)])
+                let (results, latencies, seconds) = try runQueries(index, q, k: k, parameters: parameters, threads: 1)
+                let r = recall(results, truth: truth, k: k)
+                let sorted = latencies.sorted()
+                print(String(format: "%@  %9.4f  %8.0f  %7.3f  %7.3f", String(value).padding(toLength: 8, withPad: " ", startingAt: 0), r,
+                             Double(q.rows) / seconds, sorted[sorted.count / 2] * 1000, sorted[sorted.count * 99 / 100] * 1000))
+                points.append((r, Double(q.rows) / seconds, "\(name)=\(value)"))
+            }
+            if let svg { try AtomicWriteText.write(recallQPSPlot(points, title: "\(spec), \(x.rows) vectors, 1 thread"), to: svg) }
+        }
+    }
+}
+
+/// Runs every query; with one thread it also records each query's latency.
+func runQueries(_ index: any VectorIndex, _ q: Matrix, k: Int, parameters: SearchParameters, threads: Int) throws -> ([[Neighbor]], [Double], Double) {
+    if threads == 1 {
+        var results: [[Neighbor]] = []
+        var latencies: [Double] = []
+        results.reserveCapacity(q.rows)
+        let rows = (0..<q.rows).map { Array(q.row($0)) }
+        let all = Stopwatch()
+        for row in rows {
+            let one = Stopwatch()
+            results.append(try index.search(row, k: k, parameters: parameters))
+            latencies.append(one.seconds)
+        }
+        return (results, latencies, all.seconds)
+    }
+    let (results, seconds) = try timed { try index.search(queries: q, k: k, parameters: parameters, threads: threads) }
+    return (results, [], seconds)
+}
+
+/// recall@k = mean over queries of |returned top-k ∩ true top-k| / k (PROTOCOL.md).
+func recall(_ results: [[Neighbor]], truth: [[Int32]], k: Int) -> Double {
+    var total = 0.0
+    for (r, t) in zip(results, truth) {
+        let want = Set(t.prefix(k).map { Int($0) })
+        total += Double(r.prefix(k).filter { want.contains($0.id) }.count) / Double(k)
+    }
+    return results.isEmpty ? 0 : total / Double(min(results.count, truth.count))
+}
+
+/// A small SVG line plot of QPS (log scale) against recall.
+func recallQPSPlot(_ points: [(recall: Double, qps: Double, label: String)], title: String) -> String {
+    let w = 640.0, h = 420.0, left = 70.0, bottom = 50.0, top = 40.0, right = 20.0
+    let minR = max(0, (points.map(\.recall).min() ?? 0) - 0.02), maxR = min(1, (points.map(\.recall).max() ?? 1) + 0.02)
+    let logs = points.map { log10(max($0.qps, 1)) }
+    let minQ = floor(logs.min() ?? 0), maxQ = ceil(logs.max() ?? 1) + (logs.max() == logs.min() ? 1 : 0)
+    func x(_ r: Double) -> Double { left + (r - minR) / max(maxR - minR, 1e-9) * (w - left - right) }
+    func y(_ q: Double) -> Double { h - bottom - (log10(max(q, 1)) - minQ) / max(maxQ - minQ, 1e-9) * (h - top - bottom) }
+    var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+    s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"\(left)\" y=\"24\" font-size=\"14\">\(title)</text>\n"
+    s += "<line x1=\"\(left)\" y1=\"\(h - bottom)\" x2=\"\(w - right)\" y2=\"\(h - bottom)\" stroke=\"black\"/>\n"
+    s += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(h - bottom)\" stroke=\"black\"/>\n"
+    s += "<text x=\"\(w / 2)\" y=\"\(h - 12)\" text-anchor=\"middle\">recall@10</text>\n"
+    s += "<text x=\"18\" y=\"\(h / 2)\" transform=\"rotate(-90 18 \(h / 2))\" text-anchor=\"middle\">queries per second (log)</text>\n"
+    for e in Int(minQ)...Int(maxQ) {
+        let yy = y(pow(10, Double(e)))
+        s += "<text x=\"\(left - 6)\" y=\"\(yy + 4)\" text-anchor=\"end\">1e\(e)</text>\n"
+    }
+    for t in stride(from: (minR * 20).rounded(.up) / 20, through: maxR, by: 0.05) {
+        s += "<text x=\"\(x(t))\" y=\"\(h - bottom + 16)\" text-anchor=\"middle\">\(String(format: "%.2f", t))</text>\n"
+    }
+    let path = points.map { String(format: "%.1f,%.1f", x($0.recall), y($0.qps)) }.joined(separator: " ")
+    s += "<polyline points=\"\(path)\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>\n"
+    for p in points {
+        s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#1f77b4\"/><text x=\"%.1f\" y=\"%.1f\">%@</text>\n",
+                    x(p.recall), y(p.qps), x(p.recall) + 5, y(p.qps) - 5, p.label)
+    }
+    return s + "</svg>\n"
+}
+
+enum AtomicWriteText {
+    static func write(_ text: String, to path: String) throws {
+        let tmp = path + ".tmp"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: tmp))
+        if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
+        try FileManager.default.moveItem(atPath: tmp, toPath: path)
+    }
+}
