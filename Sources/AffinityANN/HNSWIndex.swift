@@ -386,7 +386,7 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
         let base = UnsafePointer(vectors), d = dimension, isL2 = metric == .l2
         let layer0 = UnsafePointer(level0), stride0 = maxM0 + 1
         let pending = scratch.pending, pendingScores = scratch.pendingScores
-        while let (candidateScore, candidate) = candidates.popBest() {
+        while let (candidateScore, candidate) = candidates.pop() {
             if candidateScore < lowerBound && (results.count >= ef || considersAll) { break }
             var list = level == 0 ? layer0 + Int(candidate) * stride0 : UnsafePointer(links(candidate, level))
             var c = Int(list[0])
@@ -412,9 +412,9 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
                     candidates.push(s, n)
                     if allowed(n) {
                         results.push(s, n)
-                        if results.count > ef { _ = results.popWorst() }
+                        if results.count > ef { _ = results.pop() }
                     }
-                    if results.count > 0 { lowerBound = results.worstScore }
+                    if results.count > 0 { lowerBound = results.topScore }
                 }
             }
             c = 0
@@ -551,16 +551,37 @@ final class ScratchPool: @unchecked Sendable {
     func give(back s: SearchScratch) { lock.locked { free.append(s) } }
 }
 
-/// Max-heap by score (ties: smaller id first): the candidates to expand.
-struct BestHeap {
+/// The order of a `ScoreHeap`: which of two (score, id) entries sits nearer the top.
+protocol HeapOrder {
+    static func above(_ s1: Float, _ i1: Int32, _ s2: Float, _ i2: Int32) -> Bool
+}
+
+/// Best on top (higher score, ties to the smaller id): the candidates to expand.
+enum BestFirst: HeapOrder {
+    @inline(__always) static func above(_ s1: Float, _ i1: Int32, _ s2: Float, _ i2: Int32) -> Bool {
+        s1 > s2 || (s1 == s2 && i1 < i2)
+    }
+}
+
+/// Worst on top (lower score, ties to the larger id): the best results so far, bounded by evicting the top.
+enum WorstFirst: HeapOrder {
+    @inline(__always) static func above(_ s1: Float, _ i1: Int32, _ s2: Float, _ i2: Int32) -> Bool {
+        s1 < s2 || (s1 == s2 && i1 > i2)
+    }
+}
+
+/// A binary heap of (score, id) pairs in parallel arrays, ordered by `Order`.
+struct ScoreHeap<Order: HeapOrder> {
     private var scores: [Float] = []
     private var ids: [Int32] = []
 
+    var count: Int { scores.count }
+    /// Score of the top entry (the worst result for `WorstFirst`).
+    var topScore: Float { scores[0] }
+
     mutating func clear() { scores.removeAll(keepingCapacity: true); ids.removeAll(keepingCapacity: true) }
 
-    @inline(__always) private func above(_ a: Int, _ b: Int) -> Bool {
-        scores[a] > scores[b] || (scores[a] == scores[b] && ids[a] < ids[b])
-    }
+    @inline(__always) private func above(_ a: Int, _ b: Int) -> Bool { Order.above(scores[a], ids[a], scores[b], ids[b]) }
 
     mutating func push(_ s: Float, _ id: Int32) {
         scores.append(s); ids.append(id)
@@ -571,7 +592,7 @@ struct BestHeap {
         }
     }
 
-    mutating func popBest() -> (Float, Int32)? {
+    mutating func pop() -> (Float, Int32)? {
         guard let s0 = scores.first else { return nil }
         let i0 = ids[0]
         let last = scores.count - 1
@@ -589,51 +610,15 @@ struct BestHeap {
     }
 }
 
-/// Min-heap by score (ties: larger id is worse): the best results so far, worst on top.
-struct WorstHeap {
-    private var scores: [Float] = []
-    private var ids: [Int32] = []
+typealias BestHeap = ScoreHeap<BestFirst>
+typealias WorstHeap = ScoreHeap<WorstFirst>
 
-    var count: Int { scores.count }
-    var worstScore: Float { scores[0] }
-
-    mutating func clear() { scores.removeAll(keepingCapacity: true); ids.removeAll(keepingCapacity: true) }
-
-    @inline(__always) private func worse(_ a: Int, _ b: Int) -> Bool {
-        scores[a] < scores[b] || (scores[a] == scores[b] && ids[a] > ids[b])
-    }
-
-    mutating func push(_ s: Float, _ id: Int32) {
-        scores.append(s); ids.append(id)
-        var c = scores.count - 1
-        while c > 0 {
-            let p = (c - 1) / 2
-            if worse(c, p) { scores.swapAt(c, p); ids.swapAt(c, p); c = p } else { break }
-        }
-    }
-
-    mutating func popWorst() -> (Float, Int32)? {
-        guard let s0 = scores.first else { return nil }
-        let i0 = ids[0]
-        let last = scores.count - 1
-        scores.swapAt(0, last); ids.swapAt(0, last)
-        scores.removeLast(); ids.removeLast()
-        var p = 0
-        while true {
-            let l = 2 * p + 1
-            if l >= scores.count { break }
-            var t = l
-            if l + 1 < scores.count && worse(l + 1, l) { t = l + 1 }
-            if worse(t, p) { scores.swapAt(t, p); ids.swapAt(t, p); p = t } else { break }
-        }
-        return (s0, i0)
-    }
-
+extension ScoreHeap where Order == WorstFirst {
     /// Empties the heap, returning its entries best first (ties to the smaller id).
     mutating func drainSortedBestFirst() -> [Neighbor] {
-        var out = [Neighbor](repeating: Neighbor(id: 0, score: 0), count: scores.count)
-        var i = scores.count - 1
-        while let (s, id) = popWorst() {
+        var out = [Neighbor](repeating: Neighbor(id: 0, score: 0), count: count)
+        var i = count - 1
+        while let (s, id) = pop() {
             out[i] = Neighbor(id: Int(id), score: s)
             i -= 1
         }
