@@ -146,6 +146,46 @@ func tempDir() -> String {
         #expect(r.status == 0 && r.stdout.contains("(100.00%)"), "\(r.stdout)\(r.stderr)")
     }
 
+    @Test func indexBuildSearchAndErrors() throws {
+        let dir = tempDir()
+        // 500 random vectors and 20 queries as .fvecs, written here with the TEXMEX layout.
+        func fvecs(_ rows: Int, _ d: Int, seed: UInt32, to path: String) throws {
+            var out = Data()
+            var state = seed
+            for _ in 0..<rows {
+                withUnsafeBytes(of: Int32(d).littleEndian) { out.append(contentsOf: $0) }
+                for _ in 0..<d {
+                    state = state &* 1_664_525 &+ 1_013_904_223
+                    withUnsafeBytes(of: Float(state >> 8) / Float(1 << 24) - 0.5) { out.append(contentsOf: $0) }
+                }
+            }
+            try out.write(to: URL(fileURLWithPath: path))
+        }
+        try fvecs(500, 8, seed: 1, to: dir + "/base.fvecs")
+        try fvecs(20, 8, seed: 2, to: dir + "/q.fvecs")
+        var r = try CLI.run("index", "build", "--vectors", dir + "/base.fvecs", "--metric", "l2", "--spec", "Flat", "--out", dir + "/flat.idx")
+        #expect(r.status == 0 && r.stdout.contains("\"build_s\""), "\(r.stderr)")
+        r = try CLI.run("index", "search", "--index", dir + "/flat.idx", "--queries", dir + "/q.fvecs", "-k", "5", "--out", dir + "/truth.ivecs")
+        #expect(r.status == 0 && r.stdout.contains("\"search_s\""), "\(r.stderr)")
+        r = try CLI.run("index", "build", "--vectors", dir + "/base.fvecs", "--metric", "l2", "--spec", "HNSW8", "--set", "efConstruction=40", "--out", dir + "/hnsw.idx")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("index", "search", "--index", dir + "/hnsw.idx", "--queries", dir + "/q.fvecs", "-k", "5", "--set", "ef=50",
+                        "--ground-truth", dir + "/truth.ivecs", "--json")
+        let figures = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Double]
+        #expect(r.status == 0 && figures["recall"]! >= 0.9 && figures["qps"]! > 0, "\(r.stdout)\(r.stderr)")
+
+        r = try CLI.run("index", "build", "--vectors", dir + "/base.fvecs", "--spec", "IVF8,PQ4", "--out", dir + "/x.idx")
+        #expect(r.status != 0 && r.stderr.contains("part 'PQ4' (product quantisation) is not implemented yet"), "\(r.stderr)")
+        r = try CLI.run("index", "search", "--index", dir + "/hnsw.idx", "--queries", dir + "/q.fvecs", "--set", "efSearch=3")
+        #expect(r.status != 0 && r.stderr.contains("unknown search parameter 'efSearch'"), "\(r.stderr)")
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: dir + "/bad.idx"))
+        r = try CLI.run("index", "search", "--index", dir + "/bad.idx", "--queries", dir + "/q.fvecs")
+        #expect(r.status != 0 && r.stderr.contains("too short for an index header"), "\(r.stderr)")
+        try Data([1, 0, 0, 0, 0, 0]).write(to: URL(fileURLWithPath: dir + "/bad.fvecs"))
+        r = try CLI.run("index", "build", "--vectors", dir + "/bad.fvecs", "--spec", "Flat", "--out", dir + "/y.idx")
+        #expect(r.status != 0 && r.stderr.contains("bad.fvecs: size 6 is not a multiple"), "\(r.stderr)")
+    }
+
     @Test func demoRunsOnSyntheticData() throws {
         let r = try CLI.run("demo", "--show", "1")
         #expect(r.status == 0, "\(r.stderr)")
