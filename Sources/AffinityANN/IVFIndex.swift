@@ -37,12 +37,7 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
     public let dimension: Int
     public let metric: Metric
     public let settings: IVFSettings
-    /// lists x d' centroids (d' = d + 1 with the MIPS reduction).
-    let centroids: Matrix
-    /// |c|² of each centroid (for L2-style cell ranking).
-    let centroidNorms: [Float]
-    /// Extra coordinate scale M of the reduction (max norm), 0 without it.
-    let maxNorm: Float
+    let quantizer: CoarseQuantizer
     /// Per list: ids, and their vectors contiguous (original space, normalised for cosine).
     let listIDs: [[Int32]]
     let listVectors: [[Float]]
@@ -50,43 +45,8 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
 
     /// Trains the coarse quantiser on (a sample of) `vectors` and fills the lists.
     public convenience init(vectors: Matrix, metric: Metric, settings: IVFSettings) throws {
-        guard settings.lists > 0, settings.lists <= max(1, vectors.rows) else {
-            throw IndexError.invalidParameter("IVF needs 1...\(vectors.rows) lists for \(vectors.rows) vectors, got \(settings.lists)")
-        }
-        guard !settings.mipsReduction || metric == .innerProduct else {
-            throw IndexError.invalidParameter("the MIPS reduction applies to inner-product indexes only")
-        }
         let x = metric == .cosine ? ExactSearch.normalizedRows(vectors) : vectors
-        let d = x.columns
-        var maxNorm: Float = 0
-        var space = x
-        if settings.mipsReduction {
-            let norms = (0..<x.rows).map { Kernels.dot(Array(x.row($0)), Array(x.row($0))) }
-            maxNorm = norms.max().map { $0.squareRoot() } ?? 0
-            space = Matrix(rows: x.rows, columns: d + 1)
-            for r in 0..<x.rows {
-                for c in 0..<d { space.values[r * (d + 1) + c] = x.values[r * d + c] }
-                space.values[r * (d + 1) + d] = max(0, maxNorm * maxNorm - norms[r]).squareRoot()
-            }
-        }
-        // Training sample (seeded), k-means in the clustering space.
-        var g = SeededGenerator(seed: settings.seed)
-        let sampleSize = min(x.rows, settings.lists * settings.trainingPointsPerList)
-        let sampleRows = Array(g.permutation(x.rows).prefix(sampleSize)).sorted()
-        var sample = Matrix(rows: sampleSize, columns: space.columns)
-        for (k, r) in sampleRows.enumerated() {
-            for c in 0..<space.columns { sample.values[k * space.columns + c] = space.values[r * space.columns + c] }
-        }
-        let km = try KMeans.fit(sample, settings: KMeansSettings(clusters: settings.lists, iterations: settings.iterations, seed: settings.seed, threads: settings.threads))
-        // Assignment: nearest centroid by L2 with the reduction (or for L2/cosine), best inner
-        // product without it (what FAISS's inner-product quantiser does).
-        var assignment = [Int32](repeating: 0, count: x.rows)
-        if settings.mipsReduction || metric != .innerProduct {
-            _ = KMeans.assign(space, centroids: km.centroids, into: &assignment, threads: settings.threads)
-        } else {
-            let best = ExactSearch.search(queries: x, base: km.centroids, k: 1, metric: .innerProduct, threads: settings.threads)
-            assignment = best.map { Int32($0.first?.index ?? 0) }
-        }
+        let (quantizer, assignment) = try CoarseQuantizer.train(x, metric: metric, settings: settings)
         var ids = [[Int32]](repeating: [], count: settings.lists)
         var vecs = [[Float]](repeating: [], count: settings.lists)
         for r in 0..<x.rows {
@@ -94,20 +54,17 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
             ids[l].append(Int32(r))
             vecs[l].append(contentsOf: x.row(r))
         }
-        self.init(dimension: d, metric: metric, settings: settings, centroids: km.centroids, maxNorm: maxNorm,
-                  listIDs: ids, listVectors: vecs, count: x.rows)
+        self.init(dimension: x.columns, metric: metric, settings: settings, quantizer: quantizer, listIDs: ids, listVectors: vecs, count: x.rows)
     }
 
-    init(dimension: Int, metric: Metric, settings: IVFSettings, centroids: Matrix, maxNorm: Float, listIDs: [[Int32]], listVectors: [[Float]], count: Int) {
+    init(dimension: Int, metric: Metric, settings: IVFSettings, quantizer: CoarseQuantizer, listIDs: [[Int32]], listVectors: [[Float]], count: Int) {
         self.dimension = dimension
         self.metric = metric
         self.settings = settings
-        self.centroids = centroids
-        self.maxNorm = maxNorm
+        self.quantizer = quantizer
         self.listIDs = listIDs
         self.listVectors = listVectors
         self.count = count
-        centroidNorms = (0..<centroids.rows).map { Kernels.dot(Array(centroids.row($0)), Array(centroids.row($0))) }
     }
 
     /// Sizes of the inverted lists (how balanced the cells are).
@@ -117,27 +74,14 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
         try check(query)
         guard k > 0, count > 0 else { return [] }
         let q = metric == .cosine ? normalized(query) : query
-        // Rank cells: L2 in the clustering space when clustered by L2, else inner product.
-        let cd = centroids.columns
-        var qc = q
-        if settings.mipsReduction { qc.append(0) }
-        var cellScores = [Float](repeating: 0, count: centroids.rows)
-        qc.withUnsafeBufferPointer { qp in
-            centroids.values.withUnsafeBufferPointer { c in
-                Kernels.dotRows(query: qp.baseAddress!, rows: c.baseAddress!, rowCount: centroids.rows, dimension: cd, into: &cellScores)
-            }
-        }
-        let byL2 = settings.mipsReduction || metric != .innerProduct
-        var cells = TopKSelector(k: min(parameters.nprobe, centroids.rows))
-        for c in 0..<centroids.rows { cells.push(index: c, score: byL2 ? 2 * cellScores[c] - centroidNorms[c] : cellScores[c]) }
         var selector = TopKSelector(k: k)
         var scores: [Float] = []
         q.withUnsafeBufferPointer { qp in
-            for cell in cells.sortedResults() {
-                let ids = listIDs[cell.index]
+            for cell in quantizer.rankCells(q, nprobe: parameters.nprobe) {
+                let ids = listIDs[cell]
                 if ids.isEmpty { continue }
                 if scores.count < ids.count { scores = [Float](repeating: 0, count: ids.count) }
-                listVectors[cell.index].withUnsafeBufferPointer { v in
+                listVectors[cell].withUnsafeBufferPointer { v in
                     if metric == .l2 {
                         Kernels.squaredL2Rows(query: qp.baseAddress!, rows: v.baseAddress!, rowCount: ids.count, dimension: dimension, into: &scores)
                     } else {
@@ -154,9 +98,9 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
 
     func serialized() throws -> IndexFile.Writer {
         let json: [String: Any] = ["lists": settings.lists, "mipsReduction": settings.mipsReduction, "iterations": settings.iterations,
-                                   "seed": settings.seed, "maxNorm": Double(maxNorm), "centroidColumns": centroids.columns]
+                                   "seed": settings.seed, "maxNorm": Double(quantizer.maxNorm), "centroidColumns": quantizer.centroids.columns]
         var w = try IndexFile.header(kind: .ivf, metric: metric, dimension: dimension, count: count, json: json)
-        centroids.values.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
+        quantizer.centroids.values.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         let sizes = listIDs.map { Int64($0.count) }
         sizes.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         let ids = listIDs.flatMap { $0 }
@@ -188,6 +132,7 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
         }
         return IVFIndex(dimension: dimension, metric: metric,
                         settings: IVFSettings(lists: lists, mipsReduction: mips, iterations: json["iterations"] as? Int ?? 10, seed: UInt64(json["seed"] as? Int ?? 42)),
-                        centroids: centroids, maxNorm: Float(maxNorm), listIDs: ids, listVectors: vecs, count: count)
+                        quantizer: CoarseQuantizer(centroids: centroids, mipsReduction: mips, maxNorm: Float(maxNorm), metric: metric),
+                        listIDs: ids, listVectors: vecs, count: count)
     }
 }

@@ -9,15 +9,18 @@ import AffinityLinalg
 /// | `IVF1024,Flat` | inverted lists over 1,024 k-means cells |
 /// | `MIPS,IVF1024,Flat` | the same after the MIPS-to-L2 reduction (inner product only) |
 /// | `LSH16x8` | random-hyperplane LSH, 16 tables of 8 bits, exact re-ranking |
+/// | `IVF1024,PQ16` | IVF with residuals product-quantised to 16 bytes |
+/// | `MIPS,IVF1024,PQ16,Refine` | the same with the MIPS reduction, keeping vectors to re-rank `refine`·k candidates |
 ///
-/// A bad spec is rejected naming the part that is wrong. `PQ`, `OPQ` and `Refine` parts are parsed
-/// but not implemented yet, and say so.
+/// A bad spec is rejected naming the part that is wrong. `OPQ` is parsed but not implemented yet,
+/// and says so.
 public enum IndexFactory {
     public enum Kind: Equatable, Sendable {
         case flat
         case hnsw(neighborsPerNode: Int)
         case ivf(lists: Int, mipsReduction: Bool)
         case lsh(tables: Int, bits: Int)
+        case ivfpq(lists: Int, subspaces: Int, mipsReduction: Bool, refine: Bool)
     }
 
     public static func parse(_ spec: String) throws -> Kind {
@@ -31,8 +34,8 @@ public enum IndexFactory {
             }
             return n
         }
-        for part in parts where part.hasPrefix("PQ") || part.hasPrefix("OPQ") || part == "Refine" {
-            throw IndexError.badSpec(spec: spec, part: part, reason: "(product quantisation) is not implemented yet")
+        for part in parts where part.hasPrefix("OPQ") {
+            throw IndexError.badSpec(spec: spec, part: part, reason: "(the OPQ rotation) is not implemented yet; use IVF<n>,PQ<m>[,Refine]")
         }
         var mips = false
         var rest = parts[...]
@@ -49,12 +52,20 @@ public enum IndexFactory {
         }
         if head.hasPrefix("IVF") {
             let lists = try number(head, after: "IVF")
-            guard rest.count == 2 else { throw IndexError.badSpec(spec: spec, part: head, reason: "must be followed by a storage part (Flat)") }
-            guard rest.last == "Flat" else { throw IndexError.badSpec(spec: spec, part: rest.last!, reason: "is not a known IVF storage (Flat)") }
-            return .ivf(lists: lists, mipsReduction: mips)
+            let tail = Array(rest.dropFirst())
+            guard let storage = tail.first else { throw IndexError.badSpec(spec: spec, part: head, reason: "must be followed by a storage part (Flat or PQ<m>)") }
+            if storage == "Flat" && tail.count == 1 { return .ivf(lists: lists, mipsReduction: mips) }
+            if storage.hasPrefix("PQ") {
+                let m = try number(storage, after: "PQ")
+                guard tail.count == 1 || (tail.count == 2 && tail[1] == "Refine") else {
+                    throw IndexError.badSpec(spec: spec, part: tail.last!, reason: "is not understood after \(storage) (only Refine may follow)")
+                }
+                return .ivfpq(lists: lists, subspaces: m, mipsReduction: mips, refine: tail.count == 2)
+            }
+            throw IndexError.badSpec(spec: spec, part: storage, reason: "is not a known IVF storage (Flat, PQ<m>)")
         }
         throw IndexError.badSpec(spec: spec, part: mips ? "MIPS" : head,
-                                 reason: mips ? "applies to IVF indexes only" : "is not a known index (Flat, HNSW<M>, IVF<n>,Flat, LSH<t>x<b>)")
+                                 reason: mips ? "applies to IVF indexes only" : "is not a known index (Flat, HNSW<M>, IVF<n>,Flat, IVF<n>,PQ<m>, LSH<t>x<b>)")
     }
 
     /// Builds an index of `spec` over `vectors`. `settings` carries build knobs by name
@@ -86,6 +97,10 @@ public enum IndexFactory {
                                 settings: IVFSettings(lists: lists, mipsReduction: mips, iterations: try int("iterations", 10), seed: seed, threads: threads))
         case .lsh(let tables, let bits):
             return try LSHIndex(vectors: vectors, metric: metric, settings: LSHSettings(tables: tables, bits: bits, seed: seed))
+        case .ivfpq(let lists, let m, let mips, let refine):
+            return try IVFPQIndex(vectors: vectors, metric: metric, settings: IVFPQSettings(
+                ivf: IVFSettings(lists: lists, mipsReduction: mips, iterations: try int("iterations", 10), seed: seed, threads: threads),
+                subspaces: m, keepVectorsForRefine: refine))
         }
     }
 }

@@ -18,7 +18,7 @@ public enum IndexFile {
     public static let formatVersion: UInt32 = 1
     static let magic = Array("AFFANNIX".utf8)
 
-    enum KindCode: UInt32 { case flat = 1, hnsw = 2, ivf = 3, lsh = 4 }
+    enum KindCode: UInt32 { case flat = 1, hnsw = 2, ivf = 3, lsh = 4, ivfpq = 5 }
 
     static func metricCode(_ m: Metric) -> UInt32 { m == .innerProduct ? 0 : m == .l2 ? 1 : 2 }
     static func metric(_ code: UInt32) -> Metric? { [0: Metric.innerProduct, 1: .l2, 2: .cosine][code] }
@@ -61,6 +61,7 @@ public enum IndexFile {
         case let hnsw as HNSWIndex: w = try hnsw.serialized()
         case let ivf as IVFIndex: w = try ivf.serialized()
         case let lsh as LSHIndex: w = try lsh.serialized()
+        case let ivfpq as IVFPQIndex: w = try ivfpq.serialized()
         default: throw IndexError.file(path: path, reason: "this index type cannot be saved")
         }
         let tmp = path + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
@@ -162,6 +163,8 @@ public enum IndexFile {
             return try IVFIndex.deserialize(&r, metric: metric, dimension: dimension, count: count, json: json)
         case .lsh:
             return try LSHIndex.deserialize(&r, metric: metric, dimension: dimension, count: count, json: json)
+        case .ivfpq:
+            return try IVFPQIndex.deserialize(&r, metric: metric, dimension: dimension, count: count, json: json)
         }
     }
 }

@@ -21,11 +21,14 @@ public struct SearchParameters: Sendable, Equatable, Codable {
     public var nprobe: Int = 16
     /// LSH: extra buckets probed per table (those whose hash differs in one bit), 0 = exact bucket only.
     public var probes: Int = 0
+    /// IVF-PQ with kept vectors: re-rank the best refine·k PQ candidates exactly.
+    public var refine: Int = 1
 
-    public init(ef: Int = 64, nprobe: Int = 16, probes: Int = 0) {
+    public init(ef: Int = 64, nprobe: Int = 16, probes: Int = 0, refine: Int = 1) {
         self.ef = ef
         self.nprobe = nprobe
         self.probes = probes
+        self.refine = refine
     }
 
     /// Applies `name=value` settings (the CLI's `--set ef=64`); an unknown name is an error.
@@ -37,7 +40,8 @@ public struct SearchParameters: Sendable, Equatable, Codable {
             case "ef": p.ef = v
             case "nprobe": p.nprobe = v
             case "probes": p.probes = v
-            default: throw IndexError.invalidParameter("unknown search parameter '\(key)' (known: ef, nprobe, probes)")
+            case "refine": p.refine = v
+            default: throw IndexError.invalidParameter("unknown search parameter '\(key)' (known: ef, nprobe, probes, refine)")
             }
         }
         return p

@@ -599,3 +599,47 @@ void affinity_scores_by_id(int negated_l2, const float *q, const float *X, long 
     }
     (void)level;
 }
+
+// ------------------------------------------------------------------------------ PQ scan
+static void pq_scan_c(const uint8_t *codes, long n, long m, const float *table, float bias, float *out) {
+    for (long i = 0; i < n; i++) {
+        const uint8_t *c = codes + i * m;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        long j = 0;
+        for (; j + 4 <= m; j += 4) {
+            s0 += table[j * 256 + c[j]];
+            s1 += table[(j + 1) * 256 + c[j + 1]];
+            s2 += table[(j + 2) * 256 + c[j + 2]];
+            s3 += table[(j + 3) * 256 + c[j + 3]];
+        }
+        for (; j < m; j++) s0 += table[j * 256 + c[j]];
+        out[i] = bias + ((s0 + s1) + (s2 + s3));
+    }
+}
+
+#if AFFINITY_X86
+// 16 vectors at a time: for each sub-quantiser, gather 16 table entries (one per vector).
+__attribute__((target("avx512f")))
+static void pq_scan_avx512(const uint8_t *codes, long n, long m, const float *table, float bias, float *out) {
+    long i = 0;
+    const __m512i lane = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)m));
+    for (; i + 16 <= n; i += 16) {
+        __m512 acc = _mm512_set1_ps(bias);
+        const uint8_t *block = codes + i * m;
+        for (long j = 0; j < m; j++) {
+            __m512i idx = _mm512_i32gather_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32((int)j)), (const void *)block, 1);
+            idx = _mm512_and_si512(idx, _mm512_set1_epi32(0xFF));
+            acc = _mm512_add_ps(acc, _mm512_i32gather_ps(idx, table + j * 256, 4));
+        }
+        _mm512_storeu_ps(out + i, acc);
+    }
+    if (i < n) pq_scan_c(codes + i * m, n - i, m, table, bias, out + i);
+}
+#endif
+
+void affinity_pq_scan(const uint8_t *codes, long n, long m, const float *table, float bias, float *out) {
+#if AFFINITY_X86
+    if (affinity_simd_level() == 2) { pq_scan_avx512(codes, n, m, table, bias, out); return; }
+#endif
+    pq_scan_c(codes, n, m, table, bias, out);
+}

@@ -8,10 +8,10 @@ extension Metric: ExpressibleByArgument {}
 struct IndexCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "index",
-        abstract: "Build, search and benchmark nearest-neighbour indexes (Flat, HNSW, IVF, LSH).",
+        abstract: "Build, search and benchmark nearest-neighbour indexes (Flat, HNSW, IVF-Flat, IVF-PQ, LSH).",
         discussion: """
-        Specs: Flat, HNSW<M>, IVF<lists>,Flat, MIPS,IVF<lists>,Flat (inner product through the MIPS-to-L2
-        reduction), LSH<tables>x<bits>. Vectors: .fvecs or .npy (float32, 2-D). build and search also follow
+        Specs: Flat, HNSW<M>, IVF<lists>,Flat, IVF<lists>,PQ<bytes>[,Refine], a MIPS, prefix on IVF specs (inner
+        product through the MIPS-to-L2 reduction), LSH<tables>x<bits>. Search settings: ef, nprobe, probes, refine. Vectors: .fvecs or .npy (float32, 2-D). build and search also follow
         the external-command protocol of ../shared/bench/ann (one JSON line with build_s/index_bytes or search_s).
         """,
         subcommands: [Build.self, Search.self, Bench.self]
@@ -48,7 +48,7 @@ struct IndexCommand: ParsableCommand {
         @Option(name: .long, help: "Queries (.fvecs or .npy).") var queries: String
         @Option(name: .long, help: "Use only the first N queries.") var nq: Int?
         @Option(name: .shortAndLong, help: "Neighbours per query.") var k = 10
-        @Option(name: .customLong("set"), help: "Search parameter: ef=64, nprobe=16, probes=0.") var settings: [String] = []
+        @Option(name: .customLong("set"), help: "Search parameter: ef=64, nprobe=16, probes=0, refine=1.") var settings: [String] = []
         @Option(name: .long, help: "Threads (1 = per-query latency is measured).") var threads = 1
         @Option(name: .long, help: "Ground truth (.ivecs) for recall@k.") var groundTruth: String?
         @Option(name: .long, help: "Write the returned ids as .ivecs (rows padded with -1 only if an index returned fewer than k).") var out: String?
@@ -88,7 +88,8 @@ struct IndexCommand: ParsableCommand {
         @Option(name: .long, help: "ip | l2 | cos") var metric: Metric = .innerProduct
         @Option(name: .long, help: "Index spec.") var spec: String
         @Option(name: .customLong("set"), help: "Build setting key=value.") var settings: [String] = []
-        @Option(name: .long, help: "Parameter sweep, name=v1,v2,... (ef, nprobe or probes).") var sweep: String
+        @Option(name: .long, help: "Parameter sweep, name=v1,v2,... (ef, nprobe, probes or refine).") var sweep: String
+        @Option(name: .long, help: "A fixed search parameter for every point, name=value (repeatable), e.g. refine=16.") var fixed: [String] = []
         @Option(name: .long, help: "Use only the first N queries.") var nq: Int?
         @Option(name: .shortAndLong) var k = 10
         @Option(name: .long, help: "Build threads.") var buildThreads = 0
@@ -107,7 +108,7 @@ struct IndexCommand: ParsableCommand {
             var points: [(Double, Double, String)] = []
             print("\(name.padding(toLength: 8, withPad: " ", startingAt: 0))  recall@\(k)       QPS   p50 ms   p99 ms")
             for value in sweep[sweep.index(after: eq)...].split(separator: ",") {
-                let parameters = try SearchParameters().applying([name: String(value)])
+                let parameters = try SearchParameters().applying(try parseSettings(fixed).merging([name: String(value)]) { _, b in b })
                 let (results, latencies, seconds) = try runQueries(index, q, k: k, parameters: parameters, threads: 1)
                 let r = recall(results, truth: truth, k: k)
                 let sorted = latencies.sorted()

@@ -50,6 +50,11 @@ long affinity_topk_push(const float *scores, long n, int64_t id0, float *heap_sc
 /// scoring (graph search reads rows in random order, so it is bound by memory latency).
 void affinity_scores_by_id(int negated_l2, const float *q, const float *X, long dim, const int32_t *ids, long n, float *out);
 
+/// Product-quantisation table scan: out[i] = bias + Σ_j table[j·256 + codes[i·m + j]] for i < n,
+/// with m sub-quantiser codes of one byte per vector (asymmetric distance computation, Jégou et al. 2011).
+/// The AVX-512 path gathers 4 bytes per code: `codes` must stay readable for 3 bytes past its end.
+void affinity_pq_scan(const uint8_t *codes, long n, long m, const float *table, float bias, float *out);
+
 /// One BPR stochastic-gradient step on user vector w, positive item h_i and negative item h_j
 /// (length f): x = bias_diff + w·(h_i − h_j), z = σ(−x), then
 /// w += lr(z(h_i − h_j) − reg·w), h_i += lr(z·w − reg·h_i), h_j += lr(−z·w − reg·h_j), all with the

@@ -1,0 +1,165 @@
+import AffinityLinalg
+import Foundation
+
+/// Build settings of IVF-PQ.
+public struct IVFPQSettings: Sendable, Codable, Equatable {
+    /// Coarse cells (as in `IVFSettings`).
+    public var ivf: IVFSettings
+    /// Bytes per vector: the number of PQ subspaces (must divide the dimension).
+    public var subspaces: Int
+    /// Keep the raw vectors to re-rank the best `refine`·k PQ candidates exactly (FAISS's `Refine`).
+    public var keepVectorsForRefine: Bool = false
+
+    public init(ivf: IVFSettings, subspaces: Int, keepVectorsForRefine: Bool = false) {
+        self.ivf = ivf
+        self.subspaces = subspaces
+        self.keepVectorsForRefine = keepVectorsForRefine
+    }
+}
+
+/// IVF-PQ (Jégou et al. 2011): coarse k-means cells, and in each cell the residual x − c encoded by
+/// a product quantiser trained on residuals. For inner product the score splits exactly as
+/// q·x = q·c + q·(x − c), so one table per query serves every cell; for L2 each probed cell gets its
+/// own table of −|(q − c) − r̂|². With `keepVectorsForRefine`, the best `refine`·k candidates by PQ
+/// score are re-ranked with the exact vectors.
+public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
+    public let dimension: Int
+    public let metric: Metric
+    public let settings: IVFPQSettings
+    let quantizer: CoarseQuantizer
+    public let pq: ProductQuantizer
+    let listIDs: [[Int32]]
+    /// Per list: codes (count x subspaces), padded by 4 bytes for the gather kernel.
+    let listCodes: [[UInt8]]
+    /// Raw vectors for refine (count x d, by id), empty otherwise.
+    let vectors: [Float]
+    public let count: Int
+
+    public convenience init(vectors m: Matrix, metric: Metric, settings: IVFPQSettings) throws {
+        let x = metric == .cosine ? ExactSearch.normalizedRows(m) : m
+        let (quantizer, assignment) = try CoarseQuantizer.train(x, metric: metric, settings: settings.ivf)
+        var residuals = x
+        for r in 0..<x.rows {
+            let c = quantizer.centroid(Int(assignment[r]), dimension: x.columns)
+            for k in 0..<x.columns { residuals.values[r * x.columns + k] -= c[c.startIndex + k] }
+        }
+        let pq = try ProductQuantizer.train(residuals, subspaces: settings.subspaces, seed: settings.ivf.seed, threads: settings.ivf.threads)
+        let codes = pq.encode(residuals, threads: settings.ivf.threads)
+        var ids = [[Int32]](repeating: [], count: quantizer.lists)
+        var lists = [[UInt8]](repeating: [], count: quantizer.lists)
+        for r in 0..<x.rows {
+            let l = Int(assignment[r])
+            ids[l].append(Int32(r))
+            lists[l].append(contentsOf: codes[(r * pq.subspaces)..<((r + 1) * pq.subspaces)])
+        }
+        for l in 0..<lists.count { lists[l].append(contentsOf: [0, 0, 0, 0]) }
+        self.init(dimension: x.columns, metric: metric, settings: settings, quantizer: quantizer, pq: pq, listIDs: ids, listCodes: lists,
+                  vectors: settings.keepVectorsForRefine ? x.values : [], count: x.rows)
+    }
+
+    init(dimension: Int, metric: Metric, settings: IVFPQSettings, quantizer: CoarseQuantizer, pq: ProductQuantizer, listIDs: [[Int32]],
+         listCodes: [[UInt8]], vectors: [Float], count: Int) {
+        self.dimension = dimension
+        self.metric = metric
+        self.settings = settings
+        self.quantizer = quantizer
+        self.pq = pq
+        self.listIDs = listIDs
+        self.listCodes = listCodes
+        self.vectors = vectors
+        self.count = count
+    }
+
+    /// Bytes per stored vector in the lists (codes and id), not counting refine vectors.
+    public var bytesPerVector: Int { pq.subspaces + 4 }
+
+    public func search(_ query: [Float], k: Int, parameters: SearchParameters, filter: ((Int) -> Bool)?) throws -> [Neighbor] {
+        try check(query)
+        guard k > 0, count > 0 else { return [] }
+        let q = metric == .cosine ? normalized(query) : query
+        let refine = vectors.isEmpty ? 1 : max(1, parameters.refine)
+        var selector = TopKSelector(k: k * refine)
+        let isL2 = metric == .l2
+        var sharedTable = isL2 ? [] : pq.table(q, negatedL2: false)
+        var scores: [Float] = []
+        for cell in quantizer.rankCells(q, nprobe: parameters.nprobe) {
+            let ids = listIDs[cell]
+            if ids.isEmpty { continue }
+            let c = Array(quantizer.centroid(cell, dimension: dimension))
+            var bias: Float = 0
+            if isL2 {
+                // Table of −|(q − c)_j − r̂_j|², per cell.
+                sharedTable = pq.table(zip(q, c).map { $0 - $1 }, negatedL2: true)
+            } else {
+                bias = Kernels.dot(q, c)
+            }
+            if scores.count < ids.count { scores = [Float](repeating: 0, count: ids.count) }
+            listCodes[cell].withUnsafeBufferPointer { codes in
+                sharedTable.withUnsafeBufferPointer { t in
+                    scores.withUnsafeMutableBufferPointer { out in
+                        pq.scan(codes: codes.baseAddress!, count: ids.count, table: t.baseAddress!, bias: bias, into: out.baseAddress!)
+                    }
+                }
+            }
+            for (n, id) in ids.enumerated() where filter?(Int(id)) ?? true { selector.push(index: Int(id), score: scores[n]) }
+        }
+        let candidates = selector.sortedResults()
+        if vectors.isEmpty { return candidates.prefix(k).map { Neighbor(id: $0.index, score: $0.score) } }
+        // Exact re-ranking of the PQ candidates.
+        var exact = TopKSelector(k: k)
+        q.withUnsafeBufferPointer { qp in
+            vectors.withUnsafeBufferPointer { v in
+                for cnd in candidates { exact.push(index: cnd.index, score: similarity(metric, qp.baseAddress!, v.baseAddress! + cnd.index * dimension, dimension)) }
+            }
+        }
+        return exact.sortedResults().map { Neighbor(id: $0.index, score: $0.score) }
+    }
+}
+
+extension IVFPQIndex {
+    func serialized() throws -> IndexFile.Writer {
+        let json: [String: Any] = ["lists": quantizer.lists, "mipsReduction": quantizer.mipsReduction, "maxNorm": Double(quantizer.maxNorm),
+                                   "centroidColumns": quantizer.centroids.columns, "subspaces": pq.subspaces, "refine": !vectors.isEmpty,
+                                   "seed": settings.ivf.seed, "iterations": settings.ivf.iterations]
+        var w = try IndexFile.header(kind: .ivfpq, metric: metric, dimension: dimension, count: count, json: json)
+        quantizer.centroids.values.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
+        pq.codebooks.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
+        let sizes = listIDs.map { Int64($0.count) }
+        sizes.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
+        let ids = listIDs.flatMap { $0 }
+        ids.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
+        let codes = listCodes.flatMap { $0.dropLast(4) }
+        codes.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
+        if !vectors.isEmpty { vectors.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) } }
+        return w
+    }
+
+    static func deserialize(_ r: inout IndexFile.Reader, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> IVFPQIndex {
+        guard let lists = json["lists"] as? Int, let mips = json["mipsReduction"] as? Bool, let cols = json["centroidColumns"] as? Int,
+              let maxNorm = json["maxNorm"] as? Double, let m = json["subspaces"] as? Int, let refine = json["refine"] as? Bool, lists > 0, m > 0 else {
+            throw IndexError.file(path: r.path, reason: "IVF-PQ header is incomplete")
+        }
+        let centroids = Matrix(rows: lists, columns: cols, values: try r.array(lists * cols, of: Float.self))
+        let pq = try ProductQuantizer(dimension: dimension, subspaces: m, codebooks: try r.array(m * 256 * (dimension / m), of: Float.self))
+        let sizes = try r.array(lists, of: Int64.self).map { Int($0) }
+        guard sizes.allSatisfy({ $0 >= 0 }), sizes.reduce(0, +) == count else {
+            throw IndexError.file(path: r.path, reason: "list sizes do not add up to \(count) vectors")
+        }
+        let allIDs = try r.array(count, of: Int32.self)
+        guard allIDs.allSatisfy({ $0 >= 0 && Int($0) < count }) else { throw IndexError.file(path: r.path, reason: "an id is out of range") }
+        let allCodes = try r.array(count * m, of: UInt8.self)
+        let vectors = refine ? try r.array(count * dimension, of: Float.self) : []
+        var ids: [[Int32]] = [], codes: [[UInt8]] = []
+        var start = 0
+        for s in sizes {
+            ids.append(Array(allIDs[start..<(start + s)]))
+            codes.append(Array(allCodes[(start * m)..<((start + s) * m)]) + [0, 0, 0, 0])
+            start += s
+        }
+        let settings = IVFPQSettings(ivf: IVFSettings(lists: lists, mipsReduction: mips, iterations: json["iterations"] as? Int ?? 10,
+                                                      seed: UInt64(json["seed"] as? Int ?? 42)), subspaces: m, keepVectorsForRefine: refine)
+        return IVFPQIndex(dimension: dimension, metric: metric, settings: settings,
+                          quantizer: CoarseQuantizer(centroids: centroids, mipsReduction: mips, maxNorm: Float(maxNorm), metric: metric),
+                          pq: pq, listIDs: ids, listCodes: codes, vectors: vectors, count: count)
+    }
+}
