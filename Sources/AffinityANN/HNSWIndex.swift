@@ -389,13 +389,17 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
         while let (candidateScore, candidate) = candidates.pop() {
             if candidateScore < lowerBound && (results.count >= ef || considersAll) { break }
             var list = level == 0 ? layer0 + Int(candidate) * stride0 : UnsafePointer(links(candidate, level))
-            var c = Int(list[0])
-            list += 1
+            var c: Int
             if locked {
+                // Count and ids under the node's lock: another thread may be rewriting the list.
                 lock(candidate, true)
-                for k in 0..<c { copy[k] = list[k] }
+                c = Int(list[0])
+                for k in 0..<c { copy[k] = list[k + 1] }
                 unlock(candidate, true)
+            } else {
+                c = Int(list[0])
             }
+            list += 1
             // Unvisited neighbours first, then one batched, prefetching scoring call.
             var fresh = 0
             for k in 0..<c {
@@ -481,11 +485,21 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
         defer { scratchPool.give(back: scratch) }
         let q = UnsafePointer(self.vector(n))
         for l in 0...Int(levels[slot]) {
-            // New outgoing links from a search that starts at the entry point.
-            var current = entryPoint == n ? (links(n, 0)[0] > 0 ? links(n, 0)[1] : n) : entryPoint
+            // New outgoing links from a search that starts at the entry point, or, when the slot is
+            // the entry point itself, at one of its own neighbours on this layer (which has the layer).
+            var current: Int32
+            if entryPoint == n {
+                let own = links(n, l)
+                guard own[0] > 0 else { continue }
+                current = own[1]
+            } else {
+                current = entryPoint
+            }
             var currentScore = score(q, current)
-            for upperLevel in stride(from: Int(maxLevel), to: l, by: -1) where Int(levels[Int(current)]) >= upperLevel {
-                greedy(q, &current, &currentScore, level: upperLevel, locked: false, buffer: &scratch.linkBuffer)
+            if entryPoint != n {
+                for upperLevel in stride(from: Int(maxLevel), to: l, by: -1) {
+                    greedy(q, &current, &currentScore, level: upperLevel, locked: false, buffer: &scratch.linkBuffer)
+                }
             }
             searchLayer(q, entry: current, entryScore: currentScore, ef: settings.efConstruction, level: l, scratch: scratch,
                         filter: nil, skipDeleted: false, locked: false)

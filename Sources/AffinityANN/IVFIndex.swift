@@ -98,7 +98,7 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
 
     func serialized() throws -> IndexFile.Writer {
         let json: [String: Any] = ["lists": settings.lists, "mipsReduction": settings.mipsReduction, "iterations": settings.iterations,
-                                   "seed": settings.seed, "maxNorm": Double(quantizer.maxNorm), "centroidColumns": quantizer.centroids.columns]
+                                   "seed": Int64(bitPattern: settings.seed), "maxNorm": Double(quantizer.maxNorm), "centroidColumns": quantizer.centroids.columns]
         var w = try IndexFile.header(kind: .ivf, metric: metric, dimension: dimension, count: count, json: json)
         quantizer.centroids.values.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         let sizes = listIDs.map { Int64($0.count) }
@@ -131,7 +131,7 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
             start += s
         }
         return IVFIndex(dimension: dimension, metric: metric,
-                        settings: IVFSettings(lists: lists, mipsReduction: mips, iterations: json["iterations"] as? Int ?? 10, seed: UInt64(json["seed"] as? Int ?? 42)),
+                        settings: IVFSettings(lists: lists, mipsReduction: mips, iterations: json["iterations"] as? Int ?? 10, seed: UInt64(bitPattern: Int64(json["seed"] as? Int ?? 42))),
                         quantizer: CoarseQuantizer(centroids: centroids, mipsReduction: mips, maxNorm: Float(maxNorm), metric: metric),
                         listIDs: ids, listVectors: vecs, count: count)
     }

@@ -120,7 +120,7 @@ extension IVFPQIndex {
     func serialized() throws -> IndexFile.Writer {
         let json: [String: Any] = ["lists": quantizer.lists, "mipsReduction": quantizer.mipsReduction, "maxNorm": Double(quantizer.maxNorm),
                                    "centroidColumns": quantizer.centroids.columns, "subspaces": pq.subspaces, "refine": !vectors.isEmpty,
-                                   "seed": settings.ivf.seed, "iterations": settings.ivf.iterations]
+                                   "seed": Int64(bitPattern: settings.ivf.seed), "iterations": settings.ivf.iterations]
         var w = try IndexFile.header(kind: .ivfpq, metric: metric, dimension: dimension, count: count, json: json)
         quantizer.centroids.values.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         pq.codebooks.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
@@ -157,7 +157,7 @@ extension IVFPQIndex {
             start += s
         }
         let settings = IVFPQSettings(ivf: IVFSettings(lists: lists, mipsReduction: mips, iterations: json["iterations"] as? Int ?? 10,
-                                                      seed: UInt64(json["seed"] as? Int ?? 42)), subspaces: m, keepVectorsForRefine: refine)
+                                                      seed: UInt64(bitPattern: Int64(json["seed"] as? Int ?? 42))), subspaces: m, keepVectorsForRefine: refine)
         return IVFPQIndex(dimension: dimension, metric: metric, settings: settings,
                           quantizer: CoarseQuantizer(centroids: centroids, mipsReduction: mips, maxNorm: Float(maxNorm), metric: metric),
                           pq: pq, listIDs: ids, listCodes: codes, vectors: vectors, count: count)

@@ -64,14 +64,17 @@ public enum IndexFile {
         case let ivfpq as IVFPQIndex: w = try ivfpq.serialized()
         default: throw IndexError.file(path: path, reason: "this index type cannot be saved")
         }
-        let tmp = path + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
+        let tmp = path + ".tmp-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))"
         do {
             try w.data.write(to: URL(fileURLWithPath: tmp))
-            if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
-            try FileManager.default.moveItem(atPath: tmp, toPath: path)
         } catch {
             try? FileManager.default.removeItem(atPath: tmp)
             throw IndexError.file(path: path, reason: "cannot write: \(error.localizedDescription)")
+        }
+        // rename(2) replaces an existing file atomically: the old index survives any failure before it.
+        guard rename(tmp, path) == 0 else {
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw IndexError.file(path: path, reason: "cannot move the written index into place (errno \(errno))")
         }
     }
 
@@ -95,7 +98,7 @@ public enum IndexFile {
             return UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
         }
         func need(_ bytes: Int) throws {
-            guard bytes >= 0, offset + bytes <= length else {
+            guard bytes >= 0, bytes <= length - offset else {
                 throw IndexError.file(path: path, reason: "truncated: needs \(offset + bytes) bytes, the file has \(length)")
             }
         }
@@ -103,7 +106,9 @@ public enum IndexFile {
         /// A pointer to `count` elements in place (aligned section).
         mutating func section<T>(_ count: Int, of: T.Type) throws -> UnsafeMutablePointer<T> {
             align()
-            try need(count * MemoryLayout<T>.stride)
+            let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<T>.stride)
+            guard count >= 0, !overflow else { throw IndexError.file(path: path, reason: "a section size overflows") }
+            try need(bytes)
             defer { offset += count * MemoryLayout<T>.stride }
             return (base + offset).assumingMemoryBound(to: T.self)
         }
@@ -139,8 +144,10 @@ public enum IndexFile {
         let kindRaw = try r.u32(), metricRaw = try r.u32()
         guard let kind = KindCode(rawValue: kindRaw) else { throw IndexError.file(path: path, reason: "unknown index kind \(kindRaw)") }
         guard let metric = metric(metricRaw) else { throw IndexError.file(path: path, reason: "unknown metric code \(metricRaw)") }
-        let dimension = Int(try r.u32()), count = Int(try r.u64())
-        let jsonLength = Int(try r.u64())
+        let dimension = Int(try r.u32())
+        guard let count = Int(exactly: try r.u64()), let jsonLength = Int(exactly: try r.u64()), count <= length, dimension <= 1 << 20 else {
+            throw IndexError.file(path: path, reason: "header sizes are implausible for a \(length)-byte file")
+        }
         try r.need(jsonLength)
         let jsonData = Data(bytes: mapped + r.offset, count: jsonLength)
         r.offset += jsonLength
@@ -156,8 +163,7 @@ public enum IndexFile {
             return index
         case .hnsw:
             let index = try HNSWIndex.deserialize(&r, metric: metric, dimension: dimension, count: count, json: json)
-            index.mapping = (mapped, length)
-            keepMapping = true
+            keepMapping = true   // the index owns the mapping now
             return index
         case .ivf:
             return try IVFIndex.deserialize(&r, metric: metric, dimension: dimension, count: count, json: json)
@@ -187,7 +193,7 @@ extension HNSWIndex {
         var upperCount = 0
         for n in 0..<count { upperCount += Int(levels[n]) * (maxM + 1) }
         let json: [String: Any] = [
-            "neighborsPerNode": settings.neighborsPerNode, "efConstruction": settings.efConstruction, "seed": settings.seed,
+            "neighborsPerNode": settings.neighborsPerNode, "efConstruction": settings.efConstruction, "seed": Int64(bitPattern: settings.seed),
             "entryPoint": Int(entryPoint), "maxLevel": Int(maxLevel), "upperInts": upperCount, "deletedCount": deletedCount,
         ]
         var w = try IndexFile.header(kind: .hnsw, metric: metric, dimension: dimension, count: count, json: json)
@@ -200,54 +206,86 @@ extension HNSWIndex {
         return w
     }
 
+    /// Reads an HNSW index in place from the mapping. Every check runs on the raw sections before the
+    /// index adopts them, so a corrupt file is rejected without touching the index's memory; on
+    /// success the index owns the mapping (`load` must not unmap it).
     static func deserialize(_ r: inout IndexFile.Reader, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> HNSWIndex {
         func int(_ k: String) throws -> Int {
             guard let v = json[k] as? Int else { throw IndexError.file(path: r.path, reason: "header lacks \(k)") }
             return v
         }
-        let settings = HNSWSettings(neighborsPerNode: try int("neighborsPerNode"), efConstruction: try int("efConstruction"),
-                                    seed: UInt64(try int("seed")), threads: 0)
-        let index = try HNSWIndex(dimension: dimension, metric: metric, settings: settings)
+        let m = try int("neighborsPerNode")
+        guard m >= 2 && m <= 256 else { throw IndexError.file(path: r.path, reason: "neighborsPerNode \(m) is out of range") }
+        let maxM = m, maxM0 = 2 * m
         let vectors = try r.section(count * dimension, of: Float.self)
-        let level0 = try r.section(count * (index.maxM0 + 1), of: Int32.self)
+        let level0 = try r.section(count * (maxM0 + 1), of: Int32.self)
         let levels = try r.array(count, of: Int32.self)
-        let deleted = try r.array(count, of: UInt8.self)
+        let deletedFlags = try r.array(count, of: UInt8.self)
         r.align()
-        let upperInts = try int("upperInts")
+        var upperInts = 0
+        for n in 0..<count {
+            guard levels[n] >= 0 && levels[n] <= 32 else { throw IndexError.file(path: r.path, reason: "node \(n) has level \(levels[n])") }
+            upperInts += Int(levels[n]) * (maxM + 1)
+        }
+        guard (try? int("upperInts")) == upperInts else {
+            throw IndexError.file(path: r.path, reason: "upper-layer size does not match the node levels")
+        }
         try r.need(upperInts * 4)
         guard r.offset + upperInts * 4 == r.length else {
             throw IndexError.file(path: r.path, reason: "size \(r.length) does not match the header (expected \(r.offset + upperInts * 4) bytes)")
         }
-        index.adoptMapped(vectors: vectors, level0: level0, count: count)
-        for n in 0..<count {
-            let level = levels[n]
-            guard level >= 0 && level <= 32 else { throw IndexError.file(path: r.path, reason: "node \(n) has level \(level)") }
-            index.levels[n] = level
-            index.deleted[n] = deleted[n] != 0
-            if level > 0 {
-                let ints = Int(level) * (index.maxM + 1)
-                let p = UnsafeMutablePointer<Int32>.allocate(capacity: ints)
-                p.initialize(from: (r.base + r.offset).assumingMemoryBound(to: Int32.self), count: ints)
-                r.offset += ints * 4
-                index.upper[n] = p
-            }
-        }
-        // Every link must name an existing node (a corrupt file must not crash a search).
-        for n in 0..<count {
-            for l in 0...Int(index.levels[n]) {
-                let list = index.links(Int32(n), l), c = Int(list[0])
-                guard c >= 0 && c <= (l == 0 ? index.maxM0 : index.maxM) else { throw IndexError.file(path: r.path, reason: "node \(n) has \(c) links on level \(l)") }
-                for k in 0..<c where list[k + 1] < 0 || Int(list[k + 1]) >= count {
-                    throw IndexError.file(path: r.path, reason: "node \(n) links to \(list[k + 1]), outside 0..<\(count)")
+        let upperBase = (r.base + r.offset).assumingMemoryBound(to: Int32.self)
+        // Links: counts within capacity, targets existing nodes that have the layer.
+        func check(_ list: UnsafePointer<Int32>, node n: Int, level l: Int) throws {
+            let c = Int(list[0])
+            guard c >= 0 && c <= (l == 0 ? maxM0 : maxM) else { throw IndexError.file(path: r.path, reason: "node \(n) has \(c) links on level \(l)") }
+            for k in 0..<c {
+                let t = list[k + 1]
+                guard t >= 0 && Int(t) < count && Int(levels[Int(t)]) >= l else {
+                    throw IndexError.file(path: r.path, reason: "node \(n) links to \(t) on level \(l), which is not a node of that layer")
                 }
             }
         }
-        index.deletedCount = try int("deletedCount")
-        index.entryPoint = Int32(try int("entryPoint"))
-        index.maxLevel = Int32(try int("maxLevel"))
-        guard (count == 0 && index.entryPoint == -1) || (index.entryPoint >= 0 && Int(index.entryPoint) < count) else {
-            throw IndexError.file(path: r.path, reason: "entry point \(index.entryPoint) is outside 0..<\(count)")
+        var upperOffset = 0
+        for n in 0..<count {
+            try check(level0 + n * (maxM0 + 1), node: n, level: 0)
+            for l in stride(from: 1, through: Int(levels[n]), by: 1) {
+                try check(upperBase + upperOffset, node: n, level: l)
+                upperOffset += maxM + 1
+            }
         }
+        guard let entry = Int32(exactly: try int("entryPoint")), let top = Int32(exactly: try int("maxLevel")) else {
+            throw IndexError.file(path: r.path, reason: "entry point or top level is out of range")
+        }
+        if count == 0 {
+            guard entry == -1 else { throw IndexError.file(path: r.path, reason: "an empty index has entry point \(entry)") }
+        } else {
+            guard entry >= 0 && Int(entry) < count, levels[Int(entry)] == top else {
+                throw IndexError.file(path: r.path, reason: "entry point \(entry) with top level \(top) does not match the nodes")
+            }
+        }
+        let settings = HNSWSettings(neighborsPerNode: m, efConstruction: max(1, try int("efConstruction")),
+                                    seed: UInt64(bitPattern: Int64(try int("seed"))), threads: 0)
+        let index = try HNSWIndex(dimension: dimension, metric: metric, settings: settings)
+        index.adoptMapped(vectors: vectors, level0: level0, count: count)
+        index.mapping = (r.base, r.length)
+        upperOffset = 0
+        var deletedCount = 0
+        for n in 0..<count {
+            index.levels[n] = levels[n]
+            index.deleted[n] = deletedFlags[n] != 0
+            if deletedFlags[n] != 0 { deletedCount += 1 }
+            if levels[n] > 0 {
+                let ints = Int(levels[n]) * (maxM + 1)
+                let p = UnsafeMutablePointer<Int32>.allocate(capacity: ints)
+                p.initialize(from: upperBase + upperOffset, count: ints)
+                upperOffset += ints
+                index.upper[n] = p
+            }
+        }
+        index.deletedCount = deletedCount   // from the flags, not trusted from the header
+        index.entryPoint = count == 0 ? -1 : entry
+        index.maxLevel = count == 0 ? -1 : top
         return index
     }
 }

@@ -95,7 +95,7 @@ public final class LSHIndex: VectorIndex, @unchecked Sendable {
 
     func serialized() throws -> IndexFile.Writer {
         var w = try IndexFile.header(kind: .lsh, metric: metric, dimension: dimension, count: count,
-                                     json: ["tables": settings.tables, "bits": settings.bits, "seed": settings.seed])
+                                     json: ["tables": settings.tables, "bits": settings.bits, "seed": Int64(bitPattern: settings.seed)])
         vectors.values.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         return w
     }
@@ -106,7 +106,7 @@ public final class LSHIndex: VectorIndex, @unchecked Sendable {
             throw IndexError.file(path: r.path, reason: "LSH header is incomplete")
         }
         let x = Matrix(rows: count, columns: dimension, values: try r.array(count * dimension, of: Float.self))
-        return try LSHIndex(vectors: x, metric: metric == .cosine ? .innerProduct : metric, settings: LSHSettings(tables: t, bits: b, seed: UInt64(seed)))
+        return try LSHIndex(vectors: x, metric: metric == .cosine ? .innerProduct : metric, settings: LSHSettings(tables: t, bits: b, seed: UInt64(bitPattern: Int64(seed))))
             .withMetric(metric)
     }
 

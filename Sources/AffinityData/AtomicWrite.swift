@@ -8,7 +8,7 @@ public enum AtomicWrite {
         let url = URL(fileURLWithPath: path)
         let dir = url.deletingLastPathComponent()
         try createFolder(dir.path)
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)")
+        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))")
         do {
             try contents.write(to: tmp)
             if FileManager.default.fileExists(atPath: path) {

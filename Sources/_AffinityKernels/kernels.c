@@ -483,6 +483,7 @@ static long topk_avx2(const float *scores, long n, int64_t id0, float *hs, int64
 #endif
 
 long affinity_topk_push(const float *scores, long n, int64_t id0, float *heap_scores, int64_t *heap_ids, long k, long *count) {
+    if (k <= 0) return 0;
 #if AFFINITY_X86
     switch (affinity_simd_level()) {
     case 2: return topk_avx512(scores, n, id0, heap_scores, heap_ids, k, count);

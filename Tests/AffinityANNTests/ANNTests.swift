@@ -201,3 +201,42 @@ let queries = clustered(rows: 100, seed: 2)
         #expect(throws: VectorFileError.self) { try NPY.read(path) }
     }
 }
+
+@Suite struct ReviewRegressionTests {
+    @Test func reusingTheEntryPointSlotWorks() throws {
+        let index = try HNSWIndex(dimension: 16, metric: .l2, settings: HNSWSettings(neighborsPerNode: 4, efConstruction: 20, threads: 1))
+        try index.add(base)
+        let entry = Int(index.entryPoint)
+        try index.markDeleted(entry)
+        var fresh = Matrix(rows: 1, columns: 16)
+        for j in 0..<16 { fresh.values[j] = 40 - Float(j) }
+        #expect(try index.add(fresh, replaceDeleted: true) == [entry])
+        #expect(try index.search(Array(fresh.row(0)), k: 1).first?.id == entry)
+    }
+
+    @Test func corruptGraphsAreRejectedNotCrashed() throws {
+        let index = try HNSWIndex(dimension: 16, metric: .l2, settings: HNSWSettings(neighborsPerNode: 4, efConstruction: 20, seed: UInt64.max, threads: 1))
+        try index.add(base)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-graph-\(UInt32.random(in: 0...UInt32.max)).idx").path
+        try IndexFile.save(index, to: path)
+        // A seed above 2^63 survives the round trip.
+        #expect((try IndexFile.load(path) as! HNSWIndex).settings.seed == UInt64.max)
+        let good = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        func message(_ bytes: [UInt8]) throws -> String? {
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            do { _ = try IndexFile.load(path); return nil } catch { return "\(error)" }
+        }
+        // The layer-0 section follows the vectors (both 64-byte aligned): point node 0's first link outside the graph.
+        let jsonLength = good[32..<40].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let vectorsStart = (40 + jsonLength + 63) / 64 * 64
+        let level0Start = (vectorsStart + 3000 * 16 * 4 + 63) / 64 * 64
+        var bytes = good
+        bytes[level0Start + 4] = 0xFF; bytes[level0Start + 5] = 0xFF; bytes[level0Start + 6] = 0xFF; bytes[level0Start + 7] = 0x7F
+        #expect(try message(bytes)?.contains("links to") == true)
+        // A link count beyond the list's capacity.
+        bytes = good
+        bytes[level0Start] = 200
+        #expect(try message(bytes)?.contains("links on level 0") == true)
+        #expect(try message(good) == nil)
+    }
+}
