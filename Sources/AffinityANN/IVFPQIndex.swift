@@ -9,11 +9,14 @@ public struct IVFPQSettings: Sendable, Codable, Equatable {
     public var subspaces: Int
     /// Keep the raw vectors to re-rank the best `refine`·k PQ candidates exactly (FAISS's `Refine`).
     public var keepVectorsForRefine: Bool = false
+    /// Learn an OPQ rotation first and index the rotated vectors.
+    public var opq: Bool = false
 
-    public init(ivf: IVFSettings, subspaces: Int, keepVectorsForRefine: Bool = false) {
+    public init(ivf: IVFSettings, subspaces: Int, keepVectorsForRefine: Bool = false, opq: Bool = false) {
         self.ivf = ivf
         self.subspaces = subspaces
         self.keepVectorsForRefine = keepVectorsForRefine
+        self.opq = opq
     }
 }
 
@@ -31,12 +34,20 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     let listIDs: [[Int32]]
     /// Per list: codes (count x subspaces), padded by 4 bytes for the gather kernel.
     let listCodes: [[UInt8]]
-    /// Raw vectors for refine (count x d, by id), empty otherwise.
+    /// Raw vectors for refine (count x d, by id; rotated with OPQ), empty otherwise.
     let vectors: [Float]
+    /// OPQ rotation R (d x d): the index holds x·R and rotates queries alike; nil without OPQ.
+    let rotation: Matrix?
     public let count: Int
 
     public convenience init(vectors m: Matrix, metric: Metric, settings: IVFPQSettings) throws {
-        let x = metric == .cosine ? ExactSearch.normalizedRows(m) : m
+        var x = metric == .cosine ? ExactSearch.normalizedRows(m) : m
+        var rotation: Matrix? = nil
+        if settings.opq {
+            let r = try OPQ.train(x, subspaces: settings.subspaces, seed: settings.ivf.seed, threads: settings.ivf.threads)
+            x = x.multiplied(by: r, threads: settings.ivf.threads)
+            rotation = r
+        }
         let (quantizer, assignment) = try CoarseQuantizer.train(x, metric: metric, settings: settings.ivf)
         var residuals = x
         for r in 0..<x.rows {
@@ -54,11 +65,12 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         }
         for l in 0..<lists.count { lists[l].append(contentsOf: [0, 0, 0, 0]) }
         self.init(dimension: x.columns, metric: metric, settings: settings, quantizer: quantizer, pq: pq, listIDs: ids, listCodes: lists,
-                  vectors: settings.keepVectorsForRefine ? x.values : [], count: x.rows)
+                  vectors: settings.keepVectorsForRefine ? x.values : [], rotation: rotation, count: x.rows)
     }
 
     init(dimension: Int, metric: Metric, settings: IVFPQSettings, quantizer: CoarseQuantizer, pq: ProductQuantizer, listIDs: [[Int32]],
-         listCodes: [[UInt8]], vectors: [Float], count: Int) {
+         listCodes: [[UInt8]], vectors: [Float], rotation: Matrix?, count: Int) {
+        self.rotation = rotation
         self.dimension = dimension
         self.metric = metric
         self.settings = settings
@@ -76,7 +88,8 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
     public func search(_ query: [Float], k: Int, parameters: SearchParameters, filter: ((Int) -> Bool)?) throws -> [Neighbor] {
         try check(query)
         guard k > 0, count > 0 else { return [] }
-        let q = metric == .cosine ? normalized(query) : query
+        var q = metric == .cosine ? normalized(query) : query
+        if let rotation { q = Matrix(rows: 1, columns: dimension, values: q).multiplied(by: rotation, threads: 1).values }
         let refine = vectors.isEmpty ? 1 : max(1, parameters.refine)
         var selector = TopKSelector(k: k * refine)
         let isL2 = metric == .l2
@@ -120,7 +133,7 @@ extension IVFPQIndex {
     func serialized() throws -> IndexFile.Writer {
         let json: [String: Any] = ["lists": quantizer.lists, "mipsReduction": quantizer.mipsReduction, "maxNorm": Double(quantizer.maxNorm),
                                    "centroidColumns": quantizer.centroids.columns, "subspaces": pq.subspaces, "refine": !vectors.isEmpty,
-                                   "seed": Int64(bitPattern: settings.ivf.seed), "iterations": settings.ivf.iterations]
+                                   "seed": Int64(bitPattern: settings.ivf.seed), "iterations": settings.ivf.iterations, "opq": rotation != nil]
         var w = try IndexFile.header(kind: .ivfpq, metric: metric, dimension: dimension, count: count, json: json)
         quantizer.centroids.values.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         pq.codebooks.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
@@ -131,6 +144,7 @@ extension IVFPQIndex {
         let codes = listCodes.flatMap { $0.dropLast(4) }
         codes.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         if !vectors.isEmpty { vectors.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) } }
+        if let rotation { rotation.values.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) } }
         return w
     }
 
@@ -149,6 +163,8 @@ extension IVFPQIndex {
         guard allIDs.allSatisfy({ $0 >= 0 && Int($0) < count }) else { throw IndexError.file(path: r.path, reason: "an id is out of range") }
         let allCodes = try r.array(count * m, of: UInt8.self)
         let vectors = refine ? try r.array(count * dimension, of: Float.self) : []
+        let opq = json["opq"] as? Bool ?? false
+        let rotation = opq ? Matrix(rows: dimension, columns: dimension, values: try r.array(dimension * dimension, of: Float.self)) : nil
         var ids: [[Int32]] = [], codes: [[UInt8]] = []
         var start = 0
         for s in sizes {
@@ -157,9 +173,9 @@ extension IVFPQIndex {
             start += s
         }
         let settings = IVFPQSettings(ivf: IVFSettings(lists: lists, mipsReduction: mips, iterations: json["iterations"] as? Int ?? 10,
-                                                      seed: UInt64(bitPattern: Int64(json["seed"] as? Int ?? 42))), subspaces: m, keepVectorsForRefine: refine)
+                                                      seed: UInt64(bitPattern: Int64(json["seed"] as? Int ?? 42))), subspaces: m, keepVectorsForRefine: refine, opq: opq)
         return IVFPQIndex(dimension: dimension, metric: metric, settings: settings,
                           quantizer: CoarseQuantizer(centroids: centroids, mipsReduction: mips, maxNorm: Float(maxNorm), metric: metric),
-                          pq: pq, listIDs: ids, listCodes: codes, vectors: vectors, count: count)
+                          pq: pq, listIDs: ids, listCodes: codes, vectors: vectors, rotation: rotation, count: count)
     }
 }

@@ -12,15 +12,16 @@ import AffinityLinalg
 /// | `IVF1024,PQ16` | IVF with residuals product-quantised to 16 bytes |
 /// | `MIPS,IVF1024,PQ16,Refine` | the same with the MIPS reduction, keeping vectors to re-rank `refine`·k candidates |
 ///
-/// A bad spec is rejected naming the part that is wrong. `OPQ` is parsed but not implemented yet,
-/// and says so.
+/// | `OPQ32,IVF4096,PQ32,Refine` | IVF-PQ on OPQ-rotated vectors (a `MIPS` part may follow `OPQ`) |
+///
+/// A bad spec is rejected naming the part that is wrong.
 public enum IndexFactory {
     public enum Kind: Equatable, Sendable {
         case flat
         case hnsw(neighborsPerNode: Int)
         case ivf(lists: Int, mipsReduction: Bool)
         case lsh(tables: Int, bits: Int)
-        case ivfpq(lists: Int, subspaces: Int, mipsReduction: Bool, refine: Bool)
+        case ivfpq(lists: Int, subspaces: Int, mipsReduction: Bool, refine: Bool, opq: Bool)
     }
 
     public static func parse(_ spec: String) throws -> Kind {
@@ -34,13 +35,22 @@ public enum IndexFactory {
             }
             return n
         }
-        for part in parts where part.hasPrefix("OPQ") {
-            throw IndexError.badSpec(spec: spec, part: part, reason: "(the OPQ rotation) is not implemented yet; use IVF<n>,PQ<m>[,Refine]")
+        var rest = parts[...]
+        var opq = false
+        if let first = rest.first, first.hasPrefix("OPQ") {
+            _ = try number(first, after: "OPQ")
+            opq = true
+            rest = rest.dropFirst()
+        }
+        for part in rest where part.hasPrefix("OPQ") {
+            throw IndexError.badSpec(spec: spec, part: part, reason: "must come first (OPQ<m>,IVF<n>,PQ<m>)")
         }
         var mips = false
-        var rest = parts[...]
         if rest.first == "MIPS" { mips = true; rest = rest.dropFirst() }
-        guard let head = rest.first else { throw IndexError.badSpec(spec: spec, part: "MIPS", reason: "must be followed by an IVF index") }
+        guard let head = rest.first else { throw IndexError.badSpec(spec: spec, part: parts.last!, reason: "must be followed by an IVF index") }
+        if opq && !head.hasPrefix("IVF") {
+            throw IndexError.badSpec(spec: spec, part: parts[0], reason: "must be followed by an IVF-PQ index (OPQ<m>,IVF<n>,PQ<m>)")
+        }
         if head == "Flat" && rest.count == 1 && !mips { return .flat }
         if head.hasPrefix("HNSW") && rest.count == 1 && !mips { return .hnsw(neighborsPerNode: try number(head, after: "HNSW")) }
         if head.hasPrefix("LSH") && rest.count == 1 && !mips {
@@ -54,13 +64,16 @@ public enum IndexFactory {
             let lists = try number(head, after: "IVF")
             let tail = Array(rest.dropFirst())
             guard let storage = tail.first else { throw IndexError.badSpec(spec: spec, part: head, reason: "must be followed by a storage part (Flat or PQ<m>)") }
-            if storage == "Flat" && tail.count == 1 { return .ivf(lists: lists, mipsReduction: mips) }
+            if storage == "Flat" && tail.count == 1 && !opq { return .ivf(lists: lists, mipsReduction: mips) }
             if storage.hasPrefix("PQ") {
                 let m = try number(storage, after: "PQ")
                 guard tail.count == 1 || (tail.count == 2 && tail[1] == "Refine") else {
                     throw IndexError.badSpec(spec: spec, part: tail.last!, reason: "is not understood after \(storage) (only Refine may follow)")
                 }
-                return .ivfpq(lists: lists, subspaces: m, mipsReduction: mips, refine: tail.count == 2)
+                if opq, let o = Int(parts[0].dropFirst(3)), o != m {
+                    throw IndexError.badSpec(spec: spec, part: parts[0], reason: "must have as many subspaces as \(storage)")
+                }
+                return .ivfpq(lists: lists, subspaces: m, mipsReduction: mips, refine: tail.count == 2, opq: opq)
             }
             throw IndexError.badSpec(spec: spec, part: storage, reason: "is not a known IVF storage (Flat, PQ<m>)")
         }
@@ -97,10 +110,10 @@ public enum IndexFactory {
                                 settings: IVFSettings(lists: lists, mipsReduction: mips, iterations: try int("iterations", 10), seed: seed, threads: threads))
         case .lsh(let tables, let bits):
             return try LSHIndex(vectors: vectors, metric: metric, settings: LSHSettings(tables: tables, bits: bits, seed: seed))
-        case .ivfpq(let lists, let m, let mips, let refine):
+        case .ivfpq(let lists, let m, let mips, let refine, let opq):
             return try IVFPQIndex(vectors: vectors, metric: metric, settings: IVFPQSettings(
                 ivf: IVFSettings(lists: lists, mipsReduction: mips, iterations: try int("iterations", 10), seed: seed, threads: threads),
-                subspaces: m, keepVectorsForRefine: refine))
+                subspaces: m, keepVectorsForRefine: refine, opq: opq))
         }
     }
 }

@@ -154,7 +154,6 @@ let queries = clustered(rows: 100, seed: 2)
         func message(_ spec: String) -> String? { do { _ = try IndexFactory.parse(spec); return nil } catch { return "\(error)" } }
         #expect(message("HNSWx") == "index spec 'HNSWx': part 'HNSWx' needs a positive number after HNSW")
         #expect(message("IVF64,Bogus") == "index spec 'IVF64,Bogus': part 'Bogus' is not a known IVF storage (Flat, PQ<m>)")
-        #expect(message("OPQ16,IVF64,PQ16") == "index spec 'OPQ16,IVF64,PQ16': part 'OPQ16' (the OPQ rotation) is not implemented yet; use IVF<n>,PQ<m>[,Refine]")
         #expect(message("Tree") == "index spec 'Tree': part 'Tree' is not a known index (Flat, HNSW<M>, IVF<n>,Flat, IVF<n>,PQ<m>, LSH<t>x<b>)")
         #expect(message("LSH4x99")?.contains("1...64 bits") == true)
         #expect(message("MIPS,HNSW16")?.contains("applies to IVF indexes only") == true)

@@ -57,15 +57,73 @@ import AffinityLinalg
     }
 
     @Test func specsAndPersistence() throws {
-        #expect(try IndexFactory.parse("IVF64,PQ8") == .ivfpq(lists: 64, subspaces: 8, mipsReduction: false, refine: false))
-        #expect(try IndexFactory.parse("MIPS,IVF64,PQ8,Refine") == .ivfpq(lists: 64, subspaces: 8, mipsReduction: true, refine: true))
+        #expect(try IndexFactory.parse("IVF64,PQ8") == .ivfpq(lists: 64, subspaces: 8, mipsReduction: false, refine: false, opq: false))
+        #expect(try IndexFactory.parse("MIPS,IVF64,PQ8,Refine") == .ivfpq(lists: 64, subspaces: 8, mipsReduction: true, refine: true, opq: false))
         #expect(throws: IndexError.self) { try IndexFactory.parse("IVF64,PQ8,Extra") }
-        #expect(throws: IndexError.self) { try IndexFactory.parse("OPQ8,IVF64,PQ8") }
         let index = try IndexFactory.build(spec: "MIPS,IVF8,PQ4,Refine", vectors: base, metric: .innerProduct, settings: ["iterations": "4"])
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-ivfpq-\(UInt32.random(in: 0...UInt32.max)).idx").path
         try IndexFile.save(index, to: path)
         let loaded = try IndexFile.load(path)
         let p = SearchParameters(nprobe: 3, refine: 4)
         #expect(try loaded.search(queries: queries, k: 10, parameters: p) == index.search(queries: queries, k: 10, parameters: p))
+    }
+}
+
+@Suite struct OPQTests {
+    @Test func polarFactorIsOrthogonalAndSolvesProcrustes() throws {
+        // A random orthogonal Q recovered from X and Y = X·Q.
+        let x = Matrix.random(rows: 200, columns: 8, seed: 1)
+        let q = SymmetricEigen.orthogonalPolarFactor(Matrix.random(rows: 8, columns: 8, seed: 2))
+        #expect(q.multiplied(by: q, transposeSelf: true).maxAbsDifference(.identity(8)) < 1e-4)
+        let y = x.multiplied(by: q)
+        let r = SymmetricEigen.orthogonalPolarFactor(x.multiplied(by: y, transposeSelf: true))
+        #expect(r.maxAbsDifference(q) < 1e-3)
+        // Eigen-decomposition reconstructs a symmetric matrix.
+        let s = x.multiplied(by: x, transposeSelf: true)
+        let (values, vectors) = SymmetricEigen.decompose(s)
+        for i in 0..<8 { for j in 0..<8 {
+            let back = (0..<8).reduce(0.0) { $0 + vectors[i * 8 + $1] * values[$1] * vectors[j * 8 + $1] }
+            #expect(abs(back - Double(s[i, j])) < 1e-2 * max(1, abs(Double(s[i, j]))))
+        } }
+    }
+
+    /// Data whose variance is concentrated in a few mixed directions: plain PQ splits them badly,
+    /// the OPQ rotation redistributes them and quantises with less error.
+    @Test func rotationLowersQuantisationError() throws {
+        var g = SeededGenerator(seed: 3)
+        let mix = SymmetricEigen.orthogonalPolarFactor(Matrix.random(rows: 16, columns: 16, seed: 4))
+        var raw = Matrix(rows: 3000, columns: 16)
+        for r in 0..<3000 { for c in 0..<16 { raw.values[r * 16 + c] = Float(g.nextGaussian()) * (c < 4 ? 4 : 0.3) } }
+        let x = raw.multiplied(by: mix)
+        func error(_ data: Matrix) throws -> Double {
+            let pq = try ProductQuantizer.train(data, subspaces: 4, iterations: 6)
+            let codes = pq.encode(data)
+            var e = 0.0
+            for r in 0..<data.rows {
+                let y = pq.decode(codes[(r * 4)..<((r + 1) * 4)])
+                for c in 0..<16 { e += Double(y[c] - data[r, c]) * Double(y[c] - data[r, c]) }
+            }
+            return e
+        }
+        let rotation = try OPQ.train(x, subspaces: 4, iterations: 4)
+        #expect(rotation.multiplied(by: rotation, transposeSelf: true).maxAbsDifference(.identity(16)) < 1e-3)
+        let plain = try error(x), rotated = try error(x.multiplied(by: rotation))
+        #expect(rotated < plain, "OPQ error \(rotated), PQ error \(plain)")
+    }
+
+    @Test func opqIndexIsExactWithEverythingProbedAndPersists() throws {
+        let index = try IndexFactory.build(spec: "OPQ4,IVF8,PQ4,Refine", vectors: base, metric: .innerProduct, settings: ["iterations": "4"])
+        let want = ExactSearch.referenceSearch(queries: queries, base: base, k: 10, metric: .innerProduct)
+        #expect(recallAt(try index.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: 8, refine: 300)), want, k: 10) == 1.0)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-opq-\(UInt32.random(in: 0...UInt32.max)).idx").path
+        try IndexFile.save(index, to: path)
+        let p = SearchParameters(nprobe: 3, refine: 4)
+        #expect(try IndexFile.load(path).search(queries: queries, k: 10, parameters: p) == index.search(queries: queries, k: 10, parameters: p))
+        #expect(try IndexFactory.parse("OPQ8,MIPS,IVF16,PQ8,Refine") == .ivfpq(lists: 16, subspaces: 8, mipsReduction: true, refine: true, opq: true))
+        func message(_ spec: String) -> String? { do { _ = try IndexFactory.parse(spec); return nil } catch { return "\(error)" } }
+        #expect(message("OPQ8,IVF16,PQ4")?.contains("must have as many subspaces as PQ4") == true)
+        #expect(message("OPQ8,Flat")?.contains("must be followed by an IVF-PQ index") == true)
+        #expect(message("IVF16,OPQ8")?.contains("must come first") == true)
+        #expect(message("OPQ8,IVF16,Flat")?.contains("is not a known IVF storage") == true)
     }
 }
