@@ -209,16 +209,21 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
         count = first + fresh.count
         let workers = Parallelism.resolve(settings.threads)
         var start = first
-        if entryPoint < 0 { insert(Int32(first), scratch: scratchPool.take(capacity: capacity), locked: false); start += 1 }
+        if entryPoint < 0 {
+            let scratch = scratchPool.take()
+            insert(Int32(first), scratch: scratch, locked: false)
+            scratchPool.give(back: scratch)
+            start += 1
+        }
         if workers <= 1 || count - start < 1000 {
-            let scratch = scratchPool.take(capacity: capacity)
+            let scratch = scratchPool.take()
             for n in start..<count { insert(Int32(n), scratch: scratch, locked: false) }
             scratchPool.give(back: scratch)
         } else {
             makeLocks()
             let end = count, origin = start
             Parallelism.forEachRange(end - origin, grain: 256, threads: workers) { range in
-                let scratch = self.scratchPool.take(capacity: self.capacity)
+                let scratch = self.scratchPool.take()
                 for k in range { self.insert(Int32(origin + k), scratch: scratch, locked: true) }
                 self.scratchPool.give(back: scratch)
             }
@@ -431,7 +436,7 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
         try check(query)
         guard k > 0, entryPoint >= 0 else { return [] }
         let q = metric == .cosine ? normalized(query) : query
-        let scratch = scratchPool.take(capacity: capacity)
+        let scratch = scratchPool.take()
         defer { scratchPool.give(back: scratch) }
         return q.withUnsafeBufferPointer { qp -> [Neighbor] in
             let qv = qp.baseAddress!
@@ -481,7 +486,7 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
         deleted[slot] = false
         deletedCount -= 1
         let n = Int32(slot)
-        let scratch = scratchPool.take(capacity: capacity)
+        let scratch = scratchPool.take()
         defer { scratchPool.give(back: scratch) }
         let q = UnsafePointer(self.vector(n))
         for l in 0...Int(levels[slot]) {
@@ -556,10 +561,9 @@ final class ScratchPool: @unchecked Sendable {
     private var free: [SearchScratch] = []
     private let lock = NSLock()
 
-    func take(capacity: Int) -> SearchScratch {
-        let s = lock.locked { free.popLast() } ?? SearchScratch()
-        s.begin(capacity: capacity)
-        return s
+    /// A scratch for one search or insertion (`searchLayer` sizes and resets it).
+    func take() -> SearchScratch {
+        lock.locked { free.popLast() } ?? SearchScratch()
     }
 
     func give(back s: SearchScratch) { lock.locked { free.append(s) } }

@@ -159,7 +159,7 @@ public enum IndexFile {
         case .flat:
             let values = try r.array(count * dimension, of: Float.self)
             let index = FlatIndex(dimension: dimension, metric: metric)
-            try index.add(Matrix(rows: count, columns: dimension, values: values), normalized: true)
+            try index.addRaw(Matrix(rows: count, columns: dimension, values: values))   // saved rows are already normalised
             return index
         case .hnsw:
             let index = try HNSWIndex.deserialize(&r, metric: metric, dimension: dimension, count: count, json: json)
@@ -171,19 +171,6 @@ public enum IndexFile {
             return try LSHIndex.deserialize(&r, metric: metric, dimension: dimension, count: count, json: json)
         case .ivfpq:
             return try IVFPQIndex.deserialize(&r, metric: metric, dimension: dimension, count: count, json: json)
-        }
-    }
-}
-
-extension FlatIndex {
-    /// Adds rows that are already normalised for cosine (loading a saved index).
-    func add(_ m: Matrix, normalized: Bool) throws {
-        if normalized && metric == .cosine {
-            let copy = FlatIndex(dimension: dimension, metric: .innerProduct)
-            try copy.add(m)
-            try addRaw(copy.vectors)
-        } else {
-            try add(m)
         }
     }
 }

@@ -93,7 +93,7 @@ extension VectorIndex {
     public func search(queries: Matrix, k: Int, parameters: SearchParameters = SearchParameters(), threads: Int = 0) throws -> [[Neighbor]] {
         guard queries.columns == dimension else { throw IndexError.dimensionMismatch(expected: dimension, got: queries.columns) }
         var out = [[Neighbor]](repeating: [], count: queries.rows)
-        let failure = LockedError()
+        let failure = FirstError()
         out.withUnsafeMutableBufferPointer { buffer in
             let results = SharedMutableBuffer(buffer)
             Parallelism.forEachRange(queries.rows, grain: 64, threads: threads) { range in
@@ -109,13 +109,6 @@ extension VectorIndex {
     func check(_ query: [Float]) throws {
         guard query.count == dimension else { throw IndexError.dimensionMismatch(expected: dimension, got: query.count) }
     }
-}
-
-/// The first error raised in a parallel region.
-final class LockedError: @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var error: Error?
-    func set(_ e: Error) { lock.locked { if error == nil { error = e } } }
 }
 
 /// Orders neighbours best first, ties to the smaller id.

@@ -75,9 +75,9 @@ extension Matrix {
 }
 
 /// Raw pointers that cross into parallel regions; each task touches only its own block.
-struct UncheckedPointer: @unchecked Sendable {
-    let base: UnsafePointer<Float>
-    init(_ base: UnsafePointer<Float>) { self.base = base }
+public struct UncheckedPointer: @unchecked Sendable {
+    public let base: UnsafePointer<Float>
+    public init(_ base: UnsafePointer<Float>) { self.base = base }
 }
 
 struct UncheckedMutablePointer: @unchecked Sendable {

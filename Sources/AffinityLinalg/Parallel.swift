@@ -75,6 +75,14 @@ public struct SharedMutableBuffer<Element>: @unchecked Sendable {
     }
 }
 
+/// Keeps the first error raised inside a parallel region, so the caller can rethrow it afterwards.
+public final class FirstError: @unchecked Sendable {
+    private let lock = NSLock()
+    public private(set) var error: Error?
+    public init() {}
+    public func set(_ e: Error) { lock.locked { if error == nil { error = e } } }
+}
+
 /// Wall-clock timing for progress reports and benchmarks.
 public struct Stopwatch: Sendable {
     private let start = DispatchTime.now().uptimeNanoseconds

@@ -56,6 +56,8 @@ public struct ALS: FactorizationRecommender, ExplainableRecommender {
     public let configuration: Configuration
     public let interactions: SparseMatrix
     public let factors: FactorModel
+    /// YᵀY of the item factors, shared by every fold-in and explanation (derived at init).
+    let itemGram: Matrix
 
     /// Called after each iteration with (iteration, seconds); for progress and benchmarks.
     public typealias Progress = @Sendable (_ iteration: Int, _ seconds: Double) -> Void
@@ -92,6 +94,19 @@ public struct ALS: FactorizationRecommender, ExplainableRecommender {
         self.configuration = configuration
         self.interactions = interactions
         self.factors = factors
+        itemGram = factors.itemFactors.multiplied(by: factors.itemFactors, transposeSelf: true, threads: 1)
+    }
+
+    /// A history as a one-row count matrix (repeated items count as repeated interactions).
+    func historyRow(_ history: [Int]) throws -> SparseMatrix {
+        var counts: [Int: Float] = [:]
+        for i in history {
+            guard i >= 0 && i < itemCount else { throw ModelError.itemOutOfRange(i, count: itemCount) }
+            counts[i, default: 0] += 1
+        }
+        let sorted = counts.keys.sorted()
+        return try SparseMatrix(rowCount: 1, columnCount: itemCount, rowPointers: [0, sorted.count],
+                                columns: sorted.map { Int32($0) }, values: sorted.map { counts[$0]! })
     }
 
     /// λ for a row with `count` interactions.
@@ -104,11 +119,11 @@ public struct ALS: FactorizationRecommender, ExplainableRecommender {
     static func solveAll(_ target: inout Matrix, fixed: Matrix, ratings: SparseMatrix, otherCount: Int, _ c: Configuration) throws {
         let f = c.factors
         let gram = fixed.multiplied(by: fixed, transposeSelf: true, threads: c.threads)   // YᵀY
-        let failure = FailureBox()
+        let failure = FirstError()
         target.values.withUnsafeMutableBufferPointer { tb in
             let out = SharedMutableBuffer(tb)
             fixed.values.withUnsafeBufferPointer { yb in
-                let y = UncheckedConstPointer(yb.baseAddress!)
+                let y = UncheckedPointer(yb.baseAddress!)
                 Parallelism.forEachRange(ratings.rowCount, grain: 64, threads: c.threads) { range in
                     var scratch = ALSScratch(factors: f)
                     for r in range {
@@ -133,28 +148,18 @@ public struct ALS: FactorizationRecommender, ExplainableRecommender {
     /// Fold-in: the exact least-squares vector of a user with this history, the item factors
     /// fixed (implicit's `recalculate_user`). Repeated items count as repeated interactions.
     public func recalculateUser(history: [Int]) throws -> [Float] {
-        var counts: [Int: Float] = [:]
-        for i in history {
-            guard i >= 0 && i < itemCount else { throw ModelError.itemOutOfRange(i, count: itemCount) }
-            counts[i, default: 0] += 1
-        }
-        let sorted = counts.keys.sorted()
-        let row = try SparseMatrix(rowCount: 1, columnCount: itemCount, rowPointers: [0, sorted.count],
-                                   columns: sorted.map { Int32($0) }, values: sorted.map { counts[$0]! })
-        let f = configuration.factors
-        let gram = factors.itemFactors.multiplied(by: factors.itemFactors, transposeSelf: true, threads: 1)
-        var x = [Float](repeating: 0, count: f)
-        var scratch = ALSScratch(factors: f)
+        let row = try historyRow(history)
+        var x = [Float](repeating: 0, count: configuration.factors)
+        var scratch = ALSScratch(factors: configuration.factors)
         try factors.itemFactors.values.withUnsafeBufferPointer { y in
             try x.withUnsafeMutableBufferPointer { xb in
-                try scratch.solveExact(row: 0, ratings: row, y: y.baseAddress!, gram: gram,
-                                       lambda: ALS.lambda(configuration, count: sorted.count, otherCount: userCount),
+                try scratch.solveExact(row: 0, ratings: row, y: y.baseAddress!, gram: itemGram,
+                                       lambda: ALS.lambda(configuration, count: row.nonZeroCount, otherCount: userCount),
                                        alpha: Float(configuration.alpha), into: xb.baseAddress!)
             }
         }
         return x
     }
-
 
     public func scores(forHistory history: [Int]) -> [Float] {
         guard let vector = try? recalculateUser(history: history) else { return [Float](repeating: 0, count: itemCount) }
@@ -167,27 +172,21 @@ public struct ALS: FactorizationRecommender, ExplainableRecommender {
     /// history item's term s_ij·c_j, largest first; the terms sum to the fold-in score.
     public func explain(history: [Int], item: Int) throws -> [Contribution] {
         guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
-        let f = configuration.factors
-        var counts: [Int: Float] = [:]
-        for i in history {
-            guard i >= 0 && i < itemCount else { throw ModelError.itemOutOfRange(i, count: itemCount) }
-            counts[i, default: 0] += 1
-        }
-        // A = YᵀY + Σ α r y yᵀ + λI; w = A⁻¹·y_item.
-        var a = factors.itemFactors.multiplied(by: factors.itemFactors, transposeSelf: true, threads: 1)
-        let alpha = Float(configuration.alpha)
+        let row = try historyRow(history)
+        let f = configuration.factors, alpha = Float(configuration.alpha)
+        // w = A⁻¹·y_item with A = YᵀY + Σ α r y yᵀ + λI: the same system as the fold-in, right-hand side y_item.
+        var scratch = ALSScratch(factors: f)
         let y = factors.itemFactors
-        for (j, r) in counts {
-            for p in 0..<f { for q in 0..<f { a.values[p * f + q] += alpha * r * y[j, p] * y[j, q] } }
+        var w = [Float](repeating: 0, count: f)
+        try y.values.withUnsafeBufferPointer { yb in
+            try w.withUnsafeMutableBufferPointer { wb in
+                try scratch.solveExact(row: 0, ratings: row, y: yb.baseAddress!, gram: itemGram,
+                                       lambda: ALS.lambda(configuration, count: row.nonZeroCount, otherCount: userCount),
+                                       alpha: alpha, rightHandSide: Array(y.row(item)), into: wb.baseAddress!)
+            }
         }
-        a.addToDiagonal(ALS.lambda(configuration, count: counts.count, otherCount: userCount))
-        var w = Array(y.row(item))
-        try a.values.withUnsafeMutableBufferPointer { ab in
-            try w.withUnsafeMutableBufferPointer { try Cholesky.solveInPlace(ab.baseAddress!, n: f, b: $0.baseAddress!) }
-        }
-        return counts.map { j, r in
-            let s = (0..<f).reduce(Float(0)) { $0 + w[$1] * y[j, $1] }
-            return Contribution(item: j, weight: s * (1 + alpha * r))
+        return zip(row.columns, row.values).map { j, r in
+            Contribution(item: Int(j), weight: Kernels.dot(w, Array(y.row(Int(j)))) * (1 + alpha * r))
         }.sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item }
     }
 
@@ -221,9 +220,10 @@ struct ALSScratch {
         ap = r
     }
 
-    /// x = (YᵀY + Σ α r y yᵀ + λI)⁻¹ Σ (1 + α r) y, for one row of `ratings`.
+    /// x = (YᵀY + Σ α r y yᵀ + λI)⁻¹ Σ (1 + α r) y, for one row of `ratings` (or the inverse applied to
+    /// `rightHandSide` when given: explanations solve the same system for another vector).
     mutating func solveExact(row: Int, ratings: SparseMatrix, y: UnsafePointer<Float>, gram: Matrix, lambda: Float, alpha: Float,
-                             into x: UnsafeMutablePointer<Float>) throws {
+                             rightHandSide: [Float]? = nil, into x: UnsafeMutablePointer<Float>) throws {
         let lo = ratings.rowPointers[row], hi = ratings.rowPointers[row + 1], n = hi - lo
         let f = self.f
         // Gather √(α r)·y_i rows and add their Gram in one small GEMM.
@@ -248,6 +248,7 @@ struct ALSScratch {
             }
         }
         for k in 0..<f { a[k * f + k] += lambda }
+        if let rightHandSide { for k in 0..<f { b[k] = rightHandSide[k] } }
         try a.withUnsafeMutableBufferPointer { ab in
             try b.withUnsafeMutableBufferPointer { bb in try Cholesky.solveInPlace(ab.baseAddress!, n: f, b: bb.baseAddress!) }
         }
@@ -294,18 +295,4 @@ struct ALSScratch {
             rr = rrNew
         }
     }
-}
-
-/// The first error raised inside a parallel region.
-final class FailureBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var error: Error?
-    func set(_ e: Error) {
-        lock.locked { if error == nil { error = e } }
-    }
-}
-
-struct UncheckedConstPointer: @unchecked Sendable {
-    let base: UnsafePointer<Float>
-    init(_ base: UnsafePointer<Float>) { self.base = base }
 }

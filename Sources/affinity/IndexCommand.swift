@@ -1,4 +1,5 @@
 import AffinityANN
+import AffinityData
 import AffinityLinalg
 import ArgumentParser
 import Foundation
@@ -116,7 +117,7 @@ struct IndexCommand: ParsableCommand {
                              Double(q.rows) / seconds, sorted[sorted.count / 2] * 1000, sorted[sorted.count * 99 / 100] * 1000))
                 points.append((r, Double(q.rows) / seconds, "\(name)=\(value)"))
             }
-            if let svg { try AtomicWriteText.write(recallQPSPlot(points, title: "\(spec), \(x.rows) vectors, 1 thread"), to: svg) }
+            if let svg { try AtomicWrite.file(Data(recallQPSPlot(points, title: "\(spec), \(x.rows) vectors, 1 thread").utf8), to: svg) }
         }
     }
 }
@@ -178,13 +179,4 @@ func recallQPSPlot(_ points: [(recall: Double, qps: Double, label: String)], tit
                     x(p.recall), y(p.qps), x(p.recall) + 5, y(p.qps) - 5, p.label)
     }
     return s + "</svg>\n"
-}
-
-enum AtomicWriteText {
-    static func write(_ text: String, to path: String) throws {
-        let tmp = path + ".tmp"
-        try Data(text.utf8).write(to: URL(fileURLWithPath: tmp))
-        if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.moveItem(atPath: tmp, toPath: path)
-    }
 }

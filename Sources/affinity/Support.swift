@@ -1,5 +1,6 @@
 import AffinityData
 import AffinityEval
+import AffinityLinalg
 import AffinityModels
 import ArgumentParser
 import Foundation
@@ -63,9 +64,9 @@ func parseCutoffs(_ raw: String) throws -> [Int] {
 
 /// Seconds elapsed while running `body`.
 func timed<T>(_ body: () throws -> T) rethrows -> (T, Double) {
-    let start = DispatchTime.now().uptimeNanoseconds
+    let clock = Stopwatch()
     let value = try body()
-    return (value, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    return (value, clock.seconds)
 }
 
 extension InteractionFormat: ExpressibleByArgument {}
