@@ -12,10 +12,18 @@ let package = Package(
         .library(name: "AffinityEval", targets: ["AffinityEval"]),
         .library(name: "AffinityModels", targets: ["AffinityModels"]),
         .library(name: "AffinityANN", targets: ["AffinityANN"]),
+        .library(name: "AffinityPipeline", targets: ["AffinityPipeline"]),
+        .library(name: "AffinityServer", targets: ["AffinityServer"]),
         .executable(name: "affinity", targets: ["affinity"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // Server only (AffinityServer): HTTP, logging, and SQLite (sqlite-nio vendors the SQLite
+        // amalgamation, so nothing needs installing; we use its C module directly).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // Implementation detail: runtime-dispatched AVX-512 / AVX2 / portable C kernels.
@@ -25,12 +33,25 @@ let package = Package(
         .target(name: "AffinityEval", dependencies: ["AffinityData", "AffinityLinalg"]),
         .target(name: "AffinityModels", dependencies: ["AffinityData", "AffinityLinalg"]),
         .target(name: "AffinityANN", dependencies: ["AffinityLinalg"]),
+        .target(name: "AffinityPipeline", dependencies: ["AffinityModels", "AffinityANN", "AffinityData", "AffinityLinalg"]),
+        .target(
+            name: "AffinityServer",
+            dependencies: [
+                "AffinityPipeline", "AffinityModels", "AffinityANN", "AffinityData", "AffinityLinalg",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            resources: [.copy("openapi.yaml")]
+        ),
         // Shared test helpers: the recommender conformance suite every model runs.
         .target(name: "AffinityTestSupport", dependencies: ["AffinityModels", "AffinityData", "AffinityLinalg"]),
         .executableTarget(
             name: "affinity",
             dependencies: [
                 "AffinityLinalg", "AffinityData", "AffinityEval", "AffinityModels", "AffinityANN",
+                "AffinityPipeline", "AffinityServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -39,6 +60,9 @@ let package = Package(
         .testTarget(name: "AffinityEvalTests", dependencies: ["AffinityEval", "AffinityModels"]),
         .testTarget(name: "AffinityModelsTests", dependencies: ["AffinityModels", "AffinityTestSupport", "AffinityEval"]),
         .testTarget(name: "AffinityANNTests", dependencies: ["AffinityANN", "AffinityLinalg"]),
+        .testTarget(name: "AffinityPipelineTests", dependencies: ["AffinityPipeline", "AffinityModels", "AffinityData"]),
+        .testTarget(name: "AffinityServerTests", dependencies: ["AffinityServer", "AffinityPipeline", "AffinityModels", "AffinityData",
+                                                               .product(name: "Hummingbird", package: "hummingbird")]),
         .testTarget(name: "AffinityCLITests", dependencies: ["affinity"]),
     ],
     swiftLanguageModes: [.v6]

@@ -166,6 +166,12 @@ public struct ALS: FactorizationRecommender, ExplainableRecommender {
         return factors.scores(userVector: vector)
     }
 
+    /// Fold-in for serving: `recalculateUser`, with items outside the model ignored.
+    public func userFactors(history: [Int]) -> [Float] {
+        (try? recalculateUser(history: history.filter { $0 >= 0 && $0 < itemCount }))
+            ?? [Float](repeating: 0, count: configuration.factors)
+    }
+
 
     /// Why `item` is recommended to a history (Hu et al. 2008, §5): with W = (YᵀC·Y + λI)⁻¹, the
     /// fold-in score is Σ_j s_ij·c_j over history items j with s_ij = y_iᵀ·W·y_j. Returns each

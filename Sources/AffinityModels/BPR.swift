@@ -140,9 +140,14 @@ public struct BPR: FactorizationRecommender {
     }
 
 
-    /// Fold-in: a user vector fitted to the history by the same BPR updates with the item
-    /// parameters fixed (200 passes, seeded by the history), then scored.
+    /// Fold-in: scores of the vector `userFactors(history:)` fits.
     public func scores(forHistory history: [Int]) -> [Float] {
+        factors.scores(userVector: userFactors(history: history))
+    }
+
+    /// Fold-in: a user vector fitted to the history by the same BPR updates with the item
+    /// parameters fixed (200 passes, seeded by the history). Items outside the model are ignored.
+    public func userFactors(history: [Int]) -> [Float] {
         let f = configuration.factors
         let positives = Array(Set(history.filter { $0 >= 0 && $0 < itemCount })).sorted()
         var w = [Float](repeating: 0, count: f)
@@ -162,7 +167,7 @@ public struct BPR: FactorizationRecommender {
                 }
             }
         }
-        return factors.scores(userVector: w)
+        return w
     }
 
 

@@ -5,6 +5,8 @@ import Foundation
 public protocol ExplainableRecommender: Recommender {
     /// Each history item's share of `item`'s score for a known user, largest first.
     func explain(user: Int, item: Int) throws -> [Contribution]
+    /// Each history item's share of `item`'s fold-in score for a history the model never saw.
+    func explain(history: [Int], item: Int) throws -> [Contribution]
 }
 
 /// A model with anti-affinity signal: items that one item makes less likely.

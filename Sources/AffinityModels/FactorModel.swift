@@ -79,11 +79,50 @@ public struct FactorModel: Sendable {
     }
 }
 
+/// A recommender whose score is the dot product of a user vector and an item vector, so that the
+/// item vectors can be put in a nearest-neighbour index and searched with the user vector (the
+/// serving path of two-tower and matrix-factorisation models).
+public protocol EmbeddingRecommender: Recommender {
+    /// items x d: score(user, item) = userEmbedding · itemEmbeddings[item], exactly the model's score.
+    /// May be computed on each call; read it once.
+    var itemEmbeddings: Matrix { get }
+    /// The vector of a known user (length d).
+    func userEmbedding(user: Int) -> [Float]
+    /// The fold-in vector of a history the model never saw (length d); items outside the model are ignored.
+    func userEmbedding(history: [Int]) -> [Float]
+}
+
 /// A recommender whose scores are the dot products of a `FactorModel` (iALS, BPR): scoring,
-/// similar items and persistence come from here; a model adds its training and fold-in.
-public protocol FactorizationRecommender: PersistableRecommender {
+/// similar items, embeddings and persistence come from here; a model adds its training and fold-in.
+public protocol FactorizationRecommender: PersistableRecommender, EmbeddingRecommender {
     var factors: FactorModel { get }
     init(configuration: Configuration, interactions: SparseMatrix, factors: FactorModel)
+    /// Fold-in: the user factors fitted to a history with the item factors fixed.
+    func userFactors(history: [Int]) -> [Float]
+}
+
+extension FactorizationRecommender {
+    /// The item factors, with the item bias as one more column when the model has one (the user
+    /// side then carries a constant 1 there), so that the dot product is the full score.
+    public var itemEmbeddings: Matrix {
+        let y = factors.itemFactors, b = factors.itemBias
+        guard !b.isEmpty else { return y }
+        var out = Matrix(rows: y.rows, columns: y.columns + 1)
+        for i in 0..<y.rows {
+            for k in 0..<y.columns { out[i, k] = y[i, k] }
+            out[i, y.columns] = b[i]
+        }
+        return out
+    }
+
+    public func userEmbedding(user: Int) -> [Float] {
+        let f = factors.factors
+        return withBiasSlot(Array(factors.userFactors.values[(user * f)..<((user + 1) * f)]))
+    }
+
+    public func userEmbedding(history: [Int]) -> [Float] { withBiasSlot(userFactors(history: history)) }
+
+    private func withBiasSlot(_ v: [Float]) -> [Float] { factors.itemBias.isEmpty ? v : v + [1] }
 }
 
 extension FactorizationRecommender {

@@ -115,15 +115,21 @@ public struct ItemKNN: PersistableRecommender, ExplainableRecommender {
     }
 
     /// Each history item's similarity to `item` (zero when `item` is not among its neighbours);
-    /// the weights sum to the item's score.
+    /// the weights sum to the item's fold-in score.
+    public func explain(history: [Int], item: Int) throws -> [Contribution] {
+        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
+        for j in history where j < 0 || j >= itemCount { throw ModelError.itemOutOfRange(j, count: itemCount) }
+        return Set(history).map { j in
+            let row = neighbors.row(j)
+            let position = row.firstIndex(of: Int32(item))
+            return Contribution(item: j, weight: position.map { neighbors.values[$0] } ?? 0)
+        }.sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item }
+    }
+
+    /// The explanation for a known user (their training history).
     public func explain(user: Int, item: Int) throws -> [Contribution] {
         guard user >= 0 && user < userCount else { throw ModelError.userOutOfRange(user, count: userCount) }
-        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
-        return interactions.row(user).map { j in
-            let row = neighbors.row(Int(j))
-            let position = row.firstIndex(of: Int32(item))
-            return Contribution(item: Int(j), weight: position.map { neighbors.values[$0] } ?? 0)
-        }.sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item }
+        return try explain(history: seenItems(ofUser: user), item: item)
     }
 
     public func tensors() -> [String: Tensor] {

@@ -3,7 +3,7 @@ import ArgumentParser
 /// The `affinity` command-line tool: from a raw interaction log to an evaluated, saved,
 /// queryable model.
 @main
-struct Affinity: ParsableCommand {
+struct Affinity: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "affinity",
         abstract: "Embedding-based recommender: data, splits, training, full-ranking evaluation, recommendations.",
@@ -12,6 +12,7 @@ struct Affinity: ParsableCommand {
         File formats and the evaluation protocol: README.md.
         """,
         subcommands: [DataCommand.self, SplitCommand.self, TrainCommand.self, EvaluateCommand.self,
-                      RecommendCommand.self, SimilarCommand.self, DemoCommand.self, ExplainCommand.self, TuneCommand.self, IndexCommand.self, BenchCommand.self]
+                      RecommendCommand.self, SimilarCommand.self, DemoCommand.self, ExplainCommand.self, TuneCommand.self, IndexCommand.self, BenchCommand.self,
+                      ServeCommand.self]
     )
 }

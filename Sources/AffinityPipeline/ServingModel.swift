@@ -1,0 +1,178 @@
+import AffinityANN
+import AffinityData
+import AffinityLinalg
+import AffinityModels
+import Foundation
+
+/// Who recommendations are for.
+public enum RecommendationSubject: Sendable, Equatable {
+    /// A user of the model's training data, as trained.
+    case user(Int)
+    /// A history in item indexes (fold-in): a new or anonymous user, or a known user whose training
+    /// history has grown since the model was trained.
+    case history([Int])
+}
+
+/// How a recommendation list was produced.
+public enum RetrievalPath: String, Sendable, Codable {
+    /// Nearest-neighbour search of the item embeddings with the user's vector.
+    case ann
+    /// Every item scored by the model.
+    case exact
+    /// Most popular items in the training data (a user the model cannot place).
+    case popular
+}
+
+/// One recommended item with its score and, when asked for, why.
+public struct Recommendation: Sendable, Equatable {
+    public var item: Int
+    public var score: Float
+    /// The history items that contribute most to the score, largest first (only for models that
+    /// explain themselves, and only when asked).
+    public var because: [Contribution]?
+
+    public init(item: Int, score: Float, because: [Contribution]? = nil) {
+        self.item = item
+        self.score = score
+        self.because = because
+    }
+}
+
+/// Errors of assembling a serving model; each names the file and what is wrong.
+public enum ServingError: Error, CustomStringConvertible, Equatable {
+    case indexMismatch(path: String, reason: String)
+    case notEmbeddingModel(modelType: String)
+
+    public var description: String {
+        switch self {
+        case .indexMismatch(let path, let reason): return "\(path): index does not belong to the model: \(reason)"
+        case .notEmbeddingModel(let t): return "model type '\(t)' has no item embeddings to index (it is served by exact scoring)"
+        }
+    }
+}
+
+/// A trained model ready to answer queries: the model, its vocabularies, and (for embedding models)
+/// the nearest-neighbour index over its item embeddings. The serving path is
+/// retrieve (ANN over item embeddings, or exact scoring) -> exclude (seen, requested, business
+/// filters) -> top-k -> explain.
+///
+/// Immutable once built, so any number of requests may use it at once, and a server swaps models
+/// by swapping the reference: requests that hold the old one finish on it.
+public final class ServingModel: Sendable {
+    public let trained: TrainedModel
+    /// The index over `itemEmbeddings` (ids = item indexes), when the model has embeddings.
+    public let index: (any VectorIndex)?
+    /// Search settings for `index` (HNSW's `ef`, IVF's `nprobe`, ...).
+    public let searchParameters: SearchParameters
+    /// Items by training popularity, most popular first (the fallback list).
+    public let popularItems: [Int]
+    private let itemCounts: [Int]
+    private let embeddings: (any EmbeddingRecommender)?
+
+    public var itemCount: Int { trained.model.itemCount }
+    public var userCount: Int { trained.model.userCount }
+    public var modelType: String { trained.modelType }
+    public var retrievalPath: RetrievalPath { index != nil ? .ann : .exact }
+
+    /// Wraps `trained`. For embedding models (iALS, BPR, two-tower) `index` is used when given (it must
+    /// hold the model's item embeddings: same count and dimension), else an HNSW index is built
+    /// over them when `buildIndex` is set; other models are served by exact scoring.
+    public init(trained: TrainedModel, index: (any VectorIndex)? = nil, indexPath: String = "index",
+                buildIndex: Bool = true, hnsw: HNSWSettings = HNSWSettings(neighborsPerNode: 16, efConstruction: 200),
+                searchParameters: SearchParameters = SearchParameters(ef: 128)) throws {
+        self.trained = trained
+        self.searchParameters = searchParameters
+        let model = trained.model
+        let embeddingModel = model as? any EmbeddingRecommender
+        embeddings = embeddingModel
+        if let index {
+            guard let embeddingModel else { throw ServingError.notEmbeddingModel(modelType: trained.modelType) }
+            let d = embeddingModel.itemEmbeddings.columns
+            guard index.count == model.itemCount else {
+                throw ServingError.indexMismatch(path: indexPath, reason: "it holds \(index.count) vectors, the model has \(model.itemCount) items")
+            }
+            guard index.dimension == d else {
+                throw ServingError.indexMismatch(path: indexPath, reason: "dimension \(index.dimension), the model's embeddings have \(d)")
+            }
+            guard index.metric == .innerProduct else {
+                throw ServingError.indexMismatch(path: indexPath, reason: "metric \(index.metric); the model scores by inner product")
+            }
+            self.index = index
+        } else if let embeddingModel, buildIndex {
+            let built = try HNSWIndex(dimension: embeddingModel.itemEmbeddings.columns, metric: .innerProduct, settings: hnsw)
+            _ = try built.add(embeddingModel.itemEmbeddings)
+            self.index = built
+        } else {
+            self.index = nil
+        }
+        let counts = model.interactions.columnCounts()
+        itemCounts = counts
+        popularItems = counts.indices.sorted { counts[$0] != counts[$1] ? counts[$0] > counts[$1] : $0 < $1 }
+    }
+
+    /// The item indexes of a known user's training history.
+    public func trainingHistory(ofUser user: Int) -> [Int] { trained.model.seenItems(ofUser: user) }
+
+    /// The top `k` items for `subject`, none of them in `excluded` (item indexes; out-of-range
+    /// entries are ignored), best first. The caller puts the seen items in `excluded` when they
+    /// must not come back. With `explain`, explainable models (EASE, item-kNN, iALS) say which
+    /// history items weigh most (`explanationSize` of them).
+    public func recommend(_ subject: RecommendationSubject, k: Int, excluded: [Int], explain: Bool = false,
+                          explanationSize: Int = 3) throws -> (items: [Recommendation], path: RetrievalPath) {
+        guard k > 0 else { throw ModelError.invalidK(k) }
+        let model = trained.model
+        if case .user(let u) = subject, u < 0 || u >= model.userCount { throw ModelError.userOutOfRange(u, count: model.userCount) }
+        var mask = [Bool](repeating: false, count: model.itemCount)
+        for i in excluded where i >= 0 && i < mask.count { mask[i] = true }
+        let found: [ScoredItem]
+        if let index, let embeddings {
+            let query: [Float]
+            switch subject {
+            case .user(let u): query = embeddings.userEmbedding(user: u)
+            case .history(let h): query = embeddings.userEmbedding(history: h)
+            }
+            var parameters = searchParameters
+            parameters.ef = max(parameters.ef, k)
+            found = try mask.withUnsafeBufferPointer { m in
+                try index.search(query, k: k, parameters: parameters, filter: excluded.isEmpty ? nil : { !m[$0] })
+            }.map { ScoredItem(index: $0.id, score: $0.score) }
+        } else {
+            var scores: [Float]
+            switch subject {
+            case .user(let u): scores = model.scores(forUser: u)
+            case .history(let h): scores = model.scores(forHistory: h)
+            }
+            var selector = TopKSelector(k: k)
+            scores.withUnsafeMutableBufferPointer { s in
+                mask.withUnsafeBufferPointer { selector.push(scores: UnsafeBufferPointer(s), excluded: $0) }
+            }
+            found = selector.sortedResults()
+        }
+        var out = found.map { Recommendation(item: $0.index, score: $0.score, because: nil) }
+        if explain, let explainable = model as? any ExplainableRecommender {
+            for n in out.indices {
+                let contributions: [Contribution]
+                switch subject {
+                case .user(let u): contributions = try explainable.explain(user: u, item: out[n].item)
+                case .history(let h): contributions = try explainable.explain(history: h, item: out[n].item)
+                }
+                out[n].because = Array(contributions.filter { $0.weight > 0 }.prefix(explanationSize))
+            }
+        }
+        return (out, index != nil ? .ann : .exact)
+    }
+
+    /// The most popular items not in `excluded`, scored by their training count.
+    public func popular(k: Int, excluded: [Int]) throws -> [Recommendation] {
+        guard k > 0 else { throw ModelError.invalidK(k) }
+        let skip = Set(excluded)
+        return popularItems.lazy.filter { !skip.contains($0) }.prefix(k).map {
+            Recommendation(item: $0, score: Float(self.itemCounts[$0]), because: nil)
+        }
+    }
+
+    /// The items most similar to `item` by the model's own similarity.
+    public func similar(item: Int, k: Int) throws -> [ScoredItem] {
+        try trained.model.similarItems(to: item, k: k)
+    }
+}

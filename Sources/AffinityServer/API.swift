@@ -1,0 +1,195 @@
+import Foundation
+import Hummingbird
+import Logging
+
+/// The request context of every route: Hummingbird's core storage and nothing else.
+public struct AffinityRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = CoreRequestContextStorage(source: source)
+    }
+
+    /// A context with no channel behind it, for in-process router tests.
+    public init(logger: Logger) {
+        coreContext = CoreRequestContextStorage(source: LoggerOnlySource(logger: logger))
+    }
+
+    struct LoggerOnlySource: RequestContextSource { var logger: Logger }
+}
+
+/// An error answered as `{"error": {"status": N, "message": "..."}}` with that HTTP status.
+public struct APIError: Error, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var message: String
+    public init(_ status: HTTPResponse.Status, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+    public var description: String { "\(status.code) \(message)" }
+}
+
+// MARK: - Wire types (documented in openapi.yaml)
+
+struct ItemOut: Encodable {
+    var item: String
+    var score: Float
+    var title: String?
+    var because: [ContributionOut]?
+}
+
+struct ContributionOut: Encodable {
+    var item: String
+    var title: String?
+    var weight: Float
+}
+
+struct ModelRef: Encodable {
+    var id: Int
+    var type: String
+}
+
+struct RecommendationsOut: Encodable {
+    var user: String?
+    var model: ModelRef
+    /// "ann", "exact" or "popular".
+    var retrieval: String
+    var items: [ItemOut]
+}
+
+struct SimilarOut: Encodable {
+    var item: String
+    var model: ModelRef
+    var items: [ItemOut]
+}
+
+struct HistoryRequest: Decodable {
+    var history: [String]
+    var k: Int?
+    var exclude: [String]?
+    var explain: Bool?
+}
+
+struct EventIn: Decodable {
+    var user: String
+    var item: String
+    var type: String
+    var timestamp: Int64?
+}
+
+/// `POST /v1/events` takes `{"events": [...]}` or a bare array of events.
+struct EventBatchIn: Decodable {
+    var events: [EventIn]
+    enum CodingKeys: String, CodingKey { case events }
+    init(from decoder: any Decoder) throws {
+        if var list = try? decoder.unkeyedContainer() {
+            var out: [EventIn] = []
+            while !list.isAtEnd { out.append(try list.decode(EventIn.self)) }
+            events = out
+        } else {
+            events = try decoder.container(keyedBy: CodingKeys.self).decode([EventIn].self, forKey: .events)
+        }
+    }
+}
+
+struct EventsOut: Encodable {
+    var accepted: Int
+    /// Events whose item the active model does not know: stored, but not used until a model knows the item.
+    var unknownItems: Int
+    var storedTotal: Int
+    enum CodingKeys: String, CodingKey {
+        case accepted
+        case unknownItems = "unknown_items"
+        case storedTotal = "stored_total"
+    }
+}
+
+struct RegisterModelIn: Decodable {
+    var path: String
+    var index: String?
+    /// Activate right after registering.
+    var activate: Bool?
+}
+
+struct ModelsOut: Encodable {
+    var active: Int?
+    var models: [ModelRecord]
+}
+
+struct HealthOut: Encodable {
+    var status: String
+    var model: ModelRef?
+    var events: Int
+}
+
+struct ErrorOut: Encodable {
+    struct Body: Encodable {
+        var status: Int
+        var message: String
+    }
+    var error: Body
+}
+
+// MARK: - Encoding and decoding helpers
+
+enum JSON {
+    static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        return Response(status: status, headers: [.contentType: "application/json"],
+                        body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        response(ErrorOut(error: .init(status: status.code, message: message)), status: status)
+    }
+
+    /// Decodes a request body, turning Codable's errors into messages that name the field.
+    static func decode<T: Decodable>(_ type: T.Type, from buffer: ByteBuffer) throws -> T {
+        guard buffer.readableBytes > 0 else { throw APIError(.badRequest, "request body is empty; expected JSON") }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+        } catch let error as DecodingError {
+            throw APIError(.badRequest, describe(error))
+        }
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ codingPath: [any CodingKey]) -> String {
+            var out = ""
+            for key in codingPath {
+                if let n = key.intValue { out += "[\(n)]" } else { out += out.isEmpty ? key.stringValue : ".\(key.stringValue)" }
+            }
+            return out.isEmpty ? "body" : out
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            let parent = path(context.codingPath)
+            return "missing field '\(key.stringValue)'" + (parent == "body" ? "" : " in \(parent)")
+        case .typeMismatch(let type, let context):
+            return "\(path(context.codingPath)): expected \(typeName(type))"
+        case .valueNotFound(let type, let context):
+            return "\(path(context.codingPath)): expected \(typeName(type)), found null"
+        case .dataCorrupted(let context):
+            if context.codingPath.isEmpty { return "malformed JSON: \(context.debugDescription)" }
+            return "\(path(context.codingPath)): \(context.debugDescription)"
+        @unknown default:
+            return "malformed request body"
+        }
+    }
+
+    private static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: return "a string"
+        case is Int.Type, is Int64.Type: return "an integer"
+        case is Bool.Type: return "true or false"
+        case is Array<Any>.Type: return "an array"
+        default:
+            let name = "\(type)"
+            if name.hasPrefix("Array") { return "an array" }
+            if name.hasPrefix("Dictionary") || name.contains("KeyedDecodingContainer") { return "an object" }
+            return name
+        }
+    }
+}

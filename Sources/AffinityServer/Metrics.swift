@@ -1,0 +1,105 @@
+import AffinityLinalg
+import Foundation
+
+/// The service's counters, rendered in the Prometheus text exposition format (version 0.0.4) at
+/// `GET /metrics`. One lock guards everything: an update is a few dictionary operations.
+public final class ServiceMetrics: @unchecked Sendable {
+    /// Upper bounds (seconds) of the request-latency histogram buckets.
+    public static let latencyBuckets: [Double] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+
+    private struct RequestKey: Hashable { var route: String; var method: String; var status: Int }
+    private struct RouteKey: Hashable { var route: String; var method: String }
+    private struct Histogram {
+        var buckets = [UInt64](repeating: 0, count: ServiceMetrics.latencyBuckets.count)
+        var sum = 0.0
+        var count: UInt64 = 0
+    }
+
+    private let lock = NSLock()
+    private var requests: [RequestKey: UInt64] = [:]
+    private var latency: [RouteKey: Histogram] = [:]
+    private var events: [String: UInt64] = [:]
+    private var activations: UInt64 = 0
+    private var activeModel: (id: Int, type: String)?
+    private let started = Date()
+
+    public init() {}
+
+    /// Counts one answered request. `route` is the route pattern (`/v1/users/{id}/recommendations`),
+    /// never the raw path, so the number of series stays bounded.
+    public func recordRequest(route: String, method: String, status: Int, seconds: Double) {
+        lock.locked {
+            requests[RequestKey(route: route, method: method, status: status), default: 0] += 1
+            let key = RouteKey(route: route, method: method)
+            var h = latency[key] ?? Histogram()
+            if let b = Self.latencyBuckets.firstIndex(where: { seconds <= $0 }) { h.buckets[b] += 1 }
+            h.sum += seconds
+            h.count += 1
+            latency[key] = h
+        }
+    }
+
+    public func recordEvents(types: [String]) {
+        lock.locked { for t in types { events[t, default: 0] += 1 } }
+    }
+
+    public func recordActivation(id: Int, type: String) {
+        lock.locked {
+            activations += 1
+            activeModel = (id, type)
+        }
+    }
+
+    /// The exposition text. `storedEvents` and `users` are gauges read from the service's state.
+    public func render(storedEvents: Int, usersWithEvents: Int) -> String {
+        lock.locked {
+            var out = ""
+            out += "# HELP affinity_http_requests_total HTTP requests answered, by route pattern, method and status.\n"
+            out += "# TYPE affinity_http_requests_total counter\n"
+            for (k, v) in requests.sorted(by: { ($0.key.route, $0.key.method, $0.key.status) < ($1.key.route, $1.key.method, $1.key.status) }) {
+                out += "affinity_http_requests_total{route=\"\(escape(k.route))\",method=\"\(k.method)\",status=\"\(k.status)\"} \(v)\n"
+            }
+            out += "# HELP affinity_http_request_duration_seconds Time from receiving a request to its response, by route pattern and method.\n"
+            out += "# TYPE affinity_http_request_duration_seconds histogram\n"
+            for (k, h) in latency.sorted(by: { ($0.key.route, $0.key.method) < ($1.key.route, $1.key.method) }) {
+                let labels = "route=\"\(escape(k.route))\",method=\"\(k.method)\""
+                var cumulative: UInt64 = 0
+                for (n, bound) in Self.latencyBuckets.enumerated() {
+                    cumulative += h.buckets[n]
+                    out += "affinity_http_request_duration_seconds_bucket{\(labels),le=\"\(bound)\"} \(cumulative)\n"
+                }
+                out += "affinity_http_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} \(h.count)\n"
+                out += "affinity_http_request_duration_seconds_sum{\(labels)} \(h.sum)\n"
+                out += "affinity_http_request_duration_seconds_count{\(labels)} \(h.count)\n"
+            }
+            out += "# HELP affinity_events_received_total Events accepted (stored) since the process started, by type.\n"
+            out += "# TYPE affinity_events_received_total counter\n"
+            for (t, v) in events.sorted(by: { $0.key < $1.key }) {
+                out += "affinity_events_received_total{type=\"\(escape(t))\"} \(v)\n"
+            }
+            out += "# HELP affinity_events_stored Events in the store.\n"
+            out += "# TYPE affinity_events_stored gauge\n"
+            out += "affinity_events_stored \(storedEvents)\n"
+            out += "# HELP affinity_users_with_events Users with at least one stored event.\n"
+            out += "# TYPE affinity_users_with_events gauge\n"
+            out += "affinity_users_with_events \(usersWithEvents)\n"
+            out += "# HELP affinity_model_activations_total Model activations (hot swaps included) since the process started.\n"
+            out += "# TYPE affinity_model_activations_total counter\n"
+            out += "affinity_model_activations_total \(activations)\n"
+            out += "# HELP affinity_active_model The active model version (registry id) and type; the value is always 1.\n"
+            out += "# TYPE affinity_active_model gauge\n"
+            if let m = activeModel {
+                out += "affinity_active_model{id=\"\(m.id)\",type=\"\(escape(m.type))\"} 1\n"
+            }
+            out += "# HELP affinity_uptime_seconds Seconds since the process started.\n"
+            out += "# TYPE affinity_uptime_seconds gauge\n"
+            out += "affinity_uptime_seconds \(Date().timeIntervalSince(started))\n"
+            return out
+        }
+    }
+
+    private func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
+    }
+}

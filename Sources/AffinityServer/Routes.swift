@@ -1,0 +1,179 @@
+import AffinityModels
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+
+extension AffinityService {
+    /// The OpenAPI document of these routes (`Sources/AffinityServer/openapi.yaml`), served at `/openapi.yaml`.
+    public static let openAPIDocument: String = {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml"),
+              let text = try? String(contentsOf: url, encoding: .utf8) else {
+            return "openapi: 3.0.3\ninfo: {title: Affinity, version: unknown}\npaths: {}\n# the bundled openapi.yaml was not found\n"
+        }
+        return text
+    }()
+
+    /// Every route of the service, behind one middleware that times requests, counts them by route
+    /// pattern and status, and turns every error into a JSON error body.
+    public func router() -> Router<AffinityRequestContext> {
+        let router = Router(context: AffinityRequestContext.self)
+        router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics, logger: logger))
+
+        router.get("/health") { _, _ in
+            let (body, status) = self.health()
+            return JSON.response(body, status: status)
+        }
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: self.metricsText())))
+        }
+        router.get("/openapi.yaml") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/yaml"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: Self.openAPIDocument)))
+        }
+
+        router.get("/v1/users/:id/recommendations") { request, context in
+            let user = try Self.pathParameter(context, "id")
+            let k = try Self.intParameter(request, "k", default: 10, range: 1...self.limits.maxK)
+            let excludeSeen = try Self.boolParameter(request, "exclude_seen", default: true)
+            let explain = try Self.boolParameter(request, "explain", default: false)
+            let exclude = Self.listParameter(request, "exclude")
+            var fallbackPopular = false
+            if let fallback = request.uri.queryParameters["fallback"] {
+                guard fallback == "popular" else {
+                    throw APIError(.badRequest, "fallback: the only fallback is 'popular', got '\(fallback.prefix(64))'")
+                }
+                fallbackPopular = true
+            }
+            return JSON.response(try self.recommendForUser(user, k: k, excludeSeen: excludeSeen, exclude: exclude,
+                                                           explain: explain, fallbackPopular: fallbackPopular))
+        }
+
+        router.post("/v1/recommendations") { request, _ in
+            let body = try await request.body.collect(upTo: self.limits.maxBodyBytes)
+            return JSON.response(try self.recommendForHistory(try JSON.decode(HistoryRequest.self, from: body)))
+        }
+
+        router.get("/v1/items/:id/similar") { request, context in
+            let item = try Self.pathParameter(context, "id")
+            let k = try Self.intParameter(request, "k", default: 10, range: 1...self.limits.maxK)
+            return JSON.response(try self.similar(toItem: item, k: k))
+        }
+
+        router.post("/v1/events") { request, _ in
+            let body = try await request.body.collect(upTo: self.limits.maxBodyBytes)
+            let batch = try JSON.decode(EventBatchIn.self, from: body)
+            return JSON.response(try await self.ingest(batch.events))
+        }
+
+        router.get("/v1/models") { _, _ in
+            let models = try self.store.models()
+            return JSON.response(ModelsOut(active: models.first(where: \.active)?.id, models: models))
+        }
+
+        router.post("/v1/models") { request, _ in
+            let body = try await request.body.collect(upTo: self.limits.maxBodyBytes)
+            let input = try JSON.decode(RegisterModelIn.self, from: body)
+            var record = try await self.register(path: input.path, index: input.index)
+            if input.activate == true { record = try await self.activate(id: record.id) }
+            return JSON.response(record, status: .created)
+        }
+
+        router.post("/v1/models/:id/activate") { _, context in
+            let raw = try Self.pathParameter(context, "id")
+            guard let id = Int(raw) else { throw APIError(.badRequest, "id: model ids are integers, got '\(raw.prefix(64))'") }
+            return JSON.response(try await self.activate(id: id))
+        }
+        return router
+    }
+
+    // MARK: - Parameters
+
+    static func pathParameter(_ context: AffinityRequestContext, _ name: String) throws -> String {
+        guard let raw = context.parameters.get(name) else { throw APIError(.badRequest, "\(name): missing") }
+        return raw.removingPercentEncoding ?? raw
+    }
+
+    static func intParameter(_ request: Request, _ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let raw = request.uri.queryParameters[Substring(name)] else { return value }
+        guard let n = Int(raw), range.contains(n) else {
+            throw APIError(.badRequest, "\(name): must be an integer from \(range.lowerBound) to \(range.upperBound), got '\(raw.prefix(64))'")
+        }
+        return n
+    }
+
+    static func boolParameter(_ request: Request, _ name: String, default value: Bool) throws -> Bool {
+        guard let raw = request.uri.queryParameters[Substring(name)] else { return value }
+        switch raw.lowercased() {
+        case "true", "1", "yes": return true
+        case "false", "0", "no": return false
+        default: throw APIError(.badRequest, "\(name): must be true or false, got '\(raw.prefix(64))'")
+        }
+    }
+
+    /// Comma-separated IDs (`exclude=1,2,3`), also accepted as repeated parameters.
+    static func listParameter(_ request: Request, _ name: String) -> [String] {
+        request.uri.queryParameters[values: Substring(name)].flatMap { $0.split(separator: ",").map(String.init) }
+    }
+}
+
+/// Times each request, records it in the metrics by route pattern (`/v1/users/{id}/recommendations`)
+/// and status, and answers every error as `{"error": {"status", "message"}}`: the service's own
+/// `APIError`s, Hummingbird's (404 for unknown paths, 413 for oversized bodies), model errors
+/// (400), and anything else (500, logged).
+struct ErrorAndMetricsMiddleware: RouterMiddleware {
+    typealias Context = AffinityRequestContext
+    let metrics: ServiceMetrics
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as APIError {
+            response = JSON.error(error.status, error.message)
+        } catch let error as HTTPError {
+            let message: String
+            switch error.status {
+            case .notFound: message = "no route for \(request.method) \(request.uri.path)"
+            case .contentTooLarge: message = "request body is larger than the limit"
+            default: message = error.body ?? error.status.reasonPhrase
+            }
+            response = JSON.error(error.status, message)
+        } catch is NIOTooManyBytesError {
+            response = JSON.error(.contentTooLarge, "request body is larger than the limit")
+        } catch let error as ModelError {
+            response = JSON.error(.badRequest, error.description)
+        } catch {
+            logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            response = JSON.error(.internalServerError, "internal error: \(error)")
+        }
+        let route = context.endpointPath.map { $0 == "NotFound" ? "unmatched" : $0 } ?? "unmatched"
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        metrics.recordRequest(route: route, method: request.method.rawValue, status: response.status.code, seconds: seconds)
+        return response
+    }
+}
+
+/// Starts the HTTP server for a service and runs it until SIGTERM or SIGINT, then closes the store.
+public enum AffinityServer {
+    public static func run(service: AffinityService, host: String, port: Int, logger: Logger,
+                           onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        let app = Application(
+            router: service.router(),
+            configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "affinity"),
+            onServerRunning: { channel in onListening(channel.localAddress?.port ?? port) },
+            logger: logger
+        )
+        do {
+            try await app.runService()
+        } catch {
+            service.close()
+            throw error
+        }
+        logger.info("shutting down: store closed")
+        service.close()
+    }
+}

@@ -1,0 +1,295 @@
+import AffinityANN
+import AffinityLinalg
+import AffinityModels
+import AffinityPipeline
+import Foundation
+import Hummingbird
+import Logging
+
+/// Limits that turn oversized or out-of-range requests into 4xx answers instead of work.
+public struct ServiceLimits: Sendable {
+    /// Largest request body accepted (413 above it).
+    public var maxBodyBytes = 1 << 20
+    /// Most events in one `POST /v1/events` (413 above it).
+    public var maxEventsPerBatch = 1_000
+    /// Largest `k` (400 above it).
+    public var maxK = 1_000
+    /// Longest history in `POST /v1/recommendations` (413 above it).
+    public var maxHistory = 10_000
+    /// Longest user or item ID and event type (400 above it).
+    public var maxIDLength = 256
+    public init() {}
+}
+
+/// The model the service answers with, and its registry record.
+struct ActiveModel: Sendable {
+    var record: ModelRecord
+    var model: ServingModel
+}
+
+/// The recommendation service: the state behind every route (the store, the active model, each
+/// user's event history, metrics) and the router that exposes it. Routes are listed in
+/// `openapi.yaml`; `router()` builds them.
+///
+/// Consistency: an event batch is committed to the store before it enters the in-memory
+/// histories and before it is acknowledged, so a request that starts after the acknowledgement
+/// sees it (seen-item exclusion and fold-in). A model swap replaces one reference under a lock:
+/// requests that already took the old model finish on it.
+public final class AffinityService: @unchecked Sendable {
+    /// Event types accepted by `POST /v1/events`; every type counts as a positive interaction.
+    public static let eventTypes = ["view", "click", "add_to_cart", "purchase", "like", "rating", "play"]
+
+    public let store: any AffinityStore
+    public let metrics = ServiceMetrics()
+    public let limits: ServiceLimits
+    let logger: Logger
+    /// Builds a serving model for a registry record; the default loads the model folder and its
+    /// index file (or builds an HNSW index over the item embeddings).
+    let loader: @Sendable (ModelRecord) throws -> ServingModel
+
+    private let lock = NSLock()
+    private let activationLock = NSLock()
+    private var active: ActiveModel?
+    /// Registered and loaded models awaiting activation (registration validates by loading).
+    private var prepared: [Int: ServingModel] = [:]
+    /// Each user's event items in arrival order (from the store at start, then from `POST /v1/events`).
+    private var histories: [String: [String]] = [:]
+    private var storedEvents = 0
+
+    /// Opens the service on `store`: reads every stored event into the user histories and, when the
+    /// registry has an active model, loads it.
+    public init(store: any AffinityStore, limits: ServiceLimits = ServiceLimits(), logger: Logger = Logger(label: "affinity"),
+                loader: (@Sendable (ModelRecord) throws -> ServingModel)? = nil) throws {
+        self.store = store
+        self.limits = limits
+        self.logger = logger
+        self.loader = loader ?? { try AffinityService.loadServingModel($0) }
+        let events = try store.allEvents()
+        for e in events { histories[e.user, default: []].append(e.item) }
+        storedEvents = events.count
+        if let record = try store.activeModel() {
+            let model = try self.loader(record)
+            active = ActiveModel(record: record, model: model)
+            metrics.recordActivation(id: record.id, type: record.modelType)
+        }
+        logger.info("store opened", metadata: ["events": "\(events.count)", "users": "\(histories.count)",
+                                                "active_model": "\(active.map { "\($0.record.id)" } ?? "none")"])
+    }
+
+    /// Loads a model folder and its index (or builds HNSW over the item embeddings).
+    public static func loadServingModel(_ record: ModelRecord) throws -> ServingModel {
+        let trained = try TrainedModel.load(from: record.path)
+        let index = try record.index.map { try IndexFile.load($0) }
+        return try ServingModel(trained: trained, index: index, indexPath: record.index ?? "index")
+    }
+
+    public func close() { store.close() }
+
+    var activeModel: ActiveModel? { lock.locked { active } }
+
+    // MARK: - Registry
+
+    /// Registers a model file (validated by loading it, index included) and returns its record.
+    public func register(path: String, index: String?) async throws -> ModelRecord {
+        guard !path.isEmpty else { throw APIError(.badRequest, "path: must name a model folder") }
+        let probe = ModelRecord(id: 0, path: path, index: index, modelType: "", registeredAt: 0, active: false)
+        let model: ServingModel
+        do {
+            model = try await offload { try self.loader(probe) }
+        } catch {
+            throw APIError(.unprocessableContent, "cannot load model: \(error)")
+        }
+        let record = try store.registerModel(path: path, index: index, modelType: model.modelType)
+        lock.locked { prepared[record.id] = model }
+        logger.info("model registered", metadata: ["id": "\(record.id)", "path": "\(path)", "type": "\(model.modelType)"])
+        return record
+    }
+
+    /// Makes model `id` the one that answers: loads it unless registration already did, records
+    /// it in the store, then swaps the reference (requests in flight keep the old model).
+    @discardableResult
+    public func activate(id: Int) async throws -> ModelRecord {
+        guard var record = try store.models().first(where: { $0.id == id }) else {
+            throw APIError(.notFound, "no model with id \(id); GET /v1/models lists them")
+        }
+        let model: ServingModel
+        if let ready = lock.locked({ prepared[id] }) {
+            model = ready
+        } else if let current = activeModel, current.record.id == id {
+            model = current.model
+        } else {
+            let toLoad = record
+            do {
+                model = try await offload { try self.loader(toLoad) }
+            } catch {
+                throw APIError(.unprocessableContent, "cannot load model \(id): \(error)")
+            }
+        }
+        record.active = true
+        try activationLock.locked {
+            try store.setActiveModel(id: id)
+            lock.locked {
+                active = ActiveModel(record: record, model: model)
+                prepared[id] = nil
+            }
+        }
+        metrics.recordActivation(id: id, type: record.modelType)
+        logger.info("model activated", metadata: ["id": "\(id)", "type": "\(record.modelType)", "retrieval": "\(model.retrievalPath.rawValue)"])
+        return record
+    }
+
+    /// Runs blocking work (model loading, index building) off Swift's cooperative thread pool.
+    private func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
+        }
+    }
+
+    // MARK: - Events
+
+    /// Validates a batch (all or nothing), stores it durably, then makes it visible.
+    func ingest(_ batch: [EventIn]) async throws -> EventsOut {
+        guard !batch.isEmpty else { throw APIError(.badRequest, "events: the batch is empty") }
+        guard batch.count <= limits.maxEventsPerBatch else {
+            throw APIError(.contentTooLarge, "events: \(batch.count) events in one batch; at most \(limits.maxEventsPerBatch)")
+        }
+        let now = Int64(Date().timeIntervalSince1970)
+        var events: [Event] = []
+        events.reserveCapacity(batch.count)
+        for (n, e) in batch.enumerated() {
+            try checkID(e.user, field: "events[\(n)].user")
+            try checkID(e.item, field: "events[\(n)].item")
+            guard Self.eventTypes.contains(e.type) else {
+                throw APIError(.badRequest, "events[\(n)].type: '\(e.type.prefix(64))' is not one of \(Self.eventTypes.joined(separator: ", "))")
+            }
+            if let t = e.timestamp, t < 0 { throw APIError(.badRequest, "events[\(n)].timestamp: must be Unix seconds >= 0, got \(t)") }
+            events.append(Event(user: e.user, item: e.item, type: e.type, timestamp: e.timestamp ?? now))
+        }
+        do {
+            try await store.append(events)
+        } catch {
+            logger.error("event store append failed", metadata: ["error": "\(error)"])
+            throw APIError(.serviceUnavailable, "events were not stored: \(error)")
+        }
+        let (total, model) = lock.locked { () -> (Int, ServingModel?) in
+            for e in events { histories[e.user, default: []].append(e.item) }
+            storedEvents += events.count
+            return (storedEvents, active?.model)
+        }
+        metrics.recordEvents(types: events.map(\.type))
+        let unknown = model.map { m in events.filter { m.trained.items.index(of: $0.item) == nil }.count } ?? events.count
+        return EventsOut(accepted: events.count, unknownItems: unknown, storedTotal: total)
+    }
+
+    private func checkID(_ id: String, field: String) throws {
+        guard !id.isEmpty else { throw APIError(.badRequest, "\(field): must not be empty") }
+        guard id.utf8.count <= limits.maxIDLength else {
+            throw APIError(.badRequest, "\(field): longer than \(limits.maxIDLength) bytes")
+        }
+    }
+
+    /// The event items of a user, in arrival order (empty when none).
+    public func eventHistory(ofUser user: String) -> [String] { lock.locked { histories[user] ?? [] } }
+
+    public var storedEventCount: Int { lock.locked { storedEvents } }
+
+    // MARK: - Recommendations
+
+    /// Who `user` is for `model`: the trained user as is, or (with events the model can use) a
+    /// fold-in history of training items and event items; and the items the user has seen.
+    func subject(forUser user: String, model: ServingModel) -> (subject: RecommendationSubject?, seen: [Int]) {
+        let events = eventHistory(ofUser: user)
+        let eventItems = events.compactMap { model.trained.items.index(of: $0) }
+        let known = model.trained.users.index(of: user)
+        var seen = known.map { model.trainingHistory(ofUser: $0) } ?? []
+        let before = Set(seen)
+        var added = Set<Int>()
+        for i in eventItems where !before.contains(i) && added.insert(i).inserted { seen.append(i) }
+        if let u = known, added.isEmpty { return (.user(u), seen) }
+        return (seen.isEmpty ? nil : .history(seen), seen)
+    }
+
+    func itemsOut(_ list: [Recommendation], model: ServingModel) -> [ItemOut] {
+        let vocabulary = model.trained.items, titles = model.trained.catalog?.titles
+        return list.map { r in
+            let id = vocabulary[r.item]
+            return ItemOut(item: id, score: r.score, title: titles?[id],
+                           because: r.because.map { $0.map { c in
+                               let cid = vocabulary[c.item]
+                               return ContributionOut(item: cid, title: titles?[cid], weight: c.weight)
+                           } })
+        }
+    }
+
+    func requireModel() throws -> ActiveModel {
+        guard let current = activeModel else {
+            throw APIError(.serviceUnavailable, "no active model; POST /v1/models registers one and POST /v1/models/{id}/activate activates it")
+        }
+        return current
+    }
+
+    func recommendForUser(_ user: String, k: Int, excludeSeen: Bool, exclude: [String], explain: Bool,
+                          fallbackPopular: Bool) throws -> RecommendationsOut {
+        let current = try requireModel()
+        let model = current.model
+        let ref = ModelRef(id: current.record.id, type: current.record.modelType)
+        let requested = exclude.compactMap { model.trained.items.index(of: $0) }
+        let (subject, seen) = subject(forUser: user, model: model)
+        let excluded = excludeSeen ? seen + requested : requested
+        guard let subject else {
+            guard fallbackPopular else {
+                throw APIError(.notFound, "unknown user '\(user)': not in model \(current.record.id)'s training data and no events; add fallback=popular for popular items")
+            }
+            let items = try model.popular(k: k, excluded: excluded)
+            return RecommendationsOut(user: user, model: ref, retrieval: RetrievalPath.popular.rawValue, items: itemsOut(items, model: model))
+        }
+        let (items, path) = try model.recommend(subject, k: k, excluded: excluded, explain: explain)
+        return RecommendationsOut(user: user, model: ref, retrieval: path.rawValue, items: itemsOut(items, model: model))
+    }
+
+    func recommendForHistory(_ body: HistoryRequest) throws -> RecommendationsOut {
+        let current = try requireModel()
+        let model = current.model
+        let k = body.k ?? 10
+        guard k >= 1 && k <= limits.maxK else { throw APIError(.badRequest, "k: must be between 1 and \(limits.maxK), got \(k)") }
+        guard body.history.count <= limits.maxHistory else {
+            throw APIError(.contentTooLarge, "history: \(body.history.count) items; at most \(limits.maxHistory)")
+        }
+        var history: [Int] = []
+        for (n, id) in body.history.enumerated() {
+            guard let i = model.trained.items.index(of: id) else {
+                throw APIError(.badRequest, "history[\(n)]: unknown item '\(id.prefix(limits.maxIDLength))' (not in model \(current.record.id))")
+            }
+            history.append(i)
+        }
+        let requested = (body.exclude ?? []).compactMap { model.trained.items.index(of: $0) }
+        let ref = ModelRef(id: current.record.id, type: current.record.modelType)
+        if history.isEmpty {
+            let items = try model.popular(k: k, excluded: requested)
+            return RecommendationsOut(user: nil, model: ref, retrieval: RetrievalPath.popular.rawValue, items: itemsOut(items, model: model))
+        }
+        let (items, path) = try model.recommend(.history(history), k: k, excluded: history + requested, explain: body.explain ?? false)
+        return RecommendationsOut(user: nil, model: ref, retrieval: path.rawValue, items: itemsOut(items, model: model))
+    }
+
+    func similar(toItem item: String, k: Int) throws -> SimilarOut {
+        let current = try requireModel()
+        guard let i = current.model.trained.items.index(of: item) else {
+            throw APIError(.notFound, "unknown item '\(item.prefix(limits.maxIDLength))' (not in model \(current.record.id))")
+        }
+        let list = try current.model.similar(item: i, k: k).map { Recommendation(item: $0.index, score: $0.score, because: nil) }
+        return SimilarOut(item: item, model: ModelRef(id: current.record.id, type: current.record.modelType),
+                          items: itemsOut(list, model: current.model))
+    }
+
+    func health() -> (HealthOut, HTTPResponse.Status) {
+        let (current, events) = lock.locked { (active, storedEvents) }
+        guard let current else { return (HealthOut(status: "no active model", model: nil, events: events), .serviceUnavailable) }
+        return (HealthOut(status: "ok", model: ModelRef(id: current.record.id, type: current.record.modelType), events: events), .ok)
+    }
+
+    func metricsText() -> String {
+        let (events, users) = lock.locked { (storedEvents, histories.count) }
+        return metrics.render(storedEvents: events, usersWithEvents: users)
+    }
+}

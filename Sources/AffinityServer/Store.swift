@@ -1,0 +1,236 @@
+import Foundation
+
+/// One interaction reported to the service: `user` did `type` to `item` at `timestamp` (Unix seconds).
+public struct Event: Sendable, Codable, Equatable {
+    public var user: String
+    public var item: String
+    public var type: String
+    public var timestamp: Int64
+
+    public init(user: String, item: String, type: String, timestamp: Int64) {
+        self.user = user
+        self.item = item
+        self.type = type
+        self.timestamp = timestamp
+    }
+}
+
+/// A model file known to the service, and the index file that belongs to it (if any).
+public struct ModelRecord: Sendable, Codable, Equatable {
+    public var id: Int
+    public var path: String
+    public var index: String?
+    public var modelType: String
+    /// Unix seconds.
+    public var registeredAt: Int64
+    public var active: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case id, path, index, active
+        case modelType = "model_type"
+        case registeredAt = "registered_at"
+    }
+}
+
+/// Where the service keeps what must survive a restart: events (and so every user's history) and
+/// the model registry. SQLite (`SQLiteStore`) is the embedded default; a PostgreSQL store is meant to
+/// implement the same protocol.
+///
+/// Contract: `append` returns only once the events are durable (a crash of the process right after
+/// loses none of them); a failed `append` stores none of its events.
+public protocol AffinityStore: Sendable {
+    /// Stores a batch of events atomically and durably.
+    func append(_ events: [Event]) async throws
+    /// Every stored event in arrival order (read once at start to rebuild user histories).
+    func allEvents() throws -> [Event]
+    func eventCount() throws -> Int
+    /// Adds a model to the registry (inactive) and returns its record.
+    func registerModel(path: String, index: String?, modelType: String) throws -> ModelRecord
+    func models() throws -> [ModelRecord]
+    /// Marks one model active and every other inactive.
+    func setActiveModel(id: Int) throws
+    /// Flushes and closes; later calls fail.
+    func close()
+}
+
+extension AffinityStore {
+    public func activeModel() throws -> ModelRecord? { try models().first { $0.active } }
+}
+
+/// The SQLite store: one database file (WAL journal, `synchronous=FULL`), schema created and
+/// migrated at open (`PRAGMA user_version`). All access goes through one serial queue; concurrent
+/// `append` calls are committed together in one transaction (group commit), each caller resumed
+/// after that commit.
+public final class SQLiteStore: AffinityStore, @unchecked Sendable {
+    /// Schema migrations in order; `user_version` is the number applied. Never edit a released one:
+    /// append a new step.
+    static let migrations: [String] = [
+        """
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            user TEXT NOT NULL,
+            item TEXT NOT NULL,
+            type TEXT NOT NULL,
+            timestamp INTEGER NOT NULL,
+            received_at INTEGER NOT NULL
+        );
+        CREATE INDEX events_by_user ON events(user, seq);
+        CREATE TABLE models (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL,
+            index_path TEXT,
+            model_type TEXT NOT NULL,
+            registered_at INTEGER NOT NULL,
+            active INTEGER NOT NULL DEFAULT 0
+        );
+        """,
+    ]
+
+    public let path: String
+    private let connection: SQLiteConnection
+    private let queue = DispatchQueue(label: "affinity.sqlite-store")
+    private let lock = NSLock()
+    private var pending: [(events: [Event], done: CheckedContinuation<Void, any Error>)] = []
+    private var drainScheduled = false
+    private var closed = false
+
+    /// Opens (creating when absent) the store at `path` and brings its schema up to date.
+    public init(path: String) throws {
+        self.path = path
+        connection = try SQLiteConnection(path: path)
+        try connection.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+        var version: Int64 = 0
+        try connection.run("PRAGMA user_version") { version = $0.int(0) }
+        let known = Self.migrations.count
+        guard version <= known else {
+            throw SQLiteError(path: path, code: 0, message: "schema version \(version) is newer than this build knows (\(known)); use a newer affinity")
+        }
+        for step in Int(version)..<known {
+            try connection.transaction {
+                try connection.execute(Self.migrations[step])
+                try connection.execute("PRAGMA user_version = \(step + 1)")
+            }
+        }
+    }
+
+    deinit { close() }
+
+    public func close() {
+        queue.sync {
+            lock.locked { closed = true }
+            connection.close()
+        }
+    }
+
+    private func checkOpen() throws {
+        if lock.locked({ closed }) { throw SQLiteError(path: path, code: 0, message: "store is closed") }
+    }
+
+    public func append(_ events: [Event]) async throws {
+        guard !events.isEmpty else { return }
+        try checkOpen()
+        try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+            let schedule = lock.locked { () -> Bool in
+                pending.append((events, done))
+                if drainScheduled { return false }
+                drainScheduled = true
+                return true
+            }
+            if schedule { queue.async { self.drain() } }
+        }
+    }
+
+    /// Commits every waiting batch in one transaction. When that fails, retries each batch in its
+    /// own transaction so that one bad batch cannot fail the others.
+    private func drain() {
+        let batches = lock.locked { () -> [(events: [Event], done: CheckedContinuation<Void, any Error>)] in
+            let b = pending
+            pending = []
+            drainScheduled = false
+            return b
+        }
+        guard !batches.isEmpty else { return }
+        if lock.locked({ closed }) {
+            for b in batches { b.done.resume(throwing: SQLiteError(path: path, code: 0, message: "store is closed")) }
+            return
+        }
+        let now = Int64(Date().timeIntervalSince1970)
+        do {
+            try connection.transaction {
+                for b in batches { try insert(b.events, now: now) }
+            }
+            for b in batches { b.done.resume() }
+        } catch {
+            for b in batches {
+                do {
+                    try connection.transaction { try insert(b.events, now: now) }
+                    b.done.resume()
+                } catch {
+                    b.done.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    private func insert(_ events: [Event], now: Int64) throws {
+        for e in events {
+            try connection.run("INSERT INTO events(user, item, type, timestamp, received_at) VALUES (?, ?, ?, ?, ?)",
+                               [.text(e.user), .text(e.item), .text(e.type), .int(e.timestamp), .int(now)])
+        }
+    }
+
+    public func allEvents() throws -> [Event] {
+        try checkOpen()
+        return try queue.sync {
+            var out: [Event] = []
+            try connection.run("SELECT user, item, type, timestamp FROM events ORDER BY seq") { row in
+                out.append(Event(user: row.text(0) ?? "", item: row.text(1) ?? "", type: row.text(2) ?? "", timestamp: row.int(3)))
+            }
+            return out
+        }
+    }
+
+    public func eventCount() throws -> Int {
+        try checkOpen()
+        return try queue.sync {
+            var n: Int64 = 0
+            try connection.run("SELECT COUNT(*) FROM events") { n = $0.int(0) }
+            return Int(n)
+        }
+    }
+
+    public func registerModel(path modelPath: String, index: String?, modelType: String) throws -> ModelRecord {
+        try checkOpen()
+        return try queue.sync {
+            let now = Int64(Date().timeIntervalSince1970)
+            try connection.run("INSERT INTO models(path, index_path, model_type, registered_at, active) VALUES (?, ?, ?, ?, 0)",
+                               [.text(modelPath), index.map { .text($0) } ?? .null, .text(modelType), .int(now)])
+            return ModelRecord(id: Int(connection.lastInsertRowID), path: modelPath, index: index, modelType: modelType,
+                               registeredAt: now, active: false)
+        }
+    }
+
+    public func models() throws -> [ModelRecord] {
+        try checkOpen()
+        return try queue.sync {
+            var out: [ModelRecord] = []
+            try connection.run("SELECT id, path, index_path, model_type, registered_at, active FROM models ORDER BY id") { row in
+                out.append(ModelRecord(id: Int(row.int(0)), path: row.text(1) ?? "", index: row.text(2), modelType: row.text(3) ?? "",
+                                       registeredAt: row.int(4), active: row.int(5) != 0))
+            }
+            return out
+        }
+    }
+
+    public func setActiveModel(id: Int) throws {
+        try checkOpen()
+        try queue.sync {
+            try connection.transaction {
+                var exists = false
+                try connection.run("SELECT 1 FROM models WHERE id = ?", [.int(Int64(id))]) { _ in exists = true }
+                guard exists else { throw SQLiteError(path: path, code: 0, message: "no model with id \(id)") }
+                try connection.run("UPDATE models SET active = (id = ?)", [.int(Int64(id))])
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+import AffinityANN
+import AffinityData
+import AffinityLinalg
+import AffinityModels
+import AffinityPipeline
+import Testing
+
+/// A users x items matrix with three taste clusters.
+func clusteredMatrix(users: Int = 90, items: Int = 45, perUser: Int = 8) -> SparseMatrix {
+    var g = SeededGenerator(seed: 3)
+    var rows: [(user: String, item: String, rating: Float?, timestamp: Int64?)] = []
+    for u in 0..<users {
+        for _ in 0..<perUser {
+            rows.append((user: "u\(u)", item: "i\((u % 3) * (items / 3) + g.next(below: items / 3))", rating: nil, timestamp: nil))
+        }
+    }
+    return InteractionLog(source: "test", rows: rows).matrix()
+}
+
+func trained(_ model: any PersistableRecommender) -> TrainedModel {
+    TrainedModel(model: model, users: IDVocabulary((0..<model.userCount).map { "u\($0)" }),
+                 items: IDVocabulary((0..<model.itemCount).map { "i\($0)" }))
+}
+
+@Suite struct ServingModelTests {
+    /// The embedding contract: userEmbedding · itemEmbeddings[i] is the model's score, bias included.
+    @Test func embeddingsReproduceScores() throws {
+        let x = clusteredMatrix()
+        let models: [any EmbeddingRecommender] = [
+            try ALS.fit(x, settings: ["factors": "6", "iterations": "5"]),
+            try BPR.fit(x, settings: ["factors": "6", "epochs": "5"]),
+        ]
+        for model in models {
+            let e = model.itemEmbeddings
+            for u in [0, 7, 44] {
+                let v = model.userEmbedding(user: u)
+                let scores = model.scores(forUser: u)
+                for i in 0..<model.itemCount {
+                    var dot: Float = 0
+                    for k in 0..<e.columns { dot += v[k] * e[i, k] }
+                    #expect(abs(dot - scores[i]) < 1e-4)
+                }
+                let history = model.seenItems(ofUser: u)
+                let folded = model.userEmbedding(history: history)
+                let foldedScores = model.scores(forHistory: history)
+                var dot0: Float = 0
+                for k in 0..<e.columns { dot0 += folded[k] * e[0, k] }
+                #expect(abs(dot0 - foldedScores[0]) < 1e-3)
+            }
+        }
+    }
+
+    /// ANN serving (HNSW built over the item embeddings) returns the exact top-k on a small catalogue,
+    /// with exclusions applied; exact serving equals Recommender.recommend.
+    @Test func annAndExactPathsAgreeWithTheModel() throws {
+        let x = clusteredMatrix()
+        let als = try ALS.fit(x, settings: ["factors": "6", "iterations": "8"])
+        let ann = try ServingModel(trained: trained(als))
+        #expect(ann.retrievalPath == .ann)
+        let exact = try ServingModel(trained: trained(als), buildIndex: false)
+        #expect(exact.retrievalPath == .exact)
+        for u in 0..<20 {
+            let seen = als.seenItems(ofUser: u)
+            let expected = try als.recommend(user: u, k: 7).map(\.index)
+            #expect(try ann.recommend(.user(u), k: 7, excluded: seen).items.map(\.item) == expected)
+            #expect(try exact.recommend(.user(u), k: 7, excluded: seen).items.map(\.item) == expected)
+            let folded = try ann.recommend(.history(seen), k: 7, excluded: seen).items.map(\.item)
+            #expect(folded == expected)   // iALS fold-in of the training history reproduces the user
+        }
+        let ease = try ServingModel(trained: trained(try EASE.fit(x, settings: ["lambda": "5"])))
+        #expect(ease.retrievalPath == .exact)
+        let r = try ease.recommend(.user(3), k: 3, excluded: [], explain: true)
+        #expect(r.items.allSatisfy { !($0.because ?? []).isEmpty })
+        #expect(try ease.popular(k: 3, excluded: [ease.popularItems[0]]).map(\.item) == Array(ease.popularItems[1...3]))
+        #expect(throws: ModelError.invalidK(0)) { try ease.recommend(.user(0), k: 0, excluded: []) }
+        #expect(throws: ModelError.userOutOfRange(1000, count: 90)) { try ease.recommend(.user(1000), k: 2, excluded: []) }
+    }
+
+    @Test func aForeignIndexIsRefused() throws {
+        let x = clusteredMatrix()
+        let als = try ALS.fit(x, settings: ["factors": "6", "iterations": "3"])
+        let wrongCount = FlatIndex(dimension: 6, metric: .innerProduct)
+        try wrongCount.add(Matrix(rows: 3, columns: 6))
+        #expect(throws: ServingError.self) { try ServingModel(trained: trained(als), index: wrongCount, indexPath: "w.idx") }
+        let right = FlatIndex(dimension: 6, metric: .innerProduct)
+        try right.add(als.itemEmbeddings)
+        #expect(try ServingModel(trained: trained(als), index: right).retrievalPath == .ann)
+        #expect(throws: ServingError.notEmbeddingModel(modelType: "ease")) {
+            try ServingModel(trained: trained(try EASE.fit(x, settings: [:])), index: right)
+        }
+    }
+}
