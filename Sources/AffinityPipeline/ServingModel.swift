@@ -68,6 +68,9 @@ public final class ServingModel: Sendable {
     public let popularItems: [Int]
     private let itemCounts: [Int]
     private let embeddings: (any EmbeddingRecommender)?
+    /// Fold-in vectors by history: a user whose history has not changed since the last request is
+    /// not folded in again (an iALS fold-in is a 64x64 solve per request otherwise).
+    private let foldIns = FoldInCache(limit: 100_000)
 
     public var itemCount: Int { trained.model.itemCount }
     public var userCount: Int { trained.model.userCount }
@@ -79,7 +82,7 @@ public final class ServingModel: Sendable {
     /// over them when `buildIndex` is set; other models are served by exact scoring.
     public init(trained: TrainedModel, index: (any VectorIndex)? = nil, indexPath: String = "index",
                 buildIndex: Bool = true, hnsw: HNSWSettings = HNSWSettings(neighborsPerNode: 16, efConstruction: 200),
-                searchParameters: SearchParameters = SearchParameters(ef: 128)) throws {
+                searchParameters: SearchParameters = SearchParameters(ef: 64)) throws {
         self.trained = trained
         self.searchParameters = searchParameters
         let model = trained.model
@@ -129,7 +132,7 @@ public final class ServingModel: Sendable {
             let query: [Float]
             switch subject {
             case .user(let u): query = embeddings.userEmbedding(user: u)
-            case .history(let h): query = embeddings.userEmbedding(history: h)
+            case .history(let h): query = foldIns.vector(for: h) { embeddings.userEmbedding(history: h) }
             }
             var parameters = searchParameters
             parameters.ef = max(parameters.ef, k)
@@ -174,5 +177,25 @@ public final class ServingModel: Sendable {
     /// The items most similar to `item` by the model's own similarity.
     public func similar(item: Int, k: Int) throws -> [ScoredItem] {
         try trained.model.similarItems(to: item, k: k)
+    }
+}
+
+/// A bounded map from a history to its fold-in vector, safe to share between requests. When full it
+/// starts over (histories that are still asked for come back at the cost of one fold-in each).
+final class FoldInCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var vectors: [[Int]: [Float]] = [:]
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    func vector(for history: [Int], compute: () -> [Float]) -> [Float] {
+        if let v = lock.locked({ vectors[history] }) { return v }
+        let v = compute()
+        lock.locked {
+            if vectors.count >= limit { vectors.removeAll(keepingCapacity: true) }
+            vectors[history] = v
+        }
+        return v
     }
 }

@@ -52,6 +52,8 @@ public final class AffinityService: @unchecked Sendable {
     private var active: ActiveModel?
     /// Registered and loaded models awaiting activation (registration validates by loading).
     private var prepared: [Int: ServingModel] = [:]
+    /// The model most recently replaced, kept loaded so that swapping back is instant.
+    private var rollback: ActiveModel?
     /// Each user's event items in arrival order (from the store at start, then from `POST /v1/events`).
     private var histories: [String: [String]] = [:]
     private var storedEvents = 0
@@ -113,10 +115,14 @@ public final class AffinityService: @unchecked Sendable {
             throw APIError(.notFound, "no model with id \(id); GET /v1/models lists them")
         }
         let model: ServingModel
-        if let ready = lock.locked({ prepared[id] }) {
-            model = ready
-        } else if let current = activeModel, current.record.id == id {
-            model = current.model
+        let loaded = lock.locked { () -> ServingModel? in
+            if let ready = prepared[id] { return ready }
+            if let current = active, current.record.id == id { return current.model }
+            if let previous = rollback, previous.record.id == id { return previous.model }
+            return nil
+        }
+        if let loaded {
+            model = loaded
         } else {
             let toLoad = record
             do {
@@ -129,6 +135,7 @@ public final class AffinityService: @unchecked Sendable {
         try activationLock.locked {
             try store.setActiveModel(id: id)
             lock.locked {
+                if let previous = active, previous.record.id != id { rollback = previous }
                 active = ActiveModel(record: record, model: model)
                 prepared[id] = nil
             }

@@ -27,7 +27,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "SQLite store for events and the model registry (created when absent).") var store = "affinity.sqlite"
     @Option(name: .long, help: "Address to listen on.") var host = "127.0.0.1"
     @Option(name: .long, help: "Port (0 picks a free one; the chosen port is printed).") var port = 8080
-    @Option(name: .long, help: "HNSW search breadth (ef) for ANN retrieval.") var ef = 128
+    @Option(name: .long, help: "HNSW search breadth (ef) for ANN retrieval.") var ef = 64
+    @Flag(name: .long, help: "Score every item exactly instead of searching an index (also for embedding models).") var exact = false
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
 
     func validate() throws {
@@ -47,11 +48,13 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "affinity.serve")
         let parameters = SearchParameters(ef: ef)
+        let exact = self.exact
         let store = try SQLiteStore(path: self.store)
         let service = try AffinityService(store: store, logger: logger, loader: { record in
             let trained = try TrainedModel.load(from: record.path)
-            let index = try record.index.map { try IndexFile.load($0) }
-            return try ServingModel(trained: trained, index: index, indexPath: record.index ?? "index", searchParameters: parameters)
+            let index = exact ? nil : try record.index.map { try IndexFile.load($0) }
+            return try ServingModel(trained: trained, index: index, indexPath: record.index ?? "index",
+                                    buildIndex: !exact, searchParameters: parameters)
         })
         if let model {
             let path = URL(fileURLWithPath: model).standardizedFileURL.path
