@@ -14,7 +14,8 @@ public enum Kernels {
     }
 
     /// Caps the SIMD path (0 portable, 1 AVX2, 2 AVX-512; -1 automatic), so tests can check every
-    /// path on one machine. Not for use while other threads run kernels.
+    /// path on one machine. The cap holds on the calling thread and in the parallel work it starts
+    /// through `Parallelism`; other threads keep their own.
     public static func forceSIMDLevel(_ level: Int) { affinity_force_level(Int32(level)) }
 
     @inline(__always)

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import _AffinityKernels
 
 /// The project's one setting for how many threads a parallel kernel may use.
 ///
@@ -20,12 +21,21 @@ public enum Parallelism {
     ///
     /// Chunks are handed out dynamically, so the assignment of chunks to threads varies between
     /// runs: `body` must write only to its own chunk's outputs for the result to be deterministic.
-    public static func forEachChunk(_ chunkCount: Int, threads: Int = 0, _ body: @Sendable (Int) -> Void) {
+    public static func forEachChunk(_ chunkCount: Int, threads: Int = 0, _ work: @Sendable (Int) -> Void) {
         guard chunkCount > 0 else { return }
         let workers = min(resolve(threads), chunkCount)
         if workers <= 1 {
-            for c in 0..<chunkCount { body(c) }
+            for c in 0..<chunkCount { work(c) }
             return
+        }
+        // A SIMD cap forced on this thread (tests) holds in the workers too, and only while they run our chunks.
+        let level = affinity_forced_level()
+        @Sendable func body(_ c: Int) {
+            if level < 0 { return work(c) }
+            let previous = affinity_forced_level()
+            affinity_force_level(level)
+            work(c)
+            affinity_force_level(previous)
         }
         if chunkCount <= workers {
             // One chunk per worker: a dynamic counter could let the first thread to start take them all.

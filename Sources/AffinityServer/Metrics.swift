@@ -54,11 +54,15 @@ public final class ServiceMetrics: @unchecked Sendable {
     public func render(storedEvents: Int, usersWithEvents: Int) -> String {
         lock.locked {
             var out = ""
-            out += "# HELP affinity_http_requests_total HTTP requests answered, by route pattern, method and status.\n"
-            out += "# TYPE affinity_http_requests_total counter\n"
-            for (k, v) in requests.sorted(by: { ($0.key.route, $0.key.method, $0.key.status) < ($1.key.route, $1.key.method, $1.key.status) }) {
-                out += "affinity_http_requests_total{route=\"\(escape(k.route))\",method=\"\(k.method)\",status=\"\(k.status)\"} \(v)\n"
+            /// One metric family: its HELP and TYPE lines, then its samples (`labels` may be empty).
+            func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
+                out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+                for s in samples { out += s.labels.isEmpty ? "\(name) \(s.value)\n" : "\(name){\(s.labels)} \(s.value)\n" }
             }
+            family("affinity_http_requests_total", "counter", "HTTP requests answered, by route pattern, method and status.",
+                   requests.sorted(by: { ($0.key.route, $0.key.method, $0.key.status) < ($1.key.route, $1.key.method, $1.key.status) }).map { k, v in
+                       ("route=\"\(escape(k.route))\",method=\"\(k.method)\",status=\"\(k.status)\"", "\(v)")
+                   })
             out += "# HELP affinity_http_request_duration_seconds Time from receiving a request to its response, by route pattern and method.\n"
             out += "# TYPE affinity_http_request_duration_seconds histogram\n"
             for (k, h) in latency.sorted(by: { ($0.key.route, $0.key.method) < ($1.key.route, $1.key.method) }) {
@@ -72,28 +76,15 @@ public final class ServiceMetrics: @unchecked Sendable {
                 out += "affinity_http_request_duration_seconds_sum{\(labels)} \(h.sum)\n"
                 out += "affinity_http_request_duration_seconds_count{\(labels)} \(h.count)\n"
             }
-            out += "# HELP affinity_events_received_total Events accepted (stored) since the process started, by type.\n"
-            out += "# TYPE affinity_events_received_total counter\n"
-            for (t, v) in events.sorted(by: { $0.key < $1.key }) {
-                out += "affinity_events_received_total{type=\"\(escape(t))\"} \(v)\n"
-            }
-            out += "# HELP affinity_events_stored Events in the store.\n"
-            out += "# TYPE affinity_events_stored gauge\n"
-            out += "affinity_events_stored \(storedEvents)\n"
-            out += "# HELP affinity_users_with_events Users with at least one stored event.\n"
-            out += "# TYPE affinity_users_with_events gauge\n"
-            out += "affinity_users_with_events \(usersWithEvents)\n"
-            out += "# HELP affinity_model_activations_total Model activations (hot swaps included) since the process started.\n"
-            out += "# TYPE affinity_model_activations_total counter\n"
-            out += "affinity_model_activations_total \(activations)\n"
-            out += "# HELP affinity_active_model The active model version (registry id) and type; the value is always 1.\n"
-            out += "# TYPE affinity_active_model gauge\n"
-            if let m = activeModel {
-                out += "affinity_active_model{id=\"\(m.id)\",type=\"\(escape(m.type))\"} 1\n"
-            }
-            out += "# HELP affinity_uptime_seconds Seconds since the process started.\n"
-            out += "# TYPE affinity_uptime_seconds gauge\n"
-            out += "affinity_uptime_seconds \(Date().timeIntervalSince(started))\n"
+            family("affinity_events_received_total", "counter", "Events accepted (stored) since the process started, by type.",
+                   events.sorted(by: { $0.key < $1.key }).map { ("type=\"\(escape($0.key))\"", "\($0.value)") })
+            family("affinity_events_stored", "gauge", "Events in the store.", [("", "\(storedEvents)")])
+            family("affinity_users_with_events", "gauge", "Users with at least one stored event.", [("", "\(usersWithEvents)")])
+            family("affinity_model_activations_total", "counter", "Model activations (hot swaps included) since the process started.",
+                   [("", "\(activations)")])
+            family("affinity_active_model", "gauge", "The active model version (registry id) and type; the value is always 1.",
+                   activeModel.map { [("id=\"\($0.id)\",type=\"\(escape($0.type))\"", "1")] } ?? [])
+            family("affinity_uptime_seconds", "gauge", "Seconds since the process started.", [("", "\(Date().timeIntervalSince(started))")])
             return out
         }
     }

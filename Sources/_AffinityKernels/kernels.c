@@ -10,7 +10,9 @@
 
 // ------------------------------------------------------------------------------ dispatch
 static int detected_level = -1;
-static int forced_level = -1;
+// Per thread, so that a test forcing one path does not change the kernels other threads run;
+// Parallelism hands the caller's setting to its workers for the duration of each chunk.
+static _Thread_local int forced_level = -1;
 
 static int detect(void) {
 #if AFFINITY_X86
@@ -28,6 +30,8 @@ int affinity_simd_level(void) {
 }
 
 void affinity_force_level(int level) { forced_level = level; }
+
+int affinity_forced_level(void) { return forced_level; }
 
 // ------------------------------------------------------------------------------ vectors
 static float dot_c(const float *a, const float *b, long n) {

@@ -180,7 +180,7 @@ import Testing
 
         // A restart reads the events back: the seen set still holds the clicked item.
         service.close()
-        let reopened = try AffinityService(store: try SQLiteStore(path: storePath))
+        let reopened = try AffinityService(store: try SQLiteStore(path: storePath), logger: quietLogger)
         #expect(reopened.eventHistory(ofUser: "u0") == [top])
         let again = try await RouterClient(reopened).get("/v1/users/u0/recommendations?k=3")
         #expect(again.itemIDs == after.itemIDs)
@@ -219,7 +219,7 @@ import Testing
 
         // The registry and the active model survive a restart.
         service.close()
-        let reopened = try AffinityService(store: try SQLiteStore(path: storePath))
+        let reopened = try AffinityService(store: try SQLiteStore(path: storePath), logger: quietLogger)
         #expect(reopened.activeModel?.record.id == id)
     }
 

@@ -47,6 +47,13 @@ struct RouterClient {
     func post(_ uri: String, _ body: String = "") async throws -> TestResponse { try await send(.post, uri, body: body) }
 }
 
+/// Tests log warnings and errors only.
+let quietLogger: Logger = {
+    var l = Logger(label: "affinity-test")
+    l.logLevel = .warning
+    return l
+}()
+
 func temporaryDirectory(_ name: String = "server") -> String {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-\(name)-\(UInt32.random(in: 0...UInt32.max))").path
     try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -89,7 +96,7 @@ struct Fixture {
     /// A fresh service on a new SQLite store, with `model` registered and active (when given).
     func service(model: String? = nil, store path: String? = nil, limits: ServiceLimits = ServiceLimits()) async throws -> (AffinityService, String) {
         let storePath = path ?? temporaryDirectory("store") + "/affinity.sqlite"
-        let service = try AffinityService(store: try SQLiteStore(path: storePath), limits: limits)
+        let service = try AffinityService(store: try SQLiteStore(path: storePath), limits: limits, logger: quietLogger)
         if let model {
             let record = try await service.register(path: model, index: nil)
             try await service.activate(id: record.id)

@@ -14,10 +14,12 @@
 extern "C" {
 #endif
 
-/// 2 = AVX-512F, 1 = AVX2 + FMA, 0 = portable C. `affinity_force_level` caps it (for tests of
-/// every path on one machine); pass -1 to restore automatic detection.
+/// 2 = AVX-512F, 1 = AVX2 + FMA, 0 = portable C. `affinity_force_level` caps it on the calling
+/// thread (for tests of every path on one machine); pass -1 to restore automatic detection.
 int affinity_simd_level(void);
 void affinity_force_level(int level);
+/// The calling thread's cap (-1 = none).
+int affinity_forced_level(void);
 
 /// Register tile of the GEMM micro-kernel in use (rows x columns).
 int affinity_gemm_mr(void);
