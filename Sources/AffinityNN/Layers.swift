@@ -1,0 +1,371 @@
+import AffinityLinalg
+import Foundation
+
+/// A learned array and the gradient accumulated into it by `backward` calls.
+///
+/// Embedding tables keep their gradient row-sparse: `touchedRows` lists the rows with a gradient
+/// this step, and optimisers update only those rows (lazy updates), so a step costs what the batch
+/// touches, not the size of the table.
+public final class Parameter: @unchecked Sendable {
+    public let name: String
+    public var value: Matrix
+    public var grad: Matrix
+    /// Row-sparse parameters: only rows in `touchedRows` carry gradient.
+    public let rowSparse: Bool
+    public private(set) var touchedRows: [Int] = []
+    private var touchedMark: [Bool]
+
+    public init(_ name: String, value: Matrix, rowSparse: Bool = false) {
+        self.name = name
+        self.value = value
+        self.grad = Matrix(rows: value.rows, columns: value.columns)
+        self.rowSparse = rowSparse
+        touchedMark = rowSparse ? [Bool](repeating: false, count: value.rows) : []
+    }
+
+    /// Marks `row` as carrying gradient this step (row-sparse parameters).
+    @inline(__always) public func touch(_ row: Int) {
+        if !touchedMark[row] {
+            touchedMark[row] = true
+            touchedRows.append(row)
+        }
+    }
+
+    /// Clears the gradient (only the touched rows, for row-sparse parameters).
+    public func zeroGrad() {
+        if rowSparse {
+            let c = value.columns
+            grad.values.withUnsafeMutableBufferPointer { g in
+                for r in touchedRows {
+                    for k in 0..<c { g[r * c + k] = 0 }
+                    touchedMark[r] = false
+                }
+            }
+            touchedRows.removeAll(keepingCapacity: true)
+        } else {
+            grad.values.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        }
+    }
+}
+
+/// A layer of explicit forward and backward passes (the llm.c style): `forward` keeps what
+/// `backward` needs; `backward` takes dL/d(output), adds dL/d(parameters) into the parameters'
+/// gradients and returns dL/d(input). One forward, then at most one backward.
+public protocol Layer: AnyObject {
+    var parameters: [Parameter] { get }
+    func forward(_ x: Matrix, training: Bool) -> Matrix
+    func backward(_ dy: Matrix) -> Matrix
+}
+
+/// y = x·Wᵀ + b, W is out x in (PyTorch's layout), initialised U(−1/√in, 1/√in) as PyTorch does.
+public final class Linear: Layer {
+    public let weight: Parameter
+    public let bias: Parameter
+    public let threads: Int
+    private var input = Matrix(rows: 0, columns: 0)
+
+    public init(_ inFeatures: Int, _ outFeatures: Int, seed: UInt64, name: String = "linear", threads: Int = 0) {
+        var g = SeededGenerator(seed: seed)
+        let bound = 1 / Float(inFeatures).squareRoot()
+        let w = (0..<(inFeatures * outFeatures)).map { _ in Float(g.nextDouble() * 2 - 1) * bound }
+        let b = (0..<outFeatures).map { _ in Float(g.nextDouble() * 2 - 1) * bound }
+        weight = Parameter(name + ".weight", value: Matrix(rows: outFeatures, columns: inFeatures, values: w))
+        bias = Parameter(name + ".bias", value: Matrix(rows: 1, columns: outFeatures, values: b))
+        self.threads = threads
+    }
+
+    public var parameters: [Parameter] { [weight, bias] }
+
+    public func forward(_ x: Matrix, training: Bool) -> Matrix {
+        precondition(x.columns == weight.value.columns, "Linear expects \(weight.value.columns) inputs, got \(x.columns)")
+        input = x
+        let n = x.rows, o = weight.value.rows, i = weight.value.columns
+        var y = Matrix(rows: n, columns: o)
+        y.values.withUnsafeMutableBufferPointer { yp in
+            let b = bias.value.values
+            for r in 0..<n { for c in 0..<o { yp[r * o + c] = b[c] } }
+            x.values.withUnsafeBufferPointer { xp in
+                weight.value.values.withUnsafeBufferPointer { wp in
+                    sgemm(transposeB: true, m: n, n: o, k: i, a: xp.baseAddress!, lda: i, b: wp.baseAddress!, ldb: i,
+                          beta: 1, c: yp.baseAddress!, ldc: o, threads: threads)
+                }
+            }
+        }
+        return y
+    }
+
+    public func backward(_ dy: Matrix) -> Matrix {
+        let n = dy.rows, o = weight.value.rows, i = weight.value.columns
+        // dW += dYᵀ·X, db += Σ rows of dY, dX = dY·W.
+        dy.values.withUnsafeBufferPointer { dp in
+            input.values.withUnsafeBufferPointer { xp in
+                weight.grad.values.withUnsafeMutableBufferPointer { gw in
+                    sgemm(transposeA: true, m: o, n: i, k: n, a: dp.baseAddress!, lda: o, b: xp.baseAddress!, ldb: i,
+                          beta: 1, c: gw.baseAddress!, ldc: i, threads: threads)
+                }
+            }
+            bias.grad.values.withUnsafeMutableBufferPointer { gb in
+                for r in 0..<n { for c in 0..<o { gb[c] += dp[r * o + c] } }
+            }
+        }
+        var dx = Matrix(rows: n, columns: i)
+        dy.values.withUnsafeBufferPointer { dp in
+            weight.value.values.withUnsafeBufferPointer { wp in
+                dx.values.withUnsafeMutableBufferPointer { xp in
+                    sgemm(m: n, n: i, k: o, a: dp.baseAddress!, lda: o, b: wp.baseAddress!, ldb: i, c: xp.baseAddress!, ldc: i, threads: threads)
+                }
+            }
+        }
+        return dx
+    }
+}
+
+/// max(0, x).
+public final class ReLU: Layer {
+    private var output = Matrix(rows: 0, columns: 0)
+    public init() {}
+    public var parameters: [Parameter] { [] }
+    public func forward(_ x: Matrix, training: Bool) -> Matrix {
+        var y = x
+        for i in y.values.indices where y.values[i] < 0 { y.values[i] = 0 }
+        output = y
+        return y
+    }
+    public func backward(_ dy: Matrix) -> Matrix {
+        var dx = dy
+        for i in dx.values.indices where output.values[i] <= 0 { dx.values[i] = 0 }
+        return dx
+    }
+}
+
+/// GELU, tanh approximation (as GPT-2 and llm.c).
+public final class GELU: Layer {
+    private var input = Matrix(rows: 0, columns: 0)
+    public init() {}
+    public var parameters: [Parameter] { [] }
+    private static let c = Float((2 / Double.pi).squareRoot())
+    public func forward(_ x: Matrix, training: Bool) -> Matrix {
+        input = x
+        var y = x
+        for i in y.values.indices {
+            let v = x.values[i]
+            y.values[i] = 0.5 * v * (1 + tanh(Self.c * (v + 0.044715 * v * v * v)))
+        }
+        return y
+    }
+    public func backward(_ dy: Matrix) -> Matrix {
+        var dx = dy
+        for i in dx.values.indices {
+            let v = input.values[i]
+            let u = Self.c * (v + 0.044715 * v * v * v)
+            let t = tanh(u)
+            let du = Self.c * (1 + 3 * 0.044715 * v * v)
+            dx.values[i] *= 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du
+        }
+        return dx
+    }
+}
+
+/// Per-row normalisation to zero mean and unit variance, then γ·x̂ + β (eps 1e-5, as PyTorch).
+public final class LayerNorm: Layer {
+    public let gamma: Parameter
+    public let beta: Parameter
+    public let eps: Float = 1e-5
+    private var normalized = Matrix(rows: 0, columns: 0)
+    private var rstd: [Float] = []
+
+    public init(_ features: Int, name: String = "layernorm") {
+        gamma = Parameter(name + ".weight", value: Matrix(rows: 1, columns: features, values: [Float](repeating: 1, count: features)))
+        beta = Parameter(name + ".bias", value: Matrix(rows: 1, columns: features))
+    }
+
+    public var parameters: [Parameter] { [gamma, beta] }
+
+    public func forward(_ x: Matrix, training: Bool) -> Matrix {
+        let n = x.rows, d = x.columns
+        var xh = x
+        var y = x
+        rstd = [Float](repeating: 0, count: n)
+        let g = gamma.value.values, b = beta.value.values
+        for r in 0..<n {
+            var mean: Float = 0
+            for k in 0..<d { mean += x.values[r * d + k] }
+            mean /= Float(d)
+            var variance: Float = 0
+            for k in 0..<d { let v = x.values[r * d + k] - mean; variance += v * v }
+            variance /= Float(d)
+            let s = 1 / (variance + eps).squareRoot()
+            rstd[r] = s
+            for k in 0..<d {
+                let h = (x.values[r * d + k] - mean) * s
+                xh.values[r * d + k] = h
+                y.values[r * d + k] = h * g[k] + b[k]
+            }
+        }
+        normalized = xh
+        return y
+    }
+
+    public func backward(_ dy: Matrix) -> Matrix {
+        let n = dy.rows, d = dy.columns
+        var dx = dy
+        let g = gamma.value.values
+        for r in 0..<n {
+            // dx̂ = dy·γ; dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)).
+            var meanD: Float = 0, meanDX: Float = 0
+            for k in 0..<d {
+                let dh = dy.values[r * d + k] * g[k]
+                meanD += dh
+                meanDX += dh * normalized.values[r * d + k]
+                gamma.grad.values[k] += dy.values[r * d + k] * normalized.values[r * d + k]
+                beta.grad.values[k] += dy.values[r * d + k]
+            }
+            meanD /= Float(d)
+            meanDX /= Float(d)
+            for k in 0..<d {
+                let dh = dy.values[r * d + k] * g[k]
+                dx.values[r * d + k] = rstd[r] * (dh - meanD - normalized.values[r * d + k] * meanDX)
+            }
+        }
+        return dx
+    }
+}
+
+/// Inverted dropout: in training, each element is zeroed with probability `p` and the rest scaled
+/// by 1/(1−p); the identity at inference. Seeded: the n-th call draws from stream n.
+public final class Dropout: Layer {
+    public let p: Float
+    private var generator: SeededGenerator
+    private var mask: [Float] = []
+    public init(_ p: Float, seed: UInt64) {
+        precondition(p >= 0 && p < 1, "dropout probability must be in [0, 1)")
+        self.p = p
+        generator = SeededGenerator(seed: seed)
+    }
+    public var parameters: [Parameter] { [] }
+    public func forward(_ x: Matrix, training: Bool) -> Matrix {
+        guard training && p > 0 else { mask = []; return x }
+        let scale = 1 / (1 - p)
+        mask = (0..<x.values.count).map { _ in generator.nextDouble() < Double(p) ? 0 : scale }
+        var y = x
+        for i in y.values.indices { y.values[i] *= mask[i] }
+        return y
+    }
+    public func backward(_ dy: Matrix) -> Matrix {
+        guard !mask.isEmpty else { return dy }
+        var dx = dy
+        for i in dx.values.indices { dx.values[i] *= mask[i] }
+        return dx
+    }
+}
+
+/// Each row scaled to unit L2 norm (PyTorch's F.normalize, eps 1e-12).
+public final class L2Normalize: Layer {
+    private var output = Matrix(rows: 0, columns: 0)
+    private var norms: [Float] = []
+    public init() {}
+    public var parameters: [Parameter] { [] }
+    public func forward(_ x: Matrix, training: Bool) -> Matrix {
+        let n = x.rows, d = x.columns
+        var y = x
+        norms = [Float](repeating: 0, count: n)
+        for r in 0..<n {
+            var s: Float = 0
+            for k in 0..<d { s += x.values[r * d + k] * x.values[r * d + k] }
+            let norm = max(s.squareRoot(), 1e-12)
+            norms[r] = norm
+            for k in 0..<d { y.values[r * d + k] /= norm }
+        }
+        output = y
+        return y
+    }
+    public func backward(_ dy: Matrix) -> Matrix {
+        let n = dy.rows, d = dy.columns
+        var dx = dy
+        for r in 0..<n {
+            var dot: Float = 0
+            for k in 0..<d { dot += output.values[r * d + k] * dy.values[r * d + k] }
+            for k in 0..<d { dx.values[r * d + k] = (dy.values[r * d + k] - output.values[r * d + k] * dot) / norms[r] }
+        }
+        return dx
+    }
+}
+
+/// Layers applied in order.
+public final class Sequential: Layer {
+    public let layers: [any Layer]
+    public init(_ layers: [any Layer]) { self.layers = layers }
+    public var parameters: [Parameter] { layers.flatMap(\.parameters) }
+    public func forward(_ x: Matrix, training: Bool) -> Matrix {
+        layers.reduce(x) { $1.forward($0, training: training) }
+    }
+    public func backward(_ dy: Matrix) -> Matrix {
+        layers.reversed().reduce(dy) { $1.backward($0) }
+    }
+}
+
+/// A lookup table: row `id` of an n x d matrix per input, initialised N(0, `scale`²). The gradient
+/// is row-sparse; `bag` mean-pools variable-length lists of ids (a user's history) instead.
+public final class Embedding {
+    public let table: Parameter
+    private var ids: [Int] = []
+    private var bags: [[Int]] = []
+
+    public init(count: Int, dimension: Int, seed: UInt64, scale: Float = 0.1, name: String = "embedding") {
+        table = Parameter(name, value: Matrix.random(rows: count, columns: dimension, seed: seed, scale: scale), rowSparse: true)
+    }
+
+    public var dimension: Int { table.value.columns }
+    public var count: Int { table.value.rows }
+
+    /// Rows `ids` of the table, one per input.
+    public func forward(_ ids: [Int]) -> Matrix {
+        self.ids = ids
+        let d = dimension
+        var y = Matrix(rows: ids.count, columns: d)
+        table.value.values.withUnsafeBufferPointer { t in
+            y.values.withUnsafeMutableBufferPointer { yp in
+                for (r, id) in ids.enumerated() {
+                    precondition(id >= 0 && id < count, "embedding id \(id) outside 0..<\(count)")
+                    for k in 0..<d { yp[r * d + k] = t[id * d + k] }
+                }
+            }
+        }
+        return y
+    }
+
+    public func backward(_ dy: Matrix) {
+        let d = dimension
+        dy.values.withUnsafeBufferPointer { dp in
+            table.grad.values.withUnsafeMutableBufferPointer { g in
+                for (r, id) in ids.enumerated() {
+                    table.touch(id)
+                    for k in 0..<d { g[id * d + k] += dp[r * d + k] }
+                }
+            }
+        }
+    }
+
+    /// The mean of the rows of each bag (a zero row for an empty bag).
+    public func bag(_ bags: [[Int]]) -> Matrix {
+        self.bags = bags
+        let d = dimension
+        var y = Matrix(rows: bags.count, columns: d)
+        for (r, bag) in bags.enumerated() where !bag.isEmpty {
+            let w = 1 / Float(bag.count)
+            for id in bag { for k in 0..<d { y.values[r * d + k] += w * table.value.values[id * d + k] } }
+        }
+        return y
+    }
+
+    public func bagBackward(_ dy: Matrix) {
+        let d = dimension
+        for (r, bag) in bags.enumerated() where !bag.isEmpty {
+            let w = 1 / Float(bag.count)
+            for id in bag {
+                table.touch(id)
+                for k in 0..<d { table.grad.values[id * d + k] += w * dy.values[r * d + k] }
+            }
+        }
+    }
+}
