@@ -9,10 +9,10 @@ public protocol Optimizer: AnyObject {
     func step(_ parameters: [Parameter])
 }
 
-/// The flat index ranges an optimiser updates: the touched rows of a row-sparse parameter, else
-/// the whole array. Read before the parameter's storage is borrowed for writing.
-private func updatedRanges(_ p: Parameter) -> [Range<Int>] {
-    if p.rowSparse {
+/// The flat index ranges an optimiser updates: the touched rows of a row-sparse parameter (lazy),
+/// else the whole array. Read before the parameter's storage is borrowed for writing.
+private func updatedRanges(_ p: Parameter, lazy: Bool = true) -> [Range<Int>] {
+    if p.rowSparse && lazy {
         let c = p.value.columns
         return p.touchedRows.map { ($0 * c)..<(($0 + 1) * c) }
     }
@@ -20,15 +20,19 @@ private func updatedRanges(_ p: Parameter) -> [Range<Int>] {
 }
 
 /// Adam (Kingma & Ba 2015) with decoupled weight decay when `weightDecay` > 0 (AdamW, Loshchilov &
-/// Hutter 2019). Row-sparse parameters get lazy updates: moments of untouched rows stay as they
-/// are (TensorFlow's LazyAdam), with bias correction from the global step.
+/// Hutter 2019). Row-sparse parameters get lazy updates when `lazy` is set: moments of untouched
+/// rows stay as they are (TensorFlow's LazyAdam), with bias correction from the global step;
+/// otherwise every row is updated every step, as PyTorch's dense Adam does.
 public final class Adam: Optimizer {
     public var learningRate: Float
     public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float
+    public let lazy: Bool
     private var moments: [ObjectIdentifier: (m: [Float], v: [Float])] = [:]
     public private(set) var stepCount = 0
 
-    public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8, weightDecay: Float = 0) {
+    public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8, weightDecay: Float = 0,
+                lazy: Bool = true) {
+        self.lazy = lazy
         self.learningRate = learningRate
         self.beta1 = beta1
         self.beta2 = beta2
@@ -41,7 +45,7 @@ public final class Adam: Optimizer {
         let c1 = 1 - pow(beta1, Float(stepCount)), c2 = 1 - pow(beta2, Float(stepCount))
         let lr = learningRate, b1 = beta1, b2 = beta2, eps = epsilon, wd = weightDecay
         for p in parameters {
-            let key = ObjectIdentifier(p), ranges = updatedRanges(p)
+            let key = ObjectIdentifier(p), ranges = updatedRanges(p, lazy: lazy)
             var state = moments[key] ?? ([Float](repeating: 0, count: p.value.values.count), [Float](repeating: 0, count: p.value.values.count))
             moments[key] = nil   // keep the arrays uniquely referenced while they are updated
             state.m.withUnsafeMutableBufferPointer { m in

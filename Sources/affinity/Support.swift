@@ -86,7 +86,18 @@ struct InputOptions: ParsableArguments {
 func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: String], catalog: ItemCatalog?) throws -> (TrainedModel, Double) {
     let interactions = split.train.matrix()
     Console.progress("training \(name) on \(interactions.rowCount) users x \(interactions.columnCount) items...")
-    let (model, seconds) = try timed { try ModelRegistry.fit(name, interactions: interactions, settings: settings) }
+    let (model, seconds) = try timed { () -> any PersistableRecommender in
+        if name == TwoTower.modelType {
+            // Per-epoch progress on stderr: loss, time and (with validationUsers) the validation HR@10.
+            let configuration = try TwoTower.Configuration().applying(settings)
+            return try TwoTower.fit(interactions, configuration: configuration) { epoch, loss, seconds, hr in
+                Console.clearProgress()
+                Console.note(String(format: "two-tower epoch %d/%d: loss %.4f, %.1f s", epoch, configuration.epochs, loss, seconds)
+                             + (hr.map { String(format: ", validation HR@10 %.4f", $0) } ?? ""))
+            }
+        }
+        return try ModelRegistry.fit(name, interactions: interactions, settings: settings)
+    }
     Console.clearProgress()
     let trained = TrainedModel(model: model, users: split.train.users, items: split.train.items,
                                catalog: catalog ?? split.catalog,

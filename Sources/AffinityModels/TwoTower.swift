@@ -1,0 +1,463 @@
+import AffinityLinalg
+import AffinityNN
+import Foundation
+
+/// The two-tower (dual-encoder) retrieval model: a user tower and an item tower, each
+/// ID embedding (and/or the mean of the user's history item embeddings) -> Linear -> ReLU -> Linear
+/// -> LayerNorm (-> L2 normalisation for the cosine score), trained with in-batch sampled softmax
+/// (InfoNCE) at a temperature, optionally with the logQ correction, masking of accidental hits, and
+/// hard negatives; or with a triplet loss (metric learning). Scores are dot products of the
+/// towers' outputs, so the item vectors can be put in an ANN index (`EmbeddingRecommender`).
+public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
+    public enum UserInput: String, Codable, Sendable { case id, history, idHistory = "id+history" }
+    public enum Score: String, Codable, Sendable { case cosine, dot }
+    public enum Loss: String, Codable, Sendable { case softmax, triplet }
+
+    public struct Configuration: ModelConfiguration {
+        /// Width of the ID embeddings and of the towers' outputs.
+        public var dimension: Int = 64
+        /// Width of the hidden layer.
+        public var hidden: Int = 128
+        /// Softmax temperature τ (logits = score / τ).
+        public var temperature: Double = 0.2
+        /// Subtract log(item frequency) from each candidate's logit (Yi et al. 2019).
+        public var logQ: Bool = true
+        /// Mask candidates that carry the same item as the row's positive.
+        public var maskAccidentalHits: Bool = true
+        /// Negatives besides the batch's own positives: `in-batch`, `in-batch+dynamic` (each row's
+        /// top-scored non-positive among item vectors refreshed every `refreshEvery` steps),
+        /// `in-batch+semi-hard` (the best-scoring non-positive that scores below the positive), or
+        /// `in-batch+random` (uniform items, a control).
+        public var negatives: String = "in-batch"
+        /// Steps between refreshes of the item vectors used to mine hard negatives.
+        public var refreshEvery: Int = 50
+        /// `softmax` (InfoNCE) or `triplet` (margin loss against the hardest in-batch negative).
+        public var loss: Loss = .softmax
+        /// Margin of the triplet loss (on cosine scores).
+        public var margin: Double = 0.2
+        /// `id`, `history` (mean of the user's training items, the positive left out), or `id+history`.
+        public var userInput: UserInput = .id
+        /// At most this many history items per user (a seeded sample) when the input has a history.
+        public var maxHistory: Int = 50
+        /// `cosine` (L2-normalised outputs) or `dot`.
+        public var score: Score = .cosine
+        public var batchSize: Int = 1024
+        public var learningRate: Double = 0.001
+        public var weightDecay: Double = 0
+        /// Adam updates only the embedding rows a batch touches (false: every row, as PyTorch's Adam).
+        public var lazyAdam: Bool = false
+        public var epochs: Int = 10
+        /// Users whose one random positive is held out of training to measure HR@10 after each epoch
+        /// (0 = no validation); with `patience` > 0 training stops when it has not improved for that
+        /// many epochs and keeps the best epoch's parameters.
+        public var validationUsers: Int = 0
+        public var patience: Int = 0
+        public var seed: UInt64 = 42
+        public var threads: Int = 0
+
+        public init() {}
+
+        var negativeKind: String { negatives.replacingOccurrences(of: "in-batch", with: "").trimmingCharacters(in: CharacterSet(charactersIn: "+")) }
+
+        public func validate() throws {
+            func positive(_ v: Int, _ name: String) throws { guard v > 0 else { throw ModelError.invalidSetting(name: name, reason: "must be positive, got \(v)") } }
+            try positive(dimension, "dimension"); try positive(hidden, "hidden"); try positive(batchSize, "batchSize")
+            try positive(refreshEvery, "refreshEvery"); try positive(maxHistory, "maxHistory")
+            guard epochs >= 0 else { throw ModelError.invalidSetting(name: "epochs", reason: "must not be negative") }
+            guard temperature > 0 else { throw ModelError.invalidSetting(name: "temperature", reason: "must be positive, got \(temperature)") }
+            guard learningRate > 0 else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive") }
+            guard ["", "dynamic", "semi-hard", "random"].contains(negativeKind) else {
+                throw ModelError.invalidSetting(name: "negatives", reason: "one of in-batch, in-batch+dynamic, in-batch+semi-hard, in-batch+random; got '\(negatives)'")
+            }
+            guard validationUsers >= 0, patience >= 0 else { throw ModelError.invalidSetting(name: "validationUsers", reason: "must not be negative") }
+        }
+    }
+
+    public static let modelType = "two-tower"
+    public let configuration: Configuration
+    public let interactions: SparseMatrix
+    /// The towers' outputs for every user and item.
+    public let embeddings: FactorModel
+    /// The trained network (needed to fold in histories when the user tower reads one).
+    let network: TwoTowerNetwork
+
+    /// Called after each epoch with (epoch, mean loss, seconds, validation HR@10 or nil).
+    public typealias Progress = @Sendable (_ epoch: Int, _ loss: Double, _ seconds: Double, _ validationHR: Double?) -> Void
+
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> TwoTower {
+        try fit(interactions, configuration: configuration, progress: nil)
+    }
+
+    public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, progress: Progress?) throws -> TwoTower {
+        try c.validate()
+        let trainer = TwoTowerTrainer(interactions: interactions, configuration: c)
+        try trainer.run(progress: progress)
+        return TwoTower(configuration: c, interactions: interactions, network: trainer.network)
+    }
+
+    init(configuration: Configuration, interactions: SparseMatrix, network: TwoTowerNetwork) {
+        self.configuration = configuration
+        self.interactions = interactions
+        self.network = network
+        let items = network.itemVectors(Array(0..<interactions.columnCount))
+        let users = network.userVectors(Array(0..<interactions.rowCount), bags: network.needsHistory
+            ? (0..<interactions.rowCount).map { network.historyBag(interactions.row($0).map { Int($0) }, leaveOut: nil) } : nil)
+        embeddings = FactorModel(userFactors: users, itemFactors: items)
+    }
+
+    public func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
+        embeddings.scores(user: user, into: scores)
+    }
+
+    public func scores(forHistory history: [Int]) -> [Float] {
+        embeddings.scores(userVector: userEmbedding(history: history))
+    }
+
+    public func similarItems(to item: Int, k: Int) throws -> [ScoredItem] {
+        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
+        guard k > 0 else { throw ModelError.invalidK(k) }
+        return embeddings.similarItems(to: item, k: k)
+    }
+
+    public var itemEmbeddings: Matrix { embeddings.itemFactors }
+
+    public func userEmbedding(user: Int) -> [Float] { Array(embeddings.userFactors.row(user)) }
+
+    /// A user the model never saw: the user tower on the history when it reads one; otherwise the
+    /// mean of the history items' vectors (normalised for the cosine score).
+    public func userEmbedding(history: [Int]) -> [Float] {
+        let known = history.filter { $0 >= 0 && $0 < itemCount }
+        let d = embeddings.factors
+        if network.needsHistory {
+            // An unknown user has no ID row: the history part alone (the ID part is zero).
+            return Array(network.userVectors(nil, bags: [network.historyBag(known, leaveOut: nil)]).values)
+        }
+        var v = [Float](repeating: 0, count: d)
+        for i in known { for k in 0..<d { v[k] += embeddings.itemFactors[i, k] } }
+        if configuration.score == .cosine {
+            let n = max(v.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
+            for k in 0..<d { v[k] /= n }
+        } else if !known.isEmpty {
+            for k in 0..<d { v[k] /= Float(known.count) }
+        }
+        return v
+    }
+
+    public func tensors() -> [String: Tensor] {
+        var t = interactions.tensors(prefix: "interactions").merging(embeddings.tensors()) { a, _ in a }
+        for p in network.parameters { t["net." + p.name] = .float32(p.value.values, shape: [p.value.rows, p.value.columns]) }
+        return t
+    }
+
+    public init(configuration: Configuration, file: SafeTensorsFile, path: String) throws {
+        let x = try SparseMatrix(file: file, prefix: "interactions", path: path)
+        let network = TwoTowerNetwork(configuration: configuration, users: x.rowCount, items: x.columnCount)
+        for p in network.parameters {
+            let values = try file.float32("net." + p.name, path: path)
+            guard values.count == p.value.values.count else {
+                throw SafeTensorsError.corrupt(path: path, reason: "net.\(p.name) has \(values.count) values, expected \(p.value.values.count)")
+            }
+            p.value = Matrix(rows: p.value.rows, columns: p.value.columns, values: values)
+        }
+        self.init(configuration: configuration, interactions: x, network: network)
+    }
+}
+
+/// The two towers' layers and parameters.
+final class TwoTowerNetwork: @unchecked Sendable {
+    let configuration: TwoTower.Configuration
+    let userIDs: Embedding?
+    let historyItems: Embedding?
+    let userMLP: Sequential
+    let itemIDs: Embedding
+    let itemMLP: Sequential
+
+    var needsHistory: Bool { historyItems != nil }
+
+    init(configuration c: TwoTower.Configuration, users: Int, items: Int) {
+        configuration = c
+        let d = c.dimension, h = c.hidden, t = c.threads
+        func tower(_ seed: UInt64, _ name: String) -> Sequential {
+            var layers: [any Layer] = [Linear(d, h, seed: seed, name: name + ".0", threads: t), ReLU(),
+                                       Linear(h, d, seed: seed &+ 1, name: name + ".2", threads: t), LayerNorm(d, name: name + ".3")]
+            if c.score == .cosine { layers.append(L2Normalize()) }
+            return Sequential(layers)
+        }
+        userIDs = c.userInput == .history ? nil : Embedding(count: users, dimension: d, seed: c.seed &+ 1, name: "user.embedding")
+        historyItems = c.userInput == .id ? nil : Embedding(count: items, dimension: d, seed: c.seed &+ 2, name: "user.history")
+        userMLP = tower(c.seed &+ 3, "user.mlp")
+        itemIDs = Embedding(count: items, dimension: d, seed: c.seed &+ 5, name: "item.embedding")
+        itemMLP = tower(c.seed &+ 6, "item.mlp")
+    }
+
+    var parameters: [Parameter] {
+        [userIDs?.table, historyItems?.table].compactMap { $0 } + userMLP.parameters + [itemIDs.table] + itemMLP.parameters
+    }
+
+    /// A user's history bag: at most `maxHistory` items (an evenly spaced subset, so it is
+    /// deterministic), the positive being predicted left out.
+    func historyBag(_ items: [Int], leaveOut: Int?) -> [Int] {
+        var bag = leaveOut.map { l in items.filter { $0 != l } } ?? items
+        let cap = configuration.maxHistory
+        if bag.count > cap {
+            let step = Double(bag.count) / Double(cap)
+            bag = (0..<cap).map { bag[Int(Double($0) * step)] }
+        }
+        return bag
+    }
+
+    /// The user tower's input: ID embedding, history mean, or their sum.
+    private func userInput(_ users: [Int]?, bags: [[Int]]?) -> Matrix {
+        var x: Matrix?
+        if let userIDs, let users { x = userIDs.forward(users) }
+        if let historyItems, let bags {
+            let pooled = historyItems.bag(bags)
+            if var sum = x {
+                for i in sum.values.indices { sum.values[i] += pooled.values[i] }
+                x = sum
+            } else {
+                x = pooled
+            }
+        }
+        return x ?? Matrix(rows: bags?.count ?? 0, columns: configuration.dimension)
+    }
+
+    func userForward(_ users: [Int], bags: [[Int]]?) -> Matrix { userMLP.forward(userInput(users, bags: bags), training: true) }
+
+    func userBackward(_ dy: Matrix) {
+        let dx = userMLP.backward(dy)
+        userIDs?.backward(dx)
+        historyItems?.bagBackward(dx)
+    }
+
+    func itemForward(_ items: [Int]) -> Matrix { itemMLP.forward(itemIDs.forward(items), training: true) }
+
+    func itemBackward(_ dy: Matrix) { itemIDs.backward(itemMLP.backward(dy)) }
+
+    /// Inference: item vectors, in chunks.
+    func itemVectors(_ items: [Int]) -> Matrix {
+        chunked(items.count) { range in itemMLP.forward(itemIDs.forward(Array(items[range])), training: false) }
+    }
+
+    /// Inference: user vectors (`users` nil: history only).
+    func userVectors(_ users: [Int]?, bags: [[Int]]?) -> Matrix {
+        let n = users?.count ?? bags?.count ?? 0
+        return chunked(n) { range in
+            userMLP.forward(userInput(users.map { Array($0[range]) }, bags: bags.map { Array($0[range]) }), training: false)
+        }
+    }
+
+    private func chunked(_ n: Int, _ body: (Range<Int>) -> Matrix) -> Matrix {
+        var out = Matrix(rows: n, columns: configuration.dimension)
+        var start = 0
+        while start < n {
+            let range = start..<min(n, start + 4096)
+            let part = body(range)
+            for (r, row) in range.enumerated() {
+                for k in 0..<configuration.dimension { out.values[row * configuration.dimension + k] = part.values[r * configuration.dimension + k] }
+            }
+            start = range.upperBound
+        }
+        return out
+    }
+}
+
+/// The training loop: seeded shuffling of (user, item) pairs each epoch, mini-batches whose matrix
+/// products run on all cores (deterministic: each output element is summed by one thread in a
+/// fixed order), hard-negative mining, per-epoch validation and early stopping.
+final class TwoTowerTrainer: @unchecked Sendable {
+    let x: SparseMatrix
+    let c: TwoTower.Configuration
+    let network: TwoTowerNetwork
+    private(set) var users: [Int32] = []
+    private(set) var items: [Int32] = []
+    private var validation: [(user: Int, item: Int)] = []
+    /// log(count / pairs) per item: the in-batch sampling probability of the logQ correction.
+    private var logFrequency: [Float] = []
+
+    init(interactions: SparseMatrix, configuration: TwoTower.Configuration) {
+        x = interactions
+        c = configuration
+        network = TwoTowerNetwork(configuration: configuration, users: interactions.rowCount, items: interactions.columnCount)
+        var held = Set<Int64>()
+        if c.validationUsers > 0 {
+            var g = SeededGenerator(seed: c.seed, stream: 99)
+            let candidates = (0..<x.rowCount).filter { x.row($0).count >= 2 }
+            var order = candidates
+            g.shuffle(&order)
+            for u in order.prefix(c.validationUsers) {
+                let row = x.row(u)
+                let item = Int(row[row.startIndex + g.next(below: row.count)])
+                validation.append((u, item))
+                held.insert(Int64(u) << 32 | Int64(item))
+            }
+        }
+        for u in 0..<x.rowCount {
+            for i in x.row(u) where !held.contains(Int64(u) << 32 | Int64(i)) {
+                users.append(Int32(u))
+                items.append(i)
+            }
+        }
+        var counts = [Int](repeating: 0, count: x.columnCount)
+        for i in items { counts[Int(i)] += 1 }
+        logFrequency = counts.map { log(max(Float($0) / Float(max(1, items.count)), 1e-12)) }
+    }
+
+    /// Whether `item` is among `user`'s training items (rows are sorted).
+    private func isPositive(_ user: Int, _ item: Int) -> Bool {
+        let row = x.row(user)
+        var lo = row.startIndex, hi = row.endIndex
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if Int(row[mid]) < item { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < row.endIndex && Int(row[lo]) == item
+    }
+
+    func run(progress: TwoTower.Progress?) throws {
+        let n = users.count
+        guard n > 0 else { return }
+        let parameters = network.parameters
+        let optimizer = Adam(learningRate: Float(c.learningRate), weightDecay: Float(c.weightDecay), lazy: c.lazyAdam)
+        let kind = c.negativeKind
+        var itemCache: Matrix?
+        var step = 0
+        var best: (hr: Double, values: [Matrix])?
+        var sinceBest = 0
+        for epoch in 1...max(1, c.epochs) where c.epochs > 0 {
+            let clock = Stopwatch()
+            var g = SeededGenerator(seed: c.seed, stream: UInt64(epoch))
+            let order = g.permutation(n)
+            var totalLoss = 0.0
+            var start = 0
+            while start < n {
+                let batch = order[start..<min(n, start + c.batchSize)]
+                start += c.batchSize
+                let bu = batch.map { Int(users[$0]) }, bi = batch.map { Int(items[$0]) }
+                for p in parameters { p.zeroGrad() }
+                let bags = network.needsHistory ? zip(bu, bi).map { network.historyBag(x.row($0.0).map { Int($0) }, leaveOut: $0.1) } : nil
+                let u = network.userForward(bu, bags: bags)
+                var candidates = bi
+                if !kind.isEmpty {
+                    if kind != "random" && (itemCache == nil || step % c.refreshEvery == 0) {
+                        itemCache = network.itemVectors(Array(0..<x.columnCount))
+                    }
+                    candidates += mineNegatives(kind: kind, u: u, users: bu, positives: bi, cache: itemCache, generator: &g)
+                }
+                let v = network.itemForward(candidates)
+                let (loss, du, dv) = c.loss == .softmax
+                    ? softmaxStep(u: u, v: v, positives: bi, candidates: candidates)
+                    : tripletStep(u: u, v: v, positives: bi, candidates: candidates)
+                totalLoss += Double(loss) * Double(batch.count)
+                network.userBackward(du)
+                network.itemBackward(dv)
+                optimizer.step(parameters)
+                step += 1
+            }
+            let hr = validation.isEmpty ? nil : validationHitRate()
+            progress?(epoch, totalLoss / Double(n), clock.seconds, hr)
+            if let hr, c.patience > 0 {
+                if best == nil || hr > best!.hr {
+                    best = (hr, parameters.map(\.value))
+                    sinceBest = 0
+                } else {
+                    sinceBest += 1
+                    if sinceBest >= c.patience { break }
+                }
+            }
+        }
+        if let best { for (p, v) in zip(parameters, best.values) { p.value = v } }
+    }
+
+    private func softmaxStep(u: Matrix, v: Matrix, positives: [Int], candidates: [Int]) -> (Float, Matrix, Matrix) {
+        let r = Losses.sampledSoftmax(queries: u, candidates: v, positives: Array(positives.indices), temperature: Float(c.temperature),
+                                      logQ: c.logQ ? candidates.map { logFrequency[$0] } : nil,
+                                      candidateIDs: c.maskAccidentalHits ? candidates : nil, threads: c.threads)
+        return (r.loss, r.gradients[0], r.gradients[1])
+    }
+
+    /// Triplet loss against each row's hardest in-batch candidate (highest score, another item).
+    private func tripletStep(u: Matrix, v: Matrix, positives: [Int], candidates: [Int]) -> (Float, Matrix, Matrix) {
+        let b = u.rows, m = v.rows, d = u.columns
+        let s = u.multiplied(by: v, transposeOther: true, threads: c.threads)
+        var positive = [Float](repeating: 0, count: b), negative = positive
+        var hardest = [Int](repeating: 0, count: b)
+        for i in 0..<b {
+            positive[i] = s[i, i]
+            var bestJ = -1
+            var bestScore = -Float.infinity
+            for j in 0..<m where candidates[j] != positives[i] && s[i, j] > bestScore {
+                bestScore = s[i, j]
+                bestJ = j
+            }
+            hardest[i] = max(0, bestJ)
+            negative[i] = bestJ >= 0 ? bestScore : positive[i] - Float(c.margin) - 1
+        }
+        let t = Losses.triplet(positive: positive, negative: negative, margin: Float(c.margin))
+        var du = Matrix(rows: b, columns: d), dv = Matrix(rows: m, columns: d)
+        for i in 0..<b {
+            let j = hardest[i]
+            for k in 0..<d {
+                du.values[i * d + k] += t.dPositive[i] * v[i, k] + t.dNegative[i] * v[j, k]
+                dv.values[i * d + k] += t.dPositive[i] * u[i, k]
+                dv.values[j * d + k] += t.dNegative[i] * u[i, k]
+            }
+        }
+        return (t.loss, du, dv)
+    }
+
+    /// One extra negative item per row, mined from `cache` (item vectors of a recent step).
+    private func mineNegatives(kind: String, u: Matrix, users: [Int], positives: [Int], cache: Matrix?,
+                               generator g: inout SeededGenerator) -> [Int] {
+        let itemCount = x.columnCount
+        if kind == "random" {
+            return users.indices.map { i in
+                var j = g.next(below: itemCount)
+                while isPositive(users[i], j) && x.row(users[i]).count < itemCount { j = g.next(below: itemCount) }
+                _ = i
+                return j
+            }
+        }
+        guard let cache else { return [] }
+        let s = u.multiplied(by: cache, transposeOther: true, threads: c.threads)
+        var out = [Int](repeating: 0, count: users.count)
+        out.withUnsafeMutableBufferPointer { buffer in
+            let shared = SharedMutableBuffer(buffer)
+            Parallelism.forEachRange(users.count, grain: 64, threads: c.threads) { range in
+                for i in range {
+                    let limit = kind == "semi-hard" ? s[i, positives[i]] : Float.infinity
+                    var bestJ = -1
+                    var bestScore = -Float.infinity
+                    for j in 0..<itemCount {
+                        let v = s[i, j]
+                        if v > bestScore && v < limit && j != positives[i] && !self.isPositive(users[i], j) {
+                            bestScore = v
+                            bestJ = j
+                        }
+                    }
+                    shared[i] = bestJ >= 0 ? bestJ : (positives[i] + 1) % itemCount
+                }
+            }
+        }
+        return out
+    }
+
+    /// HR@10 of the held-out items, every item ranked, the user's training items excluded.
+    private func validationHitRate() -> Double {
+        let itemVectors = network.itemVectors(Array(0..<x.columnCount))
+        let vu = validation.map(\.user)
+        let bags = network.needsHistory ? vu.map { network.historyBag(x.row($0).map { Int($0) }, leaveOut: nil) } : nil
+        let userVectors = network.userVectors(network.userIDs == nil ? nil : vu, bags: bags)
+        let scores = userVectors.multiplied(by: itemVectors, transposeOther: true, threads: c.threads)
+        var hits = 0
+        for (n, v) in validation.enumerated() {
+            let target = scores[n, v.item]
+            var better = 0
+            for j in 0..<x.columnCount where j != v.item && !isPositive(v.user, j) {
+                if scores[n, j] > target || (scores[n, j] == target && j < v.item) { better += 1 }
+            }
+            if better < 10 { hits += 1 }
+        }
+        return Double(hits) / Double(validation.count)
+    }
+}
