@@ -100,3 +100,22 @@ public enum Kernels {
         return Float(s)
     }
 }
+
+extension Kernels {
+    /// x[i] = exp(x[i] − shift) in place, returning Σ x[i] (the softmax denominator): the C kernel
+    /// (AVX-512 / AVX2 polynomial, relative error below 2e-7; arguments below −87.3 give 0, so a
+    /// masked −∞ logit gives 0).
+    public static func expShifted(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> Float {
+        affinity_exp_shifted(x, count, shift)
+    }
+
+    /// The plain twin of `expShifted`.
+    public static func referenceExpShifted(_ x: inout [Float], shift: Float) -> Float {
+        var total: Float = 0
+        for i in x.indices {
+            x[i] = x[i] - shift < -87.3 ? 0 : Float(Foundation.exp(Double(x[i] - shift)))
+            total += x[i]
+        }
+        return total
+    }
+}

@@ -24,14 +24,20 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
         public var logQ: Bool = true
         /// Mask candidates that carry the same item as the row's positive.
         public var maskAccidentalHits: Bool = true
-        /// Negatives besides the batch's own positives: `in-batch`, `in-batch+dynamic` (each row's
+        /// Negatives besides the batch's own positives: `in-batch`, `in-batch+static` (a random item
+        /// sharing a genre with the positive; needs item genres), `in-batch+dynamic` (each row's
         /// top-scored non-positive among item vectors refreshed every `refreshEvery` steps),
         /// `in-batch+semi-hard` (the best-scoring non-positive that scores below the positive), or
         /// `in-batch+random` (uniform items, a control).
         public var negatives: String = "in-batch"
+        /// Add the mean of the item's genre embeddings to the item tower's input (needs item genres).
+        public var itemGenres: Bool = false
         /// Steps between refreshes of the item vectors used to mine hard negatives.
         public var refreshEvery: Int = 50
-        /// `softmax` (InfoNCE) or `triplet` (margin loss against the hardest in-batch negative).
+        /// Dynamic negatives are drawn uniformly from each row's top `hardNegativePool` non-positives
+        /// (1 = always the top one, which is often an unlabelled positive).
+        public var hardNegativePool: Int = 50
+        /// `softmax` (InfoNCE) or `triplet` (margin loss against a semi-hard in-batch negative).
         public var loss: Loss = .softmax
         /// Margin of the triplet loss (on cosine scores).
         public var margin: Double = 0.2
@@ -62,12 +68,12 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
         public func validate() throws {
             func positive(_ v: Int, _ name: String) throws { guard v > 0 else { throw ModelError.invalidSetting(name: name, reason: "must be positive, got \(v)") } }
             try positive(dimension, "dimension"); try positive(hidden, "hidden"); try positive(batchSize, "batchSize")
-            try positive(refreshEvery, "refreshEvery"); try positive(maxHistory, "maxHistory")
+            try positive(refreshEvery, "refreshEvery"); try positive(maxHistory, "maxHistory"); try positive(hardNegativePool, "hardNegativePool")
             guard epochs >= 0 else { throw ModelError.invalidSetting(name: "epochs", reason: "must not be negative") }
             guard temperature > 0 else { throw ModelError.invalidSetting(name: "temperature", reason: "must be positive, got \(temperature)") }
             guard learningRate > 0 else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive") }
-            guard ["", "dynamic", "semi-hard", "random"].contains(negativeKind) else {
-                throw ModelError.invalidSetting(name: "negatives", reason: "one of in-batch, in-batch+dynamic, in-batch+semi-hard, in-batch+random; got '\(negatives)'")
+            guard ["", "static", "dynamic", "semi-hard", "random"].contains(negativeKind) else {
+                throw ModelError.invalidSetting(name: "negatives", reason: "one of in-batch, in-batch+static, in-batch+dynamic, in-batch+semi-hard, in-batch+random; got '\(negatives)'")
             }
             guard validationUsers >= 0, patience >= 0 else { throw ModelError.invalidSetting(name: "validationUsers", reason: "must not be negative") }
         }
@@ -88,9 +94,24 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
         try fit(interactions, configuration: configuration, progress: nil)
     }
 
-    public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, progress: Progress?) throws -> TwoTower {
+    /// What the model may know about items besides interactions: each item's genres (as genre
+    /// indexes), for `itemGenres` features and `in-batch+static` negatives.
+    public struct SideInformation: Sendable {
+        public var itemGenres: [[Int]]
+        public init(itemGenres: [[Int]]) { self.itemGenres = itemGenres }
+    }
+
+    public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, sideInformation: SideInformation? = nil,
+                           progress: Progress?) throws -> TwoTower {
         try c.validate()
-        let trainer = TwoTowerTrainer(interactions: interactions, configuration: c)
+        if let genres = sideInformation?.itemGenres, genres.count != interactions.columnCount {
+            throw ModelError.invalidSetting(name: "itemGenres", reason: "\(genres.count) genre lists for \(interactions.columnCount) items")
+        }
+        if (c.itemGenres || c.negativeKind == "static") && (sideInformation?.itemGenres.allSatisfy(\.isEmpty) ?? true) {
+            throw ModelError.invalidSetting(name: c.itemGenres ? "itemGenres" : "negatives",
+                                            reason: "needs item genres (an items.tsv with genres in the split folder)")
+        }
+        let trainer = TwoTowerTrainer(interactions: interactions, configuration: c, genres: sideInformation?.itemGenres)
         try trainer.run(progress: progress)
         return TwoTower(configuration: c, interactions: interactions, network: trainer.network)
     }
@@ -146,12 +167,23 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
     public func tensors() -> [String: Tensor] {
         var t = interactions.tensors(prefix: "interactions").merging(embeddings.tensors()) { a, _ in a }
         for p in network.parameters { t["net." + p.name] = .float32(p.value.values, shape: [p.value.rows, p.value.columns]) }
+        if let genres = network.genres, network.genreEmbedding != nil {
+            let matrix = SparseMatrix(rowCount: genres.count, columnCount: (genres.flatMap { $0 }.max() ?? -1) + 1,
+                                      rows: genres.enumerated().flatMap { i, g in g.map { _ in Int32(i) } },
+                                      cols: genres.flatMap { $0.map(Int32.init) })
+            t.merge(matrix.tensors(prefix: "item_genres")) { a, _ in a }
+        }
         return t
     }
 
     public init(configuration: Configuration, file: SafeTensorsFile, path: String) throws {
         let x = try SparseMatrix(file: file, prefix: "interactions", path: path)
-        let network = TwoTowerNetwork(configuration: configuration, users: x.rowCount, items: x.columnCount)
+        var genres: [[Int]]?
+        if configuration.itemGenres {
+            let g = try SparseMatrix(file: file, prefix: "item_genres", path: path)
+            genres = (0..<g.rowCount).map { g.row($0).map { Int($0) } }
+        }
+        let network = TwoTowerNetwork(configuration: configuration, users: x.rowCount, items: x.columnCount, genres: genres)
         for p in network.parameters {
             let values = try file.float32("net." + p.name, path: path)
             guard values.count == p.value.values.count else {
@@ -171,11 +203,18 @@ final class TwoTowerNetwork: @unchecked Sendable {
     let userMLP: Sequential
     let itemIDs: Embedding
     let itemMLP: Sequential
+    /// Genres of each item and their embedding (when `itemGenres` is set).
+    let genres: [[Int]]?
+    let genreEmbedding: Embedding?
 
     var needsHistory: Bool { historyItems != nil }
 
-    init(configuration c: TwoTower.Configuration, users: Int, items: Int) {
+    init(configuration c: TwoTower.Configuration, users: Int, items: Int, genres: [[Int]]? = nil) {
         configuration = c
+        self.genres = genres
+        let genreCount = (genres?.flatMap { $0 }.max() ?? -1) + 1
+        genreEmbedding = c.itemGenres && genreCount > 0
+            ? Embedding(count: genreCount, dimension: c.dimension, seed: c.seed &+ 7, name: "item.genres") : nil
         let d = c.dimension, h = c.hidden, t = c.threads
         func tower(_ seed: UInt64, _ name: String) -> Sequential {
             var layers: [any Layer] = [Linear(d, h, seed: seed, name: name + ".0", threads: t), ReLU(),
@@ -191,7 +230,8 @@ final class TwoTowerNetwork: @unchecked Sendable {
     }
 
     var parameters: [Parameter] {
-        [userIDs?.table, historyItems?.table].compactMap { $0 } + userMLP.parameters + [itemIDs.table] + itemMLP.parameters
+        [userIDs?.table, historyItems?.table].compactMap { $0 } + userMLP.parameters + [itemIDs.table]
+            + [genreEmbedding?.table].compactMap { $0 } + itemMLP.parameters
     }
 
     /// A user's history bag: at most `maxHistory` items (an evenly spaced subset, so it is
@@ -230,13 +270,27 @@ final class TwoTowerNetwork: @unchecked Sendable {
         historyItems?.bagBackward(dx)
     }
 
-    func itemForward(_ items: [Int]) -> Matrix { itemMLP.forward(itemIDs.forward(items), training: true) }
+    /// The item tower's input: ID embedding, plus the mean genre embedding with `itemGenres`.
+    private func itemInput(_ items: [Int]) -> Matrix {
+        var x = itemIDs.forward(items)
+        if let genreEmbedding, let genres {
+            let pooled = genreEmbedding.bag(items.map { genres[$0] })
+            for i in x.values.indices { x.values[i] += pooled.values[i] }
+        }
+        return x
+    }
 
-    func itemBackward(_ dy: Matrix) { itemIDs.backward(itemMLP.backward(dy)) }
+    func itemForward(_ items: [Int]) -> Matrix { itemMLP.forward(itemInput(items), training: true) }
+
+    func itemBackward(_ dy: Matrix) {
+        let dx = itemMLP.backward(dy)
+        itemIDs.backward(dx)
+        genreEmbedding?.bagBackward(dx)
+    }
 
     /// Inference: item vectors, in chunks.
     func itemVectors(_ items: [Int]) -> Matrix {
-        chunked(items.count) { range in itemMLP.forward(itemIDs.forward(Array(items[range])), training: false) }
+        chunked(items.count) { range in itemMLP.forward(itemInput(Array(items[range])), training: false) }
     }
 
     /// Inference: user vectors (`users` nil: history only).
@@ -275,10 +329,17 @@ final class TwoTowerTrainer: @unchecked Sendable {
     /// log(count / pairs) per item: the in-batch sampling probability of the logQ correction.
     private var logFrequency: [Float] = []
 
-    init(interactions: SparseMatrix, configuration: TwoTower.Configuration) {
+    /// Items of each genre (static negatives).
+    private var itemsOfGenre: [[Int]] = []
+
+    init(interactions: SparseMatrix, configuration: TwoTower.Configuration, genres: [[Int]]? = nil) {
         x = interactions
         c = configuration
-        network = TwoTowerNetwork(configuration: configuration, users: interactions.rowCount, items: interactions.columnCount)
+        network = TwoTowerNetwork(configuration: configuration, users: interactions.rowCount, items: interactions.columnCount, genres: genres)
+        if let genres {
+            itemsOfGenre = [[Int]](repeating: [], count: (genres.flatMap { $0 }.max() ?? -1) + 1)
+            for (i, gs) in genres.enumerated() { for g in gs { itemsOfGenre[g].append(i) } }
+        }
         var held = Set<Int64>()
         if c.validationUsers > 0 {
             var g = SeededGenerator(seed: c.seed, stream: 99)
@@ -339,7 +400,7 @@ final class TwoTowerTrainer: @unchecked Sendable {
                 let u = network.userForward(bu, bags: bags)
                 var candidates = bi
                 if !kind.isEmpty {
-                    if kind != "random" && (itemCache == nil || step % c.refreshEvery == 0) {
+                    if kind != "random" && kind != "static" && (itemCache == nil || step % c.refreshEvery == 0) {
                         itemCache = network.itemVectors(Array(0..<x.columnCount))
                     }
                     candidates += mineNegatives(kind: kind, u: u, users: bu, positives: bi, cache: itemCache, generator: &g)
@@ -376,7 +437,9 @@ final class TwoTowerTrainer: @unchecked Sendable {
         return (r.loss, r.gradients[0], r.gradients[1])
     }
 
-    /// Triplet loss against each row's hardest in-batch candidate (highest score, another item).
+    /// Triplet loss against each row's semi-hard in-batch candidate (FaceNet, Schroff et al. 2015):
+    /// the best-scoring other item that still scores below the positive, or, when every other item
+    /// scores above it, the lowest-scoring one (the hardest negative makes the towers collapse).
     private func tripletStep(u: Matrix, v: Matrix, positives: [Int], candidates: [Int]) -> (Float, Matrix, Matrix) {
         let b = u.rows, m = v.rows, d = u.columns
         let s = u.multiplied(by: v, transposeOther: true, threads: c.threads)
@@ -384,14 +447,14 @@ final class TwoTowerTrainer: @unchecked Sendable {
         var hardest = [Int](repeating: 0, count: b)
         for i in 0..<b {
             positive[i] = s[i, i]
-            var bestJ = -1
-            var bestScore = -Float.infinity
-            for j in 0..<m where candidates[j] != positives[i] && s[i, j] > bestScore {
-                bestScore = s[i, j]
-                bestJ = j
+            var below = -1, lowest = -1
+            for j in 0..<m where candidates[j] != positives[i] {
+                if s[i, j] < positive[i] && (below < 0 || s[i, j] > s[i, below]) { below = j }
+                if lowest < 0 || s[i, j] < s[i, lowest] { lowest = j }
             }
-            hardest[i] = max(0, bestJ)
-            negative[i] = bestJ >= 0 ? bestScore : positive[i] - Float(c.margin) - 1
+            let j = below >= 0 ? below : lowest
+            hardest[i] = max(0, j)
+            negative[i] = j >= 0 ? s[i, j] : positive[i] - Float(c.margin) - 1
         }
         let t = Losses.triplet(positive: positive, negative: negative, margin: Float(c.margin))
         var du = Matrix(rows: b, columns: d), dv = Matrix(rows: m, columns: d)
@@ -410,6 +473,18 @@ final class TwoTowerTrainer: @unchecked Sendable {
     private func mineNegatives(kind: String, u: Matrix, users: [Int], positives: [Int], cache: Matrix?,
                                generator g: inout SeededGenerator) -> [Int] {
         let itemCount = x.columnCount
+        if kind == "static", let genres = network.genres {
+            // A random item sharing a random genre of the positive, not one of the user's items.
+            return users.indices.map { i in
+                let own = genres[positives[i]]
+                for _ in 0..<8 where !own.isEmpty {
+                    let pool = itemsOfGenre[own[g.next(below: own.count)]]
+                    let j = pool[g.next(below: pool.count)]
+                    if j != positives[i] && !isPositive(users[i], j) { return j }
+                }
+                return g.next(below: itemCount)
+            }
+        }
         if kind == "random" {
             return users.indices.map { i in
                 var j = g.next(below: itemCount)
@@ -420,22 +495,23 @@ final class TwoTowerTrainer: @unchecked Sendable {
         }
         guard let cache else { return [] }
         let s = u.multiplied(by: cache, transposeOther: true, threads: c.threads)
+        let pool = kind == "dynamic" ? c.hardNegativePool : 1
+        // One draw per row, made here so that the parallel part below is deterministic.
+        let draws = users.indices.map { _ in g.next(below: pool) }
         var out = [Int](repeating: 0, count: users.count)
         out.withUnsafeMutableBufferPointer { buffer in
             let shared = SharedMutableBuffer(buffer)
             Parallelism.forEachRange(users.count, grain: 64, threads: c.threads) { range in
+                var top = TopKSelector(k: pool)
                 for i in range {
                     let limit = kind == "semi-hard" ? s[i, positives[i]] : Float.infinity
-                    var bestJ = -1
-                    var bestScore = -Float.infinity
+                    top.reset(k: pool)
                     for j in 0..<itemCount {
                         let v = s[i, j]
-                        if v > bestScore && v < limit && j != positives[i] && !self.isPositive(users[i], j) {
-                            bestScore = v
-                            bestJ = j
-                        }
+                        if v < limit && j != positives[i] && !self.isPositive(users[i], j) { top.push(index: j, score: v) }
                     }
-                    shared[i] = bestJ >= 0 ? bestJ : (positives[i] + 1) % itemCount
+                    let ranked = top.sortedResults()
+                    shared[i] = ranked.isEmpty ? (positives[i] + 1) % itemCount : ranked[min(draws[i], ranked.count - 1)].index
                 }
             }
         }

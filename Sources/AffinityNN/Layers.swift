@@ -127,13 +127,19 @@ public final class ReLU: Layer {
     public var parameters: [Parameter] { [] }
     public func forward(_ x: Matrix, training: Bool) -> Matrix {
         var y = x
-        for i in y.values.indices where y.values[i] < 0 { y.values[i] = 0 }
+        y.values.withUnsafeMutableBufferPointer { v in
+            for i in v.indices { v[i] = max(v[i], 0) }
+        }
         output = y
         return y
     }
     public func backward(_ dy: Matrix) -> Matrix {
         var dx = dy
-        for i in dx.values.indices where output.values[i] <= 0 { dx.values[i] = 0 }
+        dx.values.withUnsafeMutableBufferPointer { d in
+            output.values.withUnsafeBufferPointer { o in
+                for i in d.indices { d[i] = o[i] > 0 ? d[i] : 0 }
+            }
+        }
         return dx
     }
 }
@@ -185,23 +191,35 @@ public final class LayerNorm: Layer {
         let n = x.rows, d = x.columns
         var xh = x
         var y = x
-        rstd = [Float](repeating: 0, count: n)
-        let g = gamma.value.values, b = beta.value.values
-        for r in 0..<n {
-            var mean: Float = 0
-            for k in 0..<d { mean += x.values[r * d + k] }
-            mean /= Float(d)
-            var variance: Float = 0
-            for k in 0..<d { let v = x.values[r * d + k] - mean; variance += v * v }
-            variance /= Float(d)
-            let s = 1 / (variance + eps).squareRoot()
-            rstd[r] = s
-            for k in 0..<d {
-                let h = (x.values[r * d + k] - mean) * s
-                xh.values[r * d + k] = h
-                y.values[r * d + k] = h * g[k] + b[k]
+        var rstd = [Float](repeating: 0, count: n)
+        let eps = self.eps
+        gamma.value.values.withUnsafeBufferPointer { g in
+            beta.value.values.withUnsafeBufferPointer { b in
+                x.values.withUnsafeBufferPointer { xp in
+                    xh.values.withUnsafeMutableBufferPointer { hp in
+                        y.values.withUnsafeMutableBufferPointer { yp in
+                            for r in 0..<n {
+                                let row = xp.baseAddress! + r * d
+                                var mean: Float = 0
+                                for k in 0..<d { mean += row[k] }
+                                mean /= Float(d)
+                                var variance: Float = 0
+                                for k in 0..<d { let v = row[k] - mean; variance += v * v }
+                                variance /= Float(d)
+                                let s = 1 / (variance + eps).squareRoot()
+                                rstd[r] = s
+                                for k in 0..<d {
+                                    let h = (row[k] - mean) * s
+                                    hp[r * d + k] = h
+                                    yp[r * d + k] = h * g[k] + b[k]
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
+        self.rstd = rstd
         normalized = xh
         return y
     }
@@ -209,23 +227,36 @@ public final class LayerNorm: Layer {
     public func backward(_ dy: Matrix) -> Matrix {
         let n = dy.rows, d = dy.columns
         var dx = dy
-        let g = gamma.value.values
-        for r in 0..<n {
-            // dx̂ = dy·γ; dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)).
-            var meanD: Float = 0, meanDX: Float = 0
-            for k in 0..<d {
-                let dh = dy.values[r * d + k] * g[k]
-                meanD += dh
-                meanDX += dh * normalized.values[r * d + k]
-                gamma.grad.values[k] += dy.values[r * d + k] * normalized.values[r * d + k]
-                beta.grad.values[k] += dy.values[r * d + k]
+        var dGamma = [Float](repeating: 0, count: d), dBeta = [Float](repeating: 0, count: d)
+        gamma.value.values.withUnsafeBufferPointer { g in
+            normalized.values.withUnsafeBufferPointer { h in
+                dy.values.withUnsafeBufferPointer { dp in
+                    dx.values.withUnsafeMutableBufferPointer { xp in
+                        for r in 0..<n {
+                            // dx̂ = dy·γ; dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)).
+                            var meanD: Float = 0, meanDX: Float = 0
+                            for k in 0..<d {
+                                let dv = dp[r * d + k], hv = h[r * d + k]
+                                let dh = dv * g[k]
+                                meanD += dh
+                                meanDX += dh * hv
+                                dGamma[k] += dv * hv
+                                dBeta[k] += dv
+                            }
+                            meanD /= Float(d)
+                            meanDX /= Float(d)
+                            let s = rstd[r]
+                            for k in 0..<d {
+                                xp[r * d + k] = s * (dp[r * d + k] * g[k] - meanD - h[r * d + k] * meanDX)
+                            }
+                        }
+                    }
+                }
             }
-            meanD /= Float(d)
-            meanDX /= Float(d)
-            for k in 0..<d {
-                let dh = dy.values[r * d + k] * g[k]
-                dx.values[r * d + k] = rstd[r] * (dh - meanD - normalized.values[r * d + k] * meanDX)
-            }
+        }
+        for k in 0..<d {
+            gamma.grad.values[k] += dGamma[k]
+            beta.grad.values[k] += dBeta[k]
         }
         return dx
     }
@@ -268,24 +299,35 @@ public final class L2Normalize: Layer {
     public func forward(_ x: Matrix, training: Bool) -> Matrix {
         let n = x.rows, d = x.columns
         var y = x
-        norms = [Float](repeating: 0, count: n)
-        for r in 0..<n {
-            var s: Float = 0
-            for k in 0..<d { s += x.values[r * d + k] * x.values[r * d + k] }
-            let norm = max(s.squareRoot(), 1e-12)
-            norms[r] = norm
-            for k in 0..<d { y.values[r * d + k] /= norm }
+        var norms = [Float](repeating: 0, count: n)
+        y.values.withUnsafeMutableBufferPointer { yp in
+            for r in 0..<n {
+                let row = yp.baseAddress! + r * d
+                var s: Float = 0
+                for k in 0..<d { s += row[k] * row[k] }
+                let norm = max(s.squareRoot(), 1e-12)
+                norms[r] = norm
+                let inv = 1 / norm
+                for k in 0..<d { row[k] *= inv }
+            }
         }
+        self.norms = norms
         output = y
         return y
     }
     public func backward(_ dy: Matrix) -> Matrix {
         let n = dy.rows, d = dy.columns
         var dx = dy
-        for r in 0..<n {
-            var dot: Float = 0
-            for k in 0..<d { dot += output.values[r * d + k] * dy.values[r * d + k] }
-            for k in 0..<d { dx.values[r * d + k] = (dy.values[r * d + k] - output.values[r * d + k] * dot) / norms[r] }
+        output.values.withUnsafeBufferPointer { o in
+            dx.values.withUnsafeMutableBufferPointer { xp in
+                for r in 0..<n {
+                    let row = xp.baseAddress! + r * d, out = o.baseAddress! + r * d
+                    var dot: Float = 0
+                    for k in 0..<d { dot += out[k] * row[k] }
+                    let inv = 1 / norms[r]
+                    for k in 0..<d { row[k] = (row[k] - out[k] * dot) * inv }
+                }
+            }
         }
         return dx
     }

@@ -33,32 +33,37 @@ public enum Losses {
         }
         // Row-wise softmax and cross-entropy, rows in parallel (each row is written by one task).
         var rowLoss = [Float](repeating: 0, count: b)
+        let logQValues = logQ ?? [], ids = candidateIDs ?? []
+        let useLogQ = logQ != nil, mask = candidateIDs != nil
         logits.values.withUnsafeMutableBufferPointer { lp in
             rowLoss.withUnsafeMutableBufferPointer { rl in
-                let l = SharedMutableBuffer(lp), losses = SharedMutableBuffer(rl)
-                Parallelism.forEachRange(b, grain: 64, threads: threads) { range in
-                    for i in range {
-                        let row = l.base.baseAddress! + i * c
-                        let positive = positives[i]
-                        let positiveID = candidateIDs?[positive]
-                        var maxLogit = -Float.infinity
-                        for j in 0..<c {
-                            if let q = logQ { row[j] -= q[j] }
-                            if let ids = candidateIDs, j != positive, ids[j] == positiveID { row[j] = -.infinity }
-                            maxLogit = max(maxLogit, row[j])
+                do {
+                    do {
+                        let l = SharedMutableBuffer(lp), losses = SharedMutableBuffer(rl)
+                        Parallelism.forEachRange(b, grain: 64, threads: threads) { range in
+                          logQValues.withUnsafeBufferPointer { q in
+                           ids.withUnsafeBufferPointer { idv in
+                            for i in range {
+                                let row = l.base.baseAddress! + i * c
+                                let positive = positives[i]
+                                if useLogQ { for j in 0..<c { row[j] -= q[j] } }
+                                if mask {
+                                    let positiveID = idv[positive]
+                                    for j in 0..<c where j != positive && idv[j] == positiveID { row[j] = -.infinity }
+                                }
+                                var maxLogit = -Float.infinity
+                                for j in 0..<c { maxLogit = max(maxLogit, row[j]) }
+                                let positiveLogit = row[positive] - maxLogit
+                                let sum = Kernels.expShifted(row, count: c, shift: maxLogit)
+                                losses[i] = log(sum) - positiveLogit
+                                // Gradient of the mean loss w.r.t. the logits: (softmax − onehot) / b.
+                                let scale = 1 / (sum * Float(b))
+                                for j in 0..<c { row[j] *= scale }
+                                row[positive] -= 1 / Float(b)
+                            }
+                           }
+                          }
                         }
-                        var sum: Float = 0
-                        for j in 0..<c {
-                            let e = row[j] == -.infinity ? 0 : exp(row[j] - maxLogit)
-                            row[j] = e
-                            sum += e
-                        }
-                        let positiveLogit = log(max(row[positive], .leastNormalMagnitude) / sum)
-                        losses[i] = -positiveLogit
-                        // Gradient of the mean loss w.r.t. the logits: (softmax − onehot) / b.
-                        let scale = 1 / (sum * Float(b))
-                        for j in 0..<c { row[j] *= scale }
-                        row[positive] -= 1 / Float(b)
                     }
                 }
             }

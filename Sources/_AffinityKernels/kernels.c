@@ -648,3 +648,100 @@ void affinity_pq_scan(const uint8_t *codes, long n, long m, const float *table, 
 #endif
     pq_scan_c(codes, n, m, table, bias, out);
 }
+
+// ------------------------------------------------------------------------------ exp (softmax)
+// x[i] = exp(x[i] - shift), returning the sum. Range reduction x = n*ln2 + r (ln2 in two parts),
+// a degree-6 polynomial for e^r (Cephes expf), 2^n built in the exponent bits. Relative error
+// < 2e-7; arguments below -87.3 give 0 (so -inf, a masked logit, gives 0).
+
+static float exp_shifted_c(float *x, long n, float shift) {
+    float total = 0;
+    for (long i = 0; i < n; i++) {
+        float v = x[i] - shift;
+        float e = v < -87.3f ? 0.0f : expf(v);
+        x[i] = e;
+        total += e;
+    }
+    return total;
+}
+
+#if AFFINITY_X86
+#define EXP_POLY(FMADD, SET1, p, r) \
+    p = SET1(1.9875691500e-4f); \
+    p = FMADD(p, r, SET1(1.3981999507e-3f)); \
+    p = FMADD(p, r, SET1(8.3334519073e-3f)); \
+    p = FMADD(p, r, SET1(4.1665795894e-2f)); \
+    p = FMADD(p, r, SET1(1.6666665459e-1f)); \
+    p = FMADD(p, r, SET1(5.0000001201e-1f));
+
+__attribute__((target("avx512f")))
+static inline __m512 exp512(__m512 v) {
+    __mmask16 under = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), v);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p;
+    EXP_POLY(_mm512_fmadd_ps, _mm512_set1_ps, p, r)
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_mul_ps(p, _mm512_castsi512_ps(bits)));
+}
+
+__attribute__((target("avx512f")))
+static float exp_shifted_avx512(float *x, long n, float shift) {
+    __m512 sum = _mm512_setzero_ps(), s = _mm512_set1_ps(shift);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), s));
+        _mm512_storeu_ps(x + i, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+
+__attribute__((target("avx2,fma")))
+static inline __m256 exp256(__m256 v) {
+    __m256 under = _mm256_cmp_ps(v, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
+    v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), v);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p;
+    EXP_POLY(_mm256_fmadd_ps, _mm256_set1_ps, p, r)
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
+}
+
+__attribute__((target("avx2,fma")))
+static float exp_shifted_avx2(float *x, long n, float shift) {
+    __m256 sum = _mm256_setzero_ps(), s = _mm256_set1_ps(shift);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
+        _mm256_storeu_ps(x + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, sum);
+    float total = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+    return total + exp_shifted_c(x + i, n - i, shift);
+}
+#endif
+
+float affinity_exp_shifted(float *x, long n, float shift) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: return exp_shifted_avx512(x, n, shift);
+    case 1: return exp_shifted_avx2(x, n, shift);
+    }
+#endif
+    return exp_shifted_c(x, n, shift);
+}

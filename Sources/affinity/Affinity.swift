@@ -12,7 +12,7 @@ struct Affinity: AsyncParsableCommand {
         File formats and the evaluation protocol: README.md.
         """,
         subcommands: [DataCommand.self, SplitCommand.self, TrainCommand.self, EvaluateCommand.self,
-                      RecommendCommand.self, SimilarCommand.self, DemoCommand.self, ExplainCommand.self, TuneCommand.self, IndexCommand.self, BenchCommand.self,
+                      RecommendCommand.self, SimilarCommand.self, DemoCommand.self, ExplainCommand.self, TuneCommand.self, IndexCommand.self, BenchCommand.self, SweepCommand.self,
                       ServeCommand.self]
     )
 }

@@ -21,6 +21,15 @@ struct DemoCommand: ParsableCommand {
     @Option(name: .long, help: "Seed of the data generator and the split.") var seed: UInt64 = 42
     @Option(name: .long, help: "Users to show recommendations for.") var show = 3
     @Option(name: .long, help: "Cutoffs K, comma-separated.") var cutoffs = "10,20"
+    @Option(name: .long, help: "Models to run, comma-separated (default: all: \(ModelRegistry.names.joined(separator: ","))).") var models: String?
+
+    func validate() throws {
+        for name in modelNames where ModelRegistry.type(named: name) == nil {
+            throw ValidationError("--models: unknown model '\(name)'; known models: \(ModelRegistry.names.joined(separator: ", "))")
+        }
+    }
+
+    var modelNames: [String] { models.map { $0.split(separator: ",").map(String.init) } ?? ModelRegistry.names }
 
     func run() throws {
         let ks = try parseCutoffs(cutoffs)
@@ -53,7 +62,7 @@ struct DemoCommand: ParsableCommand {
         let evaluator = try Evaluator(cutoffs: ks)
         var rows: [(name: String, report: EvaluationReport, trainSeconds: Double)] = []
         var models: [TrainedModel] = []
-        for name in ModelRegistry.names {
+        for name in modelNames {
             let (trained, seconds) = try trainOnSplit(folder, model: name, settings: [:], catalog: catalog)
             let (report, _) = try evaluate(trained, on: folder, evaluator: evaluator, target: .test)
             rows.append((name, report, seconds))

@@ -153,30 +153,6 @@ func recall(_ results: [[Neighbor]], truth: [[Int32]], k: Int) -> Double {
 
 /// A small SVG line plot of QPS (log scale) against recall.
 func recallQPSPlot(_ points: [(recall: Double, qps: Double, label: String)], title: String) -> String {
-    let w = 640.0, h = 420.0, left = 70.0, bottom = 50.0, top = 40.0, right = 20.0
-    let minR = max(0, (points.map(\.recall).min() ?? 0) - 0.02), maxR = min(1, (points.map(\.recall).max() ?? 1) + 0.02)
-    let logs = points.map { log10(max($0.qps, 1)) }
-    let minQ = floor(logs.min() ?? 0), maxQ = ceil(logs.max() ?? 1) + (logs.max() == logs.min() ? 1 : 0)
-    func x(_ r: Double) -> Double { left + (r - minR) / max(maxR - minR, 1e-9) * (w - left - right) }
-    func y(_ q: Double) -> Double { h - bottom - (log10(max(q, 1)) - minQ) / max(maxQ - minQ, 1e-9) * (h - top - bottom) }
-    var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
-    s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"\(left)\" y=\"24\" font-size=\"14\">\(title)</text>\n"
-    s += "<line x1=\"\(left)\" y1=\"\(h - bottom)\" x2=\"\(w - right)\" y2=\"\(h - bottom)\" stroke=\"black\"/>\n"
-    s += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(h - bottom)\" stroke=\"black\"/>\n"
-    s += "<text x=\"\(w / 2)\" y=\"\(h - 12)\" text-anchor=\"middle\">recall@10</text>\n"
-    s += "<text x=\"18\" y=\"\(h / 2)\" transform=\"rotate(-90 18 \(h / 2))\" text-anchor=\"middle\">queries per second (log)</text>\n"
-    for e in Int(minQ)...Int(maxQ) {
-        let yy = y(pow(10, Double(e)))
-        s += "<text x=\"\(left - 6)\" y=\"\(yy + 4)\" text-anchor=\"end\">1e\(e)</text>\n"
-    }
-    for t in stride(from: (minR * 20).rounded(.up) / 20, through: maxR, by: 0.05) {
-        s += "<text x=\"\(x(t))\" y=\"\(h - bottom + 16)\" text-anchor=\"middle\">\(String(format: "%.2f", t))</text>\n"
-    }
-    let path = points.map { String(format: "%.1f,%.1f", x($0.recall), y($0.qps)) }.joined(separator: " ")
-    s += "<polyline points=\"\(path)\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>\n"
-    for p in points {
-        s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#1f77b4\"/><text x=\"%.1f\" y=\"%.1f\">%@</text>\n",
-                    x(p.recall), y(p.qps), x(p.recall) + 5, y(p.qps) - 5, p.label)
-    }
-    return s + "</svg>\n"
+    linePlot([PlotSeries(name: "", points: points.map { ($0.recall, $0.qps, $0.label) })], title: title,
+             xTitle: "recall@10", yTitle: "queries per second (log)", yLog: true)
 }

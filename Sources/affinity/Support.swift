@@ -90,10 +90,36 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
         if name == TwoTower.modelType {
             // Per-epoch progress on stderr: loss, time and (with validationUsers) the validation HR@10.
             let configuration = try TwoTower.Configuration().applying(settings)
-            return try TwoTower.fit(interactions, configuration: configuration) { epoch, loss, seconds, hr in
+            // Item genres from the split's items.tsv (or the catalog given), as genre indexes.
+            var side: TwoTower.SideInformation?
+            if let genresByID = (catalog ?? split.catalog)?.genres, !genresByID.isEmpty {
+                var genreIndex: [String: Int] = [:]
+                side = TwoTower.SideInformation(itemGenres: (0..<interactions.columnCount).map { i in
+                    (genresByID[split.train.items[i]] ?? []).map { g in
+                        if let n = genreIndex[g] { return n }
+                        genreIndex[g] = genreIndex.count
+                        return genreIndex.count - 1
+                    }
+                })
+            }
+            return try TwoTower.fit(interactions, configuration: configuration, sideInformation: side) { epoch, loss, seconds, hr in
                 Console.clearProgress()
                 Console.note(String(format: "two-tower epoch %d/%d: loss %.4f, %.1f s", epoch, configuration.epochs, loss, seconds)
                              + (hr.map { String(format: ", validation HR@10 %.4f", $0) } ?? ""))
+            }
+        }
+        if name == Item2Vec.modelType {
+            // Each user's items in time order (ties: file order), as gensim is fed in the reference.
+            let log = split.train
+            var rows = [[Int]](repeating: [], count: interactions.rowCount)
+            for r in 0..<log.count { rows[Int(log.userIndices[r])].append(r) }
+            let sequences = rows.map { rs -> [Int] in
+                let ordered = log.timestamps.map { t in rs.sorted { (t[$0], $0) < (t[$1], $1) } } ?? rs
+                return ordered.map { Int(log.itemIndices[$0]) }
+            }
+            let configuration = try Item2Vec.Configuration().applying(settings)
+            return try Item2Vec.fit(sequences: sequences, interactions: interactions, configuration: configuration) { epoch, seconds in
+                Console.progress(String(format: "item2vec epoch %d/%d (%.1f s)", epoch, configuration.epochs, seconds))
             }
         }
         return try ModelRegistry.fit(name, interactions: interactions, settings: settings)

@@ -40,6 +40,25 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
         }
     }
 
+    /// The softmax exponential on every path, on awkward lengths, with −∞ (masked) entries and
+    /// arguments across the float range.
+    @Test(arguments: [1, 7, 8, 15, 16, 17, 33, 1000])
+    func expShiftedMatchesReference(n: Int) {
+        for level in simdLevels {
+            Kernels.forceSIMDLevel(level)
+            defer { Kernels.forceSIMDLevel(-1) }
+            var x = randomVector(n, seed: UInt64(n)).enumerated().map { i, v in i % 5 == 3 ? -Float.infinity : v * 30 - Float(i % 3) * 40 }
+            var reference = x
+            let shift = x.max()!
+            let sum = x.withUnsafeMutableBufferPointer { Kernels.expShifted($0.baseAddress!, count: n, shift: shift) }
+            let want = Kernels.referenceExpShifted(&reference, shift: shift)
+            #expect(close(sum, want, relative: 1e-5), "level \(level) n \(n): \(sum) vs \(want)")
+            for i in 0..<n {
+                #expect(close(x[i], reference[i], relative: 1e-5, absolute: 1e-30), "level \(level) n \(n) i \(i): \(x[i]) vs \(reference[i])")
+            }
+        }
+    }
+
     @Test func sgemmMatchesReferenceOnAwkwardShapes() {
         let shapes: [(Int, Int, Int)] = [(1, 1, 1), (1, 17, 3), (15, 17, 13), (17, 15, 1000), (13, 33, 31), (25, 70, 300), (100, 1, 17), (3, 200, 5)]
         for level in simdLevels {
