@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_env import best, ensure_venv  # noqa: E402
+from peer_env import best, ensure_venv, read_pairs  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV_CF", "/tmp/affinity-venv-cf")
@@ -34,15 +34,8 @@ VENV = os.environ.get("AFFINITY_PEER_VENV_CF", "/tmp/affinity-venv-cf")
 def load_train(path):
     import numpy as np
     import scipy.sparse as sp
-    users, items, um, im = [], [], {}, {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f):
-            if n == 0 and line.startswith("user"):
-                continue
-            parts = line.rstrip("\n").split("\t")
-            users.append(um.setdefault(parts[0], len(um)))
-            items.append(im.setdefault(parts[1], len(im)))
-    X = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=(len(um), len(im)))
+    users, items, nu, ni = read_pairs(path)
+    X = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=(nu, ni))
     X.sum_duplicates()
     X.data[:] = 1
     return X

@@ -26,3 +26,19 @@ def best(repeats, fn):
         fn()
         t_best = min(t_best, time.perf_counter() - t)
     return t_best
+
+
+def read_pairs(path):
+    """(users, items, user count, item count) of a PROTOCOL TSV (optional `user...` header), IDs
+    numbered in order of first appearance, as our vocabularies do."""
+    users, items, um, im = [], [], {}, {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f):
+            if n == 0 and line.startswith("user"):
+                continue
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 2:
+                continue
+            users.append(um.setdefault(parts[0], len(um)))
+            items.append(im.setdefault(parts[1], len(im)))
+    return users, items, len(um), len(im)

@@ -23,25 +23,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_env import ensure_venv  # noqa: E402
+from peer_env import ensure_venv, read_pairs  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV_TORCH", "/tmp/affinity-venv-torch")
 BINARY = os.path.join(ROOT, ".build", "release", "affinity")
-
-
-def load_pairs(path):
-    users, items, um, im = [], [], {}, {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f):
-            if n == 0 and line.startswith("user"):
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) < 2:
-                continue
-            users.append(um.setdefault(parts[0], len(um)))
-            items.append(im.setdefault(parts[1], len(im)))
-    return users, items, len(um), len(im)
 
 
 def torch_epochs(users, items, n_users, n_items, threads, epochs, temp=0.2, batch=1024, lr=1e-3, seed=42):
@@ -105,7 +91,7 @@ def main():
     import torch
     if not os.path.exists(BINARY):
         raise SystemExit(f"{BINARY} missing: run `swift build -c release` first")
-    users, items, nu, ni = load_pairs(os.path.join(a.split, "train.tsv"))
+    users, items, nu, ni = read_pairs(os.path.join(a.split, "train.tsv"))
     n = len(users)
     print(f"two-tower training throughput on {a.split}: {n} pairs, {nu} users, {ni} items; torch {torch.__version__}")
     print(f"{'threads':>7} {'Affinity ex/s':>14} {'PyTorch ex/s':>13} {'ratio':>6}")

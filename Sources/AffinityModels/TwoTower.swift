@@ -499,18 +499,30 @@ final class TwoTowerTrainer: @unchecked Sendable {
         // One draw per row, made here so that the parallel part below is deterministic.
         let draws = users.indices.map { _ in g.next(below: pool) }
         var out = [Int](repeating: 0, count: users.count)
+        let semiHard = kind == "semi-hard"
         out.withUnsafeMutableBufferPointer { buffer in
             let shared = SharedMutableBuffer(buffer)
             Parallelism.forEachRange(users.count, grain: 64, threads: c.threads) { range in
+                // Per thread: the user's items (and the positive) masked out, the top `pool` of the
+                // rest by the SIMD top-k kernel; semi-hard also masks everything scoring at or above
+                // the positive.
                 var top = TopKSelector(k: pool)
+                var mask = [Bool](repeating: false, count: itemCount)
+                var row = [Float](repeating: 0, count: itemCount)
                 for i in range {
-                    let limit = kind == "semi-hard" ? s[i, positives[i]] : Float.infinity
-                    top.reset(k: pool)
-                    for j in 0..<itemCount {
-                        let v = s[i, j]
-                        if v < limit && j != positives[i] && !self.isPositive(users[i], j) { top.push(index: j, score: v) }
+                    let seen = self.x.row(users[i])
+                    for j in seen { mask[Int(j)] = true }
+                    mask[positives[i]] = true
+                    for j in 0..<itemCount { row[j] = s.values[i * itemCount + j] }
+                    if semiHard {
+                        let limit = row[positives[i]]
+                        for j in 0..<itemCount where row[j] >= limit { row[j] = -.infinity }
                     }
-                    let ranked = top.sortedResults()
+                    top.reset(k: pool)
+                    row.withUnsafeBufferPointer { r in mask.withUnsafeBufferPointer { top.push(scores: r, excluded: $0) } }
+                    for j in seen { mask[Int(j)] = false }
+                    mask[positives[i]] = false
+                    let ranked = top.sortedResults().filter { $0.score > -.infinity }
                     shared[i] = ranked.isEmpty ? (positives[i] + 1) % itemCount : ranked[min(draws[i], ranked.count - 1)].index
                 }
             }

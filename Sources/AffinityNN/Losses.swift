@@ -37,12 +37,10 @@ public enum Losses {
         let useLogQ = logQ != nil, mask = candidateIDs != nil
         logits.values.withUnsafeMutableBufferPointer { lp in
             rowLoss.withUnsafeMutableBufferPointer { rl in
-                do {
-                    do {
-                        let l = SharedMutableBuffer(lp), losses = SharedMutableBuffer(rl)
-                        Parallelism.forEachRange(b, grain: 64, threads: threads) { range in
-                          logQValues.withUnsafeBufferPointer { q in
-                           ids.withUnsafeBufferPointer { idv in
+                let l = SharedMutableBuffer(lp), losses = SharedMutableBuffer(rl)
+                Parallelism.forEachRange(b, grain: 64, threads: threads) { range in
+                    logQValues.withUnsafeBufferPointer { q in
+                        ids.withUnsafeBufferPointer { idv in
                             for i in range {
                                 let row = l.base.baseAddress! + i * c
                                 let positive = positives[i]
@@ -61,8 +59,6 @@ public enum Losses {
                                 for j in 0..<c { row[j] *= scale }
                                 row[positive] -= 1 / Float(b)
                             }
-                           }
-                          }
                         }
                     }
                 }
