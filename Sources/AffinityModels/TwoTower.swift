@@ -32,6 +32,13 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
         public var negatives: String = "in-batch"
         /// Add the mean of the item's genre embeddings to the item tower's input (needs item genres).
         public var itemGenres: Bool = false
+        /// Add a learned linear projection of each item's dense vector (e.g. a text embedding) to the
+        /// item tower's input (needs item vectors).
+        public var itemVectors: Bool = false
+        /// Add the mean of the user's categorical feature embeddings (e.g. gender, age band,
+        /// occupation) to the user tower's input (needs user features; users the model never saw
+        /// are folded in without them).
+        public var userFeatures: Bool = false
         /// Steps between refreshes of the item vectors used to mine hard negatives.
         public var refreshEvery: Int = 50
         /// Dynamic negatives are drawn uniformly from each row's top `hardNegativePool` non-positives
@@ -94,24 +101,47 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
         try fit(interactions, configuration: configuration, progress: nil)
     }
 
-    /// What the model may know about items besides interactions: each item's genres (as genre
-    /// indexes), for `itemGenres` features and `in-batch+static` negatives.
+    /// What the model may know besides interactions, indexed like the interaction matrix: each
+    /// item's genres (genre indexes; `itemGenres` features and `in-batch+static` negatives), each
+    /// item's dense vector (`itemVectors`), each user's categorical features (`userFeatures`).
     public struct SideInformation: Sendable {
         public var itemGenres: [[Int]]
-        public init(itemGenres: [[Int]]) { self.itemGenres = itemGenres }
+        public var itemVectors: Matrix?
+        public var userCategories: [[Int]]?
+        public init(itemGenres: [[Int]] = [], itemVectors: Matrix? = nil, userCategories: [[Int]]? = nil) {
+            self.itemGenres = itemGenres
+            self.itemVectors = itemVectors
+            self.userCategories = userCategories
+        }
     }
 
     public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, sideInformation: SideInformation? = nil,
                            progress: Progress?) throws -> TwoTower {
         try c.validate()
-        if let genres = sideInformation?.itemGenres, genres.count != interactions.columnCount {
+        if c.itemVectors {
+            guard let v = sideInformation?.itemVectors else {
+                throw ModelError.invalidSetting(name: "itemVectors", reason: "needs item vectors (train --item-vectors FILE)")
+            }
+            guard v.rows == interactions.columnCount else {
+                throw ModelError.invalidSetting(name: "itemVectors", reason: "\(v.rows) vectors for \(interactions.columnCount) items")
+            }
+        }
+        if c.userFeatures {
+            guard let u = sideInformation?.userCategories, u.contains(where: { !$0.isEmpty }) else {
+                throw ModelError.invalidSetting(name: "userFeatures", reason: "needs user features (train --user-features FILE)")
+            }
+            guard u.count == interactions.rowCount else {
+                throw ModelError.invalidSetting(name: "userFeatures", reason: "\(u.count) feature lists for \(interactions.rowCount) users")
+            }
+        }
+        if let genres = sideInformation?.itemGenres, !genres.isEmpty, genres.count != interactions.columnCount {
             throw ModelError.invalidSetting(name: "itemGenres", reason: "\(genres.count) genre lists for \(interactions.columnCount) items")
         }
         if (c.itemGenres || c.negativeKind == "static") && (sideInformation?.itemGenres.allSatisfy(\.isEmpty) ?? true) {
             throw ModelError.invalidSetting(name: c.itemGenres ? "itemGenres" : "negatives",
                                             reason: "needs item genres (an items.tsv with genres in the split folder)")
         }
-        let trainer = TwoTowerTrainer(interactions: interactions, configuration: c, genres: sideInformation?.itemGenres)
+        let trainer = TwoTowerTrainer(interactions: interactions, configuration: c, side: sideInformation)
         try trainer.run(progress: progress)
         return TwoTower(configuration: c, interactions: interactions, network: trainer.network)
     }
@@ -173,6 +203,15 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
                                       cols: genres.flatMap { $0.map(Int32.init) })
             t.merge(matrix.tensors(prefix: "item_genres")) { a, _ in a }
         }
+        if let v = network.itemVectorMatrix, network.itemProjection != nil {
+            t["item_vectors"] = .float32(v.values, shape: [v.rows, v.columns])
+        }
+        if let u = network.userCategories, network.userFeatureEmbedding != nil {
+            let matrix = SparseMatrix(rowCount: u.count, columnCount: (u.flatMap { $0 }.max() ?? -1) + 1,
+                                      rows: u.enumerated().flatMap { i, g in g.map { _ in Int32(i) } },
+                                      cols: u.flatMap { $0.map(Int32.init) })
+            t.merge(matrix.tensors(prefix: "user_features")) { a, _ in a }
+        }
         return t
     }
 
@@ -183,7 +222,18 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
             let g = try SparseMatrix(file: file, prefix: "item_genres", path: path)
             genres = (0..<g.rowCount).map { g.row($0).map { Int($0) } }
         }
-        let network = TwoTowerNetwork(configuration: configuration, users: x.rowCount, items: x.columnCount, genres: genres)
+        var side = TwoTower.SideInformation(itemGenres: genres ?? [])
+        if configuration.itemVectors {
+            guard let t = file.tensors["item_vectors"], t.shape.count == 2, t.shape[0] == x.columnCount else {
+                throw SafeTensorsError.corrupt(path: path, reason: "item_vectors must be a [\(x.columnCount), f] tensor")
+            }
+            side.itemVectors = Matrix(rows: t.shape[0], columns: t.shape[1], values: try file.float32("item_vectors", path: path))
+        }
+        if configuration.userFeatures {
+            let u = try SparseMatrix(file: file, prefix: "user_features", path: path)
+            side.userCategories = (0..<u.rowCount).map { u.row($0).map { Int($0) } }
+        }
+        let network = TwoTowerNetwork(configuration: configuration, users: x.rowCount, items: x.columnCount, side: side)
         for p in network.parameters {
             let values = try file.float32("net." + p.name, path: path)
             guard values.count == p.value.values.count else {
@@ -209,9 +259,23 @@ final class TwoTowerNetwork: @unchecked Sendable {
 
     var needsHistory: Bool { historyItems != nil }
 
-    init(configuration c: TwoTower.Configuration, users: Int, items: Int, genres: [[Int]]? = nil) {
+    /// Dense item vectors and their projection (when `itemVectors` is set).
+    let itemVectorMatrix: Matrix?
+    let itemProjection: Linear?
+    /// Categorical user features and their embedding (when `userFeatures` is set).
+    let userCategories: [[Int]]?
+    let userFeatureEmbedding: Embedding?
+
+    init(configuration c: TwoTower.Configuration, users: Int, items: Int, side: TwoTower.SideInformation? = nil) {
         configuration = c
+        let genres = side.flatMap { $0.itemGenres.isEmpty ? nil : $0.itemGenres }
         self.genres = genres
+        itemVectorMatrix = c.itemVectors ? side?.itemVectors : nil
+        itemProjection = itemVectorMatrix.map { Linear($0.columns, c.dimension, seed: c.seed &+ 8, name: "item.vectors", threads: c.threads) }
+        userCategories = c.userFeatures ? side?.userCategories : nil
+        let categoryCount = (userCategories?.flatMap { $0 }.max() ?? -1) + 1
+        userFeatureEmbedding = userCategories != nil && categoryCount > 0
+            ? Embedding(count: categoryCount, dimension: c.dimension, seed: c.seed &+ 9, name: "user.features") : nil
         let genreCount = (genres?.flatMap { $0 }.max() ?? -1) + 1
         genreEmbedding = c.itemGenres && genreCount > 0
             ? Embedding(count: genreCount, dimension: c.dimension, seed: c.seed &+ 7, name: "item.genres") : nil
@@ -230,8 +294,8 @@ final class TwoTowerNetwork: @unchecked Sendable {
     }
 
     var parameters: [Parameter] {
-        [userIDs?.table, historyItems?.table].compactMap { $0 } + userMLP.parameters + [itemIDs.table]
-            + [genreEmbedding?.table].compactMap { $0 } + itemMLP.parameters
+        [userIDs?.table, historyItems?.table, userFeatureEmbedding?.table].compactMap { $0 } + userMLP.parameters + [itemIDs.table]
+            + [genreEmbedding?.table].compactMap { $0 } + (itemProjection?.parameters ?? []) + itemMLP.parameters
     }
 
     /// A user's history bag: at most `maxHistory` items (an evenly spaced subset, so it is
@@ -259,6 +323,11 @@ final class TwoTowerNetwork: @unchecked Sendable {
                 x = pooled
             }
         }
+        if let userFeatureEmbedding, let userCategories, let users, var sum = x {
+            let pooled = userFeatureEmbedding.bag(users.map { userCategories[$0] })
+            for i in sum.values.indices { sum.values[i] += pooled.values[i] }
+            x = sum
+        }
         return x ?? Matrix(rows: bags?.count ?? 0, columns: configuration.dimension)
     }
 
@@ -268,6 +337,7 @@ final class TwoTowerNetwork: @unchecked Sendable {
         let dx = userMLP.backward(dy)
         userIDs?.backward(dx)
         historyItems?.bagBackward(dx)
+        userFeatureEmbedding?.bagBackward(dx)
     }
 
     /// The item tower's input: ID embedding, plus the mean genre embedding with `itemGenres`.
@@ -276,6 +346,12 @@ final class TwoTowerNetwork: @unchecked Sendable {
         if let genreEmbedding, let genres {
             let pooled = genreEmbedding.bag(items.map { genres[$0] })
             for i in x.values.indices { x.values[i] += pooled.values[i] }
+        }
+        if let itemProjection, let v = itemVectorMatrix {
+            var rows = Matrix(rows: items.count, columns: v.columns)
+            for (r, i) in items.enumerated() { for k in 0..<v.columns { rows.values[r * v.columns + k] = v.values[i * v.columns + k] } }
+            let projected = itemProjection.forward(rows, training: true)
+            for i in x.values.indices { x.values[i] += projected.values[i] }
         }
         return x
     }
@@ -286,6 +362,7 @@ final class TwoTowerNetwork: @unchecked Sendable {
         let dx = itemMLP.backward(dy)
         itemIDs.backward(dx)
         genreEmbedding?.bagBackward(dx)
+        _ = itemProjection?.backward(dx)
     }
 
     /// Inference: item vectors, in chunks.
@@ -332,11 +409,11 @@ final class TwoTowerTrainer: @unchecked Sendable {
     /// Items of each genre (static negatives).
     private var itemsOfGenre: [[Int]] = []
 
-    init(interactions: SparseMatrix, configuration: TwoTower.Configuration, genres: [[Int]]? = nil) {
+    init(interactions: SparseMatrix, configuration: TwoTower.Configuration, side: TwoTower.SideInformation? = nil) {
         x = interactions
         c = configuration
-        network = TwoTowerNetwork(configuration: configuration, users: interactions.rowCount, items: interactions.columnCount, genres: genres)
-        if let genres {
+        network = TwoTowerNetwork(configuration: configuration, users: interactions.rowCount, items: interactions.columnCount, side: side)
+        if let genres = network.genres {
             itemsOfGenre = [[Int]](repeating: [], count: (genres.flatMap { $0 }.max() ?? -1) + 1)
             for (i, gs) in genres.enumerated() { for g in gs { itemsOfGenre[g].append(i) } }
         }

@@ -83,7 +83,8 @@ struct InputOptions: ParsableArguments {
 }
 
 /// Fits a model on a split's train file and packages it with vocabularies and metadata.
-func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: String], catalog: ItemCatalog?) throws -> (TrainedModel, Double) {
+func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: String], catalog: ItemCatalog?,
+                  itemVectorsPath: String? = nil, userFeaturesPath: String? = nil) throws -> (TrainedModel, Double) {
     let interactions = split.train.matrix()
     Console.progress("training \(name) on \(interactions.rowCount) users x \(interactions.columnCount) items...")
     let (model, seconds) = try timed { () -> any PersistableRecommender in
@@ -91,16 +92,14 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
             // Per-epoch progress on stderr: loss, time and (with validationUsers) the validation HR@10.
             let configuration = try TwoTower.Configuration().applying(settings)
             // Item genres from the split's items.tsv (or the catalog given), as genre indexes.
-            var side: TwoTower.SideInformation?
+            var side = TwoTower.SideInformation()
             if let genresByID = (catalog ?? split.catalog)?.genres, !genresByID.isEmpty {
-                var genreIndex: [String: Int] = [:]
-                side = TwoTower.SideInformation(itemGenres: (0..<interactions.columnCount).map { i in
-                    (genresByID[split.train.items[i]] ?? []).map { g in
-                        if let n = genreIndex[g] { return n }
-                        genreIndex[g] = genreIndex.count
-                        return genreIndex.count - 1
-                    }
-                })
+                side.itemGenres = categoryIndexes(count: interactions.columnCount) { genresByID[split.train.items[$0]] ?? [] }
+            }
+            if let path = itemVectorsPath { side.itemVectors = try readItemVectors(path, items: split.train.items) }
+            if let path = userFeaturesPath {
+                let byUser = try readUserFeatures(path)
+                side.userCategories = categoryIndexes(count: interactions.rowCount) { byUser[split.train.users[$0]] ?? [] }
             }
             return try TwoTower.fit(interactions, configuration: configuration, sideInformation: side) { epoch, loss, seconds, hr in
                 Console.clearProgress()
@@ -129,6 +128,61 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
                                catalog: catalog ?? split.catalog,
                                info: ["trained_on": split.path, "train_seconds": String(format: "%.3f", seconds)])
     return (trained, seconds)
+}
+
+/// Category names per entity turned into dense category indexes, numbered in order of first appearance.
+func categoryIndexes(count: Int, _ names: (Int) -> [String]) -> [[Int]] {
+    var index: [String: Int] = [:]
+    return (0..<count).map { e in
+        names(e).map { name in
+            if let n = index[name] { return n }
+            index[name] = index.count
+            return index.count - 1
+        }
+    }
+}
+
+/// Dense item vectors from a TSV `item<TAB>v1<TAB>v2...` (no header), in the vocabulary's order;
+/// items the file does not list get a zero vector.
+func readItemVectors(_ path: String, items: IDVocabulary) throws -> Matrix {
+    let text = try String(contentsOfFile: path, encoding: .utf8)
+    var width = -1
+    var rows: [Int: [Float]] = [:]
+    for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
+        let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
+        guard fields.count >= 2 else { throw CommandError("\(path):\(n + 1): expected an item ID and at least one value") }
+        let values = try fields.dropFirst().map { f -> Float in
+            guard let v = Float(f), v.isFinite else { throw CommandError("\(path):\(n + 1): '\(f)' is not a number") }
+            return v
+        }
+        if width < 0 { width = values.count }
+        guard values.count == width else { throw CommandError("\(path):\(n + 1): \(values.count) values, earlier lines have \(width)") }
+        if let i = items.index(of: String(fields[0])) { rows[i] = values }
+    }
+    guard width > 0 else { throw CommandError("\(path): no vectors") }
+    var m = Matrix(rows: items.count, columns: width)
+    for (i, v) in rows { for k in 0..<width { m[i, k] = v[k] } }
+    return m
+}
+
+/// User features: MovieLens `users.dat` (`UserID::Gender::Age::Occupation::Zip`, read as gender, age
+/// band and occupation) or a TSV `user<TAB>feature|feature`.
+func readUserFeatures(_ path: String) throws -> [String: [String]] {
+    let text = try String(contentsOfFile: path, encoding: .isoLatin1)
+    var out: [String: [String]] = [:]
+    for (n, line) in text.split(separator: "\n").enumerated() where !line.isEmpty {
+        if line.contains("::") {
+            let f = line.components(separatedBy: "::")
+            guard f.count >= 4 else { throw CommandError("\(path):\(n + 1): expected UserID::Gender::Age::Occupation::Zip") }
+            out[f[0]] = ["gender=\(f[1])", "age=\(f[2])", "occupation=\(f[3])"]
+        } else {
+            let f = line.split(separator: "\t", omittingEmptySubsequences: false)
+            guard f.count == 2 else { throw CommandError("\(path):\(n + 1): expected user<TAB>feature|feature") }
+            if n == 0 && f[0] == "user" { continue }
+            out[String(f[0])] = f[1].split(separator: "|").map(String.init)
+        }
+    }
+    return out
 }
 
 /// Evaluates a trained model on a split with the project's evaluator.

@@ -15,6 +15,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Model: \(ModelRegistry.names.joined(separator: "|")).") var model: String
     @Option(name: .customLong("set"), help: "A setting, key=value (repeatable).") var settings: [String] = []
     @Option(name: .long, help: "Item metadata file to store with the model (default: the split's items.tsv).") var items: String?
+    @Option(name: .long, help: "two-tower: dense item vectors, TSV item<TAB>v1<TAB>v2... (e.g. text embeddings); with --set itemVectors=true.") var itemVectors: String?
+    @Option(name: .long, help: "two-tower: user features, MovieLens users.dat or TSV user<TAB>feature|feature; with --set userFeatures=true.") var userFeatures: String?
     @Option(name: .long, help: "Output model folder.") var out: String
     @Flag(name: .long, help: "Replace OUT if it exists.") var force = false
 
@@ -27,7 +29,8 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         let folder = try SplitFolder.read(split)
         let catalog = try items.map { try ItemCatalog.read(path: $0) }
-        let (trained, seconds) = try trainOnSplit(folder, model: model, settings: try parseSettings(settings), catalog: catalog)
+        let (trained, seconds) = try trainOnSplit(folder, model: model, settings: try parseSettings(settings), catalog: catalog,
+                                                  itemVectorsPath: itemVectors, userFeaturesPath: userFeatures)
         try trained.save(to: out, overwrite: force)
         print("trained \(model) on \(trained.users.count) users x \(trained.items.count) items in \(String(format: "%.2f", seconds)) s; saved to \(out)")
     }

@@ -60,6 +60,32 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
         #expect(loaded.configuration == model.configuration)
     }
 
+    /// Side information: item genres, dense item vectors and user categories all reach the towers,
+    /// survive a save and load, and are required when their settings ask for them.
+    @Test func sideInformationFeaturesTrainAndPersist() throws {
+        let x = RecommenderConformance.randomInteractions()
+        let side = TwoTower.SideInformation(itemGenres: (0..<x.columnCount).map { [$0 % 3] },
+                                            itemVectors: Matrix.random(rows: x.columnCount, columns: 5, seed: 4),
+                                            userCategories: (0..<x.rowCount).map { [$0 % 2, 2 + $0 % 4] })
+        let c = try TwoTower.Configuration().applying(smallTower.merging(["epochs": "3", "itemGenres": "true", "itemVectors": "true",
+                                                                          "userFeatures": "true", "negatives": "in-batch+static"]) { _, b in b })
+        let model = try TwoTower.fit(x, configuration: c, sideInformation: side, progress: nil)
+        let names = Set(model.network.parameters.map(\.name))
+        #expect(names.isSuperset(of: ["item.genres", "item.vectors.weight", "user.features"]))
+        let plain = try TwoTower.fit(x, settings: smallTower.merging(["epochs": "3"]) { _, b in b })
+        #expect(model.scores(forUser: 1) != plain.scores(forUser: 1))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-tt-side-\(UInt32.random(in: 0...UInt32.max))").path
+        let vocab = { (n: Int, p: String) in IDVocabulary((0..<n).map { "\(p)\($0)" }) }
+        try TrainedModel(model: model, users: vocab(model.userCount, "u"), items: vocab(model.itemCount, "i")).save(to: dir)
+        let loaded = try TrainedModel.load(from: dir).model as! TwoTower
+        #expect(loaded.scores(forUser: 1) == model.scores(forUser: 1))
+        #expect(loaded.itemEmbeddings == model.itemEmbeddings)
+        for setting in ["itemVectors", "userFeatures", "itemGenres"] {
+            let needs = try TwoTower.Configuration().applying([setting: "true"])
+            #expect(throws: ModelError.self) { try TwoTower.fit(x, configuration: needs, progress: nil) }
+        }
+    }
+
     @Test func sameSeedSameModel() throws {
         let x = RecommenderConformance.randomInteractions()
         let settings = smallTower.merging(["epochs": "3", "threads": "2"]) { _, b in b }
