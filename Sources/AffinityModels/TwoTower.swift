@@ -268,11 +268,12 @@ final class TwoTowerNetwork: @unchecked Sendable {
 
     init(configuration c: TwoTower.Configuration, users: Int, items: Int, side: TwoTower.SideInformation? = nil) {
         configuration = c
-        let genres = side.flatMap { $0.itemGenres.isEmpty ? nil : $0.itemGenres }
+        // Each list as a set (duplicates would be merged by the saved sparse matrix anyway).
+        let genres = side.flatMap { $0.itemGenres.isEmpty ? nil : $0.itemGenres.map { Array(Set($0)).sorted() } }
         self.genres = genres
         itemVectorMatrix = c.itemVectors ? side?.itemVectors : nil
         itemProjection = itemVectorMatrix.map { Linear($0.columns, c.dimension, seed: c.seed &+ 8, name: "item.vectors", threads: c.threads) }
-        userCategories = c.userFeatures ? side?.userCategories : nil
+        userCategories = c.userFeatures ? side?.userCategories?.map { Array(Set($0)).sorted() } : nil
         let categoryCount = (userCategories?.flatMap { $0 }.max() ?? -1) + 1
         userFeatureEmbedding = userCategories != nil && categoryCount > 0
             ? Embedding(count: categoryCount, dimension: c.dimension, seed: c.seed &+ 9, name: "user.features") : nil
@@ -403,6 +404,8 @@ final class TwoTowerTrainer: @unchecked Sendable {
     private(set) var users: [Int32] = []
     private(set) var items: [Int32] = []
     private var validation: [(user: Int, item: Int)] = []
+    /// The held-out validation item of each validation user (kept out of history bags too).
+    private var heldOut: [Int: Int] = [:]
     /// log(count / pairs) per item: the in-batch sampling probability of the logQ correction.
     private var logFrequency: [Float] = []
 
@@ -427,6 +430,7 @@ final class TwoTowerTrainer: @unchecked Sendable {
                 let row = x.row(u)
                 let item = Int(row[row.startIndex + g.next(below: row.count)])
                 validation.append((u, item))
+                heldOut[u] = item
                 held.insert(Int64(u) << 32 | Int64(item))
             }
         }
@@ -438,7 +442,15 @@ final class TwoTowerTrainer: @unchecked Sendable {
         }
         var counts = [Int](repeating: 0, count: x.columnCount)
         for i in items { counts[Int(i)] += 1 }
-        logFrequency = counts.map { log(max(Float($0) / Float(max(1, items.count)), 1e-12)) }
+        // An item without training pairs counts as one, so its correction stays on the scale of the others.
+        logFrequency = counts.map { log(Float(max($0, 1)) / Float(max(1, items.count))) }
+    }
+
+    /// A user's training items without their held-out validation item.
+    private func trainingItems(of user: Int) -> [Int] {
+        let row = x.row(user).map { Int($0) }
+        guard let held = heldOut[user] else { return row }
+        return row.filter { $0 != held }
     }
 
     /// Whether `item` is among `user`'s training items (rows are sorted).
@@ -473,7 +485,7 @@ final class TwoTowerTrainer: @unchecked Sendable {
                 start += c.batchSize
                 let bu = batch.map { Int(users[$0]) }, bi = batch.map { Int(items[$0]) }
                 for p in parameters { p.zeroGrad() }
-                let bags = network.needsHistory ? zip(bu, bi).map { network.historyBag(x.row($0.0).map { Int($0) }, leaveOut: $0.1) } : nil
+                let bags = network.needsHistory ? zip(bu, bi).map { network.historyBag(trainingItems(of: $0.0), leaveOut: $0.1) } : nil
                 let u = network.userForward(bu, bags: bags)
                 var candidates = bi
                 if !kind.isEmpty {
@@ -611,7 +623,7 @@ final class TwoTowerTrainer: @unchecked Sendable {
     private func validationHitRate() -> Double {
         let itemVectors = network.itemVectors(Array(0..<x.columnCount))
         let vu = validation.map(\.user)
-        let bags = network.needsHistory ? vu.map { network.historyBag(x.row($0).map { Int($0) }, leaveOut: nil) } : nil
+        let bags = network.needsHistory ? vu.map { network.historyBag(trainingItems(of: $0), leaveOut: nil) } : nil
         let userVectors = network.userVectors(network.userIDs == nil ? nil : vu, bags: bags)
         let scores = userVectors.multiplied(by: itemVectors, transposeOther: true, threads: c.threads)
         var hits = 0

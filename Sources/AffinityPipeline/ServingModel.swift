@@ -180,21 +180,31 @@ public final class ServingModel: Sendable {
     }
 }
 
-/// A bounded map from a history to its fold-in vector, safe to share between requests. When full it
-/// starts over (histories that are still asked for come back at the cost of one fold-in each).
+/// A bounded map from a history to its fold-in vector, safe to share between requests. When it holds
+/// `limit` histories or `itemLimit` history items in all it starts over (histories still asked for
+/// come back at the cost of one fold-in each).
 final class FoldInCache: @unchecked Sendable {
     private let lock = NSLock()
     private var vectors: [[Int]: [Float]] = [:]
+    private var items = 0
     let limit: Int
+    let itemLimit: Int
 
-    init(limit: Int) { self.limit = limit }
+    init(limit: Int, itemLimit: Int = 20_000_000) {
+        self.limit = limit
+        self.itemLimit = itemLimit
+    }
 
     func vector(for history: [Int], compute: () -> [Float]) -> [Float] {
         if let v = lock.locked({ vectors[history] }) { return v }
         let v = compute()
         lock.locked {
-            if vectors.count >= limit { vectors.removeAll(keepingCapacity: true) }
+            if vectors.count >= limit || items + history.count > itemLimit {
+                vectors.removeAll(keepingCapacity: true)
+                items = 0
+            }
             vectors[history] = v
+            items += history.count
         }
         return v
     }

@@ -113,7 +113,9 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
         }
     }
 
-    deinit { close() }
+    // Not `close()`: the last reference may be released on `queue` itself (by a drain), where
+    // `queue.sync` would deadlock; nothing else can use the connection by then.
+    deinit { connection.close() }
 
     public func close() {
         queue.sync {
@@ -180,8 +182,8 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
     }
 
     public func allEvents() throws -> [Event] {
-        try checkOpen()
-        return try queue.sync {
+        try queue.sync {
+            try checkOpen()
             var out: [Event] = []
             try connection.run("SELECT user, item, type, timestamp FROM events ORDER BY seq") { row in
                 out.append(Event(user: row.text(0) ?? "", item: row.text(1) ?? "", type: row.text(2) ?? "", timestamp: row.int(3)))
@@ -191,8 +193,8 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
     }
 
     public func eventCount() throws -> Int {
-        try checkOpen()
-        return try queue.sync {
+        try queue.sync {
+            try checkOpen()
             var n: Int64 = 0
             try connection.run("SELECT COUNT(*) FROM events") { n = $0.int(0) }
             return Int(n)
@@ -200,8 +202,8 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
     }
 
     public func registerModel(path modelPath: String, index: String?, modelType: String) throws -> ModelRecord {
-        try checkOpen()
-        return try queue.sync {
+        try queue.sync {
+            try checkOpen()
             let now = Int64(Date().timeIntervalSince1970)
             try connection.run("INSERT INTO models(path, index_path, model_type, registered_at, active) VALUES (?, ?, ?, ?, 0)",
                                [.text(modelPath), index.map { .text($0) } ?? .null, .text(modelType), .int(now)])
@@ -211,8 +213,8 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
     }
 
     public func models() throws -> [ModelRecord] {
-        try checkOpen()
-        return try queue.sync {
+        try queue.sync {
+            try checkOpen()
             var out: [ModelRecord] = []
             try connection.run("SELECT id, path, index_path, model_type, registered_at, active FROM models ORDER BY id") { row in
                 out.append(ModelRecord(id: Int(row.int(0)), path: row.text(1) ?? "", index: row.text(2), modelType: row.text(3) ?? "",
@@ -223,8 +225,8 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
     }
 
     public func setActiveModel(id: Int) throws {
-        try checkOpen()
         try queue.sync {
+            try checkOpen()
             try connection.transaction {
                 var exists = false
                 try connection.run("SELECT 1 FROM models WHERE id = ?", [.int(Int64(id))]) { _ in exists = true }
