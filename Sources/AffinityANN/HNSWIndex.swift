@@ -426,7 +426,6 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
                     if results.count > 0 { lowerBound = results.topScore }
                 }
             }
-            c = 0
         }
     }
 

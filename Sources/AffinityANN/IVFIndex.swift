@@ -104,7 +104,7 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
         let sizes = listIDs.map { Int64($0.count) }
         sizes.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         let ids = listIDs.flatMap { $0 }
-        ids.withUnsafeBytes { w.raw($0.baseAddress!, max($0.count, 0)) }
+        ids.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         let vecs = listVectors.flatMap { $0 }
         vecs.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         return w

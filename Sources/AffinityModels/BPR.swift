@@ -141,9 +141,6 @@ public struct BPR: FactorizationRecommender {
 
 
     /// Fold-in: scores of the vector `userFactors(history:)` fits.
-    public func scores(forHistory history: [Int]) -> [Float] {
-        factors.scores(userVector: userFactors(history: history))
-    }
 
     /// Fold-in: a user vector fitted to the history by the same BPR updates with the item
     /// parameters fixed (200 passes, seeded by the history). Items outside the model are ignored.

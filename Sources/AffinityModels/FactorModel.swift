@@ -122,6 +122,11 @@ extension FactorizationRecommender {
 
     public func userEmbedding(history: [Int]) -> [Float] { withBiasSlot(userFactors(history: history)) }
 
+    /// Fold-in scores: the fitted user factors against every item.
+    public func scores(forHistory history: [Int]) -> [Float] {
+        factors.scores(userVector: userFactors(history: history))
+    }
+
     private func withBiasSlot(_ v: [Float]) -> [Float] { factors.itemBias.isEmpty ? v : v + [1] }
 }
 

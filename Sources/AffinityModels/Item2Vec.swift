@@ -146,10 +146,6 @@ public struct Item2Vec: FactorizationRecommender {
         return Item2Vec(configuration: c, interactions: interactions, factors: FactorModel(userFactors: users, itemFactors: items))
     }
 
-    public func scores(forHistory history: [Int]) -> [Float] {
-        factors.scores(userVector: userFactors(history: history))
-    }
-
     /// The user vector of a history: the mean of its items' normalised vectors.
     public func userFactors(history: [Int]) -> [Float] {
         Array(Self.meanVectors(of: [history.filter { $0 >= 0 && $0 < itemCount }], items: factors.itemFactors).values)

@@ -453,17 +453,6 @@ final class TwoTowerTrainer: @unchecked Sendable {
         return row.filter { $0 != held }
     }
 
-    /// Whether `item` is among `user`'s training items (rows are sorted).
-    private func isPositive(_ user: Int, _ item: Int) -> Bool {
-        let row = x.row(user)
-        var lo = row.startIndex, hi = row.endIndex
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if Int(row[mid]) < item { lo = mid + 1 } else { hi = mid }
-        }
-        return lo < row.endIndex && Int(row[lo]) == item
-    }
-
     func run(progress: TwoTower.Progress?) throws {
         let n = users.count
         guard n > 0 else { return }
@@ -569,7 +558,7 @@ final class TwoTowerTrainer: @unchecked Sendable {
                 for _ in 0..<8 where !own.isEmpty {
                     let pool = itemsOfGenre[own[g.next(below: own.count)]]
                     let j = pool[g.next(below: pool.count)]
-                    if j != positives[i] && !isPositive(users[i], j) { return j }
+                    if j != positives[i] && !x.contains(row: users[i], column: j) { return j }
                 }
                 return g.next(below: itemCount)
             }
@@ -577,8 +566,7 @@ final class TwoTowerTrainer: @unchecked Sendable {
         if kind == "random" {
             return users.indices.map { i in
                 var j = g.next(below: itemCount)
-                while isPositive(users[i], j) && x.row(users[i]).count < itemCount { j = g.next(below: itemCount) }
-                _ = i
+                while x.contains(row: users[i], column: j) && x.row(users[i]).count < itemCount { j = g.next(below: itemCount) }
                 return j
             }
         }
@@ -630,7 +618,7 @@ final class TwoTowerTrainer: @unchecked Sendable {
         for (n, v) in validation.enumerated() {
             let target = scores[n, v.item]
             var better = 0
-            for j in 0..<x.columnCount where j != v.item && !isPositive(v.user, j) {
+            for j in 0..<x.columnCount where j != v.item && !x.contains(row: v.user, column: j) {
                 if scores[n, j] > target || (scores[n, j] == target && j < v.item) { better += 1 }
             }
             if better < 10 { hits += 1 }

@@ -72,8 +72,6 @@ public final class ServingModel: Sendable {
     /// not folded in again (an iALS fold-in is a 64x64 solve per request otherwise).
     private let foldIns = FoldInCache(limit: 100_000)
 
-    public var itemCount: Int { trained.model.itemCount }
-    public var userCount: Int { trained.model.userCount }
     public var modelType: String { trained.modelType }
     public var retrievalPath: RetrievalPath { index != nil ? .ann : .exact }
 
@@ -134,10 +132,9 @@ public final class ServingModel: Sendable {
             case .user(let u): query = embeddings.userEmbedding(user: u)
             case .history(let h): query = foldIns.vector(for: h) { embeddings.userEmbedding(history: h) }
             }
-            var parameters = searchParameters
-            parameters.ef = max(parameters.ef, k)
+            // HNSW raises ef to k itself.
             found = try mask.withUnsafeBufferPointer { m in
-                try index.search(query, k: k, parameters: parameters, filter: excluded.isEmpty ? nil : { !m[$0] })
+                try index.search(query, k: k, parameters: searchParameters, filter: excluded.isEmpty ? nil : { !m[$0] })
             }.map { ScoredItem(index: $0.id, score: $0.score) }
         } else {
             var scores: [Float]

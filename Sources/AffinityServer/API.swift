@@ -133,9 +133,15 @@ struct ErrorOut: Encodable {
 // MARK: - Encoding and decoding helpers
 
 enum JSON {
+    /// One encoder and decoder for every request (both are safe to share while unmodified).
+    private static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+    private static let decoder = JSONDecoder()
+
     static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
         return Response(status: status, headers: [.contentType: "application/json"],
                         body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
@@ -149,7 +155,7 @@ enum JSON {
     static func decode<T: Decodable>(_ type: T.Type, from buffer: ByteBuffer) throws -> T {
         guard buffer.readableBytes > 0 else { throw APIError(.badRequest, "request body is empty; expected JSON") }
         do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+            return try decoder.decode(T.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {
             throw APIError(.badRequest, describe(error))
         }
@@ -184,7 +190,6 @@ enum JSON {
         case is String.Type: return "a string"
         case is Int.Type, is Int64.Type: return "an integer"
         case is Bool.Type: return "true or false"
-        case is Array<Any>.Type: return "an array"
         default:
             let name = "\(type)"
             if name.hasPrefix("Array") { return "an array" }

@@ -1,3 +1,4 @@
+import AffinityLinalg
 import AffinityModels
 import Foundation
 import Hummingbird
@@ -128,7 +129,7 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
     let logger: Logger
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let start = DispatchTime.now().uptimeNanoseconds
+        let clock = Stopwatch()
         let response: Response
         do {
             response = try await next(request, context)
@@ -151,8 +152,7 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
             response = JSON.error(.internalServerError, "internal error: \(error)")
         }
         let route = context.endpointPath.map { $0 == "NotFound" ? "unmatched" : $0 } ?? "unmatched"
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        metrics.recordRequest(route: route, method: request.method.rawValue, status: response.status.code, seconds: seconds)
+        metrics.recordRequest(route: route, method: request.method.rawValue, status: response.status.code, seconds: clock.seconds)
         return response
     }
 }

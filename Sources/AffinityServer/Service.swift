@@ -78,11 +78,14 @@ public final class AffinityService: @unchecked Sendable {
                                                 "active_model": "\(active.map { "\($0.record.id)" } ?? "none")"])
     }
 
-    /// Loads a model folder and its index (or builds HNSW over the item embeddings).
-    public static func loadServingModel(_ record: ModelRecord) throws -> ServingModel {
+    /// Loads a model folder and its index (or builds HNSW over the item embeddings); with `exact`
+    /// every item is scored instead and no index is used.
+    public static func loadServingModel(_ record: ModelRecord, exact: Bool = false,
+                                        searchParameters: SearchParameters = SearchParameters(ef: 64)) throws -> ServingModel {
         let trained = try TrainedModel.load(from: record.path)
-        let index = try record.index.map { try IndexFile.load($0) }
-        return try ServingModel(trained: trained, index: index, indexPath: record.index ?? "index")
+        let index = exact ? nil : try record.index.map { try IndexFile.load($0) }
+        return try ServingModel(trained: trained, index: index, indexPath: record.index ?? "index",
+                                buildIndex: !exact, searchParameters: searchParameters)
     }
 
     public func close() { store.close() }
@@ -198,17 +201,15 @@ public final class AffinityService: @unchecked Sendable {
     /// The event items of a user, in arrival order (empty when none).
     public func eventHistory(ofUser user: String) -> [String] { lock.locked { histories[user] ?? [] } }
 
-    public var storedEventCount: Int { lock.locked { storedEvents } }
-
     // MARK: - Recommendations
 
     /// Who `user` is for `model`: the trained user as is, or (with events the model can use) a
     /// fold-in history of training items and event items; and the items the user has seen.
     func subject(forUser user: String, model: ServingModel) -> (subject: RecommendationSubject?, seen: [Int]) {
-        let events = eventHistory(ofUser: user)
-        let eventItems = events.compactMap { model.trained.items.index(of: $0) }
+        let eventItems = eventHistory(ofUser: user).compactMap { model.trained.items.index(of: $0) }
         let known = model.trained.users.index(of: user)
         var seen = known.map { model.trainingHistory(ofUser: $0) } ?? []
+        if let u = known, eventItems.isEmpty { return (.user(u), seen) }
         let before = Set(seen)
         var added = Set<Int>()
         for i in eventItems where !before.contains(i) && added.insert(i).inserted { seen.append(i) }

@@ -51,10 +51,7 @@ struct ServeCommand: AsyncParsableCommand {
         let exact = self.exact
         let store = try SQLiteStore(path: self.store)
         let service = try AffinityService(store: store, logger: logger, loader: { record in
-            let trained = try TrainedModel.load(from: record.path)
-            let index = exact ? nil : try record.index.map { try IndexFile.load($0) }
-            return try ServingModel(trained: trained, index: index, indexPath: record.index ?? "index",
-                                    buildIndex: !exact, searchParameters: parameters)
+            try AffinityService.loadServingModel(record, exact: exact, searchParameters: parameters)
         })
         if let model {
             let path = URL(fileURLWithPath: model).standardizedFileURL.path

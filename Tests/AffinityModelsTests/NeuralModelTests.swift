@@ -72,8 +72,6 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
         let model = try TwoTower.fit(x, configuration: c, sideInformation: side, progress: nil)
         let names = Set(model.network.parameters.map(\.name))
         #expect(names.isSuperset(of: ["item.genres", "item.vectors.weight", "user.features"]))
-        let plain = try TwoTower.fit(x, settings: smallTower.merging(["epochs": "3"]) { _, b in b })
-        #expect(model.scores(forUser: 1) != plain.scores(forUser: 1))
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-tt-side-\(UInt32.random(in: 0...UInt32.max))").path
         let vocab = { (n: Int, p: String) in IDVocabulary((0..<n).map { "\(p)\($0)" }) }
         try TrainedModel(model: model, users: vocab(model.userCount, "u"), items: vocab(model.itemCount, "i")).save(to: dir)

@@ -16,9 +16,6 @@ import Testing
         let ids = [0, 0, 0, 0, 1, 2]
         let frequency: [Float] = [0.8, 0.1, 0.1]
         let logQ = ids.map { log(frequency[$0]) }
-        let positives = Array(0..<6)
-        let plain = Losses.sampledSoftmax(queries: q, candidates: c, positives: positives, temperature: 1, threads: 1)
-        let corrected = Losses.sampledSoftmax(queries: q, candidates: c, positives: positives, temperature: 1, logQ: logQ, threads: 1)
         // The softmax probability of a row's own positive, with or without the correction.
         func positiveProbability(row: Int, corrected: Bool) -> Float {
             var logits = (0..<6).map { j -> Float in (0..<2).reduce(Float(0)) { $0 + q[row, $1] * c[j, $1] } }
@@ -31,11 +28,14 @@ import Testing
         // row 0's positive is the popular item 0: the correction lowers it.
         #expect(positiveProbability(row: 4, corrected: true) > positiveProbability(row: 4, corrected: false))
         #expect(positiveProbability(row: 0, corrected: true) < positiveProbability(row: 0, corrected: false))
-        // The loss function applies the same sign: its gradient on row 4's positive logit is (p − 1)/B.
-        let dPlain = plain.gradients[0], dCorrected = corrected.gradients[0]
-        _ = (dPlain, dCorrected)
-        // And the loss agrees: the rare rows are easier, the popular rows harder after correction.
-        #expect(corrected.loss != plain.loss)
+        // The loss function applies the same sign: a batch whose positives are all the rare item gets
+        // an easier (lower) loss with the correction, one whose positives are all the popular item a harder one.
+        let rare = [Int](repeating: 4, count: 6), popular = [Int](repeating: 0, count: 6)
+        func loss(_ positives: [Int], _ correct: Bool) -> Float {
+            Losses.sampledSoftmax(queries: q, candidates: c, positives: positives, temperature: 1, logQ: correct ? logQ : nil, threads: 1).loss
+        }
+        #expect(loss(rare, true) < loss(rare, false))
+        #expect(loss(popular, true) > loss(popular, false))
     }
 
     /// What the correction does to the learned scores. In-batch negatives are drawn in proportion to
@@ -46,7 +46,6 @@ import Testing
     /// popularity bias of in-batch sampling is undone rather than baked in.
     @Test func logQTrainingPushesTowardRarePositives() {
         func train(logQ: Bool) -> Float {
-            var g = SeededGenerator(seed: 3)
             let users = Embedding(count: 8, dimension: 4, seed: 1)
             let items = Embedding(count: 3, dimension: 4, seed: 2)
             let frequency: [Float] = [0.75, 0.125, 0.125]
@@ -54,7 +53,6 @@ import Testing
             for _ in 0..<60 {
                 let batchUsers = Array(0..<8)
                 let batchItems = batchUsers.map { $0 < 6 ? 0 : $0 - 5 }   // six rows of item 0, then items 1 and 2
-                _ = g.next()
                 users.table.zeroGrad(); items.table.zeroGrad()
                 let u = users.forward(batchUsers), v = items.forward(batchItems)
                 let r = Losses.sampledSoftmax(queries: u, candidates: v, positives: Array(0..<8), temperature: 1,
@@ -80,8 +78,6 @@ import Testing
         let masked = Losses.sampledSoftmax(queries: q, candidates: c, positives: [0, 1, 2], temperature: 0.1, candidateIDs: [7, 7, 9], threads: 1)
         let unmasked = Losses.sampledSoftmax(queries: q, candidates: c, positives: [0, 1, 2], temperature: 0.1, threads: 1)
         #expect(masked.loss < unmasked.loss)
-        // The masked candidate gets no gradient from row 0's softmax: column 1 of row 0 is zero.
-        #expect(masked.loss.isFinite)
     }
 }
 
@@ -89,7 +85,7 @@ import Testing
     /// Each optimiser drives a small quadratic to its minimum.
     @Test func optimisersMinimiseAQuadratic() {
         let target: [Float] = [1, -2, 0.5, 3]
-        let optimisers: [any Optimizer] = [Adam(learningRate: 0.1), Adam(learningRate: 0.1, weightDecay: 0.0), Adagrad(learningRate: 0.5), SGD(learningRate: 0.1), SGD(learningRate: 0.05, momentum: 0.9)]
+        let optimisers: [any Optimizer] = [Adam(learningRate: 0.1), Adam(learningRate: 0.1, weightDecay: 0.001), Adagrad(learningRate: 0.5), SGD(learningRate: 0.1), SGD(learningRate: 0.05, momentum: 0.9)]
         for opt in optimisers {
             let p = Parameter("w", value: Matrix(rows: 1, columns: 4))
             for _ in 0..<500 {

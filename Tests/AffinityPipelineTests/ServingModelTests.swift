@@ -70,7 +70,7 @@ func trained(_ model: any PersistableRecommender) -> TrainedModel {
         let ease = try ServingModel(trained: trained(try EASE.fit(x, settings: ["lambda": "5"])))
         #expect(ease.retrievalPath == .exact)
         let r = try ease.recommend(.user(3), k: 3, excluded: [], explain: true)
-        #expect(r.items.allSatisfy { !($0.because ?? []).isEmpty })
+        #expect(r.items.count == 3 && r.items.allSatisfy { !($0.because ?? []).isEmpty })
         #expect(try ease.popular(k: 3, excluded: [ease.popularItems[0]]).map(\.item) == Array(ease.popularItems[1...3]))
         #expect(throws: ModelError.invalidK(0)) { try ease.recommend(.user(0), k: 0, excluded: []) }
         #expect(throws: ModelError.userOutOfRange(1000, count: 90)) { try ease.recommend(.user(1000), k: 2, excluded: []) }
