@@ -112,17 +112,16 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
 
     static func deserialize(_ r: inout IndexFile.Reader, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> IVFIndex {
         guard let lists = json["lists"] as? Int, let mips = json["mipsReduction"] as? Bool, let cols = json["centroidColumns"] as? Int,
-              let maxNorm = json["maxNorm"] as? Double, lists > 0 else {
+              let maxNorm = json["maxNorm"] as? Double, lists > 0, maxNorm.isFinite else {
             throw IndexError.file(path: r.path, reason: "IVF header is incomplete")
         }
-        let centroids = Matrix(rows: lists, columns: cols, values: try r.array(lists * cols, of: Float.self))
-        let sizes = try r.array(lists, of: Int64.self).map { Int($0) }
-        guard sizes.allSatisfy({ $0 >= 0 }), sizes.reduce(0, +) == count else {
-            throw IndexError.file(path: r.path, reason: "list sizes do not add up to \(count) vectors")
+        guard cols == dimension || (mips && cols == dimension + 1) else {
+            throw IndexError.file(path: r.path, reason: "centroids have \(cols) columns for \(dimension)-dimensional vectors")
         }
-        let allIDs = try r.array(count, of: Int32.self)
-        guard allIDs.allSatisfy({ $0 >= 0 && Int($0) < count }) else { throw IndexError.file(path: r.path, reason: "an id is out of range") }
-        let allVectors = try r.array(count * dimension, of: Float.self)
+        let centroids = Matrix(rows: lists, columns: cols, values: try r.floats(rows: lists, columns: cols, name: "centroids"))
+        let sizes = try IVFIndex.readListSizes(&r, lists: lists, count: count)
+        let allIDs = try IVFIndex.readIDs(&r, count: count)
+        let allVectors = try r.floats(rows: count, columns: dimension, name: "vectors")
         var ids: [[Int32]] = [], vecs: [[Float]] = []
         var start = 0
         for s in sizes {
@@ -134,5 +133,30 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
                         settings: IVFSettings(lists: lists, mipsReduction: mips, iterations: json["iterations"] as? Int ?? 10, seed: UInt64(bitPattern: Int64(json["seed"] as? Int ?? 42))),
                         quantizer: CoarseQuantizer(centroids: centroids, mipsReduction: mips, maxNorm: Float(maxNorm), metric: metric),
                         listIDs: ids, listVectors: vecs, count: count)
+    }
+
+    /// The inverted lists' sizes: each non-negative, adding up to `count` without overflow.
+    static func readListSizes(_ r: inout IndexFile.Reader, lists: Int, count: Int) throws -> [Int] {
+        let sizes = try r.array(lists, of: Int64.self)
+        var total = 0
+        for s in sizes {
+            guard s >= 0, s <= count else { throw IndexError.file(path: r.path, reason: "a list size \(s) is out of range for \(count) vectors") }
+            total += Int(s)
+        }
+        guard total == count else { throw IndexError.file(path: r.path, reason: "list sizes add up to \(total), not \(count) vectors") }
+        return sizes.map { Int($0) }
+    }
+
+    /// The vector ids of all lists: each in 0..<count and each exactly once (a duplicate would be
+    /// returned several times by one search).
+    static func readIDs(_ r: inout IndexFile.Reader, count: Int) throws -> [Int32] {
+        let ids = try r.array(count, of: Int32.self)
+        var seen = [Bool](repeating: false, count: count)
+        for id in ids {
+            guard id >= 0 && Int(id) < count else { throw IndexError.file(path: r.path, reason: "id \(id) is out of range 0..<\(count)") }
+            guard !seen[Int(id)] else { throw IndexError.file(path: r.path, reason: "id \(id) appears more than once") }
+            seen[Int(id)] = true
+        }
+        return ids
     }
 }

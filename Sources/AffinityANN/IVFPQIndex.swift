@@ -150,21 +150,24 @@ extension IVFPQIndex {
 
     static func deserialize(_ r: inout IndexFile.Reader, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> IVFPQIndex {
         guard let lists = json["lists"] as? Int, let mips = json["mipsReduction"] as? Bool, let cols = json["centroidColumns"] as? Int,
-              let maxNorm = json["maxNorm"] as? Double, let m = json["subspaces"] as? Int, let refine = json["refine"] as? Bool, lists > 0, m > 0 else {
+              let maxNorm = json["maxNorm"] as? Double, let m = json["subspaces"] as? Int, let refine = json["refine"] as? Bool, lists > 0, m > 0,
+              maxNorm.isFinite else {
             throw IndexError.file(path: r.path, reason: "IVF-PQ header is incomplete")
         }
-        let centroids = Matrix(rows: lists, columns: cols, values: try r.array(lists * cols, of: Float.self))
-        let pq = try ProductQuantizer(dimension: dimension, subspaces: m, codebooks: try r.array(m * 256 * (dimension / m), of: Float.self))
-        let sizes = try r.array(lists, of: Int64.self).map { Int($0) }
-        guard sizes.allSatisfy({ $0 >= 0 }), sizes.reduce(0, +) == count else {
-            throw IndexError.file(path: r.path, reason: "list sizes do not add up to \(count) vectors")
+        guard cols == dimension || (mips && cols == dimension + 1) else {
+            throw IndexError.file(path: r.path, reason: "centroids have \(cols) columns for \(dimension)-dimensional vectors")
         }
-        let allIDs = try r.array(count, of: Int32.self)
-        guard allIDs.allSatisfy({ $0 >= 0 && Int($0) < count }) else { throw IndexError.file(path: r.path, reason: "an id is out of range") }
-        let allCodes = try r.array(count * m, of: UInt8.self)
-        let vectors = refine ? try r.array(count * dimension, of: Float.self) : []
+        guard m <= dimension, dimension % m == 0 else {
+            throw IndexError.file(path: r.path, reason: "\(m) subspaces do not divide dimension \(dimension)")
+        }
+        let centroids = Matrix(rows: lists, columns: cols, values: try r.floats(rows: lists, columns: cols, name: "centroids"))
+        let pq = try ProductQuantizer(dimension: dimension, subspaces: m, codebooks: try r.floats(rows: 256, columns: dimension, name: "codebooks"))
+        let sizes = try IVFIndex.readListSizes(&r, lists: lists, count: count)
+        let allIDs = try IVFIndex.readIDs(&r, count: count)
+        let allCodes = try r.array(try r.product(count, m, "codes"), of: UInt8.self)
+        let vectors = refine ? try r.floats(rows: count, columns: dimension, name: "vectors") : []
         let opq = json["opq"] as? Bool ?? false
-        let rotation = opq ? Matrix(rows: dimension, columns: dimension, values: try r.array(dimension * dimension, of: Float.self)) : nil
+        let rotation = opq ? Matrix(rows: dimension, columns: dimension, values: try r.floats(rows: dimension, columns: dimension, name: "rotation")) : nil
         var ids: [[Int32]] = [], codes: [[UInt8]] = []
         var start = 0
         for s in sizes {

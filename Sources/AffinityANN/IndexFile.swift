@@ -116,15 +116,35 @@ public enum IndexFile {
             let p = try section(count, of: T.self)
             return Array(UnsafeBufferPointer(start: p, count: count))
         }
+        /// `rows` x `columns` floats, the size checked for overflow and every value for being finite.
+        mutating func floats(rows: Int, columns: Int, name: String) throws -> [Float] {
+            let count = try product(rows, columns, name)
+            let p = try section(count, of: Float.self)
+            try finite(p, count: count, name: name)
+            return Array(UnsafeBufferPointer(start: p, count: count))
+        }
+        /// The product of two sizes from the file, or an error naming the section when it overflows.
+        func product(_ a: Int, _ b: Int, _ name: String) throws -> Int {
+            guard let n = checkedProduct(a, b) else { throw IndexError.file(path: path, reason: "the size of \(name) (\(a) x \(b)) overflows") }
+            return n
+        }
+        /// Refuses NaN and infinity in a float section (a corrupt file would otherwise score as NaN).
+        func finite(_ p: UnsafePointer<Float>, count: Int, name: String) throws {
+            if let bad = firstNonFinite(UnsafeBufferPointer(start: p, count: count)) {
+                throw IndexError.file(path: path, reason: "\(name) value \(bad) is NaN or infinite")
+            }
+        }
     }
 
     /// Loads an index saved by `save`.
     public static func load(_ path: String) throws -> any VectorIndex {
-        let fd = open(path, O_RDONLY)
+        // Without blocking (a FIFO would wait for a writer), and regular files only.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { throw IndexError.file(path: path, reason: "cannot open (no such file?)") }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw IndexError.file(path: path, reason: "cannot stat") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw IndexError.file(path: path, reason: "is not a regular file") }
         let length = Int(st.st_size)
         guard length >= 40 else { throw IndexError.file(path: path, reason: "is \(length) bytes, too short for an index header") }
         guard let mapped = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0), mapped != MAP_FAILED else {
@@ -157,7 +177,7 @@ public enum IndexFile {
         guard dimension > 0, count >= 0 else { throw IndexError.file(path: path, reason: "bad dimension \(dimension) or count \(count)") }
         switch kind {
         case .flat:
-            let values = try r.array(count * dimension, of: Float.self)
+            let values = try r.floats(rows: count, columns: dimension, name: "vectors")
             let index = FlatIndex(dimension: dimension, metric: metric)
             try index.addRaw(Matrix(rows: count, columns: dimension, values: values))   // saved rows are already normalised
             return index
@@ -204,8 +224,10 @@ extension HNSWIndex {
         let m = try int("neighborsPerNode")
         guard m >= 2 && m <= 256 else { throw IndexError.file(path: r.path, reason: "neighborsPerNode \(m) is out of range") }
         let maxM = m, maxM0 = 2 * m
-        let vectors = try r.section(count * dimension, of: Float.self)
-        let level0 = try r.section(count * (maxM0 + 1), of: Int32.self)
+        let vectorCount = try r.product(count, dimension, "vectors")
+        let vectors = try r.section(vectorCount, of: Float.self)
+        try r.finite(vectors, count: vectorCount, name: "vectors")
+        let level0 = try r.section(try r.product(count, maxM0 + 1, "layer-0 links"), of: Int32.self)
         let levels = try r.array(count, of: Int32.self)
         let deletedFlags = try r.array(count, of: UInt8.self)
         r.align()

@@ -30,9 +30,12 @@ public final class LSHIndex: VectorIndex, @unchecked Sendable {
     let buckets: [[UInt64: [Int32]]]
     public var count: Int { vectors.rows }
 
+    /// Most hash tables an index may have (each holds every vector once).
+    public static let maxTables = 1024
+
     public convenience init(vectors m: Matrix, metric: Metric, settings: LSHSettings) throws {
-        guard settings.tables > 0, settings.bits > 0, settings.bits <= 64 else {
-            throw IndexError.invalidParameter("LSH needs at least 1 table and 1...64 bits per table")
+        guard (1...Self.maxTables).contains(settings.tables), settings.bits > 0, settings.bits <= 64 else {
+            throw IndexError.invalidParameter("LSH needs 1...\(Self.maxTables) tables and 1...64 bits per table")
         }
         let x = metric == .cosine ? ExactSearch.normalizedRows(m) : m
         let planes = Matrix.random(rows: settings.tables * settings.bits, columns: x.columns, seed: settings.seed)
@@ -105,7 +108,15 @@ public final class LSHIndex: VectorIndex, @unchecked Sendable {
         guard let t = json["tables"] as? Int, let b = json["bits"] as? Int, let seed = json["seed"] as? Int else {
             throw IndexError.file(path: r.path, reason: "LSH header is incomplete")
         }
-        let x = Matrix(rows: count, columns: dimension, values: try r.array(count * dimension, of: Float.self))
+        // The hyperplanes (tables·bits x dimension) and buckets (tables x count) are rebuilt from
+        // these numbers: bound them before anything is allocated.
+        guard (1...LSHIndex.maxTables).contains(t), (1...64).contains(b) else {
+            throw IndexError.file(path: r.path, reason: "LSH has \(t) tables of \(b) bits; a file may hold 1...\(LSHIndex.maxTables) tables of 1...64 bits")
+        }
+        guard let planeBytes = checkedProduct(t, b, dimension, 4), planeBytes <= MemoryBudget.bytes else {
+            throw IndexError.file(path: r.path, reason: "LSH hyperplanes (\(t) tables x \(b) bits x \(dimension) dimensions) would not fit in memory")
+        }
+        let x = Matrix(rows: count, columns: dimension, values: try r.floats(rows: count, columns: dimension, name: "vectors"))
         return try LSHIndex(vectors: x, metric: metric == .cosine ? .innerProduct : metric, settings: LSHSettings(tables: t, bits: b, seed: UInt64(bitPattern: Int64(seed))))
             .withMetric(metric)
     }

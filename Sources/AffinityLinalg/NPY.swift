@@ -4,8 +4,10 @@ import Foundation
 /// interchange format for embedding matrices.
 public enum NPY {
     public static func read(_ path: String) throws -> Matrix {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw VectorFileError.unreadable(path: path, reason: "no such file or not readable")
+        let data: Data
+        switch RegularFile.contents(atPath: path) {
+        case .success(let d): data = d
+        case .failure(let error): throw VectorFileError.unreadable(path: path, reason: error.description)
         }
         let bytes = [UInt8](data)
         guard bytes.count >= 10, Array(bytes[0..<6]) == [0x93] + Array("NUMPY".utf8) else {
@@ -29,18 +31,23 @@ public enum NPY {
             throw VectorFileError.malformed(path: path, reason: "dtype must be little-endian float32 ('<f4'); header: \(header.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         guard header.contains("'fortran_order': False") else { throw VectorFileError.malformed(path: path, reason: "Fortran order is not supported") }
-        guard let open = header.firstIndex(of: "("), let close = header.firstIndex(of: ")") else {
+        guard let key = header.range(of: "'shape':"), let open = header[key.upperBound...].firstIndex(of: "("),
+              let close = header[open...].firstIndex(of: ")") else {
             throw VectorFileError.malformed(path: path, reason: "no shape in header")
         }
         let dims = header[header.index(after: open)..<close].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard dims.count == 2 else { throw VectorFileError.malformed(path: path, reason: "expected a 2-D array, shape has \(dims.count) dimensions") }
-        let offset = start + headerLength, count = dims[0] * dims[1]
-        guard bytes.count - offset == count * 4 else {
-            throw VectorFileError.malformed(path: path, reason: "data has \(bytes.count - offset) bytes, the shape \(dims) needs \(count * 4)")
+        // The shape comes from the file: checked products only, compared with the bytes present.
+        let offset = start + headerLength
+        guard let count = checkedProduct(dims), let needed = checkedProduct(count, 4), bytes.count - offset == needed else {
+            throw VectorFileError.malformed(path: path, reason: "data has \(bytes.count - offset) bytes, which the shape \(dims) of float32 does not match")
         }
         let values = [Float](unsafeUninitializedCapacity: count) { buffer, n in
             bytes.withUnsafeBytes { raw in UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + count * 4)])) }
             n = count
+        }
+        if let bad = firstNonFinite(values) {
+            throw VectorFileError.malformed(path: path, reason: "value at row \(bad / max(1, dims[1])), column \(bad % max(1, dims[1])) is NaN or infinite")
         }
         return Matrix(rows: dims[0], columns: dims[1], values: values)
     }

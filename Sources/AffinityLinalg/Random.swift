@@ -19,6 +19,20 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         state = mixer.next() ^ (stream &+ 0x9E37_79B9_7F4A_7C15)
     }
 
+    /// A seed derived from a list of integers (FNV-1a over their bytes): the same in every
+    /// process, unlike `Hasher`, which Swift seeds randomly per process.
+    public static func fingerprint(_ values: [Int]) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for v in values {
+            var x = UInt64(bitPattern: Int64(v))
+            for _ in 0..<8 {
+                h = (h ^ (x & 0xFF)) &* 0x0000_0100_0000_01B3
+                x >>= 8
+            }
+        }
+        return h
+    }
+
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state

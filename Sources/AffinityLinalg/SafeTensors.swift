@@ -168,13 +168,15 @@ public struct SafeTensorsFile: Sendable {
                 throw SafeTensorsError.corrupt(path: path, reason: "tensor '\(name)' has a malformed shape or offsets")
             }
             let begin = offsets[0], end = offsets[1]
-            let elements = shape.reduce(1, *)
             guard begin >= 0, end >= begin, end <= dataCount else {
                 throw SafeTensorsError.corrupt(path: path, reason: "tensor '\(name)' byte range \(begin)..<\(end) lies outside the \(dataCount)-byte data section (truncated file?)")
             }
-            guard end - begin == elements * size else {
-                throw SafeTensorsError.corrupt(path: path, reason: "tensor '\(name)' has \(end - begin) bytes, its shape \(shape) needs \(elements * size)")
+            // Sizes come from the file: multiply with overflow checks, and only then compare with
+            // the bytes actually present, so no crafted shape can trap or drive an allocation.
+            guard let bytesNeeded = AffinityLinalg.checkedProduct(shape + [size]), end - begin == bytesNeeded else {
+                throw SafeTensorsError.corrupt(path: path, reason: "tensor '\(name)' has \(end - begin) bytes, which its shape \(shape) of \(dtype) does not match")
             }
+            let elements = bytesNeeded / size
             covered += end - begin
             let raw = bytes[(headerEnd + begin)..<(headerEnd + end)]
             let storage: Tensor.Storage
@@ -204,10 +206,10 @@ public struct SafeTensorsFile: Sendable {
 
     /// Reads a file from disk.
     public static func read(path: String) throws -> SafeTensorsFile {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw SafeTensorsError.unreadable(path: path, reason: "no such file or not readable")
+        switch RegularFile.contents(atPath: path) {
+        case .success(let data): return try decode(Array(data), path: path)
+        case .failure(let error): throw SafeTensorsError.unreadable(path: path, reason: error.description)
         }
-        return try decode(Array(data), path: path)
     }
 
     // Typed accessors that name the file and tensor on failure.

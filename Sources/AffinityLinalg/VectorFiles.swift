@@ -18,6 +18,9 @@ public enum VectorFileError: Error, CustomStringConvertible, Equatable {
 public enum VectorFiles {
     public static func readFvecs(_ path: String, limit: Int? = nil) throws -> Matrix {
         let (dimension, values) = try read(path, limit: limit, as: Float.self)
+        if let bad = firstNonFinite(values) {
+            throw VectorFileError.malformed(path: path, reason: "vector \(bad / dimension), component \(bad % dimension) is NaN or infinite")
+        }
         return Matrix(rows: dimension == 0 ? 0 : values.count / dimension, columns: dimension, values: values)
     }
 
@@ -40,8 +43,10 @@ public enum VectorFiles {
     }
 
     static func read<T>(_ path: String, limit: Int?, as: T.Type) throws -> (Int, [T]) {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw VectorFileError.unreadable(path: path, reason: "no such file or not readable")
+        let data: Data
+        switch RegularFile.contents(atPath: path) {
+        case .success(let d): data = d
+        case .failure(let error): throw VectorFileError.unreadable(path: path, reason: error.description)
         }
         guard data.count >= 4 else {
             throw VectorFileError.malformed(path: path, reason: data.isEmpty ? "file is empty" : "file is \(data.count) bytes, shorter than one dimension header")
@@ -53,7 +58,7 @@ public enum VectorFiles {
             guard data.count % record == 0 else {
                 throw VectorFileError.malformed(path: path, reason: "size \(data.count) is not a multiple of the \(record)-byte record for dimension \(d) (truncated file?)")
             }
-            let count = min(data.count / record, limit ?? Int.max)
+            let count = min(data.count / record, max(0, limit ?? Int.max))
             var values = [T]()
             values.reserveCapacity(count * d)
             for r in 0..<count {

@@ -140,16 +140,15 @@ public struct BPR: FactorizationRecommender {
     }
 
 
-    /// Fold-in: scores of the vector `userFactors(history:)` fits.
-
     /// Fold-in: a user vector fitted to the history by the same BPR updates with the item
-    /// parameters fixed (200 passes, seeded by the history). Items outside the model are ignored.
+    /// parameters fixed (200 passes, seeded by the configuration's seed and the history's items,
+    /// so the same history gives the same vector in every process). Items outside the model are ignored.
     public func userFactors(history: [Int]) -> [Float] {
         let f = configuration.factors
         let positives = Array(Set(history.filter { $0 >= 0 && $0 < itemCount })).sorted()
         var w = [Float](repeating: 0, count: f)
         let seen = Set(positives)
-        var g = SeededGenerator(seed: configuration.seed ^ UInt64(truncatingIfNeeded: positives.hashValue))
+        var g = SeededGenerator(seed: configuration.seed ^ SeededGenerator.fingerprint(positives))
         let lr = Float(configuration.learningRate), reg = Float(configuration.regularization)
         let h = factors.itemFactors, b = factors.itemBias
         if !positives.isEmpty && seen.count < itemCount {
@@ -166,7 +165,4 @@ public struct BPR: FactorizationRecommender {
         }
         return w
     }
-
-
-
 }

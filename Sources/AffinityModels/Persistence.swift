@@ -122,10 +122,23 @@ public struct TrainedModel: Sendable {
         guard let modelType = ModelRegistry.type(named: typeName) else {
             throw ModelFileError.corrupt(path: tensorPath, reason: "model_type '\(typeName)' is not known to this build (known: \(ModelRegistry.names.joined(separator: ", ")))")
         }
+        // A NaN or infinity in any weight would make every score NaN: refuse the file by name.
+        for (name, tensor) in file.tensors.sorted(by: { $0.key < $1.key }) {
+            let bad: Int?
+            switch tensor.storage {
+            case .float32(let v): bad = firstNonFinite(v)
+            case .float64(let v): bad = v.firstIndex { !$0.isFinite }
+            default: bad = nil
+            }
+            if let bad { throw ModelFileError.corrupt(path: tensorPath, reason: "tensor '\(name)' holds NaN or infinity (element \(bad))") }
+        }
         let model = try loadModel(modelType, file: file, path: tensorPath)
 
-        guard let vocabData = FileManager.default.contents(atPath: vocabPath) else {
-            throw ModelFileError.notAModel(path: path, reason: "vocabulary.json is missing")
+        let vocabData: Data
+        switch RegularFile.contents(atPath: vocabPath) {
+        case .success(let data): vocabData = data
+        case .failure(.missing): throw ModelFileError.notAModel(path: path, reason: "vocabulary.json is missing")
+        case .failure(let error): throw ModelFileError.corrupt(path: vocabPath, reason: error.description)
         }
         let vocab: VocabularyFile
         do {
@@ -145,7 +158,12 @@ public struct TrainedModel: Sendable {
         }
         var catalog: ItemCatalog? = nil
         let catalogPath = (path as NSString).appendingPathComponent("items.json")
-        if let data = FileManager.default.contents(atPath: catalogPath) {
+        if FileManager.default.fileExists(atPath: catalogPath) {
+            let data: Data
+            switch RegularFile.contents(atPath: catalogPath) {
+            case .success(let d): data = d
+            case .failure(let error): throw ModelFileError.corrupt(path: catalogPath, reason: error.description)
+            }
             do {
                 catalog = try JSONDecoder().decode(ItemCatalog.self, from: data)
             } catch {

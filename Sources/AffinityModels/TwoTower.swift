@@ -311,12 +311,13 @@ final class TwoTowerNetwork: @unchecked Sendable {
         return bag
     }
 
-    /// The user tower's input: ID embedding, history mean, or their sum.
-    private func userInput(_ users: [Int]?, bags: [[Int]]?) -> Matrix {
+    /// The user tower's input: ID embedding, history mean, or their sum. `training` keeps what
+    /// the backward pass needs in the embeddings; inference keeps nothing (many threads at once).
+    private func userInput(_ users: [Int]?, bags: [[Int]]?, training: Bool) -> Matrix {
         var x: Matrix?
-        if let userIDs, let users { x = userIDs.forward(users) }
+        if let userIDs, let users { x = training ? userIDs.forward(users) : userIDs.lookup(users) }
         if let historyItems, let bags {
-            let pooled = historyItems.bag(bags)
+            let pooled = training ? historyItems.bag(bags) : historyItems.pooled(bags)
             if var sum = x {
                 for i in sum.values.indices { sum.values[i] += pooled.values[i] }
                 x = sum
@@ -325,14 +326,15 @@ final class TwoTowerNetwork: @unchecked Sendable {
             }
         }
         if let userFeatureEmbedding, let userCategories, let users, var sum = x {
-            let pooled = userFeatureEmbedding.bag(users.map { userCategories[$0] })
+            let categories = users.map { userCategories[$0] }
+            let pooled = training ? userFeatureEmbedding.bag(categories) : userFeatureEmbedding.pooled(categories)
             for i in sum.values.indices { sum.values[i] += pooled.values[i] }
             x = sum
         }
         return x ?? Matrix(rows: bags?.count ?? 0, columns: configuration.dimension)
     }
 
-    func userForward(_ users: [Int], bags: [[Int]]?) -> Matrix { userMLP.forward(userInput(users, bags: bags), training: true) }
+    func userForward(_ users: [Int], bags: [[Int]]?) -> Matrix { userMLP.forward(userInput(users, bags: bags, training: true), training: true) }
 
     func userBackward(_ dy: Matrix) {
         let dx = userMLP.backward(dy)
@@ -342,22 +344,23 @@ final class TwoTowerNetwork: @unchecked Sendable {
     }
 
     /// The item tower's input: ID embedding, plus the mean genre embedding with `itemGenres`.
-    private func itemInput(_ items: [Int]) -> Matrix {
-        var x = itemIDs.forward(items)
+    private func itemInput(_ items: [Int], training: Bool) -> Matrix {
+        var x = training ? itemIDs.forward(items) : itemIDs.lookup(items)
         if let genreEmbedding, let genres {
-            let pooled = genreEmbedding.bag(items.map { genres[$0] })
+            let itemGenres = items.map { genres[$0] }
+            let pooled = training ? genreEmbedding.bag(itemGenres) : genreEmbedding.pooled(itemGenres)
             for i in x.values.indices { x.values[i] += pooled.values[i] }
         }
         if let itemProjection, let v = itemVectorMatrix {
             var rows = Matrix(rows: items.count, columns: v.columns)
             for (r, i) in items.enumerated() { for k in 0..<v.columns { rows.values[r * v.columns + k] = v.values[i * v.columns + k] } }
-            let projected = itemProjection.forward(rows, training: true)
+            let projected = training ? itemProjection.forward(rows, training: true) : itemProjection.infer(rows)
             for i in x.values.indices { x.values[i] += projected.values[i] }
         }
         return x
     }
 
-    func itemForward(_ items: [Int]) -> Matrix { itemMLP.forward(itemInput(items), training: true) }
+    func itemForward(_ items: [Int]) -> Matrix { itemMLP.forward(itemInput(items, training: true), training: true) }
 
     func itemBackward(_ dy: Matrix) {
         let dx = itemMLP.backward(dy)
@@ -366,16 +369,16 @@ final class TwoTowerNetwork: @unchecked Sendable {
         _ = itemProjection?.backward(dx)
     }
 
-    /// Inference: item vectors, in chunks.
+    /// Inference: item vectors, in chunks (no state kept: safe from many threads).
     func itemVectors(_ items: [Int]) -> Matrix {
-        chunked(items.count) { range in itemMLP.forward(itemInput(Array(items[range])), training: false) }
+        chunked(items.count) { range in itemMLP.infer(itemInput(Array(items[range]), training: false)) }
     }
 
     /// Inference: user vectors (`users` nil: history only).
     func userVectors(_ users: [Int]?, bags: [[Int]]?) -> Matrix {
         let n = users?.count ?? bags?.count ?? 0
         return chunked(n) { range in
-            userMLP.forward(userInput(users.map { Array($0[range]) }, bags: bags.map { Array($0[range]) }), training: false)
+            userMLP.infer(userInput(users.map { Array($0[range]) }, bags: bags.map { Array($0[range]) }, training: false))
         }
     }
 

@@ -51,10 +51,15 @@ public final class Parameter: @unchecked Sendable {
 /// A layer of explicit forward and backward passes (the llm.c style): `forward` keeps what
 /// `backward` needs; `backward` takes dL/d(output), adds dL/d(parameters) into the parameters'
 /// gradients and returns dL/d(input). One forward, then at most one backward.
+///
+/// `infer` is the inference pass: the output of `forward(x, training: false)`, computed without
+/// writing anything into the instance, so one trained layer answers many threads at once (the
+/// server folds in histories concurrently). Training is single-threaded per layer instance.
 public protocol Layer: AnyObject {
     var parameters: [Parameter] { get }
     func forward(_ x: Matrix, training: Bool) -> Matrix
     func backward(_ dy: Matrix) -> Matrix
+    func infer(_ x: Matrix) -> Matrix
 }
 
 /// y = x·Wᵀ + b, W is out x in (PyTorch's layout), initialised U(−1/√in, 1/√in) as PyTorch does.
@@ -77,8 +82,12 @@ public final class Linear: Layer {
     public var parameters: [Parameter] { [weight, bias] }
 
     public func forward(_ x: Matrix, training: Bool) -> Matrix {
-        precondition(x.columns == weight.value.columns, "Linear expects \(weight.value.columns) inputs, got \(x.columns)")
         input = x
+        return infer(x)
+    }
+
+    public func infer(_ x: Matrix) -> Matrix {
+        precondition(x.columns == weight.value.columns, "Linear expects \(weight.value.columns) inputs, got \(x.columns)")
         let n = x.rows, o = weight.value.rows, i = weight.value.columns
         var y = Matrix(rows: n, columns: o)
         y.values.withUnsafeMutableBufferPointer { yp in
@@ -126,11 +135,14 @@ public final class ReLU: Layer {
     public init() {}
     public var parameters: [Parameter] { [] }
     public func forward(_ x: Matrix, training: Bool) -> Matrix {
+        output = infer(x)
+        return output
+    }
+    public func infer(_ x: Matrix) -> Matrix {
         var y = x
         y.values.withUnsafeMutableBufferPointer { v in
             for i in v.indices { v[i] = max(v[i], 0) }
         }
-        output = y
         return y
     }
     public func backward(_ dy: Matrix) -> Matrix {
@@ -152,6 +164,9 @@ public final class GELU: Layer {
     private static let c = Float((2 / Double.pi).squareRoot())
     public func forward(_ x: Matrix, training: Bool) -> Matrix {
         input = x
+        return infer(x)
+    }
+    public func infer(_ x: Matrix) -> Matrix {
         var y = x
         for i in y.values.indices {
             let v = x.values[i]
@@ -188,6 +203,16 @@ public final class LayerNorm: Layer {
     public var parameters: [Parameter] { [gamma, beta] }
 
     public func forward(_ x: Matrix, training: Bool) -> Matrix {
+        let (y, xh, rstd) = normalize(x)
+        self.rstd = rstd
+        normalized = xh
+        return y
+    }
+
+    public func infer(_ x: Matrix) -> Matrix { normalize(x).y }
+
+    /// The output, x̂ and 1/σ of each row (what `backward` needs).
+    private func normalize(_ x: Matrix) -> (y: Matrix, xh: Matrix, rstd: [Float]) {
         let n = x.rows, d = x.columns
         var xh = x
         var y = x
@@ -219,9 +244,7 @@ public final class LayerNorm: Layer {
                 }
             }
         }
-        self.rstd = rstd
-        normalized = xh
-        return y
+        return (y, xh, rstd)
     }
 
     public func backward(_ dy: Matrix) -> Matrix {
@@ -274,6 +297,7 @@ public final class Dropout: Layer {
         generator = SeededGenerator(seed: seed)
     }
     public var parameters: [Parameter] { [] }
+    public func infer(_ x: Matrix) -> Matrix { x }
     public func forward(_ x: Matrix, training: Bool) -> Matrix {
         guard training && p > 0 else { mask = []; return x }
         let scale = 1 / (1 - p)
@@ -297,6 +321,13 @@ public final class L2Normalize: Layer {
     public init() {}
     public var parameters: [Parameter] { [] }
     public func forward(_ x: Matrix, training: Bool) -> Matrix {
+        let (y, norms) = normalize(x)
+        self.norms = norms
+        output = y
+        return y
+    }
+    public func infer(_ x: Matrix) -> Matrix { normalize(x).y }
+    private func normalize(_ x: Matrix) -> (y: Matrix, norms: [Float]) {
         let n = x.rows, d = x.columns
         var y = x
         var norms = [Float](repeating: 0, count: n)
@@ -311,9 +342,7 @@ public final class L2Normalize: Layer {
                 for k in 0..<d { row[k] *= inv }
             }
         }
-        self.norms = norms
-        output = y
-        return y
+        return (y, norms)
     }
     public func backward(_ dy: Matrix) -> Matrix {
         let n = dy.rows, d = dy.columns
@@ -344,6 +373,9 @@ public final class Sequential: Layer {
     public func backward(_ dy: Matrix) -> Matrix {
         layers.reversed().reduce(dy) { $1.backward($0) }
     }
+    public func infer(_ x: Matrix) -> Matrix {
+        layers.reduce(x) { $1.infer($0) }
+    }
 }
 
 /// A lookup table: row `id` of an n x d matrix per input, initialised N(0, `scale`²). The gradient
@@ -360,9 +392,14 @@ public final class Embedding {
     public var dimension: Int { table.value.columns }
     public var count: Int { table.value.rows }
 
-    /// Rows `ids` of the table, one per input.
+    /// Rows `ids` of the table, one per input; remembers `ids` for `backward`.
     public func forward(_ ids: [Int]) -> Matrix {
         self.ids = ids
+        return lookup(ids)
+    }
+
+    /// Rows `ids` of the table, keeping nothing (inference, safe from many threads).
+    public func lookup(_ ids: [Int]) -> Matrix {
         let d = dimension
         var y = Matrix(rows: ids.count, columns: d)
         table.value.values.withUnsafeBufferPointer { t in
@@ -388,9 +425,15 @@ public final class Embedding {
         }
     }
 
-    /// The mean of the rows of each bag (a zero row for an empty bag).
+    /// The mean of the rows of each bag (a zero row for an empty bag); remembers the bags for
+    /// `bagBackward`.
     public func bag(_ bags: [[Int]]) -> Matrix {
         self.bags = bags
+        return pooled(bags)
+    }
+
+    /// The mean of the rows of each bag, keeping nothing (inference, safe from many threads).
+    public func pooled(_ bags: [[Int]]) -> Matrix {
         let d = dimension
         var y = Matrix(rows: bags.count, columns: d)
         for (r, bag) in bags.enumerated() where !bag.isEmpty {

@@ -141,14 +141,18 @@ enum JSON {
     }()
     private static let decoder = JSONDecoder()
 
-    static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
-        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+    /// Encodes an answer. A value that cannot be encoded (a NaN score) throws, and the middleware
+    /// answers 500: never a 2xx with a body other than the one the route meant.
+    static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+        let data = try encoder.encode(value)
         return Response(status: status, headers: [.contentType: "application/json"],
                         body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 
+    /// An error answer (its fields are plain strings and integers, so encoding cannot fail).
     static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
-        response(ErrorOut(error: .init(status: status.code, message: message)), status: status)
+        let body = (try? response(ErrorOut(error: .init(status: status.code, message: message)), status: status))
+        return body ?? Response(status: status)
     }
 
     /// Decodes a request body, turning Codable's errors into messages that name the field.

@@ -23,7 +23,10 @@ extension AffinityService {
 
         router.get("/health") { _, _ in
             let (body, status) = self.health()
-            return JSON.response(body, status: status)
+            return try JSON.response(body, status: status)
+        }
+        router.head("/health") { _, _ in
+            Response(status: self.health().1, headers: [.contentType: "application/json"])
         }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -35,7 +38,9 @@ extension AffinityService {
         }
 
         router.get("/v1/users/:id/recommendations") { request, context in
+            try self.access.requireReader(request)
             let user = try Self.pathParameter(context, "id")
+            try self.checkID(user, field: "id")
             let k = try Self.intParameter(request, "k", default: 10, range: 1...self.limits.maxK)
             let excludeSeen = try Self.boolParameter(request, "exclude_seen", default: true)
             let explain = try Self.boolParameter(request, "explain", default: false)
@@ -47,49 +52,65 @@ extension AffinityService {
                 }
                 fallbackPopular = true
             }
-            return JSON.response(try self.recommendForUser(user, k: k, excludeSeen: excludeSeen, exclude: exclude,
+            return try JSON.response(try self.recommendForUser(user, k: k, excludeSeen: excludeSeen, exclude: exclude,
                                                            explain: explain, fallbackPopular: fallbackPopular))
         }
 
         router.post("/v1/recommendations") { request, _ in
+            try self.access.requireReader(request)
             let body = try await request.body.collect(upTo: self.limits.maxBodyBytes)
-            return JSON.response(try self.recommendForHistory(try JSON.decode(HistoryRequest.self, from: body)))
+            return try JSON.response(try self.recommendForHistory(try JSON.decode(HistoryRequest.self, from: body)))
         }
 
         router.get("/v1/items/:id/similar") { request, context in
+            try self.access.requireReader(request)
             let item = try Self.pathParameter(context, "id")
+            try self.checkID(item, field: "id")
             let k = try Self.intParameter(request, "k", default: 10, range: 1...self.limits.maxK)
-            return JSON.response(try self.similar(toItem: item, k: k))
+            return try JSON.response(try self.similar(toItem: item, k: k))
         }
 
         router.post("/v1/events") { request, _ in
+            try self.access.requireReader(request)
             let body = try await request.body.collect(upTo: self.limits.maxBodyBytes)
             let batch = try JSON.decode(EventBatchIn.self, from: body)
-            return JSON.response(try await self.ingest(batch.events))
+            return try JSON.response(try await self.ingest(batch.events))
         }
 
-        router.get("/v1/models") { _, _ in
+        router.get("/v1/models") { request, _ in
+            try self.access.requireAdmin(request)
             let models = try self.store.models()
-            return JSON.response(ModelsOut(active: models.first(where: \.active)?.id, models: models))
+            return try JSON.response(ModelsOut(active: models.first(where: \.active)?.id, models: models))
         }
 
         router.post("/v1/models") { request, _ in
+            try self.access.requireAdmin(request)
             let body = try await request.body.collect(upTo: self.limits.maxBodyBytes)
             let input = try JSON.decode(RegisterModelIn.self, from: body)
-            var record = try await self.register(path: input.path, index: input.index)
-            if input.activate == true { record = try await self.activate(id: record.id) }
-            return JSON.response(record, status: .created)
+            let record = try await self.register(path: input.path, index: input.index, activate: input.activate == true)
+            return try JSON.response(record, status: .created)
         }
 
-        router.post("/v1/models/:id/activate") { _, context in
-            let raw = try Self.pathParameter(context, "id")
-            guard let id = Int(raw) else { throw APIError(.badRequest, "id: model ids are integers, got '\(raw.prefix(64))'") }
-            return JSON.response(try await self.activate(id: id))
+        router.post("/v1/models/:id/activate") { request, context in
+            try self.access.requireAdmin(request)
+            return try JSON.response(try await self.activate(id: try Self.modelID(context)))
+        }
+
+        router.delete("/v1/models/:id") { request, context in
+            try self.access.requireAdmin(request)
+            try self.deleteModel(id: try Self.modelID(context))
+            return Response(status: .noContent)
         }
         return router
     }
 
     // MARK: - Parameters
+
+    static func modelID(_ context: AffinityRequestContext) throws -> Int {
+        let raw = try pathParameter(context, "id")
+        guard let id = Int(raw) else { throw APIError(.badRequest, "id: model ids are integers, got '\(raw.prefix(64))'") }
+        return id
+    }
 
     static func pathParameter(_ context: AffinityRequestContext, _ name: String) throws -> String {
         guard let raw = context.parameters.get(name) else { throw APIError(.badRequest, "\(name): missing") }
@@ -148,8 +169,10 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
         } catch let error as ModelError {
             response = JSON.error(.badRequest, error.description)
         } catch {
-            logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
-            response = JSON.error(.internalServerError, "internal error: \(error)")
+            // Details (paths, SQL) stay in the log; the client gets a reference to find them.
+            let reference = AffinityService.errorReference()
+            logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)", "reference": "\(reference)"])
+            response = JSON.error(.internalServerError, "internal error (reference \(reference) in the server log)")
         }
         let route = context.endpointPath.map { $0 == "NotFound" ? "unmatched" : $0 } ?? "unmatched"
         metrics.recordRequest(route: route, method: request.method.rawValue, status: response.status.code, seconds: clock.seconds)
@@ -159,10 +182,13 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
 
 /// Starts the HTTP server for a service and runs it until SIGTERM or SIGINT, then closes the store.
 public enum AffinityServer {
-    public static func run(service: AffinityService, host: String, port: Int, logger: Logger,
+    /// `idleTimeout`: seconds after which a connection that sends nothing (an idle keep-alive
+    /// connection, or one that stopped halfway through its request head) is closed.
+    public static func run(service: AffinityService, host: String, port: Int, logger: Logger, idleTimeout: Int = 30,
                            onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let app = Application(
             router: service.router(),
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(idleTimeout)))),
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "affinity"),
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? port) },
             logger: logger

@@ -18,6 +18,10 @@ public struct ServiceLimits: Sendable {
     public var maxHistory = 10_000
     /// Longest user or item ID and event type (400 above it).
     public var maxIDLength = 256
+    /// Model loads (registration, activation) running at once (429 above it).
+    public var maxConcurrentLoads = 2
+    /// Seconds a request waits for a model load (503 after it; the load goes on in the background).
+    public var loadTimeoutSeconds: Double = 300
     public init() {}
 }
 
@@ -42,7 +46,9 @@ public final class AffinityService: @unchecked Sendable {
     public let store: any AffinityStore
     public let metrics = ServiceMetrics()
     public let limits: ServiceLimits
+    public let access: AccessPolicy
     let logger: Logger
+    let loads: ModelLoader
     /// Builds a serving model for a registry record; the default loads the model folder and its
     /// index file (or builds an HNSW index over the item embeddings).
     let loader: @Sendable (ModelRecord) throws -> ServingModel
@@ -50,32 +56,58 @@ public final class AffinityService: @unchecked Sendable {
     private let lock = NSLock()
     private let activationLock = NSLock()
     private var active: ActiveModel?
-    /// Registered and loaded models awaiting activation (registration validates by loading).
-    private var prepared: [Int: ServingModel] = [:]
-    /// The model most recently replaced, kept loaded so that swapping back is instant.
+    /// The model most recently replaced, kept loaded so that swapping back is instant. No other
+    /// model stays in memory: registration loads a model to validate it and then lets it go.
     private var rollback: ActiveModel?
     /// Each user's event items in arrival order (from the store at start, then from `POST /v1/events`).
     private var histories: [String: [String]] = [:]
     private var storedEvents = 0
 
     /// Opens the service on `store`: reads every stored event into the user histories and, when the
-    /// registry has an active model, loads it.
-    public init(store: any AffinityStore, limits: ServiceLimits = ServiceLimits(), logger: Logger = Logger(label: "affinity"),
+    /// registry has an active model, loads it. An active model that no longer loads (deleted,
+    /// moved, corrupt) is reported with a warning and the service starts without one:
+    /// `activateLastGoodModel()` or a new registration brings one back.
+    public init(store: any AffinityStore, limits: ServiceLimits = ServiceLimits(), access: AccessPolicy = .open,
+                logger: Logger = Logger(label: "affinity"),
                 loader: (@Sendable (ModelRecord) throws -> ServingModel)? = nil) throws {
         self.store = store
         self.limits = limits
+        self.access = access
         self.logger = logger
         self.loader = loader ?? { try AffinityService.loadServingModel($0) }
+        loads = ModelLoader(maxConcurrent: limits.maxConcurrentLoads, timeout: limits.loadTimeoutSeconds)
         let events = try store.allEvents()
         for e in events { histories[e.user, default: []].append(e.item) }
         storedEvents = events.count
         if let record = try store.activeModel() {
-            let model = try self.loader(record)
-            active = ActiveModel(record: record, model: model)
-            metrics.recordActivation(id: record.id, type: record.modelType)
+            do {
+                active = ActiveModel(record: record, model: try self.loader(record))
+                metrics.recordActivation(id: record.id, type: record.modelType)
+            } catch {
+                logger.warning("the active model no longer loads; starting without it",
+                               metadata: ["id": "\(record.id)", "path": "\(record.path)", "error": "\(error)"])
+            }
         }
         logger.info("store opened", metadata: ["events": "\(events.count)", "users": "\(histories.count)",
                                                 "active_model": "\(active.map { "\($0.record.id)" } ?? "none")"])
+    }
+
+    /// Without an active model, activates the newest registered model that loads (the previous
+    /// good one when the active one was deleted). Returns its record, or nil when none loads.
+    @discardableResult
+    public func activateLastGoodModel() async throws -> ModelRecord? {
+        guard activeModel == nil else { return activeModel?.record }
+        for record in try store.models().reversed() {
+            do {
+                let model = try await loads.load("model \(record.id)") { try self.loader(record) }
+                let activated = try commitActivation(record, model: model)
+                logger.warning("fell back to an earlier model", metadata: ["id": "\(record.id)", "path": "\(record.path)"])
+                return activated
+            } catch {
+                logger.warning("registered model does not load", metadata: ["id": "\(record.id)", "error": "\(error)"])
+            }
+        }
+        return nil
     }
 
     /// Loads a model folder and its index (or builds HNSW over the item embeddings); with `exact`
@@ -92,68 +124,105 @@ public final class AffinityService: @unchecked Sendable {
 
     var activeModel: ActiveModel? { lock.locked { active } }
 
+    /// The registry record of the model that answers, or nil when none is active.
+    public var activeRecord: ModelRecord? { lock.locked { active?.record } }
+
     // MARK: - Registry
 
-    /// Registers a model file (validated by loading it, index included) and returns its record.
-    public func register(path: String, index: String?) async throws -> ModelRecord {
+    /// Registers a model folder (validated by loading it, index included; canonical absolute paths
+    /// are stored) and, with `activate`, makes it the active model. `checkAccess` applies the access
+    /// policy's model directories (HTTP); the operator's own `--model` skips it.
+    public func register(path: String, index: String?, activate: Bool = false, checkAccess: Bool = true) async throws -> ModelRecord {
         guard !path.isEmpty else { throw APIError(.badRequest, "path: must name a model folder") }
-        let probe = ModelRecord(id: 0, path: path, index: index, modelType: "", registeredAt: 0, active: false)
+        let modelPath: String, indexPath: String?
+        if checkAccess {
+            modelPath = try access.resolve(path, field: "path")
+            indexPath = try index.map { try access.resolve($0, field: "index") }
+        } else {
+            guard let real = AccessPolicy.realPath(path) else { throw APIError(.unprocessableContent, "path: no model folder at \(path)") }
+            modelPath = real
+            indexPath = try index.map { i in
+                guard let real = AccessPolicy.realPath(i) else { throw APIError(.unprocessableContent, "index: no index file at \(i)") }
+                return real
+            }
+        }
+        let probe = ModelRecord(id: 0, path: modelPath, index: indexPath, modelType: "", registeredAt: 0, active: false)
         let model: ServingModel
         do {
-            model = try await offload { try self.loader(probe) }
+            model = try await loads.load("the model") { try self.loader(probe) }
+        } catch let error as APIError {
+            throw error
         } catch {
             throw APIError(.unprocessableContent, "cannot load model: \(error)")
         }
-        let record = try store.registerModel(path: path, index: index, modelType: model.modelType)
-        lock.locked { prepared[record.id] = model }
-        logger.info("model registered", metadata: ["id": "\(record.id)", "path": "\(path)", "type": "\(model.modelType)"])
+        var record = try store.registerModel(path: modelPath, index: indexPath, modelType: model.modelType)
+        logger.info("model registered", metadata: ["id": "\(record.id)", "path": "\(modelPath)", "type": "\(model.modelType)"])
+        if activate { record = try commitActivation(record, model: model) }
         return record
     }
 
-    /// Makes model `id` the one that answers: loads it unless registration already did, records
-    /// it in the store, then swaps the reference (requests in flight keep the old model).
+    /// Makes model `id` the one that answers: loads it unless it is the active or the previous one,
+    /// records it in the store, then swaps the reference (requests in flight keep the old model).
     @discardableResult
     public func activate(id: Int) async throws -> ModelRecord {
-        guard var record = try store.models().first(where: { $0.id == id }) else {
+        guard let record = try store.models().first(where: { $0.id == id }) else {
             throw APIError(.notFound, "no model with id \(id); GET /v1/models lists them")
         }
-        let model: ServingModel
         let loaded = lock.locked { () -> ServingModel? in
-            if let ready = prepared[id] { return ready }
             if let current = active, current.record.id == id { return current.model }
             if let previous = rollback, previous.record.id == id { return previous.model }
             return nil
         }
+        let model: ServingModel
         if let loaded {
             model = loaded
         } else {
-            let toLoad = record
             do {
-                model = try await offload { try self.loader(toLoad) }
+                model = try await loads.load("model \(id)") { try self.loader(record) }
+            } catch let error as APIError {
+                throw error
             } catch {
                 throw APIError(.unprocessableContent, "cannot load model \(id): \(error)")
             }
         }
+        return try commitActivation(record, model: model)
+    }
+
+    /// Records `record` as active in the store and swaps it in; the replaced model becomes the
+    /// rollback, and any older one is released.
+    private func commitActivation(_ record: ModelRecord, model: ServingModel) throws -> ModelRecord {
+        var record = record
         record.active = true
         try activationLock.locked {
-            try store.setActiveModel(id: id)
+            try store.setActiveModel(id: record.id)
             lock.locked {
-                if let previous = active, previous.record.id != id { rollback = previous }
+                if let previous = active, previous.record.id != record.id { rollback = previous }
+                if rollback?.record.id == record.id { rollback = nil }
                 active = ActiveModel(record: record, model: model)
-                prepared[id] = nil
             }
         }
-        metrics.recordActivation(id: id, type: record.modelType)
-        logger.info("model activated", metadata: ["id": "\(id)", "type": "\(record.modelType)", "retrieval": "\(model.retrievalPath.rawValue)"])
+        metrics.recordActivation(id: record.id, type: record.modelType)
+        logger.info("model activated", metadata: ["id": "\(record.id)", "type": "\(record.modelType)", "retrieval": "\(model.retrievalPath.rawValue)"])
         return record
     }
 
-    /// Runs blocking work (model loading, index building) off Swift's cooperative thread pool.
-    private func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
+    /// Removes an inactive model from the registry (its files are left alone) and releases it.
+    public func deleteModel(id: Int) throws {
+        try activationLock.locked {
+            guard let record = try store.models().first(where: { $0.id == id }) else {
+                throw APIError(.notFound, "no model with id \(id); GET /v1/models lists them")
+            }
+            guard !record.active else {
+                throw APIError(.conflict, "model \(id) is active; activate another model before deleting it")
+            }
+            try store.deleteModel(id: id)
+            lock.locked { if rollback?.record.id == id { rollback = nil } }
         }
+        logger.info("model deleted", metadata: ["id": "\(id)"])
     }
+
+    /// The models held in memory (the active one and the previous one), for tests and metrics.
+    var loadedModelIDs: [Int] { lock.locked { [active?.record.id, rollback?.record.id].compactMap { $0 } } }
 
     // MARK: - Events
 
@@ -178,8 +247,9 @@ public final class AffinityService: @unchecked Sendable {
         do {
             try await store.append(events)
         } catch {
-            logger.error("event store append failed", metadata: ["error": "\(error)"])
-            throw APIError(.serviceUnavailable, "events were not stored: \(error)")
+            let reference = Self.errorReference()
+            logger.error("event store append failed", metadata: ["error": "\(error)", "reference": "\(reference)"])
+            throw APIError(.serviceUnavailable, "events were not stored (the store failed; reference \(reference) in the server log)")
         }
         let (total, model) = lock.locked { () -> (Int, ServingModel?) in
             for e in events { histories[e.user, default: []].append(e.item) }
@@ -191,12 +261,20 @@ public final class AffinityService: @unchecked Sendable {
         return EventsOut(accepted: events.count, unknownItems: unknown, storedTotal: total)
     }
 
-    private func checkID(_ id: String, field: String) throws {
+    /// IDs are stored and returned as given, so they must survive a round trip through the store
+    /// and TSV files unchanged: control characters (NUL, tab, newline, ...) are refused.
+    func checkID(_ id: String, field: String) throws {
         guard !id.isEmpty else { throw APIError(.badRequest, "\(field): must not be empty") }
         guard id.utf8.count <= limits.maxIDLength else {
             throw APIError(.badRequest, "\(field): longer than \(limits.maxIDLength) bytes")
         }
+        if let bad = id.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
+            throw APIError(.badRequest, "\(field): contains the control character U+\(String(format: "%04X", bad.value)); IDs may not hold control characters")
+        }
     }
+
+    /// A short random reference that ties an opaque error answer to its full record in the log.
+    static func errorReference() -> String { String(format: "%08x", UInt32.random(in: 0...UInt32.max)) }
 
     /// The event items of a user, in arrival order (empty when none).
     public func eventHistory(ofUser user: String) -> [String] { lock.locked { histories[user] ?? [] } }

@@ -1,4 +1,12 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// `close(2)`, callable from types that have a `close()` of their own.
+func closeDescriptor(_ fd: Int32) { _ = close(fd) }
 
 /// One interaction reported to the service: `user` did `type` to `item` at `timestamp` (Unix seconds).
 public struct Event: Sendable, Codable, Equatable {
@@ -25,6 +33,15 @@ public struct ModelRecord: Sendable, Codable, Equatable {
     public var registeredAt: Int64
     public var active: Bool
 
+    public init(id: Int, path: String, index: String?, modelType: String, registeredAt: Int64, active: Bool) {
+        self.id = id
+        self.path = path
+        self.index = index
+        self.modelType = modelType
+        self.registeredAt = registeredAt
+        self.active = active
+    }
+
     enum CodingKeys: String, CodingKey {
         case id, path, index, active
         case modelType = "model_type"
@@ -49,6 +66,8 @@ public protocol AffinityStore: Sendable {
     func models() throws -> [ModelRecord]
     /// Marks one model active and every other inactive.
     func setActiveModel(id: Int) throws
+    /// Removes a model from the registry.
+    func deleteModel(id: Int) throws
     /// Flushes and closes; later calls fail.
     func close()
 }
@@ -88,6 +107,8 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
 
     public let path: String
     private let connection: SQLiteConnection
+    /// The descriptor holding the store's exclusive lock (closed after the connection).
+    private let lockFile: Int32
     private let queue = DispatchQueue(label: "affinity.sqlite-store")
     private let lock = NSLock()
     private var pending: [(events: [Event], done: CheckedContinuation<Void, any Error>)] = []
@@ -95,9 +116,20 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
     private var closed = false
 
     /// Opens (creating when absent) the store at `path` and brings its schema up to date.
+    ///
+    /// One process at a time: the store takes an exclusive lock (`flock` on `PATH.lock`, released
+    /// by the kernel when the process ends, however it ends), and a second opener is refused
+    /// with a message instead of running with split state. Several servers on one store is the
+    /// PostgreSQL store's job.
     public init(path: String) throws {
         self.path = path
-        connection = try SQLiteConnection(path: path)
+        lockFile = try Self.lockExclusively(path)
+        do {
+            connection = try SQLiteConnection(path: path)
+        } catch {
+            closeDescriptor(lockFile)
+            throw error
+        }
         try connection.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
         var version: Int64 = 0
         try connection.run("PRAGMA user_version") { version = $0.int(0) }
@@ -115,13 +147,43 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
 
     // Not `close()`: the last reference may be released on `queue` itself (by a drain), where
     // `queue.sync` would deadlock; nothing else can use the connection by then.
-    deinit { connection.close() }
+    deinit {
+        connection.close()
+        releaseLock()
+    }
 
     public func close() {
         queue.sync {
             lock.locked { closed = true }
             connection.close()
+            releaseLock()
         }
+    }
+
+    private var lockReleased = false
+    private func releaseLock() {
+        let release = lock.locked { () -> Bool in
+            defer { lockReleased = true }
+            return !lockReleased
+        }
+        if release { closeDescriptor(lockFile) }
+    }
+
+    /// Takes the exclusive lock of the store at `path` (its folder resolved, so two spellings of
+    /// one path meet on one lock), or throws naming the store when another process holds it.
+    static func lockExclusively(_ path: String) throws -> Int32 {
+        let url = URL(fileURLWithPath: path)
+        let folder = AccessPolicy.realPath(url.deletingLastPathComponent().path) ?? url.deletingLastPathComponent().path
+        let lockPath = folder + "/" + url.lastPathComponent + ".lock"
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw SQLiteError(path: path, code: 0, message: "cannot create the lock file \(lockPath) (errno \(errno))")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            closeDescriptor(fd)
+            throw SQLiteError(path: path, code: 0, message: "the store is in use by another affinity process (lock \(lockPath)); stop it first, or give this one its own --store")
+        }
+        return fd
     }
 
     private func checkOpen() throws {
@@ -221,6 +283,13 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
                                        registeredAt: row.int(4), active: row.int(5) != 0))
             }
             return out
+        }
+    }
+
+    public func deleteModel(id: Int) throws {
+        try queue.sync {
+            try checkOpen()
+            try connection.run("DELETE FROM models WHERE id = ?", [.int(Int64(id))])
         }
     }
 

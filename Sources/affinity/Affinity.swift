@@ -13,6 +13,6 @@ struct Affinity: AsyncParsableCommand {
         """,
         subcommands: [DataCommand.self, SplitCommand.self, TrainCommand.self, EvaluateCommand.self,
                       RecommendCommand.self, SimilarCommand.self, DemoCommand.self, ExplainCommand.self, TuneCommand.self, IndexCommand.self, BenchCommand.self, SweepCommand.self,
-                      ServeCommand.self]
+                      ServeCommand.self, FuzzCommand.self]
     )
 }

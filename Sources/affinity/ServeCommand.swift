@@ -30,10 +30,19 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "HNSW search breadth (ef) for ANN retrieval.") var ef = 64
     @Flag(name: .long, help: "Score every item exactly instead of searching an index (also for embedding models).") var exact = false
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+    @Option(name: .long, help: "File holding the admin key that POST/DELETE /v1/models and activation need (or AFFINITY_ADMIN_KEY). Required to listen on a non-loopback address.")
+    var adminKeyFile: String?
+    @Option(name: .long, help: "File holding a key that the recommendation and event routes then need (or AFFINITY_API_KEY).")
+    var apiKeyFile: String?
+    @Option(name: .long, help: "Folder under which models and indexes may be registered over HTTP (repeatable; default: the folder of --model, else the current folder).")
+    var modelDir: [String] = []
+    @Option(name: .long, help: "Seconds before an idle connection (or one stalled inside its request head) is closed.")
+    var idleTimeout = 30
 
     func validate() throws {
         guard port >= 0 && port <= 65535 else { throw ValidationError("--port must be in 0...65535, got \(port)") }
         guard ef >= 1 else { throw ValidationError("--ef must be positive, got \(ef)") }
+        guard idleTimeout >= 1 else { throw ValidationError("--idle-timeout must be at least 1 second, got \(idleTimeout)") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
         }
@@ -49,30 +58,91 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = Logger(label: "affinity.serve")
         let parameters = SearchParameters(ef: ef)
         let exact = self.exact
-        let store = try SQLiteStore(path: self.store)
-        let service = try AffinityService(store: store, logger: logger, loader: { record in
+        let adminKey = try Self.key(file: adminKeyFile, environment: "AFFINITY_ADMIN_KEY", option: "--admin-key-file")
+        let apiKey = try Self.key(file: apiKeyFile, environment: "AFFINITY_API_KEY", option: "--api-key-file")
+        guard adminKey != nil || Self.isLoopback(host) else {
+            throw CommandError("--host \(host) is not a loopback address: the admin routes (model registration and activation) need a key there; give --admin-key-file FILE or set AFFINITY_ADMIN_KEY")
+        }
+        let directories = modelDir.isEmpty ? [model.map { URL(fileURLWithPath: $0).standardizedFileURL.deletingLastPathComponent().path } ?? "."] : modelDir
+        let access: AccessPolicy
+        do {
+            access = try AccessPolicy(adminKey: adminKey, apiKey: apiKey, modelDirectories: directories)
+        } catch let error as APIError {
+            throw CommandError("--model-dir: \(error.message)")
+        }
+        // The port first: a port in use must not be found only after the store was changed.
+        try Self.checkPortFree(host: host, port: port)
+        let store: SQLiteStore
+        do {
+            store = try SQLiteStore(path: self.store)
+        } catch let error as SQLiteError {
+            throw CommandError(error.description)
+        }
+        let service = try AffinityService(store: store, access: access, logger: logger, loader: { record in
             try AffinityService.loadServingModel(record, exact: exact, searchParameters: parameters)
         })
         if let model {
-            let path = URL(fileURLWithPath: model).standardizedFileURL.path
-            let indexPath = index.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
-            if let current = try store.activeModel(), current.path == path, current.index == indexPath {
+            let path = AccessPolicy.realPath(model) ?? URL(fileURLWithPath: model).standardizedFileURL.path
+            let indexPath = index.map { AccessPolicy.realPath($0) ?? URL(fileURLWithPath: $0).standardizedFileURL.path }
+            if let current = service.activeRecord, current.path == path, current.index == indexPath {
                 logger.info("model already active", metadata: ["id": "\(current.id)", "path": "\(path)"])
             } else {
                 do {
-                    let record = try await service.register(path: path, index: indexPath)
-                    try await service.activate(id: record.id)
+                    try await service.register(path: path, index: indexPath, activate: true, checkAccess: false)
                 } catch let error as APIError {
                     service.close()
                     throw CommandError(error.message)
                 }
             }
-        } else if try store.activeModel() == nil {
-            logger.warning("no active model: recommendation routes answer 503 until POST /v1/models registers one")
+        } else if service.activeRecord == nil {
+            // The store's active model is gone (deleted, moved, corrupt): fall back to the newest one that loads.
+            if try await service.activateLastGoodModel() == nil {
+                logger.warning("no active model: recommendation routes answer 503 until POST /v1/models registers one")
+            }
         }
-        try await AffinityServer.run(service: service, host: host, port: port, logger: logger) { port in
+        try await AffinityServer.run(service: service, host: host, port: port, logger: logger, idleTimeout: idleTimeout) { port in
             // Unbuffered, so that scripts and tests waiting for this line see it at once.
             FileHandle.standardOutput.write(Data("listening on http://\(host):\(port)\n".utf8))
+        }
+    }
+
+    /// A key from a file (first line, trimmed) or an environment variable; nil when neither is given.
+    static func key(file: String?, environment: String, option: String) throws -> String? {
+        if let file {
+            guard let data = FileManager.default.contents(atPath: file) else { throw CommandError("\(option): cannot read \(file)") }
+            let key = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+            guard key.count >= 16 else { throw CommandError("\(option): the key in \(file) is shorter than 16 characters") }
+            return key
+        }
+        if let value = ProcessInfo.processInfo.environment[environment], !value.isEmpty {
+            guard value.count >= 16 else { throw CommandError("\(environment) is shorter than 16 characters") }
+            return value
+        }
+        return nil
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// Binds and releases `host:port` once, so that a port in use is reported before anything else.
+    static func checkPortFree(host: String, port: Int) throws {
+        guard port != 0 else { return }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &list) == 0, let info = list else {
+            throw CommandError("--host \(host): not an address this machine can listen on")
+        }
+        defer { freeaddrinfo(list) }
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var yes: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 else {
+            throw CommandError("cannot listen on \(host):\(port): \(String(cString: strerror(errno))) (is another server using the port?)")
         }
     }
 }
