@@ -1,4 +1,9 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Writes files and folders so that nothing partial is ever left under the final name: the content
 /// goes to a temporary sibling first and is renamed into place only once complete.
@@ -24,7 +29,13 @@ public enum AtomicWrite {
 
     /// Builds a folder: `fill` writes into a temporary folder, which then replaces `path`.
     /// If `fill` throws, the temporary folder is removed and any earlier `path` is untouched.
-    public static func folder(_ path: String, overwrite: Bool, _ fill: (String) throws -> Void) throws {
+    ///
+    /// With `overwrite`, an existing folder is replaced only when it is empty or `replaceable`
+    /// recognises it (an Affinity model, split or data folder, by its metadata): `--force` never
+    /// deletes a folder of other files. The swap is one atomic exchange where the system has one
+    /// (Linux `renameat2(RENAME_EXCHANGE)`), so the path always names a complete folder.
+    public static func folder(_ path: String, overwrite: Bool, replaceable: (String) -> Bool = { _ in false },
+                              _ fill: (String) throws -> Void) throws {
         let url = URL(fileURLWithPath: path).standardizedFileURL
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
@@ -35,6 +46,12 @@ public enum AtomicWrite {
         if exists && !isDirectory.boolValue {
             throw DataError.writeFailed(path: path, reason: "exists and is a file, not a folder")
         }
+        if exists {
+            let empty = ((try? fm.contentsOfDirectory(atPath: url.path)) ?? ["?"]).isEmpty
+            guard empty || replaceable(url.path) else {
+                throw DataError.writeFailed(path: path, reason: "exists and is not a folder this command wrote (it holds other files); --force replaces only such folders: choose another output path or remove it yourself")
+            }
+        }
         let parent = url.deletingLastPathComponent()
         try createFolder(parent.path)
         let tmp = parent.appendingPathComponent(".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))")
@@ -42,15 +59,19 @@ public enum AtomicWrite {
             try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
             try fill(tmp.path)
             if exists {
-                let old = parent.appendingPathComponent(".\(url.lastPathComponent).old-\(ProcessInfo.processInfo.processIdentifier)")
-                try fm.moveItem(at: url, to: old)
-                do {
-                    try fm.moveItem(at: tmp, to: url)
-                } catch {
-                    try? fm.moveItem(at: old, to: url)
-                    throw error
+                if exchange(tmp.path, url.path) {
+                    try? fm.removeItem(at: tmp)   // now the old folder
+                } else {
+                    let old = parent.appendingPathComponent(".\(url.lastPathComponent).old-\(ProcessInfo.processInfo.processIdentifier)")
+                    try fm.moveItem(at: url, to: old)
+                    do {
+                        try fm.moveItem(at: tmp, to: url)
+                    } catch {
+                        try? fm.moveItem(at: old, to: url)
+                        throw error
+                    }
+                    try? fm.removeItem(at: old)
                 }
-                try? fm.removeItem(at: old)
             } else {
                 try fm.moveItem(at: tmp, to: url)
             }
@@ -61,6 +82,21 @@ public enum AtomicWrite {
             try? fm.removeItem(at: tmp)
             throw DataError.writeFailed(path: path, reason: "\(error.localizedDescription)")
         }
+    }
+
+    /// Swaps two paths atomically; false where the system cannot (the caller falls back to two renames).
+    static func exchange(_ a: String, _ b: String) -> Bool {
+        #if os(Linux)
+        typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32
+        guard let symbol = dlsym(nil, "renameat2") else { return false }
+        let renameat2 = unsafeBitCast(symbol, to: RenameAt2.self)
+        let exchangeFlag: UInt32 = 1 << 1   // RENAME_EXCHANGE
+        return renameat2(AT_FDCWD, a, AT_FDCWD, b, exchangeFlag) == 0
+        #elseif canImport(Darwin)
+        return renamex_np(a, b, UInt32(RENAME_SWAP)) == 0
+        #else
+        return false
+        #endif
     }
 
     static func createFolder(_ path: String) throws {

@@ -109,7 +109,10 @@ public enum InteractionReader {
         let delimiter = dialect.delimiter
         let range = dialect.fieldRange
 
-        try bytes.withUnsafeBufferPointer { all in
+        // A UTF-8 byte-order mark (spreadsheet exports) is not part of the first field.
+        let bom = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
+        try bytes.withUnsafeBufferPointer { whole in
+            let all = UnsafeBufferPointer(rebasing: whole[bom...])
             try TextScanner.forEachLine(all) { lineNumber, line in
                 if TextScanner.isBlank(line) { return true }
                 if !sawData && startsWithUser(line) {

@@ -52,6 +52,14 @@ public struct SplitFolder: Sendable {
     /// Writes a split into `path` atomically (built in a temporary folder, then renamed).
     public static func write(_ split: DatasetSplit, to path: String, source: String, catalog: ItemCatalog? = nil,
                              overwrite: Bool = false) throws {
+        // TSV cannot hold a tab or line break inside a field: refuse such IDs (read from a CSV)
+        // here, instead of writing a split that its own reader rejects.
+        for (kind, vocabulary) in [("user", split.positives.users), ("item", split.positives.items)] {
+            if let bad = vocabulary.ids.first(where: { $0.unicodeScalars.contains { $0 == "\t" || $0 == "\n" || $0 == "\r" } }) {
+                throw DataError.invalidSetting(name: "\(kind) ID \(bad.debugDescription)",
+                                               reason: "contains a tab or line break, which a TSV split cannot hold; clean the IDs in the input first")
+            }
+        }
         let train = InteractionWriter.tsv(split.positives, rows: split.trainRows)
         let test = InteractionWriter.tsv(split.positives, rows: split.testRows)
         let valid = split.validRows.map { InteractionWriter.tsv(split.positives, rows: $0) }
@@ -71,7 +79,7 @@ public struct SplitFolder: Sendable {
         if let v = split.validRows { meta["valid"] = counts(split.positives, v) }
         for (k, v) in split.facts { meta[k] = v }
         let metaData = try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys])
-        try AtomicWrite.folder(path, overwrite: overwrite) { tmp in
+        try AtomicWrite.folder(path, overwrite: overwrite, replaceable: isSplitFolder) { tmp in
             func put(_ name: String, _ text: String) throws {
                 try Data(text.utf8).write(to: URL(fileURLWithPath: (tmp as NSString).appendingPathComponent(name)))
             }
@@ -84,6 +92,15 @@ public struct SplitFolder: Sendable {
                 try put("items.tsv", catalog.tsv(items: items))
             }
         }
+    }
+
+    /// Whether `path` holds a split this project wrote (`meta.json` with `"protocol"`, and `train.tsv`).
+    public static func isSplitFolder(_ path: String) -> Bool {
+        let meta = (path as NSString).appendingPathComponent("meta.json")
+        guard FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("train.tsv")),
+              let data = FileManager.default.contents(atPath: meta),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
+        return object["protocol"] != nil
     }
 
     private static func counts(_ log: InteractionLog, _ rows: [Int]) -> [String: Int] {

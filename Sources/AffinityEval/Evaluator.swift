@@ -85,7 +85,9 @@ public struct Evaluator: Sendable {
         let start = Date()
         let nUsers = data.evaluatedUsers.count
         let nItems = data.candidateCount
-        let kMax = cutoffs.last!
+        // A list never holds more than the candidates, whatever the cutoff (a cutoff of 10⁹ must
+        // not allocate 10⁹ slots per user); metrics at larger cutoffs are those of the full ranking.
+        let kMax = max(1, min(cutoffs.last!, nItems))
         let nK = cutoffs.count
         // Per user: ranked list (kMax slots, -1 where fewer candidates) and metrics per cutoff.
         var ranked = [Int32](repeating: -1, count: nUsers * kMax)
@@ -120,7 +122,7 @@ public struct Evaluator: Sendable {
             for p in 0..<nUsers { for m in 0..<4 { sums[m] += values[p * nK * 4 + j * 4 + m] } }
             var recommended = [Bool](repeating: false, count: nItems)
             for p in 0..<nUsers {
-                for r in 0..<k where ranked[p * kMax + r] >= 0 { recommended[Int(ranked[p * kMax + r])] = true }
+                for r in 0..<min(k, kMax) where ranked[p * kMax + r] >= 0 { recommended[Int(ranked[p * kMax + r])] = true }
             }
             let n = Double(max(nUsers, 1))
             metrics.append(CutoffMetrics(k: k, hitRate: sums[0] / n, recall: sums[1] / n, ndcg: sums[2] / n, mrr: sums[3] / n,

@@ -33,33 +33,31 @@ public enum MemoryBudget {
         return Int(Double(ProcessInfo.processInfo.physicalMemory) * 0.8)
     }
 
-    /// Throws `MemoryBudgetError` when `bytes` (nil: an overflowing estimate) exceeds the budget.
-    /// `what` names the setting that drives the size, so the message says what to change.
-    public static func check(_ bytes: Int?, for what: String) throws {
+    /// Throws `MemoryBudgetError` when an estimate of `bytes` (computed in floating point, so
+    /// absurd settings cannot overflow it) exceeds the budget. `what` names the settings that
+    /// drive the size, so the message says what to change.
+    public static func check(bytes: Double, for what: String) throws {
         let budget = Self.bytes
-        guard let bytes, bytes <= budget else {
-            throw MemoryBudgetError(what: what, estimate: bytes, budget: budget)
-        }
+        guard bytes <= Double(budget) else { throw MemoryBudgetError(what: what, estimate: bytes, budget: budget) }
     }
 
     /// Bytes as a short human-readable figure ("3.7 TB").
-    public static func describe(_ bytes: Int) -> String {
-        let units = ["bytes", "KB", "MB", "GB", "TB", "PB", "EB"]
-        var value = Double(bytes), unit = 0
+    public static func describe(_ bytes: Double) -> String {
+        let units = ["bytes", "KB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+        var value = bytes, unit = 0
         while value >= 1000 && unit < units.count - 1 { value /= 1000; unit += 1 }
-        return unit == 0 ? "\(bytes) bytes" : String(format: "%.1f", value) + " " + units[unit]
+        return unit == 0 ? "\(Int(bytes)) bytes" : String(format: "%.1f", value) + " " + units[unit]
     }
 }
 
 /// A computation that would need more memory than `MemoryBudget` allows.
 public struct MemoryBudgetError: Error, CustomStringConvertible, Equatable {
     public var what: String
-    /// The estimate in bytes; nil when it does not even fit in an integer.
-    public var estimate: Int?
+    /// The estimate in bytes.
+    public var estimate: Double
     public var budget: Int
     public var description: String {
-        let need = estimate.map { MemoryBudget.describe($0) } ?? "more than 9.2 EB"
-        return "\(what) would need about \(need) of memory; this machine allows \(MemoryBudget.describe(budget)) (set AFFINITY_MEMORY_LIMIT_MB to change the limit)"
+        "\(what) would need about \(MemoryBudget.describe(estimate)) of memory; this machine allows \(MemoryBudget.describe(Double(budget))) (AFFINITY_MEMORY_LIMIT_MB changes the limit)"
     }
 }
 

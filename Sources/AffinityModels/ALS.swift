@@ -18,7 +18,7 @@ import Foundation
 /// `regularizationExponent` ν > 0 scales λ by (|I_u| + |I|/(1+α))^ν, the frequency-scaled
 /// regularisation of Rendle et al. ("Revisiting the performance of iALS", 2021).
 public struct ALS: FactorizationRecommender, ExplainableRecommender {
-    public enum Solver: String, Codable, Sendable { case cholesky, cg }
+    public enum Solver: String, Codable, Sendable, CaseIterable, SettingChoice { case cholesky, cg }
 
     public struct Configuration: ModelConfiguration {
         /// Latent dimension f.
@@ -68,6 +68,9 @@ public struct ALS: FactorizationRecommender, ExplainableRecommender {
 
     public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, progress: Progress?) throws -> ALS {
         try c.validate()
+        // Factors of users and items, plus per thread a f x f system and its factor.
+        try MemoryBudget.check(bytes: (Double(interactions.rowCount + interactions.columnCount) + 4 * Double(Parallelism.resolve(c.threads)) * Double(c.factors)) * Double(c.factors) * 4,
+                               for: "iALS with factors=\(c.factors) on \(interactions.rowCount) users x \(interactions.columnCount) items")
         let x = interactions   // values are the counts r_ui
         let xt = x.transposed()
         let f = c.factors

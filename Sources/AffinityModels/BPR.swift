@@ -14,7 +14,7 @@ import Foundation
 /// al., KDD 2011). No two threads touch the same parameters, so the same seed and thread count
 /// give the same model.
 public struct BPR: FactorizationRecommender {
-    public enum Optimizer: String, Codable, Sendable { case sgd, adagrad }
+    public enum Optimizer: String, Codable, Sendable, CaseIterable, SettingChoice { case sgd, adagrad }
 
     public struct Configuration: ModelConfiguration {
         /// Latent dimension.
@@ -54,6 +54,9 @@ public struct BPR: FactorizationRecommender {
 
     public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, progress: Progress?) throws -> BPR {
         try c.validate()
+        // Factors and optimiser state of users and items.
+        try MemoryBudget.check(bytes: Double(interactions.rowCount + interactions.columnCount) * Double(c.factors) * 4 * 3,
+                               for: "BPR with factors=\(c.factors) on \(interactions.rowCount) users x \(interactions.columnCount) items")
         let x = interactions.binarized()
         let nUsers = x.rowCount, nItems = x.columnCount, f = c.factors
         let blocks = max(1, min(Parallelism.resolve(c.threads), nUsers, nItems))

@@ -35,11 +35,36 @@ extension ModelConfiguration {
         let result: Self
         do {
             result = try JSONDecoder().decode(Self.self, from: data)
-        } catch {
-            throw ModelError.invalidSetting(name: settings.keys.sorted().joined(separator: ","), reason: "value of the wrong kind (an integer setting given a fraction?)")
+        } catch let error as DecodingError {
+            throw settingError(error, settings: settings)
         }
         try result.validate()
         return result
+    }
+
+    /// Names the setting a decoding failure is about and says what it accepts.
+    private func settingError(_ error: DecodingError, settings: [String: String]) -> ModelError {
+        let codingPath: [any CodingKey]
+        switch error {
+        case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c): codingPath = c.codingPath
+        case .keyNotFound(_, let c): codingPath = c.codingPath
+        @unknown default: codingPath = []
+        }
+        guard let key = codingPath.first?.stringValue, let raw = settings[key] else {
+            return ModelError.invalidSetting(name: settings.keys.sorted().joined(separator: ","), reason: "a value of the wrong kind")
+        }
+        let current = Mirror(reflecting: self).children.first { $0.label == key }?.value
+        if let choice = current as? any SettingChoice {
+            return ModelError.invalidSetting(name: key, reason: "'\(raw)' is not one of \(type(of: choice).choiceNames.joined(separator: ", "))")
+        }
+        switch current {
+        case is UInt64, is UInt, is UInt32:
+            return ModelError.invalidSetting(name: key, reason: "expects a whole number from 0 to \(UInt64.max), got '\(raw)'")
+        case is Int, is Int32, is Int64:
+            return ModelError.invalidSetting(name: key, reason: "expects a whole number, got '\(raw)'")
+        default:
+            return ModelError.invalidSetting(name: key, reason: "cannot take '\(raw)'")
+        }
     }
 
     /// The configuration as compact, key-sorted JSON.
@@ -50,3 +75,12 @@ extension ModelConfiguration {
     }
 }
 
+
+/// A setting whose values are named choices (an enum): its error messages list them.
+public protocol SettingChoice {
+    static var choiceNames: [String] { get }
+}
+
+extension SettingChoice where Self: CaseIterable & RawRepresentable, RawValue == String {
+    public static var choiceNames: [String] { allCases.map(\.rawValue) }
+}

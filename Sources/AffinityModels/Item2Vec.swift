@@ -56,6 +56,8 @@ public struct Item2Vec: FactorizationRecommender {
     public static func fit(sequences: [[Int]], interactions: SparseMatrix, configuration c: Configuration,
                            progress: (@Sendable (_ epoch: Int, _ seconds: Double) -> Void)? = nil) throws -> Item2Vec {
         try c.validate()
+        try MemoryBudget.check(bytes: Double(interactions.columnCount) * Double(c.dimension) * 4 * 2,
+                               for: "Item2Vec with dimension=\(c.dimension) on \(interactions.columnCount) items")
         let n = interactions.columnCount, d = c.dimension
         var g = SeededGenerator(seed: c.seed)
         // Input vectors uniform in ±0.5/d (gensim), output vectors zero.

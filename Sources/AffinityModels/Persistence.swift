@@ -83,11 +83,21 @@ public struct TrainedModel: Sendable {
         encoder.outputFormatting = [.sortedKeys]
         let vocabData = try encoder.encode(vocab)
         let catalogData = try catalog.map { try encoder.encode($0.restricted(to: items.ids)) }
-        try AtomicWrite.folder(path, overwrite: overwrite) { tmp in
+        try AtomicWrite.folder(path, overwrite: overwrite, replaceable: Self.isModelFolder) { tmp in
             try Data(bytes).write(to: URL(fileURLWithPath: tmp).appendingPathComponent("model.safetensors"))
             try vocabData.write(to: URL(fileURLWithPath: tmp).appendingPathComponent("vocabulary.json"))
             if let catalogData { try catalogData.write(to: URL(fileURLWithPath: tmp).appendingPathComponent("items.json")) }
         }
+    }
+
+    /// Whether `path` holds a model this project wrote (`model.safetensors` whose metadata says
+    /// `format` = `affinity-model`, and `vocabulary.json`): the only folders `save` replaces.
+    public static func isModelFolder(_ path: String) -> Bool {
+        let tensors = (path as NSString).appendingPathComponent("model.safetensors")
+        guard FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("vocabulary.json")),
+              case .success(let data) = RegularFile.contents(atPath: tensors),
+              let file = try? SafeTensorsFile.decode(Array(data), path: tensors) else { return false }
+        return file.metadata["format"] == "affinity-model"
     }
 
     /// Reads a model folder, checking format, version, type and shapes.

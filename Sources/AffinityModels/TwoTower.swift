@@ -9,9 +9,9 @@ import Foundation
 /// hard negatives; or with a triplet loss (metric learning). Scores are dot products of the
 /// towers' outputs, so the item vectors can be put in an ANN index (`EmbeddingRecommender`).
 public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
-    public enum UserInput: String, Codable, Sendable { case id, history, idHistory = "id+history" }
-    public enum Score: String, Codable, Sendable { case cosine, dot }
-    public enum Loss: String, Codable, Sendable { case softmax, triplet }
+    public enum UserInput: String, Codable, Sendable, CaseIterable, SettingChoice { case id, history, idHistory = "id+history" }
+    public enum Score: String, Codable, Sendable, CaseIterable, SettingChoice { case cosine, dot }
+    public enum Loss: String, Codable, Sendable, CaseIterable, SettingChoice { case softmax, triplet }
 
     public struct Configuration: ModelConfiguration {
         /// Width of the ID embeddings and of the towers' outputs.
@@ -118,6 +118,12 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
     public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, sideInformation: SideInformation? = nil,
                            progress: Progress?) throws -> TwoTower {
         try c.validate()
+        // Embedding tables with gradient and two Adam moments, the towers' hidden layers, and
+        // the batch x batch logits of in-batch softmax.
+        let tableFloats = Double(interactions.rowCount + interactions.columnCount) * Double(max(c.dimension, c.hidden)) * 4
+        let batchFloats = Double(c.batchSize) * Double(max(c.batchSize, c.hidden)) * 8
+        try MemoryBudget.check(bytes: (tableFloats + batchFloats) * 4,
+                               for: "two-tower with dimension=\(c.dimension), hidden=\(c.hidden), batchSize=\(c.batchSize) on \(interactions.rowCount) users x \(interactions.columnCount) items")
         if c.itemVectors {
             guard let v = sideInformation?.itemVectors else {
                 throw ModelError.invalidSetting(name: "itemVectors", reason: "needs item vectors (train --item-vectors FILE)")
@@ -232,6 +238,15 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
         if configuration.userFeatures {
             let u = try SparseMatrix(file: file, prefix: "user_features", path: path)
             side.userCategories = (0..<u.rowCount).map { u.row($0).map { Int($0) } }
+        }
+        // The configuration sizes the network before its tensors are read: check first that the
+        // file holds at least the item table and both towers' layers, so a crafted dimension
+        // cannot make the allocation larger than the file.
+        let stored = file.tensors.filter { $0.key.hasPrefix("net.") }.reduce(0) { $0 + $1.value.shape.reduce(1, *) }
+        let d = Double(configuration.dimension), h = Double(configuration.hidden)
+        let needed = Double(x.columnCount) * d + 2 * (2 * d * h + h + 3 * d)
+        guard needed <= Double(stored) else {
+            throw SafeTensorsError.corrupt(path: path, reason: "dimension \(configuration.dimension) and hidden \(configuration.hidden) need \(Int(min(needed, 9e18))) weights; the file holds \(stored)")
         }
         let network = TwoTowerNetwork(configuration: configuration, users: x.rowCount, items: x.columnCount, side: side)
         for p in network.parameters {

@@ -158,11 +158,46 @@ enum JSON {
     /// Decodes a request body, turning Codable's errors into messages that name the field.
     static func decode<T: Decodable>(_ type: T.Type, from buffer: ByteBuffer) throws -> T {
         guard buffer.readableBytes > 0 else { throw APIError(.badRequest, "request body is empty; expected JSON") }
+        let data = Data(buffer.readableBytesView)
         do {
-            return try decoder.decode(T.self, from: Data(buffer.readableBytesView))
+            return try decoder.decode(T.self, from: data)
         } catch let error as DecodingError {
+            if case .dataCorrupted(let context) = error, context.codingPath.isEmpty, let number = outOfRangeNumber(in: data) {
+                throw APIError(.badRequest, "\(number.field): the number \(number.text.prefix(64)) is out of range")
+            }
             throw APIError(.badRequest, describe(error))
         }
+    }
+
+    /// The first number in a JSON text that no Swift number type holds (1e400, or an integer
+    /// beyond 64 bits), with the key it belongs to: Foundation reports those only as "not valid
+    /// JSON", without the field.
+    static func outOfRangeNumber(in data: Data) -> (field: String, text: String)? {
+        let bytes = [UInt8](data)
+        var i = 0, lastString = "", lastKey = "body"
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == UInt8(ascii: "\"") {
+                var j = i + 1
+                while j < bytes.count && bytes[j] != UInt8(ascii: "\"") { j += bytes[j] == UInt8(ascii: "\\") ? 2 : 1 }
+                lastString = String(decoding: bytes[(i + 1)..<min(j, bytes.count)], as: UTF8.self)
+                i = j + 1
+            } else if c == UInt8(ascii: ":") {
+                lastKey = lastString
+                i += 1
+            } else if c == UInt8(ascii: "-") || (c >= 0x30 && c <= 0x39) {
+                var j = i
+                while j < bytes.count, "+-.eE0123456789".utf8.contains(bytes[j]) { j += 1 }
+                let text = String(decoding: bytes[i..<j], as: UTF8.self)
+                let isInteger = !text.contains(where: { ".eE".contains($0) })
+                let fits = isInteger ? (Int64(text) != nil || UInt64(text) != nil) : (Double(text)?.isFinite ?? false)
+                if !fits { return (lastKey, text) }
+                i = j
+            } else {
+                i += 1
+            }
+        }
+        return nil
     }
 
     static func describe(_ error: DecodingError) -> String {

@@ -77,7 +77,7 @@ public struct AccessPolicy: Sendable {
         let refused = APIError(.forbidden, "\(field): not a model or index inside the service's model directories (affinity serve --model-dir)")
         guard !path.isEmpty, !path.utf8.contains(0) else { throw refused }
         guard let real = Self.realPath(path) else {
-            if modelDirectories == nil { throw APIError(.unprocessableContent, "\(field): no such file or folder") }
+            if modelDirectories == nil { throw APIError(.unprocessableContent, "cannot load model: \(field) \(path): no such file or folder") }
             throw refused
         }
         if let modelDirectories {

@@ -139,10 +139,10 @@ public final class AffinityService: @unchecked Sendable {
             modelPath = try access.resolve(path, field: "path")
             indexPath = try index.map { try access.resolve($0, field: "index") }
         } else {
-            guard let real = AccessPolicy.realPath(path) else { throw APIError(.unprocessableContent, "path: no model folder at \(path)") }
+            guard let real = AccessPolicy.realPath(path) else { throw APIError(.unprocessableContent, "cannot load model: no model folder at \(path)") }
             modelPath = real
             indexPath = try index.map { i in
-                guard let real = AccessPolicy.realPath(i) else { throw APIError(.unprocessableContent, "index: no index file at \(i)") }
+                guard let real = AccessPolicy.realPath(i) else { throw APIError(.unprocessableContent, "cannot load model: no index file at \(i)") }
                 return real
             }
         }

@@ -75,7 +75,11 @@ struct DataCommand: ParsableCommand {
                 "substitute_pairs": data.substitutes.map { [$0.0, $0.1] },
             ]
             let truthData = try JSONSerialization.data(withJSONObject: truth, options: [.sortedKeys])
-            try AtomicWrite.folder(out, overwrite: force) { tmp in
+            // --force replaces only a folder this command wrote (ratings.tsv, items.tsv and truth.json).
+            let generated: (String) -> Bool = { path in
+                ["ratings.tsv", "items.tsv", "truth.json"].allSatisfy { FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent($0)) }
+            }
+            try AtomicWrite.folder(out, overwrite: force, replaceable: generated) { tmp in
                 try Data(InteractionWriter.tsv(data.log, rows: Array(0..<data.log.count)).utf8)
                     .write(to: URL(fileURLWithPath: tmp).appendingPathComponent("ratings.tsv"))
                 try Data(data.catalog.tsv(items: data.log.items.ids).utf8).write(to: URL(fileURLWithPath: tmp).appendingPathComponent("items.tsv"))

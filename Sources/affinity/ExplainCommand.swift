@@ -18,7 +18,7 @@ struct ExplainCommand: ParsableCommand {
     @Option(name: .long, help: "Raw user ID.") var user: String?
     @Option(name: .long, help: "Raw item ID.") var item: String
     @Flag(name: .long, help: "List the item's anti-affinities instead.") var anti = false
-    @Option(name: .shortAndLong, help: "Number of rows.") var k = 10
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Number of rows.") var k = 10
     @Flag(name: .long, help: "Print JSON on stdout.") var json = false
 
     func validate() throws {

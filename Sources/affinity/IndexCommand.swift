@@ -48,12 +48,18 @@ struct IndexCommand: ParsableCommand {
         @Option(name: .long, help: "Index file.") var index: String
         @Option(name: .long, help: "Queries (.fvecs or .npy).") var queries: String
         @Option(name: .long, help: "Use only the first N queries.") var nq: Int?
-        @Option(name: .shortAndLong, help: "Neighbours per query.") var k = 10
+        @Option(name: .shortAndLong, parsing: .unconditional, help: "Neighbours per query.") var k = 10
         @Option(name: .customLong("set"), help: "Search parameter: ef=64, nprobe=16, probes=0, refine=1.") var settings: [String] = []
         @Option(name: .long, help: "Threads (1 = per-query latency is measured).") var threads = 1
         @Option(name: .long, help: "Ground truth (.ivecs) for recall@k.") var groundTruth: String?
         @Option(name: .long, help: "Write the returned ids as .ivecs (rows padded with -1 only if an index returned fewer than k).") var out: String?
         @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+
+        func validate() throws {
+            guard k > 0 && k <= 100_000 else { throw ValidationError("-k must be in 1...100000, got \(k)") }
+            guard threads >= 0 else { throw ValidationError("--threads must not be negative, got \(threads)") }
+            if let nq, nq < 0 { throw ValidationError("--nq must not be negative, got \(nq)") }
+        }
 
         func run() throws {
             let (loaded, loadSeconds) = try timed { try IndexFile.load(index) }
@@ -92,9 +98,14 @@ struct IndexCommand: ParsableCommand {
         @Option(name: .long, help: "Parameter sweep, name=v1,v2,... (ef, nprobe, probes or refine).") var sweep: String
         @Option(name: .long, help: "A fixed search parameter for every point, name=value (repeatable), e.g. refine=16.") var fixed: [String] = []
         @Option(name: .long, help: "Use only the first N queries.") var nq: Int?
-        @Option(name: .shortAndLong) var k = 10
+        @Option(name: .shortAndLong, parsing: .unconditional) var k = 10
         @Option(name: .long, help: "Build threads.") var buildThreads = 0
         @Option(name: .long, help: "Write the recall/QPS curve as SVG here.") var svg: String?
+
+        func validate() throws {
+            guard k > 0 && k <= 100_000 else { throw ValidationError("-k must be in 1...100000, got \(k)") }
+            if let nq, nq < 0 { throw ValidationError("--nq must not be negative, got \(nq)") }
+        }
 
         func run() throws {
             let x = try IndexCommand.readVectors(vectors)

@@ -40,7 +40,7 @@ struct RecommendCommand: ParsableCommand {
 
     @Option(name: .long, help: "Model folder.") var model: String
     @Option(name: .long, help: "Raw user ID.") var user: String
-    @Option(name: .shortAndLong, help: "Number of items.") var k = 10
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Number of items.") var k = 10
     @Option(name: .long, help: "Item IDs to leave out, comma-separated.") var exclude: String?
     @Option(name: .long, help: "Unknown user: error | popular (recommend popular items and say so).") var coldStart: ColdStart = .error
     @Flag(name: .long, help: "Print JSON on stdout.") var json = false
@@ -72,7 +72,7 @@ struct SimilarCommand: ParsableCommand {
 
     @Option(name: .long, help: "Model folder.") var model: String
     @Option(name: .long, help: "Raw item ID.") var item: String
-    @Option(name: .shortAndLong, help: "Number of items.") var k = 10
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Number of items.") var k = 10
     @Flag(name: .long, help: "Print JSON on stdout.") var json = false
 
     func validate() throws {

@@ -188,6 +188,9 @@ func readUserFeatures(_ path: String) throws -> [String: [String]] {
 /// Evaluates a trained model on a split with the project's evaluator.
 func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluator, target: EvaluationTarget) throws -> (EvaluationReport, EvaluationData) {
     let data = try EvaluationData(split: split, users: trained.users, items: trained.items, target: target)
+    guard !data.evaluatedUsers.isEmpty else {
+        throw CommandError("\(split.path): no user of its \(target.rawValue) file is known to the model with a test item it can rank (\(trained.users.count) users, \(trained.items.count) items): nothing to evaluate. Was the model trained on this split?")
+    }
     let model = trained.model
     Console.progress("evaluating \(data.evaluatedUsers.count) users over \(data.candidateCount) items...")
     defer { Console.clearProgress() }

@@ -33,8 +33,8 @@ struct RouterClient {
         func finish(_ trailingHeaders: HTTPFields?) async throws {}
     }
 
-    func send(_ method: HTTPRequest.Method, _ uri: String, body: String? = nil) async throws -> TestResponse {
-        let head = HTTPRequest(method: method, scheme: "http", authority: "localhost", path: uri)
+    func send(_ method: HTTPRequest.Method, _ uri: String, body: String? = nil, headers: HTTPFields = [:]) async throws -> TestResponse {
+        let head = HTTPRequest(method: method, scheme: "http", authority: "localhost", path: uri, headerFields: headers)
         let request = Request(head: head, body: RequestBody(buffer: ByteBuffer(string: body ?? "")))
         let response = try await responder.respond(to: request, context: AffinityRequestContext(logger: Logger(label: "test")))
         let collector = Collector()
