@@ -12,6 +12,18 @@ extension ModelConfiguration {
     /// configuration's field names; an unknown key is an error that lists the known ones.
     public func applying(_ settings: [String: String]) throws -> Self {
         guard !settings.isEmpty else { return self }
+        let result: Self
+        do {
+            result = try JSONDecoder().decode(Self.self, from: try settingsJSON(settings))
+        } catch let error as DecodingError {
+            throw settingError(error, settings: settings)
+        }
+        try result.validate()
+        return result
+    }
+
+    /// This configuration as JSON with the settings written over it (not yet decoded).
+    private func settingsJSON(_ settings: [String: String]) throws -> Data {
         let encoded = try JSONEncoder().encode(self)
         guard var object = try JSONSerialization.jsonObject(with: encoded) as? [String: Any] else {
             throw ModelError.invalidSetting(name: "configuration", reason: "cannot be represented as key=value settings")
@@ -31,15 +43,7 @@ extension ModelConfiguration {
                 throw ModelError.invalidSetting(name: key, reason: "expected a number or true/false, got '\(raw)'")
             }
         }
-        let data = try JSONSerialization.data(withJSONObject: object)
-        let result: Self
-        do {
-            result = try JSONDecoder().decode(Self.self, from: data)
-        } catch let error as DecodingError {
-            throw settingError(error, settings: settings)
-        }
-        try result.validate()
-        return result
+        return try JSONSerialization.data(withJSONObject: object)
     }
 
     /// Names the setting a decoding failure is about and says what it accepts.
@@ -50,7 +54,12 @@ extension ModelConfiguration {
         case .keyNotFound(_, let c): codingPath = c.codingPath
         @unknown default: codingPath = []
         }
-        guard let key = codingPath.first?.stringValue, let raw = settings[key] else {
+        // Foundation names the field for some failures only (an out-of-range number has no
+        // path): then find it by applying the settings one at a time.
+        let culprit = codingPath.first?.stringValue ?? settings.keys.sorted().first { key in
+            (try? JSONDecoder().decode(Self.self, from: try settingsJSON([key: settings[key]!]))) == nil
+        }
+        guard let key = culprit, let raw = settings[key] else {
             return ModelError.invalidSetting(name: settings.keys.sorted().joined(separator: ","), reason: "a value of the wrong kind")
         }
         let current = Mirror(reflecting: self).children.first { $0.label == key }?.value

@@ -15,6 +15,20 @@ func makeSplit(train: String, test: String, valid: String? = nil) throws -> Spli
 }
 
 @Suite struct EvaluatorTests {
+    /// A cutoff beyond the catalogue is the full ranking: same metrics as K = every candidate, and
+    /// no K-sized allocation (issue "Hardening": `--cutoffs 1000000000` tried to allocate 3.7 TB).
+    @Test func aHugeCutoffIsTheFullRanking() throws {
+        let split = try makeSplit(train: "u1\ta\nu1\tb\nu2\tc\nu2\td\nu2\te\nu3\ta\n", test: "u1\tc\nu1\td\nu2\ta\nu3\tb\n")
+        let data = try EvaluationData(split: split)
+        let fixed: [Float] = [0.1, 0.2, 0.5, 0.9, 0.5]
+        let huge = try Evaluator(cutoffs: [1_000_000_000], threads: 1, keepRankings: true).evaluate(data) { _, s in _ = s.initialize(from: fixed) }
+        let full = try Evaluator(cutoffs: [5], threads: 1, keepRankings: true).evaluate(data) { _, s in _ = s.initialize(from: fixed) }
+        let a = huge.metrics[0], b = full.metrics[0]
+        #expect(a.k == 1_000_000_000)
+        #expect([a.hitRate, a.recall, a.ndcg, a.mrr, a.coverage] == [b.hitRate, b.recall, b.ndcg, b.mrr, b.coverage])
+        #expect(huge.rankings == full.rankings)
+    }
+
     /// Hand-computed case. Items a..e (internal 0..4 by first appearance in train), scores fixed.
     /// u1 (history a,b; test c,d): ranks d(0.9) e(0.5) c(0.5->tie, c=2 < e=4 so c first).
     @Test func goldenValues() throws {

@@ -1,0 +1,126 @@
+import AffinityData
+import AffinityLinalg
+import Foundation
+import Testing
+
+@testable import AffinityModels
+import AffinityTestSupport
+
+/// Regression tests of the issue "Hardening" for models and model files.
+@Suite struct HardeningModelTests {
+    func folder() -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-hm-\(UInt32.random(in: 0...UInt32.max))").path
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    func trained(_ model: any PersistableRecommender, _ x: SparseMatrix) -> TrainedModel {
+        TrainedModel(model: model, users: IDVocabulary((0..<x.rowCount).map { "u\($0)" }), items: IDVocabulary((0..<x.columnCount).map { "i\($0)" }))
+    }
+
+    /// Rewrites a saved model's tensors and metadata.
+    func rewrite(_ path: String, _ change: (inout SafeTensorsFile) -> Void) throws {
+        let file = path + "/model.safetensors"
+        var tensors = try SafeTensorsFile.read(path: file)
+        change(&tensors)
+        try Data(try tensors.encoded()).write(to: URL(fileURLWithPath: file))
+    }
+
+    /// Concurrent fold-ins of a history-input two-tower (what the server does for many requests at
+    /// once) give exactly the sequential results. Before the fix, layers stored per-call caches in
+    /// the instance: this raced (ThreadSanitizer reported it; without it, wrong rows or a crash).
+    @Test func concurrentTwoTowerFoldInsMatchSequentialOnes() throws {
+        let x = RecommenderConformance.randomInteractions()
+        let model = try TwoTower.fit(x, settings: smallTower.merging(["userInput": "history", "epochs": "3"]) { _, b in b })
+        let histories = (0..<64).map { u in model.seenItems(ofUser: u % x.rowCount) + [u % x.columnCount] }
+        let sequential = histories.map { model.scores(forHistory: $0) }
+        let results = ResultBox(count: histories.count)
+        DispatchQueue.concurrentPerform(iterations: histories.count * 4) { n in
+            let h = n % histories.count
+            results.set(h, model.scores(forHistory: histories[h]))
+        }
+        for h in histories.indices { #expect(results.get(h) == sequential[h]) }
+    }
+
+    final class ResultBox: @unchecked Sendable {
+        private let lock = NSLock()
+        private var values: [[Float]]
+        private var mismatch = false
+        init(count: Int) { values = Array(repeating: [], count: count) }
+        func set(_ i: Int, _ v: [Float]) {
+            lock.lock(); defer { lock.unlock() }
+            if !values[i].isEmpty && values[i] != v { mismatch = true }
+            values[i] = mismatch ? [] : v
+        }
+        func get(_ i: Int) -> [Float] { lock.lock(); defer { lock.unlock() }; return values[i] }
+    }
+
+    @Test func bprFoldInIsSeededByTheItemsNotTheProcessHash() throws {
+        let x = RecommenderConformance.randomInteractions()
+        let model = try BPR.fit(x, settings: ["factors": "4", "epochs": "3", "threads": "1"])
+        // The same history in any order gives the same vector (the items, sorted, seed it) ...
+        #expect(model.userFactors(history: [3, 1, 2]) == model.userFactors(history: [1, 2, 3, 3]))
+        // ... and the seed is the documented FNV fingerprint, which does not depend on the process
+        // (Swift randomises `hashValue` per process: before the fix each process folded in differently).
+        #expect(SeededGenerator.fingerprint([1, 2, 3]) == SeededGenerator.fingerprint([1, 2, 3]))
+        let rerun = try BPR.fit(x, settings: ["factors": "4", "epochs": "3", "threads": "1"])
+        #expect(rerun.userFactors(history: [1, 2, 3]) == model.userFactors(history: [1, 2, 3]))
+    }
+
+    @Test func weightsWithNaNAreRefusedByTensorName() throws {
+        let x = RecommenderConformance.randomInteractions()
+        let path = folder() + "/ials"
+        try trained(try ALS.fit(x, settings: ["factors": "4", "iterations": "2"]), x).save(to: path)
+        try rewrite(path) { file in
+            var t = file.tensors["item_factors"]!
+            if case .float32(var v) = t.storage { v[3] = .nan; t.storage = .float32(v) }
+            file.tensors["item_factors"] = t
+        }
+        #expect { try TrainedModel.load(from: path) } throws: { "\($0)".contains("tensor 'item_factors' holds NaN or infinity") }
+    }
+
+    @Test func aCraftedTwoTowerDimensionIsRefusedBeforeAllocating() throws {
+        let x = RecommenderConformance.randomInteractions()
+        let path = folder() + "/tt"
+        try trained(try TwoTower.fit(x, settings: smallTower.merging(["epochs": "1"]) { _, b in b }), x).save(to: path)
+        try rewrite(path) { file in
+            file.metadata["config"] = file.metadata["config"]!.replacingOccurrences(of: "\"dimension\":8", with: "\"dimension\":1000000000000")
+        }
+        #expect { try TrainedModel.load(from: path) } throws: { "\($0)".contains("dimension 1000000000000") }
+    }
+
+    @Test func settingErrorsNameTheSettingAndWhatItTakes() throws {
+        #expect { try ALS.Configuration().applying(["seed": "-1"]) } throws: { "\($0)".contains("seed': expects a whole number from 0 to") }
+        #expect { try ALS.Configuration().applying(["solver": "qr"]) } throws: { "\($0)".contains("solver': 'qr' is not one of cholesky, cg") }
+        #expect { try ALS.Configuration().applying(["factors": "2.5"]) } throws: { "\($0)".contains("factors': expects a whole number, got '2.5'") }
+        #expect { try TwoTower.Configuration().applying(["loss": "hinge"]) } throws: { "\($0)".contains("softmax, triplet") }
+    }
+
+    @Test func absurdSizesAreRefusedWithAnEstimateBeforeAllocating() throws {
+        let x = RecommenderConformance.randomInteractions()
+        // 10^5 factors: the f x f systems alone are 40 GB each. Before the fix: a crash while allocating.
+        #expect { try ALS.fit(x, settings: ["factors": "100000"]) } throws: { "\($0)".contains("factors=100000") && "\($0)".contains("would need about") }
+        #expect { try BPR.fit(x, settings: ["factors": "10000000000"]) } throws: { "\($0)".contains("would need about") }
+        #expect { try TwoTower.fit(x, settings: ["dimension": "10000000000"]) } throws: { "\($0)".contains("would need about") }
+        #expect { try Item2Vec.fit(x, configuration: try Item2Vec.Configuration().applying(["dimension": "100000000000"])) } throws: { "\($0)".contains("would need about") }
+    }
+
+    @Test func saveReplacesOnlyAModelFolder() throws {
+        let x = RecommenderConformance.randomInteractions()
+        let model = trained(try Popularity.fit(x), x)
+        let dir = folder()
+        // A folder of other files: --force (overwrite) must not delete it. Before the fix it did.
+        try Data("keep me".utf8).write(to: URL(fileURLWithPath: dir + "/notes.txt"))
+        #expect { try model.save(to: dir, overwrite: true) } throws: { "\($0)".contains("not a folder this command wrote") }
+        #expect(try String(contentsOfFile: dir + "/notes.txt", encoding: .utf8) == "keep me")
+        // A model folder is replaced (atomically), an empty one too.
+        try model.save(to: dir + "/m")
+        #expect(TrainedModel.isModelFolder(dir + "/m"))
+        try trained(try ItemKNN.fit(x), x).save(to: dir + "/m", overwrite: true)
+        #expect(try TrainedModel.load(from: dir + "/m").modelType == "itemknn")
+        try FileManager.default.createDirectory(atPath: dir + "/empty", withIntermediateDirectories: false)
+        try model.save(to: dir + "/empty", overwrite: true)
+        #expect(TrainedModel.isModelFolder(dir + "/empty"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["empty", "m", "notes.txt"])
+    }
+}
