@@ -9,7 +9,7 @@ import Glibc
 enum HTTPClient {
     struct Response { var status: Int; var body: String }
 
-    static func send(port: Int, _ method: String, _ path: String, body: String = "") throws -> Response {
+    static func send(port: Int, _ method: String, _ path: String, body: String = "", headers: [String: String] = [:]) throws -> Response {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw POSIXError(.ENOTSOCK) }
         defer { close(fd) }
@@ -21,7 +21,8 @@ enum HTTPClient {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
-        let request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        let extra = headers.map { "\($0.key): \($0.value)\r\n" }.joined()
+        let request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\(extra)\r\n\(body)"
         var bytes = Array(request.utf8)
         var sent = 0
         while sent < bytes.count {
@@ -50,13 +51,14 @@ final class ServerProcess {
     let port: Int
     let stderrPath: String
 
-    init(arguments: [String], directory: String) throws {
+    init(arguments: [String], directory: String, environment: [String: String] = [:]) throws {
         let out = directory + "/serve-\(UInt32.random(in: 0...UInt32.max)).out"
         stderrPath = out + ".err"
         FileManager.default.createFile(atPath: out, contents: nil)
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: CLI.binary)
         process.arguments = ["serve", "--port", "0"] + arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, b in b } }
         process.standardOutput = FileHandle(forWritingAtPath: out)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
         try process.run()
@@ -79,8 +81,8 @@ final class ServerProcess {
         port = found
     }
 
-    func request(_ method: String, _ path: String, body: String = "") throws -> HTTPClient.Response {
-        try HTTPClient.send(port: port, method, path, body: body)
+    func request(_ method: String, _ path: String, body: String = "", headers: [String: String] = [:]) throws -> HTTPClient.Response {
+        try HTTPClient.send(port: port, method, path, body: body, headers: headers)
     }
 
     func signal(_ s: Int32) -> Int32 {

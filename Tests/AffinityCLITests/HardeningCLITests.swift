@@ -1,0 +1,117 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Regression tests of the issue "Hardening" through the command line and a live server.
+@Suite(.serialized) struct HardeningCLITests {
+    @Test func serveNeedsAnAdminKeyOffLoopbackAndChecksItOverHTTP() throws {
+        let (dir, model) = servedModel
+        let open = try CLI.run("serve", "--model", model, "--store", dir + "/open.sqlite", "--host", "0.0.0.0", "--port", "0")
+        #expect(open.status != 0 && open.stderr.contains("need a key"), "\(open.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/open.sqlite"))
+        let keyFile = dir + "/admin.key"
+        try Data("0123456789abcdef-admin\n".utf8).write(to: URL(fileURLWithPath: keyFile))
+        let short = dir + "/short.key"
+        try Data("abc\n".utf8).write(to: URL(fileURLWithPath: short))
+        let refused = try CLI.run("serve", "--model", model, "--store", dir + "/short.sqlite", "--admin-key-file", short, "--port", "0")
+        #expect(refused.status != 0 && refused.stderr.contains("shorter than 16"), "\(refused.stderr)")
+        let server = try ServerProcess(arguments: ["--model", model, "--store", dir + "/keyed.sqlite", "--admin-key-file", keyFile],
+                                       directory: dir, environment: ["AFFINITY_API_KEY": "0123456789abcdef-reader"])
+        defer { _ = server.signal(SIGTERM) }
+        #expect(try server.request("GET", "/v1/models").status == 401)
+        #expect(try server.request("GET", "/v1/models", headers: ["Authorization": "Bearer 0123456789abcdef-admin"]).status == 200)
+        #expect(try server.request("GET", "/v1/users/u1/recommendations").status == 401)
+        #expect(try server.request("GET", "/v1/users/u1/recommendations", headers: ["Authorization": "Bearer 0123456789abcdef-reader"]).status == 200)
+        #expect(try server.request("HEAD", "/health").status == 200)
+        // Registration over HTTP: only inside the model directories (default: the folder of --model).
+        let outside = try server.request("POST", "/v1/models", body: #"{"path": "/etc"}"#, headers: ["Authorization": "Bearer 0123456789abcdef-admin"])
+        #expect(outside.status == 403, "\(outside.body)")
+    }
+
+    @Test func aPortInUseIsReportedBeforeTheStoreIsTouched() throws {
+        let (dir, model) = servedModel
+        let first = try ServerProcess(arguments: ["--model", model, "--store", dir + "/port-a.sqlite"], directory: dir)
+        defer { _ = first.signal(SIGTERM) }
+        let second = try CLI.run("serve", "--model", model, "--store", dir + "/port-b.sqlite", "--port", String(first.port))
+        #expect(second.status != 0 && second.stderr.contains("cannot listen on 127.0.0.1:\(first.port)"), "\(second.stderr)")
+        // Before the fix the model was registered and activated in the store first.
+        #expect(!FileManager.default.fileExists(atPath: dir + "/port-b.sqlite"))
+    }
+
+    @Test func aSecondServerOnTheSameStoreIsRefused() throws {
+        let (dir, model) = servedModel
+        let store = dir + "/shared.sqlite"
+        let first = try ServerProcess(arguments: ["--model", model, "--store", store], directory: dir)
+        defer { _ = first.signal(SIGTERM) }
+        let second = try CLI.run("serve", "--store", store, "--port", "0")
+        #expect(second.status != 0 && second.stderr.contains("in use by another affinity process"), "\(second.stderr)")
+    }
+
+    @Test func aStalledRequestHeadIsTimedOut() throws {
+        let (dir, model) = servedModel
+        let server = try ServerProcess(arguments: ["--model", model, "--store", dir + "/idle.sqlite", "--idle-timeout", "1"], directory: dir)
+        defer { _ = server.signal(SIGTERM) }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(server.port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        #expect(connected == 0)
+        let partial = Array("GET /health HTTP/1.1\r\nHost: 127".utf8)
+        _ = partial.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+        // Give up after 10 s: before the fix the server kept such a connection forever.
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let started = Date()
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        var n = 1
+        while n > 0 { n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) } }
+        #expect(n == 0, "the server should close the connection (read returned \(n), errno \(errno))")
+        #expect(Date().timeIntervalSince(started) < 8)
+    }
+
+    @Test func badValuesGetMessagesNotBacktraces() throws {
+        let (dir, model) = servedModel
+        var r = try CLI.run("recommend", "--model", model, "--user", "u1", "-k", "-1")
+        #expect(r.status != 0 && r.stderr.contains("-k must be positive, got -1"), "\(r.stderr)")
+        r = try CLI.run("train", "--split", dir + "/split", "--model", "ials", "--set", "factors=100000", "--out", dir + "/huge")
+        #expect(r.status != 0 && r.stderr.contains("would need about"), "\(r.stderr)")
+        r = try CLI.run("train", "--split", dir + "/split", "--model", "ials", "--set", "seed=-1", "--out", dir + "/neg")
+        #expect(r.status != 0 && r.stderr.contains("expects a whole number from 0"), "\(r.stderr)")
+        r = try CLI.run("train", "--split", dir + "/split", "--model", "ials", "--set", "solver=qr", "--out", dir + "/qr")
+        #expect(r.status != 0 && r.stderr.contains("'qr' is not one of cholesky, cg"), "\(r.stderr)")
+        // A cutoff of 10^9 is the full ranking, not a 3.7 TB allocation.
+        r = try CLI.run("evaluate", "--model", model, "--split", dir + "/split", "--cutoffs", "10,1000000000", "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+    }
+
+    @Test func evaluatingASplitThatMatchesNothingFails() throws {
+        let (dir, model) = servedModel
+        let other = tempDir()
+        let text = (0..<30).map { "stranger\($0 / 5)\tthing\($0 % 5)\n" }.joined()
+        try Data(text.utf8).write(to: URL(fileURLWithPath: other + "/ratings.tsv"))
+        var r = try CLI.run("split", "--input", other + "/ratings.tsv", "--all-ratings", "--min-user-positives", "1", "--strategy", "holdout", "--out", other + "/split")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("evaluate", "--model", model, "--split", other + "/split")
+        #expect(r.status != 0 && r.stderr.contains("nothing to evaluate"), "\(r.stdout)\(r.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir + "/split/train.tsv"))
+    }
+
+    @Test func forceDoesNotDeleteAForeignFolder() throws {
+        let (dir, _) = servedModel
+        let foreign = tempDir()
+        try Data("keep".utf8).write(to: URL(fileURLWithPath: foreign + "/notes.txt"))
+        let r = try CLI.run("train", "--split", dir + "/split", "--model", "popularity", "--out", foreign, "--force")
+        #expect(r.status != 0 && r.stderr.contains("not a folder this command wrote"), "\(r.stderr)")
+        #expect(try String(contentsOfFile: foreign + "/notes.txt", encoding: .utf8) == "keep")
+        let s = try CLI.run("data", "generate", "--out", foreign, "--force", "--users", "50", "--items", "20")
+        #expect(s.status != 0)
+        #expect(FileManager.default.fileExists(atPath: foreign + "/notes.txt"))
+    }
+}
