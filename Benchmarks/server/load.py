@@ -34,7 +34,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.path.join(ROOT, ".build", "release", "affinity")
 
+# Headers every request carries (`--api-key` adds Authorization).
+AUTH = {}
+
 RECS_LUA = r"""
+if os.getenv("AFFINITY_AUTH") then wrk.headers["Authorization"] = os.getenv("AFFINITY_AUTH") end
 local users = {}
 for line in io.lines(os.getenv("AFFINITY_USERS")) do users[#users + 1] = line end
 local counter = 0
@@ -64,7 +68,7 @@ class Server:
     def request(self, method, path, body=None):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         c.request(method, path, body=json.dumps(body) if body is not None else None,
-                  headers={"Content-Type": "application/json"})
+                  headers={"Content-Type": "application/json", **AUTH})
         r = c.getresponse()
         data = r.read()
         c.close()
@@ -80,7 +84,7 @@ def wrk(port, duration, users_file, connections=64, threads=2):
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     script.write(RECS_LUA)
     script.close()
-    env = dict(os.environ, AFFINITY_USERS=users_file)
+    env = dict(os.environ, AFFINITY_USERS=users_file, **({"AFFINITY_AUTH": AUTH["Authorization"]} if AUTH else {}))
     out = run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name,
                f"http://127.0.0.1:{port}"], env=env).stdout
     os.unlink(script.name)
@@ -132,7 +136,7 @@ class EventWriter(threading.Thread):
             events = [{"user": rng.choice(self.users), "item": rng.choice(self.items), "type": "view"}
                       for _ in range(self.batch)]
             try:
-                conn.request("POST", "/v1/events", body=json.dumps(events), headers={"Content-Type": "application/json"})
+                conn.request("POST", "/v1/events", body=json.dumps(events), headers={"Content-Type": "application/json", **AUTH})
                 r = conn.getresponse()
                 r.read()
                 if r.status == 200:
@@ -157,7 +161,13 @@ def main():
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--work", default=None, help="Working folder (default: a new temporary one).")
+    p.add_argument("--api-key", default=None, help="Run with this read-API key on (AFFINITY_API_KEY); every request carries it.")
     a = p.parse_args()
+    if a.api_key:
+        os.environ["AFFINITY_API_KEY"] = a.api_key
+        AUTH["Authorization"] = "Bearer " + a.api_key
+    cpu = {k.strip(): v.strip() for k, v in (l.split(":", 1) for l in open("/proc/cpuinfo") if ":" in l)}
+    print(f"cpu: {cpu.get('model name')} (family {cpu.get('cpu family')}, model {cpu.get('model')}); read-API key {'on' if a.api_key else 'off'}")
     if not os.path.exists(BINARY):
         raise SystemExit(f"{BINARY} missing: run `swift build -c release` first")
     if not os.path.isdir(a.split):

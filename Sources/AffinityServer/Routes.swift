@@ -19,7 +19,8 @@ extension AffinityService {
     /// pattern and status, and turns every error into a JSON error body.
     public func router() -> Router<AffinityRequestContext> {
         let router = Router(context: AffinityRequestContext.self)
-        router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics, logger: logger))
+        let table = RouteTable()
+        router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics, logger: logger, routes: table))
 
         router.get("/health") { _, _ in
             let (body, status) = self.health()
@@ -101,6 +102,7 @@ extension AffinityService {
             try self.deleteModel(id: try Self.modelID(context))
             return Response(status: .noContent)
         }
+        table.fill(router.routes.map { ("\($0.path)", $0.method) })
         return router
     }
 
@@ -148,6 +150,7 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
     typealias Context = AffinityRequestContext
     let metrics: ServiceMetrics
     let logger: Logger
+    let routes: RouteTable
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let clock = Stopwatch()
@@ -156,6 +159,12 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
             response = try await next(request, context)
         } catch let error as APIError {
             response = JSON.error(error.status, error.message)
+        } catch let error as HTTPError where error.status == .notFound && !routes.methods(for: request.uri.path).isEmpty {
+            // A known path asked with a method it does not have: 405 and the methods it has.
+            let allowed = routes.methods(for: request.uri.path)
+            var r = JSON.error(.methodNotAllowed, "\(request.method) is not allowed on \(request.uri.path); allowed: \(allowed.joined(separator: ", "))")
+            r.headers[.init("Allow")!] = allowed.joined(separator: ", ")
+            response = r
         } catch let error as HTTPError {
             let message: String
             switch error.status {
@@ -177,6 +186,29 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
         let route = context.endpointPath.map { $0 == "NotFound" ? "unmatched" : $0 } ?? "unmatched"
         metrics.recordRequest(route: route, method: request.method.rawValue, status: response.status.code, seconds: clock.seconds)
         return response
+    }
+}
+
+/// The router's path patterns and their methods, to tell an unknown path (404) from a known path
+/// asked with the wrong method (405).
+final class RouteTable: @unchecked Sendable {
+    private var patterns: [(segments: [Substring], method: String)] = []
+
+    func fill(_ routes: [(path: String, method: HTTPRequest.Method)]) {
+        patterns = routes.map { (route: (path: String, method: HTTPRequest.Method)) in
+            (route.path.split(separator: "/"), route.method.rawValue)
+        }
+    }
+
+    /// The methods of the patterns that match `path` (a `:name` segment matches any one segment).
+    func methods(for path: String) -> [String] {
+        let segments = path.split(separator: "/")
+        var out: [String] = []
+        for p in patterns where p.segments.count == segments.count
+            && zip(p.segments, segments).allSatisfy({ $0.hasPrefix(":") || $0 == $1 }) && !out.contains(p.method) {
+            out.append(p.method)
+        }
+        return out.sorted()
     }
 }
 

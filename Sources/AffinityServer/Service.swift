@@ -16,7 +16,7 @@ public struct ServiceLimits: Sendable {
     public var maxK = 1_000
     /// Longest history in `POST /v1/recommendations` (413 above it).
     public var maxHistory = 10_000
-    /// Longest user or item ID and event type (400 above it).
+    /// Longest user or item ID and event type, in Unicode characters (400 above it).
     public var maxIDLength = 256
     /// Model loads (registration, activation) running at once (429 above it).
     public var maxConcurrentLoads = 2
@@ -132,6 +132,7 @@ public final class AffinityService: @unchecked Sendable {
     /// Registers a model folder (validated by loading it, index included; canonical absolute paths
     /// are stored) and, with `activate`, makes it the active model. `checkAccess` applies the access
     /// policy's model directories (HTTP); the operator's own `--model` skips it.
+    @discardableResult
     public func register(path: String, index: String?, activate: Bool = false, checkAccess: Bool = true) async throws -> ModelRecord {
         guard !path.isEmpty else { throw APIError(.badRequest, "path: must name a model folder") }
         let modelPath: String, indexPath: String?
@@ -265,8 +266,8 @@ public final class AffinityService: @unchecked Sendable {
     /// and TSV files unchanged: control characters (NUL, tab, newline, ...) are refused.
     func checkID(_ id: String, field: String) throws {
         guard !id.isEmpty else { throw APIError(.badRequest, "\(field): must not be empty") }
-        guard id.utf8.count <= limits.maxIDLength else {
-            throw APIError(.badRequest, "\(field): longer than \(limits.maxIDLength) bytes")
+        guard id.unicodeScalars.count <= limits.maxIDLength else {
+            throw APIError(.badRequest, "\(field): longer than \(limits.maxIDLength) characters")
         }
         if let bad = id.unicodeScalars.first(where: { $0.properties.generalCategory == .control }) {
             throw APIError(.badRequest, "\(field): contains the control character U+\(String(format: "%04X", bad.value)); IDs may not hold control characters")
@@ -344,7 +345,7 @@ public final class AffinityService: @unchecked Sendable {
         var history: [Int] = []
         for (n, id) in body.history.enumerated() {
             guard let i = model.trained.items.index(of: id) else {
-                throw APIError(.badRequest, "history[\(n)]: unknown item '\(id.prefix(limits.maxIDLength))' (not in model \(current.record.id))")
+                throw APIError(.notFound, "history[\(n)]: unknown item '\(id.prefix(limits.maxIDLength))' (not in model \(current.record.id))")
             }
             history.append(i)
         }

@@ -59,7 +59,7 @@ struct FuzzCommand: ParsableCommand {
             // Mutate one file of the seed input; copy the others as they are.
             let victim = Int(generator.next() % UInt64(base.files.count))
             for (n, file) in base.files.enumerated() {
-                let bytes = n == victim ? FuzzHarness.mutate(file.bytes, &generator) : file.bytes
+                let bytes = n == victim ? FuzzHarness.mutateStructured(file.bytes, name: file.name, &generator) : file.bytes
                 try Data(bytes).write(to: URL(fileURLWithPath: (current as NSString).appendingPathComponent(file.name)))
             }
             let target = base.isFolder ? current : (current as NSString).appendingPathComponent(base.files[0].name)
@@ -204,6 +204,42 @@ enum FuzzHarness {
     static let interestingNumbers = ["0", "-1", "1", "2147483648", "4294967296", "9223372036854775807", "-9223372036854775808",
                                      "99999999999999999999999", "1e308", "-1e308", "1e-320", "NaN", "3.5", "65536", "1099511627776"]
     static let interestingBytes: [[UInt8]] = [[0], [9], [10], [13], [0x2C], [0x22], [0x5C], [0x7B], [0x5B], [0xEF, 0xBB, 0xBF], [0xFF, 0xFE], [0xC3]]
+
+    /// Half the time, for files with a length-prefixed text header (safetensors, index files,
+    /// `.npy`), mutates the header alone and writes its length back, so that the mutated sizes
+    /// and shapes reach the loader's checks instead of failing at the header's length; otherwise
+    /// mutates the bytes.
+    static func mutateStructured(_ input: [UInt8], name: String, _ g: inout SeededGenerator) -> [UInt8] {
+        guard g.next() % 2 == 0 else { return mutate(input, &g) }
+        func le(_ bytes: ArraySlice<UInt8>) -> Int { bytes.reversed().reduce(0) { $0 << 8 | Int($1) } }
+        func bytes(_ v: Int, _ width: Int) -> [UInt8] { (0..<width).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+        if name.hasSuffix(".safetensors"), input.count >= 8 {
+            let length = le(input[0..<8])
+            guard length <= input.count - 8 else { return mutate(input, &g) }
+            var header = mutate(Array(input[8..<(8 + length)]), &g)
+            while header.count % 8 != 0 { header.append(0x20) }
+            return bytes(header.count, 8) + header + input[(8 + length)...]
+        }
+        if name.hasSuffix(".idx"), input.count >= 40 {
+            let length = le(input[32..<40])
+            let sections = (40 + length + 63) / 64 * 64
+            guard sections <= input.count else { return mutate(input, &g) }
+            var out = Array(input[0..<32])
+            let header = mutate(Array(input[40..<(40 + length)]), &g)
+            out += bytes(header.count, 8) + header
+            while out.count % 64 != 0 { out.append(0) }
+            return out + input[sections...]
+        }
+        if name.hasSuffix(".npy"), input.count >= 10, input[6] == 1 {
+            let length = le(input[8..<10])
+            guard 10 + length <= input.count else { return mutate(input, &g) }
+            var header = mutate(Array(input[10..<(10 + length)]), &g)
+            while (10 + header.count) % 64 != 0 { header.append(0x20) }
+            guard header.count < 1 << 16 else { return mutate(input, &g) }
+            return Array(input[0..<8]) + bytes(header.count, 2) + header + input[(10 + length)...]
+        }
+        return mutate(input, &g)
+    }
 
     /// One to four random mutations of `input`.
     static func mutate(_ input: [UInt8], _ g: inout SeededGenerator) -> [UInt8] {
