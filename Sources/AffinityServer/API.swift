@@ -155,10 +155,16 @@ enum JSON {
         return body ?? Response(status: status)
     }
 
+    /// The integer fields of the request bodies (`k`, `timestamp`).
+    static let integerFields: Set<String> = ["k", "timestamp"]
+
     /// Decodes a request body, turning Codable's errors into messages that name the field.
     static func decode<T: Decodable>(_ type: T.Type, from buffer: ByteBuffer) throws -> T {
         guard buffer.readableBytes > 0 else { throw APIError(.badRequest, "request body is empty; expected JSON") }
         let data = Data(buffer.readableBytesView)
+        if let number = nonIntegerNumber(in: data, keys: integerFields) {
+            throw APIError(.badRequest, "\(number.field): expected an integer, got \(number.text.prefix(64))")
+        }
         do {
             return try decoder.decode(T.self, from: data)
         } catch let error as DecodingError {
@@ -173,6 +179,20 @@ enum JSON {
     /// beyond 64 bits), with the key it belongs to: Foundation reports those only as "not valid
     /// JSON", without the field.
     static func outOfRangeNumber(in data: Data) -> (field: String, text: String)? {
+        firstNumber(in: data) { _, text in
+            let isInteger = !text.contains(where: { ".eE".contains($0) })
+            return !(isInteger ? (Int64(text) != nil || UInt64(text) != nil) : (Double(text)?.isFinite ?? false))
+        }
+    }
+
+    /// The first number written with a fraction or exponent (`0.0`, `1e3`) under one of `keys`:
+    /// Foundation decodes those into integer fields, but the document says integer.
+    static func nonIntegerNumber(in data: Data, keys: Set<String>) -> (field: String, text: String)? {
+        firstNumber(in: data) { key, text in keys.contains(key) && text.contains(where: { ".eE".contains($0) }) }
+    }
+
+    /// The first number token of a JSON text (with the key it belongs to) that `matches`.
+    private static func firstNumber(in data: Data, where matches: (String, String) -> Bool) -> (field: String, text: String)? {
         let bytes = [UInt8](data)
         var i = 0, lastString = "", lastKey = "body"
         while i < bytes.count {
@@ -189,9 +209,7 @@ enum JSON {
                 var j = i
                 while j < bytes.count, "+-.eE0123456789".utf8.contains(bytes[j]) { j += 1 }
                 let text = String(decoding: bytes[i..<j], as: UTF8.self)
-                let isInteger = !text.contains(where: { ".eE".contains($0) })
-                let fits = isInteger ? (Int64(text) != nil || UInt64(text) != nil) : (Double(text)?.isFinite ?? false)
-                if !fits { return (lastKey, text) }
+                if matches(lastKey, text) { return (lastKey, text) }
                 i = j
             } else {
                 i += 1

@@ -10,11 +10,11 @@ import Logging
 public struct ServiceLimits: Sendable {
     /// Largest request body accepted (413 above it).
     public var maxBodyBytes = 1 << 20
-    /// Most events in one `POST /v1/events` (413 above it).
+    /// Most events in one `POST /v1/events` (400 above it; the bytes limit is 413).
     public var maxEventsPerBatch = 1_000
     /// Largest `k` (400 above it).
     public var maxK = 1_000
-    /// Longest history in `POST /v1/recommendations` (413 above it).
+    /// Longest history in `POST /v1/recommendations` (400 above it).
     public var maxHistory = 10_000
     /// Longest user or item ID and event type, in Unicode characters (400 above it).
     public var maxIDLength = 256
@@ -231,7 +231,7 @@ public final class AffinityService: @unchecked Sendable {
     func ingest(_ batch: [EventIn]) async throws -> EventsOut {
         guard !batch.isEmpty else { throw APIError(.badRequest, "events: the batch is empty") }
         guard batch.count <= limits.maxEventsPerBatch else {
-            throw APIError(.contentTooLarge, "events: \(batch.count) events in one batch; at most \(limits.maxEventsPerBatch)")
+            throw APIError(.badRequest, "events: \(batch.count) events in one batch; at most \(limits.maxEventsPerBatch)")
         }
         let now = Int64(Date().timeIntervalSince1970)
         var events: [Event] = []
@@ -340,7 +340,7 @@ public final class AffinityService: @unchecked Sendable {
         let k = body.k ?? 10
         guard k >= 1 && k <= limits.maxK else { throw APIError(.badRequest, "k: must be between 1 and \(limits.maxK), got \(k)") }
         guard body.history.count <= limits.maxHistory else {
-            throw APIError(.contentTooLarge, "history: \(body.history.count) items; at most \(limits.maxHistory)")
+            throw APIError(.badRequest, "history: \(body.history.count) items; at most \(limits.maxHistory)")
         }
         var history: [Int] = []
         for (n, id) in body.history.enumerated() {
