@@ -23,8 +23,14 @@ final class SQLiteConnection {
     let path: String
     private var statements: [String: OpaquePointer] = [:]
 
+    /// `sqlite3_initialize` once per process, through Swift's thread-safe lazy globals: SQLite
+    /// would otherwise initialise itself inside the first concurrent opens, which ThreadSanitizer
+    /// reports (its own double-checked start-up).
+    private static let initialized: Int32 = sqlite_nio_sqlite3_initialize()
+
     init(path: String) throws {
         self.path = path
+        _ = Self.initialized
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
         let rc = sqlite_nio_sqlite3_open_v2(path, &handle, flags, nil)
         guard rc == SQLITE_OK else {

@@ -135,18 +135,9 @@ public final class AffinityService: @unchecked Sendable {
     @discardableResult
     public func register(path: String, index: String?, activate: Bool = false, checkAccess: Bool = true) async throws -> ModelRecord {
         guard !path.isEmpty else { throw APIError(.badRequest, "path: must name a model folder") }
-        let modelPath: String, indexPath: String?
-        if checkAccess {
-            modelPath = try access.resolve(path, field: "path")
-            indexPath = try index.map { try access.resolve($0, field: "index") }
-        } else {
-            guard let real = AccessPolicy.realPath(path) else { throw APIError(.unprocessableContent, "cannot load model: no model folder at \(path)") }
-            modelPath = real
-            indexPath = try index.map { i in
-                guard let real = AccessPolicy.realPath(i) else { throw APIError(.unprocessableContent, "cannot load model: no index file at \(i)") }
-                return real
-            }
-        }
+        let policy = checkAccess ? access : AccessPolicy.open
+        let modelPath = try policy.resolve(path, field: "path")
+        let indexPath = try index.map { try policy.resolve($0, field: "index") }
         let probe = ModelRecord(id: 0, path: modelPath, index: indexPath, modelType: "", registeredAt: 0, active: false)
         let model: ServingModel
         do {

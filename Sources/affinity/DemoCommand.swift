@@ -84,7 +84,7 @@ struct DemoCommand: ParsableCommand {
             print(header + ", \(history.count) items in train, e.g.:")
             for i in history.prefix(3) { print("      \(best.title(ofItem: i))") }
             print("   recommended:")
-            printList(describe(try best.model.recommend(user: u, k: 5), model: best))
+            printList(try describe(try best.model.recommend(user: u, k: 5), model: best))
         }
         if planted == nil { return }
         print("\nPlanted structure check: share of the top-10 that matches each user's taste cluster, by model:")

@@ -142,7 +142,7 @@ enum FuzzHarness {
             var inputs: [Input] = []
             let settings: [String: [String: String]] = [
                 "als": ["factors": "4", "iterations": "2"], "bpr": ["factors": "4", "epochs": "2"],
-                "twotower": ["dimension": "4", "hidden": "8", "epochs": "1", "batchSize": "16"],
+                "two-tower": ["dimension": "4", "hidden": "8", "epochs": "1", "batchSize": "16"],
                 "item2vec": ["dimension": "4", "epochs": "1"], "itemknn": ["neighbors": "5"],
             ]
             for name in ModelRegistry.names {

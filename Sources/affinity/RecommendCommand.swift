@@ -16,8 +16,13 @@ struct RecommendedItem: Encodable {
     var genres: [String]?
 }
 
-func describe(_ list: [ScoredItem], model: TrainedModel) -> [RecommendedItem] {
-    list.enumerated().map { r, s in
+/// The list with raw IDs and titles. A score that is NaN or infinite is an error, never a printed
+/// `nan` with exit code 0 (model files with such weights are refused on load; this guards the rest).
+func describe(_ list: [ScoredItem], model: TrainedModel) throws -> [RecommendedItem] {
+    if let bad = list.first(where: { !$0.score.isFinite }) {
+        throw CommandError("the model scored item '\(model.items[bad.index])' as \(bad.score): its weights are not usable")
+    }
+    return list.enumerated().map { r, s in
         let id = model.items[s.index]
         return RecommendedItem(rank: r + 1, item: id, score: s.score, title: model.catalog?.titles[id], genres: model.catalog?.genres[id])
     }
@@ -54,7 +59,7 @@ struct RecommendCommand: ParsableCommand {
         let excluded = exclude.map { $0.split(separator: ",").map(String.init) } ?? []
         let (list, fallback) = try trained.recommend(user: user, k: k, excluding: excluded, fallbackToPopular: coldStart == .popular)
         if fallback { Console.note("note: user '\(user)' is not in the model; recommending the most popular items instead") }
-        let items = describe(list, model: trained)
+        let items = try describe(list, model: trained)
         if json {
             struct Output: Encodable { var user: String; var model: String; var fallback: String?; var items: [RecommendedItem] }
             try printJSON(Output(user: user, model: trained.modelType, fallback: fallback ? "popular" : nil, items: items))
@@ -81,7 +86,7 @@ struct SimilarCommand: ParsableCommand {
 
     func run() throws {
         let trained = try TrainedModel.load(from: model)
-        let items = describe(try trained.similar(item: item, k: k), model: trained)
+        let items = try describe(try trained.similar(item: item, k: k), model: trained)
         if json {
             struct Output: Encodable { var item: String; var title: String?; var model: String; var similar: [RecommendedItem] }
             try printJSON(Output(item: item, title: trained.catalog?.titles[item], model: trained.modelType, similar: items))
