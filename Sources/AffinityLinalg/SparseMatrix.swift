@@ -15,7 +15,8 @@ public struct SparseMatrix: Sendable, Equatable {
     /// Creates a matrix from CSR arrays, checking the invariants.
     public init(rowCount: Int, columnCount: Int, rowPointers: [Int], columns: [Int32], values: [Float]) throws {
         guard rowCount >= 0, columnCount >= 0 else { throw SparseMatrixError.invalid("negative shape") }
-        guard rowPointers.count == rowCount + 1 else {
+        // Not `rowCount + 1`: a shape read from a file may be Int.max.
+        guard rowPointers.count - 1 == rowCount else {
             throw SparseMatrixError.invalid("row pointers have \(rowPointers.count) entries, expected \(rowCount + 1)")
         }
         guard columns.count == values.count else {

@@ -38,6 +38,16 @@ import Glibc
         #expect(throws: SafeTensorsError.self) { try SafeTensorsFile.decode(huge, path: "crafted.safetensors") }
     }
 
+    @Test func aSparseMatrixShapeOfIntMaxIsRejected() {
+        // A saved shape of Int64.max made `rowCount + 1` trap.
+        #expect(throws: SparseMatrixError.self) {
+            try SparseMatrix(rowCount: Int.max, columnCount: 2, rowPointers: [0], columns: [], values: [])
+        }
+        let file = SafeTensorsFile(tensors: ["x.shape": .int64([Int64.max, 2]), "x.row_pointers": .int64([0]),
+                                            "x.columns": .int32([]), "x.values": .float32([])], metadata: [:])
+        #expect(throws: SafeTensorsError.self) { try SparseMatrix(file: file, prefix: "x", path: "crafted.safetensors") }
+    }
+
     @Test func npyShapeWhoseProductOverflowsIsRejected() throws {
         let path = temporaryFile("crafted.npy")
         var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }"
