@@ -17,7 +17,7 @@ public struct SparseMatrix: Sendable, Equatable {
         guard rowCount >= 0, columnCount >= 0 else { throw SparseMatrixError.invalid("negative shape") }
         // Not `rowCount + 1`: a shape read from a file may be Int.max.
         guard rowPointers.count - 1 == rowCount else {
-            throw SparseMatrixError.invalid("row pointers have \(rowPointers.count) entries, expected \(rowCount + 1)")
+            throw SparseMatrixError.invalid("row pointers have \(rowPointers.count) entries, expected one more than the \(rowCount) rows")
         }
         guard columns.count == values.count else {
             throw SparseMatrixError.invalid("\(columns.count) columns but \(values.count) values")
