@@ -112,7 +112,7 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
 
     static func deserialize(_ r: inout IndexFile.Reader, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> IVFIndex {
         guard let lists = json["lists"] as? Int, let mips = json["mipsReduction"] as? Bool, let cols = json["centroidColumns"] as? Int,
-              let maxNorm = json["maxNorm"] as? Double, lists > 0, maxNorm.isFinite else {
+              let maxNorm = json["maxNorm"] as? Double, lists > 0, Float(maxNorm).isFinite else {
             throw IndexError.file(path: r.path, reason: "IVF header is incomplete")
         }
         guard cols == dimension || (mips && cols == dimension + 1) else {

@@ -151,7 +151,7 @@ extension IVFPQIndex {
     static func deserialize(_ r: inout IndexFile.Reader, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> IVFPQIndex {
         guard let lists = json["lists"] as? Int, let mips = json["mipsReduction"] as? Bool, let cols = json["centroidColumns"] as? Int,
               let maxNorm = json["maxNorm"] as? Double, let m = json["subspaces"] as? Int, let refine = json["refine"] as? Bool, lists > 0, m > 0,
-              maxNorm.isFinite else {
+              Float(maxNorm).isFinite else {
             throw IndexError.file(path: r.path, reason: "IVF-PQ header is incomplete")
         }
         guard cols == dimension || (mips && cols == dimension + 1) else {

@@ -113,8 +113,11 @@ public final class LSHIndex: VectorIndex, @unchecked Sendable {
         guard (1...LSHIndex.maxTables).contains(t), (1...64).contains(b) else {
             throw IndexError.file(path: r.path, reason: "LSH has \(t) tables of \(b) bits; a file may hold 1...\(LSHIndex.maxTables) tables of 1...64 bits")
         }
-        guard let planeBytes = checkedProduct(t, b, dimension, 4), planeBytes <= MemoryBudget.bytes else {
-            throw IndexError.file(path: r.path, reason: "LSH hyperplanes (\(t) tables x \(b) bits x \(dimension) dimensions) would not fit in memory")
+        // Rebuilding allocates the hyperplanes (tables·bits x dimension) and every vector's
+        // projections (count x tables·bits).
+        let rebuildBytes = Double(t) * Double(b) * (Double(dimension) + Double(count)) * 4
+        guard rebuildBytes <= Double(MemoryBudget.bytes) else {
+            throw IndexError.file(path: r.path, reason: "rebuilding LSH (\(t) tables x \(b) bits over \(count) vectors of \(dimension) dimensions) would need \(MemoryBudget.describe(rebuildBytes))")
         }
         let x = Matrix(rows: count, columns: dimension, values: try r.floats(rows: count, columns: dimension, name: "vectors"))
         return try LSHIndex(vectors: x, metric: metric == .cosine ? .innerProduct : metric, settings: LSHSettings(tables: t, bits: b, seed: UInt64(bitPattern: Int64(seed))))

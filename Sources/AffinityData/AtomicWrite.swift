@@ -62,7 +62,7 @@ public enum AtomicWrite {
                 if exchange(tmp.path, url.path) {
                     try? fm.removeItem(at: tmp)   // now the old folder
                 } else {
-                    let old = parent.appendingPathComponent(".\(url.lastPathComponent).old-\(ProcessInfo.processInfo.processIdentifier)")
+                    let old = parent.appendingPathComponent(".\(url.lastPathComponent).old-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))")
                     try fm.moveItem(at: url, to: old)
                     do {
                         try fm.moveItem(at: tmp, to: url)

@@ -40,7 +40,7 @@ public struct ItemCatalog: Sendable, Codable, Equatable {
     /// Looks for metadata beside an interaction file or in a MovieLens folder.
     public static func find(near path: String) -> String? {
         var isDirectory: ObjCBool = false
-        FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+        _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         let folder = isDirectory.boolValue ? path : (path as NSString).deletingLastPathComponent
         for name in ["u.item", "movies.dat", "movies.csv", "items.tsv"] {
             let candidate = (folder as NSString).appendingPathComponent(name)

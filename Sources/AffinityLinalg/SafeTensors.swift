@@ -144,8 +144,9 @@ public struct SafeTensorsFile: Sendable {
         }
         let dataCount = bytes.count - headerEnd
         var metadata: [String: String] = [:]
-        var tensors: [String: Tensor] = [:]
-        var covered = 0
+        // First every entry is checked; tensors are copied only once the byte ranges are known to
+        // tile the data section exactly (no overlap, no gap), so the copies add up to the file's size.
+        var entries: [(name: String, dtype: String, shape: [Int], begin: Int, end: Int, elements: Int)] = []
         for (name, value) in header {
             if name == "__metadata__" {
                 guard let m = value as? [String: String] else {
@@ -176,21 +177,30 @@ public struct SafeTensorsFile: Sendable {
             guard let bytesNeeded = AffinityLinalg.checkedProduct(shape + [size]), end - begin == bytesNeeded else {
                 throw SafeTensorsError.corrupt(path: path, reason: "tensor '\(name)' has \(end - begin) bytes, which its shape \(shape) of \(dtype) does not match")
             }
-            let elements = bytesNeeded / size
-            covered += end - begin
-            let raw = bytes[(headerEnd + begin)..<(headerEnd + end)]
-            let storage: Tensor.Storage
-            switch dtype {
-            case "F32": storage = .float32(load(raw, as: Float.self, count: elements))
-            case "F64": storage = .float64(load(raw, as: Double.self, count: elements))
-            case "I32": storage = .int32(load(raw, as: Int32.self, count: elements))
-            case "I64": storage = .int64(load(raw, as: Int64.self, count: elements))
-            default: storage = .uint8(Array(raw))
+            entries.append((name, dtype, shape, begin, end, bytesNeeded / size))
+        }
+        var covered = 0
+        for e in entries.sorted(by: { ($0.begin, $0.end) < ($1.begin, $1.end) }) {
+            guard e.begin == covered || (e.begin == e.end && e.begin <= covered) else {
+                throw SafeTensorsError.corrupt(path: path, reason: "tensor '\(e.name)' byte range \(e.begin)..<\(e.end) overlaps another or leaves a gap at \(covered)")
             }
-            tensors[name] = Tensor(shape: shape, storage: storage)
+            covered = max(covered, e.end)
         }
         guard covered == dataCount else {
             throw SafeTensorsError.corrupt(path: path, reason: "data section has \(dataCount) bytes but tensors cover \(covered)")
+        }
+        var tensors: [String: Tensor] = [:]
+        for e in entries {
+            let raw = bytes[(headerEnd + e.begin)..<(headerEnd + e.end)]
+            let storage: Tensor.Storage
+            switch e.dtype {
+            case "F32": storage = .float32(load(raw, as: Float.self, count: e.elements))
+            case "F64": storage = .float64(load(raw, as: Double.self, count: e.elements))
+            case "I32": storage = .int32(load(raw, as: Int32.self, count: e.elements))
+            case "I64": storage = .int64(load(raw, as: Int64.self, count: e.elements))
+            default: storage = .uint8(Array(raw))
+            }
+            tensors[e.name] = Tensor(shape: e.shape, storage: storage)
         }
         return SafeTensorsFile(tensors: tensors, metadata: metadata)
     }

@@ -30,7 +30,13 @@ public enum MemoryBudget {
         if let raw = ProcessInfo.processInfo.environment["AFFINITY_MEMORY_LIMIT_MB"], let mb = Int(raw), mb > 0 {
             return checkedProduct(mb, 1 << 20) ?? Int.max
         }
-        return Int(Double(ProcessInfo.processInfo.physicalMemory) * 0.8)
+        // A container's limit (cgroup v2) when it is below the machine's memory.
+        var physical = Double(ProcessInfo.processInfo.physicalMemory)
+        if let text = try? String(contentsOfFile: "/sys/fs/cgroup/memory.max", encoding: .utf8),
+           let limit = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)), limit > 0 {
+            physical = min(physical, limit)
+        }
+        return Int(physical * 0.8)
     }
 
     /// Throws `MemoryBudgetError` when an estimate of `bytes` (computed in floating point, so

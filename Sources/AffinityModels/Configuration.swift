@@ -37,6 +37,10 @@ extension ModelConfiguration {
                 object[key] = raw
             } else if let b = Bool(raw.lowercased()) {
                 object[key] = b
+            } else if let i = Int(raw) {
+                object[key] = i   // exactly, not through Double (seeds above 2^53)
+            } else if let u = UInt64(raw) {
+                object[key] = NSNumber(value: u)
             } else if let d = Double(raw), d.isFinite {
                 object[key] = d == d.rounded() && abs(d) < 1e15 ? Int(d) as Any : d as Any
             } else {

@@ -146,7 +146,7 @@ public struct EASE: PersistableRecommender, ExplainableRecommender, AntiAffinity
     public init(configuration: Configuration, file: SafeTensorsFile, path: String) throws {
         let x = try SparseMatrix(file: file, prefix: "interactions", path: path)
         let w = try file.float32("weights", path: path)
-        guard w.count == x.columnCount * x.columnCount else {
+        guard w.count == checkedProduct(x.columnCount, x.columnCount) else {
             throw SafeTensorsError.corrupt(path: path, reason: "weights have \(w.count) entries, expected \(x.columnCount)²")
         }
         self.init(configuration: configuration, interactions: x, weights: Matrix(rows: x.columnCount, columns: x.columnCount, values: w))

@@ -73,6 +73,10 @@ public struct FactorModel: Sendable {
         }
         let u = try matrix("user_factors", rows: users), v = try matrix("item_factors", rows: items)
         guard u.columns == v.columns else { throw SafeTensorsError.corrupt(path: path, reason: "user and item factors differ in width") }
+        // The width sizes f x f systems at load (iALS's YᵀY): with no rows it is not backed by data.
+        guard u.columns >= 1, (users + items > 0 || u.columns <= 1), Double(u.columns) * Double(u.columns) * 8 <= Double(MemoryBudget.bytes) else {
+            throw SafeTensorsError.corrupt(path: path, reason: "factor width \(u.columns) is out of range")
+        }
         let bias = file.tensors["item_bias"] != nil ? try file.float32("item_bias", path: path) : []
         guard bias.isEmpty || bias.count == items else { throw SafeTensorsError.corrupt(path: path, reason: "item_bias has \(bias.count) entries, expected \(items)") }
         self.init(userFactors: u, itemFactors: v, itemBias: bias)

@@ -142,8 +142,6 @@ public struct TrainedModel: Sendable {
             }
             if let bad { throw ModelFileError.corrupt(path: tensorPath, reason: "tensor '\(name)' holds NaN or infinity (element \(bad))") }
         }
-        let model = try loadModel(modelType, file: file, path: tensorPath)
-
         let vocabData: Data
         switch RegularFile.contents(atPath: vocabPath) {
         case .success(let data): vocabData = data
@@ -163,6 +161,13 @@ public struct TrainedModel: Sendable {
         guard users.count == vocab.users.count, items.count == vocab.items.count else {
             throw ModelFileError.corrupt(path: vocabPath, reason: "duplicate IDs")
         }
+        // The vocabulary's size bounds every table a model builds from its configuration: the saved
+        // training matrix must have exactly its shape before any model allocates anything.
+        guard let shape = try? file.int64("interactions.shape", path: tensorPath), shape.count == 2,
+              shape[0] == Int64(users.count), shape[1] == Int64(items.count) else {
+            throw ModelFileError.corrupt(path: tensorPath, reason: "interactions.shape does not match the \(users.count) users and \(items.count) items of vocabulary.json")
+        }
+        let model = try loadModel(modelType, file: file, path: tensorPath)
         guard users.count == model.userCount, items.count == model.itemCount else {
             throw ModelFileError.corrupt(path: vocabPath, reason: "\(users.count) users and \(items.count) items, but the model has \(model.userCount) and \(model.itemCount)")
         }

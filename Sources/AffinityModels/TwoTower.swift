@@ -226,6 +226,9 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
         var genres: [[Int]]?
         if configuration.itemGenres {
             let g = try SparseMatrix(file: file, prefix: "item_genres", path: path)
+            guard g.rowCount == x.columnCount else {
+                throw SafeTensorsError.corrupt(path: path, reason: "item_genres has \(g.rowCount) rows for \(x.columnCount) items")
+            }
             genres = (0..<g.rowCount).map { g.row($0).map { Int($0) } }
         }
         var side = TwoTower.SideInformation(itemGenres: genres ?? [])
@@ -237,14 +240,25 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
         }
         if configuration.userFeatures {
             let u = try SparseMatrix(file: file, prefix: "user_features", path: path)
+            guard u.rowCount == x.rowCount else {
+                throw SafeTensorsError.corrupt(path: path, reason: "user_features has \(u.rowCount) rows for \(x.rowCount) users")
+            }
             side.userCategories = (0..<u.rowCount).map { u.row($0).map { Int($0) } }
         }
         // The configuration sizes the network before its tensors are read: check first that the
         // file holds at least the item table and both towers' layers, so a crafted dimension
         // cannot make the allocation larger than the file.
+        // Every table is counted: user IDs, history items, item IDs, genre and feature tables (sized
+        // by the largest id in the file), the projection of item vectors, and both towers.
         let stored = file.tensors.filter { $0.key.hasPrefix("net.") }.reduce(0) { $0 + $1.value.shape.reduce(1, *) }
         let d = Double(configuration.dimension), h = Double(configuration.hidden)
-        let needed = Double(x.columnCount) * d + 2 * (2 * d * h + h + 3 * d)
+        let genreRows = Double((side.itemGenres.flatMap { $0 }.max() ?? -1) + 1)
+        let featureRows = Double(((side.userCategories ?? []).flatMap { $0 }.max() ?? -1) + 1)
+        let userRows = Double(configuration.userInput == .history ? 0 : x.rowCount)
+        let historyRows = Double(configuration.userInput == .id ? 0 : x.columnCount)
+        let projection = Double(side.itemVectors?.columns ?? 0) * d + (side.itemVectors == nil ? 0 : d)
+        let needed = (userRows + historyRows + Double(x.columnCount) + genreRows + featureRows) * d + projection
+            + 2 * (2 * d * h + h + 3 * d)
         guard needed <= Double(stored) else {
             throw SafeTensorsError.corrupt(path: path, reason: "dimension \(configuration.dimension) and hidden \(configuration.hidden) need \(Int(min(needed, 9e18))) weights; the file holds \(stored)")
         }

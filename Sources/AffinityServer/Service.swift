@@ -186,6 +186,9 @@ public final class AffinityService: @unchecked Sendable {
         var record = record
         record.active = true
         try activationLock.locked {
+            guard try store.models().contains(where: { $0.id == record.id }) else {
+                throw APIError(.notFound, "model \(record.id) was deleted while it was loading")
+            }
             try store.setActiveModel(id: record.id)
             lock.locked {
                 if let previous = active, previous.record.id != record.id { rollback = previous }

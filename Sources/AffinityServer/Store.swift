@@ -172,9 +172,11 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
     /// Takes the exclusive lock of the store at `path` (its folder resolved, so two spellings of
     /// one path meet on one lock), or throws naming the store when another process holds it.
     static func lockExclusively(_ path: String) throws -> Int32 {
+        // The file itself when it exists (a symbolic link to a store meets the store's own lock),
+        // else its folder resolved.
         let url = URL(fileURLWithPath: path)
         let folder = AccessPolicy.realPath(url.deletingLastPathComponent().path) ?? url.deletingLastPathComponent().path
-        let lockPath = folder + "/" + url.lastPathComponent + ".lock"
+        let lockPath = (AccessPolicy.realPath(path) ?? folder + "/" + url.lastPathComponent) + ".lock"
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw SQLiteError(path: path, code: 0, message: "cannot create the lock file \(lockPath) (errno \(errno))")

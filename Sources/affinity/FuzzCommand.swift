@@ -145,8 +145,19 @@ enum FuzzHarness {
                 "two-tower": ["dimension": "4", "hidden": "8", "epochs": "1", "batchSize": "16"],
                 "item2vec": ["dimension": "4", "epochs": "1"], "itemknn": ["neighbors": "5"],
             ]
-            for name in ModelRegistry.names {
-                let model = try ModelRegistry.fit(name, interactions: interactions, settings: settings[name] ?? [:])
+            // Besides each model with its defaults, a two-tower with every kind of side information,
+            // so the fuzzer reaches the genre, feature and item-vector tables too.
+            var withSide = try TwoTower.Configuration().applying(settings["two-tower"]!.merging(
+                ["itemGenres": "true", "userFeatures": "true", "itemVectors": "true"]) { _, b in b })
+            withSide.threads = 1
+            let side = TwoTower.SideInformation(itemGenres: (0..<interactions.columnCount).map { [$0 % 3, 3 + $0 % 2] },
+                                                itemVectors: Matrix.random(rows: interactions.columnCount, columns: 3, seed: 5),
+                                                userCategories: (0..<interactions.rowCount).map { [$0 % 4] })
+            let sideModel = try TwoTower.fit(interactions, configuration: withSide, sideInformation: side, progress: nil)
+            let fitted: [(String, any PersistableRecommender)] = try ModelRegistry.names.map {
+                ($0, try ModelRegistry.fit($0, interactions: interactions, settings: settings[$0] ?? [:]))
+            } + [("two-tower-side", sideModel)]
+            for (name, model) in fitted {
                 let trained = TrainedModel(model: model, users: split.positives.users, items: split.positives.items, catalog: data.catalog)
                 let out = file(name)
                 try trained.save(to: out)

@@ -121,8 +121,11 @@ struct ServeCommand: AsyncParsableCommand {
         return nil
     }
 
+    /// `localhost`, `::1` or an IPv4 literal in 127.0.0.0/8 (not a name that merely starts with "127.").
     static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        if host == "localhost" || host == "::1" { return true }
+        var address = in_addr()
+        return inet_pton(AF_INET, host, &address) == 1 && UInt32(bigEndian: address.s_addr) >> 24 == 127
     }
 
     /// Binds and releases `host:port` once, so that a port in use is reported before anything else.

@@ -11,6 +11,9 @@ import Glibc
         let open = try CLI.run("serve", "--model", model, "--store", dir + "/open.sqlite", "--host", "0.0.0.0", "--port", "0")
         #expect(open.status != 0 && open.stderr.contains("need a key"), "\(open.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/open.sqlite"))
+        // A name that starts like a loopback address is not one.
+        let named = try CLI.run("serve", "--model", model, "--store", dir + "/named.sqlite", "--host", "127.example.invalid", "--port", "0")
+        #expect(named.status != 0 && named.stderr.contains("need a key"), "\(named.stderr)")
         let keyFile = dir + "/admin.key"
         try Data("0123456789abcdef-admin\n".utf8).write(to: URL(fileURLWithPath: keyFile))
         let short = dir + "/short.key"

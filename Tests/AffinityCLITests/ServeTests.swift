@@ -54,8 +54,8 @@ final class ServerProcess {
     init(arguments: [String], directory: String, environment: [String: String] = [:]) throws {
         let out = directory + "/serve-\(UInt32.random(in: 0...UInt32.max)).out"
         stderrPath = out + ".err"
-        FileManager.default.createFile(atPath: out, contents: nil)
-        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: CLI.binary)
         process.arguments = ["serve", "--port", "0"] + arguments
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, b in b } }

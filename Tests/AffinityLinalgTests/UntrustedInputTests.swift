@@ -48,6 +48,17 @@ import Glibc
         #expect(throws: SafeTensorsError.self) { try SparseMatrix(file: file, prefix: "x", path: "crafted.safetensors") }
     }
 
+    @Test func overlappingTensorsAreRejectedBeforeAnyCopy() throws {
+        // Many entries over one byte range would copy the data section once each (1.6 TB from a
+        // 100 MB header over 1 MB of data); ranges must tile the data section.
+        let overlap = safetensors(#"{"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}"#,
+                                  data: [UInt8](repeating: 1, count: 8))
+        #expect { try SafeTensorsFile.decode(overlap, path: "o.safetensors") } throws: { "\($0)".contains("overlaps") }
+        let tiled = safetensors(#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}}"#,
+                                data: [UInt8](repeating: 1, count: 8))
+        #expect(try SafeTensorsFile.decode(tiled, path: "t.safetensors").tensors.count == 3)
+    }
+
     @Test func npyShapeWhoseProductOverflowsIsRejected() throws {
         let path = temporaryFile("crafted.npy")
         var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }"

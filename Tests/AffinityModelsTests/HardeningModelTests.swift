@@ -89,7 +89,45 @@ import AffinityTestSupport
         #expect { try TrainedModel.load(from: path) } throws: { "\($0)".contains("dimension 1000000000000") }
     }
 
+    @Test func theTrainingMatrixMustMatchTheVocabularyBeforeAModelIsBuilt() throws {
+        let x = RecommenderConformance.randomInteractions()
+        let path = folder() + "/pop"
+        try trained(try Popularity.fit(x), x).save(to: path)
+        // An empty matrix claiming Int64.max items: before, popularity counted its columns (a trap).
+        try rewrite(path) { file in
+            file.tensors = SparseMatrix(rowCount: 0, columnCount: 0, rows: [], cols: []).tensors(prefix: "interactions")
+            file.tensors["interactions.shape"] = .int64([0, Int64.max])
+        }
+        #expect { try TrainedModel.load(from: path) } throws: { "\($0)".contains("does not match") }
+    }
+
+    @Test func twoTowerSideTablesAreCheckedAgainstTheMatrix() throws {
+        let x = RecommenderConformance.randomInteractions()
+        var c = try TwoTower.Configuration().applying(smallTower.merging(["epochs": "1", "itemGenres": "true"]) { _, b in b })
+        c.threads = 1
+        let genres = (0..<x.columnCount).map { [$0 % 3] }
+        let model = try TwoTower.fit(x, configuration: c, sideInformation: TwoTower.SideInformation(itemGenres: genres), progress: nil)
+        let path = folder() + "/tt"
+        try trained(model, x).save(to: path)
+        #expect(try TrainedModel.load(from: path).modelType == "two-tower")
+        // Fewer genre rows than items: before, inference indexed past them.
+        try rewrite(path) { file in
+            let short = SparseMatrix(rowCount: 1, columnCount: 3, rows: [0], cols: [1])
+            for (k, v) in short.tensors(prefix: "item_genres") { file.tensors[k] = v }
+        }
+        #expect { try TrainedModel.load(from: path) } throws: { "\($0)".contains("item_genres has 1 rows") }
+        // A genre id of 2^31 - 2 would size a table of 2^31 rows from a file of a few KB.
+        try rewrite(path) { file in
+            let huge = SparseMatrix(rowCount: x.columnCount, columnCount: Int(Int32.max), rows: (0..<Int32(x.columnCount)).map { $0 },
+                                    cols: [Int32](repeating: Int32.max - 1, count: x.columnCount))
+            for (k, v) in huge.tensors(prefix: "item_genres") { file.tensors[k] = v }
+        }
+        #expect { try TrainedModel.load(from: path) } throws: { "\($0)".contains("weights; the file holds") }
+    }
+
     @Test func settingErrorsNameTheSettingAndWhatItTakes() throws {
+        #expect(try ALS.Configuration().applying(["seed": "18446744073709551615"]).seed == UInt64.max)
+        #expect(try ALS.Configuration().applying(["seed": "9007199254740993"]).seed == 9_007_199_254_740_993)
         #expect { try ALS.Configuration().applying(["seed": "-1"]) } throws: { "\($0)".contains("seed': expects a whole number from 0 to") }
         #expect { try ALS.Configuration().applying(["solver": "qr"]) } throws: { "\($0)".contains("solver': 'qr' is not one of cholesky, cg") }
         #expect { try ALS.Configuration().applying(["factors": "2.5"]) } throws: { "\($0)".contains("factors': expects a whole number, got '2.5'") }
