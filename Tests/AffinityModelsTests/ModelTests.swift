@@ -115,7 +115,7 @@ import AffinityTestSupport
         // Vocabulary of the wrong size.
         try good.write(to: URL(fileURLWithPath: tensorPath))
         try Data(#"{"format_version":1,"users":["a"],"items":["b"]}"#.utf8).write(to: URL(fileURLWithPath: path + "/vocabulary.json"))
-        #expect(message { _ = try TrainedModel.load(from: path) }?.contains("1 users and 1 items, but the model has") == true)
+        #expect(message { _ = try TrainedModel.load(from: path) }?.contains("does not match the 1 users and 1 items of vocabulary.json") == true)
 
         #expect(message { _ = try TrainedModel.load(from: path + "/nope") } == "\(path)/nope: not an Affinity model: no such model folder")
     }
