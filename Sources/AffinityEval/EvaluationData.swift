@@ -35,7 +35,7 @@ public struct EvaluationData: Sendable {
         let users = users ?? split.train.users
         let items = items ?? split.train.items
         guard let truth = target == .test ? split.test : split.valid else {
-            throw DataError.incompleteSplit(folder: split.path, missing: "valid.tsv")
+            throw DataError.invalidSetting(name: "target valid", reason: "\(split.path) has no validation part (valid.tsv): a holdout split has none; use --target test, or a leave-last-out split")
         }
         var skipped: [String: Int] = [:]
         var historyLogs = [split.train]

@@ -106,6 +106,25 @@ import Glibc
         #expect(FileManager.default.fileExists(atPath: dir + "/split/train.tsv"))
     }
 
+    /// Issue "As a newcomer would use it", item 3: a saved model evaluated on another split of the
+    /// same data has seen that split's test rows.
+    @Test func evaluatingOnAForeignSplitIsRefusedUnlessAllowed() throws {
+        let (dir, model) = servedModel
+        let other = tempDir() + "/split-seed7"
+        var r = try CLI.run("split", "--input", dir + "/data/ratings.tsv", "--strategy", "holdout", "--seed", "7", "--out", other)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("evaluate", "--model", model, "--split", other)
+        #expect(r.status != 0 && r.stderr.contains("rows of \(other) are in the model's training data"), "\(r.stderr)")
+        #expect(r.stderr.contains("--allow-foreign-split"))
+        r = try CLI.run("evaluate", "--model", model, "--split", other, "--allow-foreign-split")
+        #expect(r.status == 0 && r.stderr.contains("metrics are inflated"), "\(r.stderr)")
+        // Its own split passes without a word.
+        r = try CLI.run("evaluate", "--model", model, "--split", dir + "/split")
+        #expect(r.status == 0 && !r.stderr.contains("inflated"), "\(r.stderr)")
+        r = try CLI.run("evaluate", "--model", model, "--split", dir + "/split", "--target", "valid")
+        #expect(r.status != 0 && r.stderr.contains("no validation part"), "\(r.stderr)")
+    }
+
     @Test func forceDoesNotDeleteAForeignFolder() throws {
         let (dir, _) = servedModel
         let foreign = tempDir()
