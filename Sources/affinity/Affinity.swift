@@ -1,3 +1,5 @@
+import AffinityANN
+import AffinityModels
 import ArgumentParser
 
 /// The `affinity` command-line tool: from a raw interaction log to an evaluated, saved,
@@ -11,8 +13,9 @@ struct Affinity: AsyncParsableCommand {
         Start with `affinity demo` (synthetic data, no files needed) or `affinity demo --data PATH/ml-1m`.
         File formats and the evaluation protocol: README.md.
         """,
+        version: "affinity 0.3.0 (model format \(TrainedModel.formatVersion), index format \(IndexFile.formatVersion))",
         subcommands: [DataCommand.self, SplitCommand.self, TrainCommand.self, EvaluateCommand.self,
                       RecommendCommand.self, SimilarCommand.self, DemoCommand.self, ExplainCommand.self, TuneCommand.self, IndexCommand.self, BenchCommand.self, SweepCommand.self,
-                      ServeCommand.self, FuzzCommand.self]
+                      ServeCommand.self, ModelCommand.self, FuzzCommand.self]
     )
 }

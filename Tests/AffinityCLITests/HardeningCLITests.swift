@@ -125,6 +125,36 @@ import Glibc
         #expect(r.status != 0 && r.stderr.contains("no validation part"), "\(r.stderr)")
     }
 
+    /// Issue "As a newcomer would use it", item 2: a model you can look into and take elsewhere.
+    @Test func modelInfoExportAndVersion() throws {
+        let (dir, model) = servedModel
+        var r = try CLI.run("--version")
+        #expect(r.status == 0 && r.stdout.hasPrefix("affinity ") && r.stdout.contains("model format 1"), "\(r.stdout)")
+        r = try CLI.run("model", "info", model, "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        let info = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
+        #expect(info["type"] as? String == "ials" && info["embeddingDimension"] as? Int == 8)
+        #expect((info["info"] as? [String: String])?["trained_on"] == dir + "/split")
+        #expect((info["users"] as? Int ?? 0) > 0 && (info["files"] as? [String: Int])?["model.safetensors"] != nil)
+        let out = tempDir() + "/export"
+        r = try CLI.run("model", "export", model, "--what", "item-embeddings", "--out", out + "/items.fvecs")
+        #expect(r.status == 0, "\(r.stderr)")
+        let ids = try String(contentsOfFile: out + "/items.fvecs.ids", encoding: .utf8).split(separator: "\n")
+        #expect(ids.count == info["items"] as? Int)
+        // The exported vectors feed `index build` directly.
+        r = try CLI.run("index", "build", "--vectors", out + "/items.fvecs", "--metric", "ip", "--spec", "Flat", "--out", out + "/items.idx")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("model", "export", model, "--what", "item-embeddings", "--out", out + "/items.fvecs")
+        #expect(r.status != 0 && r.stderr.contains("--force"), "\(r.stderr)")
+        r = try CLI.run("model", "export", model, "--what", "user-embeddings", "--out", out + "/users.tsv")
+        let rows = try String(contentsOfFile: out + "/users.tsv", encoding: .utf8).split(separator: "\n")
+        #expect(r.status == 0 && rows.count == info["users"] as? Int && rows[0].split(separator: "\t").count == 9, "\(r.stderr)")
+        let pop = tempDir() + "/pop"
+        r = try CLI.run("train", "--split", dir + "/split", "--model", "popularity", "--out", pop)
+        r = try CLI.run("model", "export", pop, "--what", "item-embeddings", "--out", out + "/pop.npy")
+        #expect(r.status != 0 && r.stderr.contains("has no embeddings"), "\(r.stderr)")
+    }
+
     @Test func forceDoesNotDeleteAForeignFolder() throws {
         let (dir, _) = servedModel
         let foreign = tempDir()
