@@ -72,7 +72,12 @@ public enum Splitter {
         facts["users_kept"] = positives.userCount
         facts["positives_kept"] = positives.count
         guard positives.count > 0 else {
-            throw DataError.unsupported("\(log.source): no interactions left after the filters (rating >= \(settings.minRating.map { "\($0)" } ?? "any"), users with >= \(settings.minUserPositives) positives)")
+            // Name the filter that emptied the log and the flag that changes it.
+            let ratingStep = settings.minRating.flatMap { minimum in
+                log.ratings == nil ? nil : "rating >= \(InteractionWriter.formatRating(minimum)) kept \(facts["positives"] ?? 0) of \(log.count) rows (--min-rating sets the threshold, --all-ratings keeps every row)"
+            }
+            let userStep = "users with >= \(settings.minUserPositives) distinct positives kept \(facts["users_kept"] ?? 0) of \(facts["users_with_positives"] ?? 0) users (--min-user-positives)"
+            throw DataError.unsupported("\(log.source): no interactions left after the filters: " + [ratingStep, userStep].compactMap { $0 }.joined(separator: "; "))
         }
         var split: DatasetSplit
         switch settings.strategy {

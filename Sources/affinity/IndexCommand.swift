@@ -30,8 +30,13 @@ struct IndexCommand: ParsableCommand {
         @Option(name: .customLong("set"), help: "Build setting key=value: efConstruction, iterations, seed.") var settings: [String] = []
         @Option(name: .long, help: "Build threads (0 = all cores).") var threads = 0
         @Option(name: .long, help: "Output index file.") var out: String
+        @Flag(name: .long, help: "Replace OUT if it exists.") var force = false
+        @Flag(name: .long, help: "Print {build_s, index_bytes} as JSON on stdout.") var json = false
 
         func run() throws {
+            if FileManager.default.fileExists(atPath: out) && !force {
+                throw CommandError("\(out) already exists (pass --force to replace it)")
+            }
             let x = try IndexCommand.readVectors(vectors)
             var s = try parseSettings(settings)
             s["threads"] = String(threads)
@@ -39,7 +44,7 @@ struct IndexCommand: ParsableCommand {
             try IndexFile.save(index, to: out)
             let bytes = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
             Console.note("built \(spec) over \(x.rows) x \(x.columns) in \(String(format: "%.2f", seconds)) s; \(bytes / 1_048_576) MiB written to \(out)")
-            print("{\"build_s\": \(seconds), \"index_bytes\": \(bytes)}")
+            if json { print("{\"build_s\": \(seconds), \"index_bytes\": \(bytes)}") }
         }
     }
 

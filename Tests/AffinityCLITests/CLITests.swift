@@ -166,8 +166,13 @@ func tempDir() -> String {
         }
         try fvecs(500, 8, seed: 1, to: dir + "/base.fvecs")
         try fvecs(20, 8, seed: 2, to: dir + "/q.fvecs")
-        var r = try CLI.run("index", "build", "--vectors", dir + "/base.fvecs", "--metric", "l2", "--spec", "Flat", "--out", dir + "/flat.idx")
+        var r = try CLI.run("index", "build", "--vectors", dir + "/base.fvecs", "--metric", "l2", "--spec", "Flat", "--out", dir + "/flat.idx", "--json")
         #expect(r.status == 0 && r.stdout.contains("\"build_s\""), "\(r.stderr)")
+        // Like every other command: JSON only with --json, and no silent overwrite.
+        r = try CLI.run("index", "build", "--vectors", dir + "/base.fvecs", "--metric", "l2", "--spec", "Flat", "--out", dir + "/flat.idx")
+        #expect(r.status != 0 && r.stderr.contains("already exists (pass --force"), "\(r.stderr)")
+        r = try CLI.run("index", "build", "--vectors", dir + "/base.fvecs", "--metric", "l2", "--spec", "Flat", "--out", dir + "/flat.idx", "--force")
+        #expect(r.status == 0 && r.stdout.isEmpty, "\(r.stdout)")
         r = try CLI.run("index", "search", "--index", dir + "/flat.idx", "--queries", dir + "/q.fvecs", "-k", "5", "--out", dir + "/truth.ivecs")
         #expect(r.status == 0 && r.stdout.contains("\"search_s\""), "\(r.stderr)")
         r = try CLI.run("index", "build", "--vectors", dir + "/base.fvecs", "--metric", "l2", "--spec", "HNSW8", "--set", "efConstruction=40", "--out", dir + "/hnsw.idx")

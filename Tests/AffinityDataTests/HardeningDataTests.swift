@@ -21,6 +21,17 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 
+    /// Issue "As a newcomer would use it", item 1 (in part): an empty result names the filter and its flag.
+    @Test func emptyFiltersNameTheFlagThatChangesThem() throws {
+        let rated = try parse("u1\ti1\t2\nu1\ti2\t3\nu2\ti1\t1\n")
+        let low = message { _ = try Splitter.split(rated, settings: SplitSettings()) }
+        #expect(low?.contains("rating >= 4 kept 0 of 3 rows (--min-rating sets the threshold, --all-ratings keeps every row)") == true, "\(low ?? "")")
+        let implicit = try parse("u1\ti1\nu1\ti2\nu2\ti1\n")
+        let few = message { _ = try Splitter.split(implicit, settings: SplitSettings()) }
+        #expect(few?.contains("users with >= 5 distinct positives kept 0 of 2 users (--min-user-positives)") == true, "\(few ?? "")")
+        #expect(few?.contains("rating") == false)
+    }
+
     @Test func forceReplacesOnlyASplitFolder() throws {
         let log = try parse((1...6).flatMap { u in (1...5).map { i in "u\(u)\ti\(i)\n" } }.joined())
         let split = try Splitter.split(log, settings: SplitSettings(minRating: nil, minUserPositives: 1))
