@@ -214,11 +214,16 @@ public struct TrainedModel: Sendable {
         })
         guard let u = users.index(of: user) else {
             guard fallbackToPopular else { throw ModelError.unknownUser(user) }
-            guard k > 0 else { throw ModelError.invalidK(k) }
-            let counts = model.interactions.columnCounts().map { Float($0) }
-            return (topK(counts, k: k, excluded: excluded), true)
+            return (try popular(k: k, excluding: excluded), true)
         }
         return (try model.recommend(user: u, k: k, excluding: excluded), false)
+    }
+
+    /// The `k` items most users of the training data have, leaving out `excluding` (item indexes).
+    public func popular(k: Int, excluding: Set<Int> = []) throws -> [ScoredItem] {
+        guard k > 0 else { throw ModelError.invalidK(k) }
+        let counts = model.interactions.columnCounts().map { Float($0) }
+        return topK(counts, k: k, excluded: excluding)
     }
 
     /// Raw-ID similar items.

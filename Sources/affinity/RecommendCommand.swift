@@ -40,11 +40,13 @@ func printList(_ items: [RecommendedItem]) {
 struct RecommendCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recommend",
-        abstract: "Top-k items for a user of a saved model (seen items excluded)."
+        abstract: "Top-k items for a user of a saved model, or for a history of items (fold-in); seen items excluded."
     )
 
     @Option(name: .long, help: "Model folder.") var model: String
-    @Option(name: .long, help: "Raw user ID.") var user: String
+    @Option(name: .long, help: "Raw user ID.") var user: String?
+    @Option(name: .long, help: "Item IDs a user interacted with, comma-separated (a user the model never saw; as POST /v1/recommendations).")
+    var history: String?
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Number of items.") var k = 10
     @Option(name: .long, help: "Item IDs to leave out, comma-separated.") var exclude: String?
     @Option(name: .long, help: "Unknown user: error | popular (recommend popular items and say so).") var coldStart: ColdStart = .error
@@ -52,17 +54,40 @@ struct RecommendCommand: ParsableCommand {
 
     func validate() throws {
         guard k > 0 else { throw ValidationError("-k must be positive, got \(k)") }
+        guard (user == nil) != (history == nil) else { throw ValidationError("give exactly one of --user ID or --history ID,ID,...") }
     }
 
     func run() throws {
         let trained = try TrainedModel.load(from: model)
-        let excluded = exclude.map { $0.split(separator: ",").map(String.init) } ?? []
-        let (list, fallback) = try trained.recommend(user: user, k: k, excluding: excluded, fallbackToPopular: coldStart == .popular)
-        if fallback { Console.note("note: user '\(user)' is not in the model; recommending the most popular items instead") }
+        // Exclusions the model does not know are ignored, as the HTTP API ignores them; say so.
+        let requested = exclude.map { $0.split(separator: ",").map(String.init) } ?? []
+        let unknown = requested.filter { trained.items.index(of: $0) == nil }
+        if !unknown.isEmpty { Console.note("note: ignoring exclude IDs the model does not know: \(unknown.prefix(10).joined(separator: ", "))") }
+        let excluded = requested.filter { trained.items.index(of: $0) != nil }
+        var list: [ScoredItem], fallback = false
+        if let user {
+            (list, fallback) = try trained.recommend(user: user, k: k, excluding: excluded, fallbackToPopular: coldStart == .popular)
+            if fallback { Console.note("note: user '\(user)' is not in the model; recommending the most popular items instead") }
+        } else {
+            let ids = history!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            var items: [Int] = []
+            for id in ids {
+                guard let i = trained.items.index(of: id) else { throw CommandError("--history: unknown item '\(id)' (not in the model)") }
+                items.append(i)
+            }
+            if items.isEmpty {
+                // As for an unknown user: popular items only when asked for.
+                guard coldStart == .popular else { throw CommandError("--history is empty; add --cold-start popular for the most popular items") }
+                (list, fallback) = (try trained.popular(k: k, excluding: Set(excluded.compactMap { trained.items.index(of: $0) })), true)
+            } else {
+                list = try trained.model.recommend(history: items, k: k, excluding: Set(excluded.compactMap { trained.items.index(of: $0) }))
+            }
+        }
         let items = try describe(list, model: trained)
         if json {
-            struct Output: Encodable { var user: String; var model: String; var fallback: String?; var items: [RecommendedItem] }
-            try printJSON(Output(user: user, model: trained.modelType, fallback: fallback ? "popular" : nil, items: items))
+            struct Output: Encodable { var user: String?; var history: [String]?; var model: String; var fallback: String?; var items: [RecommendedItem] }
+            try printJSON(Output(user: user, history: history.map { $0.split(separator: ",").map(String.init) }, model: trained.modelType,
+                                 fallback: fallback ? "popular" : nil, items: items))
         } else {
             printList(items)
         }

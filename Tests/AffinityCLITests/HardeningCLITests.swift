@@ -155,6 +155,26 @@ import Glibc
         #expect(r.status != 0 && r.stderr.contains("has no embeddings"), "\(r.stderr)")
     }
 
+    /// Issue "As a newcomer would use it", item 5 (in part): the CLI answers a history as the API does.
+    @Test func recommendForAHistory() throws {
+        let (_, model) = servedModel
+        var r = try CLI.run("recommend", "--model", model, "--history", "i1,i2", "-k", "3", "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
+        let items = (out["items"] as? [[String: Any]] ?? []).compactMap { $0["item"] as? String }
+        #expect(items.count == 3 && !items.contains("i1") && !items.contains("i2"), "\(r.stdout)")
+        r = try CLI.run("recommend", "--model", model, "--history", "i1,nope")
+        #expect(r.status != 0 && r.stderr.contains("unknown item 'nope'"), "\(r.stderr)")
+        r = try CLI.run("recommend", "--model", model, "--history", "")
+        #expect(r.status != 0 && r.stderr.contains("--cold-start popular"), "\(r.stderr)")
+        r = try CLI.run("recommend", "--model", model, "--history", "", "--cold-start", "popular", "-k", "2")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("recommend", "--model", model, "--user", "u1", "--exclude", "i1,not-an-item")
+        #expect(r.status == 0 && r.stderr.contains("ignoring exclude IDs the model does not know: not-an-item"), "\(r.stderr)")
+        r = try CLI.run("recommend", "--model", model)
+        #expect(r.status != 0 && r.stderr.contains("exactly one of --user"), "\(r.stderr)")
+    }
+
     @Test func forceDoesNotDeleteAForeignFolder() throws {
         let (dir, _) = servedModel
         let foreign = tempDir()
