@@ -66,6 +66,10 @@ struct DemoCommand: ParsableCommand {
             let (trained, seconds) = try trainOnSplit(folder, model: name, settings: [:], catalog: catalog)
             let (report, _) = try evaluate(trained, on: folder, evaluator: evaluator, target: .test)
             rows.append((name, report, seconds))
+            // Each model's result as soon as it is known (the table follows at the end).
+            if let m = report.metrics(at: ks[0]) {
+                Console.note("\(name): trained in \(String(format: "%.1f", seconds)) s; HR@\(ks[0]) \(String(format: "%.4f", m.hitRate)), NDCG@\(ks[0]) \(String(format: "%.4f", m.ndcg))")
+            }
             models.append(trained)
         }
         print("Full-ranking evaluation (PROTOCOL.md), \(rows.first?.report.evaluatedUsers ?? 0) users, \(folder.train.itemCount) candidate items:")

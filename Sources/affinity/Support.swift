@@ -5,13 +5,26 @@ import AffinityModels
 import ArgumentParser
 import Foundation
 
-/// Messages for people on stderr; progress only when stderr is a terminal, so logs and pipes
-/// stay clean.
+/// Messages for people on stderr. Progress rewrites one line on a terminal; in logs and CI (stderr
+/// not a terminal) it prints a plain line at most every `logInterval` seconds, so long steps show
+/// they are alive without flooding the log.
 enum Console {
     static let isTerminal = isatty(2) != 0
+    /// Seconds between progress lines when stderr is not a terminal.
+    static let logInterval = 5.0
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var lastLogged = Date.distantPast
 
     static func progress(_ message: String) {
-        guard isTerminal else { return }
+        guard isTerminal else {
+            let due = lock.locked { () -> Bool in
+                guard Date().timeIntervalSince(lastLogged) >= logInterval else { return false }
+                lastLogged = Date()
+                return true
+            }
+            if due { FileHandle.standardError.write(Data("\(message)\n".utf8)) }
+            return
+        }
         FileHandle.standardError.write(Data("\u{1B}[2K\r\(message)".utf8))
     }
 

@@ -175,6 +175,17 @@ import Glibc
         #expect(r.status != 0 && r.stderr.contains("exactly one of --user"), "\(r.stderr)")
     }
 
+    /// Issue "As a newcomer would use it", item 4 (in part): progress reaches a log too (stderr is a
+    /// pipe here), at most a line every few seconds; the demo reports each model as it finishes.
+    @Test func progressShowsInLogs() throws {
+        let (dir, _) = servedModel
+        var r = try CLI.run("train", "--split", dir + "/split", "--model", "item2vec", "--set", "epochs=2", "--set", "dimension=8", "--out", tempDir() + "/i2v")
+        #expect(r.status == 0 && r.stderr.contains("training item2vec on"), "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count <= 4, "\(r.stderr)")
+        r = try CLI.run("demo", "--data", dir + "/data/ratings.tsv", "--models", "popularity")
+        #expect(r.status == 0 && r.stderr.contains("popularity: trained in"), "\(r.stderr)")
+    }
+
     @Test func forceDoesNotDeleteAForeignFolder() throws {
         let (dir, _) = servedModel
         let foreign = tempDir()
