@@ -108,6 +108,8 @@ public enum InteractionReader {
         var fields: [Range<Int>] = []
         let delimiter = dialect.delimiter
         let range = dialect.fieldRange
+        // Columns by position (PROTOCOL.md), or by the header's names when it has them.
+        var layout = ColumnLayout.positional
 
         // A UTF-8 byte-order mark (spreadsheet exports) is not part of the first field.
         let bom = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
@@ -115,6 +117,17 @@ public enum InteractionReader {
             let all = UnsafeBufferPointer(rebasing: whole[bom...])
             try TextScanner.forEachLine(all) { lineNumber, line in
                 if TextScanner.isBlank(line) { return true }
+                if !sawData, dialect != .movieLensDat, dialect != .movieLens100K {
+                    let names = dialect.quoted ? (TextScanner.splitCSV(line) ?? []) : {
+                        _ = TextScanner.split(line, delimiter: delimiter, into: &fields, limit: 64)
+                        return fields.map { String(decoding: UnsafeBufferPointer(rebasing: line[$0]), as: UTF8.self) }
+                    }()
+                    if let named = ColumnLayout(header: names) {
+                        layout = named
+                        sawData = true
+                        return true
+                    }
+                }
                 if !sawData && startsWithUser(line) {
                     sawData = true
                     return true
@@ -129,10 +142,14 @@ public enum InteractionReader {
                     csvFields = parsed
                     fieldCount = parsed.count
                 } else {
-                    fieldCount = TextScanner.split(line, delimiter: delimiter, into: &fields, limit: 5)
+                    fieldCount = TextScanner.split(line, delimiter: delimiter, into: &fields, limit: max(5, layout.columns ?? 0))
                 }
                 let separator = dialect == .movieLensDat ? "'::'" : (delimiter == [0x09] ? "tab" : "comma")
-                guard range.contains(fieldCount) else {
+                if let columns = layout.columns {
+                    guard fieldCount == columns else {
+                        throw DataError.malformedLine(file: name, line: lineNumber, reason: "has \(fieldCount) \(separator)-separated fields but the header names \(columns)")
+                    }
+                } else if !range.contains(fieldCount) {
                     throw DataError.malformedLine(file: name, line: lineNumber,
                         reason: "expected \(range.lowerBound == range.upperBound ? "\(range.lowerBound)" : "\(range.lowerBound) to \(range.upperBound)") \(separator)-separated fields, found \(fieldCount)")
                 }
@@ -149,18 +166,18 @@ public enum InteractionReader {
                     }
                     return try body(UnsafeBufferPointer(rebasing: line[fields[k]]))
                 }
-                let user: Int32 = try withField(0) { f in
+                let user: Int32 = try withField(layout.user) { f in
                     guard !f.isEmpty else { throw DataError.malformedLine(file: name, line: lineNumber, reason: "user field is empty") }
                     return userVocab.index(f)
                 }
-                let item: Int32 = try withField(1) { f in
+                let item: Int32 = try withField(layout.item) { f in
                     guard !f.isEmpty else { throw DataError.malformedLine(file: name, line: lineNumber, reason: "item field is empty") }
                     return itemVocab.index(f)
                 }
                 users.append(user)
                 items.append(item)
-                if fieldCount >= 3 {
-                    let rating: Float = try withField(2) { f in
+                if let column = layout.rating(fieldCount) {
+                    let rating: Float = try withField(column) { f in
                         guard let v = TextScanner.parseFloat(f) else {
                             throw DataError.malformedLine(file: name, line: lineNumber, reason: "rating field is not a number: \(TextScanner.quoted(f))")
                         }
@@ -168,10 +185,10 @@ public enum InteractionReader {
                     }
                     ratings.append(rating)
                 }
-                if fieldCount >= 4 {
-                    let time: Int64 = try withField(3) { f in
-                        guard let v = TextScanner.parseInt(f) else {
-                            throw DataError.malformedLine(file: name, line: lineNumber, reason: "timestamp field is not an integer: \(TextScanner.quoted(f))")
+                if let column = layout.timestamp(fieldCount) {
+                    let time: Int64 = try withField(column) { f in
+                        guard let v = TextScanner.parseInt(f) ?? TextScanner.parseISODate(f) else {
+                            throw DataError.malformedLine(file: name, line: lineNumber, reason: "timestamp field is neither Unix seconds nor an ISO-8601 date: \(TextScanner.quoted(f))")
                         }
                         return v
                     }
@@ -194,6 +211,47 @@ public enum InteractionReader {
         for k in 0..<4 where (line[k] | 0x20) != word[k] { return false }
         return true
     }
+}
+
+/// Which column holds what. By position (PROTOCOL.md: user, item, rating, timestamp, as many as
+/// a line has), or by a header's names, in any order and case, with common aliases; columns a
+/// header names otherwise are ignored.
+struct ColumnLayout {
+    var user = 0, item = 1
+    var namedRating: Int?, namedTimestamp: Int?
+    /// The column count a header fixed (nil: positional).
+    var columns: Int?
+
+    static let positional = ColumnLayout()
+
+    static let aliases: [String: Set<String>] = [
+        "user": ["user", "userid", "user_id", "uid", "customer", "customerid", "customer_id", "visitorid", "visitor_id",
+                 "reviewerid", "reviewer_id", "member_id", "account_id", "session_id"],
+        "item": ["item", "itemid", "item_id", "iid", "movieid", "movie_id", "productid", "product_id", "asin", "sku",
+                 "song_id", "track_id", "article_id"],
+        "rating": ["rating", "score", "stars", "overall", "rating_value"],
+        "timestamp": ["timestamp", "ts", "time", "date", "datetime", "unixreviewtime", "event_time", "created_at"],
+    ]
+
+    /// The layout a header's names give, or nil when they do not name both a user and an item column.
+    init?(header names: [String]) {
+        var found: [String: Int] = [:]
+        for (k, raw) in names.enumerated() {
+            let name = raw.trimmingCharacters(in: CharacterSet(charactersIn: "\" \t\r")).lowercased()
+            for (role, words) in Self.aliases where words.contains(name) && found[role] == nil { found[role] = k }
+        }
+        guard let user = found["user"], let item = found["item"] else { return nil }
+        self.user = user
+        self.item = item
+        namedRating = found["rating"]
+        namedTimestamp = found["timestamp"]
+        columns = names.count
+    }
+
+    private init() {}
+
+    func rating(_ fieldCount: Int) -> Int? { columns == nil ? (fieldCount >= 3 ? 2 : nil) : namedRating }
+    func timestamp(_ fieldCount: Int) -> Int? { columns == nil ? (fieldCount >= 4 ? 3 : nil) : namedTimestamp }
 }
 
 /// Writes interaction rows as PROTOCOL.md TSV.

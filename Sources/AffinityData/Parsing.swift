@@ -159,6 +159,58 @@ enum TextScanner {
     }
 
     /// Shows a field in an error message.
+    /// An ISO-8601 date or date-time (`2024-03-01`, `2024-03-01T12:30:00`, with a space instead of
+    /// `T`, optional fractional seconds, and `Z` or `±hh:mm`; no zone means UTC) as Unix seconds.
+    static func parseISODate(_ f: UnsafeBufferPointer<UInt8>) -> Int64? {
+        func digits(_ at: Int, _ n: Int) -> Int64? {
+            guard at + n <= f.count else { return nil }
+            var v: Int64 = 0
+            for k in at..<(at + n) {
+                guard f[k] >= 0x30 && f[k] <= 0x39 else { return nil }
+                v = v * 10 + Int64(f[k] - 0x30)
+            }
+            return v
+        }
+        guard let year = digits(0, 4), f.count >= 10, f[4] == UInt8(ascii: "-"), let month = digits(5, 2),
+              f[7] == UInt8(ascii: "-"), let day = digits(8, 2), (1...12).contains(month), (1...31).contains(day) else { return nil }
+        var seconds: Int64 = 0, i = 10
+        if i < f.count && (f[i] == UInt8(ascii: "T") || f[i] == UInt8(ascii: " ")) {
+            guard let h = digits(i + 1, 2), f.count > i + 3, f[i + 3] == UInt8(ascii: ":"), let m = digits(i + 4, 2), h < 24, m < 60 else { return nil }
+            seconds = h * 3600 + m * 60
+            i += 6
+            if i < f.count && f[i] == UInt8(ascii: ":") {
+                guard let sec = digits(i + 1, 2), sec < 61 else { return nil }
+                seconds += sec
+                i += 3
+                if i < f.count && f[i] == UInt8(ascii: ".") {
+                    i += 1
+                    while i < f.count && f[i] >= 0x30 && f[i] <= 0x39 { i += 1 }
+                }
+            }
+        }
+        if i < f.count && f[i] == UInt8(ascii: "Z") {
+            i += 1
+        } else if i < f.count && (f[i] == UInt8(ascii: "+") || f[i] == UInt8(ascii: "-")) {
+            guard let zh = digits(i + 1, 2) else { return nil }
+            var zone = zh * 3600
+            var j = i + 3
+            if j < f.count && f[j] == UInt8(ascii: ":") { j += 1 }
+            if let zm = digits(j, 2) { zone += zm * 60; j += 2 }
+            seconds -= f[i] == UInt8(ascii: "+") ? zone : -zone
+            i = j
+        }
+        guard i == f.count else { return nil }
+        // Days from the civil date (Howard Hinnant's algorithm), proleptic Gregorian.
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let mp = (month + 9) % 12
+        let doy = (153 * mp + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146_097 + doe - 719_468
+        return days * 86_400 + seconds
+    }
+
     static func quoted(_ f: UnsafeBufferPointer<UInt8>) -> String {
         let s = String(decoding: f.prefix(60), as: UTF8.self)
         return "'\(s)'"

@@ -32,6 +32,34 @@ import Testing
         #expect(few?.contains("rating") == false)
     }
 
+    /// Issue "As a newcomer would use it", item 1 (in part): a header's names say what each column is.
+    @Test func headerNamesPlaceTheColumns() throws {
+        // Before: the third column was taken as a rating (1.7e9) and timestamps were missing.
+        let csv = try parse("user,item,timestamp\nu1,i1,1700000000\nu1,i2,1700000100\nu2,i1,1700000200\n", .csv, name: "t.csv")
+        #expect(csv.ratings == nil)
+        #expect(csv.timestamps == [1_700_000_000, 1_700_000_100, 1_700_000_200])
+        // Any order, any case, common aliases, extra columns ignored, ISO-8601 dates.
+        let shop = try parse("""
+            order_id,TS,Product_ID,price,customer_id
+            o1,2024-03-01,p9,3.50,c1
+            o2,2024-03-01T12:30:00Z,p8,1.00,c1
+            o3,2024-03-01 12:30:00+01:00,p9,2.00,c2
+            """, .csv, name: "shop.csv")
+        #expect(shop.users.ids == ["c1", "c2"] && shop.items.ids == ["p9", "p8"])
+        #expect(shop.timestamps == [1_709_251_200, 1_709_296_200, 1_709_292_600])
+        #expect(shop.ratings == nil)
+        let tsv = try parse("rating\tuserId\tmovieId\n4.5\tu1\tm1\n", .protocolTSV)
+        #expect(tsv.users.ids == ["u1"] && tsv.items.ids == ["m1"] && tsv.ratings == [4.5])
+        // A line with another number of fields than the header names is an error naming the line.
+        let short = message { _ = try parse("customer_id,product_id,ts\nc1,p1\n", .csv, name: "s.csv") }
+        #expect(short == "s.csv:2: has 2 comma-separated fields but the header names 3", "\(short ?? "")")
+        let badDate = message { _ = try parse("user,item,date\nu1,i1,2024-13-01\n", .csv, name: "d.csv") }
+        #expect(badDate?.contains("neither Unix seconds nor an ISO-8601 date") == true, "\(badDate ?? "")")
+        // Without a header, columns stay positional (PROTOCOL.md).
+        let plain = try parse("u1\ti1\t5\t10\n")
+        #expect(plain.ratings == [5] && plain.timestamps == [10])
+    }
+
     @Test func forceReplacesOnlyASplitFolder() throws {
         let log = try parse((1...6).flatMap { u in (1...5).map { i in "u\(u)\ti\(i)\n" } }.joined())
         let split = try Splitter.split(log, settings: SplitSettings(minRating: nil, minUserPositives: 1))
