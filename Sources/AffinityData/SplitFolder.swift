@@ -1,3 +1,4 @@
+import AffinityLinalg
 import Foundation
 
 /// A split as stored on disk: `train.tsv`, `test.tsv`, `valid.tsv` (where there is one) and
@@ -98,7 +99,7 @@ public struct SplitFolder: Sendable {
     public static func isSplitFolder(_ path: String) -> Bool {
         let meta = (path as NSString).appendingPathComponent("meta.json")
         guard FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("train.tsv")),
-              let data = FileManager.default.contents(atPath: meta),
+              case .success(let data) = RegularFile.contents(atPath: meta),
               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
         return object["protocol"] != nil
     }

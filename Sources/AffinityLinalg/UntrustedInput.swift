@@ -25,8 +25,8 @@ public func checkedProduct(_ factors: [Int]) -> Int? {
 /// How much memory a computation may plan to use before it refuses with an estimate: the
 /// machine's physical memory less a margin (`AFFINITY_MEMORY_LIMIT_MB` overrides it).
 public enum MemoryBudget {
-    /// Bytes a single computation may allocate.
-    public static var bytes: Int {
+    /// Bytes a single computation may allocate (read once per process).
+    public static let bytes: Int = {
         if let raw = ProcessInfo.processInfo.environment["AFFINITY_MEMORY_LIMIT_MB"], let mb = Int(raw), mb > 0 {
             return checkedProduct(mb, 1 << 20) ?? Int.max
         }
@@ -37,7 +37,7 @@ public enum MemoryBudget {
             physical = min(physical, limit)
         }
         return Int(physical * 0.8)
-    }
+    }()
 
     /// Throws `MemoryBudgetError` when an estimate of `bytes` (computed in floating point, so
     /// absurd settings cannot overflow it) exceeds the budget. `what` names the settings that
@@ -70,7 +70,7 @@ public struct MemoryBudgetError: Error, CustomStringConvertible, Equatable {
 /// The position of the first NaN or infinity in `values`, or nil when all are finite. Loaders call
 /// it on every float array they read, so that a corrupt file is refused by name instead of
 /// serving NaN scores.
-public func firstNonFinite<C: Collection>(_ values: C) -> Int? where C.Element == Float {
+public func firstNonFinite<C: Collection>(_ values: C) -> Int? where C.Element: FloatingPoint {
     var n = 0
     for v in values {
         if !v.isFinite { return n }
@@ -99,12 +99,6 @@ public enum RegularFile {
         } catch {
             return .failure(.unreadable(error.localizedDescription))
         }
-    }
-
-    /// Whether `path` names a regular file (symbolic links followed).
-    public static func isRegular(_ path: String) -> Bool {
-        var st = stat()
-        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
     }
 }
 

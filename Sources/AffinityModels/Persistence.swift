@@ -137,7 +137,7 @@ public struct TrainedModel: Sendable {
             let bad: Int?
             switch tensor.storage {
             case .float32(let v): bad = firstNonFinite(v)
-            case .float64(let v): bad = v.firstIndex { !$0.isFinite }
+            case .float64(let v): bad = firstNonFinite(v)
             default: bad = nil
             }
             if let bad { throw ModelFileError.corrupt(path: tensorPath, reason: "tensor '\(name)' holds NaN or infinity (element \(bad))") }

@@ -245,11 +245,10 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
             }
             side.userCategories = (0..<u.rowCount).map { u.row($0).map { Int($0) } }
         }
-        // The configuration sizes the network before its tensors are read: check first that the
-        // file holds at least the item table and both towers' layers, so a crafted dimension
-        // cannot make the allocation larger than the file.
-        // Every table is counted: user IDs, history items, item IDs, genre and feature tables (sized
-        // by the largest id in the file), the projection of item vectors, and both towers.
+        // The configuration sizes the network before its tensors are read: the file must hold at
+        // least the weights the network will allocate (user IDs, history items, item IDs, genre and
+        // feature tables sized by the largest id in the file, the item-vector projection, both
+        // towers), so a crafted dimension cannot make the allocation larger than the file.
         let stored = file.tensors.filter { $0.key.hasPrefix("net.") }.reduce(0) { $0 + $1.value.shape.reduce(1, *) }
         let d = Double(configuration.dimension), h = Double(configuration.hidden)
         let genreRows = Double((side.itemGenres.flatMap { $0 }.max() ?? -1) + 1)

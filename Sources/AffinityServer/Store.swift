@@ -169,11 +169,10 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
         if release { closeDescriptor(lockFile) }
     }
 
-    /// Takes the exclusive lock of the store at `path` (its folder resolved, so two spellings of
-    /// one path meet on one lock), or throws naming the store when another process holds it.
+    /// Takes the exclusive lock of the store at `path` on `REAL.lock`, REAL being the file resolved
+    /// (or, before it exists, its folder resolved), so every spelling of one store and every link to
+    /// it meet on one lock; throws naming the store when another process holds it.
     static func lockExclusively(_ path: String) throws -> Int32 {
-        // The file itself when it exists (a symbolic link to a store meets the store's own lock),
-        // else its folder resolved.
         let url = URL(fileURLWithPath: path)
         let folder = AccessPolicy.realPath(url.deletingLastPathComponent().path) ?? url.deletingLastPathComponent().path
         let lockPath = (AccessPolicy.realPath(path) ?? folder + "/" + url.lastPathComponent) + ".lock"

@@ -125,10 +125,8 @@ struct ModelCommand: ParsableCommand {
             switch format {
             case .npy:
                 try NPY.write(vectors, to: out)
-                try AtomicWrite.file(Data((ids.ids.joined(separator: "\n") + "\n").utf8), to: out + ".ids")
             case .fvecs:
                 try VectorFiles.writeFvecs(vectors, to: out)
-                try AtomicWrite.file(Data((ids.ids.joined(separator: "\n") + "\n").utf8), to: out + ".ids")
             case .tsv:
                 var text = ""
                 for r in 0..<vectors.rows {
@@ -137,6 +135,9 @@ struct ModelCommand: ParsableCommand {
                     text += "\n"
                 }
                 try AtomicWrite.file(Data(text.utf8), to: out)
+            }
+            if format != .tsv {   // the vectors alone: their IDs beside them, in row order
+                try AtomicWrite.file(Data((ids.ids.joined(separator: "\n") + "\n").utf8), to: out + ".ids")
             }
             Console.note("wrote \(vectors.rows) \(what == .itemEmbeddings ? "item" : "user") vectors of \(vectors.columns) dimensions to \(out)"
                          + (format == .tsv ? "" : " (IDs in \(out).ids)"))

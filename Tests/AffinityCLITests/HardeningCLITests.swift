@@ -186,6 +186,24 @@ import Glibc
         #expect(r.status == 0 && r.stderr.contains("popularity: trained in"), "\(r.stderr)")
     }
 
+    /// Issue "Hardening", defect 12: the BPR fold-in was seeded from `Array.hashValue`, which Swift
+    /// randomises per process, so two processes folded the same history in differently.
+    @Test func bprFoldInIsTheSameInEveryProcess() throws {
+        let (dir, _) = servedModel
+        let bpr = tempDir() + "/bpr"
+        var r = try CLI.run("train", "--split", dir + "/split", "--model", "bpr", "--set", "factors=8", "--set", "epochs=5", "--out", bpr)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("recommend", "--model", bpr, "--history", "i1,i2,i3", "-k", "20", "--json")
+        let again = try CLI.run("recommend", "--model", bpr, "--history", "i3,i1,i2", "-k", "20", "--json")
+        #expect(r.status == 0 && again.status == 0, "\(r.stderr)\(again.stderr)")
+        func scores(_ out: String) -> [String] {
+            let json = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
+            return (json?["items"] as? [[String: Any]] ?? []).map { "\($0["item"] ?? "") \($0["score"] ?? "")" }
+        }
+        #expect(scores(r.stdout).count == 20)
+        #expect(scores(r.stdout) == scores(again.stdout))
+    }
+
     @Test func forceDoesNotDeleteAForeignFolder() throws {
         let (dir, _) = servedModel
         let foreign = tempDir()
