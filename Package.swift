@@ -29,8 +29,10 @@ let package = Package(
     targets: [
         // Implementation detail: runtime-dispatched AVX-512 / AVX2 / portable C kernels.
         .target(name: "_AffinityKernels"),
+        // Implementation detail: gzip input through the system zlib (its initialisers are C macros).
+        .target(name: "_AffinityZlib", linkerSettings: [.linkedLibrary("z")]),
         .target(name: "AffinityLinalg", dependencies: ["_AffinityKernels"]),
-        .target(name: "AffinityData", dependencies: ["AffinityLinalg"]),
+        .target(name: "AffinityData", dependencies: ["AffinityLinalg", "_AffinityZlib"]),
         .target(name: "AffinityEval", dependencies: ["AffinityData", "AffinityLinalg"]),
         .target(name: "AffinityNN", dependencies: ["AffinityLinalg"]),
         .target(name: "AffinityModels", dependencies: ["AffinityData", "AffinityLinalg", "AffinityNN"]),

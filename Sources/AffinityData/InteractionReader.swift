@@ -1,14 +1,148 @@
 import Foundation
+import _AffinityZlib
+import AffinityLinalg
 
-/// The interaction file layouts Affinity reads.
+/// The interaction file layouts Affinity reads. Any of them may be gzip-compressed (`.gz`, or the
+/// gzip magic bytes): the reader decompresses in memory first.
 public enum InteractionFormat: String, CaseIterable, Sendable, Codable {
-    /// PROTOCOL.md TSV: `user<TAB>item[<TAB>rating[<TAB>timestamp]]`, optional header starting with `user`.
+    /// Tab-separated `user<TAB>item[<TAB>rating[<TAB>timestamp]]` (docs/formats.md), or any columns a
+    /// header names.
     case tsv
-    /// Comma-separated `user,item[,rating[,timestamp]]`, RFC 4180 quoting, optional header starting with `user`.
+    /// Comma-separated, RFC 4180 quoting; columns as for tsv.
     case csv
+    /// JSON Lines (`.jsonl`, `.ndjson`): one object per line, keys named as a header's columns are.
+    case jsonl
     /// A MovieLens file chosen by name: `u.data` (100K, tab), `ratings.dat` (1M/10M, `::`),
     /// `ratings.csv` (20M/25M/latest, header); a MovieLens folder is searched for one of them.
     case movielens
+}
+
+/// Which column of a file holds a role: by the header's name, or by 1-based position.
+public enum ColumnReference: Sendable, Codable, Equatable, CustomStringConvertible {
+    case name(String)
+    case position(Int)
+
+    public var description: String {
+        switch self {
+        case .name(let n): return n
+        case .position(let p): return String(p)
+        }
+    }
+}
+
+/// The columns a user names with `--columns user=customer_id,item=sku,timestamp=ts` (names of the
+/// header, or 1-based positions). Roles left out are found by the header's names as usual.
+public struct ColumnSelection: Sendable, Codable, Equatable {
+    public var user: ColumnReference?
+    public var item: ColumnReference?
+    public var rating: ColumnReference?
+    public var timestamp: ColumnReference?
+
+    public init(user: ColumnReference? = nil, item: ColumnReference? = nil,
+                rating: ColumnReference? = nil, timestamp: ColumnReference? = nil) {
+        self.user = user
+        self.item = item
+        self.rating = rating
+        self.timestamp = timestamp
+    }
+
+    /// Parses `role=column,...`; roles are user, item, rating and timestamp, a column is a header
+    /// name or a 1-based position.
+    public init(parsing text: String) throws {
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let pair = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard pair.count == 2, !pair[1].isEmpty else {
+                throw DataError.invalidSetting(name: "columns", reason: "expected role=column pairs such as user=customer_id,item=3; got '\(part)'")
+            }
+            let reference: ColumnReference
+            if let n = Int(pair[1]) {
+                guard n >= 1 && n <= 4096 else { throw DataError.invalidSetting(name: "columns", reason: "positions count from 1; got \(n) for \(pair[0])") }
+                reference = .position(n)
+            } else {
+                reference = .name(pair[1])
+            }
+            switch pair[0].lowercased() {
+            case "user": user = reference
+            case "item": item = reference
+            case "rating": rating = reference
+            case "timestamp", "time": timestamp = reference
+            default:
+                throw DataError.invalidSetting(name: "columns", reason: "unknown role '\(pair[0])'; roles are user, item, rating, timestamp")
+            }
+        }
+    }
+
+    var roles: [(String, ColumnReference?)] { [("user", user), ("item", item), ("rating", rating), ("timestamp", timestamp)] }
+    var namesAny: Bool { roles.contains { if case .name = $0.1 { return true } else { return false } } }
+}
+
+/// The field separator of a text log (`--delimiter`).
+public struct FieldDelimiter: Sendable, Codable, Equatable, CustomStringConvertible {
+    /// One or two bytes (`::` of MovieLens 1M).
+    public var bytes: [UInt8]
+
+    public static let tab = FieldDelimiter(bytes: [0x09])
+    public static let comma = FieldDelimiter(bytes: [UInt8(ascii: ",")])
+
+    public init(bytes: [UInt8]) { self.bytes = bytes }
+
+    /// `tab`, `comma`, `semicolon`, `pipe`, `space`, `::`, or any single ASCII character.
+    public init(parsing text: String) throws {
+        switch text.lowercased() {
+        case "tab", "\\t", "\t": bytes = [0x09]
+        case "comma", ",": bytes = [UInt8(ascii: ",")]
+        case "semicolon", ";": bytes = [UInt8(ascii: ";")]
+        case "pipe", "|": bytes = [UInt8(ascii: "|")]
+        case "space", " ": bytes = [0x20]
+        case "::": bytes = [UInt8(ascii: ":"), UInt8(ascii: ":")]
+        default:
+            let utf8 = Array(text.utf8)
+            guard utf8.count == 1, utf8[0] < 0x80, utf8[0] != 0x0A, utf8[0] != 0x0D, utf8[0] != UInt8(ascii: "\"") else {
+                throw DataError.invalidSetting(name: "delimiter", reason: "expected tab, comma, semicolon, pipe, space, :: or one ASCII character; got '\(text)'")
+            }
+            bytes = utf8
+        }
+    }
+
+    public var description: String {
+        switch bytes {
+        case [0x09]: return "tab"
+        case [UInt8(ascii: ",")]: return "comma"
+        case [UInt8(ascii: ";")]: return "semicolon"
+        case [UInt8(ascii: "|")]: return "pipe"
+        case [0x20]: return "space"
+        default: return "'" + String(decoding: bytes, as: UTF8.self) + "'"
+        }
+    }
+}
+
+/// How to read a log beyond what its name tells. The defaults read docs/formats.md files, MovieLens
+/// and most exports as they are.
+public struct InteractionReadOptions: Sendable, Codable, Equatable {
+    /// Whether the first line names the columns.
+    public enum Header: String, Sendable, Codable, CaseIterable {
+        /// A first line is a header when it names a user and an item column (aliases, or the names
+        /// `columns` gives) or starts with `user`.
+        case auto
+        /// The first line is a header whatever it holds (`--header`).
+        case present
+        /// Every line is data (`--no-header`); columns are positional.
+        case absent
+    }
+
+    /// nil: from the file name (`.tsv`, `.csv`, `.jsonl`/`.ndjson`, MovieLens names, each optionally `.gz`).
+    public var format: InteractionFormat?
+    public var columns: ColumnSelection?
+    public var header: Header
+    /// Replaces the format's separator (tsv and csv only).
+    public var delimiter: FieldDelimiter?
+
+    public init(format: InteractionFormat? = nil, columns: ColumnSelection? = nil, header: Header = .auto, delimiter: FieldDelimiter? = nil) {
+        self.format = format
+        self.columns = columns
+        self.header = header
+        self.delimiter = delimiter
+    }
 }
 
 /// Streaming parser of interaction files. It reads the file's bytes once, splits fields in place
@@ -16,31 +150,39 @@ public enum InteractionFormat: String, CaseIterable, Sendable, Codable {
 public enum InteractionReader {
     /// The concrete dialect of one file.
     public enum Dialect: String, Sendable {
-        case protocolTSV, csv, movieLens100K, movieLensDat, movieLensCSV
+        case protocolTSV, csv, jsonLines, movieLens100K, movieLensDat, movieLensCSV
 
         var delimiter: [UInt8] {
             switch self {
-            case .protocolTSV, .movieLens100K: return [0x09]
+            case .protocolTSV, .movieLens100K, .jsonLines: return [0x09]
             case .csv, .movieLensCSV: return [UInt8(ascii: ",")]
             case .movieLensDat: return [UInt8(ascii: ":"), UInt8(ascii: ":")]
             }
         }
         var fieldRange: ClosedRange<Int> {
             switch self {
-            case .protocolTSV, .csv: return 2...4
+            case .protocolTSV, .csv, .jsonLines: return 2...4
             case .movieLens100K, .movieLensDat, .movieLensCSV: return 4...4
             }
         }
         var quoted: Bool { self == .csv || self == .movieLensCSV }
+        /// MovieLens 100K and 1M files have no header and fixed columns.
+        var fixedLayout: Bool { self == .movieLens100K || self == .movieLensDat }
     }
 
     /// Reads interactions from `path` (a file, or with `.movielens` a MovieLens folder).
     /// With no format, it is guessed from the name: `.tsv` -> tsv, `.csv` -> csv unless it is
-    /// `ratings.csv`, and MovieLens names -> movielens.
+    /// `ratings.csv`, `.jsonl`/`.ndjson` -> jsonl, and MovieLens names -> movielens; a `.gz`
+    /// ending is looked through.
     public static func read(path: String, format: InteractionFormat? = nil) throws -> InteractionLog {
-        let (file, dialect) = try resolve(path: path, format: format)
-        let bytes = try TextScanner.readBytes(file)
-        return try parse(bytes, name: file, dialect: dialect)
+        try read(path: path, options: InteractionReadOptions(format: format))
+    }
+
+    /// Reads interactions from `path` with `options`.
+    public static func read(path: String, options: InteractionReadOptions) throws -> InteractionLog {
+        let (file, dialect) = try resolve(path: path, format: options.format)
+        let bytes = try readMaybeCompressed(file)
+        return try parse(bytes, name: file, dialect: dialect, options: options)
     }
 
     /// Finds the file and dialect for a path and an optional format.
@@ -61,19 +203,46 @@ public enum InteractionReader {
             }
             throw DataError.unreadable(path: path, reason: "folder holds none of ratings.dat, u.data, ratings.csv (not a MovieLens folder)")
         }
-        let name = (path as NSString).lastPathComponent.lowercased()
+        var name = (path as NSString).lastPathComponent.lowercased()
+        if name.hasSuffix(".gz") { name.removeLast(3) }
         switch format {
         case .tsv: return (path, .protocolTSV)
         case .csv: return (path, .csv)
+        case .jsonl: return (path, .jsonLines)
         case .movielens:
             if ["ratings.dat", "u.data", "ratings.csv"].contains(name) { return (path, movieLensDialect(name: name)) }
             return (path, try sniffMovieLens(path))
         case nil:
             if ["ratings.dat", "u.data", "ratings.csv"].contains(name) { return (path, movieLensDialect(name: name)) }
             if name.hasSuffix(".csv") { return (path, .csv) }
+            if name.hasSuffix(".jsonl") || name.hasSuffix(".ndjson") { return (path, .jsonLines) }
             if name.hasSuffix(".dat") { return (path, .movieLensDat) }
             return (path, .protocolTSV)
         }
+    }
+
+    /// A file's bytes, gunzipped when they start with gzip's magic bytes. The decompressed size is
+    /// bounded by `MemoryBudget`, so a decompression bomb is refused by name.
+    public static func readMaybeCompressed(_ path: String) throws -> [UInt8] {
+        let bytes = try TextScanner.readBytes(path)
+        guard bytes.count >= 2, bytes[0] == 0x1F, bytes[1] == 0x8B else { return bytes }
+        return try gunzip(bytes, name: path)
+    }
+
+    /// Decodes gzip bytes (all members). `name` is used in messages.
+    public static func gunzip(_ bytes: [UInt8], name: String, limit: Int = MemoryBudget.bytes) throws -> [UInt8] {
+        var out: UnsafeMutablePointer<UInt8>? = nil
+        var count = 0
+        var message = [CChar](repeating: 0, count: 160)
+        let status = bytes.withUnsafeBufferPointer { input in
+            affinity_gunzip(input.baseAddress, input.count, limit, &out, &count, &message, message.count)
+        }
+        guard status == 0, let out else {
+            let reason = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw DataError.unreadable(path: name, reason: "gzip: \(reason)")
+        }
+        defer { free(out) }
+        return Array(UnsafeBufferPointer(start: out, count: count))
     }
 
     private static func movieLensDialect(name: String) -> Dialect {
@@ -86,7 +255,7 @@ public enum InteractionReader {
 
     /// Guesses the MovieLens layout of a renamed file from its first line.
     private static func sniffMovieLens(_ path: String) throws -> Dialect {
-        let bytes = try TextScanner.readBytes(path)
+        let bytes = try readMaybeCompressed(path)
         let firstLine = bytes.prefix { $0 != 0x0A }
         let text = String(decoding: firstLine, as: UTF8.self)
         if text.contains("::") { return .movieLensDat }
@@ -96,20 +265,30 @@ public enum InteractionReader {
     }
 
     /// Parses a file's bytes. `name` is used in messages.
-    public static func parse(_ bytes: [UInt8], name: String, dialect: Dialect) throws -> InteractionLog {
-        var userVocab = VocabularyBuilder()
-        var itemVocab = VocabularyBuilder()
-        var users = [Int32](), items = [Int32](), ratings = [Float](), timestamps = [Int64]()
-        let estimate = bytes.count / 20
-        users.reserveCapacity(estimate)
-        items.reserveCapacity(estimate)
+    public static func parse(_ bytes: [UInt8], name: String, dialect: Dialect, options: InteractionReadOptions = .init()) throws -> InteractionLog {
+        if dialect.fixedLayout, options.columns != nil || options.header != .auto || options.delimiter != nil {
+            throw DataError.invalidSetting(name: "columns", reason: "\(name) is a MovieLens \(dialect == .movieLensDat ? "ratings.dat" : "u.data") file with fixed columns; --columns, --header, --no-header and --delimiter do not apply")
+        }
+        if dialect == .jsonLines {
+            guard options.delimiter == nil, options.header == .auto else {
+                throw DataError.invalidSetting(name: "delimiter", reason: "\(name) is JSON Lines: --delimiter, --header and --no-header do not apply (keys name the columns)")
+            }
+            return try parseJSONLines(bytes, name: name, columns: options.columns)
+        }
+        var builder = LogBuilder(estimate: bytes.count / 20)
         var expectedFields: Int?
-        var sawData = false
+        var sawFirstLine = false
         var fields: [Range<Int>] = []
-        let delimiter = dialect.delimiter
-        let range = dialect.fieldRange
-        // Columns by position (PROTOCOL.md), or by the header's names when it has them.
-        var layout = ColumnLayout.positional
+        let delimiter = options.delimiter?.bytes ?? dialect.delimiter
+        let quoted = dialect.quoted
+        // Columns by position (docs/formats.md), by the header's names, or as --columns says.
+        var layout = ColumnLayout.positional(range: dialect.fieldRange)
+
+        func names(of line: UnsafeBufferPointer<UInt8>) -> [String] {
+            if quoted { return TextScanner.splitCSV(line, delimiter: delimiter[0]) ?? [] }
+            _ = TextScanner.split(line, delimiter: delimiter, into: &fields, limit: 4096)
+            return fields.map { String(decoding: UnsafeBufferPointer(rebasing: line[$0]), as: UTF8.self) }
+        }
 
         // A UTF-8 byte-order mark (spreadsheet exports) is not part of the first field.
         let bom = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
@@ -117,42 +296,28 @@ public enum InteractionReader {
             let all = UnsafeBufferPointer(rebasing: whole[bom...])
             try TextScanner.forEachLine(all) { lineNumber, line in
                 if TextScanner.isBlank(line) { return true }
-                if !sawData, dialect != .movieLensDat, dialect != .movieLens100K {
-                    let names = dialect.quoted ? (TextScanner.splitCSV(line) ?? []) : {
-                        _ = TextScanner.split(line, delimiter: delimiter, into: &fields, limit: 64)
-                        return fields.map { String(decoding: UnsafeBufferPointer(rebasing: line[$0]), as: UTF8.self) }
-                    }()
-                    if let named = ColumnLayout(header: names) {
-                        layout = named
-                        sawData = true
-                        return true
+                if !sawFirstLine {
+                    sawFirstLine = true
+                    if !dialect.fixedLayout,
+                       let resolved = try ColumnLayout.resolve(firstLine: names(of: line), startsWithUser: startsWithUser(line),
+                                                               options: options, range: dialect.fieldRange, file: name) {
+                        layout = resolved.layout
+                        if resolved.isHeader { return true }
                     }
                 }
-                if !sawData && startsWithUser(line) {
-                    sawData = true
-                    return true
-                }
-                sawData = true
                 var fieldCount: Int
                 var csvFields: [String]? = nil
-                if dialect.quoted && line.contains(UInt8(ascii: "\"")) {
-                    guard let parsed = TextScanner.splitCSV(line) else {
+                if quoted && line.contains(UInt8(ascii: "\"")) {
+                    guard let parsed = TextScanner.splitCSV(line, delimiter: delimiter[0]) else {
                         throw DataError.malformedLine(file: name, line: lineNumber, reason: "unterminated quoted field")
                     }
                     csvFields = parsed
                     fieldCount = parsed.count
                 } else {
-                    fieldCount = TextScanner.split(line, delimiter: delimiter, into: &fields, limit: max(5, layout.columns ?? 0))
+                    fieldCount = TextScanner.split(line, delimiter: delimiter, into: &fields, limit: max(5, layout.neededFields))
                 }
-                let separator = dialect == .movieLensDat ? "'::'" : (delimiter == [0x09] ? "tab" : "comma")
-                if let columns = layout.columns {
-                    guard fieldCount == columns else {
-                        throw DataError.malformedLine(file: name, line: lineNumber, reason: "has \(fieldCount) \(separator)-separated fields but the header names \(columns)")
-                    }
-                } else if !range.contains(fieldCount) {
-                    throw DataError.malformedLine(file: name, line: lineNumber,
-                        reason: "expected \(range.lowerBound == range.upperBound ? "\(range.lowerBound)" : "\(range.lowerBound) to \(range.upperBound)") \(separator)-separated fields, found \(fieldCount)")
-                }
+                let separator = dialect == .movieLensDat ? "'::'" : FieldDelimiter(bytes: delimiter).description
+                try layout.check(fieldCount: fieldCount, separator: separator, file: name, line: lineNumber)
                 if let expected = expectedFields, expected != fieldCount {
                     throw DataError.malformedLine(file: name, line: lineNumber,
                         reason: "has \(fieldCount) fields but earlier lines have \(expected); every line must have the same columns")
@@ -166,45 +331,88 @@ public enum InteractionReader {
                     }
                     return try body(UnsafeBufferPointer(rebasing: line[fields[k]]))
                 }
-                let user: Int32 = try withField(layout.user) { f in
-                    guard !f.isEmpty else { throw DataError.malformedLine(file: name, line: lineNumber, reason: "user field is empty") }
-                    return userVocab.index(f)
-                }
-                let item: Int32 = try withField(layout.item) { f in
-                    guard !f.isEmpty else { throw DataError.malformedLine(file: name, line: lineNumber, reason: "item field is empty") }
-                    return itemVocab.index(f)
-                }
-                users.append(user)
-                items.append(item)
+                try withField(layout.user) { try builder.addUser($0, file: name, line: lineNumber) }
+                try withField(layout.item) { try builder.addItem($0, file: name, line: lineNumber) }
                 if let column = layout.rating(fieldCount) {
-                    let rating: Float = try withField(column) { f in
-                        guard let v = TextScanner.parseFloat(f) else {
-                            throw DataError.malformedLine(file: name, line: lineNumber, reason: "rating field is not a number: \(TextScanner.quoted(f))")
-                        }
-                        return v
-                    }
-                    ratings.append(rating)
+                    try withField(column) { try builder.addRating($0, file: name, line: lineNumber) }
                 }
                 if let column = layout.timestamp(fieldCount) {
-                    let time: Int64 = try withField(column) { f in
-                        guard let v = TextScanner.parseInt(f) ?? TextScanner.parseISODate(f) else {
-                            throw DataError.malformedLine(file: name, line: lineNumber, reason: "timestamp field is neither Unix seconds nor an ISO-8601 date: \(TextScanner.quoted(f))")
-                        }
-                        return v
-                    }
-                    timestamps.append(time)
+                    try withField(column) { try builder.addTimestamp($0, file: name, line: lineNumber) }
                 }
                 return true
             }
         }
-        guard !users.isEmpty else { throw DataError.emptyFile(file: name) }
-        return InteractionLog(source: name, users: userVocab.vocabulary, items: itemVocab.vocabulary,
-                              userIndices: users, itemIndices: items,
-                              ratings: ratings.isEmpty ? nil : ratings,
-                              timestamps: timestamps.isEmpty ? nil : timestamps)
+        return try builder.finish(source: name)
     }
 
-    /// A header line starts with `user` (PROTOCOL.md), in any case (`userId` in MovieLens CSV).
+    /// JSON Lines: each non-blank line one object. User and item values may be strings or integers
+    /// (the same ID either way); a rating is a number or a numeric string; a timestamp is Unix
+    /// seconds or an ISO-8601 string. The first object fixes which keys are read.
+    static func parseJSONLines(_ bytes: [UInt8], name: String, columns: ColumnSelection?) throws -> InteractionLog {
+        var builder = LogBuilder(estimate: bytes.count / 60)
+        if let columns, let positional = columns.roles.first(where: { if case .position = $0.1 { return true } else { return false } }) {
+            throw DataError.invalidSetting(name: "columns", reason: "\(name) is JSON Lines: name the key of \(positional.0), not a position")
+        }
+        var keys: (user: String, item: String, rating: String?, timestamp: String?)? = nil
+        let bom = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
+        try bytes.withUnsafeBufferPointer { whole in
+            try TextScanner.forEachLine(UnsafeBufferPointer(rebasing: whole[bom...])) { lineNumber, line in
+                if TextScanner.isBlank(line) { return true }
+                let object: [String: Any]
+                do {
+                    guard let parsed = try JSONSerialization.jsonObject(with: Data(line), options: [.fragmentsAllowed]) as? [String: Any] else {
+                        throw DataError.malformedLine(file: name, line: lineNumber, reason: "is not a JSON object")
+                    }
+                    object = parsed
+                } catch let error as DataError {
+                    throw error
+                } catch {
+                    throw DataError.malformedLine(file: name, line: lineNumber, reason: "is not valid JSON")
+                }
+                if keys == nil {
+                    let present = Array(object.keys)
+                    func key(_ role: String, _ reference: ColumnReference?) throws -> String? {
+                        if case .name(let wanted)? = reference {
+                            guard let k = present.first(where: { $0.lowercased() == wanted.lowercased() }) else {
+                                throw DataError.malformedLine(file: name, line: lineNumber, reason: "--columns names \(role)=\(wanted) but the first object has no such key (keys: \(present.sorted().joined(separator: ", ")))")
+                            }
+                            return k
+                        }
+                        return present.first { ColumnLayout.aliases[role]!.contains($0.lowercased()) }
+                    }
+                    guard let user = try key("user", columns?.user), let item = try key("item", columns?.item) else {
+                        throw DataError.malformedLine(file: name, line: lineNumber, reason: "the first object names no user and item key (keys: \(present.sorted().joined(separator: ", "))); --columns user=KEY,item=KEY says which")
+                    }
+                    keys = (user, item, try key("rating", columns?.rating), try key("timestamp", columns?.timestamp))
+                }
+                let k = keys!
+                func text(_ key: String) throws -> String {
+                    switch object[key] {
+                    case let s as String: return s
+                    case let n as NSNumber:
+                        if let i = Int64(exactly: n.doubleValue) { return String(i) }
+                        return n.stringValue
+                    case nil, is NSNull:
+                        throw DataError.malformedLine(file: name, line: lineNumber, reason: "has no '\(key)' (earlier lines have it)")
+                    default:
+                        throw DataError.malformedLine(file: name, line: lineNumber, reason: "'\(key)' is neither a string nor a number")
+                    }
+                }
+                func add(_ key: String, _ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws {
+                    var s = try text(key)
+                    try s.withUTF8 { try body($0) }
+                }
+                try add(k.user) { try builder.addUser($0, file: name, line: lineNumber) }
+                try add(k.item) { try builder.addItem($0, file: name, line: lineNumber) }
+                if let r = k.rating { try add(r) { try builder.addRating($0, file: name, line: lineNumber) } }
+                if let t = k.timestamp { try add(t) { try builder.addTimestamp($0, file: name, line: lineNumber) } }
+                return true
+            }
+        }
+        return try builder.finish(source: name)
+    }
+
+    /// A header line starts with `user` (docs/formats.md), in any case (`userId` in MovieLens CSV).
     private static func startsWithUser(_ line: UnsafeBufferPointer<UInt8>) -> Bool {
         let word: [UInt8] = Array("user".utf8)
         guard line.count >= 4 else { return false }
@@ -213,45 +421,180 @@ public enum InteractionReader {
     }
 }
 
-/// Which column holds what. By position (PROTOCOL.md: user, item, rating, timestamp, as many as
-/// a line has), or by a header's names, in any order and case, with common aliases; columns a
-/// header names otherwise are ignored.
+/// The columns of a log under construction, with the checks every reader applies to a field.
+struct LogBuilder {
+    var userVocab = VocabularyBuilder()
+    var itemVocab = VocabularyBuilder()
+    var users = [Int32](), items = [Int32](), ratings = [Float](), timestamps = [Int64]()
+
+    init(estimate: Int) {
+        users.reserveCapacity(estimate)
+        items.reserveCapacity(estimate)
+    }
+
+    mutating func addUser(_ f: UnsafeBufferPointer<UInt8>, file: String, line: Int) throws {
+        guard !f.isEmpty else { throw DataError.malformedLine(file: file, line: line, reason: "user field is empty") }
+        users.append(userVocab.index(f))
+    }
+
+    mutating func addItem(_ f: UnsafeBufferPointer<UInt8>, file: String, line: Int) throws {
+        guard !f.isEmpty else { throw DataError.malformedLine(file: file, line: line, reason: "item field is empty") }
+        items.append(itemVocab.index(f))
+    }
+
+    mutating func addRating(_ f: UnsafeBufferPointer<UInt8>, file: String, line: Int) throws {
+        guard let v = TextScanner.parseFloat(f) else {
+            throw DataError.malformedLine(file: file, line: line, reason: "rating field is not a number: \(TextScanner.quoted(f))")
+        }
+        ratings.append(v)
+    }
+
+    mutating func addTimestamp(_ f: UnsafeBufferPointer<UInt8>, file: String, line: Int) throws {
+        guard let v = TextScanner.parseInt(f) ?? TextScanner.parseISODate(f) else {
+            throw DataError.malformedLine(file: file, line: line, reason: "timestamp field is neither Unix seconds nor an ISO-8601 date: \(TextScanner.quoted(f))")
+        }
+        timestamps.append(v)
+    }
+
+    func finish(source: String) throws -> InteractionLog {
+        guard !users.isEmpty else { throw DataError.emptyFile(file: source) }
+        return InteractionLog(source: source, users: userVocab.vocabulary, items: itemVocab.vocabulary,
+                              userIndices: users, itemIndices: items,
+                              ratings: ratings.isEmpty ? nil : ratings,
+                              timestamps: timestamps.isEmpty ? nil : timestamps)
+    }
+}
+
+/// Which column holds what. By position (docs/formats.md: user, item, rating, timestamp, as many as
+/// a line has), by a header's names in any order and case with common aliases (columns a header
+/// names otherwise are ignored), or as `--columns` says.
 struct ColumnLayout {
     var user = 0, item = 1
     var namedRating: Int?, namedTimestamp: Int?
-    /// The column count a header fixed (nil: positional).
+    /// The column count a header fixed (nil: no header).
     var columns: Int?
+    /// Positional by count (rating third, timestamp fourth when present), within this range.
+    var positionalRange: ClosedRange<Int>?
 
-    static let positional = ColumnLayout()
+    static func positional(range: ClosedRange<Int>) -> ColumnLayout {
+        var layout = ColumnLayout()
+        layout.positionalRange = range
+        return layout
+    }
 
     static let aliases: [String: Set<String>] = [
         "user": ["user", "userid", "user_id", "uid", "customer", "customerid", "customer_id", "visitorid", "visitor_id",
-                 "reviewerid", "reviewer_id", "member_id", "account_id", "session_id"],
+                 "reviewerid", "reviewer_id", "member_id", "account_id", "session_id", "client_id"],
         "item": ["item", "itemid", "item_id", "iid", "movieid", "movie_id", "productid", "product_id", "asin", "sku",
-                 "song_id", "track_id", "article_id"],
-        "rating": ["rating", "score", "stars", "overall", "rating_value"],
+                 "song_id", "track_id", "article_id", "book_id", "isbn"],
+        "rating": ["rating", "score", "stars", "overall", "rating_value", "value"],
         "timestamp": ["timestamp", "ts", "time", "date", "datetime", "unixreviewtime", "event_time", "created_at"],
     ]
 
-    /// The layout a header's names give, or nil when they do not name both a user and an item column.
-    init?(header names: [String]) {
-        var found: [String: Int] = [:]
-        for (k, raw) in names.enumerated() {
-            let name = raw.trimmingCharacters(in: CharacterSet(charactersIn: "\" \t\r")).lowercased()
-            for (role, words) in Self.aliases where words.contains(name) && found[role] == nil { found[role] = k }
-        }
-        guard let user = found["user"], let item = found["item"] else { return nil }
-        self.user = user
-        self.item = item
-        namedRating = found["rating"]
-        namedTimestamp = found["timestamp"]
-        columns = names.count
-    }
-
     private init() {}
 
-    func rating(_ fieldCount: Int) -> Int? { columns == nil ? (fieldCount >= 3 ? 2 : nil) : namedRating }
-    func timestamp(_ fieldCount: Int) -> Int? { columns == nil ? (fieldCount >= 4 ? 3 : nil) : namedTimestamp }
+    /// Fields a line needs so that every chosen column exists.
+    var neededFields: Int { [user, item, namedRating ?? 0, namedTimestamp ?? 0].max()! + 1 }
+
+    func rating(_ fieldCount: Int) -> Int? {
+        positionalRange != nil ? (fieldCount >= 3 ? 2 : nil) : namedRating
+    }
+
+    func timestamp(_ fieldCount: Int) -> Int? {
+        positionalRange != nil ? (fieldCount >= 4 ? 3 : nil) : namedTimestamp
+    }
+
+    func check(fieldCount: Int, separator: String, file: String, line: Int) throws {
+        if let columns {
+            guard fieldCount == columns else {
+                throw DataError.malformedLine(file: file, line: line, reason: "has \(fieldCount) \(separator)-separated fields but the header names \(columns)")
+            }
+        } else if let range = positionalRange {
+            guard range.contains(fieldCount) else {
+                throw DataError.malformedLine(file: file, line: line,
+                    reason: "expected \(range.lowerBound == range.upperBound ? "\(range.lowerBound)" : "\(range.lowerBound) to \(range.upperBound)") \(separator)-separated fields, found \(fieldCount)"
+                        + (fieldCount == 1 ? " (--delimiter sets the separator)" : "")
+                        + (fieldCount > range.upperBound ? " (--columns says which columns hold user, item, rating and timestamp)" : ""))
+            }
+        } else if fieldCount < neededFields {
+            throw DataError.malformedLine(file: file, line: line, reason: "has \(fieldCount) \(separator)-separated fields but --columns reads column \(neededFields)")
+        }
+    }
+
+    /// Decides from the first non-blank line (split into `names`) whether it is a header and which
+    /// columns hold what. Nil keeps the positional layout and reads the line as data.
+    static func resolve(firstLine names: [String], startsWithUser: Bool, options: InteractionReadOptions,
+                        range: ClosedRange<Int>, file: String) throws -> (layout: ColumnLayout, isHeader: Bool)? {
+        let clean = names.map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\" \t\r")) }
+        let lowered = clean.map { $0.lowercased() }
+        let selection = options.columns
+        var isHeader: Bool
+        switch options.header {
+        case .present: isHeader = true
+        case .absent: isHeader = false
+        case .auto:
+            let aliased = { (role: String) in lowered.contains { aliases[role]!.contains($0) } }
+            isHeader = (selection?.namesAny ?? false) || (aliased("user") && aliased("item")) || startsWithUser
+        }
+        if !isHeader {
+            guard let selection else { return nil }
+            var layout = ColumnLayout()
+            for (role, reference) in selection.roles {
+                guard let reference else { continue }
+                guard case .position(let p) = reference else {
+                    throw DataError.invalidSetting(name: "columns", reason: "\(role)=\(reference) names a header column, but \(file) has no header (--no-header); give a 1-based position")
+                }
+                layout.set(role, p - 1)
+            }
+            guard selection.user != nil, selection.item != nil else {
+                throw DataError.invalidSetting(name: "columns", reason: "without a header, --columns must give the positions of both user and item")
+            }
+            return (layout, false)
+        }
+        // A header: names from --columns first, then aliases.
+        var layout = ColumnLayout()
+        layout.columns = clean.count
+        var found: [String: Int] = [:]
+        for (role, reference) in selection?.roles ?? [] {
+            switch reference {
+            case .name(let wanted)?:
+                guard let k = lowered.firstIndex(of: wanted.lowercased()) else {
+                    throw DataError.malformedLine(file: file, line: 1, reason: "--columns names \(role)=\(wanted) but the header has no such column (it has: \(clean.joined(separator: ", ")))")
+                }
+                found[role] = k
+            case .position(let p)?:
+                guard p <= clean.count else {
+                    throw DataError.malformedLine(file: file, line: 1, reason: "--columns puts \(role) in column \(p) but the header has \(clean.count)")
+                }
+                found[role] = p - 1
+            case nil: break
+            }
+        }
+        for (k, name) in lowered.enumerated() {
+            for (role, words) in aliases where found[role] == nil && words.contains(name) && !found.values.contains(k) { found[role] = k }
+        }
+        guard let user = found["user"], let item = found["item"] else {
+            // A header in the docs/formats.md order whose names we do not know: positional, as before.
+            if selection == nil, startsWithUser, range.contains(clean.count) {
+                return (.positional(range: range), true)
+            }
+            throw DataError.malformedLine(file: file, line: 1, reason: "the header (\(clean.joined(separator: ", "))) names no \(found["user"] == nil ? "user" : "item") column; --columns user=NAME,item=NAME says which (or --no-header when the first line is data)")
+        }
+        layout.user = user
+        layout.item = item
+        layout.namedRating = found["rating"]
+        layout.namedTimestamp = found["timestamp"]
+        return (layout, true)
+    }
+
+    private mutating func set(_ role: String, _ column: Int) {
+        switch role {
+        case "user": user = column
+        case "item": item = column
+        case "rating": namedRating = column
+        default: namedTimestamp = column
+        }
+    }
 }
 
 /// Writes interaction rows as PROTOCOL.md TSV.

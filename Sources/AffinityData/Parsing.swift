@@ -66,7 +66,7 @@ enum TextScanner {
     }
 
     /// Splits one CSV record (RFC 4180 quoting, no embedded newlines) into strings.
-    static func splitCSV(_ line: UnsafeBufferPointer<UInt8>) -> [String]? {
+    static func splitCSV(_ line: UnsafeBufferPointer<UInt8>, delimiter: UInt8 = UInt8(ascii: ",")) -> [String]? {
         var out: [String] = []
         var field: [UInt8] = []
         var i = 0
@@ -86,7 +86,7 @@ enum TextScanner {
                 }
             } else if b == UInt8(ascii: "\"") && field.isEmpty {
                 inQuotes = true
-            } else if b == UInt8(ascii: ",") {
+            } else if b == delimiter {
                 out.append(String(decoding: field, as: UTF8.self))
                 field.removeAll(keepingCapacity: true)
             } else {
@@ -158,7 +158,6 @@ enum TextScanner {
         return String(s)
     }
 
-    /// Shows a field in an error message.
     /// An ISO-8601 date or date-time (`2024-03-01`, `2024-03-01T12:30:00`, with a space instead of
     /// `T`, optional fractional seconds, and `Z` or `±hh:mm`; no zone means UTC) as Unix seconds.
     static func parseISODate(_ f: UnsafeBufferPointer<UInt8>) -> Int64? {
@@ -211,6 +210,7 @@ enum TextScanner {
         return days * 86_400 + seconds
     }
 
+    /// Shows a field in an error message.
     static func quoted(_ f: UnsafeBufferPointer<UInt8>) -> String {
         let s = String(decoding: f.prefix(60), as: UTF8.self)
         return "'\(s)'"

@@ -19,7 +19,7 @@ struct DataCommand: ParsableCommand {
         var json = false
 
         func run() throws {
-            let (log, seconds) = try timed { try InteractionReader.read(path: input.input, format: input.format) }
+            let (log, seconds) = try timed { try input.read() }
             let stats = LogStatistics(log, positiveThreshold: minRating)
             if json {
                 struct Output: Encodable { var stats: LogStatistics; var loadSeconds: Double }

@@ -45,7 +45,7 @@ struct SplitCommand: ParsableCommand {
     }
 
     func run() throws {
-        let (log, loadSeconds) = try timed { try InteractionReader.read(path: input.input, format: input.format) }
+        let (log, loadSeconds) = try timed { try input.read() }
         let settings = SplitSettings(strategy: strategy, testFraction: testFraction, seed: seed,
                                      minRating: allRatings ? nil : minRating, minUserPositives: minUserPositives)
         let split = try Splitter.split(log, settings: settings)

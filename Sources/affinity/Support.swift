@@ -86,13 +86,42 @@ extension InteractionFormat: ExpressibleByArgument {}
 extension SplitStrategy: ExpressibleByArgument {}
 extension EvaluationTarget: ExpressibleByArgument {}
 
-/// Options shared by commands that read an interaction file.
+/// Options shared by commands that read an interaction file (docs/formats.md).
 struct InputOptions: ParsableArguments {
-    @Option(name: .long, help: "Interaction file (or a MovieLens folder with --format movielens).")
+    @Option(name: .long, help: "Interaction file, optionally gzip-compressed (or a MovieLens folder with --format movielens).")
     var input: String
 
     @Option(name: .long, help: "File layout: \(InteractionFormat.allCases.map(\.rawValue).joined(separator: "|")) (default: from the file name).")
     var format: InteractionFormat?
+
+    @Option(name: .long, help: ArgumentHelp("Which columns hold what: role=column pairs, a header name or a 1-based position (default: the header's names, else user, item, rating, timestamp in that order).",
+                                            valueName: "user=NAME,item=NAME,..."))
+    var columns: String?
+
+    @Flag(name: .long, help: "The first line is data, not a header.")
+    var noHeader = false
+
+    @Flag(name: .long, help: "The first line is a header even if its names are not recognised.")
+    var header = false
+
+    @Option(name: .long, help: "Field separator: tab, comma, semicolon, pipe, space, :: or one character (default: from the format).")
+    var delimiter: String?
+
+    func validate() throws {
+        if noHeader && header { throw ValidationError("--header and --no-header contradict each other") }
+    }
+
+    /// The reader's options; errors name the flag.
+    func readOptions() throws -> InteractionReadOptions {
+        InteractionReadOptions(format: format, columns: try columns.map { try ColumnSelection(parsing: $0) },
+                               header: noHeader ? .absent : (header ? .present : .auto),
+                               delimiter: try delimiter.map { try FieldDelimiter(parsing: $0) })
+    }
+
+    /// Reads the log these options describe.
+    func read() throws -> InteractionLog {
+        try InteractionReader.read(path: input, options: readOptions())
+    }
 }
 
 /// Fits a model on a split's train file and packages it with vocabularies and metadata.

@@ -21,12 +21,12 @@ import Testing
     }
 
     @Test func malformedLinesNameFileLineAndReason() {
-        #expect(message { _ = try parse("a\tb\t5\nc\n", name: "r.tsv") } == "r.tsv:2: expected 2 to 4 tab-separated fields, found 1")
+        #expect(message { _ = try parse("a\tb\t5\nc\n", name: "r.tsv") } == "r.tsv:2: expected 2 to 4 tab-separated fields, found 1 (--delimiter sets the separator)")
         #expect(message { _ = try parse("a\tb\tfive\n") }?.contains("f.tsv:1: rating field is not a number: 'five'") == true)
         #expect(message { _ = try parse("a\tb\t5\t12.5\n") }?.contains("f.tsv:1: timestamp field is neither Unix seconds nor an ISO-8601 date") == true)
         #expect(message { _ = try parse("a\tb\t5\nc\td\n") } == "f.tsv:2: has 2 fields but earlier lines have 3; every line must have the same columns")
         #expect(message { _ = try parse("\tb\n") } == "f.tsv:1: user field is empty")
-        #expect(message { _ = try parse("a\tb\tc\td\te\n") } == "f.tsv:1: expected 2 to 4 tab-separated fields, found 5")
+        #expect(message { _ = try parse("a\tb\tc\td\te\n") } == "f.tsv:1: expected 2 to 4 tab-separated fields, found 5 (--columns says which columns hold user, item, rating and timestamp)")
         #expect(message { _ = try parse("") } == "f.tsv: no interactions (the file is empty or holds only a header)")
         #expect(message { _ = try parse("user\titem\n\n") } == "f.tsv: no interactions (the file is empty or holds only a header)")
     }

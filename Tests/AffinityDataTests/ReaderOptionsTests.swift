@@ -1,0 +1,108 @@
+import Foundation
+import Testing
+@testable import AffinityData
+
+/// Issue "As a newcomer would use it", item 1: logs in any common layout.
+@Suite struct ReaderOptionsTests {
+    func parse(_ text: String, _ dialect: InteractionReader.Dialect, _ options: InteractionReadOptions, name: String = "f") throws -> InteractionLog {
+        try InteractionReader.parse(Array(text.utf8), name: name, dialect: dialect, options: options)
+    }
+
+    @Test func columnsByNameOverrideAndCompleteTheAliases() throws {
+        let options = InteractionReadOptions(columns: try ColumnSelection(parsing: "user=buyer,item=thing"))
+        let log = try parse("buyer,thing,ts,stars\nb1,t1,5,4\nb2,t2,6,5\n", .csv, options)
+        #expect(log.users.ids == ["b1", "b2"] && log.items.ids == ["t1", "t2"])
+        // The roles --columns leaves out are still found by their names.
+        #expect(log.timestamps == [5, 6] && log.ratings == [4, 5])
+        let missing = message { _ = try parse("buyer,thing\nb1,t1\n", .csv, InteractionReadOptions(columns: try ColumnSelection(parsing: "user=customer,item=thing")), name: "m.csv") }
+        #expect(missing == "m.csv:1: --columns names user=customer but the header has no such column (it has: buyer, thing)", "\(missing ?? "")")
+    }
+
+    @Test func noHeaderWithPositions() throws {
+        let options = InteractionReadOptions(columns: try ColumnSelection(parsing: "user=3,item=1,timestamp=2"), header: .absent)
+        let log = try parse("i1\t100\tu1\ni2\t200\tu1\n", .protocolTSV, options)
+        #expect(log.users.ids == ["u1"] && log.items.ids == ["i1", "i2"] && log.timestamps == [100, 200] && log.ratings == nil)
+        // Without --columns, --no-header reads a first line that looks like a header as data.
+        let plain = try parse("user\titem\n", .protocolTSV, InteractionReadOptions(header: .absent))
+        #expect(plain.users.ids == ["user"])
+        let named = message { _ = try parse("a\tb\n", .protocolTSV, InteractionReadOptions(columns: try ColumnSelection(parsing: "user=a,item=b"), header: .absent), name: "n.tsv") }
+        #expect(named?.contains("names a header column, but n.tsv has no header") == true, "\(named ?? "")")
+        let short = message { _ = try parse("i1\tu1\n", .protocolTSV, options, name: "s.tsv") }
+        #expect(short == "s.tsv:1: has 2 tab-separated fields but --columns reads column 3", "\(short ?? "")")
+    }
+
+    @Test func headerFlagForcesUnknownNames() throws {
+        let options = InteractionReadOptions(columns: try ColumnSelection(parsing: "user=1,item=2"), header: .present)
+        let log = try parse("a;b\nu1;i1\n", .csv, InteractionReadOptions(columns: options.columns, header: .present, delimiter: try FieldDelimiter(parsing: "semicolon")))
+        #expect(log.count == 1 && log.users.ids == ["u1"])
+        let unknown = message { _ = try parse("a,b\nu1,i1\n", .csv, InteractionReadOptions(header: .present), name: "h.csv") }
+        #expect(unknown?.contains("the header (a, b) names no user column; --columns user=NAME,item=NAME") == true, "\(unknown ?? "")")
+    }
+
+    @Test func delimitersIncludingQuotedFields() throws {
+        let semicolon = InteractionReadOptions(delimiter: try FieldDelimiter(parsing: ";"))
+        let log = try parse("user;item;rating\n\"a;b\";i1;4.5\nu2;\"i;2\";3\n", .csv, semicolon)
+        #expect(log.users.ids == ["a;b", "u2"] && log.items.ids == ["i1", "i;2"])
+        #expect(log.ratings == [4.5, 3])
+        let pipe = try parse("u1|i1\nu2|i2\n", .protocolTSV, InteractionReadOptions(delimiter: try FieldDelimiter(parsing: "pipe")))
+        #expect(pipe.count == 2)
+        let wrong = message { _ = try parse("u1;i1\n", .csv, InteractionReadOptions(), name: "w.csv") }
+        #expect(wrong?.contains("(--delimiter sets the separator)") == true, "\(wrong ?? "")")
+        #expect(message { _ = try FieldDelimiter(parsing: "ab") }?.contains("delimiter: expected tab, comma") == true)
+        #expect(message { _ = try ColumnSelection(parsing: "owner=1") }?.contains("unknown role 'owner'") == true)
+        #expect(message { _ = try ColumnSelection(parsing: "user=0") }?.contains("positions count from 1") == true)
+    }
+
+    @Test func ratingsWithADecimalCommaAreRefusedByLine() throws {
+        let bad = message { _ = try parse("user;item;rating\nu1;i1;4,5\n", .csv, InteractionReadOptions(delimiter: try FieldDelimiter(parsing: ";")), name: "r.csv") }
+        #expect(bad == "r.csv:2: rating field is not a number: '4,5'", "\(bad ?? "")")
+    }
+
+    @Test func jsonLines() throws {
+        let text = """
+            {"customer_id": "c1", "sku": 17, "rating": 4.5, "time": "2024-03-01T00:00:00Z"}
+
+            {"customer_id": "c2", "sku": "17", "rating": "3", "time": 1709251300}
+            """
+        let log = try parse(text, .jsonLines, InteractionReadOptions(), name: "e.jsonl")
+        #expect(log.users.ids == ["c1", "c2"] && log.items.ids == ["17"])
+        #expect(log.ratings == [4.5, 3] && log.timestamps == [1_709_251_200, 1_709_251_300])
+        let chosen = try parse("{\"who\": 1, \"what\": 2}\n", .jsonLines, InteractionReadOptions(columns: try ColumnSelection(parsing: "user=who,item=what")))
+        #expect(chosen.users.ids == ["1"] && chosen.items.ids == ["2"])
+        let missingKey = message { _ = try parse("{\"user\": 1, \"item\": 2, \"ts\": 3}\n{\"user\": 1, \"item\": 3}\n", .jsonLines, InteractionReadOptions(), name: "k.jsonl") }
+        #expect(missingKey == "k.jsonl:2: has no 'ts' (earlier lines have it)", "\(missingKey ?? "")")
+        let broken = message { _ = try parse("{\"user\": 1, \"item\": 2}\n{\"user\": 1,\n", .jsonLines, InteractionReadOptions(), name: "b.jsonl") }
+        #expect(broken == "b.jsonl:2: is not valid JSON", "\(broken ?? "")")
+        let noRoles = message { _ = try parse("{\"a\": 1}\n", .jsonLines, InteractionReadOptions(), name: "r.jsonl") }
+        #expect(noRoles?.contains("names no user and item key (keys: a)") == true, "\(noRoles ?? "")")
+        let array = message { _ = try parse("[1, 2]\n", .jsonLines, InteractionReadOptions(), name: "a.jsonl") }
+        #expect(array == "a.jsonl:1: is not a JSON object", "\(array ?? "")")
+    }
+
+    /// Two gzip members (`cat a.gz b.gz`), written by Python's gzip with mtime 0.
+    static let twoMembers = Array(Data(base64Encoded: "H4sIAAAAAAACAystTi3SySxJzeUqNdTJNOQCACyL3fAQAAAAH4sIAAAAAAACAys10sk04gIAcYuLkQYAAAA=")!)
+
+    @Test func gzipInputEveryMember() throws {
+        let text = try InteractionReader.gunzip(Self.twoMembers, name: "x.gz")
+        #expect(String(decoding: text, as: UTF8.self) == "user,item\nu1,i1\nu2,i2\n")
+        let folder = temporaryFolder()
+        let path = (folder as NSString).appendingPathComponent("log.csv.gz")
+        try Data(Self.twoMembers).write(to: URL(fileURLWithPath: path))
+        let log = try InteractionReader.read(path: path)
+        #expect(log.count == 2 && log.users.ids == ["u1", "u2"])
+    }
+
+    @Test func gzipFaultsAreNamedNotCrashed() throws {
+        let truncated = message { _ = try InteractionReader.gunzip(Array(Self.twoMembers.prefix(20)), name: "t.gz") }
+        #expect(truncated == "t.gz: gzip: truncated gzip file (ends inside the compressed data)", "\(truncated ?? "")")
+        var corrupt = Self.twoMembers
+        corrupt[12] ^= 0xFF
+        let bad = message { _ = try InteractionReader.gunzip(corrupt, name: "c.gz") }
+        #expect(bad?.hasPrefix("c.gz: gzip: ") == true, "\(bad ?? "")")
+        // A decompression bomb stops at the memory limit.
+        let bomb = message { _ = try InteractionReader.gunzip(Self.twoMembers, name: "b.gz", limit: 8) }
+        #expect(bomb == "b.gz: gzip: decompressed size exceeds the memory budget", "\(bomb ?? "")")
+        let header = message { _ = try InteractionReader.gunzip([0x1F, 0x8B], name: "h.gz") }
+        #expect(header?.hasPrefix("h.gz: gzip: ") == true)
+    }
+}
