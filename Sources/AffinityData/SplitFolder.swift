@@ -22,6 +22,19 @@ public struct SplitFolder: Sendable {
         self.catalog = catalog
     }
 
+    /// The rating threshold of the split's positives: `min_rating` in meta.json, else parsed from
+    /// `positive_rule` ("rating >= 4 ..."; "every row" is nil); nil when the folder does not say.
+    /// `.some(nil)` means every row was kept.
+    public var positiveThreshold: Float?? {
+        guard let meta else { return nil }
+        if let raw = meta["min_rating"] { return .some(Float(raw)) }
+        guard let rule = meta["positive_rule"] else { return nil }
+        if rule.hasPrefix("every row") { return .some(nil) }
+        let scanner = Scanner(string: rule)
+        guard scanner.scanString("rating") != nil, scanner.scanString(">=") != nil, let v = scanner.scanFloat() else { return nil }
+        return .some(v)
+    }
+
     /// The folder's name, used as the split's name in reports.
     public var name: String { URL(fileURLWithPath: path).standardizedFileURL.lastPathComponent }
 
@@ -74,6 +87,7 @@ public struct SplitFolder: Sendable {
             "test_fraction": split.settings.testFraction,
             "min_user_positives": split.settings.minUserPositives,
             "positive_rule": split.settings.minRating.map { "rating >= \(InteractionWriter.formatRating($0)) (lower ratings dropped)" } ?? "every row",
+            "min_rating": split.settings.minRating.map { Double($0) as Any } ?? NSNull(),
             "train": counts(split.positives, split.trainRows),
             "test": counts(split.positives, split.testRows),
         ]

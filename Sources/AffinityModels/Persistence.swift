@@ -70,6 +70,20 @@ public struct TrainedModel: Sendable {
 
     public var modelType: String { type(of: model).modelType }
 
+    /// PROTOCOL's positive rule when a model does not record its own: ratings >= 4.
+    public static let defaultPositiveThreshold: Float = 4
+
+    /// The rating at or above which a rating is a positive for this model, as in its training split
+    /// (`info["positive_threshold"]`, written by `affinity train`): nil when the split kept every
+    /// row, `defaultPositiveThreshold` when the model does not say.
+    public var positiveThreshold: Float? {
+        switch info["positive_threshold"] {
+        case nil: return Self.defaultPositiveThreshold
+        case "none": return nil
+        case let text?: return Float(text) ?? Self.defaultPositiveThreshold
+        }
+    }
+
     /// Writes the model folder atomically.
     public func save(to path: String, overwrite: Bool = true) throws {
         var metadata = info

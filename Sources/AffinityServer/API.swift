@@ -75,6 +75,8 @@ struct EventIn: Decodable {
     var item: String
     var type: String
     var timestamp: Int64?
+    /// A `rating` event's rating (required there, refused elsewhere).
+    var value: Double?
 }
 
 /// `POST /v1/events` takes `{"events": [...]}` or a bare array of events.
@@ -96,10 +98,13 @@ struct EventsOut: Encodable {
     var accepted: Int
     /// Events whose item the active model does not know: stored, but not used until a model knows the item.
     var unknownItems: Int
+    /// Rating events below the active model's positive threshold: stored, but not positives.
+    var belowThreshold: Int
     var storedTotal: Int
     enum CodingKeys: String, CodingKey {
         case accepted
         case unknownItems = "unknown_items"
+        case belowThreshold = "below_threshold"
         case storedTotal = "stored_total"
     }
 }

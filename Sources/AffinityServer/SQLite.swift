@@ -12,6 +12,7 @@ public struct SQLiteError: Error, CustomStringConvertible {
 /// A value bound to a statement parameter.
 enum SQLiteValue {
     case int(Int64)
+    case double(Double)
     case text(String)
     case null
 }
@@ -88,6 +89,7 @@ final class SQLiteConnection {
             let rc: Int32
             switch value {
             case .int(let v): rc = sqlite_nio_sqlite3_bind_int64(statement, position, v)
+            case .double(let v): rc = sqlite_nio_sqlite3_bind_double(statement, position, v)
             case .text(let t): rc = sqlite_nio_sqlite3_bind_text(statement, position, t, -1, transient)
             case .null: rc = sqlite_nio_sqlite3_bind_null(statement, position)
             }
@@ -122,6 +124,10 @@ final class SQLiteConnection {
 struct SQLiteRow {
     let statement: OpaquePointer
     func int(_ column: Int32) -> Int64 { sqlite_nio_sqlite3_column_int64(statement, column) }
+    /// A REAL column, nil when NULL.
+    func double(_ column: Int32) -> Double? {
+        sqlite_nio_sqlite3_column_type(statement, column) == SQLITE_NULL ? nil : sqlite_nio_sqlite3_column_double(statement, column)
+    }
     func text(_ column: Int32) -> String? {
         guard let p = sqlite_nio_sqlite3_column_text(statement, column) else { return nil }
         return String(cString: p)

@@ -59,8 +59,8 @@ public final class AffinityService: @unchecked Sendable {
     /// The model most recently replaced, kept loaded so that swapping back is instant. No other
     /// model stays in memory: registration loads a model to validate it and then lets it go.
     private var rollback: ActiveModel?
-    /// Each user's event items in arrival order (from the store at start, then from `POST /v1/events`).
-    private var histories: [String: [String]] = [:]
+    /// Each user's events in arrival order (from the store at start, then from `POST /v1/events`).
+    private var histories: [String: [HistoryEntry]] = [:]
     private var storedEvents = 0
 
     /// Opens the service on `store`: reads every stored event into the user histories and, when the
@@ -77,7 +77,7 @@ public final class AffinityService: @unchecked Sendable {
         self.loader = loader ?? { try AffinityService.loadServingModel($0) }
         loads = ModelLoader(maxConcurrent: limits.maxConcurrentLoads, timeout: limits.loadTimeoutSeconds)
         let events = try store.allEvents()
-        for e in events { histories[e.user, default: []].append(e.item) }
+        for e in events { histories[e.user, default: []].append(HistoryEntry(e)) }
         storedEvents = events.count
         if let record = try store.activeModel() {
             do {
@@ -237,7 +237,13 @@ public final class AffinityService: @unchecked Sendable {
                 throw APIError(.badRequest, "events[\(n)].type: '\(e.type.prefix(64))' is not one of \(Self.eventTypes.joined(separator: ", "))")
             }
             if let t = e.timestamp, t < 0 { throw APIError(.badRequest, "events[\(n)].timestamp: must be Unix seconds >= 0, got \(t)") }
-            events.append(Event(user: e.user, item: e.item, type: e.type, timestamp: e.timestamp ?? now))
+            if e.type == "rating" {
+                guard let v = e.value else { throw APIError(.badRequest, "events[\(n)].value: a rating event needs its rating, e.g. \"value\": 4.5") }
+                guard v.isFinite else { throw APIError(.badRequest, "events[\(n)].value: must be a finite number") }
+            } else if e.value != nil {
+                throw APIError(.badRequest, "events[\(n)].value: only rating events carry a value (this one is '\(e.type)')")
+            }
+            events.append(Event(user: e.user, item: e.item, type: e.type, timestamp: e.timestamp ?? now, value: e.value))
         }
         do {
             try await store.append(events)
@@ -247,13 +253,15 @@ public final class AffinityService: @unchecked Sendable {
             throw APIError(.serviceUnavailable, "events were not stored (the store failed; reference \(reference) in the server log)")
         }
         let (total, model) = lock.locked { () -> (Int, ServingModel?) in
-            for e in events { histories[e.user, default: []].append(e.item) }
+            for e in events { histories[e.user, default: []].append(HistoryEntry(e)) }
             storedEvents += events.count
             return (storedEvents, active?.model)
         }
         metrics.recordEvents(types: events.map(\.type))
         let unknown = model.map { m in events.filter { m.trained.items.index(of: $0.item) == nil }.count } ?? events.count
-        return EventsOut(accepted: events.count, unknownItems: unknown, storedTotal: total)
+        let threshold = model.map(\.trained.positiveThreshold) ?? TrainedModel.defaultPositiveThreshold
+        let below = events.filter { !HistoryEntry($0).isPositive(threshold: threshold) }.count
+        return EventsOut(accepted: events.count, unknownItems: unknown, belowThreshold: below, storedTotal: total)
     }
 
     /// IDs are stored and returned as given, so they must survive a round trip through the store
@@ -271,23 +279,35 @@ public final class AffinityService: @unchecked Sendable {
     /// A short random reference that ties an opaque error answer to its full record in the log.
     static func errorReference() -> String { String(format: "%08x", UInt32.random(in: 0...UInt32.max)) }
 
-    /// The event items of a user, in arrival order (empty when none).
-    public func eventHistory(ofUser user: String) -> [String] { lock.locked { histories[user] ?? [] } }
+    /// The items of a user's events, in arrival order (empty when none).
+    public func eventHistory(ofUser user: String) -> [String] { lock.locked { (histories[user] ?? []).map(\.item) } }
 
     // MARK: - Recommendations
 
-    /// Who `user` is for `model`: the trained user as is, or (with events the model can use) a
-    /// fold-in history of training items and event items; and the items the user has seen.
+    /// Who `user` is for `model`: the trained user as is, or (with positive events the model can
+    /// use) a fold-in history of training items and event items; and the items the user has seen,
+    /// which include items rated below the model's threshold (not positives, but not to be
+    /// recommended again either).
     func subject(forUser user: String, model: ServingModel) -> (subject: RecommendationSubject?, seen: [Int]) {
-        let eventItems = eventHistory(ofUser: user).compactMap { model.trained.items.index(of: $0) }
+        let entries = lock.locked { histories[user] ?? [] }
+        let threshold = model.trained.positiveThreshold
         let known = model.trained.users.index(of: user)
-        var seen = known.map { model.trainingHistory(ofUser: $0) } ?? []
-        if let u = known, eventItems.isEmpty { return (.user(u), seen) }
-        let before = Set(seen)
-        var added = Set<Int>()
-        for i in eventItems where !before.contains(i) && added.insert(i).inserted { seen.append(i) }
-        if let u = known, added.isEmpty { return (.user(u), seen) }
-        return (seen.isEmpty ? nil : .history(seen), seen)
+        var history = known.map { model.trainingHistory(ofUser: $0) } ?? []
+        var inHistory = Set(history)
+        var added = false
+        var disliked: [Int] = []
+        for entry in entries {
+            guard let i = model.trained.items.index(of: entry.item) else { continue }
+            if entry.isPositive(threshold: threshold) {
+                if inHistory.insert(i).inserted { history.append(i); added = true }
+            } else {
+                disliked.append(i)
+            }
+        }
+        var seen = history
+        for i in disliked where inHistory.insert(i).inserted { seen.append(i) }
+        if let u = known, !added { return (.user(u), seen) }
+        return (history.isEmpty ? nil : .history(history), seen)
     }
 
     func itemsOut(_ list: [Recommendation], model: ServingModel) -> [ItemOut] {
@@ -372,5 +392,24 @@ public final class AffinityService: @unchecked Sendable {
     func metricsText() -> String {
         let (events, users) = lock.locked { (storedEvents, histories.count) }
         return metrics.render(storedEvents: events, usersWithEvents: users)
+    }
+}
+
+/// One event as a user's history holds it: the item, and the rating when it was a rating event.
+struct HistoryEntry: Sendable {
+    var item: String
+    var rating: Double?
+
+    init(_ event: Event) {
+        item = event.item
+        rating = event.type == "rating" ? (event.value ?? .nan) : nil
+    }
+
+    /// Every non-rating event is a positive; a rating is one at or above the model's threshold
+    /// (docs/protocol.md: the split's `--min-rating`), as in training; every rating when the model
+    /// kept every row (nil).
+    func isPositive(threshold: Float?) -> Bool {
+        guard let rating, let threshold else { return true }
+        return rating >= Double(threshold)
     }
 }

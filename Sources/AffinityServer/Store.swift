@@ -8,18 +8,22 @@ import Darwin
 /// `close(2)`, callable from types that have a `close()` of their own.
 func closeDescriptor(_ fd: Int32) { _ = close(fd) }
 
-/// One interaction reported to the service: `user` did `type` to `item` at `timestamp` (Unix seconds).
+/// One interaction reported to the service: `user` did `type` to `item` at `timestamp` (Unix
+/// seconds); a `rating` event carries its `value`.
 public struct Event: Sendable, Codable, Equatable {
     public var user: String
     public var item: String
     public var type: String
     public var timestamp: Int64
+    /// The rating of a `rating` event (nil for every other type).
+    public var value: Double?
 
-    public init(user: String, item: String, type: String, timestamp: Int64) {
+    public init(user: String, item: String, type: String, timestamp: Int64, value: Double? = nil) {
         self.user = user
         self.item = item
         self.type = type
         self.timestamp = timestamp
+        self.value = value
     }
 }
 
@@ -103,6 +107,8 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
             active INTEGER NOT NULL DEFAULT 0
         );
         """,
+        // 2: the value of rating events.
+        "ALTER TABLE events ADD COLUMN value REAL;",
     ]
 
     public let path: String
@@ -239,8 +245,8 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
 
     private func insert(_ events: [Event], now: Int64) throws {
         for e in events {
-            try connection.run("INSERT INTO events(user, item, type, timestamp, received_at) VALUES (?, ?, ?, ?, ?)",
-                               [.text(e.user), .text(e.item), .text(e.type), .int(e.timestamp), .int(now)])
+            try connection.run("INSERT INTO events(user, item, type, timestamp, received_at, value) VALUES (?, ?, ?, ?, ?, ?)",
+                               [.text(e.user), .text(e.item), .text(e.type), .int(e.timestamp), .int(now), e.value.map { .double($0) } ?? .null])
         }
     }
 
@@ -248,8 +254,8 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
         try queue.sync {
             try checkOpen()
             var out: [Event] = []
-            try connection.run("SELECT user, item, type, timestamp FROM events ORDER BY seq") { row in
-                out.append(Event(user: row.text(0) ?? "", item: row.text(1) ?? "", type: row.text(2) ?? "", timestamp: row.int(3)))
+            try connection.run("SELECT user, item, type, timestamp, value FROM events ORDER BY seq") { row in
+                out.append(Event(user: row.text(0) ?? "", item: row.text(1) ?? "", type: row.text(2) ?? "", timestamp: row.int(3), value: row.double(4)))
             }
             return out
         }

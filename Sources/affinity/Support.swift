@@ -166,9 +166,12 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
         return try ModelRegistry.fit(name, interactions: interactions, settings: settings)
     }
     Console.clearProgress()
+    var info = ["trained_on": split.path, "train_seconds": String(format: "%.3f", seconds)]
+    // The split's positive rule travels with the model: the server counts a rating event as a
+    // positive by the same threshold.
+    if let threshold = split.positiveThreshold { info["positive_threshold"] = threshold.map { InteractionWriter.formatRating($0) } ?? "none" }
     let trained = TrainedModel(model: model, users: split.train.users, items: split.train.items,
-                               catalog: catalog ?? split.catalog,
-                               info: ["trained_on": split.path, "train_seconds": String(format: "%.3f", seconds)])
+                               catalog: catalog ?? split.catalog, info: info)
     return (trained, seconds)
 }
 

@@ -263,3 +263,57 @@ final class FailingStore: AffinityStore, @unchecked Sendable {
     func deleteModel(id: Int) throws { throw Failure() }
     func close() {}
 }
+
+/// Issue "As a newcomer would use it", item 5: rating events carry a value, and the model's
+/// threshold decides whether one is a positive.
+@Suite struct RatingEventTests {
+    let fixture = Fixture.shared
+
+    @Test func ratingEventsArePositiveAtOrAboveTheModelsThreshold() async throws {
+        // A model trained on a split with --min-rating 4 records the threshold.
+        var trained = try TrainedModel.load(from: fixture.alsPath)
+        #expect(trained.positiveThreshold == 4, "unrecorded: the protocol's default")
+        trained.info["positive_threshold"] = "3.5"
+        let path = temporaryDirectory("rated") + "/model"
+        try trained.save(to: path)
+        let (service, storePath) = try await fixture.service(model: path)
+        let client = RouterClient(service)
+        let newcomer = "rater"
+        let low = try await client.post("/v1/events", #"[{"user": "\#(newcomer)", "item": "i0", "type": "rating", "value": 2}]"#)
+        #expect(low.status == 200)
+        #expect(low.json["below_threshold"] as? Int == 1)
+        // Only a low rating: no positive history, so an unknown user without fallback is refused.
+        #expect(try await client.get("/v1/users/\(newcomer)/recommendations?k=5").status == 404)
+        let high = try await client.post("/v1/events", #"{"events": [{"user": "\#(newcomer)", "item": "i1", "type": "rating", "value": 3.5}]}"#)
+        #expect(high.json["below_threshold"] as? Int == 0)
+        let recs = try await client.get("/v1/users/\(newcomer)/recommendations?k=10")
+        #expect(recs.status == 200)
+        // Neither rated item comes back: the disliked one is seen, though not a positive.
+        #expect(!recs.itemIDs.contains("i0") && !recs.itemIDs.contains("i1"), "\(recs.itemIDs)")
+        let (subject, seen) = service.subject(forUser: newcomer, model: try service.requireModel().model)
+        #expect(subject == .history([trained.items.index(of: "i1")!]))
+        #expect(Set(seen) == [trained.items.index(of: "i0")!, trained.items.index(of: "i1")!])
+
+        let refused: [(String, String)] = [
+            (#"[{"user": "a", "item": "i1", "type": "rating"}]"#, "events[0].value: a rating event needs its rating"),
+            (#"[{"user": "a", "item": "i1", "type": "view", "value": 3}]"#, "events[0].value: only rating events carry a value"),
+        ]
+        for (body, text) in refused {
+            let answer = try await client.post("/v1/events", body)
+            #expect(answer.status == 400 && answer.errorMessage.hasPrefix(text), "\(answer.errorMessage)")
+        }
+        // Values survive a restart (schema migration 2).
+        service.close()
+        let reopened = try AffinityService(store: try SQLiteStore(path: storePath), logger: quietLogger)
+        #expect(try reopened.store.allEvents().map(\.value) == [2, 3.5])
+    }
+
+    @Test func everyRowSplitsMakeEveryRatingPositive() throws {
+        var trained = try TrainedModel.load(from: fixture.alsPath)
+        trained.info["positive_threshold"] = "none"
+        #expect(trained.positiveThreshold == nil)
+        #expect(HistoryEntry(Event(user: "a", item: "b", type: "rating", timestamp: 0, value: 1)).isPositive(threshold: nil))
+        #expect(!HistoryEntry(Event(user: "a", item: "b", type: "rating", timestamp: 0, value: 1)).isPositive(threshold: 4))
+        #expect(HistoryEntry(Event(user: "a", item: "b", type: "view", timestamp: 0)).isPositive(threshold: 4))
+    }
+}
