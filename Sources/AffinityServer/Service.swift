@@ -156,6 +156,17 @@ public final class AffinityService: @unchecked Sendable {
     /// Makes model `id` the one that answers: loads it unless it is the active or the previous one,
     /// records it in the store, then swaps the reference (requests in flight keep the old model).
     @discardableResult
+    /// What `serve --model PATH` does: the active model when it is PATH with this index already,
+    /// else the registered record of PATH and index activated (the newest, when several), else a
+    /// new registration. Restarting with the same `--model` never registers a duplicate.
+    public func activateOrRegister(path: String, index: String?) async throws -> ModelRecord {
+        if let current = activeRecord, current.path == path, current.index == index { return current }
+        if let known = try store.models().last(where: { $0.path == path && $0.index == index }) {
+            return try await activate(id: known.id)
+        }
+        return try await register(path: path, index: index, activate: true, checkAccess: false)
+    }
+
     public func activate(id: Int) async throws -> ModelRecord {
         guard let record = try store.models().first(where: { $0.id == id }) else {
             throw APIError(.notFound, "no model with id \(id); GET /v1/models lists them")

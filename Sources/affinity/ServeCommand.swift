@@ -84,15 +84,12 @@ struct ServeCommand: AsyncParsableCommand {
         if let model {
             let path = AccessPolicy.realPath(model) ?? URL(fileURLWithPath: model).standardizedFileURL.path
             let indexPath = index.map { AccessPolicy.realPath($0) ?? URL(fileURLWithPath: $0).standardizedFileURL.path }
-            if let current = service.activeRecord, current.path == path, current.index == indexPath {
-                logger.info("model already active", metadata: ["id": "\(current.id)", "path": "\(path)"])
-            } else {
-                do {
-                    try await service.register(path: path, index: indexPath, activate: true, checkAccess: false)
-                } catch let error as APIError {
-                    service.close()
-                    throw CommandError(error.message)
-                }
+            do {
+                let record = try await service.activateOrRegister(path: path, index: indexPath)
+                logger.info("serving model", metadata: ["id": "\(record.id)", "path": "\(path)"])
+            } catch let error as APIError {
+                service.close()
+                throw CommandError(error.message)
             }
         } else if service.activeRecord == nil {
             // The store's active model is gone (deleted, moved, corrupt): fall back to the newest one that loads.

@@ -317,3 +317,20 @@ final class FailingStore: AffinityStore, @unchecked Sendable {
         #expect(HistoryEntry(Event(user: "a", item: "b", type: "view", timestamp: 0)).isPositive(threshold: 4))
     }
 }
+
+/// Issue "As a newcomer would use it", item 5: `serve --model X` does not register X again.
+@Suite struct ServeModelRegistrationTests {
+    let fixture = Fixture.shared
+
+    @Test func servingTheSameModelAgainReusesItsRecord() async throws {
+        let (service, _) = try await fixture.service()
+        let first = try await service.activateOrRegister(path: fixture.alsPath, index: nil)
+        #expect(try await service.activateOrRegister(path: fixture.alsPath, index: nil) == first)
+        // Another model activated in between (over HTTP, say): X is activated again, not re-registered.
+        let other = try await service.activateOrRegister(path: fixture.easePath, index: nil)
+        #expect(other.id != first.id)
+        let again = try await service.activateOrRegister(path: fixture.alsPath, index: nil)
+        #expect(again.id == first.id && again.active)
+        #expect(try service.store.models().count == 2)
+    }
+}
