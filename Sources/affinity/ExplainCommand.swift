@@ -7,7 +7,8 @@ struct ExplainCommand: ParsableCommand {
         commandName: "explain",
         abstract: "Why a model recommends an item to a user, or which items an item pushes away (--anti).",
         discussion: """
-        --user ID --item ID: the user's history items with their share of the item's score, largest first
+        --user ID --item ID: the user's history items with their contribution to the item's score and their
+          share of it (contribution / score), largest first; the rows beyond -k are summed in one line
           (EASE: weights B[h, item]; iALS: Hu et al. 2008 §5 terms; item-kNN: similarities).
         --item ID --anti: EASE's anti-affinity, the items whose score this item lowers most
           ("people who picked X rarely pick Y").
@@ -29,9 +30,22 @@ struct ExplainCommand: ParsableCommand {
     func run() throws {
         let trained = try TrainedModel.load(from: model)
         guard let itemIndex = trained.items.index(of: item) else { throw ModelError.unknownItem(item) }
-        struct Row: Encodable { var item: String; var title: String?; var weight: Float }
-        func rows(_ list: [Contribution]) -> [Row] {
-            list.map { Row(item: trained.items[$0.item], title: trained.catalog?.titles[trained.items[$0.item]], weight: $0.weight) }
+        struct Row: Encodable { var item: String; var title: String?; var weight: Float; var share: Float? }
+        func rows(_ list: [Contribution], score: Float? = nil) -> [Row] {
+            list.map { c in
+                Row(item: trained.items[c.item], title: trained.catalog?.titles[trained.items[c.item]], weight: c.weight,
+                    share: score.flatMap { $0 != 0 ? c.weight / $0 : nil })
+            }
+        }
+        func table(_ list: [Row], withShare: Bool) -> TextTable {
+            var columns: [TextTable.Column] = [.init(name: "weight", rightAligned: true)]
+            if withShare { columns.append(.init(name: "share", rightAligned: true)) }
+            var t = TextTable(columns + [.init(name: "item"), .init(name: "title")])
+            t.rows = list.map { r in
+                [String(format: "%.4f", r.weight)] + (withShare ? [r.share.map { String(format: "%.1f%%", $0 * 100) } ?? "-"] : [])
+                    + [r.item, r.title ?? "-"]
+            }
+            return t
         }
         let header = trained.catalog?.titles[item].map { "\(item) \($0)" } ?? item
         if anti {
@@ -40,9 +54,8 @@ struct ExplainCommand: ParsableCommand {
             }
             let list = rows(try model.antiAffinities(of: itemIndex, k: k))
             if json { try printJSON(["item": AnyEncodable(item), "anti_affinities": AnyEncodable(list)]); return }
-            print("people who picked \(header) rarely pick:")
-            for r in list { print(String(format: "  %9.4f  ", r.weight) + r.item + (r.title.map { "  \($0)" } ?? "")) }
-            if list.isEmpty { print("  (no negative weights)") }
+            print("people who picked \(header) rarely pick (EASE weight, most negative first):")
+            if list.isEmpty { print("(no negative weights)") } else { print(table(list, withShare: false).render()) }
             return
         }
         guard let model = trained.model as? any ExplainableRecommender else {
@@ -51,12 +64,26 @@ struct ExplainCommand: ParsableCommand {
         guard let userIndex = trained.users.index(of: user!) else { throw ModelError.unknownUser(user!) }
         let parts = try model.explain(user: userIndex, item: itemIndex)
         let score = model.scores(forUser: userIndex)[itemIndex]
-        let list = rows(Array(parts.prefix(k)))
+        let list = rows(Array(parts.prefix(k)), score: score)
+        let rest = parts.dropFirst(k).reduce(Float(0)) { $0 + $1.weight }
+        let accounted = parts.reduce(Float(0)) { $0 + $1.weight }
         if json {
-            try printJSON(["user": AnyEncodable(user!), "item": AnyEncodable(item), "score": AnyEncodable(score), "contributions": AnyEncodable(list)])
+            try printJSON(["user": AnyEncodable(user!), "item": AnyEncodable(item), "score": AnyEncodable(score), "contributions": AnyEncodable(list),
+                           "other_items": AnyEncodable(max(0, parts.count - k)), "other_weight": AnyEncodable(rest),
+                           // What the contributions do not account for (iALS: none; a model with a bias: the bias).
+                           "unexplained": AnyEncodable(score - accounted)])
             return
         }
-        print("\(trained.modelType) score of \(header) for user \(user!): \(String(format: "%.4f", score)); largest contributions of \(parts.count) history items:")
-        for r in list { print(String(format: "  %9.4f  ", r.weight) + r.item + (r.title.map { "  \($0)" } ?? "")) }
+        print("\(trained.modelType) score of \(header) for user \(user!): \(String(format: "%.4f", score)), from \(parts.count) history items:")
+        var t = table(list, withShare: true)
+        if parts.count > k {
+            t.rows.append([String(format: "%.4f", rest), score != 0 ? String(format: "%.1f%%", rest / score * 100) : "-",
+                           "(\(parts.count - k) other items)", "-"])
+        }
+        if abs(score - accounted) > 1e-4 * max(1, abs(score)) {
+            t.rows.append([String(format: "%.4f", score - accounted), score != 0 ? String(format: "%.1f%%", (score - accounted) / score * 100) : "-",
+                           "(not from history items)", "-"])
+        }
+        print(t.render())
     }
 }

@@ -54,17 +54,18 @@ struct ModelCommand: ParsableCommand {
                 try printJSON(output)
                 return
             }
-            print("model:          \(output.path)")
-            print("type:           \(output.type) (model format version \(output.formatVersion))")
-            print("settings:       \(output.settings)")
-            for (key, value) in output.info.sorted(by: { $0.key < $1.key }) {
-                print("\((key + ":").padding(toLength: max(16, key.count + 2), withPad: " ", startingAt: 0))\(value)")
-            }
-            print("users:          \(output.users)")
-            print("items:          \(output.items)")
-            print("interactions:   \(output.trainingInteractions) (training)")
-            if let d = output.embeddingDimension { print("embeddings:     \(d) dimensions (affinity model export)") }
-            print("files:          " + files.sorted { $0.key < $1.key }.map { "\($0.key) \(MemoryBudget.describe(Double($0.value)))" }.joined(separator: ", "))
+            var facts: [(String, String)] = [
+                ("model", output.path),
+                ("type", "\(output.type) (model format version \(output.formatVersion))"),
+                ("settings", output.settings),
+            ]
+            facts += output.info.sorted { $0.key < $1.key }.map { ($0.key.replacingOccurrences(of: "_", with: " "), $0.value) }
+            facts += [("users", "\(output.users)"), ("items", "\(output.items)"),
+                      ("interactions", "\(output.trainingInteractions) (training)")]
+            if let d = output.embeddingDimension { facts.append(("embeddings", "\(d) dimensions (affinity model export)")) }
+            facts.append(("files", files.sorted { $0.key < $1.key }.map { "\($0.key) \(MemoryBudget.describe(Double($0.value)))" }.joined(separator: ", ")))
+            let width = facts.map(\.0.count).max()! + 2
+            for (key, value) in facts { print((key + ":").padding(toLength: width, withPad: " ", startingAt: 0) + value) }
             print("tensors:")
             for t in output.tensors { print("  \(t.name)  \(t.dtype) \(t.shape)") }
         }

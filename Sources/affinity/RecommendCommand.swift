@@ -28,13 +28,17 @@ func describe(_ list: [ScoredItem], model: TrainedModel) throws -> [RecommendedI
     }
 }
 
+/// The list as a table: rank, item, score, title, genres (`-` where the model has no catalog), the
+/// same columns whatever the model, so a script can cut them.
 func printList(_ items: [RecommendedItem]) {
-    for it in items {
-        var line = String(format: "%3d. %@  %.4f", it.rank, it.item, it.score)
-        if let t = it.title { line += "  \(t)" }
-        if let g = it.genres, !g.isEmpty { line += "  [\(g.joined(separator: ", "))]" }
-        print(line)
+    var table = TextTable([.init(name: "rank", rightAligned: true), .init(name: "item"), .init(name: "score", rightAligned: true),
+                           .init(name: "title"), .init(name: "genres")])
+    table.rows = items.map { it in
+        [String(it.rank), it.item, String(format: "%.4f", it.score), it.title ?? "-",
+         it.genres.flatMap { $0.isEmpty ? nil : $0.joined(separator: "|") } ?? "-"]
     }
+    print(table.render())
+    if items.isEmpty { print("(no items)") }
 }
 
 struct RecommendCommand: ParsableCommand {
@@ -116,7 +120,7 @@ struct SimilarCommand: ParsableCommand {
             struct Output: Encodable { var item: String; var title: String?; var model: String; var similar: [RecommendedItem] }
             try printJSON(Output(item: item, title: trained.catalog?.titles[item], model: trained.modelType, similar: items))
         } else {
-            if let t = trained.catalog?.titles[item] { print("similar to \(item)  \(t):") }
+            print("items similar to \(item)" + (trained.catalog?.titles[item].map { " (\($0))" } ?? "") + ", by \(trained.modelType):")
             printList(items)
         }
     }

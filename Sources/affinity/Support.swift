@@ -241,3 +241,31 @@ func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluat
     defer { Console.clearProgress() }
     return (evaluator.evaluate(data) { user, scores in model.scores(forUser: user, into: scores) }, data)
 }
+
+/// Rows under a header line, each column as wide as its widest cell; numeric columns right-aligned.
+/// The CLI's lists (recommend, similar, explain) print through it, so they read the same.
+struct TextTable {
+    struct Column {
+        var name: String
+        var rightAligned = false
+    }
+    var columns: [Column]
+    var rows: [[String]] = []
+
+    init(_ columns: [Column]) { self.columns = columns }
+
+    func render() -> String {
+        var widths = columns.map { $0.name.count }
+        for row in rows { for (c, cell) in row.enumerated() where c < widths.count { widths[c] = max(widths[c], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            var parts: [String] = []
+            for (c, cell) in cells.enumerated() {
+                let pad = String(repeating: " ", count: max(0, widths[c] - cell.count))
+                // The last column is not padded on the right (no trailing spaces).
+                parts.append(columns[c].rightAligned ? pad + cell : (c == cells.count - 1 ? cell : cell + pad))
+            }
+            return parts.joined(separator: "  ")
+        }
+        return ([line(columns.map(\.name))] + rows.map(line)).joined(separator: "\n")
+    }
+}

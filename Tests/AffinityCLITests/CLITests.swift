@@ -66,6 +66,10 @@ func tempDir() -> String {
         #expect(r.status == 0 && r.stdout.contains("\"title\""), "\(r.stderr)")
         r = try CLI.run("similar", "--model", dir + "/knn", "--item", "i1", "-k", "3")
         #expect(r.status == 0 && r.stdout.contains("similar to i1"), "\(r.stderr)")
+        // Issue "As a newcomer would use it", item 5: a header and the same columns always.
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.count == 5 && lines[1].split(separator: " ") == ["rank", "item", "score", "title", "genres"], "\(r.stdout)")
+        #expect(lines[2].split(separator: " ").first == "1")
     }
 
     @Test func badInputGivesAClearErrorAndNonZeroExit() throws {
@@ -98,7 +102,9 @@ func tempDir() -> String {
         #expect(r.status != 0 && r.stderr.contains("unknown user 'ghost'"), "\(r.stderr)")
         r = try CLI.run("recommend", "--model", dir + "/m", "--user", "ghost", "--cold-start", "popular", "-k", "2")
         #expect(r.status == 0 && r.stderr.contains("recommending the most popular items instead"), "\(r.stderr)")
-        #expect(r.stdout.split(separator: "\n").count == 2)
+        // A header line, then one line per item, whether or not the model has titles.
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.count == 3 && lines[0].hasPrefix("rank  item"), "\(r.stdout)")
         r = try CLI.run("recommend", "--model", dir + "/m", "--user", "u1", "-k", "0")
         #expect(r.status != 0 && r.stderr.contains("-k must be positive"), "\(r.stderr)")
         r = try CLI.run("similar", "--model", dir + "/m", "--item", "nope")
@@ -127,6 +133,17 @@ func tempDir() -> String {
         #expect(try CLI.run("train", "--split", dir + "/s", "--model", "ease", "--set", "lambda=5", "--out", dir + "/ease").status == 0)
         var r = try CLI.run("explain", "--model", dir + "/ease", "--user", "u1", "--item", "i2", "--json")
         #expect(r.status == 0 && r.stdout.contains("\"contributions\""), "\(r.stderr)")
+        // The shares the help promises: each row's share of the score, the rest summed, adding up to 100%.
+        let explained = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let score = explained["score"] as! Double
+        let rows = explained["contributions"] as! [[String: Any]]
+        let shares = rows.map { $0["share"] as! Double }
+        #expect(zip(rows, shares).allSatisfy { abs(($0["weight"] as! Double) / score - $1) < 1e-4 })
+        let other = explained["other_weight"] as! Double, unexplained = explained["unexplained"] as! Double
+        #expect(abs(rows.map { $0["weight"] as! Double }.reduce(0, +) + other + unexplained - score) < 1e-3)
+        r = try CLI.run("explain", "--model", dir + "/ease", "--user", "u1", "--item", "i2", "-k", "2")
+        #expect(r.status == 0 && r.stdout.split(separator: "\n")[1].split(separator: " ") == ["weight", "share", "item", "title"], "\(r.stdout)")
+        #expect(r.stdout.contains("%"), "\(r.stdout)")
         r = try CLI.run("explain", "--model", dir + "/ease", "--item", "i1", "--anti", "-k", "3")
         #expect(r.status == 0 && r.stdout.contains("rarely pick"), "\(r.stderr)")
         r = try CLI.run("explain", "--model", dir + "/ease", "--item", "nope", "--anti")
