@@ -57,8 +57,13 @@ struct IndexCommand: ParsableCommand {
         @Option(name: .customLong("set"), help: "Search parameter: ef=64, nprobe=16, probes=0, refine=1.") var settings: [String] = []
         @Option(name: .long, help: "Threads (1 = per-query latency is measured).") var threads = 1
         @Option(name: .long, help: "Ground truth (.ivecs) for recall@k.") var groundTruth: String?
-        @Option(name: .long, help: "Write the returned ids as .ivecs (rows padded with -1 only if an index returned fewer than k).") var out: String?
-        @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+        @Option(name: .long, help: ArgumentHelp("Write the neighbours: OUT.ivecs holds row numbers (padded with -1 only if an index returned fewer than k); OUT.tsv holds query, rank, item ID and score.",
+                                                valueName: "OUT.ivecs|OUT.tsv")) var out: String?
+        @Option(name: .long, help: "IDs of the indexed rows, one per line in row order (the OUT.ids that affinity model export writes). Without it the TSV names rows by number.")
+        var ids: String?
+        @Option(name: .long, help: "IDs of the queries, one per line (default: QUERIES.ids when it exists, else row numbers).")
+        var queryIds: String?
+        @Flag(name: .long, help: "Print {search_s, qps, recall, ...} as JSON on stdout (the external-command protocol of ../shared/bench/ann).") var json = false
 
         func validate() throws {
             guard k > 0 && k <= 100_000 else { throw ValidationError("-k must be in 1...100000, got \(k)") }
@@ -77,18 +82,67 @@ struct IndexCommand: ParsableCommand {
                 figures["latency_p50_ms"] = sorted[sorted.count / 2] * 1000
                 figures["latency_p99_ms"] = sorted[min(sorted.count - 1, sorted.count * 99 / 100)] * 1000
             }
+            var recallAt = k
             if let groundTruth {
-                figures["recall"] = recall(results, truth: try VectorFiles.readIvecs(groundTruth, limit: q.rows), k: k)
+                let truth = try VectorFiles.readIvecs(groundTruth, limit: q.rows)
+                // recall@k needs k true neighbours per query: measure at what the file holds, and say so.
+                let columns = truth.map(\.count).min() ?? 0
+                if columns < k {
+                    Console.note("warning: \(groundTruth) holds \(columns) neighbours per query, fewer than -k \(k); recall is measured at \(columns)")
+                    recallAt = columns
+                }
+                if truth.count < results.count {
+                    Console.note("warning: \(groundTruth) has \(truth.count) rows for \(results.count) queries; recall covers the first \(truth.count)")
+                }
+                figures["recall"] = recallAt > 0 ? recall(results, truth: truth, k: recallAt) : 0
+                figures["recall_at"] = Double(recallAt)
             }
             if let out {
-                try VectorFiles.writeIvecs(results.map { r in (0..<k).map { $0 < r.count ? Int32(r[$0].id) : -1 } }, to: out)
+                if out.lowercased().hasSuffix(".tsv") {
+                    try writeNeighbourTSV(results, to: out, queryCount: q.rows)
+                } else {
+                    try VectorFiles.writeIvecs(results.map { r in (0..<k).map { $0 < r.count ? Int32(r[$0].id) : -1 } }, to: out)
+                }
             }
             if json {
                 try printJSON(figures)
             } else {
-                Console.note(figures.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.4f", $0.value))" }.joined(separator: " "))
-                print("{\"search_s\": \(seconds)}")
+                print("queries:   \(q.rows) (k \(k), \(threads == 1 ? "1 thread" : "\(threads == 0 ? "all" : String(threads)) threads"))")
+                print(String(format: "search:    %.4f s, %.0f queries/s", seconds, Double(q.rows) / seconds))
+                if let p50 = figures["latency_p50_ms"], let p99 = figures["latency_p99_ms"] { print(String(format: "latency:   p50 %.3f ms, p99 %.3f ms", p50, p99)) }
+                if let r = figures["recall"] { print(String(format: "recall@%d: %.4f", recallAt, r)) }
+                if let out { print("wrote:     \(out)") }
             }
+        }
+
+        /// Query, rank, item ID and score per neighbour, with the IDs from --ids / --query-ids.
+        func writeNeighbourTSV(_ results: [[Neighbor]], to path: String, queryCount: Int) throws {
+            func readIDs(_ file: String, expected: Int?, what: String) throws -> [String] {
+                guard case .success(let data) = RegularFile.contents(atPath: file) else { throw CommandError("\(file): cannot read the \(what) IDs") }
+                var lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+                if lines.last == "" { lines.removeLast() }
+                if let expected, lines.count != expected {
+                    throw CommandError("\(file): \(lines.count) \(what) IDs for \(expected) rows")
+                }
+                return lines
+            }
+            let itemIDs = try ids.map { try readIDs($0, expected: nil, what: "item") }
+            if ids == nil { Console.note("note: no --ids file: the TSV names rows by number") }
+            let queryFile = queryIds ?? (FileManager.default.fileExists(atPath: queries + ".ids") ? queries + ".ids" : nil)
+            let queryNames = try queryFile.map { try readIDs($0, expected: nil, what: "query") }
+            if let queryNames, queryNames.count < queryCount {
+                throw CommandError("\(queryFile!): \(queryNames.count) query IDs for \(queryCount) queries")
+            }
+            var text = "query\trank\titem\tscore\n"
+            for (qi, list) in results.enumerated() {
+                let name = queryNames?[qi] ?? String(qi)
+                for (rank, n) in list.enumerated() {
+                    guard let itemIDs else { text += "\(name)\t\(rank + 1)\t\(n.id)\t\(n.score)\n"; continue }
+                    guard n.id < itemIDs.count else { throw CommandError("\(ids!): \(itemIDs.count) IDs, but the index returned row \(n.id); is it the .ids file of these vectors?") }
+                    text += "\(name)\t\(rank + 1)\t\(itemIDs[n.id])\t\(n.score)\n"
+                }
+            }
+            try AtomicWrite.file(Data(text.utf8), to: path)
         }
     }
 

@@ -190,8 +190,22 @@ func tempDir() -> String {
         #expect(r.status != 0 && r.stderr.contains("already exists (pass --force"), "\(r.stderr)")
         r = try CLI.run("index", "build", "--vectors", dir + "/base.fvecs", "--metric", "l2", "--spec", "Flat", "--out", dir + "/flat.idx", "--force")
         #expect(r.status == 0 && r.stdout.isEmpty, "\(r.stdout)")
-        r = try CLI.run("index", "search", "--index", dir + "/flat.idx", "--queries", dir + "/q.fvecs", "-k", "5", "--out", dir + "/truth.ivecs")
+        r = try CLI.run("index", "search", "--index", dir + "/flat.idx", "--queries", dir + "/q.fvecs", "-k", "5", "--out", dir + "/truth.ivecs", "--json")
         #expect(r.status == 0 && r.stdout.contains("\"search_s\""), "\(r.stderr)")
+        // Without --json: readable lines. -k beyond the ground truth's columns is measured at what it holds, with a warning.
+        r = try CLI.run("index", "search", "--index", dir + "/flat.idx", "--queries", dir + "/q.fvecs", "-k", "8", "--ground-truth", dir + "/truth.ivecs")
+        #expect(r.status == 0 && r.stdout.contains("recall@5: 1.0000") && !r.stdout.contains("{"), "\(r.stdout)")
+        #expect(r.stderr.contains("holds 5 neighbours per query, fewer than -k 8; recall is measured at 5"), "\(r.stderr)")
+        // Neighbours as TSV of IDs (the .ids file model export writes, and QUERIES.ids found beside the queries).
+        try Data((0..<500).map { "item\($0)" }.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: dir + "/base.ids"))
+        try Data((0..<20).map { "user\($0)" }.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: dir + "/q.fvecs.ids"))
+        r = try CLI.run("index", "search", "--index", dir + "/flat.idx", "--queries", dir + "/q.fvecs", "-k", "3", "--ids", dir + "/base.ids", "--out", dir + "/n.tsv")
+        let tsv = try String(contentsOfFile: dir + "/n.tsv", encoding: .utf8).split(separator: "\n")
+        #expect(r.status == 0 && tsv.count == 61 && tsv[0] == "query\trank\titem\tscore", "\(r.stderr)")
+        #expect(tsv[1].hasPrefix("user0\t1\titem"), "\(tsv[1])")
+        try Data("a\nb\n".utf8).write(to: URL(fileURLWithPath: dir + "/short.ids"))
+        r = try CLI.run("index", "search", "--index", dir + "/flat.idx", "--queries", dir + "/q.fvecs", "-k", "3", "--ids", dir + "/short.ids", "--out", dir + "/m.tsv")
+        #expect(r.status != 0 && r.stderr.contains("short.ids: 2 IDs, but the index returned row"), "\(r.stderr)")
         r = try CLI.run("index", "build", "--vectors", dir + "/base.fvecs", "--metric", "l2", "--spec", "HNSW8", "--set", "efConstruction=40", "--out", dir + "/hnsw.idx")
         #expect(r.status == 0, "\(r.stderr)")
         r = try CLI.run("index", "search", "--index", dir + "/hnsw.idx", "--queries", dir + "/q.fvecs", "-k", "5", "--set", "ef=50",
