@@ -59,14 +59,12 @@ public struct ALS: FactorizationRecommender, ExplainableRecommender {
     /// YᵀY of the item factors, shared by every fold-in and explanation (derived at init).
     let itemGram: Matrix
 
-    /// Called after each iteration with (iteration, seconds); for progress and benchmarks.
-    public typealias Progress = @Sendable (_ iteration: Int, _ seconds: Double) -> Void
-
     public static func fit(_ interactions: SparseMatrix, configuration: Configuration = Configuration()) throws -> ALS {
         try fit(interactions, configuration: configuration, progress: nil)
     }
 
-    public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, progress: Progress?) throws -> ALS {
+    /// Reports after each half-iteration (users solved, items solved); an example is a row solved.
+    public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, progress: TrainingProgress.Handler?) throws -> ALS {
         try c.validate()
         // Factors of users and items, plus per thread a f x f system and its factor.
         try MemoryBudget.check(bytes: (Double(interactions.rowCount + interactions.columnCount) + 4 * Double(Parallelism.resolve(c.threads)) * Double(c.factors)) * Double(c.factors) * 4,
@@ -77,11 +75,14 @@ public struct ALS: FactorizationRecommender, ExplainableRecommender {
         var rng = SeededGenerator(seed: c.seed)
         var users = Matrix(rows: x.rowCount, columns: f, values: (0..<(x.rowCount * f)).map { _ in Float(rng.nextGaussian() * 0.01) })
         var items = Matrix(rows: x.columnCount, columns: f, values: (0..<(x.columnCount * f)).map { _ in Float(rng.nextGaussian() * 0.01) })
+        var reporter = ProgressReporter(progress, model: modelType, epochs: c.iterations, exampleName: "rows")
+        let perIteration = x.rowCount + x.columnCount
         for iteration in 0..<c.iterations {
-            let clock = Stopwatch()
             try solveAll(&users, fixed: items, ratings: x, otherCount: x.columnCount, c)
+            reporter.during(epoch: iteration + 1, fraction: Double(x.rowCount) / Double(max(1, perIteration)),
+                            examples: iteration * perIteration + x.rowCount)
             try solveAll(&items, fixed: users, ratings: xt, otherCount: x.rowCount, c)
-            progress?(iteration + 1, clock.seconds)
+            reporter.endOfEpoch(iteration + 1, examples: (iteration + 1) * perIteration)
         }
         // End on a user half-step, so each stored user vector is the least-squares solution for the
         // final item factors: exactly what `recalculateUser` computes from the same history.

@@ -52,7 +52,8 @@ public struct BPR: FactorizationRecommender {
         try fit(interactions, configuration: configuration, progress: nil)
     }
 
-    public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, progress: Progress?) throws -> BPR {
+    /// Reports after each block round of an epoch; an example is a positive (with its sampled negative).
+    public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, progress: TrainingProgress.Handler?) throws -> BPR {
         try c.validate()
         // Factors and optimiser state of users and items.
         try MemoryBudget.check(bytes: Double(interactions.rowCount + interactions.columnCount) * Double(c.factors) * 4 * 3,
@@ -81,9 +82,13 @@ public struct BPR: FactorizationRecommender {
         let rowOf = (0..<nUsers).flatMap { u in [Int32](repeating: Int32(u), count: x.rowLength(u)) }
 
         let lr = Float(c.learningRate), reg = Float(c.regularization), adagrad = c.optimizer == .adagrad
+        var reporter = ProgressReporter(progress, model: modelType, epochs: c.epochs, exampleName: "positives")
+        let positives = x.nonZeroCount
         for epoch in 0..<c.epochs {
-            let clock = Stopwatch()
             for sub in 0..<blocks {
+                if sub > 0 {
+                    reporter.during(epoch: epoch + 1, fraction: Double(sub) / Double(blocks), examples: epoch * positives + positives * sub / blocks)
+                }
                 users.withUnsafeMutableBufferPointer { ub in items.withUnsafeMutableBufferPointer { ib in bias.withUnsafeMutableBufferPointer { bb in
                 userSquares.withUnsafeMutableBufferPointer { usq in itemSquares.withUnsafeMutableBufferPointer { isq in biasSquares.withUnsafeMutableBufferPointer { bsq in
                     let w = SharedMutableBuffer(ub), h = SharedMutableBuffer(ib), b = SharedMutableBuffer(bb)
@@ -129,7 +134,7 @@ public struct BPR: FactorizationRecommender {
                     }
                 } } } } } }
             }
-            progress?(epoch + 1, clock.seconds)
+            reporter.endOfEpoch(epoch + 1, examples: (epoch + 1) * positives)
         }
         let model = FactorModel(userFactors: Matrix(rows: nUsers, columns: f, values: users),
                                 itemFactors: Matrix(rows: nItems, columns: f, values: items), itemBias: bias)

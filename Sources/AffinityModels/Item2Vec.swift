@@ -53,8 +53,14 @@ public struct Item2Vec: FactorizationRecommender {
                 interactions: interactions, configuration: configuration)
     }
 
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> Item2Vec {
+        try fit(sequences: (0..<interactions.rowCount).map { interactions.row($0).map { Int($0) } },
+                interactions: interactions, configuration: configuration, progress: progress)
+    }
+
+    /// Reports about once a second inside an epoch; an example is a token of a sequence.
     public static func fit(sequences: [[Int]], interactions: SparseMatrix, configuration c: Configuration,
-                           progress: (@Sendable (_ epoch: Int, _ seconds: Double) -> Void)? = nil) throws -> Item2Vec {
+                           progress: TrainingProgress.Handler? = nil) throws -> Item2Vec {
         try c.validate()
         try MemoryBudget.check(bytes: Double(interactions.columnCount) * Double(c.dimension) * 4 * 2,
                                for: "Item2Vec with dimension=\(c.dimension) on \(interactions.columnCount) items")
@@ -87,14 +93,21 @@ public struct Item2Vec: FactorizationRecommender {
         let totalSteps = Double(max(1, c.epochs)) * total
         var processed = 0.0
         var hidden = [Float](repeating: 0, count: d)
+        var reporter = ProgressReporter(progress, model: modelType, epochs: c.epochs, exampleName: "tokens")
+        let tokensPerEpoch = Int(total)
         for epoch in 0..<c.epochs {
-            let clock = Stopwatch()
             var eg = SeededGenerator(seed: c.seed, stream: UInt64(epoch + 1))
+            var done = 0
             input.withUnsafeMutableBufferPointer { w in
                 output.withUnsafeMutableBufferPointer { o in
                     hidden.withUnsafeMutableBufferPointer { e in
-                        for sequence in sequences {
+                        for (s, sequence) in sequences.enumerated() {
                             processed += Double(sequence.count)
+                            done += sequence.count
+                            if s & 255 == 0 {
+                                reporter.during(epoch: epoch + 1, fraction: Double(done) / Double(max(1, tokensPerEpoch)),
+                                                examples: epoch * tokensPerEpoch + done)
+                            }
                             let alpha = Float(max(c.minLearningRate, c.learningRate - (c.learningRate - c.minLearningRate) * processed / totalSteps))
                             let kept = sequence.filter { keep[$0] >= 1 || eg.nextDouble() < keep[$0] }
                             for (position, center) in kept.enumerated() {
@@ -133,7 +146,7 @@ public struct Item2Vec: FactorizationRecommender {
                     }
                 }
             }
-            progress?(epoch + 1, clock.seconds)
+            reporter.endOfEpoch(epoch + 1, examples: (epoch + 1) * tokensPerEpoch)
         }
         // Normalised item vectors; items never seen keep a zero vector.
         var items = Matrix(rows: n, columns: d, values: input)

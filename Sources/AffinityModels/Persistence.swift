@@ -10,6 +10,8 @@ public protocol PersistableRecommender: Recommender {
     var configuration: Configuration { get }
     /// Fits the model on a binary users x items matrix.
     static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> Self
+    /// Fits, reporting progress (iterative models during their epochs; the others once, at the end).
+    static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> Self
     /// Every learned array, by name (the training interactions included).
     func tensors() -> [String: Tensor]
     /// Rebuilds the model from its tensors; `path` is for error messages.
@@ -20,6 +22,14 @@ extension PersistableRecommender {
     /// Fits with the default configuration changed by `key=value` settings.
     public static func fit(_ interactions: SparseMatrix, settings: [String: String]) throws -> Self {
         try fit(interactions, configuration: Configuration().applying(settings))
+    }
+
+    /// Models fitted in one step report once, when done.
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> Self {
+        var reporter = ProgressReporter(progress, model: modelType, epochs: 1, exampleName: "positives")
+        let model = try fit(interactions, configuration: configuration)
+        reporter.endOfEpoch(1, examples: interactions.nonZeroCount)
+        return model
     }
 }
 
@@ -282,10 +292,14 @@ public enum ModelRegistry {
         types.first { $0.modelType == name }
     }
 
-    /// Fits the model called `name` with `key=value` settings.
-    public static func fit(_ name: String, interactions: SparseMatrix, settings: [String: String]) throws -> any PersistableRecommender {
+    /// Fits the model called `name` with `key=value` settings, reporting progress to `progress`.
+    public static func fit(_ name: String, interactions: SparseMatrix, settings: [String: String],
+                           progress: TrainingProgress.Handler? = nil) throws -> any PersistableRecommender {
         guard let type = type(named: name) else { throw ModelError.unknownModelType(name, known: names) }
-        return try type.fit(interactions, settings: settings)
+        func fit<M: PersistableRecommender>(_ t: M.Type) throws -> M {
+            try M.fit(interactions, configuration: try M.Configuration().applying(settings), progress: progress)
+        }
+        return try fit(type)
     }
 
     /// The default configuration of a model as JSON, for help texts.

@@ -94,11 +94,12 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
     /// The trained network (needed to fold in histories when the user tower reads one).
     let network: TwoTowerNetwork
 
-    /// Called after each epoch with (epoch, mean loss, seconds, validation HR@10 or nil).
-    public typealias Progress = @Sendable (_ epoch: Int, _ loss: Double, _ seconds: Double, _ validationHR: Double?) -> Void
-
     public static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> TwoTower {
         try fit(interactions, configuration: configuration, progress: nil)
+    }
+
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> TwoTower {
+        try fit(interactions, configuration: configuration, sideInformation: nil, progress: progress)
     }
 
     /// What the model may know besides interactions, indexed like the interaction matrix: each
@@ -115,8 +116,10 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
         }
     }
 
-    public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, sideInformation: SideInformation? = nil,
-                           progress: Progress?) throws -> TwoTower {
+    /// Reports about once a second inside an epoch and at its end with the mean loss and (with
+    /// `validationUsers`) the validation HR@10; an example is a (user, positive) pair.
+    public static func fit(_ interactions: SparseMatrix, configuration c: Configuration, sideInformation: SideInformation?,
+                           progress: TrainingProgress.Handler?) throws -> TwoTower {
         try c.validate()
         // Embedding tables with gradient and two Adam moments, the towers' hidden layers, and
         // the batch x batch logits of in-batch softmax.
@@ -484,7 +487,7 @@ final class TwoTowerTrainer: @unchecked Sendable {
         return row.filter { $0 != held }
     }
 
-    func run(progress: TwoTower.Progress?) throws {
+    func run(progress: TrainingProgress.Handler?) throws {
         let n = users.count
         guard n > 0 else { return }
         let parameters = network.parameters
@@ -494,8 +497,8 @@ final class TwoTowerTrainer: @unchecked Sendable {
         var step = 0
         var best: (hr: Double, values: [Matrix])?
         var sinceBest = 0
+        var reporter = ProgressReporter(progress, model: TwoTower.modelType, epochs: c.epochs, exampleName: "pairs")
         for epoch in 1...max(1, c.epochs) where c.epochs > 0 {
-            let clock = Stopwatch()
             var g = SeededGenerator(seed: c.seed, stream: UInt64(epoch))
             let order = g.permutation(n)
             var totalLoss = 0.0
@@ -523,9 +526,10 @@ final class TwoTowerTrainer: @unchecked Sendable {
                 network.itemBackward(dv)
                 optimizer.step(parameters)
                 step += 1
+                reporter.during(epoch: epoch, fraction: Double(min(start, n)) / Double(n), examples: (epoch - 1) * n + min(start, n))
             }
             let hr = validation.isEmpty ? nil : validationHitRate()
-            progress?(epoch, totalLoss / Double(n), clock.seconds, hr)
+            reporter.endOfEpoch(epoch, examples: epoch * n, loss: totalLoss / Double(n), validationHitRate: hr)
             if let hr, c.patience > 0 {
                 if best == nil || hr > best!.hr {
                     best = (hr, parameters.map(\.value))

@@ -192,7 +192,7 @@ struct CFBench: ParsableCommand {
             c.iterations = alsIterations
             c.threads = threads
             let times = TimeLog()
-            _ = try ALS.fit(x, configuration: c) { _, s in times.add(s) }
+            _ = try ALS.fit(x, configuration: c, progress: times.epochEnds)
             let perIteration = times.median
             say("ials_seconds_per_iteration", perIteration, String(format: "iALS (%d factors, %@ solver): %.4f s per iteration (median of %d)", c.factors, c.solver.rawValue, perIteration, alsIterations))
         }
@@ -201,7 +201,7 @@ struct CFBench: ParsableCommand {
             c.epochs = bprEpochs
             c.threads = threads
             let times = TimeLog()
-            _ = try BPR.fit(x, configuration: c) { _, s in times.add(s) }
+            _ = try BPR.fit(x, configuration: c, progress: times.epochEnds)
             say("bpr_seconds_per_epoch", times.median, String(format: "BPR (%d factors): %.4f s per epoch (median of %d)", c.factors, times.median, bprEpochs))
         }
         if parts.contains("foldin") {
@@ -224,8 +224,19 @@ struct CFBench: ParsableCommand {
 /// Per-iteration times collected from a training callback.
 final class TimeLog: @unchecked Sendable {
     private var values: [Double] = []
+    private var lastEnd = 0.0
     private let lock = NSLock()
     func add(_ s: Double) { lock.locked { values.append(s) } }
+    /// A progress handler that logs each epoch's duration (the time between epoch ends).
+    var epochEnds: TrainingProgress.Handler {
+        { [self] r in
+            guard r.isEpochEnd else { return }
+            lock.locked {
+                values.append(r.seconds - lastEnd)
+                lastEnd = r.seconds
+            }
+        }
+    }
     var median: Double {
         lock.locked {
             let s = values.sorted()

@@ -37,6 +37,43 @@ enum Console {
         clearProgress()
         FileHandle.standardError.write(Data("\(message)\n".utf8))
     }
+
+    /// Training progress of any model as one line: epoch, share done, examples per second, time
+    /// elapsed and left, and the loss and validation HR@10 when the model computes them. Epoch
+    /// ends with a loss or validation figure are always printed (they are the learning curve);
+    /// the rest go through `progress` (a live line on a terminal, a line every 5 s in a log).
+    static let training: TrainingProgress.Handler = { r in
+        // A model fitted in one step (EASE, item-kNN, popularity) reports once: "ease done".
+        var line = r.epochs == 1 && r.isEpochEnd ? "\(r.model) done" : "\(r.model) epoch \(r.epoch)/\(r.epochs)"
+        if r.epochs > 1 || !r.isEpochEnd { line += r.isEpochEnd ? " done" : String(format: " %2.0f%%", r.epochFraction * 100) }
+        line += ": " + rate(r.examplesPerSecond) + " \(r.exampleName)/s, " + duration(r.seconds) + " elapsed"
+        if let left = r.remainingSeconds, r.fractionDone < 1 { line += ", about " + duration(left) + " left" }
+        if let loss = r.loss { line += String(format: ", loss %.4f", loss) }
+        if let hr = r.validationHitRate { line += String(format: ", validation HR@10 %.4f", hr) }
+        if r.isEpochEnd && (r.loss != nil || r.validationHitRate != nil || r.epoch == r.epochs) {
+            note(line)
+        } else {
+            progress(line)
+        }
+    }
+
+    /// 1234567 -> "1.23M".
+    static func rate(_ value: Double) -> String {
+        switch value {
+        case 1e9...: return String(format: "%.2fG", value / 1e9)
+        case 1e6...: return String(format: "%.2fM", value / 1e6)
+        case 1e3...: return String(format: "%.1fk", value / 1e3)
+        default: return String(format: "%.0f", value)
+        }
+    }
+
+    /// Seconds as "42.0 s", "3 min 05 s" or "1 h 02 min".
+    static func duration(_ seconds: Double) -> String {
+        if seconds < 60 { return String(format: "%.1f s", seconds) }
+        let s = Int(seconds.rounded())
+        if s < 3600 { return String(format: "%d min %02d s", s / 60, s % 60) }
+        return String(format: "%d h %02d min", s / 3600, (s % 3600) / 60)
+    }
 }
 
 /// A failure found while running a command (after argument validation): printed as
@@ -143,11 +180,7 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
                 let byUser = try readUserFeatures(path)
                 side.userCategories = categoryIndexes(count: interactions.rowCount) { byUser[split.train.users[$0]] ?? [] }
             }
-            return try TwoTower.fit(interactions, configuration: configuration, sideInformation: side) { epoch, loss, seconds, hr in
-                Console.clearProgress()
-                Console.note(String(format: "two-tower epoch %d/%d: loss %.4f, %.1f s", epoch, configuration.epochs, loss, seconds)
-                             + (hr.map { String(format: ", validation HR@10 %.4f", $0) } ?? ""))
-            }
+            return try TwoTower.fit(interactions, configuration: configuration, sideInformation: side, progress: Console.training)
         }
         if name == Item2Vec.modelType {
             // Each user's items in time order (ties: file order), as gensim is fed in the reference.
@@ -159,11 +192,9 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
                 return ordered.map { Int(log.itemIndices[$0]) }
             }
             let configuration = try Item2Vec.Configuration().applying(settings)
-            return try Item2Vec.fit(sequences: sequences, interactions: interactions, configuration: configuration) { epoch, seconds in
-                Console.progress(String(format: "item2vec epoch %d/%d (%.1f s)", epoch, configuration.epochs, seconds))
-            }
+            return try Item2Vec.fit(sequences: sequences, interactions: interactions, configuration: configuration, progress: Console.training)
         }
-        return try ModelRegistry.fit(name, interactions: interactions, settings: settings)
+        return try ModelRegistry.fit(name, interactions: interactions, settings: settings, progress: Console.training)
     }
     Console.clearProgress()
     var info = ["trained_on": split.path, "train_seconds": String(format: "%.3f", seconds)]

@@ -182,6 +182,12 @@ import Glibc
         var r = try CLI.run("train", "--split", dir + "/split", "--model", "item2vec", "--set", "epochs=2", "--set", "dimension=8", "--out", tempDir() + "/i2v")
         #expect(r.status == 0 && r.stderr.contains("training item2vec on"), "\(r.stderr)")
         #expect(r.stderr.split(separator: "\n").count <= 4, "\(r.stderr)")
+        // The same line for every model: epoch, rate of examples, elapsed; the last epoch always.
+        #expect(r.stderr.contains("item2vec epoch 2/2 done: ") && r.stderr.contains("tokens/s"), "\(r.stderr)")
+        r = try CLI.run("train", "--split", dir + "/split", "--model", "ials", "--set", "iterations=3", "--set", "factors=4", "--out", tempDir() + "/als")
+        #expect(r.stderr.contains("ials epoch 3/3 done: ") && r.stderr.contains("rows/s"), "\(r.stderr)")
+        r = try CLI.run("train", "--split", dir + "/split", "--model", "ease", "--out", tempDir() + "/ease")
+        #expect(r.stderr.contains("ease done: ") && r.stderr.contains("positives/s"), "\(r.stderr)")
         r = try CLI.run("demo", "--data", dir + "/data/ratings.tsv", "--models", "popularity")
         #expect(r.status == 0 && r.stderr.contains("popularity: trained in"), "\(r.stderr)")
     }
