@@ -21,6 +21,19 @@ public struct ALS: FactorizationRecommender, ExplainableRecommender {
     public enum Solver: String, Codable, Sendable, CaseIterable, SettingChoice { case cholesky, cg }
 
     public struct Configuration: ModelConfiguration {
+        /// One line per setting for `affinity train --help`.
+        public static let settingHelp: [String: String] = [
+            "factors": "latent dimension",
+            "regularization": "L2 regularisation",
+            "alpha": "confidence c = 1 + alpha * count",
+            "iterations": "alternating passes (users, then items)",
+            "solver": "cg (fast) or cholesky (exact)",
+            "cgSteps": "conjugate-gradient steps per solve",
+            "regularizationExponent": "frequency-scaled regularisation (0 = off)",
+            "seed": "initial factors",
+            "threads": "0 = all cores",
+        ]
+
         /// Latent dimension f.
         public var factors: Int = 64
         /// Regularisation λ.

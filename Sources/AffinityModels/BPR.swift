@@ -17,6 +17,17 @@ public struct BPR: FactorizationRecommender {
     public enum Optimizer: String, Codable, Sendable, CaseIterable, SettingChoice { case sgd, adagrad }
 
     public struct Configuration: ModelConfiguration {
+        /// One line per setting for `affinity train --help`.
+        public static let settingHelp: [String: String] = [
+            "factors": "latent dimension",
+            "learningRate": "step size",
+            "regularization": "L2 on the parameters each step touches",
+            "epochs": "passes over the positives",
+            "optimizer": "sgd or adagrad",
+            "seed": "initialisation and sampling",
+            "threads": "0 = all cores (changes the result)",
+        ]
+
         /// Latent dimension.
         public var factors: Int = 64
         /// Step size.

@@ -5,6 +5,36 @@ import Foundation
 public protocol ModelConfiguration: Codable, Sendable, Equatable {
     init()
     func validate() throws
+    /// A short description of each setting, by key, for help texts.
+    static var settingHelp: [String: String] { get }
+}
+
+extension ModelConfiguration {
+    public static var settingHelp: [String: String] { [:] }
+
+    /// Each setting's key, default (as `--set` takes it) and description, in key order.
+    public static func settingsTable() -> [(key: String, defaultValue: String, help: String)] {
+        let defaults = Self()
+        guard let data = try? JSONEncoder().encode(defaults),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [] }
+        let children = Dictionary(Mirror(reflecting: defaults).children.compactMap { c in c.label.map { ($0, c.value) } }) { a, _ in a }
+        return object.keys.sorted().map { key in
+            // The Swift value decides the kind (Foundation's numbers also cast to Bool on Linux).
+            var value = "\(object[key]!)"
+            switch children[key] {
+            case let b as Bool: value = b ? "true" : "false"
+            case let d as Double where d == d.rounded() && abs(d) < 1e15: value = String(Int(d))
+            case let i as Int: value = String(i)
+            case let u as UInt64: value = String(u)
+            default: break
+            }
+            if let choice = children[key] as? any SettingChoice {
+                let names = type(of: choice).choiceNames
+                return (key, value, (settingHelp[key] ?? "") + (settingHelp[key]?.contains(names[0]) == true ? "" : " (\(names.joined(separator: "|")))"))
+            }
+            return (key, value, settingHelp[key] ?? "")
+        }
+    }
 }
 
 extension ModelConfiguration {

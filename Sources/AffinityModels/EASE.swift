@@ -40,6 +40,13 @@ public struct Contribution: Sendable, Equatable, Codable {
 /// - Complexity: fit O(Σ_u |u|² + items³); scoring O(|history|·items).
 public struct EASE: PersistableRecommender, ExplainableRecommender, AntiAffinityRecommender {
     public struct Configuration: ModelConfiguration {
+        /// One line per setting for `affinity train --help`.
+        public static let settingHelp: [String: String] = [
+            "lambda": "L2 regularisation added to the Gram diagonal",
+            "threads": "0 = all cores",
+            "maxMemoryGB": "refuse beyond this (0 = half the RAM)",
+        ]
+
         /// L2 regularisation λ added to the Gram diagonal. 500 is the tuned value for ml-1m.
         public var lambda: Double = 500
         /// Threads for the Gram matrix and the inverse (0 = all cores).

@@ -10,6 +10,18 @@ import Foundation
 /// Training is one seeded sequential pass per epoch, so the same seed gives the same model.
 public struct Item2Vec: FactorizationRecommender {
     public struct Configuration: ModelConfiguration {
+        /// One line per setting for `affinity train --help`.
+        public static let settingHelp: [String: String] = [
+            "dimension": "vector width",
+            "window": "largest centre-context distance",
+            "negatives": "negative samples per pair",
+            "epochs": "passes over the sequences",
+            "subsample": "frequent-item subsampling (0 = off)",
+            "learningRate": "initial step size",
+            "minLearningRate": "final step size (linear decay)",
+            "seed": "initialisation and sampling",
+        ]
+
         public var dimension: Int = 64
         /// Largest distance between a centre item and a context item.
         public var window: Int = 10

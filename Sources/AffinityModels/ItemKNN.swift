@@ -11,6 +11,13 @@ import AffinityLinalg
 /// - Complexity: fit O(Σ_u |u|²) time and O(items) scratch per thread; scoring O(|history| · neighbors).
 public struct ItemKNN: PersistableRecommender, ExplainableRecommender {
     public struct Configuration: ModelConfiguration {
+        /// One line per setting for `affinity train --help`.
+        public static let settingHelp: [String: String] = [
+            "neighbors": "neighbours kept per item",
+            "shrink": "added to the cosine denominator",
+            "threads": "0 = all cores",
+        ]
+
         /// Neighbours kept per item (k). 50 reaches the shared ml-1m reference figures.
         public var neighbors: Int = 50
         /// Shrinkage added to the cosine denominator; damps similarities of rarely seen items.

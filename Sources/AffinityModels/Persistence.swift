@@ -302,6 +302,19 @@ public enum ModelRegistry {
         return try fit(type)
     }
 
+    /// The settings of a model as a help table: key, default, description (lines under 80 columns).
+    public static func settingsHelp(of name: String) -> String? {
+        guard let type = type(named: name) else { return nil }
+        func rows<M: PersistableRecommender>(_ t: M.Type) -> [(key: String, defaultValue: String, help: String)] { M.Configuration.settingsTable() }
+        let table = rows(type)
+        guard !table.isEmpty else { return "  (no settings)" }
+        let keyWidth = table.map(\.key.count).max()!, valueWidth = max(7, table.map(\.defaultValue.count).max()!)
+        return table.map { row in
+            "  " + row.key.padding(toLength: keyWidth, withPad: " ", startingAt: 0) + "  "
+                + row.defaultValue.padding(toLength: valueWidth, withPad: " ", startingAt: 0) + "  " + row.help
+        }.joined(separator: "\n")
+    }
+
     /// The default configuration of a model as JSON, for help texts.
     public static func defaults(of name: String) -> String? {
         guard let type = type(named: name) else { return nil }

@@ -14,6 +14,35 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
     public enum Loss: String, Codable, Sendable, CaseIterable, SettingChoice { case softmax, triplet }
 
     public struct Configuration: ModelConfiguration {
+        /// One line per setting for `affinity train --help`.
+        public static let settingHelp: [String: String] = [
+            "dimension": "embedding and output width",
+            "hidden": "hidden layer width",
+            "temperature": "softmax temperature (logits / tau)",
+            "logQ": "subtract log item frequency",
+            "maskAccidentalHits": "mask copies of the positive",
+            "negatives": "in-batch[+static|+dynamic|+semi-hard|+random]",
+            "itemGenres": "add genre embeddings (needs genres)",
+            "itemVectors": "add dense item vectors (--item-vectors)",
+            "userFeatures": "add user features (--user-features)",
+            "refreshEvery": "steps between hard-negative refreshes",
+            "hardNegativePool": "dynamic negatives drawn from this top",
+            "loss": "softmax (InfoNCE) or triplet",
+            "margin": "triplet margin (cosine)",
+            "userInput": "id, history or id+history",
+            "maxHistory": "history items per user at most",
+            "score": "cosine or dot",
+            "batchSize": "examples per step",
+            "learningRate": "Adam step size",
+            "weightDecay": "AdamW decoupled decay",
+            "lazyAdam": "update only the rows a batch touches",
+            "epochs": "passes over the positives",
+            "validationUsers": "users held out for HR@10 per epoch",
+            "patience": "stop after this many epochs w/o gain",
+            "seed": "initialisation and batches",
+            "threads": "0 = all cores",
+        ]
+
         /// Width of the ID embeddings and of the towers' outputs.
         public var dimension: Int = 64
         /// Width of the hidden layer.

@@ -7,8 +7,9 @@ struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Fit a model on a split's train.tsv and save it as a model folder.",
-        discussion: "Models: \(ModelRegistry.names.joined(separator: ", ")). Settings and their defaults:\n"
-            + ModelRegistry.names.map { "  \($0): \(ModelRegistry.defaults(of: $0) ?? "{}")" }.joined(separator: "\n")
+        discussion: "Settings (--set key=value) of each model, with their defaults:\n\n"
+            + ModelRegistry.names.map { "\($0)\n\(ModelRegistry.settingsHelp(of: $0) ?? "")" }.joined(separator: "\n\n")
+            + "\n\nThe evaluation protocol and file formats: docs/protocol.md, docs/formats.md."
     )
 
     @Option(name: .long, help: "Split folder (train.tsv is used).") var split: String
