@@ -59,6 +59,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The README's Swift example, compiled by every build and run by AffinityCLITests.
+        .executableTarget(name: "affinity-quickstart", dependencies: ["AffinityData", "AffinityEval", "AffinityModels"],
+                          path: "Examples/QuickStart"),
         .testTarget(name: "AffinityLinalgTests", dependencies: ["AffinityLinalg"]),
         .testTarget(name: "AffinityDataTests", dependencies: ["AffinityData"]),
         .testTarget(name: "AffinityEvalTests", dependencies: ["AffinityEval", "AffinityModels"]),
@@ -68,7 +71,7 @@ let package = Package(
         .testTarget(name: "AffinityPipelineTests", dependencies: ["AffinityPipeline", "AffinityModels", "AffinityData"]),
         .testTarget(name: "AffinityServerTests", dependencies: ["AffinityServer", "AffinityPipeline", "AffinityModels", "AffinityData",
                                                                .product(name: "Hummingbird", package: "hummingbird")]),
-        .testTarget(name: "AffinityCLITests", dependencies: ["affinity"]),
+        .testTarget(name: "AffinityCLITests", dependencies: ["affinity", "affinity-quickstart"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,5 +1,5 @@
 /// A two-way map between raw external IDs (strings, never assumed to be integers) and dense
-/// internal indexes `0..<count`, assigned in order of first insertion (PROTOCOL.md: first
+/// internal indexes `0..<count`, assigned in order of first insertion (docs/protocol.md: first
 /// appearance in `train.tsv`).
 public struct IDVocabulary: Sendable, Equatable, Codable {
     public private(set) var ids: [String] = []

@@ -3,7 +3,7 @@ import AffinityLinalg
 /// Interactions in file order, columnar: row `r` is user `users[userIndices[r]]` with item
 /// `items[itemIndices[r]]`, optionally a rating and a timestamp.
 ///
-/// Vocabularies are in order of first appearance in the rows, which is what PROTOCOL.md asks of
+/// Vocabularies are in order of first appearance in the rows, which is what docs/protocol.md asks of
 /// internal indexes. Every transformation keeps file order and re-derives the vocabularies, so a
 /// filtered log is indexed exactly as if its rows had been read from a file.
 public struct InteractionLog: Sendable {
@@ -77,14 +77,14 @@ public struct InteractionLog: Sendable {
         selecting(rows: (0..<count).filter(keep))
     }
 
-    /// Implicit positives (PROTOCOL.md): rows with `rating >= minRating`; lower ratings are dropped,
+    /// Implicit positives (docs/protocol.md): rows with `rating >= minRating`; lower ratings are dropped,
     /// not treated as negatives. A log without ratings is returned unchanged (every row is positive).
     public func implicitPositives(minRating: Float) -> InteractionLog {
         guard let ratings else { return self }
         return filter { ratings[$0] >= minRating }
     }
 
-    /// Drops users with fewer than `minimum` distinct items (PROTOCOL.md: 5 positives).
+    /// Drops users with fewer than `minimum` distinct items (docs/protocol.md: 5 positives).
     public func droppingUsers(withFewerThan minimum: Int) -> InteractionLog {
         guard minimum > 1 else { return self }
         let distinct = matrix().rowPointers

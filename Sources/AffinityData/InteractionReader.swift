@@ -597,7 +597,7 @@ struct ColumnLayout {
     }
 }
 
-/// Writes interaction rows as PROTOCOL.md TSV.
+/// Writes interaction rows as docs/formats.md TSV.
 public enum InteractionWriter {
     /// The TSV text of `rows` of `log` (header `user\titem[\trating[\ttimestamp]]`).
     public static func tsv(_ log: InteractionLog, rows: [Int]) -> String {

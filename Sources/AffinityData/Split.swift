@@ -1,7 +1,7 @@
 import AffinityLinalg
 import Foundation
 
-/// How a log is divided into train and test (PROTOCOL.md "Splits").
+/// How a log is divided into train and test (docs/protocol.md "Splits").
 public enum SplitStrategy: String, CaseIterable, Sendable, Codable {
     /// Per user, a seeded random `round(testFraction * n)` (at least 1) of the positives go to test.
     case holdout
@@ -60,7 +60,7 @@ public struct DatasetSplit: Sendable {
 }
 
 public enum Splitter {
-    /// Applies the implicit-feedback and user filters of PROTOCOL.md, then splits.
+    /// Applies the implicit-feedback and user filters of docs/protocol.md, then splits.
     public static func split(_ log: InteractionLog, settings: SplitSettings) throws -> DatasetSplit {
         try settings.validate()
         var facts: [String: Int] = ["source_rows": log.count]

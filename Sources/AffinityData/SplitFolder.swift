@@ -2,7 +2,7 @@ import AffinityLinalg
 import Foundation
 
 /// A split as stored on disk: `train.tsv`, `test.tsv`, `valid.tsv` (where there is one) and
-/// `meta.json` in one folder (PROTOCOL.md). `items.tsv` holds item metadata when it was known.
+/// `meta.json` in one folder (docs/protocol.md). `items.tsv` holds item metadata when it was known.
 public struct SplitFolder: Sendable {
     public var path: String
     public var train: InteractionLog
@@ -79,7 +79,7 @@ public struct SplitFolder: Sendable {
         let valid = split.validRows.map { InteractionWriter.tsv(split.positives, rows: $0) }
         var meta: [String: Any] = [
             "name": URL(fileURLWithPath: path).lastPathComponent,
-            "protocol": "shared/PROTOCOL.md",
+            "protocol": "docs/protocol.md",
             "generator": "affinity split",
             "source": source,
             "kind": split.settings.strategy.rawValue,

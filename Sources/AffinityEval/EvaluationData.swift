@@ -3,13 +3,13 @@ import AffinityLinalg
 
 /// Which held-out target of a split is evaluated.
 public enum EvaluationTarget: String, Sendable, Codable, CaseIterable {
-    /// `test.tsv`; for a leave-last-out split the validation item joins the history (PROTOCOL.md).
+    /// `test.tsv`; for a leave-last-out split the validation item joins the history (docs/protocol.md).
     case test
     /// `valid.tsv`, with train alone as history.
     case valid
 }
 
-/// Ground truth and exclusions of one evaluation, in a model's index space (PROTOCOL.md "Metrics").
+/// Ground truth and exclusions of one evaluation, in a model's index space (docs/protocol.md "Metrics").
 ///
 /// Candidates are every item of `items` (a model trained on the split's `train.tsv` has exactly the
 /// items seen in train, indexed by first appearance). `history` holds what each user already has

@@ -2,7 +2,7 @@ import AffinityData
 import AffinityLinalg
 import Foundation
 
-/// Metrics of one cutoff K (PROTOCOL.md): means over evaluated users, except coverage.
+/// Metrics of one cutoff K (docs/protocol.md): means over evaluated users, except coverage.
 public struct CutoffMetrics: Sendable, Codable, Equatable {
     public var k: Int
     /// HR@K: share of users with at least one test item in their top K.
@@ -52,7 +52,7 @@ public struct EvaluationReport: Sendable, Codable {
     public func metrics(at k: Int) -> CutoffMetrics? { metrics.first { $0.k == k } }
 }
 
-/// Full-ranking evaluator of PROTOCOL.md: every candidate scored, the user's history excluded,
+/// Full-ranking evaluator of docs/protocol.md: every candidate scored, the user's history excluded,
 /// ties broken by the smaller item index, no sampled negatives.
 ///
 /// Users are evaluated in parallel; each thread keeps its own score buffer, exclusion mask and

@@ -1,7 +1,7 @@
 import Foundation
 
 extension EvaluationReport {
-    /// A fixed-width table, metrics with 4 decimals (PROTOCOL.md), one row per cutoff.
+    /// A fixed-width table, metrics with 4 decimals (docs/protocol.md), one row per cutoff.
     public func table(title: String? = nil) -> String {
         var out = ""
         if let title { out += title + "\n" }

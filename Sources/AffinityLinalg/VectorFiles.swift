@@ -13,7 +13,7 @@ public enum VectorFileError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// `.fvecs` / `.ivecs` (TEXMEX, PROTOCOL.md): each vector is a little-endian int32 dimension
+/// `.fvecs` / `.ivecs` (TEXMEX, docs/formats.md): each vector is a little-endian int32 dimension
 /// followed by that many float32 (or int32) values; every vector has the same dimension.
 public enum VectorFiles {
     public static func readFvecs(_ path: String, limit: Int? = nil) throws -> Matrix {

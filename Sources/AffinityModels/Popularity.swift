@@ -1,7 +1,7 @@
 import AffinityLinalg
 
 /// Recommends the items most users interacted with: every user gets the same ranking, minus
-/// what they have seen. The baseline every model must beat (PROTOCOL.md's tie-break matters here:
+/// what they have seen. The baseline every model must beat (docs/protocol.md's tie-break matters here:
 /// equal counts rank by the smaller item index).
 public struct Popularity: PersistableRecommender {
     /// Popularity has no hyperparameters.

@@ -72,7 +72,7 @@ struct DemoCommand: ParsableCommand {
             }
             models.append(trained)
         }
-        print("Full-ranking evaluation (PROTOCOL.md), \(rows.first?.report.evaluatedUsers ?? 0) users, \(folder.train.itemCount) candidate items:")
+        print("Full-ranking evaluation (docs/protocol.md), \(rows.first?.report.evaluatedUsers ?? 0) users, \(folder.train.itemCount) candidate items:")
         print(comparisonTable(rows, cutoffs: ks))
 
         // A few users: their history and what the best model recommends, with titles.

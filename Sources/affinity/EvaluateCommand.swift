@@ -7,7 +7,7 @@ import Foundation
 struct EvaluateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "evaluate",
-        abstract: "Full-ranking evaluation (PROTOCOL.md): HR, Recall, NDCG, MRR and Coverage at each cutoff.",
+        abstract: "Full-ranking evaluation (docs/protocol.md): HR, Recall, NDCG, MRR and Coverage at each cutoff.",
         discussion: """
         Either evaluate a saved model (--model MODEL) or train one on the split's train.tsv and evaluate
         it in one go (--model-type NAME [--set key=value ...]). Every item of train is a candidate,

@@ -13,7 +13,7 @@ struct IndexCommand: ParsableCommand {
         discussion: """
         Specs: Flat, HNSW<M>, IVF<lists>,Flat, IVF<lists>,PQ<bytes>[,Refine], an OPQ<bytes>, prefix on IVF-PQ specs,
         a MIPS, prefix on IVF specs (inner product through the MIPS-to-L2 reduction), LSH<tables>x<bits>. Search settings: ef, nprobe, probes, refine. Vectors: .fvecs or .npy (float32, 2-D). build and search also follow
-        the external-command protocol of ../shared/bench/ann (one JSON line with build_s/index_bytes or search_s).
+        the external-command protocol of ANN benchmark harnesses (Benchmarks/ann: one JSON line with build_s/index_bytes or search_s).
         """,
         subcommands: [Build.self, Search.self, Bench.self]
     )
@@ -63,7 +63,7 @@ struct IndexCommand: ParsableCommand {
         var ids: String?
         @Option(name: .long, help: "IDs of the queries, one per line (default: QUERIES.ids when it exists, else row numbers).")
         var queryIds: String?
-        @Flag(name: .long, help: "Print {search_s, qps, recall, ...} as JSON on stdout (the external-command protocol of ../shared/bench/ann).") var json = false
+        @Flag(name: .long, help: "Print {search_s, qps, recall, ...} as JSON on stdout (the external-command protocol of Benchmarks/ann).") var json = false
 
         func validate() throws {
             guard k > 0 && k <= 100_000 else { throw ValidationError("-k must be in 1...100000, got \(k)") }
@@ -211,7 +211,7 @@ func runQueries(_ index: any VectorIndex, _ q: Matrix, k: Int, parameters: Searc
     return (results, [], seconds)
 }
 
-/// recall@k = mean over queries of |returned top-k ∩ true top-k| / k (PROTOCOL.md).
+/// recall@k = mean over queries of |returned top-k ∩ true top-k| / k (docs/protocol.md).
 func recall(_ results: [[Neighbor]], truth: [[Int32]], k: Int) -> Double {
     var total = 0.0
     for (r, t) in zip(results, truth) {

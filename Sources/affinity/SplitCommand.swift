@@ -5,7 +5,7 @@ import Foundation
 struct SplitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "split",
-        abstract: "Turn an interaction log into a train/test split folder (PROTOCOL.md).",
+        abstract: "Turn an interaction log into a train/test split folder (docs/protocol.md).",
         discussion: """
         Ratings below --min-rating are dropped (not negatives), users with fewer than
         --min-user-positives positives are dropped, then:

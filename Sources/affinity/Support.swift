@@ -125,7 +125,7 @@ extension EvaluationTarget: ExpressibleByArgument {}
 
 /// Options shared by commands that read an interaction file (docs/formats.md).
 struct InputOptions: ParsableArguments {
-    @Option(name: .long, help: "Interaction file, optionally gzip-compressed (or a MovieLens folder with --format movielens).")
+    @Option(name: .long, help: "Interaction file: tsv, csv, jsonl or MovieLens, optionally .gz (docs/formats.md), or a MovieLens folder.")
     var input: String
 
     @Option(name: .long, help: "File layout: \(InteractionFormat.allCases.map(\.rawValue).joined(separator: "|")) (default: from the file name).")

@@ -237,3 +237,39 @@ func tempDir() -> String {
         #expect(r.stdout.contains("recommended:") && r.stdout.contains("Planted anti-affinity"))
     }
 }
+
+/// Issue "As a newcomer would use it", item 6: the README's Swift example is the example target,
+/// and it runs, printing raw item IDs.
+@Suite struct QuickStartExampleTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    @Test func theReadmeShowsTheExampleTargetVerbatim() throws {
+        let readme = try String(contentsOf: Self.root.appendingPathComponent("README.md"), encoding: .utf8)
+        let example = try String(contentsOf: Self.root.appendingPathComponent("Examples/QuickStart/main.swift"), encoding: .utf8)
+        #expect(readme.contains("```swift\n" + example + "```"), "README.md's Swift block differs from Examples/QuickStart/main.swift")
+    }
+
+    @Test func theExampleRunsAndPrintsItemIDs() throws {
+        let binary = URL(fileURLWithPath: CLI.binary).deletingLastPathComponent().appendingPathComponent("affinity-quickstart").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        #expect(text.contains("evaluated users:"), "\(text)")
+        let top = text.split(separator: "\n").first { $0.hasPrefix("top 5 for user u") }
+        // Raw IDs ("i42"), not internal indexes.
+        #expect(top.map { $0.split(separator: ": ")[1].split(separator: ", ").allSatisfy { $0.hasPrefix("i") } } == true, "\(text)")
+    }
+
+    @Test func theDocsTheHelpPointsToExist() throws {
+        for doc in ["docs/protocol.md", "docs/formats.md"] {
+            #expect(FileManager.default.fileExists(atPath: Self.root.appendingPathComponent(doc).path), "\(doc)")
+        }
+        let help = try CLI.run("train", "--help")
+        #expect(help.stdout.contains("docs/protocol.md") && !help.stdout.contains("PROTOCOL.md"))
+    }
+}

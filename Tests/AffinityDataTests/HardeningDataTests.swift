@@ -55,7 +55,7 @@ import Testing
         #expect(short == "s.csv:2: has 2 comma-separated fields but the header names 3", "\(short ?? "")")
         let badDate = message { _ = try parse("user,item,date\nu1,i1,2024-13-01\n", .csv, name: "d.csv") }
         #expect(badDate?.contains("neither Unix seconds nor an ISO-8601 date") == true, "\(badDate ?? "")")
-        // Without a header, columns stay positional (PROTOCOL.md).
+        // Without a header, columns stay positional (docs/formats.md).
         let plain = try parse("u1\ti1\t5\t10\n")
         #expect(plain.ratings == [5] && plain.timestamps == [10])
     }

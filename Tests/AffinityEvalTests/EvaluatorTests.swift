@@ -58,7 +58,7 @@ func makeSplit(train: String, test: String, valid: String? = nil) throws -> Spli
         #expect(report.perUserTSV()?.split(separator: "\n").first == "user\ttest_items\thr@1\thr@2\trecall@1\trecall@2\tndcg@1\tndcg@2\tmrr@1\tmrr@2")
     }
 
-    /// The evaluator against a direct transcription of PROTOCOL.md, on random data and scores
+    /// The evaluator against a direct transcription of docs/protocol.md, on random data and scores
     /// with many ties, at several thread counts.
     @Test func matchesProtocolTranscription() throws {
         var g = SeededGenerator(seed: 11)
