@@ -153,9 +153,6 @@ public final class AffinityService: @unchecked Sendable {
         return record
     }
 
-    /// Makes model `id` the one that answers: loads it unless it is the active or the previous one,
-    /// records it in the store, then swaps the reference (requests in flight keep the old model).
-    @discardableResult
     /// What `serve --model PATH` does: the active model when it is PATH with this index already,
     /// else the registered record of PATH and index activated (the newest, when several), else a
     /// new registration. Restarting with the same `--model` never registers a duplicate.
@@ -167,6 +164,9 @@ public final class AffinityService: @unchecked Sendable {
         return try await register(path: path, index: index, activate: true, checkAccess: false)
     }
 
+    /// Makes model `id` the one that answers: loads it unless it is the active or the previous one,
+    /// records it in the store, then swaps the reference (requests in flight keep the old model).
+    @discardableResult
     public func activate(id: Int) async throws -> ModelRecord {
         guard let record = try store.models().first(where: { $0.id == id }) else {
             throw APIError(.notFound, "no model with id \(id); GET /v1/models lists them")
