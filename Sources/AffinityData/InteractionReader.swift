@@ -347,69 +347,95 @@ public enum InteractionReader {
 
     /// JSON Lines: each non-blank line one object. User and item values may be strings or integers
     /// (the same ID either way); a rating is a number or a numeric string; a timestamp is Unix
-    /// seconds or an ISO-8601 string. The first object fixes which keys are read.
-    static func parseJSONLines(_ bytes: [UInt8], name: String, columns: ColumnSelection?) throws -> InteractionLog {
+    /// seconds or an ISO-8601 string. The first object fixes which keys are read. Flat objects
+    /// without escapes are scanned in place (`FlatJSONObject`); any other line goes through
+    /// Foundation's JSON parser, with the same results.
+    /// `referenceOnly` sends every line through Foundation (the tests' reference for the fast path).
+    static func parseJSONLines(_ bytes: [UInt8], name: String, columns: ColumnSelection?, referenceOnly: Bool = false) throws -> InteractionLog {
         var builder = LogBuilder(estimate: bytes.count / 60)
         if let columns, let positional = columns.roles.first(where: { if case .position = $0.1 { return true } else { return false } }) {
             throw DataError.invalidSetting(name: "columns", reason: "\(name) is JSON Lines: name the key of \(positional.0), not a position")
         }
-        var keys: (user: String, item: String, rating: String?, timestamp: String?)? = nil
+        // The keys of the four roles (user, item, rating, timestamp), fixed by the first object.
+        var keys: [String?]? = nil
+        var keyBytes: [[UInt8]?] = []
+        var flat = FlatJSONObject()
         let bom = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
         try bytes.withUnsafeBufferPointer { whole in
             try TextScanner.forEachLine(UnsafeBufferPointer(rebasing: whole[bom...])) { lineNumber, line in
                 if TextScanner.isBlank(line) { return true }
-                let object: [String: Any]
-                do {
-                    guard let parsed = try JSONSerialization.jsonObject(with: Data(line), options: [.fragmentsAllowed]) as? [String: Any] else {
-                        throw DataError.malformedLine(file: name, line: lineNumber, reason: "is not a JSON object")
+                let fast = !referenceOnly && flat.scan(line)
+                var object: [String: Any]? = nil
+                if !fast {
+                    do {
+                        guard let parsed = try JSONSerialization.jsonObject(with: Data(line), options: [.fragmentsAllowed]) as? [String: Any] else {
+                            throw DataError.malformedLine(file: name, line: lineNumber, reason: "is not a JSON object")
+                        }
+                        object = parsed
+                    } catch let error as DataError {
+                        throw error
+                    } catch {
+                        throw DataError.malformedLine(file: name, line: lineNumber, reason: "is not valid JSON")
                     }
-                    object = parsed
-                } catch let error as DataError {
-                    throw error
-                } catch {
-                    throw DataError.malformedLine(file: name, line: lineNumber, reason: "is not valid JSON")
                 }
                 if keys == nil {
-                    let present = Array(object.keys)
-                    func key(_ role: String, _ reference: ColumnReference?) throws -> String? {
-                        if case .name(let wanted)? = reference {
-                            guard let k = present.first(where: { $0.lowercased() == wanted.lowercased() }) else {
-                                throw DataError.malformedLine(file: name, line: lineNumber, reason: "--columns names \(role)=\(wanted) but the first object has no such key (keys: \(present.sorted().joined(separator: ", ")))")
-                            }
-                            return k
-                        }
-                        return present.first { ColumnLayout.aliases[role]!.contains($0.lowercased()) }
-                    }
-                    guard let user = try key("user", columns?.user), let item = try key("item", columns?.item) else {
-                        throw DataError.malformedLine(file: name, line: lineNumber, reason: "the first object names no user and item key (keys: \(present.sorted().joined(separator: ", "))); --columns user=KEY,item=KEY says which")
-                    }
-                    keys = (user, item, try key("rating", columns?.rating), try key("timestamp", columns?.timestamp))
+                    let present = object.map { Array($0.keys) } ?? flat.keys(in: line)
+                    keys = try Self.jsonKeys(present, columns: columns, file: name, line: lineNumber)
+                    keyBytes = keys!.map { $0.map { Array($0.utf8) } }
                 }
-                let k = keys!
-                func text(_ key: String) throws -> String {
-                    switch object[key] {
-                    case let s as String: return s
+                for (r, key) in keys!.enumerated() {
+                    guard let key else { continue }
+                    func add(_ f: UnsafeBufferPointer<UInt8>) throws {
+                        switch r {
+                        case 0: try builder.addUser(f, file: name, line: lineNumber)
+                        case 1: try builder.addItem(f, file: name, line: lineNumber)
+                        case 2: try builder.addRating(f, file: name, line: lineNumber)
+                        default: try builder.addTimestamp(f, file: name, line: lineNumber)
+                        }
+                    }
+                    if fast, let value = flat.value(of: keyBytes[r]!, in: line) {
+                        switch value {
+                        case .text(let range), .number(let range): try add(UnsafeBufferPointer(rebasing: line[range]))
+                        case .null: throw DataError.malformedLine(file: name, line: lineNumber, reason: "has no '\(key)' (earlier lines have it)")
+                        case .other: throw DataError.malformedLine(file: name, line: lineNumber, reason: "'\(key)' is neither a string nor a number")
+                        }
+                        continue
+                    }
+                    if fast { throw DataError.malformedLine(file: name, line: lineNumber, reason: "has no '\(key)' (earlier lines have it)") }
+                    var text: String
+                    switch object![key] {
+                    case let s as String: text = s
                     case let n as NSNumber:
-                        if let i = Int64(exactly: n.doubleValue) { return String(i) }
-                        return n.stringValue
+                        text = Int64(exactly: n.doubleValue).map { String($0) } ?? n.stringValue
                     case nil, is NSNull:
                         throw DataError.malformedLine(file: name, line: lineNumber, reason: "has no '\(key)' (earlier lines have it)")
                     default:
                         throw DataError.malformedLine(file: name, line: lineNumber, reason: "'\(key)' is neither a string nor a number")
                     }
+                    try text.withUTF8 { try add($0) }
                 }
-                func add(_ key: String, _ body: (UnsafeBufferPointer<UInt8>) throws -> Void) throws {
-                    var s = try text(key)
-                    try s.withUTF8 { try body($0) }
-                }
-                try add(k.user) { try builder.addUser($0, file: name, line: lineNumber) }
-                try add(k.item) { try builder.addItem($0, file: name, line: lineNumber) }
-                if let r = k.rating { try add(r) { try builder.addRating($0, file: name, line: lineNumber) } }
-                if let t = k.timestamp { try add(t) { try builder.addTimestamp($0, file: name, line: lineNumber) } }
                 return true
             }
         }
         return try builder.finish(source: name)
+    }
+
+    /// The keys of user, item, rating and timestamp among a first object's keys: as `columns`
+    /// names them, else by the header aliases.
+    static func jsonKeys(_ present: [String], columns: ColumnSelection?, file: String, line: Int) throws -> [String?] {
+        func key(_ role: String, _ reference: ColumnReference?) throws -> String? {
+            if case .name(let wanted)? = reference {
+                guard let k = present.first(where: { $0.lowercased() == wanted.lowercased() }) else {
+                    throw DataError.malformedLine(file: file, line: line, reason: "--columns names \(role)=\(wanted) but the first object has no such key (keys: \(present.sorted().joined(separator: ", ")))")
+                }
+                return k
+            }
+            return present.first { ColumnLayout.aliases[role]!.contains($0.lowercased()) }
+        }
+        guard let user = try key("user", columns?.user), let item = try key("item", columns?.item) else {
+            throw DataError.malformedLine(file: file, line: line, reason: "the first object names no user and item key (keys: \(present.sorted().joined(separator: ", "))); --columns user=KEY,item=KEY says which")
+        }
+        return [user, item, try key("rating", columns?.rating), try key("timestamp", columns?.timestamp)]
     }
 
     /// A header line starts with `user` (docs/formats.md), in any case (`userId` in MovieLens CSV).
@@ -624,5 +650,123 @@ public enum InteractionWriter {
     public static func formatRating(_ v: Float) -> String {
         if v == v.rounded() && abs(v) < 1e9 { return String(Int(v)) }
         return String(v)
+    }
+}
+
+/// A one-line JSON object whose values are strings without escapes, numbers, booleans or null,
+/// scanned in place: the fast path of JSON Lines. `scan` says false for anything else (nesting,
+/// escapes, malformed text), and the reader hands that line to Foundation's parser.
+struct FlatJSONObject {
+    enum Value: Equatable {
+        /// The bytes between the quotes.
+        case text(Range<Int>)
+        /// An integer in canonical form (digits, no leading zero, optional minus); other numbers
+        /// take the slow path, so `17.0` becomes the ID `17` in both.
+        case number(Range<Int>)
+        case null
+        /// true or false.
+        case other
+    }
+
+    private(set) var fields: [(key: Range<Int>, value: Value)] = []
+
+    mutating func scan(_ line: UnsafeBufferPointer<UInt8>) -> Bool {
+        fields.removeAll(keepingCapacity: true)
+        var c = Cursor(line: line)
+        c.skipSpace()
+        guard c.take(UInt8(ascii: "{")) else { return false }
+        c.skipSpace()
+        if !c.take(UInt8(ascii: "}")) {
+            while true {
+                c.skipSpace()
+                guard let key = c.string() else { return false }
+                c.skipSpace()
+                guard c.take(UInt8(ascii: ":")) else { return false }
+                c.skipSpace()
+                guard let value = c.value() else { return false }
+                fields.append((key, value))
+                c.skipSpace()
+                if c.take(UInt8(ascii: ",")) { continue }
+                guard c.take(UInt8(ascii: "}")) else { return false }
+                break
+            }
+        }
+        c.skipSpace()
+        return c.i == line.count
+    }
+
+    /// A position in one line; methods advance it on success.
+    private struct Cursor {
+        let line: UnsafeBufferPointer<UInt8>
+        var i = 0
+
+        init(line: UnsafeBufferPointer<UInt8>) { self.line = line }
+
+        mutating func skipSpace() {
+            while i < line.count, line[i] == 0x20 || line[i] == 0x09 || line[i] == 0x0D { i += 1 }
+        }
+
+        mutating func take(_ byte: UInt8) -> Bool {
+            guard i < line.count, line[i] == byte else { return false }
+            i += 1
+            return true
+        }
+
+        /// A string without escapes or control characters: the range between the quotes.
+        mutating func string() -> Range<Int>? {
+            guard i < line.count, line[i] == UInt8(ascii: "\"") else { return nil }
+            let start = i + 1
+            var j = start
+            while j < line.count, line[j] != UInt8(ascii: "\"") {
+                if line[j] == UInt8(ascii: "\\") || line[j] < 0x20 { return nil }
+                j += 1
+            }
+            guard j < line.count else { return nil }
+            i = j + 1
+            return start..<j
+        }
+
+        mutating func value() -> Value? {
+            guard i < line.count else { return nil }
+            switch line[i] {
+            case UInt8(ascii: "\""):
+                return string().map { .text($0) }
+            case UInt8(ascii: "-"), 0x30...0x39:
+                let start = i
+                var j = i
+                if line[j] == UInt8(ascii: "-") { j += 1 }
+                let first = j
+                while j < line.count, line[j] >= 0x30 && line[j] <= 0x39 { j += 1 }
+                // Only canonical integers here: a fraction or exponent takes the slow path.
+                guard j > first, j - first == 1 || line[first] != 0x30 else { return nil }
+                if first > start, line[first] == 0x30 { return nil }   // -0 is the ID 0 through Foundation
+                if j < line.count, line[j] == UInt8(ascii: ".") || line[j] == UInt8(ascii: "e") || line[j] == UInt8(ascii: "E") { return nil }
+                i = j
+                return .number(start..<j)
+            case UInt8(ascii: "n"): return word("null") ? .null : nil
+            case UInt8(ascii: "t"): return word("true") ? .other : nil
+            case UInt8(ascii: "f"): return word("false") ? .other : nil
+            default: return nil
+            }
+        }
+
+        mutating func word(_ text: StaticString) -> Bool {
+            let count = text.utf8CodeUnitCount
+            guard i + count <= line.count else { return false }
+            for k in 0..<count where line[i + k] != text.utf8Start[k] { return false }
+            i += count
+            return true
+        }
+    }
+
+    /// The keys of the last scanned object.
+    func keys(in line: UnsafeBufferPointer<UInt8>) -> [String] {
+        fields.map { String(decoding: UnsafeBufferPointer(rebasing: line[$0.key]), as: UTF8.self) }
+    }
+
+    /// The value of `key` (exact bytes) in the last scanned object; nil when absent.
+    func value(of key: [UInt8], in line: UnsafeBufferPointer<UInt8>) -> Value? {
+        for f in fields where f.key.count == key.count && line[f.key].elementsEqual(key) { return f.value }
+        return nil
     }
 }

@@ -10,8 +10,9 @@ struct Affinity: AsyncParsableCommand {
         commandName: "affinity",
         abstract: "Embedding-based recommender: data, splits, training, full-ranking evaluation, recommendations.",
         discussion: """
-        Start with `affinity demo` (synthetic data, no files needed) or `affinity demo --data PATH/ml-1m`.
-        File formats and the evaluation protocol: README.md.
+        Start with `affinity demo` (synthetic data, no files needed), or
+        `affinity demo --data PATH/ml-1m` with MovieLens. README.md has a quick start;
+        docs/formats.md the files, docs/protocol.md how models are measured.
         """,
         version: "affinity 0.3.0 (model format \(TrainedModel.formatVersion), index format \(IndexFile.formatVersion))",
         subcommands: [DataCommand.self, SplitCommand.self, TrainCommand.self, EvaluateCommand.self,

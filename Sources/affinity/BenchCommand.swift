@@ -26,7 +26,7 @@ struct KernelsBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernels",
         abstract: "GFLOP/s and times of the linear-algebra kernels (SGEMM, SPD inverse, exact top-k).",
-        discussion: "Benchmarks/peers/kernels.py runs numpy and faiss on the same sizes and prints our/peer ratios."
+        discussion: "Benchmarks/peers/kernels.py runs numpy and faiss on the same sizes\nand prints our/peer ratios."
     )
 
     @Option(name: .long, help: "Which benchmarks: comma-separated of gemm,retrieval-gemm,inverse,topk.") var only = "gemm,retrieval-gemm,inverse,topk"
@@ -158,7 +158,7 @@ struct CFBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cf",
         abstract: "EASE fit time, iALS seconds per iteration, BPR seconds per epoch, iALS fold-in agreement.",
-        discussion: "Benchmarks/peers/cf.py runs numpy EASE and implicit's ALS and BPR on the same split and prints the ratios."
+        discussion: "Benchmarks/peers/cf.py runs numpy EASE and implicit's ALS and BPR on the\nsame split and prints the ratios."
     )
 
     @Option(name: .long, help: "Split folder (train.tsv is used).") var split: String

@@ -50,7 +50,7 @@ struct DataCommand: ParsableCommand {
     struct Generate: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write the synthetic data set (planted clusters, power-law popularity, substitute pairs).",
-            discussion: "Writes OUT/ratings.tsv (user, item, rating, timestamp), OUT/items.tsv and OUT/truth.json (the planted structure)."
+            discussion: "Writes OUT/ratings.tsv (user, item, rating, timestamp), OUT/items.tsv and\nOUT/truth.json (the planted structure)."
         )
         @Option(name: .long, help: "Output folder.") var out: String
         @Option(name: .long, help: "Number of users.") var users = 2_000

@@ -10,9 +10,10 @@ struct DemoCommand: ParsableCommand {
         commandName: "demo",
         abstract: "End to end in one command: data -> split -> every model -> side-by-side evaluation -> recommendations.",
         discussion: """
-        With no argument it generates the synthetic data set (planted taste clusters, power-law popularity,
-        substitute pairs), so it needs no files. --data PATH runs the same on a MovieLens folder or file
-        (ratings >= 4 as positives, users with >= 5 positives, holdout 20% seed 42).
+        With no argument it generates the synthetic data set (planted taste
+        clusters, power-law popularity, substitute pairs), so it needs no files.
+        --data PATH runs the same on a MovieLens folder or a log (ratings >= 4 as
+        positives, users with >= 5 positives, holdout 20%, seed 42).
         """
     )
 

@@ -9,9 +9,10 @@ struct EvaluateCommand: ParsableCommand {
         commandName: "evaluate",
         abstract: "Full-ranking evaluation (docs/protocol.md): HR, Recall, NDCG, MRR and Coverage at each cutoff.",
         discussion: """
-        Either evaluate a saved model (--model MODEL) or train one on the split's train.tsv and evaluate
-        it in one go (--model-type NAME [--set key=value ...]). Every item of train is a candidate,
-        each user's own train items are excluded, ties go to the smaller item index.
+        Either evaluate a saved model (--model MODEL) or train one on the split's
+        train.tsv and evaluate it in one go (--model-type NAME [--set key=value ...]).
+        Every item of train is a candidate, each user's own train items are excluded,
+        ties go to the smaller item index (docs/protocol.md).
         """
     )
 

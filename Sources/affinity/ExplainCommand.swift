@@ -7,11 +7,12 @@ struct ExplainCommand: ParsableCommand {
         commandName: "explain",
         abstract: "Why a model recommends an item to a user, or which items an item pushes away (--anti).",
         discussion: """
-        --user ID --item ID: the user's history items with their contribution to the item's score and their
-          share of it (contribution / score), largest first; the rows beyond -k are summed in one line
-          (EASE: weights B[h, item]; iALS: Hu et al. 2008 §5 terms; item-kNN: similarities).
-        --item ID --anti: EASE's anti-affinity, the items whose score this item lowers most
-          ("people who picked X rarely pick Y").
+        --user ID --item ID: the user's history items with their contribution to
+          the item's score and their share of it (contribution / score), largest
+          first; the rows beyond -k are summed in one line (EASE: weights B[h, item];
+          iALS: Hu et al. 2008 section 5 terms; item-kNN: similarities).
+        --item ID --anti: EASE's anti-affinity, the items whose score this item
+          lowers most ("people who picked X rarely pick Y").
         """
     )
 

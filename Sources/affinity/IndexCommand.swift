@@ -11,9 +11,13 @@ struct IndexCommand: ParsableCommand {
         commandName: "index",
         abstract: "Build, search and benchmark nearest-neighbour indexes (Flat, HNSW, IVF-Flat, IVF-PQ, LSH).",
         discussion: """
-        Specs: Flat, HNSW<M>, IVF<lists>,Flat, IVF<lists>,PQ<bytes>[,Refine], an OPQ<bytes>, prefix on IVF-PQ specs,
-        a MIPS, prefix on IVF specs (inner product through the MIPS-to-L2 reduction), LSH<tables>x<bits>. Search settings: ef, nprobe, probes, refine. Vectors: .fvecs or .npy (float32, 2-D). build and search also follow
-        the external-command protocol of ANN benchmark harnesses (Benchmarks/ann: one JSON line with build_s/index_bytes or search_s).
+        Specs: Flat, HNSW<M>, IVF<lists>,Flat, IVF<lists>,PQ<bytes>[,Refine], an
+        OPQ<bytes>, prefix on IVF-PQ specs, a MIPS, prefix on IVF specs (inner product
+        through the MIPS-to-L2 reduction), LSH<tables>x<bits>.
+        Search settings: ef, nprobe, probes, refine. Vectors: .fvecs or .npy
+        (float32, 2-D). With --json, build and search print one JSON line
+        (build_s and index_bytes, or search_s), as ANN benchmark harnesses expect
+        (Benchmarks/ann).
         """,
         subcommands: [Build.self, Search.self, Bench.self]
     )

@@ -81,11 +81,13 @@ struct ModelCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write a model's item or user embeddings for other tools.",
             discussion: """
-            Rows follow the model's vocabulary. npy and fvecs hold the vectors only and get OUT.ids beside them
-            (one raw ID per line, row order); tsv is ID<TAB>v1<TAB>v2... (no header, what train --item-vectors reads).
-            Scores are dot products of these vectors: BPR's item bias is the last item coordinate and every user
-            vector ends with a 1 there, exactly as the serving index uses them. iALS, BPR, two-tower and Item2Vec
-            have embeddings; EASE, item-kNN and popularity do not.
+            Rows follow the model's vocabulary. npy and fvecs hold the vectors only and
+            get OUT.ids beside them (one raw ID per line, row order); tsv is
+            ID<TAB>v1<TAB>v2... (no header; what train --item-vectors reads).
+            Scores are dot products of these vectors: BPR's item bias is the last item
+            coordinate and every user vector ends with a 1 there, exactly as the serving
+            index uses them. iALS, BPR, two-tower and Item2Vec have embeddings; EASE,
+            item-kNN and popularity do not.
             """
         )
         @Argument(help: "Model folder.") var model: String

@@ -12,13 +12,16 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve recommendations over HTTP, with event ingestion, model hot swap and Prometheus metrics.",
         discussion: """
-        The store (SQLite) keeps events and the model registry across restarts. --model registers the model
-        folder and activates it (unless it is already the active one); without --model the store's active
-        model is served. Embedding models (ials, bpr) are served by HNSW search over their item embeddings
-        (--index, or built at start); EASE, item-kNN and popularity by exact scoring.
-        Routes: GET /v1/users/{id}/recommendations, POST /v1/recommendations, GET /v1/items/{id}/similar,
-        POST /v1/events, GET|POST /v1/models, POST /v1/models/{id}/activate, GET /health, GET /metrics,
-        GET /openapi.yaml. SIGTERM or SIGINT shuts down gracefully.
+        The store (SQLite) keeps events and the model registry across restarts.
+        --model activates the model folder (registering it the first time); without
+        --model the store's active model is served. Embedding models (ials, bpr) are
+        served by HNSW search over their item embeddings (--index, or built at start);
+        EASE, item-kNN and popularity by exact scoring. Rating events count as
+        positives at or above the model's threshold (its split's --min-rating).
+        Routes: GET /v1/users/{id}/recommendations, POST /v1/recommendations,
+        GET /v1/items/{id}/similar, POST /v1/events, GET|POST /v1/models,
+        POST /v1/models/{id}/activate, DELETE /v1/models/{id}, GET /health,
+        GET /metrics, GET /openapi.yaml. SIGTERM or SIGINT shuts down gracefully.
         """
     )
 

@@ -7,13 +7,17 @@ struct SplitCommand: ParsableCommand {
         commandName: "split",
         abstract: "Turn an interaction log into a train/test split folder (docs/protocol.md).",
         discussion: """
-        Ratings below --min-rating are dropped (not negatives), users with fewer than
-        --min-user-positives positives are dropped, then:
-          holdout         per user, a seeded random 20% (at least 1) of the positives go to test;
-          leave-last-out  per user by timestamp: last -> test.tsv, the one before -> valid.tsv;
-          temporal        one global time cut: the latest --test-fraction of interactions go to test.
-        Test items never seen in train are removed. Writes train.tsv, test.tsv, valid.tsv (leave-last-out),
-        meta.json and, when item metadata is found beside the input or given by --items, items.tsv.
+        Ratings below --min-rating are dropped (not negatives), users with fewer
+        than --min-user-positives positives are dropped, then:
+          holdout         per user, a seeded random 20% (at least 1) of the
+                          positives go to test;
+          leave-last-out  per user by timestamp: last -> test.tsv, the one before
+                          -> valid.tsv;
+          temporal        one global time cut: the latest --test-fraction of
+                          interactions go to test.
+        Test items never seen in train are removed. Writes train.tsv, test.tsv,
+        valid.tsv (leave-last-out), meta.json and, when item metadata is found beside
+        the input or given by --items, items.tsv. docs/protocol.md has the details.
         """
     )
 

@@ -11,10 +11,12 @@ struct SweepCommand: ParsableCommand {
         commandName: "sweep",
         abstract: "Train and evaluate a model for each value of one setting; print a table, plot HR@10 against the value.",
         discussion: """
-        Example: affinity sweep --split DIR --model two-tower --param temperature=0.01,0.05,0.1,0.2,0.5,1.0 \\
+        Example: affinity sweep --split DIR --model two-tower \\
+                   --param temperature=0.01,0.05,0.1,0.2,0.5,1.0 \\
                    --series logQ=true,false --svg temperature.svg
-        Each (series, value) point is trained on train.tsv and evaluated on test.tsv (full ranking, docs/protocol.md):
-        a sweep describes how a setting acts; to choose a setting without looking at test, use `affinity tune`.
+        Each (series, value) point is trained on train.tsv and evaluated on test.tsv
+        (full ranking, docs/protocol.md): a sweep describes how a setting acts; to
+        choose a setting without looking at test, use `affinity tune`.
         """
     )
 

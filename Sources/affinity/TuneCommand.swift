@@ -9,9 +9,10 @@ struct TuneCommand: ParsableCommand {
         commandName: "tune",
         abstract: "Grid search on a validation split carved from train; the best setting is refitted on the full train.",
         discussion: """
-        The split's test.tsv is not used to choose: each user's train positives are split again (holdout,
-        --validation-fraction, --seed), every grid point is fitted on the rest and scored on the held-out part,
-        and the best by --metric is refitted on the full train.tsv, then evaluated once on test.tsv.
+        The split's test.tsv is not used to choose: each user's train positives are
+        split again (holdout, --validation-fraction, --seed), every grid point is
+        fitted on the rest and scored on the held-out part, and the best by --metric
+        is refitted on the full train.tsv, then evaluated once on test.tsv.
         Example: affinity tune --split DIR --model ease --grid lambda=100,200,500,1000
         """
     )

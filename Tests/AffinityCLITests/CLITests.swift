@@ -273,3 +273,23 @@ func tempDir() -> String {
         #expect(help.stdout.contains("docs/protocol.md") && !help.stdout.contains("PROTOCOL.md"))
     }
 }
+
+/// Issue "As a newcomer would use it", item 6: help texts are wrapped in the source, so they do not
+/// break mid-sentence at 80 columns (each discussion line fits), whatever the terminal.
+@Suite struct HelpTextTests {
+    @Test func discussionsFitEightyColumns() throws {
+        let commands: [[String]] = [[], ["data"], ["data", "stats"], ["data", "generate"], ["split"], ["train"], ["evaluate"],
+                                    ["tune"], ["recommend"], ["similar"], ["explain"], ["model", "info"], ["model", "export"],
+                                    ["index"], ["index", "build"], ["index", "search"], ["index", "bench"], ["serve"], ["demo"],
+                                    ["sweep"], ["bench", "kernels"], ["bench", "cf"]]
+        for command in commands {
+            let r = try CLI.run(command + ["--help"], environment: ["COLUMNS": "1000"])
+            #expect(r.status == 0, "\(command)")
+            // After the overview paragraph and before USAGE: the discussion, as written in the source.
+            let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            let discussion = lines.drop { !$0.isEmpty }.prefix { !$0.hasPrefix("USAGE:") }
+            let long = discussion.filter { $0.count > 80 }
+            #expect(long.isEmpty, "affinity \(command.joined(separator: " ")) --help: \(long)")
+        }
+    }
+}

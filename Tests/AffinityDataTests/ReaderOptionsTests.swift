@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import AffinityLinalg
 @testable import AffinityData
 
 /// Issue "As a newcomer would use it", item 1: logs in any common layout.
@@ -104,5 +105,38 @@ import Testing
         #expect(bomb == "b.gz: gzip: decompressed size exceeds the memory budget", "\(bomb ?? "")")
         let header = message { _ = try InteractionReader.gunzip([0x1F, 0x8B], name: "h.gz") }
         #expect(header?.hasPrefix("h.gz: gzip: ") == true)
+    }
+
+    /// The in-place scanner of flat objects against Foundation's parser on every line.
+    @Test func jsonLinesFastPathMatchesFoundation() throws {
+        var g = SeededGenerator(seed: 11)
+        var lines: [String] = []
+        for n in 0..<400 {
+            let user = ["\"u\(g.next(below: 50))\"", "\(g.next(below: 50))", "\"\(g.next(below: 50))\"", "\"\\u0075\(g.next(below: 9))\""][g.next(below: 4)]
+            let item = ["\"i\(g.next(below: 80))\"", "\(g.next(below: 80))", "\(g.next(below: 80)).0", "\"a\\\"b\""][g.next(below: 4)]
+            let rating = ["4", "3.5", "\"5\"", "1e0"][g.next(below: 4)]
+            let time = ["\(1_700_000_000 + n)", "\"2024-03-0\(1 + g.next(below: 9))T10:00:00Z\""][g.next(below: 2)]
+            var fields = ["\"user\": \(user)", "\"item\":\(item)", "\"rating\" : \(rating)", "\"ts\": \(time)"]
+            if g.next(below: 3) == 0 { fields.append(["\"extra\": {\"nested\": [1, 2]}", "\"flag\": true", "\"note\": null"][g.next(below: 3)]) }
+            g.shuffle(&fields)
+            lines.append("{" + fields.joined(separator: g.next(below: 2) == 0 ? ", " : ",") + "}")
+        }
+        let bytes = Array(lines.joined(separator: "\n").utf8)
+        let fast = try InteractionReader.parseJSONLines(bytes, name: "p.jsonl", columns: nil)
+        let reference = try InteractionReader.parseJSONLines(bytes, name: "p.jsonl", columns: nil, referenceOnly: true)
+        #expect(fast.users.ids == reference.users.ids && fast.items.ids == reference.items.ids)
+        #expect(fast.userIndices == reference.userIndices && fast.itemIndices == reference.itemIndices)
+        #expect(fast.ratings == reference.ratings && fast.timestamps == reference.timestamps)
+        #expect(fast.items.ids.contains("a\"b") && fast.users.ids.contains("u1"))
+
+        var flat = FlatJSONObject()
+        let cases: [(String, Bool)] = [("{}", true), ("{\"a\": 1}", true), ("{\"a\": 01}", false), ("{\"a\": \"x\\ny\"}", false),
+                                       ("{\"a\": [1]}", false), ("{\"a\": 1,}", false), ("{\"a\": 1} x", false), ("[1]", false),
+                                       ("{\"a\": -3, \"b\": false}", true), ("{\"a\": 1.5}", false), ("{\"a\": -0}", false), ("{ \"a\" : \"\" }", true)]
+        for (text, flatOK) in cases {
+            var copy = text
+            let ok = copy.withUTF8 { flat.scan($0) }
+            #expect(ok == flatOK, "\(text)")
+        }
     }
 }
