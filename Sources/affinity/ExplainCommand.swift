@@ -8,9 +8,10 @@ struct ExplainCommand: ParsableCommand {
         abstract: "Why a model recommends an item to a user, or which items an item pushes away (--anti).",
         discussion: """
         --user ID --item ID: the user's history items with their contribution to
-          the item's score and their share of it (contribution / score), largest
-          first; the rows beyond -k are summed in one line (EASE: weights B[h, item];
-          iALS: Hu et al. 2008 section 5 terms; item-kNN: similarities).
+          the item's score and, for a positive score, their share of it
+          (contribution / score), largest first; the rows beyond -k are summed in
+          one line (EASE: weights B[h, item]; iALS: Hu et al. 2008 section 5
+          terms; item-kNN: similarities).
         --item ID --anti: EASE's anti-affinity, the items whose score this item
           lowers most ("people who picked X rarely pick Y").
         """
@@ -35,7 +36,7 @@ struct ExplainCommand: ParsableCommand {
         func rows(_ list: [Contribution], score: Float? = nil) -> [Row] {
             list.map { c in
                 Row(item: trained.items[c.item], title: trained.catalog?.titles[trained.items[c.item]], weight: c.weight,
-                    share: score.flatMap { $0 != 0 ? c.weight / $0 : nil })
+                    share: score.flatMap { $0 > 0 ? c.weight / $0 : nil })
             }
         }
         func table(_ list: [Row], withShare: Bool) -> TextTable {
@@ -78,13 +79,16 @@ struct ExplainCommand: ParsableCommand {
         print("\(trained.modelType) score of \(header) for user \(user!): \(String(format: "%.4f", score)), from \(parts.count) history items:")
         var t = table(list, withShare: true)
         if parts.count > k {
-            t.rows.append([String(format: "%.4f", rest), score != 0 ? String(format: "%.1f%%", rest / score * 100) : "-",
+            t.rows.append([String(format: "%.4f", rest), score > 0 ? String(format: "%.1f%%", rest / score * 100) : "-",
                            "(\(parts.count - k) other items)", "-"])
         }
         if abs(score - accounted) > 1e-4 * max(1, abs(score)) {
-            t.rows.append([String(format: "%.4f", score - accounted), score != 0 ? String(format: "%.1f%%", (score - accounted) / score * 100) : "-",
+            t.rows.append([String(format: "%.4f", score - accounted), score > 0 ? String(format: "%.1f%%", (score - accounted) / score * 100) : "-",
                            "(not from history items)", "-"])
         }
         print(t.render())
+        // A share of a score at or below zero has no meaning (items that push the score up and down
+        // would both read as "shares" of a negative total): the weights alone are shown.
+        if score <= 0 { Console.note("note: the score is not positive, so no shares are shown; the weights add up to it") }
     }
 }
