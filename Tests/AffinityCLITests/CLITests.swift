@@ -131,19 +131,30 @@ func tempDir() -> String {
         #expect(try CLI.run("data", "generate", "--out", dir + "/d", "--users", "200", "--items", "80").status == 0)
         #expect(try CLI.run("split", "--input", dir + "/d/ratings.tsv", "--strategy", "holdout", "--out", dir + "/s").status == 0)
         #expect(try CLI.run("train", "--split", dir + "/s", "--model", "ease", "--set", "lambda=5", "--out", dir + "/ease").status == 0)
-        var r = try CLI.run("explain", "--model", dir + "/ease", "--user", "u1", "--item", "i2", "--json")
+        // u1's top item has a positive score, so every contribution has a share of it.
+        var r = try CLI.run("recommend", "--model", dir + "/ease", "--user", "u1", "-k", "1", "--json")
+        let top = ((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any])["items"] as! [[String: Any]])[0]["item"] as! String
+        r = try CLI.run("explain", "--model", dir + "/ease", "--user", "u1", "--item", top, "--json")
         #expect(r.status == 0 && r.stdout.contains("\"contributions\""), "\(r.stderr)")
         // The shares the help promises: each row's share of the score, the rest summed, adding up to 100%.
         let explained = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
         let score = explained["score"] as! Double
+        #expect(score > 0)
         let rows = explained["contributions"] as! [[String: Any]]
-        let shares = rows.map { $0["share"] as! Double }
+        let shares = rows.compactMap { $0["share"] as? Double }
+        #expect(shares.count == rows.count)
         #expect(zip(rows, shares).allSatisfy { abs(($0["weight"] as! Double) / score - $1) < 1e-4 })
         let other = explained["other_weight"] as! Double, unexplained = explained["unexplained"] as! Double
         #expect(abs(rows.map { $0["weight"] as! Double }.reduce(0, +) + other + unexplained - score) < 1e-3)
-        r = try CLI.run("explain", "--model", dir + "/ease", "--user", "u1", "--item", "i2", "-k", "2")
+        r = try CLI.run("explain", "--model", dir + "/ease", "--user", "u1", "--item", top, "-k", "2")
         #expect(r.status == 0 && r.stdout.split(separator: "\n")[1].split(separator: " ") == ["weight", "share", "item", "title"], "\(r.stdout)")
         #expect(r.stdout.contains("%"), "\(r.stdout)")
+        // A score at or below zero: weights, no shares, and a note saying why.
+        r = try CLI.run("explain", "--model", dir + "/ease", "--user", "u1", "--item", "i2", "--json")
+        let second = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        if (second["score"] as! Double) <= 0 {
+            #expect((second["contributions"] as! [[String: Any]]).allSatisfy { $0["share"] == nil || $0["share"] is NSNull })
+        }
         r = try CLI.run("explain", "--model", dir + "/ease", "--item", "i1", "--anti", "-k", "3")
         #expect(r.status == 0 && r.stdout.contains("rarely pick"), "\(r.stderr)")
         r = try CLI.run("explain", "--model", dir + "/ease", "--item", "nope", "--anti")
