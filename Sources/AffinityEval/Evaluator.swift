@@ -179,29 +179,20 @@ public struct Evaluator: Sendable {
     }
 }
 
-/// Per-thread buffers of the evaluator: scores, exclusion mask, top-k selector.
+/// Per-thread buffers of the evaluator: scores and the masked top-k.
 final class RankingScratch: @unchecked Sendable {
     var scores: [Float]
-    var excluded: [Bool]
-    var selector: TopKSelector
+    var top: MaskedTopK
 
     init(items: Int, k: Int) {
         scores = [Float](repeating: 0, count: items)
-        excluded = [Bool](repeating: false, count: items)
-        selector = TopKSelector(k: k)
+        top = MaskedTopK(count: items, k: k)
     }
 
     func rank(user: Int, data: EvaluationData, k: Int,
               scorer: (Int, UnsafeMutableBufferPointer<Float>) -> Void) -> [Int] {
         scores.withUnsafeMutableBufferPointer { scorer(user, $0) }
-        let seen = data.history.row(user)
-        for i in seen { excluded[Int(i)] = true }
-        selector.reset(k: k)
-        scores.withUnsafeBufferPointer { s in
-            excluded.withUnsafeBufferPointer { e in selector.push(scores: s, excluded: e) }
-        }
-        for i in seen { excluded[Int(i)] = false }
-        return selector.sortedResults().map(\.index)
+        return top.select(scores, k: k, excluding: data.history.row(user)).map(\.index)
     }
 }
 

@@ -114,7 +114,43 @@ public struct TopKSelector: Sendable {
     }
 }
 
-/// Reference top-k by a full sort: the test oracle for `TopKSelector`.
+/// The project's one "mask, score, top-k, unmask": the top `k` of a score vector with some
+/// positions excluded, using a mask that is set for the call and cleared after it, so one
+/// instance per thread serves every user without allocating. The recommenders, the serving path
+/// and the evaluator all rank through it.
+public struct MaskedTopK: Sendable {
+    private var mask: [Bool]
+    private var selector: TopKSelector
+
+    /// For score vectors of `count` entries.
+    public init(count: Int, k: Int = 0) {
+        mask = [Bool](repeating: false, count: count)
+        selector = TopKSelector(k: k)
+    }
+
+    /// The best `k` positions of `scores` not in `excluded` (out-of-range entries are ignored),
+    /// best first, ties to the smaller index.
+    public mutating func select<S: Sequence>(_ scores: UnsafeBufferPointer<Float>, k: Int, excluding excluded: S) -> [ScoredIndex]
+    where S.Element: BinaryInteger {
+        precondition(scores.count == mask.count, "scores and mask differ in length")
+        var set: [Int] = []
+        for e in excluded {
+            let i = Int(e)
+            if i >= 0 && i < mask.count && !mask[i] { mask[i] = true; set.append(i) }
+        }
+        selector.reset(k: k)
+        mask.withUnsafeBufferPointer { selector.push(scores: scores, excluded: set.isEmpty ? nil : $0) }
+        for i in set { mask[i] = false }
+        return selector.sortedResults()
+    }
+
+    /// `select` over an array.
+    public mutating func select<S: Sequence>(_ scores: [Float], k: Int, excluding excluded: S) -> [ScoredIndex] where S.Element: BinaryInteger {
+        scores.withUnsafeBufferPointer { select($0, k: k, excluding: excluded) }
+    }
+}
+
+/// Reference top-k by a full sort: the test oracle for `TopKSelector` and `MaskedTopK`.
 public func referenceTopK(_ scores: [Float], k: Int, excluded: Set<Int> = []) -> [ScoredIndex] {
     let all = scores.indices.filter { !excluded.contains($0) }.map { ScoredIndex(index: $0, score: scores[$0]) }
     let sorted = all.sorted { ScoredIndex.ranksBefore($0.score, $0.index, $1.score, $1.index) }

@@ -270,11 +270,8 @@ private func configurationJSON(_ model: any PersistableRecommender) -> String {
 
 /// Top-k of a score vector with excluded positions removed, best first, ties to the smaller index.
 func topK(_ scores: [Float], k: Int, excluded: Set<Int>) -> [ScoredItem] {
-    var mask = [Bool](repeating: false, count: scores.count)
-    for i in excluded where i >= 0 && i < scores.count { mask[i] = true }
-    var selector = TopKSelector(k: k)
-    scores.withUnsafeBufferPointer { s in mask.withUnsafeBufferPointer { selector.push(scores: s, excluded: $0) } }
-    return selector.sortedResults()
+    var top = MaskedTopK(count: scores.count)
+    return top.select(scores, k: k, excluding: excluded)
 }
 
 struct VocabularyFile: Codable {

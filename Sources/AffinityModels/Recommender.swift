@@ -87,17 +87,11 @@ extension Recommender {
             let shared = SharedMutableBuffer(buffer)
             Parallelism.forEachRange(users.count, grain: 32, threads: threads) { range in
                 var s = [Float](repeating: 0, count: itemCount)
-                var mask = [Bool](repeating: false, count: itemCount)
-                var selector = TopKSelector(k: k)
+                var top = MaskedTopK(count: itemCount)
                 for n in range {
                     let u = users[n]
                     s.withUnsafeMutableBufferPointer { scores(forUser: u, into: $0) }
-                    let seen = interactions.row(u)
-                    for i in seen { mask[Int(i)] = true }
-                    selector.reset(k: k)
-                    s.withUnsafeBufferPointer { sp in mask.withUnsafeBufferPointer { selector.push(scores: sp, excluded: $0) } }
-                    for i in seen { mask[Int(i)] = false }
-                    shared[n] = selector.sortedResults()
+                    shared[n] = top.select(s, k: k, excluding: interactions.row(u))
                 }
             }
         }

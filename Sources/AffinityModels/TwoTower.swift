@@ -647,23 +647,17 @@ final class TwoTowerTrainer: @unchecked Sendable {
                 // Per thread: the user's items (and the positive) masked out, the top `pool` of the
                 // rest by the SIMD top-k kernel; semi-hard also masks everything scoring at or above
                 // the positive.
-                var top = TopKSelector(k: pool)
-                var mask = [Bool](repeating: false, count: itemCount)
+                var top = MaskedTopK(count: itemCount)
                 var row = [Float](repeating: 0, count: itemCount)
                 for i in range {
                     let seen = self.x.row(users[i])
-                    for j in seen { mask[Int(j)] = true }
-                    mask[positives[i]] = true
                     for j in 0..<itemCount { row[j] = s.values[i * itemCount + j] }
                     if semiHard {
                         let limit = row[positives[i]]
                         for j in 0..<itemCount where row[j] >= limit { row[j] = -.infinity }
                     }
-                    top.reset(k: pool)
-                    row.withUnsafeBufferPointer { r in mask.withUnsafeBufferPointer { top.push(scores: r, excluded: $0) } }
-                    for j in seen { mask[Int(j)] = false }
-                    mask[positives[i]] = false
-                    let ranked = top.sortedResults().filter { $0.score > -.infinity }
+                    let found = top.select(row, k: pool, excluding: seen.map { Int($0) } + [positives[i]])
+                    let ranked = found.filter { $0.score > -.infinity }
                     shared[i] = ranked.isEmpty ? (positives[i] + 1) % itemCount : ranked[min(draws[i], ranked.count - 1)].index
                 }
             }

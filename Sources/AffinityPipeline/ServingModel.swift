@@ -137,16 +137,13 @@ public final class ServingModel: Sendable {
                 try index.search(query, k: k, parameters: searchParameters, filter: excluded.isEmpty ? nil : { !m[$0] })
             }.map { ScoredItem(index: $0.id, score: $0.score) }
         } else {
-            var scores: [Float]
+            let scores: [Float]
             switch subject {
             case .user(let u): scores = model.scores(forUser: u)
             case .history(let h): scores = model.scores(forHistory: h)
             }
-            var selector = TopKSelector(k: k)
-            scores.withUnsafeMutableBufferPointer { s in
-                mask.withUnsafeBufferPointer { selector.push(scores: UnsafeBufferPointer(s), excluded: $0) }
-            }
-            found = selector.sortedResults()
+            var top = MaskedTopK(count: scores.count)
+            found = top.select(scores, k: k, excluding: excluded)
         }
         var out = found.map { Recommendation(item: $0.index, score: $0.score, because: nil) }
         if explain, let explainable = model as? any ExplainableRecommender {

@@ -52,6 +52,22 @@ import Testing
         }
     }
 
+    /// `MaskedTopK`, reused across calls as the recommenders and the evaluator reuse it: each call
+    /// equals the full-sort reference, and no exclusion leaks into the next call.
+    @Test func maskedTopKMatchesTheReferenceAndClearsItsMask() {
+        var g = SeededGenerator(seed: 9)
+        let n = 50
+        var top = MaskedTopK(count: n)
+        for call in 0..<500 {
+            let scores = (0..<n).map { _ in Float(g.next(below: 6)) }
+            // Duplicates and out-of-range entries are allowed and ignored.
+            let excluded = (0..<g.next(below: 20)).map { _ in g.next(below: n + 10) - 5 }
+            let k = [1, 5, n, n + 2][call % 4]
+            #expect(top.select(scores, k: k, excluding: excluded) == referenceTopK(scores, k: k, excluded: Set(excluded)), "call \(call)")
+        }
+        #expect(top.select([Float](repeating: 1, count: n), k: n, excluding: [Int]()).count == n)
+    }
+
     @Test func nanRanksLastAndResetReuses() {
         var s = TopKSelector(k: 2)
         s.push(index: 0, score: .nan)
