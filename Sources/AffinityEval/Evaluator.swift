@@ -44,9 +44,12 @@ public struct EvaluationReport: Sendable, Codable {
     /// Each evaluated user's ranked list (internal item indexes, at most the largest cutoff),
     /// when asked for with `keepRankings`; parallel to `EvaluationData.evaluatedUsers`.
     public var rankings: [[Int]]?
+    /// Diversity, novelty, exposure and calibration at each cutoff, when the evaluation was given
+    /// an `ItemProfile`.
+    public var beyondAccuracy: [BeyondAccuracyMetrics]?
 
     enum CodingKeys: String, CodingKey {
-        case evaluatedUsers, candidateItems, metrics, skipped, seconds, perUser
+        case evaluatedUsers, candidateItems, metrics, skipped, seconds, perUser, beyondAccuracy
     }
 
     public func metrics(at k: Int) -> CutoffMetrics? { metrics.first { $0.k == k } }
@@ -80,7 +83,8 @@ public struct Evaluator: Sendable {
 
     /// Evaluates a scorer that writes the score of every candidate item for internal user `u`
     /// into the buffer (length = candidate count; higher is better).
-    public func evaluate(_ data: EvaluationData,
+    /// With a `profile`, the report also holds the beyond-accuracy metrics of the same lists.
+    public func evaluate(_ data: EvaluationData, profile: ItemProfile? = nil,
                          scorer: @Sendable (_ user: Int, _ scores: UnsafeMutableBufferPointer<Float>) -> Void) -> EvaluationReport {
         let start = Date()
         let nUsers = data.evaluatedUsers.count
@@ -136,10 +140,15 @@ public struct Evaluator: Sendable {
                                    hitRate: column(0), recall: column(1), ndcg: column(2), mrr: column(3))
             }
         }
-        let rankings: [[Int]]? = keepRankings
+        let lists = keepRankings || profile != nil
             ? (0..<nUsers).map { p in ranked[(p * kMax)..<((p + 1) * kMax)].prefix { $0 >= 0 }.map { Int($0) } } : nil
+        let beyond = profile.map { profile in
+            BeyondAccuracy.measure(lists: lists!, histories: data.evaluatedUsers.map { data.history.row($0).map { Int($0) } },
+                                   profile: profile, cutoffs: cutoffs, candidates: nItems)
+        }
         return EvaluationReport(evaluatedUsers: nUsers, candidateItems: nItems, metrics: metrics, skipped: data.skipped,
-                                seconds: Date().timeIntervalSince(start), perUser: perUser, rankings: rankings)
+                                seconds: Date().timeIntervalSince(start), perUser: perUser, rankings: keepRankings ? lists : nil,
+                                beyondAccuracy: beyond)
     }
 
     /// HR, Recall, NDCG and MRR of one ranked list at each cutoff, flattened as

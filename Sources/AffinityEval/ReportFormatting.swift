@@ -11,6 +11,14 @@ extension EvaluationReport {
             out += pad(String(m.k), 4) + "  " + [m.hitRate, m.recall, m.ndcg, m.mrr].map { fmt($0) }.joined(separator: "  ")
                 + "    " + fmt(m.coverage) + "\n"
         }
+        if let beyond = beyondAccuracy {
+            // Beyond accuracy (docs/protocol.md): diversity and calibration need item categories.
+            out += "   K     ILD  Novelty    Gini  CalibKL\n"
+            for b in beyond {
+                out += pad(String(b.k), 4) + "  " + pad(b.intraListDiversity.map(fmt) ?? "-", 6) + "  " + pad(String(format: "%.3f", b.novelty), 7)
+                    + "  " + fmt(b.exposureGini) + "  " + pad(b.calibrationKL.map(fmt) ?? "-", 7) + "\n"
+            }
+        }
         if !skipped.isEmpty {
             out += "not evaluated: " + skipped.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ") + "\n"
         }

@@ -270,7 +270,11 @@ func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluat
     let model = trained.model
     Console.progress("evaluating \(data.evaluatedUsers.count) users over \(data.candidateCount) items...")
     defer { Console.clearProgress() }
-    return (evaluator.evaluate(data) { user, scores in model.scores(forUser: user, into: scores) }, data)
+    // Beyond-accuracy metrics come with every evaluation: categories from the model's catalog or
+    // the split's items.tsv (diversity and calibration need them), popularity from train.
+    let genres = (trained.catalog ?? split.catalog)?.genres
+    let profile = ItemProfile(items: data.items, genres: genres, history: data.history)
+    return (evaluator.evaluate(data, profile: profile) { user, scores in model.scores(forUser: user, into: scores) }, data)
 }
 
 /// Rows under a header line, each column as wide as its widest cell; numeric columns right-aligned.
