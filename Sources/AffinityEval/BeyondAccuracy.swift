@@ -2,38 +2,6 @@ import AffinityData
 import AffinityLinalg
 import Foundation
 
-/// What beyond-accuracy metrics need to know of each candidate item: its categories (genres) and
-/// how many training users have it.
-public struct ItemProfile: Sendable {
-    /// Category indexes of each item (empty when unknown), indexed like the model's items.
-    public var categories: [[Int]]
-    /// Training users of each item.
-    public var popularity: [Int]
-    public var userCount: Int
-
-    public init(categories: [[Int]], popularity: [Int], userCount: Int) {
-        self.categories = categories
-        self.popularity = popularity
-        self.userCount = userCount
-    }
-
-    /// From a catalog's genres (by raw item ID; nil: no categories) and the training history.
-    public init(items: IDVocabulary, genres: [String: [String]]?, history: SparseMatrix) {
-        var index: [String: Int] = [:]
-        categories = (0..<items.count).map { i in
-            (genres?[items[i]] ?? []).map { name in
-                if let n = index[name] { return n }
-                index[name] = index.count
-                return index.count - 1
-            }
-        }
-        popularity = history.columnCounts().map { Int($0) }
-        userCount = history.rowCount
-    }
-
-    public var hasCategories: Bool { categories.contains { !$0.isEmpty } }
-}
-
 /// Beyond-accuracy metrics of the top-K lists (means over evaluated users unless said otherwise).
 public struct BeyondAccuracyMetrics: Sendable, Codable, Equatable {
     public var k: Int
@@ -110,30 +78,9 @@ public enum BeyondAccuracy {
         return union > 0 ? Double(sa.intersection(sb).count) / Double(union) : 0
     }
 
-    /// Category distribution of items: each item spreads one unit evenly over its categories.
-    public static func categoryDistribution(_ items: [Int], _ categories: [[Int]]) -> [Int: Double] {
-        var p: [Int: Double] = [:]
-        var total = 0.0
-        for i in items where !categories[i].isEmpty {
-            let share = 1 / Double(categories[i].count)
-            for g in categories[i] { p[g, default: 0] += share }
-            total += 1
-        }
-        guard total > 0 else { return [:] }
-        return p.mapValues { $0 / total }
-    }
-
     /// KL(p || q~) with q~ = (1 - alpha) q + alpha p (Steck 2018); nil when the history has no categories.
     public static func miscalibration(history: [Int], list: [Int], _ categories: [[Int]]) -> Double? {
-        let p = categoryDistribution(history, categories)
-        guard !p.isEmpty else { return nil }
-        let q = categoryDistribution(list, categories)
-        var kl = 0.0
-        for (g, pg) in p where pg > 0 {
-            let qg = (1 - calibrationAlpha) * (q[g] ?? 0) + calibrationAlpha * pg
-            kl += pg * log(pg / qg)
-        }
-        return kl
+        ItemProfile.miscalibration(history: history, list: list, categories: categories, alpha: calibrationAlpha)
     }
 
     /// Gini coefficient of non-negative counts (0 when all are equal or all zero).
