@@ -83,8 +83,14 @@ public struct Evaluator: Sendable {
 
     /// Evaluates a scorer that writes the score of every candidate item for internal user `u`
     /// into the buffer (length = candidate count; higher is better).
-    /// With a `profile`, the report also holds the beyond-accuracy metrics of the same lists.
-    public func evaluate(_ data: EvaluationData, profile: ItemProfile? = nil,
+    /// A re-ranking stage for evaluation: the user (internal index), their best `pool` candidates
+    /// (best first) and the length of the final list in; that list (item indexes, best first) out.
+    public typealias Reorder = @Sendable (_ user: Int, _ candidates: [ScoredIndex], _ k: Int) -> [Int]
+
+    /// With a `profile`, the report also holds the beyond-accuracy metrics of the same lists. With
+    /// `reorder`, each user's best `pool` items (at least the largest cutoff) go through it, and
+    /// the metrics are those of its lists.
+    public func evaluate(_ data: EvaluationData, profile: ItemProfile? = nil, reorder: Reorder? = nil, pool: Int = 100,
                          scorer: @Sendable (_ user: Int, _ scores: UnsafeMutableBufferPointer<Float>) -> Void) -> EvaluationReport {
         let start = Date()
         let nUsers = data.evaluatedUsers.count
@@ -104,13 +110,18 @@ public struct Evaluator: Sendable {
                 let valueOut = SharedMutableBuffer(valueBuffer)
                 let chunk = 64
                 let chunks = (nUsers + chunk - 1) / chunk
-                let perThread = ScratchPool(count: Parallelism.resolve(threads), items: nItems, k: kMax)
+                let depth = reorder == nil ? kMax : min(nItems, max(kMax, pool))
+                let perThread = ScratchPool(count: Parallelism.resolve(threads), items: nItems, k: depth)
                 Parallelism.forEachChunk(chunks, threads: threads) { c in
                     let scratch = perThread.take()
                     defer { perThread.give(back: scratch) }
                     for position in (c * chunk)..<min(nUsers, (c + 1) * chunk) {
                         let user = data.evaluatedUsers[position]
-                        let list = scratch.rank(user: user, data: data, k: kMax, scorer: scorer)
+                        let list = if let reorder {
+                            Array(reorder(user, scratch.scored(user: user, data: data, k: depth, scorer: scorer), kMax).prefix(kMax))
+                        } else {
+                            scratch.rank(user: user, data: data, k: kMax, scorer: scorer)
+                        }
                         for (r, item) in list.enumerated() { rankedOut[position * kMax + r] = Int32(item) }
                         let truth = data.testItems[position]
                         let m = Evaluator.userMetrics(ranked: list, truth: truth, cutoffs: cutoffs, discount: discount)
@@ -200,8 +211,13 @@ final class RankingScratch: @unchecked Sendable {
 
     func rank(user: Int, data: EvaluationData, k: Int,
               scorer: (Int, UnsafeMutableBufferPointer<Float>) -> Void) -> [Int] {
+        scored(user: user, data: data, k: k, scorer: scorer).map(\.index)
+    }
+
+    func scored(user: Int, data: EvaluationData, k: Int,
+                scorer: (Int, UnsafeMutableBufferPointer<Float>) -> Void) -> [ScoredIndex] {
         scores.withUnsafeMutableBufferPointer { scorer(user, $0) }
-        return top.select(scores, k: k, excluding: data.history.row(user)).map(\.index)
+        return top.select(scores, k: k, excluding: data.history.row(user))
     }
 }
 

@@ -198,7 +198,7 @@ public struct Calibration: ReRanker {
 
 /// Exposure fairness: at most `maxHeadShare` of a list may come from the head of the catalogue
 /// (the `headFraction` most popular items); the rest are the best-scored other candidates. When
-/// too few other candidates exist, head items fill the list.
+/// too few other candidates exist, the best remaining head items fill the end of the list.
 public struct PopularityCap: ReRanker {
     public struct Settings: ModelConfiguration {
         public static let settingHelp: [String: String] = [
@@ -239,11 +239,8 @@ public struct PopularityCap: ReRanker {
                 out.append(c)
             }
         }
-        // Not enough other items: the best skipped head items fill the list, in score order.
-        if out.count < n {
-            out += skipped.prefix(n - out.count)
-            out.sort { ScoredIndex.ranksBefore($0.score, $0.item, $1.score, $1.item) }
-        }
+        // Not enough other items: the best skipped head items fill the end of the list.
+        if out.count < n { out += skipped.prefix(n - out.count) }
         return annotate(before: candidates, after: out, k: k)
     }
 }

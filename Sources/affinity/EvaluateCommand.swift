@@ -1,6 +1,7 @@
 import AffinityData
 import AffinityEval
 import AffinityModels
+import AffinityPipeline
 import ArgumentParser
 import Foundation
 
@@ -25,6 +26,9 @@ struct EvaluateCommand: ParsableCommand {
     @Option(name: .long, help: "Threads (0 = all cores).") var threads = 0
     @Option(name: .long, help: "Also write each user's metrics to this TSV file.") var perUser: String?
     @Option(name: .long, help: "Also write each user's top-K list (largest cutoff) as user<TAB>item<TAB>rank TSV.") var writeRecs: String?
+    @Option(name: .long, help: ArgumentHelp("A re-ranking stage after the model, applied in order (repeatable): \(ReRankerSpec.names.joined(separator: ", ")), with settings, e.g. mmr:lambda=0.5.",
+                                            valueName: "NAME[:key=value,...]")) var rerank: [String] = []
+    @Option(name: .long, help: "Candidates per user handed to the re-rankers.") var pool = 100
     @Flag(name: .long, help: "Print JSON on stdout.") var json = false
     @Flag(name: .long, help: "Evaluate a saved model on a split whose test rows it was trained on (the overlap is printed; metrics are then inflated).")
     var allowForeignSplit = false
@@ -36,6 +40,7 @@ struct EvaluateCommand: ParsableCommand {
         }
         if model != nil && !settings.isEmpty { throw ValidationError("--set applies to --model-type only") }
         _ = try parseCutoffs(cutoffs)
+        guard pool > 0 else { throw ValidationError("--pool must be positive, got \(pool)") }
     }
 
     func run() throws {
@@ -50,7 +55,8 @@ struct EvaluateCommand: ParsableCommand {
         }
         let evaluator = try Evaluator(cutoffs: try parseCutoffs(cutoffs), threads: threads,
                                       keepPerUser: perUser != nil, keepRankings: writeRecs != nil)
-        let (report, data) = try evaluate(trained, on: folder, evaluator: evaluator, target: target)
+        let stages = try rerank.map { try ReRankerSpec(parsing: $0) }
+        let (report, data) = try evaluate(trained, on: folder, evaluator: evaluator, target: target, rerank: stages, pool: pool)
         if let perUser, let tsv = report.perUserTSV() {
             try AtomicWrite.file(Data(tsv.utf8), to: perUser)
         }

@@ -1,5 +1,6 @@
 import AffinityData
 import AffinityModels
+import AffinityPipeline
 import ArgumentParser
 import Foundation
 
@@ -14,6 +15,8 @@ struct RecommendedItem: Encodable {
     var score: Float
     var title: String?
     var genres: [String]?
+    /// What the re-rankers did to this item (with --rerank).
+    var notes: [String]?
 }
 
 /// The list with raw IDs and titles. A score that is NaN or infinite is an error, never a printed
@@ -31,11 +34,13 @@ func describe(_ list: [ScoredItem], model: TrainedModel) throws -> [RecommendedI
 /// The list as a table: rank, item, score, title, genres (`-` where the model has no catalog), the
 /// same columns whatever the model, so a script can cut them.
 func printList(_ items: [RecommendedItem]) {
+    let withNotes = items.contains { $0.notes != nil }
     var table = TextTable([.init(name: "rank", rightAligned: true), .init(name: "item"), .init(name: "score", rightAligned: true),
-                           .init(name: "title"), .init(name: "genres")])
+                           .init(name: "title"), .init(name: "genres")] + (withNotes ? [.init(name: "re-ranking")] : []))
     table.rows = items.map { it in
         [String(it.rank), it.item, String(format: "%.4f", it.score), it.title ?? "-",
          it.genres.flatMap { $0.isEmpty ? nil : $0.joined(separator: "|") } ?? "-"]
+            + (withNotes ? [it.notes.flatMap { $0.isEmpty ? nil : $0.joined(separator: "; ") } ?? "-"] : [])
     }
     print(table.render())
     if items.isEmpty { print("(no items)") }
@@ -54,11 +59,15 @@ struct RecommendCommand: ParsableCommand {
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Number of items.") var k = 10
     @Option(name: .long, help: "Item IDs to leave out, comma-separated.") var exclude: String?
     @Option(name: .long, help: "Unknown user: error | popular (recommend popular items and say so).") var coldStart: ColdStart = .error
+    @Option(name: .long, help: ArgumentHelp("A re-ranking stage, applied in order (repeatable): \(ReRankerSpec.names.joined(separator: ", ")), e.g. mmr:lambda=0.5.",
+                                            valueName: "NAME[:key=value,...]")) var rerank: [String] = []
+    @Option(name: .long, help: "Candidates handed to the re-rankers.") var pool = 100
     @Flag(name: .long, help: "Print JSON on stdout.") var json = false
 
     func validate() throws {
         guard k > 0 else { throw ValidationError("-k must be positive, got \(k)") }
         guard (user == nil) != (history == nil) else { throw ValidationError("give exactly one of --user ID or --history ID,ID,...") }
+        guard pool > 0 else { throw ValidationError("--pool must be positive, got \(pool)") }
     }
 
     func run() throws {
@@ -68,9 +77,14 @@ struct RecommendCommand: ParsableCommand {
         let unknown = requested.filter { trained.items.index(of: $0) == nil }
         if !unknown.isEmpty { Console.note("note: ignoring exclude IDs the model does not know: \(unknown.prefix(10).joined(separator: ", "))") }
         let excluded = requested.filter { trained.items.index(of: $0) != nil }
+        let stages = try rerank.map { try ReRankerSpec(parsing: $0).make(profile: itemProfile(trained, catalog: trained.catalog), items: trained.items) }
+        // With re-rankers, they choose the k items out of a larger pool.
+        let depth = stages.isEmpty ? k : max(k, pool)
         var list: [ScoredItem], fallback = false
+        var historyItems: [Int] = []
         if let user {
-            (list, fallback) = try trained.recommend(user: user, k: k, excluding: excluded, fallbackToPopular: coldStart == .popular)
+            (list, fallback) = try trained.recommend(user: user, k: depth, excluding: excluded, fallbackToPopular: coldStart == .popular)
+            historyItems = trained.users.index(of: user).map { trained.model.seenItems(ofUser: $0) } ?? []
             if fallback { Console.note("note: user '\(user)' is not in the model; recommending the most popular items instead") }
         } else {
             let ids = history!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -82,12 +96,23 @@ struct RecommendCommand: ParsableCommand {
             if items.isEmpty {
                 // As for an unknown user: popular items only when asked for.
                 guard coldStart == .popular else { throw CommandError("--history is empty; add --cold-start popular for the most popular items") }
-                (list, fallback) = (try trained.popular(k: k, excluding: Set(excluded.compactMap { trained.items.index(of: $0) })), true)
+                (list, fallback) = (try trained.popular(k: depth, excluding: Set(excluded.compactMap { trained.items.index(of: $0) })), true)
             } else {
-                list = try trained.model.recommend(history: items, k: k, excluding: Set(excluded.compactMap { trained.items.index(of: $0) }))
+                list = try trained.model.recommend(history: items, k: depth, excluding: Set(excluded.compactMap { trained.items.index(of: $0) }))
+            }
+            historyItems = items
+        }
+        var items = try describe(list, model: trained)
+        if !stages.isEmpty {
+            let reranked = ReRankChain(stages).apply(list.map { Candidate(item: $0.index, score: $0.score) }, history: historyItems, k: k)
+            let byItem = Dictionary(uniqueKeysWithValues: items.map { ($0.item, $0) })
+            items = reranked.enumerated().map { r, c in
+                var it = byItem[trained.items[c.item]]!
+                it.rank = r + 1
+                it.notes = c.notes
+                return it
             }
         }
-        let items = try describe(list, model: trained)
         if json {
             struct Output: Encodable { var user: String?; var history: [String]?; var model: String; var fallback: String?; var items: [RecommendedItem] }
             try printJSON(Output(user: user, history: history.map { $0.split(separator: ",").map(String.init) }, model: trained.modelType,

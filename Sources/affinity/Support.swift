@@ -2,6 +2,7 @@ import AffinityData
 import AffinityEval
 import AffinityLinalg
 import AffinityModels
+import AffinityPipeline
 import ArgumentParser
 import Foundation
 
@@ -262,7 +263,8 @@ func readUserFeatures(_ path: String) throws -> [String: [String]] {
 }
 
 /// Evaluates a trained model on a split with the project's evaluator.
-func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluator, target: EvaluationTarget) throws -> (EvaluationReport, EvaluationData) {
+func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluator, target: EvaluationTarget,
+              rerank: [ReRankerSpec] = [], pool: Int = 100) throws -> (EvaluationReport, EvaluationData) {
     let data = try EvaluationData(split: split, users: trained.users, items: trained.items, target: target)
     guard !data.evaluatedUsers.isEmpty else {
         throw CommandError("\(split.path): no user of its \(target.rawValue) file is known to the model with a test item it can rank (\(trained.users.count) users, \(trained.items.count) items): nothing to evaluate. Was the model trained on this split?")
@@ -272,9 +274,25 @@ func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluat
     defer { Console.clearProgress() }
     // Beyond-accuracy metrics come with every evaluation: categories from the model's catalog or
     // the split's items.tsv (diversity and calibration need them), popularity from train.
-    let genres = (trained.catalog ?? split.catalog)?.genres
-    let profile = ItemProfile(items: data.items, genres: genres, history: data.history)
-    return (evaluator.evaluate(data, profile: profile) { user, scores in model.scores(forUser: user, into: scores) }, data)
+    let profile = itemProfile(trained, catalog: trained.catalog ?? split.catalog, history: data.history)
+    var reorder: Evaluator.Reorder? = nil
+    if !rerank.isEmpty {
+        // Re-ranking as in serving: the model's best `pool` items, then each stage in order.
+        let chain = ReRankChain(try rerank.map { try $0.make(profile: profile, items: trained.items) })
+        // The list is re-ranked for the largest cutoff; smaller cutoffs read its prefix.
+        reorder = { user, ranked, k in
+            chain.apply(ranked.map { Candidate(item: $0.index, score: $0.score) }, history: data.history.row(user).map { Int($0) },
+                        k: k).map(\.item)
+        }
+    }
+    return (evaluator.evaluate(data, profile: profile, reorder: reorder, pool: pool) { user, scores in model.scores(forUser: user, into: scores) }, data)
+}
+
+/// What metrics and re-rankers know of a model's items: genres from the catalog, popularity from
+/// `history` (default: the model's training matrix), item vectors for embedding models.
+func itemProfile(_ trained: TrainedModel, catalog: ItemCatalog?, history: SparseMatrix? = nil) -> ItemProfile {
+    ItemProfile(items: trained.items, genres: catalog?.genres, history: history ?? trained.model.interactions,
+                vectors: (trained.model as? any EmbeddingRecommender)?.itemEmbeddings)
 }
 
 /// Rows under a header line, each column as wide as its widest cell; numeric columns right-aligned.

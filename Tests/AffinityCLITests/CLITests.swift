@@ -304,3 +304,30 @@ func tempDir() -> String {
         }
     }
 }
+
+/// Issue "Retrieve -> rank -> re-rank" (in part): re-rankers from the command line.
+@Suite struct ReRankCLITests {
+    @Test func evaluateAndRecommendThroughReRankers() throws {
+        let dir = tempDir()
+        #expect(try CLI.run("data", "generate", "--out", dir + "/d", "--users", "200", "--items", "80").status == 0)
+        #expect(try CLI.run("split", "--input", dir + "/d/ratings.tsv", "--strategy", "holdout", "--out", dir + "/s").status == 0)
+        #expect(try CLI.run("train", "--split", dir + "/s", "--model", "ease", "--set", "lambda=50", "--out", dir + "/m").status == 0)
+        func beyond(_ extra: [String]) throws -> [String: Any] {
+            let r = try CLI.run(["evaluate", "--model", dir + "/m", "--split", dir + "/s", "--cutoffs", "10", "--json"] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            let report = (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any])["report"] as! [String: Any]
+            return (report["beyondAccuracy"] as! [[String: Any]])[0]
+        }
+        let plain = try beyond([]), diverse = try beyond(["--rerank", "mmr:lambda=0.2"])
+        #expect((diverse["intra_list_diversity"] as! Double) > (plain["intra_list_diversity"] as! Double))
+        let calibrated = try beyond(["--rerank", "calibration:lambda=0.95"])
+        #expect((calibrated["calibration_kl"] as! Double) < (plain["calibration_kl"] as! Double))
+
+        var r = try CLI.run("recommend", "--model", dir + "/m", "--user", "u1", "-k", "5", "--rerank", "mmr:lambda=0.1")
+        #expect(r.status == 0 && r.stdout.split(separator: "\n")[0].hasSuffix("re-ranking") && r.stdout.contains("mmr: "), "\(r.stdout)\(r.stderr)")
+        r = try CLI.run("recommend", "--model", dir + "/m", "--user", "u1", "--rerank", "mmr:lambda=3")
+        #expect(r.status != 0 && r.stderr.contains("lambda") && r.stderr.contains("0...1"), "\(r.stderr)")
+        r = try CLI.run("evaluate", "--model", dir + "/m", "--split", dir + "/s", "--rerank", "rules:excludeCategories=Nope")
+        #expect(r.status != 0 && r.stderr.contains("no category 'Nope'"), "\(r.stderr)")
+    }
+}

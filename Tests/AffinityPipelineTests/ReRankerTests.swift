@@ -70,8 +70,8 @@ import Testing
         // Head = the 2 most popular items (0, 1); at most half of a 4-item list from the head.
         let cap = try PopularityCap(settings: try PopularityCap.Settings().applying(["headFraction": "0.3", "maxHeadShare": "0.25"]), profile: profile)
         #expect(cap.rerank(list, history: [], k: 4).map(\.item) == [0, 2, 3, 4])
-        // Too few other items: head items fill the list, in score order.
-        #expect(cap.rerank(Array(list.prefix(3)), history: [], k: 3).map(\.item) == [0, 1, 2])
+        // Too few other items: the best head items beyond the quota fill the end of the list.
+        #expect(cap.rerank(Array(list.prefix(3)), history: [], k: 3).map(\.item) == [2, 0, 1])
     }
 
     @Test func businessRules() throws {
