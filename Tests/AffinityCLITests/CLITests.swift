@@ -292,7 +292,7 @@ func tempDir() -> String {
         let commands: [[String]] = [[], ["data"], ["data", "stats"], ["data", "generate"], ["split"], ["train"], ["evaluate"],
                                     ["tune"], ["recommend"], ["similar"], ["explain"], ["model", "info"], ["model", "export"],
                                     ["index"], ["index", "build"], ["index", "search"], ["index", "bench"], ["serve"], ["demo"],
-                                    ["sweep"], ["bench", "kernels"], ["bench", "cf"]]
+                                    ["sweep"], ["tradeoff"], ["bench", "kernels"], ["bench", "cf"]]
         for command in commands {
             let r = try CLI.run(command + ["--help"], environment: ["COLUMNS": "1000"])
             #expect(r.status == 0, "\(command)")
@@ -329,5 +329,24 @@ func tempDir() -> String {
         #expect(r.status != 0 && r.stderr.contains("lambda") && r.stderr.contains("0...1"), "\(r.stderr)")
         r = try CLI.run("evaluate", "--model", dir + "/m", "--split", dir + "/s", "--rerank", "rules:excludeCategories=Nope")
         #expect(r.status != 0 && r.stderr.contains("no category 'Nope'"), "\(r.stderr)")
+
+        // The trade-off curves: one point per value, lambda=1 equal to no re-ranking, three plots.
+        r = try CLI.run("tradeoff", "--model", dir + "/m", "--split", dir + "/s", "-k", "10", "--pool", "40",
+                        "--curve", "mmr:lambda=1,0.3", "--curve", "popularity-cap:maxHeadShare=1,0", "--svg", dir + "/t", "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        let points = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [[String: Any]]
+        #expect(points.count == 4)
+        #expect(abs((points[0]["ndcg"] as! Double) - (try ndcg10())) < 1e-9)
+        #expect((points[1]["intraListDiversity"] as! Double) > (points[0]["intraListDiversity"] as! Double))
+        // Without head items the lists hold rarer items.
+        #expect((points[3]["novelty"] as! Double) > (points[2]["novelty"] as! Double))
+        for suffix in ["diversity", "coverage", "calibration"] {
+            #expect(FileManager.default.fileExists(atPath: dir + "/t-\(suffix).svg"))
+        }
+        func ndcg10() throws -> Double {
+            let r = try CLI.run("evaluate", "--model", dir + "/m", "--split", dir + "/s", "--cutoffs", "10", "--json")
+            let report = (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any])["report"] as! [String: Any]
+            return (report["metrics"] as! [[String: Any]])[0]["ndcg"] as! Double
+        }
     }
 }
