@@ -92,6 +92,24 @@ public struct Evaluator: Sendable {
     /// the metrics are those of its lists.
     public func evaluate(_ data: EvaluationData, profile: ItemProfile? = nil, reorder: Reorder? = nil, pool: Int = 100,
                          scorer: @Sendable (_ user: Int, _ scores: UnsafeMutableBufferPointer<Float>) -> Void) -> EvaluationReport {
+        let kMax = max(1, min(cutoffs.last!, data.candidateCount))
+        let depth = reorder == nil ? kMax : min(data.candidateCount, max(kMax, pool))
+        let perThread = ScratchPool(count: Parallelism.resolve(threads), items: data.candidateCount, k: depth)
+        return evaluate(data, profile: profile) { user in
+            let scratch = perThread.take()
+            defer { perThread.give(back: scratch) }
+            if let reorder {
+                return reorder(user, scratch.scored(user: user, data: data, k: depth, scorer: scorer), kMax)
+            }
+            return scratch.rank(user: user, data: data, k: kMax, scorer: scorer)
+        }
+    }
+
+    /// Evaluates lists made elsewhere (a pipeline's): `lists` gives each evaluated user's items,
+    /// best first; entries beyond the largest cutoff, out of range or in the user's history are
+    /// dropped, so a list cannot earn what the protocol excludes.
+    public func evaluate(_ data: EvaluationData, profile: ItemProfile? = nil,
+                         lists: @Sendable (_ user: Int) -> [Int]) -> EvaluationReport {
         let start = Date()
         let nUsers = data.evaluatedUsers.count
         let nItems = data.candidateCount
@@ -110,17 +128,12 @@ public struct Evaluator: Sendable {
                 let valueOut = SharedMutableBuffer(valueBuffer)
                 let chunk = 64
                 let chunks = (nUsers + chunk - 1) / chunk
-                let depth = reorder == nil ? kMax : min(nItems, max(kMax, pool))
-                let perThread = ScratchPool(count: Parallelism.resolve(threads), items: nItems, k: depth)
                 Parallelism.forEachChunk(chunks, threads: threads) { c in
-                    let scratch = perThread.take()
-                    defer { perThread.give(back: scratch) }
                     for position in (c * chunk)..<min(nUsers, (c + 1) * chunk) {
                         let user = data.evaluatedUsers[position]
-                        let list = if let reorder {
-                            Array(reorder(user, scratch.scored(user: user, data: data, k: depth, scorer: scorer), kMax).prefix(kMax))
-                        } else {
-                            scratch.rank(user: user, data: data, k: kMax, scorer: scorer)
+                        var kept = Set<Int>(), list: [Int] = []
+                        for i in lists(user) where list.count < kMax {
+                            if i >= 0 && i < nItems && !data.history.contains(row: user, column: i) && kept.insert(i).inserted { list.append(i) }
                         }
                         for (r, item) in list.enumerated() { rankedOut[position * kMax + r] = Int32(item) }
                         let truth = data.testItems[position]

@@ -18,6 +18,7 @@ struct EvaluateCommand: ParsableCommand {
     )
 
     @Option(name: .long, help: "Saved model folder.") var model: String?
+    @Option(name: .long, help: "A pipeline file (docs/pipeline.md): its retrievers, ranker and re-rankers make the lists.") var pipeline: String?
     @Option(name: .long, help: "Train this model type on the split first: \(ModelRegistry.names.joined(separator: "|")).") var modelType: String?
     @Option(name: .customLong("set"), help: "A setting for --model-type, key=value (repeatable).") var settings: [String] = []
     @Option(name: .long, help: "Split folder.") var split: String
@@ -34,7 +35,10 @@ struct EvaluateCommand: ParsableCommand {
     var allowForeignSplit = false
 
     func validate() throws {
-        guard (model == nil) != (modelType == nil) else { throw ValidationError("give exactly one of --model MODEL or --model-type NAME") }
+        guard [model, modelType, pipeline].compactMap({ $0 }).count == 1 else {
+            throw ValidationError("give exactly one of --model MODEL, --model-type NAME or --pipeline FILE")
+        }
+        if pipeline != nil && !rerank.isEmpty { throw ValidationError("--rerank applies to a model; a pipeline file lists its own re-rankers") }
         if let modelType, ModelRegistry.type(named: modelType) == nil {
             throw ValidationError("unknown model type '\(modelType)'; known: \(ModelRegistry.names.joined(separator: ", "))")
         }
@@ -47,7 +51,12 @@ struct EvaluateCommand: ParsableCommand {
         let folder = try SplitFolder.read(split)
         let trained: TrainedModel
         var trainSeconds: Double? = nil
-        if let model {
+        var built: Pipeline? = nil
+        if let pipeline {
+            built = try PipelineFile.load(pipeline, catalog: folder.catalog)
+            trained = (built!.retrievers[0].retriever as! ModelRetriever).model.trained
+            try checkSplitMatches(trained, folder, target: target, allowForeignSplit: allowForeignSplit)
+        } else if let model {
             trained = try TrainedModel.load(from: model)
             try checkSplitMatches(trained, folder, target: target, allowForeignSplit: allowForeignSplit)
         } else {
@@ -56,7 +65,11 @@ struct EvaluateCommand: ParsableCommand {
         let evaluator = try Evaluator(cutoffs: try parseCutoffs(cutoffs), threads: threads,
                                       keepPerUser: perUser != nil, keepRankings: writeRecs != nil)
         let stages = try rerank.map { try ReRankerSpec(parsing: $0) }
-        let (report, data) = try evaluate(trained, on: folder, evaluator: evaluator, target: target, rerank: stages, pool: pool)
+        let (report, data) = if let built {
+            try evaluate(built, trained: trained, on: folder, evaluator: evaluator, target: target)
+        } else {
+            try evaluate(trained, on: folder, evaluator: evaluator, target: target, rerank: stages, pool: pool)
+        }
         if let perUser, let tsv = report.perUserTSV() {
             try AtomicWrite.file(Data(tsv.utf8), to: perUser)
         }
@@ -73,9 +86,9 @@ struct EvaluateCommand: ParsableCommand {
             }
             var r = report
             r.perUser = nil
-            try printJSON(Output(model: trained.modelType, split: folder.name, target: target.rawValue, trainSeconds: trainSeconds, report: r))
+            try printJSON(Output(model: pipeline.map { "pipeline " + $0 } ?? trained.modelType, split: folder.name, target: target.rawValue, trainSeconds: trainSeconds, report: r))
         } else {
-            var title = "\(trained.modelType) on \(folder.name) (\(target.rawValue))"
+            var title = "\(pipeline.map { "pipeline \($0)" } ?? trained.modelType) on \(folder.name) (\(target.rawValue))"
             if let trainSeconds { title += ", trained in \(String(format: "%.2f", trainSeconds)) s" }
             title += ", evaluated in \(String(format: "%.2f", report.seconds)) s"
             print(report.table(title: title), terminator: "")

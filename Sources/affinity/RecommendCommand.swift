@@ -52,7 +52,8 @@ struct RecommendCommand: ParsableCommand {
         abstract: "Top-k items for a user of a saved model, or for a history of items (fold-in); seen items excluded."
     )
 
-    @Option(name: .long, help: "Model folder.") var model: String
+    @Option(name: .long, help: "Model folder.") var model: String?
+    @Option(name: .long, help: "A pipeline file (docs/pipeline.md) instead of one model.") var pipeline: String?
     @Option(name: .long, help: "Raw user ID.") var user: String?
     @Option(name: .long, help: "Item IDs a user interacted with, comma-separated (a user the model never saw; as POST /v1/recommendations).")
     var history: String?
@@ -68,10 +69,13 @@ struct RecommendCommand: ParsableCommand {
         guard k > 0 else { throw ValidationError("-k must be positive, got \(k)") }
         guard (user == nil) != (history == nil) else { throw ValidationError("give exactly one of --user ID or --history ID,ID,...") }
         guard pool > 0 else { throw ValidationError("--pool must be positive, got \(pool)") }
+        guard (model == nil) != (pipeline == nil) else { throw ValidationError("give exactly one of --model MODEL or --pipeline FILE") }
+        if pipeline != nil && !rerank.isEmpty { throw ValidationError("--rerank applies to a model; a pipeline file lists its own re-rankers") }
     }
 
     func run() throws {
-        let trained = try TrainedModel.load(from: model)
+        if let pipeline { return try runPipeline(pipeline) }
+        let trained = try TrainedModel.load(from: model!)
         // Exclusions the model does not know are ignored, as the HTTP API ignores them; say so.
         let requested = exclude.map { $0.split(separator: ",").map(String.init) } ?? []
         let unknown = requested.filter { trained.items.index(of: $0) == nil }
@@ -119,6 +123,44 @@ struct RecommendCommand: ParsableCommand {
                                  fallback: fallback ? "popular" : nil, items: items))
         } else {
             printList(items)
+        }
+    }
+}
+
+extension RecommendCommand {
+    /// The pipeline's list for a known user or a history: retrievers, ranker, re-rankers.
+    func runPipeline(_ path: String) throws {
+        let built = try PipelineFile.load(path)
+        let trained = (built.retrievers[0].retriever as! ModelRetriever).model.trained
+        let requested = exclude.map { $0.split(separator: ",").map(String.init) } ?? []
+        let unknown = requested.filter { trained.items.index(of: $0) == nil }
+        if !unknown.isEmpty { Console.note("note: ignoring exclude IDs the model does not know: \(unknown.prefix(10).joined(separator: ", "))") }
+        let excluded = requested.compactMap { trained.items.index(of: $0) }
+        let context: UserContext
+        if let user {
+            guard let u = trained.users.index(of: user) else {
+                throw CommandError("unknown user '\(user)' (not in the pipeline's models); --history ID,ID folds a history in")
+            }
+            let history = trained.model.seenItems(ofUser: u)
+            context = UserContext(subject: .user(u), history: history, excluded: history + excluded)
+        } else {
+            let ids = history!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            let items = try ids.map { id in
+                guard let i = trained.items.index(of: id) else { throw CommandError("--history: unknown item '\(id)' (not in the pipeline's models)") }
+                return i
+            }
+            guard !items.isEmpty else { throw CommandError("--history is empty") }
+            context = UserContext(subject: .history(items), history: items, excluded: items + excluded)
+        }
+        let list = try built.recommend(context, k: k)
+        var described = try describe(list.map { ScoredItem(index: $0.item, score: $0.score) }, model: trained)
+        let withNotes = !built.rerankers.isEmpty
+        for n in described.indices where withNotes { described[n].notes = list[n].notes }
+        if json {
+            struct Output: Encodable { var user: String?; var history: [String]?; var pipeline: String; var items: [RecommendedItem] }
+            try printJSON(Output(user: user, history: history.map { $0.split(separator: ",").map(String.init) }, pipeline: path, items: described))
+        } else {
+            printList(described)
         }
     }
 }

@@ -288,6 +288,25 @@ func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluat
     return (evaluator.evaluate(data, profile: profile, reorder: reorder, pool: pool) { user, scores in model.scores(forUser: user, into: scores) }, data)
 }
 
+/// Evaluates a pipeline's lists: each evaluated user as trained (the retrievers' shared users),
+/// their history excluded and handed to the re-rankers.
+func evaluate(_ pipeline: Pipeline, trained: TrainedModel, on split: SplitFolder, evaluator: Evaluator,
+              target: EvaluationTarget) throws -> (EvaluationReport, EvaluationData) {
+    let data = try EvaluationData(split: split, users: trained.users, items: trained.items, target: target)
+    guard !data.evaluatedUsers.isEmpty else {
+        throw CommandError("\(split.path): no user of its \(target.rawValue) file is known to the pipeline's models: nothing to evaluate")
+    }
+    let profile = itemProfile(trained, catalog: trained.catalog ?? split.catalog, history: data.history)
+    let k = evaluator.cutoffs.last!
+    Console.progress("evaluating a pipeline on \(data.evaluatedUsers.count) users...")
+    defer { Console.clearProgress() }
+    return (evaluator.evaluate(data, profile: profile) { user in
+        let history = data.history.row(user).map { Int($0) }
+        let context = UserContext(subject: .user(user), history: history, excluded: history)
+        return ((try? pipeline.recommend(context, k: k)) ?? []).map(\.item)
+    }, data)
+}
+
 /// What metrics and re-rankers know of a model's items: genres from the catalog, popularity from
 /// `history` (default: the model's training matrix), item vectors for embedding models.
 func itemProfile(_ trained: TrainedModel, catalog: ItemCatalog?, history: SparseMatrix? = nil) -> ItemProfile {

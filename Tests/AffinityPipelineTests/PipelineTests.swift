@@ -1,0 +1,89 @@
+import AffinityANN
+import AffinityData
+import AffinityLinalg
+import AffinityModels
+import Foundation
+import Testing
+@testable import AffinityPipeline
+
+/// Issue "Retrieve -> rank -> re-rank" (in part): retrievers merged, ranked by fusion, re-ranked,
+/// and a pipeline file that names what is wrong with it.
+@Suite struct PipelineTests {
+    let x = clusteredMatrix()
+
+    func serving(_ model: any PersistableRecommender) throws -> ServingModel {
+        try ServingModel(trained: trained(model), buildIndex: false)
+    }
+
+    @Test func oneRetrieverWithoutReRankersIsThatModelsList() throws {
+        let ease = try serving(try EASE.fit(x, settings: ["lambda": "10"]))
+        let pipeline = Pipeline(retrievers: [(ModelRetriever(name: "ease", model: ease), 30)],
+                                ranker: ReciprocalRankFusion(weights: [1]), rerankers: ReRankChain([]), items: ease.trained.items)
+        for u in [0, 5, 40] {
+            let seen = ease.trainingHistory(ofUser: u)
+            let direct = try ease.recommend(.user(u), k: 10, excluded: seen).items.map(\.item)
+            let through = try pipeline.recommend(UserContext(subject: .user(u), history: seen, excluded: seen), k: 10).map(\.item)
+            #expect(through == direct)
+        }
+    }
+
+    @Test func retrieversMergeAndFuseByRank() throws {
+        let ease = try serving(try EASE.fit(x, settings: ["lambda": "10"]))
+        let pop = try serving(try Popularity.fit(x, settings: [:]))
+        let pipeline = Pipeline(retrievers: [(ModelRetriever(name: "ease", model: ease), 20), (ModelRetriever(name: "pop", model: pop), 20)],
+                                ranker: ReciprocalRankFusion(k0: 60, weights: [1, 0.5]), rerankers: ReRankChain([]), items: ease.trained.items)
+        let seen = ease.trainingHistory(ofUser: 3)
+        let context = UserContext(subject: .user(3), history: seen, excluded: seen)
+        let merged = try pipeline.retrieve(context)
+        let a = try ease.recommend(.user(3), k: 20, excluded: seen).items.map(\.item)
+        let b = try pop.recommend(.user(3), k: 20, excluded: seen).items.map(\.item)
+        #expect(Set(merged.map(\.item)) == Set(a).union(b))
+        // The fused score by hand: 1 / (60 + rank + 1) from ease, half that from popularity.
+        let list = try pipeline.recommend(context, k: 5)
+        for c in list {
+            var expected = 0.0
+            if let r = a.firstIndex(of: c.item) { expected += 1 / (61 + Double(r)) }
+            if let r = b.firstIndex(of: c.item) { expected += 0.5 / (61 + Double(r)) }
+            #expect(abs(Double(c.score) - expected) < 1e-6)
+        }
+        #expect(list.allSatisfy { !seen.contains($0.item) })
+    }
+
+    @Test func pipelineFilesAreCheckedFieldByField() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-pipeline-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try trained(try EASE.fit(x, settings: ["lambda": "10"])).save(to: folder + "/ease")
+        try trained(try ALS.fit(x, settings: ["factors": "4", "iterations": "2"])).save(to: folder + "/ials")
+        let other = clusteredMatrix(users: 30, items: 45)
+        try trained(try EASE.fit(other, settings: ["lambda": "10"])).save(to: folder + "/small")
+        func write(_ json: String) -> String {
+            let path = folder + "/p\(UInt32.random(in: 0...UInt32.max)).json"
+            try! Data(json.utf8).write(to: URL(fileURLWithPath: path))
+            return path
+        }
+        let good = write(#"{"retrievers": [{"model": "ials", "k": 30}, {"model": "ease", "k": 30}], "rerank": ["mmr:lambda=0.8"]}"#)
+        let pipeline = try PipelineFile.load(good)
+        #expect(pipeline.retrievers.count == 2 && pipeline.rerankers.stages.count == 1)
+        let cases: [(String, String)] = [
+            (#"{"retrievers": []}"#, "retrievers: lists no retriever"),
+            (#"{"retrievers": [{"k": 3}]}"#, "retrievers[0].model: missing"),
+            (#"{"retrievers": [{"model": 5}]}"#, "retrievers[0].model: has the wrong type"),
+            (#"{"retrievers": [{"model": "nope"}]}"#, "retrievers[0].model: "),
+            (#"{"retrievers": [{"model": "ease"}, {"model": "small"}]}"#, "retrievers[1].model: its users or items differ"),
+            (#"{"retrievers": [{"model": "ease", "k": 0}]}"#, "retrievers[0].k: must be in 1...100000"),
+            (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "magic"}}"#, "ranker.type: unknown ranker 'magic'"),
+            (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "rrf", "weights": [1, 2]}}"#, "ranker.weights: needs one non-negative weight per retriever"),
+            (#"{"retrievers": [{"model": "ease"}], "rerank": ["shuffle"]}"#, "rerank[0]: "),
+            ("not json", "is not a pipeline JSON object"),
+        ]
+        for (json, message) in cases {
+            let path = write(json)
+            do {
+                _ = try PipelineFile.load(path)
+                Issue.record("accepted: \(json)")
+            } catch {
+                #expect("\(error)".hasPrefix(path) && "\(error)".contains(message), "\(error)")
+            }
+        }
+    }
+}
