@@ -336,13 +336,26 @@ func tempDir() -> String {
         #expect(r.status == 0, "\(r.stderr)")
         let points = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [[String: Any]]
         #expect(points.count == 4)
-        #expect(abs((points[0]["ndcg"] as! Double) - (try ndcg10())) < 1e-9)
+        let plainNDCG = try ndcg10()
+        #expect(abs((points[0]["ndcg"] as! Double) - plainNDCG) < 1e-9)
         #expect((points[1]["intraListDiversity"] as! Double) > (points[0]["intraListDiversity"] as! Double))
         // Without head items the lists hold rarer items.
         #expect((points[3]["novelty"] as! Double) > (points[2]["novelty"] as! Double))
         for suffix in ["diversity", "coverage", "calibration"] {
             #expect(FileManager.default.fileExists(atPath: dir + "/t-\(suffix).svg"))
         }
+        // A pipeline file: one retriever is the model's own list; two are fused; --rerank is refused beside it.
+        #expect(try CLI.run("train", "--split", dir + "/s", "--model", "itemknn", "--out", dir + "/knn").status == 0)
+        try Data(#"{"retrievers": [{"model": "m", "k": 50}]}"#.utf8).write(to: URL(fileURLWithPath: dir + "/one.json"))
+        try Data(#"{"retrievers": [{"model": "m"}, {"model": "knn"}], "rerank": ["mmr:lambda=0.5"]}"#.utf8).write(to: URL(fileURLWithPath: dir + "/two.json"))
+        r = try CLI.run("evaluate", "--pipeline", dir + "/one.json", "--split", dir + "/s", "--cutoffs", "10", "--json")
+        let viaPipeline = ((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any])["report"] as! [String: Any])["metrics"] as! [[String: Any]]
+        let direct = try ndcg10()
+        #expect(r.status == 0 && abs((viaPipeline[0]["ndcg"] as! Double) - direct) < 1e-9, "\(r.stderr)")
+        r = try CLI.run("recommend", "--pipeline", dir + "/two.json", "--user", "u1", "-k", "4")
+        #expect(r.status == 0 && r.stdout.split(separator: "\n").count == 5 && r.stdout.contains("re-ranking"), "\(r.stdout)\(r.stderr)")
+        r = try CLI.run("evaluate", "--pipeline", dir + "/two.json", "--split", dir + "/s", "--rerank", "mmr")
+        #expect(r.status != 0 && r.stderr.contains("a pipeline file lists its own re-rankers"), "\(r.stderr)")
         func ndcg10() throws -> Double {
             let r = try CLI.run("evaluate", "--model", dir + "/m", "--split", dir + "/s", "--cutoffs", "10", "--json")
             let report = (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any])["report"] as! [String: Any]
