@@ -160,14 +160,24 @@ public struct PipelineFile: Codable, Sendable, Equatable {
         }
     }
 
+    /// The ranking stage: reciprocal rank fusion, or a learned ranker (`affinity pipeline tune`).
+    public enum RankerType: String, Codable, Sendable, CaseIterable {
+        case rrf, neural
+    }
+
     public struct RankerEntry: Codable, Sendable, Equatable {
-        public var type: String
+        public var type: RankerType
+        /// rrf: the constant of 1 / (k0 + rank).
         public var k0: Double?
+        /// rrf: one weight per retriever.
         public var weights: [Double]?
-        public init(type: String, k0: Double? = nil, weights: [Double]? = nil) {
+        /// neural: the ranker file (`NeuralRanker.save`), relative to the pipeline file's folder.
+        public var model: String?
+        public init(type: RankerType, k0: Double? = nil, weights: [Double]? = nil, model: String? = nil) {
             self.type = type
             self.k0 = k0
             self.weights = weights
+            self.model = model
         }
     }
 
@@ -182,7 +192,6 @@ public struct PipelineFile: Codable, Sendable, Equatable {
     }
 
     public static let defaultQuota = 100
-    public static let rankerTypes = ["rrf"]
 
     /// Reads and checks a pipeline file: every error names the file and the field.
     public static func read(_ path: String) throws -> PipelineFile {
@@ -197,6 +206,10 @@ public struct PipelineFile: Codable, Sendable, Equatable {
             throw PipelineError.invalid(path: path, field: fieldName(context.codingPath), reason: "has the wrong type")
         } catch let DecodingError.valueNotFound(_, context) {
             throw PipelineError.invalid(path: path, field: fieldName(context.codingPath), reason: "is null")
+        } catch let DecodingError.dataCorrupted(context) where !context.codingPath.isEmpty {
+            // An enum's unknown value (ranker.type).
+            let known = context.codingPath.last?.stringValue == "type" ? "; known: \(RankerType.allCases.map(\.rawValue).joined(separator: ", "))" : ""
+            throw PipelineError.invalid(path: path, field: fieldName(context.codingPath), reason: "has an unknown value\(known)")
         } catch {
             throw PipelineError.invalid(path: path, field: "", reason: "is not a pipeline JSON object (\(error))")
         }
@@ -237,19 +250,34 @@ public struct PipelineFile: Codable, Sendable, Equatable {
             first = first ?? model
             stages.append((ModelRetriever(name: "\(model.modelType)#\(n)", model: model), quota))
         }
-        let rankerEntry = ranker ?? RankerEntry(type: "rrf")
-        guard rankerEntry.type == "rrf" else {
-            throw PipelineError.invalid(path: path, field: "ranker.type", reason: "unknown ranker '\(rankerEntry.type)'; known: \(Self.rankerTypes.joined(separator: ", "))")
-        }
-        let weights = rankerEntry.weights ?? [Double](repeating: 1, count: stages.count)
-        guard weights.count == stages.count, weights.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
-            throw PipelineError.invalid(path: path, field: "ranker.weights", reason: "needs one non-negative weight per retriever (\(stages.count))")
-        }
-        let k0 = rankerEntry.k0 ?? 60
-        guard k0.isFinite && k0 >= 0 else { throw PipelineError.invalid(path: path, field: "ranker.k0", reason: "must be a non-negative number") }
         let trained = first!.trained
         let profile = ItemProfile(items: trained.items, genres: (trained.catalog ?? catalog)?.genres, history: trained.model.interactions,
                                   vectors: (trained.model as? any EmbeddingRecommender)?.itemEmbeddings)
+        let rankerEntry = ranker ?? RankerEntry(type: .rrf)
+        let rankStage: any Ranker
+        switch rankerEntry.type {
+        case .rrf:
+            let weights = rankerEntry.weights ?? [Double](repeating: 1, count: stages.count)
+            guard weights.count == stages.count, weights.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+                throw PipelineError.invalid(path: path, field: "ranker.weights", reason: "needs one non-negative weight per retriever (\(stages.count))")
+            }
+            let k0 = rankerEntry.k0 ?? 60
+            guard k0.isFinite && k0 >= 0 else { throw PipelineError.invalid(path: path, field: "ranker.k0", reason: "must be a non-negative number") }
+            rankStage = ReciprocalRankFusion(k0: k0, weights: weights)
+        case .neural:
+            guard let file = rankerEntry.model else {
+                throw PipelineError.invalid(path: path, field: "ranker.model", reason: "missing (the ranker file a neural ranker reads)")
+            }
+            do {
+                let model = try NeuralRanker.load(from: resolve(file))
+                guard model.itemCount == trained.items.count else {
+                    throw ModelError.invalidSetting(name: "ranker", reason: "it knows \(model.itemCount) items, the retrievers \(trained.items.count)")
+                }
+                rankStage = try LearnedRanker(model: model, features: CandidateFeatures(retrievers: stages.map(\.retriever.name), profile: profile))
+            } catch {
+                throw PipelineError.invalid(path: path, field: "ranker.model", reason: "\(error)")
+            }
+        }
         var chain: [any ReRanker] = []
         for (n, spec) in (rerank ?? []).enumerated() {
             do {
@@ -258,7 +286,7 @@ public struct PipelineFile: Codable, Sendable, Equatable {
                 throw PipelineError.invalid(path: path, field: "rerank[\(n)]", reason: "\(error)")
             }
         }
-        return Pipeline(retrievers: stages, ranker: ReciprocalRankFusion(k0: k0, weights: weights), rerankers: ReRankChain(chain), items: trained.items)
+        return Pipeline(retrievers: stages, ranker: rankStage, rerankers: ReRankChain(chain), items: trained.items)
     }
 
     /// Reads and builds the pipeline in `path`.

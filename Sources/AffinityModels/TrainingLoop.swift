@@ -1,0 +1,95 @@
+import AffinityLinalg
+import AffinityNN
+import Foundation
+
+/// The one training loop of the neural models: epochs over `examples` in a seeded order (a new
+/// permutation each epoch from stream `epoch` of the seed), mini-batches, gradients zeroed before
+/// and the optimiser stepped after each batch, progress about once a second and at each epoch's end,
+/// validation after each epoch, and early stopping that restores the best epoch's parameters.
+///
+/// The model supplies only what is its own: `step` runs the forward and backward pass of one batch
+/// (example indexes in, the batch's summed loss out) and `validate` scores the current parameters
+/// (higher is better).
+public struct TrainingLoop {
+    public struct Settings: Sendable, Equatable {
+        public var epochs: Int
+        public var batchSize: Int
+        public var seed: UInt64
+        /// Stop after this many epochs without a better validation score (0: run every epoch; the
+        /// best epoch's parameters are still restored when `validate` is given).
+        public var patience: Int
+
+        public init(epochs: Int, batchSize: Int, seed: UInt64, patience: Int = 0) {
+            self.epochs = epochs
+            self.batchSize = batchSize
+            self.seed = seed
+            self.patience = patience
+        }
+    }
+
+    /// What the loop did: the validation score of each epoch run, and the epoch whose parameters
+    /// were kept (1-based; the last when nothing was validated).
+    public struct Outcome: Sendable, Equatable {
+        public var validation: [Double]
+        public var keptEpoch: Int
+        public var losses: [Double]
+    }
+
+    public let settings: Settings
+    public let parameters: [Parameter]
+    public let optimizer: any Optimizer
+
+    public init(settings: Settings, parameters: [Parameter], optimizer: any Optimizer) {
+        self.settings = settings
+        self.parameters = parameters
+        self.optimizer = optimizer
+    }
+
+    /// Runs the loop. `step(batch, generator)` returns the batch's summed loss; the generator is the
+    /// epoch's, for any further random choice the step makes (negatives, samples). With
+    /// `restoreBest`, the parameters of the best validated epoch are restored at the end.
+    @discardableResult
+    public func run(examples: Int, model: String, exampleName: String, progress: TrainingProgress.Handler?,
+                    restoreBest: Bool = true,
+                    step: (_ batch: ArraySlice<Int>, _ generator: inout SeededGenerator) throws -> Double,
+                    validate: (() throws -> Double)? = nil) rethrows -> Outcome {
+        var outcome = Outcome(validation: [], keptEpoch: max(0, settings.epochs), losses: [])
+        guard examples > 0, settings.epochs > 0 else { return outcome }
+        var reporter = ProgressReporter(progress, model: model, epochs: settings.epochs, exampleName: exampleName)
+        var best: (score: Double, epoch: Int, values: [Matrix])?
+        var sinceBest = 0
+        for epoch in 1...settings.epochs {
+            var generator = SeededGenerator(seed: settings.seed, stream: UInt64(epoch))
+            let order = generator.permutation(examples)
+            var total = 0.0
+            var start = 0
+            while start < examples {
+                let batch = order[start..<min(examples, start + settings.batchSize)]
+                start += settings.batchSize
+                for p in parameters { p.zeroGrad() }
+                total += try step(batch, &generator)
+                optimizer.step(parameters)
+                reporter.during(epoch: epoch, fraction: Double(min(start, examples)) / Double(examples),
+                                examples: (epoch - 1) * examples + min(start, examples))
+            }
+            let score = try validate?()
+            outcome.losses.append(total / Double(examples))
+            reporter.endOfEpoch(epoch, examples: epoch * examples, loss: total / Double(examples), validationHitRate: score)
+            outcome.keptEpoch = epoch
+            guard let score else { continue }
+            outcome.validation.append(score)
+            if best == nil || score > best!.score {
+                best = (score, epoch, restoreBest ? parameters.map(\.value) : [])
+                sinceBest = 0
+            } else {
+                sinceBest += 1
+                if settings.patience > 0 && sinceBest >= settings.patience { break }
+            }
+        }
+        if restoreBest, let best {
+            for (p, v) in zip(parameters, best.values) { p.value = v }
+            outcome.keptEpoch = best.epoch
+        }
+        return outcome
+    }
+}

@@ -1,0 +1,104 @@
+import AffinityData
+import AffinityLinalg
+import AffinityModels
+import Foundation
+
+/// The features a learned ranker reads of each candidate: what each retriever said of it, how
+/// popular it is, how active the user is and how well its genres match the user's history.
+///
+/// Per retriever r (in pipeline order), 4 columns:
+/// - `r.found`: 1 when r proposed the item, else 0;
+/// - `r.reciprocalRank`: 1 / (rank + 1) in r's list, 0 when not found;
+/// - `r.zscore`: r's score standardised over r's list for this user, 0 when not found;
+/// - `r.relative`: r's score divided by the largest magnitude in r's list, 0 when not found.
+///
+/// Then 5 columns: `foundBy` (share of retrievers that proposed it), `popularity`
+/// (log(1 + training users) / log(1 + most training users)), `historyLength` (log(1 + |history|)),
+/// `genreAffinity` (the mean, over the item's genres, of the genre's share of the history) and
+/// `genreAffinityMax` (the largest such share). Per-list scalings keep the features comparable
+/// between the retrievers fitted for training the ranker and those refitted on all of train.
+public struct CandidateFeatures: Sendable {
+    public let retrievers: [String]
+    let popularity: [Float]
+    let categories: [[Int]]
+
+    public init(retrievers: [String], profile: ItemProfile) {
+        self.retrievers = retrievers
+        let top = Float(log1p(Double(profile.popularity.max() ?? 0)))
+        popularity = profile.popularity.map { top > 0 ? Float(log1p(Double($0))) / top : 0 }
+        categories = profile.categories
+    }
+
+    public static let perRetriever = ["found", "reciprocalRank", "zscore", "relative"]
+    public static let shared = ["foundBy", "popularity", "historyLength", "genreAffinity", "genreAffinityMax"]
+
+    /// Column names, in order: `ease#0.found`, ..., `genreAffinityMax`.
+    public var names: [String] {
+        retrievers.flatMap { r in Self.perRetriever.map { "\(r).\($0)" } } + Self.shared
+    }
+
+    /// One row per candidate (n x F).
+    public func matrix(_ candidates: [RetrievedCandidate], history: [Int]) -> Matrix {
+        let nr = retrievers.count, f = names.count
+        var x = Matrix(rows: candidates.count, columns: f)
+        for r in 0..<nr {
+            let scores = candidates.compactMap { $0.sources[r]?.score }
+            guard !scores.isEmpty else { continue }
+            let mean = scores.reduce(0, +) / Float(scores.count)
+            let variance = scores.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(scores.count)
+            let sd = variance > 1e-12 ? variance.squareRoot() : 1
+            let largest = scores.map(abs).max()!
+            for (row, c) in candidates.enumerated() {
+                guard let s = c.sources[r] else { continue }
+                let base = row * f + r * 4
+                x.values[base] = 1
+                x.values[base + 1] = 1 / Float(s.rank + 1)
+                x.values[base + 2] = (s.score - mean) / sd
+                x.values[base + 3] = largest > 0 ? s.score / largest : 0
+            }
+        }
+        let genreShare = ItemProfile.categoryDistribution(history, categories: categories)
+        let activity = Float(log1p(Double(history.count)))
+        for (row, c) in candidates.enumerated() {
+            let base = row * f + nr * 4
+            x.values[base] = Float(c.sources.filter { $0 != nil }.count) / Float(max(1, nr))
+            x.values[base + 1] = c.item < popularity.count ? popularity[c.item] : 0
+            x.values[base + 2] = activity
+            let shares = c.item < categories.count ? categories[c.item].map { Float(genreShare[$0] ?? 0) } : []
+            x.values[base + 3] = shares.isEmpty ? 0 : shares.reduce(0, +) / Float(shares.count)
+            x.values[base + 4] = shares.max() ?? 0
+        }
+        return x
+    }
+
+    /// The ranker's view of one user's candidates; `relevant` (the items the user went on to
+    /// choose) labels them for training.
+    public func list(_ candidates: [RetrievedCandidate], history: [Int], relevant: Set<Int>? = nil) -> RankingList {
+        RankingList(items: candidates.map(\.item), features: matrix(candidates, history: history), history: history,
+                    labels: relevant.map { r in candidates.map { r.contains($0.item) ? 1 : 0 } } ?? [],
+                    relevant: relevant?.count ?? 0)
+    }
+}
+
+/// A trained `NeuralRanker` as the pipeline's ranking stage: scores the union of the retrievers'
+/// candidates from their features, best first.
+public struct LearnedRanker: Ranker {
+    public let name = "neural"
+    public let model: NeuralRanker
+    public let features: CandidateFeatures
+
+    public init(model: NeuralRanker, features: CandidateFeatures) throws {
+        guard model.featureNames == features.names else {
+            throw ModelError.invalidSetting(name: "ranker", reason: "it was trained on the features \(model.featureNames.joined(separator: ",")); this pipeline's retrievers give \(features.names.joined(separator: ","))")
+        }
+        self.model = model
+        self.features = features
+    }
+
+    public func rank(_ candidates: [RetrievedCandidate], context: UserContext) -> [Candidate] {
+        let scores = model.scores(features.list(candidates, history: context.history))
+        var out = zip(candidates, scores).map { Candidate(item: $0.item, score: $1) }
+        out.sort { ScoredIndex.ranksBefore($0.score, $0.item, $1.score, $1.item) }
+        return out
+    }
+}

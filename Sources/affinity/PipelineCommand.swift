@@ -1,0 +1,263 @@
+import AffinityData
+import AffinityEval
+import AffinityLinalg
+import AffinityModels
+import AffinityNN
+import AffinityPipeline
+import ArgumentParser
+import Foundation
+
+struct PipelineCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pipeline",
+        abstract: "Build retrieve -> rank pipelines (docs/pipeline.md).",
+        subcommands: [PipelineTuneCommand.self]
+    )
+}
+
+/// `affinity pipeline tune`: the default pipeline end to end from a split alone. Every choice is made
+/// on a validation split carved from train; test is not read.
+struct PipelineTuneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tune",
+        abstract: "Train retrievers and a learned ranker on a validation split carved from train; write DIR/pipeline.json.",
+        discussion: """
+        Each user's train positives are split again (holdout, --validation-fraction,
+        --seed). The retrievers are fitted on the rest; their candidates for each user
+        (--k per retriever, merged) are labelled by the held-out items. The users are
+        divided once more: the ranker trains on the lists of most of them and is scored
+        (NDCG@20 of the lists, per docs/protocol.md) on the others, each epoch (the best
+        epoch is kept). Every --loss is trained; the best of them, the rank fusion and each
+        retriever alone compete on that score. The retrievers are then refitted on the
+        full train and saved in DIR with the chosen ranker and DIR/pipeline.json.
+        test.tsv is never read: evaluate the result once with
+        affinity evaluate --pipeline DIR/pipeline.json --split SPLIT.
+        """
+    )
+
+    @Option(name: .long, help: "Split folder.") var split: String
+    @Option(name: .long, help: "Output folder.") var out: String
+    @Option(name: .long, help: ArgumentHelp("A retriever, NAME[:key=value,...] (repeatable; default ease and ials).", valueName: "NAME[:k=v,...]"))
+    var retriever: [String] = []
+    @Option(name: .long, help: "Candidates per retriever.") var k = 100
+    @Option(name: .long, help: "Ranker losses to train, comma-separated (\(RankingLoss.allCases.map(\.rawValue).joined(separator: ", "))), or all.")
+    var losses = "all"
+    @Option(name: .customLong("set"), help: "A ranker setting, key=value (repeatable; `affinity pipeline tune --help` lists none: see docs/pipeline.md).")
+    var settings: [String] = []
+    @Option(name: .long, help: "Share of each user's train positives held out to label the candidates.") var validationFraction = 0.2
+    @Option(name: .long, help: "Share of those users whose lists score the ranker (never trained on).") var rankerValidation = 0.2
+    @Option(name: .long, help: "Seed of the carved split and of the user division.") var seed: UInt64 = 7
+    @Option(name: .long, help: "Also write the candidate features as TSV here (ranker-train.tsv, ranker-valid.tsv) for other learners.")
+    var writeFeatures: String?
+    @Flag(name: .long, help: "Also write a pipeline file per alternative (pipeline-LOSS.json, pipeline-rrf.json, pipeline-NAME.json).")
+    var keepAll = false
+    @Flag(name: .long, help: "Replace DIR's files if they exist.") var force = false
+
+    struct RetrieverSpec {
+        var name: String
+        var settings: [String: String]
+    }
+
+    func retrieverSpecs() throws -> [RetrieverSpec] {
+        try (retriever.isEmpty ? ["ease", "ials"] : retriever).map { text in
+            let parts = text.split(separator: ":", maxSplits: 1)
+            let name = String(parts[0])
+            guard ModelRegistry.type(named: name) != nil else {
+                throw ValidationError("--retriever \(text): unknown model '\(name)'; known: \(ModelRegistry.names.joined(separator: ", "))")
+            }
+            let settings = parts.count > 1 ? try parseSettings(parts[1].split(separator: ",").map(String.init)) : [:]
+            return RetrieverSpec(name: name, settings: settings)
+        }
+    }
+
+    func lossList() throws -> [RankingLoss] {
+        if losses == "all" { return RankingLoss.allCases }
+        return try losses.split(separator: ",").map { name in
+            guard let loss = RankingLoss(rawValue: String(name)) else {
+                throw ValidationError("--losses: unknown loss '\(name)'; known: \(RankingLoss.allCases.map(\.rawValue).joined(separator: ", ")), all")
+            }
+            return loss
+        }
+    }
+
+    func validate() throws {
+        _ = try retrieverSpecs()
+        _ = try lossList()
+        guard k > 0 && k <= 100_000 else { throw ValidationError("-k must be in 1...100000, got \(k)") }
+        guard validationFraction > 0 && validationFraction < 1 else { throw ValidationError("--validation-fraction must be in (0, 1)") }
+        guard rankerValidation > 0 && rankerValidation < 1 else { throw ValidationError("--ranker-validation must be in (0, 1)") }
+        _ = try NeuralRanker.Configuration().applying(try parseSettings(settings))
+    }
+
+    func run() throws {
+        let specs = try retrieverSpecs()
+        let rankerSettings = try NeuralRanker.Configuration().applying(try parseSettings(settings))
+        if FileManager.default.fileExists(atPath: (out as NSString).appendingPathComponent("pipeline.json")) && !force {
+            throw CommandError("\(out)/pipeline.json already exists (pass --force to replace it)")
+        }
+        let folder = try SplitFolder.read(split)
+        let catalog = folder.catalog
+        let clock = Stopwatch()
+
+        // 1. The carved split: retrievers fitted on its train, candidates labelled by its test.
+        let inner = try Splitter.split(folder.train, settings: SplitSettings(strategy: .holdout, testFraction: validationFraction,
+                                                                             seed: seed, minRating: nil, minUserPositives: 0))
+        let carve = SplitFolder(path: folder.path + " (validation carved from train)", train: inner.train, test: inner.test)
+        print("pipeline tune on \(folder.name): validation = \(Int(validationFraction * 100))% of each user's train positives (seed \(seed)), \(inner.test.count) rows")
+        var stages: [(retriever: any Retriever, quota: Int)] = []
+        var carveModels: [TrainedModel] = []
+        for (n, spec) in specs.enumerated() {
+            let (trained, seconds) = try trainOnSplit(carve, model: spec.name, settings: spec.settings, catalog: catalog)
+            print("  retriever \(n): \(spec.name) \(settingsLabel(spec.settings)) fitted in \(String(format: "%.2f", seconds)) s")
+            carveModels.append(trained)
+            stages.append((ModelRetriever(name: "\(spec.name)#\(n)", model: try ServingModel(trained: trained)), k))
+        }
+        let carveTrained = carveModels[0]
+        let carvePipeline = Pipeline(retrievers: stages, ranker: ReciprocalRankFusion(weights: [Double](repeating: 1, count: stages.count)),
+                                     rerankers: ReRankChain([]), items: carveTrained.items)
+        let data = try EvaluationData(split: carve, users: carveTrained.users, items: carveTrained.items, target: .test)
+        let carveProfile = itemProfile(carveTrained, catalog: carveTrained.catalog ?? catalog)
+        let features = CandidateFeatures(retrievers: stages.map(\.retriever.name), profile: carveProfile)
+
+        // Candidate lists in the index space of the full train (the ranker's item embeddings are
+        // those of the final pipeline).
+        let fullIndex = (0..<carveTrained.items.count).map { folder.train.items.index(of: carveTrained.items[$0])! }
+        let users = data.evaluatedUsers.count
+        Console.progress("retrieving candidates for \(users) users...")
+        let results = FirstError()
+        let collected = LockedArray<(RankingList, [RetrievedCandidate])>(count: users)
+        Parallelism.forEachChunk((users + 63) / 64) { c in
+            for p in (c * 64)..<min(users, (c + 1) * 64) {
+                let user = data.evaluatedUsers[p]
+                let history = data.history.row(user).map { Int($0) }
+                do {
+                    let candidates = try carvePipeline.retrieve(UserContext(subject: .user(user), history: history, excluded: history))
+                    var list = features.list(candidates, history: history, relevant: Set(data.testItems[p].map { Int($0) }))
+                    list.items = list.items.map { fullIndex[$0] }
+                    list.history = list.history.map { fullIndex[$0] }
+                    collected.set(p, (list, candidates))
+                } catch { results.set(error) }
+            }
+        }
+        Console.clearProgress()
+        if let error = results.error { throw error }
+        let lists = collected.values.map { $0!.0 }, candidates = collected.values.map { $0!.1 }
+        let found = lists.reduce(0) { $0 + $1.labels.filter { $0 > 0 }.count }, relevant = lists.reduce(0) { $0 + $1.relevant }
+        print("  \(users) users, \(lists.reduce(0) { $0 + $1.items.count }) candidates; the retrievers found \(found) of \(relevant) held-out items (\(String(format: "%.1f", 100 * Double(found) / Double(max(1, relevant))))%)")
+
+        // 2. Users whose lists train the ranker, and users whose lists score every alternative.
+        var g = SeededGenerator(seed: seed, stream: 31)
+        let order = g.permutation(users)
+        let validCount = max(1, Int((Double(users) * rankerValidation).rounded()))
+        let validPositions = Array(order.prefix(validCount)).sorted(), trainPositions = Array(order.dropFirst(validCount)).sorted()
+        let isValid = Set(validPositions)
+        let evaluator = try Evaluator(cutoffs: [10, 20], keepPerUser: true)
+        /// NDCG@20 (and Recall@20) of lists for the validation users, by the project's evaluator.
+        func score(_ list: @escaping @Sendable (Int) -> [Int]) -> (ndcg: Double, recall: Double) {
+            let report = evaluator.evaluate(data) { user in list(user) }
+            let perUser = report.perUser!
+            let n = Double(validPositions.count)
+            return (validPositions.reduce(0) { $0 + perUser[$1].ndcg[1] } / n, validPositions.reduce(0) { $0 + perUser[$1].recall[1] } / n)
+        }
+        let positionOf = Dictionary(uniqueKeysWithValues: data.evaluatedUsers.enumerated().map { ($1, $0) })
+        let carveOf = Dictionary(uniqueKeysWithValues: fullIndex.enumerated().map { ($1, $0) })
+        func listsFor(_ ranked: @escaping @Sendable (Int) -> [Int]) -> @Sendable (Int) -> [Int] {
+            { user in
+                guard let p = positionOf[user], isValid.contains(p) else { return [] }
+                return ranked(p)
+            }
+        }
+
+        struct Alternative { var name: String; var ndcg: Double; var recall: Double; var ranker: NeuralRanker?; var file: PipelineFile.RankerEntry?; var only: Int? }
+        var alternatives: [Alternative] = []
+        for r in stages.indices {
+            let s = score(listsFor { p in candidates[p].filter { $0.sources[r] != nil }.sorted { $0.sources[r]!.rank < $1.sources[r]!.rank }.map(\.item) })
+            alternatives.append(Alternative(name: "\(specs[r].name) alone", ndcg: s.ndcg, recall: s.recall, ranker: nil, file: nil, only: r))
+        }
+        let fusion = ReciprocalRankFusion(weights: [Double](repeating: 1, count: stages.count))
+        let rrf = score(listsFor { p in fusion.rank(candidates[p], context: UserContext(subject: .history([]), history: [], excluded: [])).map(\.item) })
+        alternatives.append(Alternative(name: "rank fusion (rrf)", ndcg: rrf.ndcg, recall: rrf.recall, ranker: nil, file: .init(type: .rrf), only: nil))
+
+        let trainLists = trainPositions.map { lists[$0] }
+        for loss in try lossList() {
+            var c = rankerSettings
+            c.loss = loss
+            let ranker = NeuralRanker(configuration: c, itemCount: folder.train.items.count, featureNames: features.names)
+            let lossClock = Stopwatch()
+            let ranked: @Sendable (Int) -> [Int] = { p in
+                let s = ranker.scores(lists[p])
+                return s.indices.sorted { ScoredIndex.ranksBefore(s[$0], $0, s[$1], $1) }.map { carveOf[lists[p].items[$0]]! }
+            }
+            let outcome = try ranker.fit(trainLists, validate: { score(listsFor(ranked)).ndcg }, progress: Console.training)
+            let s = score(listsFor(ranked))
+            print("  ranker loss=\(loss.rawValue): epoch \(outcome.keptEpoch) of \(outcome.validation.count) kept, validation NDCG@20 \(String(format: "%.4f", s.ndcg)) (\(String(format: "%.1f", lossClock.seconds)) s)")
+            alternatives.append(Alternative(name: "ranker, loss=\(loss.rawValue)", ndcg: s.ndcg, recall: s.recall, ranker: ranker,
+                                            file: .init(type: .neural, model: "ranker-\(loss.rawValue).safetensors"), only: nil))
+        }
+        print("\nvalidation (\(validPositions.count) users never trained on by the ranker), @20:")
+        var table = TextTable([.init(name: "alternative"), .init(name: "NDCG", rightAligned: true), .init(name: "Recall", rightAligned: true)])
+        for a in alternatives { table.rows.append([a.name, String(format: "%.4f", a.ndcg), String(format: "%.4f", a.recall)]) }
+        print(table.render())
+        let best = alternatives.max { $0.ndcg < $1.ndcg }!
+        print("chosen: \(best.name)")
+
+        // 3. The retrievers refitted on the full train, the ranker beside them, the pipeline files.
+        if let writeFeatures {
+            try writeFeatureTable(lists: trainPositions.map { (data.users[data.evaluatedUsers[$0]], lists[$0]) }, names: features.names,
+                                  items: folder.train.items, to: (writeFeatures as NSString).appendingPathComponent("ranker-train.tsv"))
+            try writeFeatureTable(lists: validPositions.map { (data.users[data.evaluatedUsers[$0]], lists[$0]) }, names: features.names,
+                                  items: folder.train.items, to: (writeFeatures as NSString).appendingPathComponent("ranker-valid.tsv"))
+            print("features written to \(writeFeatures)/ranker-train.tsv and ranker-valid.tsv")
+        }
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        var entries: [PipelineFile.RetrieverEntry] = []
+        for (n, spec) in specs.enumerated() {
+            let (trained, _) = try trainOnSplit(folder, model: spec.name, settings: spec.settings, catalog: catalog)
+            let name = "\(spec.name)-\(n)"
+            try trained.save(to: (out as NSString).appendingPathComponent(name), overwrite: force)
+            entries.append(.init(model: name, k: k))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        func write(_ file: PipelineFile, _ name: String) throws {
+            try AtomicWrite.file(try encoder.encode(file), to: (out as NSString).appendingPathComponent(name))
+        }
+        for a in alternatives where keepAll || a.name == best.name {
+            if let ranker = a.ranker, let entry = a.file { try ranker.save(to: (out as NSString).appendingPathComponent(entry.model!)) }
+            let file = a.only.map { PipelineFile(retrievers: [entries[$0]]) } ?? PipelineFile(retrievers: entries, ranker: a.file)
+            if a.name == best.name { try write(file, "pipeline.json") }
+            if keepAll {
+                let suffix = a.only.map { specs[$0].name } ?? a.file.map { $0.type == .rrf ? "rrf" : $0.model!.replacingOccurrences(of: "ranker-", with: "").replacingOccurrences(of: ".safetensors", with: "") }!
+                try write(file, "pipeline-\(suffix).json")
+            }
+        }
+        print("wrote \(out)/pipeline.json (\(best.name)) in \(String(format: "%.0f", clock.seconds)) s; evaluate it once with: affinity evaluate --pipeline \(out)/pipeline.json --split \(split)")
+    }
+
+    func settingsLabel(_ s: [String: String]) -> String {
+        s.isEmpty ? "(defaults)" : s.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+    }
+}
+
+/// Candidate features as TSV, one row per (user, candidate): `user item label f1 f2 ...`, users in
+/// blocks (LightGBM's query groups). A label of -1 means unknown (lists to be scored, not learned).
+func writeFeatureTable(lists: [(user: String, list: RankingList)], names: [String], items: IDVocabulary, to path: String) throws {
+    var text = "user\titem\tlabel\t" + names.joined(separator: "\t") + "\n"
+    for (user, list) in lists {
+        let f = list.features.columns
+        for (r, item) in list.items.enumerated() {
+            text += "\(user)\t\(items[item])\t\(list.labels.isEmpty ? -1 : Int(list.labels[r]))"
+            for j in 0..<f { text += "\t\(list.features.values[r * f + j])" }
+            text += "\n"
+        }
+    }
+    try AtomicWrite.file(Data(text.utf8), to: path)
+}
+
+/// Results of parallel work, one slot each.
+final class LockedArray<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var values: [T?]
+    init(count: Int) { values = [T?](repeating: nil, count: count) }
+    func set(_ i: Int, _ v: T) { lock.locked { values[i] = v } }
+}
