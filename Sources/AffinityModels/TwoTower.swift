@@ -524,52 +524,30 @@ final class TwoTowerTrainer: @unchecked Sendable {
         let kind = c.negativeKind
         var itemCache: Matrix?
         var step = 0
-        var best: (hr: Double, values: [Matrix])?
-        var sinceBest = 0
-        var reporter = ProgressReporter(progress, model: TwoTower.modelType, epochs: c.epochs, exampleName: "pairs")
-        for epoch in 1...max(1, c.epochs) where c.epochs > 0 {
-            var g = SeededGenerator(seed: c.seed, stream: UInt64(epoch))
-            let order = g.permutation(n)
-            var totalLoss = 0.0
-            var start = 0
-            while start < n {
-                let batch = order[start..<min(n, start + c.batchSize)]
-                start += c.batchSize
-                let bu = batch.map { Int(users[$0]) }, bi = batch.map { Int(items[$0]) }
-                for p in parameters { p.zeroGrad() }
-                let bags = network.needsHistory ? zip(bu, bi).map { network.historyBag(trainingItems(of: $0.0), leaveOut: $0.1) } : nil
-                let u = network.userForward(bu, bags: bags)
-                var candidates = bi
-                if !kind.isEmpty {
-                    if kind != "random" && kind != "static" && (itemCache == nil || step % c.refreshEvery == 0) {
-                        itemCache = network.itemVectors(Array(0..<x.columnCount))
-                    }
-                    candidates += mineNegatives(kind: kind, u: u, users: bu, positives: bi, cache: itemCache, generator: &g)
+        // The best epoch is restored only under early stopping (patience > 0), as before the shared loop.
+        let loop = TrainingLoop(settings: .init(epochs: c.epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
+                                parameters: parameters, optimizer: optimizer)
+        loop.run(examples: n, model: TwoTower.modelType, exampleName: "pairs", progress: progress, restoreBest: c.patience > 0,
+                     step: { batch, g in
+            let bu = batch.map { Int(users[$0]) }, bi = batch.map { Int(items[$0]) }
+            let bags = network.needsHistory ? zip(bu, bi).map { network.historyBag(trainingItems(of: $0.0), leaveOut: $0.1) } : nil
+            let u = network.userForward(bu, bags: bags)
+            var candidates = bi
+            if !kind.isEmpty {
+                if kind != "random" && kind != "static" && (itemCache == nil || step % c.refreshEvery == 0) {
+                    itemCache = network.itemVectors(Array(0..<x.columnCount))
                 }
-                let v = network.itemForward(candidates)
-                let (loss, du, dv) = c.loss == .softmax
-                    ? softmaxStep(u: u, v: v, positives: bi, candidates: candidates)
-                    : tripletStep(u: u, v: v, positives: bi, candidates: candidates)
-                totalLoss += Double(loss) * Double(batch.count)
-                network.userBackward(du)
-                network.itemBackward(dv)
-                optimizer.step(parameters)
-                step += 1
-                reporter.during(epoch: epoch, fraction: Double(min(start, n)) / Double(n), examples: (epoch - 1) * n + min(start, n))
+                candidates += mineNegatives(kind: kind, u: u, users: bu, positives: bi, cache: itemCache, generator: &g)
             }
-            let hr = validation.isEmpty ? nil : validationHitRate()
-            reporter.endOfEpoch(epoch, examples: epoch * n, loss: totalLoss / Double(n), validationHitRate: hr)
-            if let hr, c.patience > 0 {
-                if best == nil || hr > best!.hr {
-                    best = (hr, parameters.map(\.value))
-                    sinceBest = 0
-                } else {
-                    sinceBest += 1
-                    if sinceBest >= c.patience { break }
-                }
-            }
-        }
-        if let best { for (p, v) in zip(parameters, best.values) { p.value = v } }
+            let v = network.itemForward(candidates)
+            let (loss, du, dv) = c.loss == .softmax
+                ? softmaxStep(u: u, v: v, positives: bi, candidates: candidates)
+                : tripletStep(u: u, v: v, positives: bi, candidates: candidates)
+            network.userBackward(du)
+            network.itemBackward(dv)
+            step += 1
+            return Double(loss) * Double(batch.count)
+        }, validate: validation.isEmpty ? nil : { self.validationHitRate() })
     }
 
     private func softmaxStep(u: Matrix, v: Matrix, positives: [Int], candidates: [Int]) -> (Float, Matrix, Matrix) {

@@ -30,6 +30,8 @@ struct EvaluateCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("A re-ranking stage after the model, applied in order (repeatable): \(ReRankerSpec.names.joined(separator: ", ")), with settings, e.g. mmr:lambda=0.5.",
                                             valueName: "NAME[:key=value,...]")) var rerank: [String] = []
     @Option(name: .long, help: "Candidates per user handed to the re-rankers.") var pool = 100
+    @Option(name: .long, help: "With --pipeline: also write each evaluated user's candidates and their ranker features as TSV (user, item, label -1, features), for other learners.")
+    var writeFeatures: String?
     @Flag(name: .long, help: "Print JSON on stdout.") var json = false
     @Flag(name: .long, help: "Evaluate a saved model on a split whose test rows it was trained on (the overlap is printed; metrics are then inflated).")
     var allowForeignSplit = false
@@ -39,6 +41,7 @@ struct EvaluateCommand: ParsableCommand {
             throw ValidationError("give exactly one of --model MODEL, --model-type NAME or --pipeline FILE")
         }
         if pipeline != nil && !rerank.isEmpty { throw ValidationError("--rerank applies to a model; a pipeline file lists its own re-rankers") }
+        if pipeline == nil && writeFeatures != nil { throw ValidationError("--write-features needs --pipeline") }
         if let modelType, ModelRegistry.type(named: modelType) == nil {
             throw ValidationError("unknown model type '\(modelType)'; known: \(ModelRegistry.names.joined(separator: ", "))")
         }
@@ -69,6 +72,9 @@ struct EvaluateCommand: ParsableCommand {
             try evaluate(built, trained: trained, on: folder, evaluator: evaluator, target: target)
         } else {
             try evaluate(trained, on: folder, evaluator: evaluator, target: target, rerank: stages, pool: pool)
+        }
+        if let writeFeatures, let built {
+            try writeCandidateFeatures(built, trained: trained, data: data, catalog: trained.catalog ?? folder.catalog, to: writeFeatures)
         }
         if let perUser, let tsv = report.perUserTSV() {
             try AtomicWrite.file(Data(tsv.utf8), to: perUser)

@@ -254,6 +254,19 @@ func writeFeatureTable(lists: [(user: String, list: RankingList)], names: [Strin
     try AtomicWrite.file(Data(text.utf8), to: path)
 }
 
+/// Each evaluated user's merged candidates with the features a learned ranker reads (labels -1:
+/// these are the lists to score, and test labels stay with the evaluator).
+func writeCandidateFeatures(_ pipeline: Pipeline, trained: TrainedModel, data: EvaluationData, catalog: ItemCatalog?, to path: String) throws {
+    let features = CandidateFeatures(retrievers: pipeline.retrievers.map(\.retriever.name), profile: itemProfile(trained, catalog: catalog))
+    var lists: [(user: String, list: RankingList)] = []
+    for user in data.evaluatedUsers {
+        let history = data.history.row(user).map { Int($0) }
+        let candidates = try pipeline.retrieve(UserContext(subject: .user(user), history: history, excluded: history))
+        lists.append((data.users[user], features.list(candidates, history: history)))
+    }
+    try writeFeatureTable(lists: lists, names: features.names, items: trained.items, to: path)
+}
+
 /// Results of parallel work, one slot each.
 final class LockedArray<T>: @unchecked Sendable {
     private let lock = NSLock()

@@ -64,6 +64,13 @@ import Testing
         let good = write(#"{"retrievers": [{"model": "ials", "k": 30}, {"model": "ease", "k": 30}], "rerank": ["mmr:lambda=0.8"]}"#)
         let pipeline = try PipelineFile.load(good)
         #expect(pipeline.retrievers.count == 2 && pipeline.rerankers.stages.count == 1)
+        // A learned ranker is read with the features of its pipeline's retrievers, and refused for others.
+        let names = CandidateFeatures(retrievers: ["ials#0", "ease#1"], profile: ItemProfile(categories: [], popularity: [], userCount: 0)).names
+        try NeuralRanker(configuration: NeuralRanker.Configuration(), itemCount: x.columnCount, featureNames: names).save(to: folder + "/ranker.safetensors")
+        try NeuralRanker(configuration: NeuralRanker.Configuration(), itemCount: x.columnCount, featureNames: ["a"]).save(to: folder + "/ranker2.safetensors")
+        let neural = try PipelineFile.load(write(#"{"retrievers": [{"model": "ials", "k": 30}, {"model": "ease", "k": 30}], "ranker": {"type": "neural", "model": "ranker.safetensors"}}"#))
+        #expect(neural.ranker is LearnedRanker)
+        #expect(try neural.recommend(UserContext(subject: .user(2), history: [], excluded: []), k: 7).count == 7)
         let cases: [(String, String)] = [
             (#"{"retrievers": []}"#, "retrievers: lists no retriever"),
             (#"{"retrievers": [{"k": 3}]}"#, "retrievers[0].model: missing"),
@@ -71,7 +78,10 @@ import Testing
             (#"{"retrievers": [{"model": "nope"}]}"#, "retrievers[0].model: "),
             (#"{"retrievers": [{"model": "ease"}, {"model": "small"}]}"#, "retrievers[1].model: its users or items differ"),
             (#"{"retrievers": [{"model": "ease", "k": 0}]}"#, "retrievers[0].k: must be in 1...100000"),
-            (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "magic"}}"#, "ranker.type: unknown ranker 'magic'"),
+            (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "magic"}}"#, "ranker.type: has an unknown value; known: rrf, neural"),
+            (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "neural"}}"#, "ranker.model: missing"),
+            (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "neural", "model": "nope.safetensors"}}"#, "ranker.model: "),
+            (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "neural", "model": "ranker2.safetensors"}}"#, "ranker.model: setting 'ranker': it was trained on the features"),
             (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "rrf", "weights": [1, 2]}}"#, "ranker.weights: needs one non-negative weight per retriever"),
             (#"{"retrievers": [{"model": "ease"}], "rerank": ["shuffle"]}"#, "rerank[0]: "),
             ("not json", "is not a pipeline JSON object"),
