@@ -86,6 +86,8 @@ def main():
     ap.add_argument("--out", default="/tmp/affinity-ranker")
     ap.add_argument("--losses", default="all")
     ap.add_argument("--retriever", action="append", default=[])
+    ap.add_argument("--items", default=os.path.join(ROOT, "..", "shared", "data", "ml-1m", "movies.dat"),
+                    help="item metadata for the genre features ('' for none)")
     ap.add_argument("--skip-tune", action="store_true", help="reuse OUT from an earlier run")
     args = ap.parse_args()
     ensure_venv(VENV, ["numpy", "lightgbm"])
@@ -99,6 +101,8 @@ def main():
                "--losses", args.losses, "--force"]
         for r in args.retriever:
             cmd += ["--retriever", r]
+        if args.items:
+            cmd += ["--items", args.items]
         print(run(cmd))
     pipelines = ["pipeline.json"] + sorted(p for p in os.listdir(args.out) if p.startswith("pipeline-") and p.endswith(".json"))
     results = {}

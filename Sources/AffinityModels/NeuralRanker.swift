@@ -140,7 +140,7 @@ public final class NeuralRanker: @unchecked Sendable {
     /// `validate` scores the current parameters (higher is better; e.g. NDCG@20 of held-out
     /// users' lists); with it the best epoch is kept and `patience` stops early.
     @discardableResult
-    public func fit(_ lists: [RankingList], validate: (() throws -> Double)? = nil,
+    public func fit(_ lists: [RankingList], validate: (() throws -> Double)? = nil, validationName: String = "NDCG@20",
                     progress: TrainingProgress.Handler? = nil) throws -> TrainingLoop.Outcome {
         try configuration.validate()
         for list in lists {
@@ -156,7 +156,7 @@ public final class NeuralRanker: @unchecked Sendable {
         let optimizer = Adam(learningRate: Float(c.learningRate), weightDecay: Float(c.weightDecay), lazy: false)
         let loop = TrainingLoop(settings: .init(epochs: c.epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
                                 parameters: parameters, optimizer: optimizer)
-        return try loop.run(examples: lists.count, model: "ranker", exampleName: "lists", progress: progress,
+        return try loop.run(examples: lists.count, model: "ranker", exampleName: "lists", progress: progress, validationName: validationName,
                             step: { batch, generator in self.trainStep(batch.map { lists[$0] }, generator: &generator) },
                             validate: validate)
     }

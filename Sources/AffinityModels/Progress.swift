@@ -21,8 +21,10 @@ public struct TrainingProgress: Sendable, Equatable {
     public var seconds: Double
     /// The finished epoch's mean loss, for models that compute one.
     public var loss: Double?
-    /// The finished epoch's validation HR@10, when the model holds validation items out.
+    /// The finished epoch's validation score (HR@10 for most models), when the model holds
+    /// validation items out; `validationName` says which metric it is.
     public var validationHitRate: Double?
+    public var validationName: String = "HR@10"
 
     public var isEpochEnd: Bool { epochFraction >= 1 }
 
@@ -48,11 +50,14 @@ public struct ProgressReporter: Sendable {
     let epochs: Int
     let exampleName: String
     let interval: Double
+    let validationName: String
     private let clock = Stopwatch()
     private var lastReport = 0.0
 
-    public init(_ handler: TrainingProgress.Handler?, model: String, epochs: Int, exampleName: String, interval: Double = 1) {
+    public init(_ handler: TrainingProgress.Handler?, model: String, epochs: Int, exampleName: String, interval: Double = 1,
+                validationName: String = "HR@10") {
         self.handler = handler
+        self.validationName = validationName
         self.model = model
         self.epochs = epochs
         self.exampleName = exampleName
@@ -82,6 +87,6 @@ public struct ProgressReporter: Sendable {
 
     private func report(epoch: Int, fraction: Double, examples: Int, seconds: Double) -> TrainingProgress {
         TrainingProgress(model: model, epoch: epoch, epochs: epochs, epochFraction: fraction, examples: examples,
-                         exampleName: exampleName, seconds: seconds, loss: nil, validationHitRate: nil)
+                         exampleName: exampleName, seconds: seconds, loss: nil, validationHitRate: nil, validationName: validationName)
     }
 }

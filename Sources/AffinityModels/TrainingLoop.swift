@@ -50,12 +50,13 @@ public struct TrainingLoop {
     /// `restoreBest`, the parameters of the best validated epoch are restored at the end.
     @discardableResult
     public func run(examples: Int, model: String, exampleName: String, progress: TrainingProgress.Handler?,
-                    restoreBest: Bool = true,
+                    restoreBest: Bool = true, validationName: String = "HR@10",
                     step: (_ batch: ArraySlice<Int>, _ generator: inout SeededGenerator) throws -> Double,
                     validate: (() throws -> Double)? = nil) rethrows -> Outcome {
         var outcome = Outcome(validation: [], keptEpoch: max(0, settings.epochs), losses: [])
         guard examples > 0, settings.epochs > 0 else { return outcome }
-        var reporter = ProgressReporter(progress, model: model, epochs: settings.epochs, exampleName: exampleName)
+        var reporter = ProgressReporter(progress, model: model, epochs: settings.epochs, exampleName: exampleName,
+                                        validationName: validationName)
         var best: (score: Double, epoch: Int, values: [Matrix])?
         var sinceBest = 0
         for epoch in 1...settings.epochs {

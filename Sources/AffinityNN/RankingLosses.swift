@@ -164,7 +164,7 @@ public enum RankingLosses {
     }
 
     /// Σ_{r < min(K, relevant)} 1 / log2(r + 2).
-    static func idealDCG(relevant: Int, cutoff: Int) -> Double {
+    public static func idealDCG(relevant: Int, cutoff: Int) -> Double {
         var ideal = 0.0
         for r in 0..<max(1, min(cutoff, relevant)) { ideal += 1 / log2(Double(r) + 2) }
         return ideal

@@ -39,7 +39,8 @@ struct PipelineTuneCommand: ParsableCommand {
     @Option(name: .long, help: "Output folder.") var out: String
     @Option(name: .long, help: ArgumentHelp("A retriever, NAME[:key=value,...] (repeatable; default ease and ials).", valueName: "NAME[:k=v,...]"))
     var retriever: [String] = []
-    @Option(name: .long, help: "Candidates per retriever.") var k = 100
+    @Option(name: .long, help: "Item metadata (genres for the ranker's features and the re-rankers; default: the split's items.tsv).") var items: String?
+    @Option(name: .shortAndLong, help: "Candidates per retriever.") var k = 100
     @Option(name: .long, help: "Ranker losses to train, comma-separated (\(RankingLoss.allCases.map(\.rawValue).joined(separator: ", "))), or all.")
     var losses = "all"
     @Option(name: .customLong("set"), help: "A ranker setting, key=value (repeatable; `affinity pipeline tune --help` lists none: see docs/pipeline.md).")
@@ -96,7 +97,7 @@ struct PipelineTuneCommand: ParsableCommand {
             throw CommandError("\(out)/pipeline.json already exists (pass --force to replace it)")
         }
         let folder = try SplitFolder.read(split)
-        let catalog = folder.catalog
+        let catalog = try items.map { try ItemCatalog.read(path: $0) } ?? folder.catalog
         let clock = Stopwatch()
 
         // 1. The carved split: retrievers fitted on its train, candidates labelled by its test.

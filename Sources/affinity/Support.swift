@@ -50,7 +50,7 @@ enum Console {
         line += ": " + rate(r.examplesPerSecond) + " \(r.exampleName)/s, " + duration(r.seconds) + " elapsed"
         if let left = r.remainingSeconds, r.fractionDone < 1 { line += ", about " + duration(left) + " left" }
         if let loss = r.loss { line += String(format: ", loss %.4f", loss) }
-        if let hr = r.validationHitRate { line += String(format: ", validation HR@10 %.4f", hr) }
+        if let hr = r.validationHitRate { line += String(format: ", validation \(r.validationName) %.4f", hr) }
         if r.isEpochEnd && (r.loss != nil || r.validationHitRate != nil || r.epoch == r.epochs) {
             note(line)
         } else {

@@ -362,4 +362,36 @@ func tempDir() -> String {
             return (report["metrics"] as! [[String: Any]])[0]["ndcg"] as! Double
         }
     }
+
+    /// `pipeline tune` from a split alone: retrievers and a ranker chosen on validation, a pipeline
+    /// file that evaluate and recommend read, and features for other learners.
+    @Test func pipelineTuneWritesAPipelineThatEvaluates() throws {
+        let dir = tempDir()
+        #expect(try CLI.run("data", "generate", "--out", dir + "/d", "--users", "200", "--items", "80").status == 0)
+        #expect(try CLI.run("split", "--input", dir + "/d/ratings.tsv", "--strategy", "holdout", "--out", dir + "/s").status == 0)
+        var r = try CLI.run("pipeline", "tune", "--split", dir + "/s", "--out", dir + "/p", "--retriever", "ease:lambda=50",
+                            "--retriever", "itemknn", "-k", "30", "--losses", "softmax,policy", "--set", "epochs=3",
+                            "--keep-all", "--write-features", dir + "/f")
+        #expect(r.status == 0, "\(r.stderr)")
+        for line in ["ease alone", "itemknn alone", "rank fusion (rrf)", "ranker, loss=softmax", "ranker, loss=policy", "chosen: "] {
+            #expect(r.stdout.contains(line), "\(line) in \(r.stdout)")
+        }
+        for file in ["pipeline.json", "pipeline-softmax.json", "pipeline-policy.json", "pipeline-rrf.json", "pipeline-ease.json",
+                     "ranker-softmax.safetensors", "ease-0/vocabulary.json", "itemknn-1/vocabulary.json"] {
+            #expect(FileManager.default.fileExists(atPath: dir + "/p/" + file), "\(file)")
+        }
+        let header = try String(contentsOfFile: dir + "/f/ranker-train.tsv", encoding: .utf8).prefix { $0 != "\n" }
+        #expect(header.hasPrefix("user\titem\tlabel\tease#0.found\t") && header.hasSuffix("genreAffinityMax"), "\(header)")
+        r = try CLI.run("evaluate", "--pipeline", dir + "/p/pipeline-softmax.json", "--split", dir + "/s", "--cutoffs", "10",
+                        "--write-features", dir + "/f/test.tsv")
+        #expect(r.status == 0 && r.stdout.contains("NDCG"), "\(r.stderr)")
+        #expect(try String(contentsOfFile: dir + "/f/test.tsv", encoding: .utf8).split(separator: "\n")[1].split(separator: "\t")[2] == "-1")
+        r = try CLI.run("recommend", "--pipeline", dir + "/p/pipeline-softmax.json", "--user", "u1", "-k", "5")
+        #expect(r.status == 0 && r.stdout.split(separator: "\n").count == 6, "\(r.stdout)\(r.stderr)")
+        // A second tune into the same folder needs --force.
+        r = try CLI.run("pipeline", "tune", "--split", dir + "/s", "--out", dir + "/p", "--losses", "bce")
+        #expect(r.status != 0 && r.stderr.contains("--force"), "\(r.stderr)")
+        r = try CLI.run("pipeline", "tune", "--split", dir + "/s", "--out", dir + "/q", "--losses", "ndcg")
+        #expect(r.status != 0 && r.stderr.contains("unknown loss 'ndcg'"), "\(r.stderr)")
+    }
 }
