@@ -13,7 +13,7 @@ It creates (once) a virtualenv with numpy and lightgbm from PyPI at $AFFINITY_PE
   2. `affinity evaluate --pipeline OUT/pipeline-LOSS.json --split S --write-recs ...` for every pipeline
      (each retriever alone, rank fusion, each loss), and once `--write-features OUT/features/test.tsv`:
      the test users' candidates from the refitted retrievers, with the same features and no labels;
-  3. LightGBM `LGBMRanker(objective="lambdarank")` trained on ranker-train.tsv with early stopping on
+  3. LightGBM LambdaMART (`objective="lambdarank"`, its native API) trained on ranker-train.tsv with early stopping on
      ranker-valid.tsv (NDCG@20), then scoring test.tsv; its top 20 per user become a recs file;
   4. every recs file is scored by the shared reference evaluator (../shared/bench/quality/evaluate.py),
      so ours and LightGBM's lists are measured by the same independent code, and the table is printed.
@@ -47,7 +47,10 @@ def cpu_family():
 
 def run(cmd):
     print("$ " + " ".join(cmd), file=sys.stderr)
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
+    return r.stdout
 
 
 def read_features(path):
@@ -119,12 +122,14 @@ def main():
     names, _, _, y_train, x_train, g_train = read_features(os.path.join(features, "ranker-train.tsv"))
     _, _, _, y_valid, x_valid, g_valid = read_features(os.path.join(features, "ranker-valid.tsv"))
     _, users, items, _, x_test, _ = read_features(os.path.join(features, "test.tsv"))
-    model = lightgbm.LGBMRanker(objective="lambdarank", n_estimators=1000, learning_rate=0.05, num_leaves=63,
-                                min_child_samples=50, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
-                                random_state=1, verbose=-1)
-    model.fit(x_train, y_train, group=g_train, eval_set=[(x_valid, y_valid)], eval_group=[g_valid], eval_at=[20],
-              callbacks=[lightgbm.early_stopping(50, verbose=False)])
-    scores = model.predict(x_test, num_iteration=model.best_iteration_)
+    params = {"objective": "lambdarank", "metric": "ndcg", "ndcg_eval_at": [20], "learning_rate": 0.05, "num_leaves": 63,
+              "min_data_in_leaf": 50, "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8, "seed": 1,
+              "verbose": -1}
+    train_set = lightgbm.Dataset(x_train, label=y_train, group=g_train, feature_name=[n.replace("#", "_") for n in names])
+    valid_set = lightgbm.Dataset(x_valid, label=y_valid, group=g_valid, reference=train_set)
+    model = lightgbm.train(params, train_set, num_boost_round=1000, valid_sets=[valid_set],
+                           callbacks=[lightgbm.early_stopping(50, verbose=False)])
+    scores = model.predict(x_test, num_iteration=model.best_iteration)
     recs = os.path.join(args.out, "recs-lightgbm.tsv")
     by_user = {}
     for u, i, s in zip(users, items, scores):
@@ -135,7 +140,7 @@ def main():
             for r, (_, i) in enumerate(lst[:20]):
                 f.write(f"{u}\t{i}\t{r + 1}\n")
     results["lightgbm-lambdamart"] = reference(args.split, recs)
-    print(f"LightGBM: {model.best_iteration_} trees (early stopping on ranker-valid NDCG@20), features: {', '.join(names)}")
+    print(f"LightGBM: {model.best_iteration} trees (early stopping on ranker-valid NDCG@20), features: {', '.join(names)}")
 
     print(f"\n{'pipeline':<24} {'HR@10':>7} {'Recall@20':>10} {'NDCG@20':>8}   (reference evaluator, {os.path.basename(args.split)} test)")
     for name, r in results.items():

@@ -16,11 +16,9 @@ public enum AtomicWrite {
         let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))")
         do {
             try contents.write(to: tmp)
-            if FileManager.default.fileExists(atPath: path) {
-                _ = try FileManager.default.replaceItemAt(url, withItemAt: tmp)
-            } else {
-                try FileManager.default.moveItem(at: tmp, to: url)
-            }
+            // rename(2) replaces an existing file atomically. (Foundation's replaceItemAt failed now
+            // and then on Linux with "The file doesn't exist" when replacing a file.)
+            guard rename(tmp.path, url.path) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         } catch {
             try? FileManager.default.removeItem(at: tmp)
             throw DataError.writeFailed(path: path, reason: "\(error.localizedDescription)")

@@ -60,6 +60,19 @@ import Testing
         #expect(plain.ratings == [5] && plain.timestamps == [10])
     }
 
+    /// A file written over an existing one is replaced whole, every time, and no temporary is left;
+    /// a folder in the way is an error naming the path.
+    @Test func atomicFileWritesReplaceExistingFiles() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-atomic-\(UInt32.random(in: 0...UInt32.max))").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for n in 0..<20 { try AtomicWrite.file(Data("version \(n)\n".utf8), to: dir + "/recs.tsv") }
+        #expect(try String(contentsOfFile: dir + "/recs.tsv", encoding: .utf8) == "version 19\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["recs.tsv"])
+        try FileManager.default.createDirectory(atPath: dir + "/folder", withIntermediateDirectories: true)
+        #expect { try AtomicWrite.file(Data("x".utf8), to: dir + "/folder") } throws: { "\($0)".contains(dir + "/folder") }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["folder", "recs.tsv"])
+    }
+
     @Test func forceReplacesOnlyASplitFolder() throws {
         let log = try parse((1...6).flatMap { u in (1...5).map { i in "u\(u)\ti\(i)\n" } }.joined())
         let split = try Splitter.split(log, settings: SplitSettings(minRating: nil, minUserPositives: 1))
