@@ -528,7 +528,7 @@ final class TwoTowerTrainer: @unchecked Sendable {
         let loop = TrainingLoop(settings: .init(epochs: c.epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
                                 parameters: parameters, optimizer: optimizer)
         loop.run(examples: n, model: TwoTower.modelType, exampleName: "pairs", progress: progress, restoreBest: c.patience > 0,
-                     step: { batch, g in
+                 step: { batch, g in
             let bu = batch.map { Int(users[$0]) }, bi = batch.map { Int(items[$0]) }
             let bags = network.needsHistory ? zip(bu, bi).map { network.historyBag(trainingItems(of: $0.0), leaveOut: $0.1) } : nil
             let u = network.userForward(bu, bags: bags)
