@@ -89,6 +89,19 @@ public struct ReciprocalRankFusion: Ranker {
     }
 }
 
+/// The one-retriever ranking: the retriever's own order and scores, unchanged (a model served
+/// through the pipeline answers exactly as the model does).
+public struct RetrieverOrder: Ranker {
+    public let name = "retriever"
+    public init() {}
+
+    public func rank(_ candidates: [RetrievedCandidate], context: UserContext) -> [Candidate] {
+        candidates.compactMap { c in c.sources.first!.map { (c.item, $0) } }
+            .sorted { $0.1.rank < $1.1.rank }
+            .map { Candidate(item: $0.0, score: $0.1.score) }
+    }
+}
+
 /// Retrieve -> rank -> re-rank. Several retrievers, each with its own quota of candidates, are
 /// merged into one union (an item found by several keeps what each said); a ranker scores the
 /// union; the re-rankers shape the final list. Immutable, so requests share one instance and a
@@ -99,23 +112,41 @@ public final class Pipeline: Sendable {
     public let rerankers: ReRankChain
     /// The items every retriever knows, in index order (the first retriever's vocabulary).
     public let items: IDVocabulary
+    /// What the pipeline is, for registries and logs: the model type for one model, else "pipeline".
+    public let kind: String
 
     /// Retrievers must share one item vocabulary (the same IDs in the same order): their indexes
     /// are merged as they are.
-    public init(retrievers: [(retriever: any Retriever, quota: Int)], ranker: any Ranker, rerankers: ReRankChain, items: IDVocabulary) {
+    public init(retrievers: [(retriever: any Retriever, quota: Int)], ranker: any Ranker, rerankers: ReRankChain, items: IDVocabulary,
+                kind: String = "pipeline") {
         precondition(!retrievers.isEmpty, "a pipeline needs a retriever")
         self.retrievers = retrievers
         self.ranker = ranker
         self.rerankers = rerankers
         self.items = items
+        self.kind = kind
     }
 
-    /// The merged candidates of every retriever.
-    public func retrieve(_ context: UserContext) throws -> [RetrievedCandidate] {
+    /// One model as a pipeline: its serving path, its order and scores, no re-ranking. This is how
+    /// `affinity serve --model` answers, so a model and a pipeline file take one path.
+    public static func single(_ model: ServingModel) -> Pipeline {
+        Pipeline(retrievers: [(ModelRetriever(name: "\(model.modelType)#0", model: model), PipelineFile.defaultQuota)],
+                 ranker: RetrieverOrder(), rerankers: ReRankChain([]), items: model.trained.items, kind: model.modelType)
+    }
+
+    /// The first retriever's model: the vocabularies, the popular fallback, similar items and
+    /// explanations come from it.
+    public var primary: ServingModel { (retrievers[0].retriever as! ModelRetriever).model }
+
+    /// How the lists are made: the model's own path for one retriever, else `.pipeline`.
+    public var retrievalPath: RetrievalPath { retrievers.count == 1 ? primary.retrievalPath : .pipeline }
+
+    /// The merged candidates of every retriever; each contributes its quota, and at least `k`.
+    public func retrieve(_ context: UserContext, atLeast k: Int = 0) throws -> [RetrievedCandidate] {
         var position: [Int: Int] = [:]
         var out: [RetrievedCandidate] = []
         for (r, stage) in retrievers.enumerated() {
-            for (rank, found) in try stage.retriever.retrieve(context, k: stage.quota).enumerated() {
+            for (rank, found) in try stage.retriever.retrieve(context, k: max(stage.quota, k)).enumerated() {
                 if let p = position[found.index] {
                     out[p].sources[r] = (found.score, rank)
                 } else {
@@ -129,11 +160,18 @@ public final class Pipeline: Sendable {
         return out
     }
 
-    /// The final `k` items for `context`, best first.
-    public func recommend(_ context: UserContext, k: Int) throws -> [Candidate] {
+    /// The final `k` items for `context`, best first. With `explain`, explainable primary models
+    /// (EASE, item-kNN, iALS) say which history items weigh most in each item's score.
+    public func recommend(_ context: UserContext, k: Int, explain: Bool = false, explanationSize: Int = 3) throws -> [Candidate] {
         guard k > 0 else { throw ModelError.invalidK(k) }
-        let ranked = ranker.rank(try retrieve(context), context: context)
-        return rerankers.isEmpty ? Array(ranked.prefix(k)) : rerankers.apply(ranked, history: context.history, k: k)
+        let ranked = ranker.rank(try retrieve(context, atLeast: k), context: context)
+        var out = rerankers.isEmpty ? Array(ranked.prefix(k)) : rerankers.apply(ranked, history: context.history, k: k)
+        if explain {
+            for (n, because) in try primary.explanations(of: out.map(\.item), for: context.subject, size: explanationSize).enumerated() {
+                out[n].because = because
+            }
+        }
+        return out
     }
 }
 
@@ -286,13 +324,17 @@ public struct PipelineFile: Codable, Sendable, Equatable {
                 throw PipelineError.invalid(path: path, field: "rerank[\(n)]", reason: "\(error)")
             }
         }
-        return Pipeline(retrievers: stages, ranker: rankStage, rerankers: ReRankChain(chain), items: trained.items)
+        return Pipeline(retrievers: stages, ranker: rankStage, rerankers: ReRankChain(chain), items: trained.items, kind: "pipeline")
     }
 
-    /// Reads and builds the pipeline in `path`.
-    public static func load(_ path: String, catalog: ItemCatalog? = nil) throws -> Pipeline {
+    /// Reads and builds the pipeline in `path`; `load` serves each retriever's model folder (and
+    /// index file), by default as `affinity serve` does.
+    public static func load(_ path: String, catalog: ItemCatalog? = nil,
+                            load: ((String, String?) throws -> ServingModel)? = nil) throws -> Pipeline {
         let folder = (path as NSString).deletingLastPathComponent
-        return try read(path).build(relativeTo: folder.isEmpty ? "." : folder, path: path, catalog: catalog)
+        let file = try read(path)
+        if let load { return try file.build(relativeTo: folder.isEmpty ? "." : folder, path: path, catalog: catalog, load: load) }
+        return try file.build(relativeTo: folder.isEmpty ? "." : folder, path: path, catalog: catalog)
     }
 }
 

@@ -11,11 +11,14 @@ public struct Candidate: Sendable, Equatable {
     public var score: Float
     /// What each re-ranker changed for this item, in order ("mmr: rank 4 -> 2").
     public var notes: [String]
+    /// The history items behind the score (explainable models, when asked for).
+    public var because: [Contribution]?
 
-    public init(item: Int, score: Float, notes: [String] = []) {
+    public init(item: Int, score: Float, notes: [String] = [], because: [Contribution]? = nil) {
         self.item = item
         self.score = score
         self.notes = notes
+        self.because = because
     }
 }
 

@@ -21,6 +21,8 @@ public enum RetrievalPath: String, Sendable, Codable {
     case exact
     /// Most popular items in the training data (a user the model cannot place).
     case popular
+    /// Several retrievers merged, then ranked (a pipeline file).
+    case pipeline
 }
 
 /// One recommended item with its score and, when asked for, why.
@@ -145,18 +147,24 @@ public final class ServingModel: Sendable {
             var top = MaskedTopK(count: scores.count)
             found = top.select(scores, k: k, excluding: excluded)
         }
-        var out = found.map { Recommendation(item: $0.index, score: $0.score, because: nil) }
-        if explain, let explainable = model as? any ExplainableRecommender {
-            for n in out.indices {
-                let contributions: [Contribution]
-                switch subject {
-                case .user(let u): contributions = try explainable.explain(user: u, item: out[n].item)
-                case .history(let h): contributions = try explainable.explain(history: h, item: out[n].item)
-                }
-                out[n].because = Array(contributions.filter { $0.weight > 0 }.prefix(explanationSize))
+        let out = found.map { Recommendation(item: $0.index, score: $0.score, because: nil) }
+        return (explain ? try explanations(of: out.map(\.item), for: subject, size: explanationSize).enumerated().map { n, because in
+            Recommendation(item: out[n].item, score: out[n].score, because: because)
+        } : out, index != nil ? .ann : .exact)
+    }
+
+    /// For explainable models (EASE, item-kNN, iALS), the `size` history items that weigh most in
+    /// each item's score for `subject`, largest first; nil for each item of other models.
+    public func explanations(of items: [Int], for subject: RecommendationSubject, size: Int = 3) throws -> [[Contribution]?] {
+        guard let explainable = trained.model as? any ExplainableRecommender else { return items.map { _ in nil } }
+        return try items.map { item in
+            let contributions: [Contribution]
+            switch subject {
+            case .user(let u): contributions = try explainable.explain(user: u, item: item)
+            case .history(let h): contributions = try explainable.explain(history: h, item: item)
             }
+            return Array(contributions.filter { $0.weight > 0 }.prefix(size))
         }
-        return (out, index != nil ? .ann : .exact)
     }
 
     /// The most popular items not in `excluded`, scored by their training count.

@@ -25,10 +25,12 @@ public struct ServiceLimits: Sendable {
     public init() {}
 }
 
-/// The model the service answers with, and its registry record.
+/// What the service answers with, and its registry record: a pipeline, which for a registered
+/// model folder is that one model (`Pipeline.single`) and for a pipeline file its retrievers,
+/// ranker and re-rankers. Every recommendation goes through `Pipeline.recommend`.
 struct ActiveModel: Sendable {
     var record: ModelRecord
-    var model: ServingModel
+    var model: Pipeline
 }
 
 /// The recommendation service: the state behind every route (the store, the active model, each
@@ -49,9 +51,9 @@ public final class AffinityService: @unchecked Sendable {
     public let access: AccessPolicy
     let logger: Logger
     let loads: ModelLoader
-    /// Builds a serving model for a registry record; the default loads the model folder and its
-    /// index file (or builds an HNSW index over the item embeddings).
-    let loader: @Sendable (ModelRecord) throws -> ServingModel
+    /// Builds the pipeline of a registry record; the default loads the model folder and its index
+    /// file (or builds an HNSW index over the item embeddings), or the pipeline file.
+    let loader: @Sendable (ModelRecord) throws -> Pipeline
 
     private let lock = NSLock()
     private let activationLock = NSLock()
@@ -69,12 +71,12 @@ public final class AffinityService: @unchecked Sendable {
     /// `activateLastGoodModel()` or a new registration brings one back.
     public init(store: any AffinityStore, limits: ServiceLimits = ServiceLimits(), access: AccessPolicy = .open,
                 logger: Logger = Logger(label: "affinity"),
-                loader: (@Sendable (ModelRecord) throws -> ServingModel)? = nil) throws {
+                loader: (@Sendable (ModelRecord) throws -> Pipeline)? = nil) throws {
         self.store = store
         self.limits = limits
         self.access = access
         self.logger = logger
-        self.loader = loader ?? { try AffinityService.loadServingModel($0) }
+        self.loader = loader ?? { try AffinityService.loadPipeline($0) }
         loads = ModelLoader(maxConcurrent: limits.maxConcurrentLoads, timeout: limits.loadTimeoutSeconds)
         let events = try store.allEvents()
         for e in events { histories[e.user, default: []].append(HistoryEntry(e)) }
@@ -112,12 +114,25 @@ public final class AffinityService: @unchecked Sendable {
 
     /// Loads a model folder and its index (or builds HNSW over the item embeddings); with `exact`
     /// every item is scored instead and no index is used.
-    public static func loadServingModel(_ record: ModelRecord, exact: Bool = false,
+    public static func loadServingModel(path: String, index indexPath: String?, exact: Bool = false,
                                         searchParameters: SearchParameters = SearchParameters(ef: 64)) throws -> ServingModel {
-        let trained = try TrainedModel.load(from: record.path)
-        let index = exact ? nil : try record.index.map { try IndexFile.load($0) }
-        return try ServingModel(trained: trained, index: index, indexPath: record.index ?? "index",
+        let trained = try TrainedModel.load(from: path)
+        let index = exact ? nil : try indexPath.map { try IndexFile.load($0) }
+        return try ServingModel(trained: trained, index: index, indexPath: indexPath ?? "index",
                                 buildIndex: !exact, searchParameters: searchParameters)
+    }
+
+    /// The pipeline of a registry record: a pipeline file (docs/pipeline.md) when the path is a
+    /// file, its retrievers served as models are; else the model folder as a one-model pipeline.
+    public static func loadPipeline(_ record: ModelRecord, exact: Bool = false,
+                                    searchParameters: SearchParameters = SearchParameters(ef: 64)) throws -> Pipeline {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: record.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            return try PipelineFile.load(record.path) { path, index in
+                try loadServingModel(path: path, index: index, exact: exact, searchParameters: searchParameters)
+            }
+        }
+        return .single(try loadServingModel(path: record.path, index: record.index, exact: exact, searchParameters: searchParameters))
     }
 
     public func close() { store.close() }
@@ -139,7 +154,7 @@ public final class AffinityService: @unchecked Sendable {
         let modelPath = try policy.resolve(path, field: "path")
         let indexPath = try index.map { try policy.resolve($0, field: "index") }
         let probe = ModelRecord(id: 0, path: modelPath, index: indexPath, modelType: "", registeredAt: 0, active: false)
-        let model: ServingModel
+        let model: Pipeline
         do {
             model = try await loads.load("the model") { try self.loader(probe) }
         } catch let error as APIError {
@@ -147,8 +162,8 @@ public final class AffinityService: @unchecked Sendable {
         } catch {
             throw APIError(.unprocessableContent, "cannot load model: \(error)")
         }
-        var record = try store.registerModel(path: modelPath, index: indexPath, modelType: model.modelType)
-        logger.info("model registered", metadata: ["id": "\(record.id)", "path": "\(modelPath)", "type": "\(model.modelType)"])
+        var record = try store.registerModel(path: modelPath, index: indexPath, modelType: model.kind)
+        logger.info("model registered", metadata: ["id": "\(record.id)", "path": "\(modelPath)", "type": "\(model.kind)"])
         if activate { record = try commitActivation(record, model: model) }
         return record
     }
@@ -171,12 +186,12 @@ public final class AffinityService: @unchecked Sendable {
         guard let record = try store.models().first(where: { $0.id == id }) else {
             throw APIError(.notFound, "no model with id \(id); GET /v1/models lists them")
         }
-        let loaded = lock.locked { () -> ServingModel? in
+        let loaded = lock.locked { () -> Pipeline? in
             if let current = active, current.record.id == id { return current.model }
             if let previous = rollback, previous.record.id == id { return previous.model }
             return nil
         }
-        let model: ServingModel
+        let model: Pipeline
         if let loaded {
             model = loaded
         } else {
@@ -193,7 +208,7 @@ public final class AffinityService: @unchecked Sendable {
 
     /// Records `record` as active in the store and swaps it in; the replaced model becomes the
     /// rollback, and any older one is released.
-    private func commitActivation(_ record: ModelRecord, model: ServingModel) throws -> ModelRecord {
+    private func commitActivation(_ record: ModelRecord, model: Pipeline) throws -> ModelRecord {
         var record = record
         record.active = true
         try activationLock.locked {
@@ -266,7 +281,7 @@ public final class AffinityService: @unchecked Sendable {
         let (total, model) = lock.locked { () -> (Int, ServingModel?) in
             for e in events { histories[e.user, default: []].append(HistoryEntry(e)) }
             storedEvents += events.count
-            return (storedEvents, active?.model)
+            return (storedEvents, active?.model.primary)
         }
         metrics.recordEvents(types: events.map(\.type))
         let unknown = model.map { m in events.filter { m.trained.items.index(of: $0.item) == nil }.count } ?? events.count
@@ -296,10 +311,11 @@ public final class AffinityService: @unchecked Sendable {
     // MARK: - Recommendations
 
     /// Who `user` is for `model`: the trained user as is, or (with positive events the model can
-    /// use) a fold-in history of training items and event items; and the items the user has seen,
+    /// use) a fold-in history of training items and event items; the user's positive items
+    /// (training and events, which re-rankers and rankers read); and the items the user has seen,
     /// which include items rated below the model's threshold (not positives, but not to be
     /// recommended again either).
-    func subject(forUser user: String, model: ServingModel) -> (subject: RecommendationSubject?, seen: [Int]) {
+    func subject(forUser user: String, model: ServingModel) -> (subject: RecommendationSubject?, history: [Int], seen: [Int]) {
         let entries = lock.locked { histories[user] ?? [] }
         let threshold = model.trained.positiveThreshold
         let known = model.trained.users.index(of: user)
@@ -317,8 +333,8 @@ public final class AffinityService: @unchecked Sendable {
         }
         var seen = history
         for i in disliked where inHistory.insert(i).inserted { seen.append(i) }
-        if let u = known, !added { return (.user(u), seen) }
-        return (history.isEmpty ? nil : .history(history), seen)
+        if let u = known, !added { return (.user(u), history, seen) }
+        return (history.isEmpty ? nil : .history(history), history, seen)
     }
 
     func itemsOut(_ list: [Recommendation], model: ServingModel) -> [ItemOut] {
@@ -340,13 +356,19 @@ public final class AffinityService: @unchecked Sendable {
         return current
     }
 
+    /// The pipeline's list as the API returns it.
+    func listOut(_ pipeline: Pipeline, _ context: UserContext, k: Int, explain: Bool) throws -> [ItemOut] {
+        let list = try pipeline.recommend(context, k: k, explain: explain)
+        return itemsOut(list.map { Recommendation(item: $0.item, score: $0.score, because: $0.because) }, model: pipeline.primary)
+    }
+
     func recommendForUser(_ user: String, k: Int, excludeSeen: Bool, exclude: [String], explain: Bool,
                           fallbackPopular: Bool) throws -> RecommendationsOut {
         let current = try requireModel()
-        let model = current.model
+        let pipeline = current.model, model = pipeline.primary
         let ref = ModelRef(id: current.record.id, type: current.record.modelType)
         let requested = exclude.compactMap { model.trained.items.index(of: $0) }
-        let (subject, seen) = subject(forUser: user, model: model)
+        let (subject, history, seen) = subject(forUser: user, model: model)
         let excluded = excludeSeen ? seen + requested : requested
         guard let subject else {
             guard fallbackPopular else {
@@ -355,13 +377,13 @@ public final class AffinityService: @unchecked Sendable {
             let items = try model.popular(k: k, excluded: excluded)
             return RecommendationsOut(user: user, model: ref, retrieval: RetrievalPath.popular.rawValue, items: itemsOut(items, model: model))
         }
-        let (items, path) = try model.recommend(subject, k: k, excluded: excluded, explain: explain)
-        return RecommendationsOut(user: user, model: ref, retrieval: path.rawValue, items: itemsOut(items, model: model))
+        let items = try listOut(pipeline, UserContext(subject: subject, history: history, excluded: excluded), k: k, explain: explain)
+        return RecommendationsOut(user: user, model: ref, retrieval: pipeline.retrievalPath.rawValue, items: items)
     }
 
     func recommendForHistory(_ body: HistoryRequest) throws -> RecommendationsOut {
         let current = try requireModel()
-        let model = current.model
+        let pipeline = current.model, model = pipeline.primary
         let k = body.k ?? 10
         guard k >= 1 && k <= limits.maxK else { throw APIError(.badRequest, "k: must be between 1 and \(limits.maxK), got \(k)") }
         guard body.history.count <= limits.maxHistory else {
@@ -380,18 +402,20 @@ public final class AffinityService: @unchecked Sendable {
             let items = try model.popular(k: k, excluded: requested)
             return RecommendationsOut(user: nil, model: ref, retrieval: RetrievalPath.popular.rawValue, items: itemsOut(items, model: model))
         }
-        let (items, path) = try model.recommend(.history(history), k: k, excluded: history + requested, explain: body.explain ?? false)
-        return RecommendationsOut(user: nil, model: ref, retrieval: path.rawValue, items: itemsOut(items, model: model))
+        let items = try listOut(pipeline, UserContext(subject: .history(history), history: history, excluded: history + requested),
+                                k: k, explain: body.explain ?? false)
+        return RecommendationsOut(user: nil, model: ref, retrieval: pipeline.retrievalPath.rawValue, items: items)
     }
 
     func similar(toItem item: String, k: Int) throws -> SimilarOut {
         let current = try requireModel()
-        guard let i = current.model.trained.items.index(of: item) else {
+        let model = current.model.primary
+        guard let i = model.trained.items.index(of: item) else {
             throw APIError(.notFound, "unknown item '\(item.prefix(limits.maxIDLength))' (not in model \(current.record.id))")
         }
-        let list = try current.model.similar(item: i, k: k).map { Recommendation(item: $0.index, score: $0.score, because: nil) }
+        let list = try model.similar(item: i, k: k).map { Recommendation(item: $0.index, score: $0.score, because: nil) }
         return SimilarOut(item: item, model: ModelRef(id: current.record.id, type: current.record.modelType),
-                          items: itemsOut(list, model: current.model))
+                          items: itemsOut(list, model: model))
     }
 
     func health() -> (HealthOut, HTTPResponse.Status) {

@@ -87,8 +87,7 @@ enum FuzzHarness {
         case .safetensors:
             _ = try SafeTensorsFile.read(path: path)
         case .model:
-            let record = ModelRecord(id: 1, path: path, index: nil, modelType: "", registeredAt: 0, active: false)
-            let model = try AffinityService.loadServingModel(record)
+            let model = try AffinityService.loadServingModel(path: path, index: nil)
             if model.trained.users.count > 0 {
                 _ = try model.recommend(.user(0), k: 5, excluded: model.trainingHistory(ofUser: 0), explain: true)
             }

@@ -13,8 +13,11 @@ struct ServeCommand: AsyncParsableCommand {
         abstract: "Serve recommendations over HTTP, with event ingestion, model hot swap and Prometheus metrics.",
         discussion: """
         The store (SQLite) keeps events and the model registry across restarts.
-        --model activates the model folder (registering it the first time); without
-        --model the store's active model is served. Embedding models (ials, bpr) are
+        --model activates the model folder (registering it the first time); --pipeline
+        activates a pipeline file (docs/pipeline.md: retrievers, ranker, re-rankers)
+        the same way; without either the store's active model is served. A pipeline
+        file registered with POST /v1/models {"path": "p.json"} swaps in whole on
+        activation. Embedding models (ials, bpr) are
         served by HNSW search over their item embeddings (--index, or built at start);
         EASE, item-kNN and popularity by exact scoring. Rating events count as
         positives at or above the model's threshold (its split's --min-rating).
@@ -26,6 +29,7 @@ struct ServeCommand: AsyncParsableCommand {
     )
 
     @Option(name: .long, help: "Model folder to register and activate.") var model: String?
+    @Option(name: .long, help: "Pipeline file (docs/pipeline.md) to register and activate instead of one model.") var pipeline: String?
     @Option(name: .long, help: "Index file over the model's item embeddings (affinity index build); default: HNSW built at start.") var index: String?
     @Option(name: .long, help: "SQLite store for events and the model registry (created when absent).") var store = "affinity.sqlite"
     @Option(name: .long, help: "Address to listen on.") var host = "127.0.0.1"
@@ -43,6 +47,8 @@ struct ServeCommand: AsyncParsableCommand {
     var idleTimeout = 30
 
     func validate() throws {
+        if model != nil && pipeline != nil { throw ValidationError("give --model MODEL or --pipeline FILE, not both") }
+        if pipeline != nil && index != nil { throw ValidationError("--index applies to --model; a pipeline file names each retriever's index") }
         guard port >= 0 && port <= 65535 else { throw ValidationError("--port must be in 0...65535, got \(port)") }
         guard ef >= 1 else { throw ValidationError("--ef must be positive, got \(ef)") }
         guard idleTimeout >= 1 else { throw ValidationError("--idle-timeout must be at least 1 second, got \(idleTimeout)") }
@@ -66,6 +72,7 @@ struct ServeCommand: AsyncParsableCommand {
         guard adminKey != nil || Self.isLoopback(host) else {
             throw CommandError("--host \(host) is not a loopback address: the admin routes (model registration and activation) need a key there; give --admin-key-file FILE or set AFFINITY_ADMIN_KEY")
         }
+        let model = self.model ?? self.pipeline
         let directories = modelDir.isEmpty ? [model.map { URL(fileURLWithPath: $0).standardizedFileURL.deletingLastPathComponent().path } ?? "."] : modelDir
         let access: AccessPolicy
         do {
@@ -82,14 +89,14 @@ struct ServeCommand: AsyncParsableCommand {
             throw CommandError(error.description)
         }
         let service = try AffinityService(store: store, access: access, logger: logger, loader: { record in
-            try AffinityService.loadServingModel(record, exact: exact, searchParameters: parameters)
+            try AffinityService.loadPipeline(record, exact: exact, searchParameters: parameters)
         })
         if let model {
             let path = AccessPolicy.realPath(model) ?? URL(fileURLWithPath: model).standardizedFileURL.path
             let indexPath = index.map { AccessPolicy.realPath($0) ?? URL(fileURLWithPath: $0).standardizedFileURL.path }
             do {
                 let record = try await service.activateOrRegister(path: path, index: indexPath)
-                logger.info("serving model", metadata: ["id": "\(record.id)", "path": "\(path)"])
+                logger.info("serving \(record.modelType == "pipeline" ? "pipeline" : "model")", metadata: ["id": "\(record.id)", "path": "\(path)"])
             } catch let error as APIError {
                 service.close()
                 throw CommandError(error.message)

@@ -129,6 +129,49 @@ let servedModel: (directory: String, model: String) = {
         #expect(server.stderr.contains("shutting down"), "\(server.stderr)")
     }
 
+    /// A pipeline file served: two retrievers, the learned ranker and MMR answer over HTTP exactly
+    /// as `affinity recommend --pipeline` does; hot swap to a model and back swaps the whole
+    /// pipeline, and a bad pipeline file is refused while the running one keeps answering.
+    @Test func aServedPipelineAnswersAsTheCLIAndSwapsWhole() throws {
+        let (dir, _) = servedModel
+        let tune = try CLI.run("pipeline", "tune", "--split", dir + "/split", "--out", dir + "/pipe", "--retriever", "ease:lambda=50",
+                               "--retriever", "itemknn", "-k", "30", "--losses", "softmax", "--set", "epochs=2", "--keep-all")
+        #expect(tune.status == 0, "\(tune.stderr)")
+        // The tuned ranker with MMR after it (both retrievers score exactly, so the lists are deterministic).
+        var file = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/pipe/pipeline-softmax.json"))) as! [String: Any]
+        file["rerank"] = ["mmr:lambda=0.8"]
+        try JSONSerialization.data(withJSONObject: file).write(to: URL(fileURLWithPath: dir + "/pipe/served.json"))
+        try Data("{\"retrievers\": []}".utf8).write(to: URL(fileURLWithPath: dir + "/pipe/bad.json"))
+
+        let server = try ServerProcess(arguments: ["--pipeline", dir + "/pipe/served.json", "--store", dir + "/pipe.sqlite"], directory: dir)
+        defer { _ = server.signal(SIGTERM) }
+        func served(_ user: String) throws -> (retrieval: String, items: [String]) {
+            let r = try server.request("GET", "/v1/users/\(user)/recommendations?k=8")
+            let json = try JSONSerialization.jsonObject(with: Data(r.body.utf8)) as! [String: Any]
+            return (json["retrieval"] as! String, (json["items"] as! [[String: Any]]).map { $0["item"] as! String })
+        }
+        for user in ["u1", "u7", "u42"] {
+            let cli = try CLI.run("recommend", "--pipeline", dir + "/pipe/served.json", "--user", user, "-k", "8", "--json")
+            #expect(cli.status == 0, "\(cli.stderr)")
+            let items = ((try JSONSerialization.jsonObject(with: Data(cli.stdout.utf8)) as! [String: Any])["items"] as! [[String: Any]]).map { $0["item"] as! String }
+            let http = try served(user)
+            #expect(http.retrieval == "pipeline" && http.items == items, "\(user): HTTP \(http.items) vs CLI \(items)")
+        }
+        let before = try served("u1").items
+        // Registered and activated like a model; then back to the pipeline (id 1): the whole pipeline swaps.
+        let registered = try server.request("POST", "/v1/models", body: #"{"path": "\#(dir)/pipe/ease-0", "activate": true}"#)
+        #expect(registered.status == 201, "\(registered.body)")
+        #expect(try served("u1").retrieval == "exact")
+        #expect(try server.request("POST", "/v1/models/1/activate").status == 200)
+        #expect(try served("u1") == ("pipeline", before))
+        // A bad pipeline file is refused (422 names the field) and the running pipeline keeps answering.
+        let bad = try server.request("POST", "/v1/models", body: #"{"path": "\#(dir)/pipe/bad.json", "activate": true}"#)
+        #expect(bad.status == 422 && bad.body.contains("retrievers: lists no retriever"), "\(bad.body)")
+        #expect(try served("u1") == ("pipeline", before))
+        let health = try server.request("GET", "/health")
+        #expect(health.body.contains("\"pipeline\""), "\(health.body)")
+    }
+
     /// Every event acknowledged before `kill -9` is there after a restart: each acknowledged event
     /// makes a user known only through it, so a lost event would turn that user's 200 into 404.
     @Test func acknowledgedEventsSurviveSIGKILL() throws {

@@ -19,7 +19,7 @@ import Glibc
     static let apiKey = "api-key-0123456789abcdef"
 
     func service(access: AccessPolicy = .open, limits: ServiceLimits = ServiceLimits(),
-                 loader: (@Sendable (ModelRecord) throws -> ServingModel)? = nil) throws -> AffinityService {
+                 loader: (@Sendable (ModelRecord) throws -> Pipeline)? = nil) throws -> AffinityService {
         let store = try SQLiteStore(path: temporaryDirectory("store") + "/affinity.sqlite")
         return try AffinityService(store: store, limits: limits, access: access, logger: quietLogger, loader: loader)
     }
@@ -92,7 +92,7 @@ import Glibc
 
     @Test func loadsRunOffTheRequestThreadsBoundedAndTimedOut() async throws {
         let gate = DispatchSemaphore(value: 0)
-        let model = try AffinityService.loadServingModel(ModelRecord(id: 0, path: fixture.alsPath, index: nil, modelType: "", registeredAt: 0, active: false))
+        let model = try AffinityService.loadPipeline(ModelRecord(id: 0, path: fixture.alsPath, index: nil, modelType: "", registeredAt: 0, active: false))
         var limits = ServiceLimits()
         limits.maxConcurrentLoads = 1
         limits.loadTimeoutSeconds = 0.5
@@ -192,7 +192,7 @@ import Glibc
                          factors: FactorModel(userFactors: users, itemFactors: base.factors.itemFactors))
         let trained = TrainedModel(model: broken, users: fixture.log.users, items: fixture.log.items)
         let serving = try ServingModel(trained: trained, index: nil, buildIndex: false)
-        let s = try service { _ in serving }
+        let s = try service { _ in .single(serving) }
         _ = try await s.register(path: fixture.alsPath, index: nil, activate: true)
         let r = try await RouterClient(s).get("/v1/users/\(fixture.log.users[0])/recommendations?exclude_seen=false")
         #expect(r.status == 500, "\(r.body)")
@@ -290,8 +290,8 @@ final class FailingStore: AffinityStore, @unchecked Sendable {
         #expect(recs.status == 200)
         // Neither rated item comes back: the disliked one is seen, though not a positive.
         #expect(!recs.itemIDs.contains("i0") && !recs.itemIDs.contains("i1"), "\(recs.itemIDs)")
-        let (subject, seen) = service.subject(forUser: newcomer, model: try service.requireModel().model)
-        #expect(subject == .history([trained.items.index(of: "i1")!]))
+        let (subject, history, seen) = service.subject(forUser: newcomer, model: try service.requireModel().model.primary)
+        #expect(subject == .history([trained.items.index(of: "i1")!]) && history == [trained.items.index(of: "i1")!])
         #expect(Set(seen) == [trained.items.index(of: "i0")!, trained.items.index(of: "i1")!])
 
         let refused: [(String, String)] = [
