@@ -231,7 +231,13 @@ public final class NeuralRanker: @unchecked Sendable {
     func standardized(_ x: Matrix) -> Matrix {
         var y = x
         let f = featureCount
-        for r in 0..<x.rows { for j in 0..<f { y.values[r * f + j] = (x.values[r * f + j] - featureMean[j]) * featureScale[j] } }
+        featureMean.withUnsafeBufferPointer { mean in
+            featureScale.withUnsafeBufferPointer { scale in
+                y.values.withUnsafeMutableBufferPointer { v in
+                    for r in 0..<x.rows { for j in 0..<f { v[r * f + j] = (v[r * f + j] - mean[j]) * scale[j] } }
+                }
+            }
+        }
         return y
     }
 
@@ -298,24 +304,24 @@ public final class NeuralRanker: @unchecked Sendable {
 /// [a | b | ...]: matrices with the same rows side by side.
 func hconcat(_ parts: [Matrix]) -> Matrix {
     let rows = parts[0].rows, width = parts.reduce(0) { $0 + $1.columns }
-    var out = Matrix(rows: rows, columns: width)
-    var offset = 0
-    for m in parts {
-        precondition(m.rows == rows, "hconcat: rows differ")
-        for r in 0..<rows { for c in 0..<m.columns { out.values[r * width + offset + c] = m.values[r * m.columns + c] } }
-        offset += m.columns
+    precondition(parts.allSatisfy { $0.rows == rows }, "hconcat: rows differ")
+    var values: [Float] = []
+    values.reserveCapacity(rows * width)
+    for r in 0..<rows {
+        for m in parts { values.append(contentsOf: m.values[(r * m.columns)..<((r + 1) * m.columns)]) }
     }
-    return out
+    return Matrix(rows: rows, columns: width, values: values)
 }
 
 /// The inverse of `hconcat`: column blocks of the given widths.
 func hsplit(_ m: Matrix, widths: [Int]) -> [Matrix] {
     var offset = 0
     return widths.map { w in
-        var out = Matrix(rows: m.rows, columns: w)
-        for r in 0..<m.rows { for c in 0..<w { out.values[r * w + c] = m.values[r * m.columns + offset + c] } }
+        var values: [Float] = []
+        values.reserveCapacity(m.rows * w)
+        for r in 0..<m.rows { values.append(contentsOf: m.values[(r * m.columns + offset)..<(r * m.columns + offset + w)]) }
         offset += w
-        return out
+        return Matrix(rows: m.rows, columns: w, values: values)
     }
 }
 

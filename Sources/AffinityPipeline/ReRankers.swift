@@ -86,6 +86,8 @@ public struct MMR: ReRanker {
     let useVectors: Bool
     /// Norms of the item vectors, for cosines.
     let norms: [Float]
+    /// Each item's categories, sorted and unique, for Jaccard similarity.
+    let sortedCategories: [[Int]]
 
     public init(settings: Settings, profile: ItemProfile) throws {
         try settings.validate()
@@ -106,8 +108,10 @@ public struct MMR: ReRanker {
         }
         if useVectors, let v = profile.vectors {
             norms = (0..<v.rows).map { r in v.row(r).reduce(0) { $0 + $1 * $1 }.squareRoot() }
+            sortedCategories = []
         } else {
             norms = []
+            sortedCategories = profile.categories.map { Array(Set($0)).sorted() }
         }
     }
 
@@ -120,9 +124,18 @@ public struct MMR: ReRanker {
             for c in 0..<v.columns { dot += v.values[a * v.columns + c] * v.values[b * v.columns + c] }
             return Double(dot / n)
         }
-        let ca = Set(profile.categories[a]), cb = Set(profile.categories[b])
-        let union = ca.union(cb).count
-        return union > 0 ? Double(ca.intersection(cb).count) / Double(union) : 0
+        return Self.jaccard(sortedCategories[a], sortedCategories[b])
+    }
+
+    /// |A ∩ B| / |A ∪ B| of two sorted, duplicate-free lists, by one merge (no allocation: MMR
+    /// calls it k x candidates times per request).
+    static func jaccard(_ a: [Int], _ b: [Int]) -> Double {
+        var i = 0, j = 0, common = 0
+        while i < a.count && j < b.count {
+            if a[i] == b[j] { common += 1; i += 1; j += 1 } else if a[i] < b[j] { i += 1 } else { j += 1 }
+        }
+        let union = a.count + b.count - common
+        return union > 0 ? Double(common) / Double(union) : 0
     }
 
     public func rerank(_ candidates: [Candidate], history: [Int], k: Int) -> [Candidate] {

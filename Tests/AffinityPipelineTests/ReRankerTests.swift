@@ -24,6 +24,18 @@ import Testing
         #expect(out[1].notes == ["mmr: up from rank 4 to 2"] || out[1].notes == ["mmr: rank 4 -> 2"], "\(out[1].notes)")
     }
 
+    /// The merge-based Jaccard of MMR's category similarity against Swift's sets.
+    @Test func categoryJaccardMatchesSets() {
+        var g = SeededGenerator(seed: 8)
+        for _ in 0..<500 {
+            let a = Array(Set((0..<g.next(below: 5)).map { _ in g.next(below: 8) })).sorted()
+            let b = Array(Set((0..<g.next(below: 5)).map { _ in g.next(below: 8) })).sorted()
+            let union = Set(a).union(b).count
+            let expected = union > 0 ? Double(Set(a).intersection(b).count) / Double(union) : 0
+            #expect(MMR.jaccard(a, b) == expected, "\(a) \(b)")
+        }
+    }
+
     @Test func mmrEqualsAPlainRecomputation() throws {
         var g = SeededGenerator(seed: 5)
         let n = 40, d = 6
