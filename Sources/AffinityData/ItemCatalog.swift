@@ -8,13 +8,31 @@ import Foundation
 public struct ItemCatalog: Sendable, Codable, Equatable {
     public var titles: [String: String]
     public var genres: [String: [String]]
+    /// The latest training interaction with each item (Unix seconds), when the training log had
+    /// times: what the freshness re-ranker reads. Written by `affinity train` into a model's
+    /// `items.json`; nil in catalogs read from metadata files.
+    public var lastSeen: [String: Int64]?
 
-    public init(titles: [String: String] = [:], genres: [String: [String]] = [:]) {
+    public init(titles: [String: String] = [:], genres: [String: [String]] = [:], lastSeen: [String: Int64]? = nil) {
         self.titles = titles
         self.genres = genres
+        self.lastSeen = lastSeen
     }
 
-    public var isEmpty: Bool { titles.isEmpty && genres.isEmpty }
+    public var isEmpty: Bool { titles.isEmpty && genres.isEmpty && (lastSeen?.isEmpty ?? true) }
+
+    /// Each item's latest interaction time in `log` (positive timestamps only; 0 marks an unknown
+    /// time in MovieLens 1M), or nil when the log has no times.
+    public static func lastSeen(in log: InteractionLog) -> [String: Int64]? {
+        guard let times = log.timestamps else { return nil }
+        var latest: [Int: Int64] = [:]
+        for r in 0..<log.count where times[r] > 0 {
+            let i = Int(log.itemIndices[r])
+            latest[i] = max(latest[i] ?? 0, times[r])
+        }
+        guard !latest.isEmpty else { return nil }
+        return Dictionary(uniqueKeysWithValues: latest.map { (log.items[$0.key], $0.value) })
+    }
     public var count: Int { Set(titles.keys).union(genres.keys).count }
 
     /// The title of an item, or its ID when unknown.
@@ -153,6 +171,7 @@ public struct ItemCatalog: Sendable, Codable, Equatable {
         for id in items {
             if let t = titles[id] { out.titles[id] = t }
             if let g = genres[id] { out.genres[id] = g }
+            if let t = lastSeen?[id] { out.lastSeen = out.lastSeen ?? [:]; out.lastSeen![id] = t }
         }
         return out
     }

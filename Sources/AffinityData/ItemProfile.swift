@@ -14,6 +14,9 @@ public struct ItemProfile: Sendable {
     public var vectors: Matrix?
     /// The name of each category index (genre names).
     public var categoryNames: [String]
+    /// Each item's latest training interaction (Unix seconds; nil for an item without one), or nil
+    /// when the training log had no times.
+    public var lastSeen: [Int64?]?
 
     public init(categories: [[Int]], popularity: [Int], userCount: Int, vectors: Matrix? = nil, categoryNames: [String]? = nil) {
         self.categories = categories
@@ -23,8 +26,10 @@ public struct ItemProfile: Sendable {
         self.categoryNames = categoryNames ?? (0..<((categories.flatMap { $0 }.max() ?? -1) + 1)).map { String($0) }
     }
 
-    /// From a catalog's genres (by raw item ID; nil: no categories) and the training history.
-    public init(items: IDVocabulary, genres: [String: [String]]?, history: SparseMatrix, vectors: Matrix? = nil) {
+    /// From a catalog's genres (by raw item ID; nil: no categories), the training history and,
+    /// when known, each item's latest interaction time (by raw item ID).
+    public init(items: IDVocabulary, genres: [String: [String]]?, history: SparseMatrix, vectors: Matrix? = nil,
+                lastSeen: [String: Int64]? = nil) {
         var index: [String: Int] = [:]
         var names: [String] = []
         categories = (0..<items.count).map { i in
@@ -39,6 +44,7 @@ public struct ItemProfile: Sendable {
         popularity = history.columnCounts().map { Int($0) }
         userCount = history.rowCount
         self.vectors = vectors
+        self.lastSeen = lastSeen.map { times in (0..<items.count).map { times[items[$0]] } }
     }
 
     public var hasCategories: Bool { categories.contains { !$0.isEmpty } }

@@ -290,7 +290,8 @@ public struct PipelineFile: Codable, Sendable, Equatable {
         }
         let trained = first!.trained
         let profile = ItemProfile(items: trained.items, genres: (trained.catalog ?? catalog)?.genres, history: trained.model.interactions,
-                                  vectors: (trained.model as? any EmbeddingRecommender)?.itemEmbeddings)
+                                  vectors: (trained.model as? any EmbeddingRecommender)?.itemEmbeddings,
+                                  lastSeen: (trained.catalog ?? catalog)?.lastSeen)
         let rankerEntry = ranker ?? RankerEntry(type: .rrf)
         let rankStage: any Ranker
         switch rankerEntry.type {

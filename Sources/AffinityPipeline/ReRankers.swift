@@ -261,6 +261,56 @@ public struct PopularityCap: ReRanker {
     }
 }
 
+/// Freshness: relevance blended with how recently anyone interacted with the item,
+/// `(1 - weight) * relevance + weight * 2^(-age / halfLife)`, where relevance is the list's scores
+/// mapped to 0...1 and an item's age is the time from its latest training interaction to the latest
+/// interaction in the training data (so offline evaluation and serving of one model agree). Items
+/// without a time count as old. Needs interaction times (a model trained on a log with timestamps).
+public struct Freshness: ReRanker {
+    public struct Settings: ModelConfiguration {
+        public static let settingHelp: [String: String] = [
+            "weight": "weight of freshness against relevance (0...1)",
+            "halfLifeDays": "age in days at which an item's freshness halves",
+        ]
+        public var weight: Double = 0.2
+        public var halfLifeDays: Double = 90
+        public init() {}
+        public func validate() throws {
+            guard (0...1).contains(weight) else { throw ModelError.invalidSetting(name: "weight", reason: "must be in 0...1, got \(weight)") }
+            guard halfLifeDays > 0 && halfLifeDays.isFinite else {
+                throw ModelError.invalidSetting(name: "halfLifeDays", reason: "must be a positive number of days, got \(halfLifeDays)")
+            }
+        }
+    }
+
+    public let name = "freshness"
+    public let settings: Settings
+    /// 2^(-age / halfLife) of each item, 0 for an item without a time.
+    let freshness: [Double]
+
+    public init(settings: Settings, profile: ItemProfile) throws {
+        try settings.validate()
+        guard let times = profile.lastSeen, let now = times.compactMap({ $0 }).max() else {
+            throw ModelError.invalidSetting(name: "freshness", reason: "the model has no interaction times (train it with this version on a log with timestamps)")
+        }
+        self.settings = settings
+        let halfLife = settings.halfLifeDays * 86_400
+        freshness = times.map { t in t.map { exp2(-Double(now - $0) / halfLife) } ?? 0 }
+    }
+
+    /// How fresh `item` is, 0...1 (1: interacted with at the data's latest time).
+    public func freshness(of item: Int) -> Double { item >= 0 && item < freshness.count ? freshness[item] : 0 }
+
+    public func rerank(_ candidates: [Candidate], history: [Int], k: Int) -> [Candidate] {
+        let relevance = normalizedScores(candidates)
+        let w = settings.weight
+        let value = candidates.indices.map { (1 - w) * relevance[$0] + w * freshness(of: candidates[$0].item) }
+        // Stable: equal values keep the incoming order.
+        let order = candidates.indices.sorted { value[$0] != value[$1] ? value[$0] > value[$1] : $0 < $1 }
+        return annotate(before: candidates, after: order.prefix(k).map { candidates[$0] }, k: k)
+    }
+}
+
 /// Business rules: items of excluded categories never appear, pinned items go first (when they
 /// are candidates), and at most `maxPerCategory` items share a category (0 = no limit).
 /// Lists in settings are separated by `|` (`excludeCategories=Horror|Musical`).
@@ -332,8 +382,9 @@ public enum ReRankerSpec: Sendable, Equatable, CustomStringConvertible {
     case calibration(Calibration.Settings)
     case popularityCap(PopularityCap.Settings)
     case rules(BusinessRules.Settings)
+    case freshness(Freshness.Settings)
 
-    public static let names = ["mmr", "calibration", "popularity-cap", "rules"]
+    public static let names = ["mmr", "calibration", "popularity-cap", "rules", "freshness"]
 
     /// Parses `NAME[:key=value,key=value]`; `|` separates list values inside a setting.
     public init(parsing text: String) throws {
@@ -351,6 +402,7 @@ public enum ReRankerSpec: Sendable, Equatable, CustomStringConvertible {
         case "calibration": self = .calibration(try Calibration.Settings().applying(settings))
         case "popularity-cap": self = .popularityCap(try PopularityCap.Settings().applying(settings))
         case "rules": self = .rules(try BusinessRules.Settings().applying(settings))
+        case "freshness": self = .freshness(try Freshness.Settings().applying(settings))
         default:
             throw ModelError.invalidSetting(name: "rerank", reason: "unknown re-ranker '\(parts.first ?? "")'; known: \(Self.names.joined(separator: ", "))")
         }
@@ -362,6 +414,7 @@ public enum ReRankerSpec: Sendable, Equatable, CustomStringConvertible {
         case .calibration(let s): return "calibration:lambda=\(s.lambda)"
         case .popularityCap(let s): return "popularity-cap:headFraction=\(s.headFraction),maxHeadShare=\(s.maxHeadShare)"
         case .rules(let s): return "rules:excludeCategories=\(s.excludeCategories),pinItems=\(s.pinItems),maxPerCategory=\(s.maxPerCategory)"
+        case .freshness(let s): return "freshness:weight=\(s.weight),halfLifeDays=\(s.halfLifeDays)"
         }
     }
 
@@ -372,6 +425,7 @@ public enum ReRankerSpec: Sendable, Equatable, CustomStringConvertible {
         case .calibration(let s): return try Calibration(settings: s, profile: profile)
         case .popularityCap(let s): return try PopularityCap(settings: s, profile: profile)
         case .rules(let s): return try BusinessRules(settings: s, profile: profile, items: items)
+        case .freshness(let s): return try Freshness(settings: s, profile: profile)
         }
     }
 }

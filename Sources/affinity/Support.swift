@@ -202,8 +202,14 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
     // The split's positive rule travels with the model: the server counts a rating event as a
     // positive by the same threshold.
     if let threshold = split.positiveThreshold { info["positive_threshold"] = threshold.map { InteractionWriter.formatRating($0) } ?? "none" }
+    // Each item's latest training interaction rides in the catalog (items.json): freshness reads it.
+    var itemCatalog = catalog ?? split.catalog
+    if let lastSeen = ItemCatalog.lastSeen(in: split.train) {
+        itemCatalog = itemCatalog ?? ItemCatalog()
+        itemCatalog!.lastSeen = lastSeen
+    }
     let trained = TrainedModel(model: model, users: split.train.users, items: split.train.items,
-                               catalog: catalog ?? split.catalog, info: info)
+                               catalog: itemCatalog, info: info)
     return (trained, seconds)
 }
 
@@ -311,7 +317,7 @@ func evaluate(_ pipeline: Pipeline, trained: TrainedModel, on split: SplitFolder
 /// `history` (default: the model's training matrix), item vectors for embedding models.
 func itemProfile(_ trained: TrainedModel, catalog: ItemCatalog?, history: SparseMatrix? = nil) -> ItemProfile {
     ItemProfile(items: trained.items, genres: catalog?.genres, history: history ?? trained.model.interactions,
-                vectors: (trained.model as? any EmbeddingRecommender)?.itemEmbeddings)
+                vectors: (trained.model as? any EmbeddingRecommender)?.itemEmbeddings, lastSeen: catalog?.lastSeen)
 }
 
 /// Rows under a header line, each column as wide as its widest cell; numeric columns right-aligned.

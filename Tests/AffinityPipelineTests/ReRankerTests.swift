@@ -100,6 +100,36 @@ import Testing
         }
     }
 
+    @Test func freshnessBlendsRelevanceWithRecency() throws {
+        var profile = ItemProfile(categories: Array(repeating: [], count: 6), popularity: Array(repeating: 1, count: 6), userCount: 1)
+        let day: Int64 = 86_400
+        // Item 5 was seen last at the data's latest time, item 0 a year before it, item 3 never.
+        profile.lastSeen = [1000 * day - 365 * day, 1000 * day - 30 * day, 1000 * day - 90 * day, nil, 1000 * day - 180 * day, 1000 * day]
+        let candidates = (0..<6).map { Candidate(item: $0, score: Float(6 - $0)) }   // relevance order 0, 1, ..., 5
+        func order(_ weight: Double) throws -> [Int] {
+            try Freshness(settings: try Freshness.Settings().applying(["weight": String(weight)]), profile: profile)
+                .rerank(candidates, history: [], k: 6).map(\.item)
+        }
+        #expect(try order(0) == [0, 1, 2, 3, 4, 5])
+        #expect(try order(1) == [5, 1, 2, 4, 0, 3])   // by age: 0, 30, 90, 180, 365 days, then the item with no time
+        let fresh = try Freshness(settings: Freshness.Settings(), profile: profile)
+        #expect(abs(fresh.freshness(of: 2) - 0.5) < 1e-12)   // 90 days at the default half-life of 90
+        let reranked = fresh.rerank(candidates, history: [], k: 3)
+        #expect(reranked.count == 3 && reranked.contains { $0.notes.contains { $0.hasPrefix("freshness: ") } } == (reranked.map(\.item) != [0, 1, 2]))
+        var noTimes = profile
+        noTimes.lastSeen = nil
+        #expect { try Freshness(settings: Freshness.Settings(), profile: noTimes) } throws: { "\($0)".contains("no interaction times") }
+        #expect(try ReRankerSpec(parsing: "freshness:weight=0.5,halfLifeDays=30") == .freshness(try Freshness.Settings().applying(["weight": "0.5", "halfLifeDays": "30"])))
+        #expect(throws: (any Error).self) { try ReRankerSpec(parsing: "freshness:halfLifeDays=0") }
+    }
+
+    /// The catalog keeps each item's latest positive time (0 is an unknown time in MovieLens 1M).
+    @Test func lastSeenIsEachItemsLatestKnownTime() {
+        let log = InteractionLog(source: "t", rows: [("u1", "a", 5, 100), ("u2", "a", 4, 300), ("u1", "b", 4, 0), ("u3", "b", 5, 50), ("u3", "c", 5, 0)])
+        #expect(ItemCatalog.lastSeen(in: log) == ["a": 300, "b": 50])
+        #expect(ItemCatalog.lastSeen(in: InteractionLog(source: "t", rows: [("u1", "a", 5, nil)])) == nil)
+    }
+
     @Test func specsParseAndRefuseByName() throws {
         #expect(try ReRankerSpec(parsing: "mmr:lambda=0.4") == .mmr(try MMR.Settings().applying(["lambda": "0.4"])))
         #expect(try ReRankerSpec(parsing: "calibration") == .calibration(Calibration.Settings()))
