@@ -182,6 +182,72 @@ public final class ServingModel: Sendable {
     }
 }
 
+/// An interaction that arrived after the model was trained (an event): the item's raw ID and, for
+/// a rating event, the rating.
+public struct UserEvent: Sendable, Equatable {
+    public var item: String
+    /// The rating of a rating event; nil for every other event type.
+    public var rating: Double?
+
+    public init(item: String, rating: Double? = nil) {
+        self.item = item
+        self.rating = rating
+    }
+
+    /// Every non-rating event is a positive; a rating is one at or above the model's threshold
+    /// (docs/protocol.md: the split's `--min-rating`), as in training; every rating when the model
+    /// kept every row (nil).
+    public func isPositive(threshold: Float?) -> Bool {
+        guard let rating, let threshold else { return true }
+        return rating >= Double(threshold)
+    }
+}
+
+/// Where a user stands for a model: how the retrievers place them, their positive items, and the
+/// items not to recommend again.
+public struct UserPlacement: Sendable, Equatable {
+    /// The trained user as is, or a fold-in history; nil when the model cannot place the user
+    /// (unknown and no usable events).
+    public var subject: RecommendationSubject?
+    /// Positive items: training history, then positive events (re-rankers and rankers read it).
+    public var history: [Int]
+    /// `history` plus items the user rated below the threshold (not positives, but seen).
+    public var seen: [Int]
+
+    /// The pipeline's context, leaving out the seen items (unless `excludeSeen` is false) and
+    /// `requested`; nil when the user cannot be placed.
+    public func context(excluding requested: [Int], excludeSeen: Bool = true) -> UserContext? {
+        subject.map { UserContext(subject: $0, history: history, excluded: excludeSeen ? seen + requested : requested) }
+    }
+}
+
+extension ServingModel {
+    /// Who `user` is for this model, given their events since training: the trained user as is,
+    /// or (with positive events on items the model knows) a fold-in history of training items and
+    /// event items; a user the model never saw is placed by their events alone. The server and
+    /// the CLI both ask this, so they place a user the same way.
+    public func place(user: String, events: [UserEvent]) -> UserPlacement {
+        let threshold = trained.positiveThreshold
+        let known = trained.users.index(of: user)
+        var history = known.map { trainingHistory(ofUser: $0) } ?? []
+        var inHistory = Set(history)
+        var added = false
+        var disliked: [Int] = []
+        for event in events {
+            guard let i = trained.items.index(of: event.item) else { continue }
+            if event.isPositive(threshold: threshold) {
+                if inHistory.insert(i).inserted { history.append(i); added = true }
+            } else {
+                disliked.append(i)
+            }
+        }
+        var seen = history
+        for i in disliked where inHistory.insert(i).inserted { seen.append(i) }
+        if let u = known, !added { return UserPlacement(subject: .user(u), history: history, seen: seen) }
+        return UserPlacement(subject: history.isEmpty ? nil : .history(history), history: history, seen: seen)
+    }
+}
+
 /// A bounded map from a history to its fold-in vector, safe to share between requests. When it holds
 /// `limit` histories or `itemLimit` history items in all it starts over (histories still asked for
 /// come back at the cost of one fold-in each).

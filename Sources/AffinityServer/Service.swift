@@ -62,7 +62,7 @@ public final class AffinityService: @unchecked Sendable {
     /// model stays in memory: registration loads a model to validate it and then lets it go.
     private var rollback: ActiveModel?
     /// Each user's events in arrival order (from the store at start, then from `POST /v1/events`).
-    private var histories: [String: [HistoryEntry]] = [:]
+    private var histories: [String: [UserEvent]] = [:]
     private var storedEvents = 0
 
     /// Opens the service on `store`: reads every stored event into the user histories and, when the
@@ -79,7 +79,7 @@ public final class AffinityService: @unchecked Sendable {
         self.loader = loader ?? { try AffinityService.loadPipeline($0) }
         loads = ModelLoader(maxConcurrent: limits.maxConcurrentLoads, timeout: limits.loadTimeoutSeconds)
         let events = try store.allEvents()
-        for e in events { histories[e.user, default: []].append(HistoryEntry(e)) }
+        for e in events { histories[e.user, default: []].append(UserEvent(e)) }
         storedEvents = events.count
         if let record = try store.activeModel() {
             do {
@@ -279,14 +279,14 @@ public final class AffinityService: @unchecked Sendable {
             throw APIError(.serviceUnavailable, "events were not stored (the store failed; reference \(reference) in the server log)")
         }
         let (total, model) = lock.locked { () -> (Int, ServingModel?) in
-            for e in events { histories[e.user, default: []].append(HistoryEntry(e)) }
+            for e in events { histories[e.user, default: []].append(UserEvent(e)) }
             storedEvents += events.count
             return (storedEvents, active?.model.primary)
         }
         metrics.recordEvents(types: events.map(\.type))
         let unknown = model.map { m in events.filter { m.trained.items.index(of: $0.item) == nil }.count } ?? events.count
         let threshold = model.map(\.trained.positiveThreshold) ?? TrainedModel.defaultPositiveThreshold
-        let below = events.filter { !HistoryEntry($0).isPositive(threshold: threshold) }.count
+        let below = events.filter { !UserEvent($0).isPositive(threshold: threshold) }.count
         return EventsOut(accepted: events.count, unknownItems: unknown, belowThreshold: below, storedTotal: total)
     }
 
@@ -310,31 +310,9 @@ public final class AffinityService: @unchecked Sendable {
 
     // MARK: - Recommendations
 
-    /// Who `user` is for `model`: the trained user as is, or (with positive events the model can
-    /// use) a fold-in history of training items and event items; the user's positive items
-    /// (training and events, which re-rankers and rankers read); and the items the user has seen,
-    /// which include items rated below the model's threshold (not positives, but not to be
-    /// recommended again either).
-    func subject(forUser user: String, model: ServingModel) -> (subject: RecommendationSubject?, history: [Int], seen: [Int]) {
-        let entries = lock.locked { histories[user] ?? [] }
-        let threshold = model.trained.positiveThreshold
-        let known = model.trained.users.index(of: user)
-        var history = known.map { model.trainingHistory(ofUser: $0) } ?? []
-        var inHistory = Set(history)
-        var added = false
-        var disliked: [Int] = []
-        for entry in entries {
-            guard let i = model.trained.items.index(of: entry.item) else { continue }
-            if entry.isPositive(threshold: threshold) {
-                if inHistory.insert(i).inserted { history.append(i); added = true }
-            } else {
-                disliked.append(i)
-            }
-        }
-        var seen = history
-        for i in disliked where inHistory.insert(i).inserted { seen.append(i) }
-        if let u = known, !added { return (.user(u), history, seen) }
-        return (history.isEmpty ? nil : .history(history), history, seen)
+    /// Where `user` stands for `model`, with their events since training (`ServingModel.place`).
+    func placement(ofUser user: String, model: ServingModel) -> UserPlacement {
+        model.place(user: user, events: lock.locked { histories[user] ?? [] })
     }
 
     func itemsOut(_ list: [Recommendation], model: ServingModel) -> [ItemOut] {
@@ -368,16 +346,15 @@ public final class AffinityService: @unchecked Sendable {
         let pipeline = current.model, model = pipeline.primary
         let ref = ModelRef(id: current.record.id, type: current.record.modelType)
         let requested = exclude.compactMap { model.trained.items.index(of: $0) }
-        let (subject, history, seen) = subject(forUser: user, model: model)
-        let excluded = excludeSeen ? seen + requested : requested
-        guard let subject else {
+        let placement = placement(ofUser: user, model: model)
+        guard let context = placement.context(excluding: requested, excludeSeen: excludeSeen) else {
             guard fallbackPopular else {
                 throw APIError(.notFound, "unknown user '\(user)': not in model \(current.record.id)'s training data and no events; add fallback=popular for popular items")
             }
-            let items = try model.popular(k: k, excluded: excluded)
+            let items = try model.popular(k: k, excluded: excludeSeen ? placement.seen + requested : requested)
             return RecommendationsOut(user: user, model: ref, retrieval: RetrievalPath.popular.rawValue, items: itemsOut(items, model: model))
         }
-        let items = try listOut(pipeline, UserContext(subject: subject, history: history, excluded: excluded), k: k, explain: explain)
+        let items = try listOut(pipeline, context, k: k, explain: explain)
         return RecommendationsOut(user: user, model: ref, retrieval: pipeline.retrievalPath.rawValue, items: items)
     }
 
@@ -430,21 +407,9 @@ public final class AffinityService: @unchecked Sendable {
     }
 }
 
-/// One event as a user's history holds it: the item, and the rating when it was a rating event.
-struct HistoryEntry: Sendable {
-    var item: String
-    var rating: Double?
-
+extension UserEvent {
+    /// A stored event as a user's history holds it: the item, and the rating of a rating event.
     init(_ event: Event) {
-        item = event.item
-        rating = event.type == "rating" ? (event.value ?? .nan) : nil
-    }
-
-    /// Every non-rating event is a positive; a rating is one at or above the model's threshold
-    /// (docs/protocol.md: the split's `--min-rating`), as in training; every rating when the model
-    /// kept every row (nil).
-    func isPositive(threshold: Float?) -> Bool {
-        guard let rating, let threshold else { return true }
-        return rating >= Double(threshold)
+        self.init(item: event.item, rating: event.type == "rating" ? (event.value ?? .nan) : nil)
     }
 }

@@ -138,11 +138,11 @@ extension RecommendCommand {
         let excluded = requested.compactMap { trained.items.index(of: $0) }
         let context: UserContext
         if let user {
-            guard let u = trained.users.index(of: user) else {
+            // Placed as the server places a user without events.
+            guard let placed = built.primary.place(user: user, events: []).context(excluding: excluded) else {
                 throw CommandError("unknown user '\(user)' (not in the pipeline's models); --history ID,ID folds a history in")
             }
-            let history = trained.model.seenItems(ofUser: u)
-            context = UserContext(subject: .user(u), history: history, excluded: history + excluded)
+            context = placed
         } else {
             let ids = history!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             let items = try ids.map { id in

@@ -290,9 +290,9 @@ final class FailingStore: AffinityStore, @unchecked Sendable {
         #expect(recs.status == 200)
         // Neither rated item comes back: the disliked one is seen, though not a positive.
         #expect(!recs.itemIDs.contains("i0") && !recs.itemIDs.contains("i1"), "\(recs.itemIDs)")
-        let (subject, history, seen) = service.subject(forUser: newcomer, model: try service.requireModel().model.primary)
-        #expect(subject == .history([trained.items.index(of: "i1")!]) && history == [trained.items.index(of: "i1")!])
-        #expect(Set(seen) == [trained.items.index(of: "i0")!, trained.items.index(of: "i1")!])
+        let placement = service.placement(ofUser: newcomer, model: try service.requireModel().model.primary)
+        #expect(placement.subject == .history([trained.items.index(of: "i1")!]) && placement.history == [trained.items.index(of: "i1")!])
+        #expect(Set(placement.seen) == [trained.items.index(of: "i0")!, trained.items.index(of: "i1")!])
 
         let refused: [(String, String)] = [
             (#"[{"user": "a", "item": "i1", "type": "rating"}]"#, "events[0].value: a rating event needs its rating"),
@@ -312,9 +312,9 @@ final class FailingStore: AffinityStore, @unchecked Sendable {
         var trained = try TrainedModel.load(from: fixture.alsPath)
         trained.info["positive_threshold"] = "none"
         #expect(trained.positiveThreshold == nil)
-        #expect(HistoryEntry(Event(user: "a", item: "b", type: "rating", timestamp: 0, value: 1)).isPositive(threshold: nil))
-        #expect(!HistoryEntry(Event(user: "a", item: "b", type: "rating", timestamp: 0, value: 1)).isPositive(threshold: 4))
-        #expect(HistoryEntry(Event(user: "a", item: "b", type: "view", timestamp: 0)).isPositive(threshold: 4))
+        #expect(UserEvent(Event(user: "a", item: "b", type: "rating", timestamp: 0, value: 1)).isPositive(threshold: nil))
+        #expect(!UserEvent(Event(user: "a", item: "b", type: "rating", timestamp: 0, value: 1)).isPositive(threshold: 4))
+        #expect(UserEvent(Event(user: "a", item: "b", type: "view", timestamp: 0)).isPositive(threshold: 4))
     }
 }
 
