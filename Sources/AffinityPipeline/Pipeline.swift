@@ -191,10 +191,16 @@ public struct PipelineFile: Codable, Sendable, Equatable {
         public var k: Int?
         /// An index file over the model's item embeddings (else built, as the server does).
         public var index: String?
-        public init(model: String, k: Int? = nil, index: String? = nil) {
+        /// HNSW search breadth for this retriever (default: the server's `--ef`, 64).
+        public var ef: Int?
+        /// Score every item instead of searching an index (default: the server's `--exact`).
+        public var exact: Bool?
+        public init(model: String, k: Int? = nil, index: String? = nil, ef: Int? = nil, exact: Bool? = nil) {
             self.model = model
             self.k = k
             self.index = index
+            self.ef = ef
+            self.exact = exact
         }
     }
 
@@ -265,7 +271,7 @@ public struct PipelineFile: Codable, Sendable, Equatable {
     /// Loads the models and builds the pipeline. `catalog` gives re-rankers categories when the
     /// first model has none.
     public func build(relativeTo folder: String, path: String, catalog: ItemCatalog? = nil,
-                      load: (String, String?) throws -> ServingModel = { try ServingModel(trained: try TrainedModel.load(from: $0), index: try $1.map { try IndexFile.load($0) }) }) throws -> Pipeline {
+                      load: (RetrieverEntry) throws -> ServingModel = PipelineFile.serve) throws -> Pipeline {
         guard !retrievers.isEmpty else { throw PipelineError.invalid(path: path, field: "retrievers", reason: "lists no retriever") }
         func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : (folder as NSString).appendingPathComponent(p) }
         var stages: [(retriever: any Retriever, quota: Int)] = []
@@ -275,9 +281,12 @@ public struct PipelineFile: Codable, Sendable, Equatable {
             guard quota > 0 && quota <= 100_000 else {
                 throw PipelineError.invalid(path: path, field: "retrievers[\(n)].k", reason: "must be in 1...100000, got \(quota)")
             }
+            if let ef = entry.ef, !(1...100_000).contains(ef) {
+                throw PipelineError.invalid(path: path, field: "retrievers[\(n)].ef", reason: "must be in 1...100000, got \(ef)")
+            }
             let model: ServingModel
             do {
-                model = try load(resolve(entry.model), entry.index.map(resolve))
+                model = try load(RetrieverEntry(model: resolve(entry.model), k: entry.k, index: entry.index.map(resolve), ef: entry.ef, exact: entry.exact))
             } catch {
                 throw PipelineError.invalid(path: path, field: "retrievers[\(n)].model", reason: "\(error)")
             }
@@ -328,10 +337,18 @@ public struct PipelineFile: Codable, Sendable, Equatable {
         return Pipeline(retrievers: stages, ranker: rankStage, rerankers: ReRankChain(chain), items: trained.items, kind: "pipeline")
     }
 
+    /// A retriever's model as `affinity serve` serves it: its index file, or HNSW built over its
+    /// item embeddings (searched with `ef`), or exact scoring.
+    public static func serve(_ entry: RetrieverEntry) throws -> ServingModel {
+        let exact = entry.exact ?? false
+        return try ServingModel(trained: try TrainedModel.load(from: entry.model), index: exact ? nil : try entry.index.map { try IndexFile.load($0) },
+                                indexPath: entry.index ?? "index", buildIndex: !exact, searchParameters: SearchParameters(ef: entry.ef ?? 64))
+    }
+
     /// Reads and builds the pipeline in `path`; `load` serves each retriever's model folder (and
     /// index file), by default as `affinity serve` does.
     public static func load(_ path: String, catalog: ItemCatalog? = nil,
-                            load: ((String, String?) throws -> ServingModel)? = nil) throws -> Pipeline {
+                            load: ((RetrieverEntry) throws -> ServingModel)? = nil) throws -> Pipeline {
         let folder = (path as NSString).deletingLastPathComponent
         let file = try read(path)
         if let load { return try file.build(relativeTo: folder.isEmpty ? "." : folder, path: path, catalog: catalog, load: load) }

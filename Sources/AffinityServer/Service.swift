@@ -128,8 +128,10 @@ public final class AffinityService: @unchecked Sendable {
                                     searchParameters: SearchParameters = SearchParameters(ef: 64)) throws -> Pipeline {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: record.path, isDirectory: &isDirectory), !isDirectory.boolValue {
-            return try PipelineFile.load(record.path) { path, index in
-                try loadServingModel(path: path, index: index, exact: exact, searchParameters: searchParameters)
+            // The file's own ef / exact per retriever, else the server's.
+            return try PipelineFile.load(record.path) { entry in
+                try loadServingModel(path: entry.model, index: entry.index, exact: entry.exact ?? exact,
+                                     searchParameters: entry.ef.map { SearchParameters(ef: $0) } ?? searchParameters)
             }
         }
         return .single(try loadServingModel(path: record.path, index: record.index, exact: exact, searchParameters: searchParameters))

@@ -23,21 +23,23 @@ struct PipelineTuneCommand: ParsableCommand {
         abstract: "Train retrievers and a learned ranker on a validation split carved from train; write DIR/pipeline.json.",
         discussion: """
         Each user's train positives are split again (holdout, --validation-fraction,
-        --seed). The retrievers are fitted on the rest; their candidates for each user
-        (--k per retriever, merged) are labelled by the held-out items. The users are
-        divided once more: the ranker trains on the lists of most of them and is scored
-        (NDCG@20 of the lists, per docs/protocol.md) on the others, each epoch (the best
-        epoch is kept). Every --loss is trained; the best of them, the rank fusion and each
-        retriever alone compete on that score. The retrievers are then refitted on the
-        full train and saved in DIR with the chosen ranker and DIR/pipeline.json.
-        test.tsv is never read: evaluate the result once with
-        affinity evaluate --pipeline DIR/pipeline.json --split SPLIT.
+        --seed). The retrievers are fitted on the rest; their candidates for each
+        user (-k per retriever, merged) are labelled by the held-out items. A
+        retriever setting given as a grid (ease:lambda=200|500) is chosen first,
+        each point scored alone on those items. The users are divided once more:
+        the ranker trains on the lists of most of them and is scored (NDCG@20 of
+        the lists, per docs/protocol.md) on the others after each epoch (the best
+        epoch is kept). One ranker per --losses entry; the best of them, the rank
+        fusion and each retriever alone compete on that score. The retrievers are
+        then refitted on the full train and saved in DIR with the chosen ranker
+        and DIR/pipeline.json. test.tsv is never read: evaluate the result once
+        with affinity evaluate --pipeline DIR/pipeline.json --split SPLIT.
         """
     )
 
     @Option(name: .long, help: "Split folder.") var split: String
     @Option(name: .long, help: "Output folder.") var out: String
-    @Option(name: .long, help: ArgumentHelp("A retriever, NAME[:key=value,...] (repeatable; default ease and ials).", valueName: "NAME[:k=v,...]"))
+    @Option(name: .long, help: ArgumentHelp("A retriever, NAME[:key=value,...] (repeatable; default ease and ials); key=v1|v2|... is a grid, chosen on validation.", valueName: "NAME[:k=v,...]"))
     var retriever: [String] = []
     @Option(name: .long, help: "Item metadata (genres for the ranker's features and the re-rankers; default: the split's items.tsv).") var items: String?
     @Option(name: .shortAndLong, help: "Candidates per retriever.") var k = 100
@@ -91,7 +93,7 @@ struct PipelineTuneCommand: ParsableCommand {
     }
 
     func run() throws {
-        let specs = try retrieverSpecs()
+        var specs = try retrieverSpecs()
         let rankerSettings = try NeuralRanker.Configuration().applying(try parseSettings(settings))
         if FileManager.default.fileExists(atPath: (out as NSString).appendingPathComponent("pipeline.json")) && !force {
             throw CommandError("\(out)/pipeline.json already exists (pass --force to replace it)")
@@ -108,8 +110,27 @@ struct PipelineTuneCommand: ParsableCommand {
         var stages: [(retriever: any Retriever, quota: Int)] = []
         var carveModels: [TrainedModel] = []
         for (n, spec) in specs.enumerated() {
-            let (trained, seconds) = try trainOnSplit(carve, model: spec.name, settings: spec.settings, catalog: catalog)
-            print("  retriever \(n): \(spec.name) \(settingsLabel(spec.settings)) fitted in \(String(format: "%.2f", seconds)) s")
+            // A grid (key=v1|v2): each point fitted on the carved train and scored alone (NDCG@20 on
+            // the held-out items); the best point is the retriever's setting from here on.
+            var points: [[String: String]] = [[:]]
+            for (key, value) in spec.settings.sorted(by: { $0.key < $1.key }) {
+                points = points.flatMap { p in value.split(separator: "|").map { p.merging([key: String($0)]) { _, b in b } } }
+            }
+            var best: (trained: TrainedModel, settings: [String: String], ndcg: Double)?
+            for point in points {
+                let (trained, seconds) = try trainOnSplit(carve, model: spec.name, settings: point, catalog: catalog)
+                var line = "  retriever \(n): \(spec.name) \(settingsLabel(point)) fitted in \(String(format: "%.2f", seconds)) s"
+                var ndcg = 0.0
+                if points.count > 1 {
+                    ndcg = try evaluate(trained, on: carve, evaluator: try Evaluator(cutoffs: [20]), target: .test).0.metrics(at: 20)!.ndcg
+                    line += String(format: ", validation NDCG@20 %.4f", ndcg)
+                }
+                print(line)
+                if best == nil || ndcg > best!.ndcg { best = (trained, point, ndcg) }
+            }
+            let trained = best!.trained
+            specs[n].settings = best!.settings
+            if points.count > 1 { print("  retriever \(n): chose \(settingsLabel(best!.settings))") }
             carveModels.append(trained)
             stages.append((ModelRetriever(name: "\(spec.name)#\(n)", model: try ServingModel(trained: trained)), k))
         }

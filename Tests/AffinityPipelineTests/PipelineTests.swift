@@ -70,6 +70,10 @@ import Testing
         try NeuralRanker(configuration: NeuralRanker.Configuration(), itemCount: x.columnCount, featureNames: ["a"]).save(to: folder + "/ranker2.safetensors")
         let neural = try PipelineFile.load(write(#"{"retrievers": [{"model": "ials", "k": 30}, {"model": "ease", "k": 30}], "ranker": {"type": "neural", "model": "ranker.safetensors"}}"#))
         #expect(neural.ranker is LearnedRanker)
+        // Per-retriever search settings: iALS scored exactly, or searched by HNSW with its own ef.
+        #expect(try PipelineFile.load(write(#"{"retrievers": [{"model": "ials", "exact": true}]}"#)).retrievalPath == .exact)
+        let searched = try PipelineFile.load(write(#"{"retrievers": [{"model": "ials", "ef": 200}]}"#))
+        #expect(searched.retrievalPath == .ann && searched.primary.searchParameters.ef == 200)
         #expect(try neural.recommend(UserContext(subject: .user(2), history: [], excluded: []), k: 7).count == 7)
         let cases: [(String, String)] = [
             (#"{"retrievers": []}"#, "retrievers: lists no retriever"),
@@ -78,6 +82,7 @@ import Testing
             (#"{"retrievers": [{"model": "nope"}]}"#, "retrievers[0].model: "),
             (#"{"retrievers": [{"model": "ease"}, {"model": "small"}]}"#, "retrievers[1].model: its users or items differ"),
             (#"{"retrievers": [{"model": "ease", "k": 0}]}"#, "retrievers[0].k: must be in 1...100000"),
+            (#"{"retrievers": [{"model": "ials", "ef": 0}]}"#, "retrievers[0].ef: must be in 1...100000"),
             (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "magic"}}"#, "ranker.type: has an unknown value; known: rrf, neural"),
             (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "neural"}}"#, "ranker.model: missing"),
             (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "neural", "model": "nope.safetensors"}}"#, "ranker.model: "),
