@@ -39,7 +39,7 @@ struct PipelineTuneCommand: ParsableCommand {
 
     @Option(name: .long, help: "Split folder.") var split: String
     @Option(name: .long, help: "Output folder.") var out: String
-    @Option(name: .long, help: ArgumentHelp("A retriever, NAME[:key=value,...] (repeatable; default ease and ials); key=v1|v2|... is a grid, chosen on validation.", valueName: "NAME[:k=v,...]"))
+    @Option(name: .long, help: ArgumentHelp("A retriever, NAME[:key=value,...] (repeatable; default ease:lambda=200|500|1000 and ials:factors=64|128); key=v1|v2|... is a grid, chosen on validation.", valueName: "NAME[:k=v,...]"))
     var retriever: [String] = []
     @Option(name: .long, help: "Item metadata (genres for the ranker's features and the re-rankers; default: the split's items.tsv).") var items: String?
     @Option(name: .shortAndLong, help: "Candidates per retriever.") var k = 100
@@ -56,13 +56,16 @@ struct PipelineTuneCommand: ParsableCommand {
     var keepAll = false
     @Flag(name: .long, help: "Replace DIR's files if they exist.") var force = false
 
+    /// EASE and iALS, each with a small grid chosen on validation.
+    static let defaultRetrievers = ["ease:lambda=200|500|1000", "ials:factors=64|128"]
+
     struct RetrieverSpec {
         var name: String
         var settings: [String: String]
     }
 
     func retrieverSpecs() throws -> [RetrieverSpec] {
-        try (retriever.isEmpty ? ["ease", "ials"] : retriever).map { text in
+        try (retriever.isEmpty ? Self.defaultRetrievers : retriever).map { text in
             let parts = text.split(separator: ":", maxSplits: 1)
             let name = String(parts[0])
             guard ModelRegistry.type(named: name) != nil else {
