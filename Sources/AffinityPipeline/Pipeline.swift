@@ -129,9 +129,10 @@ public final class Pipeline: Sendable {
 
     /// One model as a pipeline: its serving path, its order and scores, no re-ranking. This is how
     /// `affinity serve --model` answers, so a model and a pipeline file take one path.
-    public static func single(_ model: ServingModel) -> Pipeline {
-        Pipeline(retrievers: [(ModelRetriever(name: "\(model.modelType)#0", model: model), PipelineFile.defaultQuota)],
-                 ranker: RetrieverOrder(), rerankers: ReRankChain([]), items: model.trained.items, kind: model.modelType)
+    /// With `rerankers`, they choose the list out of the model's best `quota` items.
+    public static func single(_ model: ServingModel, quota: Int = PipelineFile.defaultQuota, rerankers: ReRankChain = ReRankChain([])) -> Pipeline {
+        Pipeline(retrievers: [(ModelRetriever(name: "\(model.modelType)#0", model: model), quota)],
+                 ranker: RetrieverOrder(), rerankers: rerankers, items: model.trained.items, kind: model.modelType)
     }
 
     /// The first retriever's model: the vocabularies, the popular fallback, similar items and

@@ -73,92 +73,61 @@ struct RecommendCommand: ParsableCommand {
         if pipeline != nil && !rerank.isEmpty { throw ValidationError("--rerank applies to a model; a pipeline file lists its own re-rankers") }
     }
 
+    /// A model and a pipeline file take one path: a model is a one-model pipeline (exact scoring,
+    /// as `evaluate` ranks), with the --rerank stages after it.
     func run() throws {
-        if let pipeline { return try runPipeline(pipeline) }
-        let trained = try TrainedModel.load(from: model!)
+        let built: Pipeline
+        if let pipeline {
+            built = try PipelineFile.load(pipeline)
+        } else {
+            let trained = try TrainedModel.load(from: model!)
+            let stages = try rerank.map { try ReRankerSpec(parsing: $0).make(profile: itemProfile(trained, catalog: trained.catalog), items: trained.items) }
+            // With re-rankers, they choose the k items out of a larger pool.
+            built = .single(try ServingModel(trained: trained, buildIndex: false), quota: stages.isEmpty ? k : max(k, pool),
+                            rerankers: ReRankChain(stages))
+        }
+        let serving = built.primary, trained = serving.trained
+        let whose = pipeline == nil ? "the model" : "the pipeline's models"
         // Exclusions the model does not know are ignored, as the HTTP API ignores them; say so.
         let requested = exclude.map { $0.split(separator: ",").map(String.init) } ?? []
         let unknown = requested.filter { trained.items.index(of: $0) == nil }
-        if !unknown.isEmpty { Console.note("note: ignoring exclude IDs the model does not know: \(unknown.prefix(10).joined(separator: ", "))") }
-        let excluded = requested.filter { trained.items.index(of: $0) != nil }
-        let stages = try rerank.map { try ReRankerSpec(parsing: $0).make(profile: itemProfile(trained, catalog: trained.catalog), items: trained.items) }
-        // With re-rankers, they choose the k items out of a larger pool.
-        let depth = stages.isEmpty ? k : max(k, pool)
-        var list: [ScoredItem], fallback = false
-        var historyItems: [Int] = []
-        if let user {
-            (list, fallback) = try trained.recommend(user: user, k: depth, excluding: excluded, fallbackToPopular: coldStart == .popular)
-            historyItems = trained.users.index(of: user).map { trained.model.seenItems(ofUser: $0) } ?? []
-            if fallback { Console.note("note: user '\(user)' is not in the model; recommending the most popular items instead") }
-        } else {
-            let ids = history!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            var items: [Int] = []
-            for id in ids {
-                guard let i = trained.items.index(of: id) else { throw CommandError("--history: unknown item '\(id)' (not in the model)") }
-                items.append(i)
-            }
-            if items.isEmpty {
-                // As for an unknown user: popular items only when asked for.
-                guard coldStart == .popular else { throw CommandError("--history is empty; add --cold-start popular for the most popular items") }
-                (list, fallback) = (try trained.popular(k: depth, excluding: Set(excluded.compactMap { trained.items.index(of: $0) })), true)
-            } else {
-                list = try trained.model.recommend(history: items, k: depth, excluding: Set(excluded.compactMap { trained.items.index(of: $0) }))
-            }
-            historyItems = items
-        }
-        var items = try describe(list, model: trained)
-        if !stages.isEmpty {
-            let reranked = ReRankChain(stages).apply(list.map { Candidate(item: $0.index, score: $0.score) }, history: historyItems, k: k)
-            let byItem = Dictionary(uniqueKeysWithValues: items.map { ($0.item, $0) })
-            items = reranked.enumerated().map { r, c in
-                var it = byItem[trained.items[c.item]]!
-                it.rank = r + 1
-                it.notes = c.notes
-                return it
-            }
-        }
-        if json {
-            struct Output: Encodable { var user: String?; var history: [String]?; var model: String; var fallback: String?; var items: [RecommendedItem] }
-            try printJSON(Output(user: user, history: history.map { $0.split(separator: ",").map(String.init) }, model: trained.modelType,
-                                 fallback: fallback ? "popular" : nil, items: items))
-        } else {
-            printList(items)
-        }
-    }
-}
-
-extension RecommendCommand {
-    /// The pipeline's list for a known user or a history: retrievers, ranker, re-rankers.
-    func runPipeline(_ path: String) throws {
-        let built = try PipelineFile.load(path)
-        let trained = (built.retrievers[0].retriever as! ModelRetriever).model.trained
-        let requested = exclude.map { $0.split(separator: ",").map(String.init) } ?? []
-        let unknown = requested.filter { trained.items.index(of: $0) == nil }
-        if !unknown.isEmpty { Console.note("note: ignoring exclude IDs the model does not know: \(unknown.prefix(10).joined(separator: ", "))") }
+        if !unknown.isEmpty { Console.note("note: ignoring exclude IDs \(whose) \(pipeline == nil ? "does" : "do") not know: \(unknown.prefix(10).joined(separator: ", "))") }
         let excluded = requested.compactMap { trained.items.index(of: $0) }
-        let context: UserContext
+        var context: UserContext?
         if let user {
             // Placed as the server places a user without events.
-            guard let placed = built.primary.place(user: user, events: []).context(excluding: excluded) else {
-                throw CommandError("unknown user '\(user)' (not in the pipeline's models); --history ID,ID folds a history in")
+            context = serving.place(user: user, events: []).context(excluding: excluded)
+            if context == nil && coldStart != .popular {
+                throw CommandError("unknown user '\(user)' (not in \(whose)); --cold-start popular recommends popular items instead, --history ID,ID folds a history in")
             }
-            context = placed
         } else {
             let ids = history!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             let items = try ids.map { id in
-                guard let i = trained.items.index(of: id) else { throw CommandError("--history: unknown item '\(id)' (not in the pipeline's models)") }
+                guard let i = trained.items.index(of: id) else { throw CommandError("--history: unknown item '\(id)' (not in \(whose))") }
                 return i
             }
-            guard !items.isEmpty else { throw CommandError("--history is empty") }
-            context = UserContext(subject: .history(items), history: items, excluded: items + excluded)
+            // As for an unknown user: popular items only when asked for.
+            if items.isEmpty && coldStart != .popular {
+                throw CommandError("--history is empty; add --cold-start popular for the most popular items")
+            }
+            context = items.isEmpty ? nil : UserContext(subject: .history(items), history: items, excluded: items + excluded)
         }
-        let list = try built.recommend(context, k: k)
+        let list: [Candidate]
+        if let context {
+            list = try built.recommend(context, k: k)
+        } else {
+            if let user { Console.note("note: user '\(user)' is not in \(whose); recommending the most popular items instead") }
+            list = try serving.popular(k: k, excluded: excluded).map { Candidate(item: $0.item, score: $0.score) }
+        }
         var described = try describe(list.map { ScoredItem(index: $0.item, score: $0.score) }, model: trained)
-        let withNotes = !built.rerankers.isEmpty
-        for n in described.indices where withNotes { described[n].notes = list[n].notes }
+        for n in described.indices where !built.rerankers.isEmpty { described[n].notes = list[n].notes }
         if json {
-            struct Output: Encodable { var user: String?; var history: [String]?; var pipeline: String; var items: [RecommendedItem] }
-            try printJSON(Output(user: user, history: history.map { $0.split(separator: ",").map(String.init) }, pipeline: path, items: described))
+            struct Output: Encodable {
+                var user: String?; var history: [String]?; var model: String?; var pipeline: String?; var fallback: String?; var items: [RecommendedItem]
+            }
+            try printJSON(Output(user: user, history: history.map { $0.split(separator: ",").map(String.init) },
+                                 model: pipeline == nil ? trained.modelType : nil, pipeline: pipeline,
+                                 fallback: context == nil ? "popular" : nil, items: described))
         } else {
             printList(described)
         }
