@@ -25,20 +25,8 @@ public enum RetrievalPath: String, Sendable, Codable {
     case pipeline
 }
 
-/// One recommended item with its score and, when asked for, why.
-public struct Recommendation: Sendable, Equatable {
-    public var item: Int
-    public var score: Float
-    /// The history items that contribute most to the score, largest first (only for models that
-    /// explain themselves, and only when asked).
-    public var because: [Contribution]?
-
-    public init(item: Int, score: Float, because: [Contribution]? = nil) {
-        self.item = item
-        self.score = score
-        self.because = because
-    }
-}
+/// One recommended item with its score and, when asked for, why: a pipeline's `Candidate`.
+public typealias Recommendation = Candidate
 
 /// Errors of assembling a serving model; each names the file and what is wrong.
 public enum ServingError: Error, CustomStringConvertible, Equatable {

@@ -338,8 +338,7 @@ public final class AffinityService: @unchecked Sendable {
 
     /// The pipeline's list as the API returns it.
     func listOut(_ pipeline: Pipeline, _ context: UserContext, k: Int, explain: Bool) throws -> [ItemOut] {
-        let list = try pipeline.recommend(context, k: k, explain: explain)
-        return itemsOut(list.map { Recommendation(item: $0.item, score: $0.score, because: $0.because) }, model: pipeline.primary)
+        itemsOut(try pipeline.recommend(context, k: k, explain: explain), model: pipeline.primary)
     }
 
     func recommendForUser(_ user: String, k: Int, excludeSeen: Bool, exclude: [String], explain: Bool,

@@ -117,7 +117,7 @@ struct RecommendCommand: ParsableCommand {
             list = try built.recommend(context, k: k)
         } else {
             if let user { Console.note("note: user '\(user)' is not in \(whose); recommending the most popular items instead") }
-            list = try serving.popular(k: k, excluded: excluded).map { Candidate(item: $0.item, score: $0.score) }
+            list = try serving.popular(k: k, excluded: excluded)
         }
         var described = try describe(list.map { ScoredItem(index: $0.item, score: $0.score) }, model: trained)
         for n in described.indices where !built.rerankers.isEmpty { described[n].notes = list[n].notes }
