@@ -12,25 +12,33 @@ import Foundation
 /// - `r.zscore`: r's score standardised over r's list for this user, 0 when not found;
 /// - `r.relative`: r's score divided by the largest magnitude in r's list, 0 when not found.
 ///
-/// Then 5 columns: `foundBy` (share of retrievers that proposed it), `popularity`
-/// (log(1 + training users) / log(1 + most training users)), `historyLength` (log(1 + |history|)),
-/// `genreAffinity` (the mean, over the item's genres, of the genre's share of the history) and
-/// `genreAffinityMax` (the largest such share). Per-list scalings keep the features comparable
+/// Then 6 columns: `foundBy` (share of retrievers that proposed it), `popularity`
+/// (log(1 + training users) / log(1 + most training users)), `itemAge` (log(1 + days from the item's
+/// latest training interaction to the data's latest; the oldest age for an item without a time,
+/// 0 for all when the model keeps no times), `historyLength` (log(1 + |history|)), `genreAffinity`
+/// (the mean, over the item's genres, of the genre's share of the history) and `genreAffinityMax`
+/// (the largest such share). Per-list scalings keep the features comparable
 /// between the retrievers fitted for training the ranker and those refitted on all of train.
 public struct CandidateFeatures: Sendable {
     public let retrievers: [String]
     let popularity: [Float]
+    let age: [Float]
     let categories: [[Int]]
 
     public init(retrievers: [String], profile: ItemProfile) {
         self.retrievers = retrievers
         let top = Float(log1p(Double(profile.popularity.max() ?? 0)))
         popularity = profile.popularity.map { top > 0 ? Float(log1p(Double($0))) / top : 0 }
+        if let times = profile.lastSeen, let now = times.compactMap({ $0 }).max(), let oldest = times.compactMap({ $0 }).min() {
+            age = times.map { Float(log1p(Double(now - ($0 ?? oldest)) / 86_400)) }
+        } else {
+            age = []
+        }
         categories = profile.categories
     }
 
     public static let perRetriever = ["found", "reciprocalRank", "zscore", "relative"]
-    public static let shared = ["foundBy", "popularity", "historyLength", "genreAffinity", "genreAffinityMax"]
+    public static let shared = ["foundBy", "popularity", "itemAge", "historyLength", "genreAffinity", "genreAffinityMax"]
 
     /// Column names, in order: `ease#0.found`, ..., `genreAffinityMax`.
     public var names: [String] {
@@ -63,10 +71,11 @@ public struct CandidateFeatures: Sendable {
             let base = row * f + nr * 4
             x.values[base] = Float(c.sources.filter { $0 != nil }.count) / Float(max(1, nr))
             x.values[base + 1] = c.item < popularity.count ? popularity[c.item] : 0
-            x.values[base + 2] = activity
+            x.values[base + 2] = c.item < age.count ? age[c.item] : 0
+            x.values[base + 3] = activity
             let shares = c.item < categories.count ? categories[c.item].map { Float(genreShare[$0] ?? 0) } : []
-            x.values[base + 3] = shares.isEmpty ? 0 : shares.reduce(0, +) / Float(shares.count)
-            x.values[base + 4] = shares.max() ?? 0
+            x.values[base + 4] = shares.isEmpty ? 0 : shares.reduce(0, +) / Float(shares.count)
+            x.values[base + 5] = shares.max() ?? 0
         }
         return x
     }

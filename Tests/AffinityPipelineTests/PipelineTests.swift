@@ -49,6 +49,22 @@ import Testing
         #expect(list.allSatisfy { !seen.contains($0.item) })
     }
 
+    /// Every feature column of two candidates, computed by hand.
+    @Test func candidateFeaturesByHand() {
+        var profile = ItemProfile(categories: [[0], [0, 1], [1], []], popularity: [1, 3, 7, 0], userCount: 10)
+        profile.lastSeen = [86_400 * 10, nil, 0, 86_400 * 12]
+        let features = CandidateFeatures(retrievers: ["a", "b"], profile: profile)
+        #expect(features.names == ["a.found", "a.reciprocalRank", "a.zscore", "a.relative", "b.found", "b.reciprocalRank", "b.zscore",
+                                   "b.relative", "foundBy", "popularity", "itemAge", "historyLength", "genreAffinity", "genreAffinityMax"])
+        // Item 1 found by a (rank 0, score 2) and b (rank 1, score -1); item 3 by a only (rank 1, score 1).
+        let candidates = [RetrievedCandidate(item: 1, sources: [(2, 0), (-1, 1)]), RetrievedCandidate(item: 3, sources: [(1, 1), nil])]
+        let x = features.matrix(candidates, history: [0, 2])   // history genres: 0 and 1, half each
+        let row1: [Float] = [1, 1, 1, 1, 1, 0.5, 0, -1, 1, Float(log1p(3.0) / log1p(7.0)), Float(log1p(12.0)), Float(log1p(2.0)), 0.5, 0.5]
+        let row3: [Float] = [1, 0.5, -1, 0.5, 0, 0, 0, 0, 0.5, 0, 0, Float(log1p(2.0)), 0, 0]
+        for (j, expected) in row1.enumerated() { #expect(abs(x[0, j] - expected) < 1e-6, "item 1, \(features.names[j]): \(x[0, j])") }
+        for (j, expected) in row3.enumerated() { #expect(abs(x[1, j] - expected) < 1e-6, "item 3, \(features.names[j]): \(x[1, j])") }
+    }
+
     @Test func pipelineFilesAreCheckedFieldByField() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-pipeline-\(UInt32.random(in: 0...UInt32.max))").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
