@@ -56,6 +56,9 @@ struct PipelineTuneCommand: ParsableCommand {
     var keepAll = false
     @Flag(name: .long, help: "Replace DIR's files if they exist.") var force = false
 
+    /// Catalogues up to this many items are retrieved by exact scoring, larger ones by HNSW.
+    static let exactScoringLimit = 20_000
+
     /// EASE and iALS, each with a small grid chosen on validation.
     static let defaultRetrievers = ["ease:lambda=200|500|1000", "ials:factors=64|128"]
 
@@ -102,6 +105,9 @@ struct PipelineTuneCommand: ParsableCommand {
             throw CommandError("\(out)/pipeline.json already exists (pass --force to replace it)")
         }
         let folder = try SplitFolder.read(split)
+        // Small catalogues are scored exactly: as fast as HNSW there (README, serving figures), and
+        // the candidates, hence the ranker's training lists, are the same in every run.
+        let exact = folder.train.items.count <= Self.exactScoringLimit
         let catalog = try items.map { try ItemCatalog.read(path: $0) } ?? folder.catalog
         let clock = Stopwatch()
 
@@ -135,7 +141,7 @@ struct PipelineTuneCommand: ParsableCommand {
             specs[n].settings = best!.settings
             if points.count > 1 { print("  retriever \(n): chose \(settingsLabel(best!.settings))") }
             carveModels.append(trained)
-            stages.append((ModelRetriever(name: "\(spec.name)#\(n)", model: try ServingModel(trained: trained)), k))
+            stages.append((ModelRetriever(name: "\(spec.name)#\(n)", model: try ServingModel(trained: trained, buildIndex: !exact)), k))
         }
         let carveTrained = carveModels[0]
         let carvePipeline = Pipeline(retrievers: stages, ranker: ReciprocalRankFusion(weights: [Double](repeating: 1, count: stages.count)),
@@ -240,7 +246,7 @@ struct PipelineTuneCommand: ParsableCommand {
             let (trained, _) = try trainOnSplit(folder, model: spec.name, settings: spec.settings, catalog: catalog)
             let name = "\(spec.name)-\(n)"
             try trained.save(to: (out as NSString).appendingPathComponent(name), overwrite: force)
-            entries.append(.init(model: name, k: k))
+            entries.append(.init(model: name, k: k, exact: exact ? true : nil))
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
