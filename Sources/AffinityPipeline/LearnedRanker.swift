@@ -89,23 +89,40 @@ public struct CandidateFeatures: Sendable {
     }
 }
 
-/// A trained `NeuralRanker` as the pipeline's ranking stage: scores the union of the retrievers'
-/// candidates from their features, best first.
+/// Trained `NeuralRanker`s as the pipeline's ranking stage: scores the union of the retrievers'
+/// candidates from their features, best first. With several rankers (an ensemble, e.g. one per
+/// loss) the score is the mean of each ranker's scores standardised over the list.
 public struct LearnedRanker: Ranker {
     public let name = "neural"
-    public let model: NeuralRanker
+    public let models: [NeuralRanker]
     public let features: CandidateFeatures
 
-    public init(model: NeuralRanker, features: CandidateFeatures) throws {
-        guard model.featureNames == features.names else {
+    public init(models: [NeuralRanker], features: CandidateFeatures) throws {
+        guard !models.isEmpty else { throw ModelError.invalidSetting(name: "ranker", reason: "needs at least one ranker") }
+        for model in models where model.featureNames != features.names {
             throw ModelError.invalidSetting(name: "ranker", reason: "it was trained on the features \(model.featureNames.joined(separator: ",")); this pipeline's retrievers give \(features.names.joined(separator: ","))")
         }
-        self.model = model
+        self.models = models
         self.features = features
     }
 
+    /// The ranker's score of each item of `list`; for several rankers the mean of their scores,
+    /// each standardised over the list (their scales differ: a BCE logit, a softmax logit, ...).
+    public static func scores(_ models: [NeuralRanker], _ list: RankingList) -> [Float] {
+        if models.count == 1 { return models[0].scores(list) }
+        var total = [Float](repeating: 0, count: list.items.count)
+        for model in models {
+            let s = model.scores(list)
+            let mean = s.reduce(0, +) / Float(max(1, s.count))
+            let variance = s.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(max(1, s.count))
+            let sd = variance > 1e-12 ? variance.squareRoot() : 1
+            for j in s.indices { total[j] += (s[j] - mean) / sd / Float(models.count) }
+        }
+        return total
+    }
+
     public func rank(_ candidates: [RetrievedCandidate], context: UserContext) -> [Candidate] {
-        let scores = model.scores(features.list(candidates, history: context.history))
+        let scores = Self.scores(models, features.list(candidates, history: context.history))
         var out = zip(candidates, scores).map { Candidate(item: $0.item, score: $1) }
         out.sort { ScoredIndex.ranksBefore($0.score, $0.item, $1.score, $1.item) }
         return out

@@ -218,11 +218,14 @@ public struct PipelineFile: Codable, Sendable, Equatable {
         public var weights: [Double]?
         /// neural: the ranker file (`NeuralRanker.save`), relative to the pipeline file's folder.
         public var model: String?
-        public init(type: RankerType, k0: Double? = nil, weights: [Double]? = nil, model: String? = nil) {
+        /// neural: several ranker files, an ensemble (instead of `model`).
+        public var models: [String]?
+        public init(type: RankerType, k0: Double? = nil, weights: [Double]? = nil, model: String? = nil, models: [String]? = nil) {
             self.type = type
             self.k0 = k0
             self.weights = weights
             self.model = model
+            self.models = models
         }
     }
 
@@ -314,17 +317,22 @@ public struct PipelineFile: Codable, Sendable, Equatable {
             guard k0.isFinite && k0 >= 0 else { throw PipelineError.invalid(path: path, field: "ranker.k0", reason: "must be a non-negative number") }
             rankStage = ReciprocalRankFusion(k0: k0, weights: weights)
         case .neural:
-            guard let file = rankerEntry.model else {
-                throw PipelineError.invalid(path: path, field: "ranker.model", reason: "missing (the ranker file a neural ranker reads)")
+            let field = rankerEntry.model == nil && rankerEntry.models != nil ? "ranker.models" : "ranker.model"
+            let files = rankerEntry.model.map { [$0] } ?? rankerEntry.models ?? []
+            guard !files.isEmpty, rankerEntry.model == nil || rankerEntry.models == nil else {
+                throw PipelineError.invalid(path: path, field: field, reason: "missing (the ranker file a neural ranker reads: model, or models for an ensemble)")
             }
             do {
-                let model = try NeuralRanker.load(from: resolve(file))
-                guard model.itemCount == trained.items.count else {
-                    throw ModelError.invalidSetting(name: "ranker", reason: "it knows \(model.itemCount) items, the retrievers \(trained.items.count)")
+                let models = try files.map { file -> NeuralRanker in
+                    let model = try NeuralRanker.load(from: resolve(file))
+                    guard model.itemCount == trained.items.count else {
+                        throw ModelError.invalidSetting(name: "ranker", reason: "\(file) knows \(model.itemCount) items, the retrievers \(trained.items.count)")
+                    }
+                    return model
                 }
-                rankStage = try LearnedRanker(model: model, features: CandidateFeatures(retrievers: stages.map(\.retriever.name), profile: profile))
+                rankStage = try LearnedRanker(models: models, features: CandidateFeatures(retrievers: stages.map(\.retriever.name), profile: profile))
             } catch {
-                throw PipelineError.invalid(path: path, field: "ranker.model", reason: "\(error)")
+                throw PipelineError.invalid(path: path, field: field, reason: "\(error)")
             }
         }
         var chain: [any ReRanker] = []

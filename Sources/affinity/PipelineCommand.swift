@@ -199,31 +199,41 @@ struct PipelineTuneCommand: ParsableCommand {
             }
         }
 
-        struct Alternative { var name: String; var ndcg: Double; var recall: Double; var ranker: NeuralRanker?; var file: PipelineFile.RankerEntry?; var only: Int? }
+        struct Alternative { var name: String; var ndcg: Double; var recall: Double; var rankers: [NeuralRanker]; var file: PipelineFile.RankerEntry?; var only: Int? }
         var alternatives: [Alternative] = []
         for r in stages.indices {
             let s = score(listsFor { p in candidates[p].filter { $0.sources[r] != nil }.sorted { $0.sources[r]!.rank < $1.sources[r]!.rank }.map(\.item) })
-            alternatives.append(Alternative(name: "\(specs[r].name) alone", ndcg: s.ndcg, recall: s.recall, ranker: nil, file: nil, only: r))
+            alternatives.append(Alternative(name: "\(specs[r].name) alone", ndcg: s.ndcg, recall: s.recall, rankers: [], file: nil, only: r))
         }
         let fusion = ReciprocalRankFusion(weights: [Double](repeating: 1, count: stages.count))
         let rrf = score(listsFor { p in fusion.rank(candidates[p], context: UserContext(subject: .history([]), history: [], excluded: [])).map(\.item) })
-        alternatives.append(Alternative(name: "rank fusion (rrf)", ndcg: rrf.ndcg, recall: rrf.recall, ranker: nil, file: .init(type: .rrf), only: nil))
+        alternatives.append(Alternative(name: "rank fusion (rrf)", ndcg: rrf.ndcg, recall: rrf.recall, rankers: [], file: .init(type: .rrf), only: nil))
 
         let trainLists = trainPositions.map { lists[$0] }
+        /// The candidates of list p ordered by rankers, in the carved split's item indexes.
+        func ranked(_ rankers: [NeuralRanker]) -> @Sendable (Int) -> [Int] {
+            { p in
+                let s = LearnedRanker.scores(rankers, lists[p])
+                return s.indices.sorted { ScoredIndex.ranksBefore(s[$0], $0, s[$1], $1) }.map { carveOf[lists[p].items[$0]]! }
+            }
+        }
         for loss in try lossList() {
             var c = rankerSettings
             c.loss = loss
             let ranker = NeuralRanker(configuration: c, itemCount: folder.train.items.count, featureNames: features.names)
             let lossClock = Stopwatch()
-            let ranked: @Sendable (Int) -> [Int] = { p in
-                let s = ranker.scores(lists[p])
-                return s.indices.sorted { ScoredIndex.ranksBefore(s[$0], $0, s[$1], $1) }.map { carveOf[lists[p].items[$0]]! }
-            }
-            let outcome = try ranker.fit(trainLists, validate: { score(listsFor(ranked)).ndcg }, progress: Console.training)
-            let s = score(listsFor(ranked))
+            let outcome = try ranker.fit(trainLists, validate: { score(listsFor(ranked([ranker]))).ndcg }, progress: Console.training)
+            let s = score(listsFor(ranked([ranker])))
             print("  ranker loss=\(loss.rawValue): epoch \(outcome.keptEpoch) of \(outcome.validation.count) kept, validation NDCG@20 \(String(format: "%.4f", s.ndcg)) (\(String(format: "%.1f", lossClock.seconds)) s)")
-            alternatives.append(Alternative(name: "ranker, loss=\(loss.rawValue)", ndcg: s.ndcg, recall: s.recall, ranker: ranker,
+            alternatives.append(Alternative(name: "ranker, loss=\(loss.rawValue)", ndcg: s.ndcg, recall: s.recall, rankers: [ranker],
                                             file: .init(type: .neural, model: "ranker-\(loss.rawValue).safetensors"), only: nil))
+        }
+        // The rankers of every loss together: their list-standardised scores averaged.
+        let single = alternatives.filter { $0.rankers.count == 1 }
+        if single.count > 1 {
+            let s = score(listsFor(ranked(single.flatMap(\.rankers))))
+            alternatives.append(Alternative(name: "ranker ensemble (every loss)", ndcg: s.ndcg, recall: s.recall, rankers: single.flatMap(\.rankers),
+                                            file: .init(type: .neural, models: single.map { $0.file!.model! }), only: nil))
         }
         print("\nvalidation (\(validPositions.count) users never trained on by the ranker), @20:")
         var table = TextTable([.init(name: "alternative"), .init(name: "NDCG", rightAligned: true), .init(name: "Recall", rightAligned: true)])
@@ -253,12 +263,19 @@ struct PipelineTuneCommand: ParsableCommand {
         func write(_ file: PipelineFile, _ name: String) throws {
             try AtomicWrite.file(try encoder.encode(file), to: (out as NSString).appendingPathComponent(name))
         }
+        // Ranker files: every single-loss ranker with --keep-all, else those the chosen pipeline reads.
+        var saved = Set<String>()
         for a in alternatives where keepAll || a.name == best.name {
-            if let ranker = a.ranker, let entry = a.file { try ranker.save(to: (out as NSString).appendingPathComponent(entry.model!)) }
+            for (ranker, file) in zip(a.rankers, a.file?.model.map { [$0] } ?? a.file?.models ?? []) where saved.insert(file).inserted {
+                try ranker.save(to: (out as NSString).appendingPathComponent(file))
+            }
             let file = a.only.map { PipelineFile(retrievers: [entries[$0]]) } ?? PipelineFile(retrievers: entries, ranker: a.file)
             if a.name == best.name { try write(file, "pipeline.json") }
             if keepAll {
-                let suffix = a.only.map { specs[$0].name } ?? a.file.map { $0.type == .rrf ? "rrf" : $0.model!.replacingOccurrences(of: "ranker-", with: "").replacingOccurrences(of: ".safetensors", with: "") }!
+                let suffix = a.only.map { specs[$0].name } ?? a.file.map { entry in
+                    entry.type == .rrf ? "rrf" : entry.models != nil ? "ensemble"
+                        : entry.model!.replacingOccurrences(of: "ranker-", with: "").replacingOccurrences(of: ".safetensors", with: "")
+                }!
                 try write(file, "pipeline-\(suffix).json")
             }
         }

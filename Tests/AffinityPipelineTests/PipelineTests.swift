@@ -86,6 +86,11 @@ import Testing
         try NeuralRanker(configuration: NeuralRanker.Configuration(), itemCount: x.columnCount, featureNames: ["a"]).save(to: folder + "/ranker2.safetensors")
         let neural = try PipelineFile.load(write(#"{"retrievers": [{"model": "ials", "k": 30}, {"model": "ease", "k": 30}], "ranker": {"type": "neural", "model": "ranker.safetensors"}}"#))
         #expect(neural.ranker is LearnedRanker)
+        // An ensemble of two copies of one ranker orders as that ranker does.
+        let twice = try PipelineFile.load(write(#"{"retrievers": [{"model": "ials", "k": 30}, {"model": "ease", "k": 30}], "ranker": {"type": "neural", "models": ["ranker.safetensors", "ranker.safetensors"]}}"#))
+        #expect((twice.ranker as? LearnedRanker)?.models.count == 2)
+        let someone = UserContext(subject: .user(4), history: [], excluded: [])
+        #expect(try twice.recommend(someone, k: 10).map(\.item) == (try neural.recommend(someone, k: 10).map(\.item)))
         // Per-retriever search settings: iALS scored exactly, or searched by HNSW with its own ef.
         #expect(try PipelineFile.load(write(#"{"retrievers": [{"model": "ials", "exact": true}]}"#)).retrievalPath == .exact)
         let searched = try PipelineFile.load(write(#"{"retrievers": [{"model": "ials", "ef": 200}]}"#))
@@ -101,6 +106,7 @@ import Testing
             (#"{"retrievers": [{"model": "ials", "ef": 0}]}"#, "retrievers[0].ef: must be in 1...100000"),
             (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "magic"}}"#, "ranker.type: has an unknown value; known: rrf, neural"),
             (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "neural"}}"#, "ranker.model: missing"),
+            (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "neural", "models": []}}"#, "ranker.models: missing"),
             (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "neural", "model": "nope.safetensors"}}"#, "ranker.model: "),
             (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "neural", "model": "ranker2.safetensors"}}"#, "ranker.model: setting 'ranker': it was trained on the features"),
             (#"{"retrievers": [{"model": "ease"}], "ranker": {"type": "rrf", "weights": [1, 2]}}"#, "ranker.weights: needs one non-negative weight per retriever"),
