@@ -4,9 +4,9 @@
     python3 Benchmarks/server/pipeline_load.py [--split ../shared/data/splits/ml-1m-holdout-s42] [--duration 30]
 
 Needs `wrk` (Debian package `wrk`) and a release build (`swift build -c release`). It runs
-`affinity pipeline tune` on the split (EASE + iALS retrievers, 100 candidates each, the BPR-loss
-ranker, genres from ml-1m's movies.dat), adds MMR (lambda 0.8, genre similarity) after the ranker,
-and drives GET /v1/users/{id}/recommendations?k=10 over every training user with
+`affinity pipeline tune` on the split (EASE + iALS retrievers, 100 candidates each, the ranker it
+chooses on validation, genres from ml-1m's movies.dat), adds MMR (lambda 0.8, genre similarity)
+after the ranker, and drives GET /v1/users/{id}/recommendations?k=10 over every training user with
 `wrk -t2 -c64` for each of:
 
 1. EASE alone (one retriever, exact scoring), 2. iALS alone (one retriever, HNSW ef 64),
@@ -40,10 +40,11 @@ def main():
         raise SystemExit(f"{BINARY} missing: run `swift build -c release` first")
     work = a.work or tempfile.mkdtemp(prefix="affinity-pipeline-bench-")
     pipe = os.path.join(work, "pipe")
-    if not os.path.exists(os.path.join(pipe, "pipeline-bpr.json")):
-        run([BINARY, "pipeline", "tune", "--split", a.split, "--out", pipe, "--items", a.items, "--losses", "bpr", "--keep-all", "--force"])
-    with open(os.path.join(pipe, "pipeline-bpr.json")) as f:
+    if not os.path.exists(os.path.join(pipe, "pipeline.json")):
+        run([BINARY, "pipeline", "tune", "--split", a.split, "--out", pipe, "--items", a.items, "--force"])
+    with open(os.path.join(pipe, "pipeline.json")) as f:
         served = json.load(f)
+    print("served pipeline: " + json.dumps(served))
     served["rerank"] = ["mmr:lambda=0.8"]
     with open(os.path.join(pipe, "served.json"), "w") as f:
         json.dump(served, f)
