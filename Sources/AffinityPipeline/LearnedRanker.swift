@@ -52,9 +52,7 @@ public struct CandidateFeatures: Sendable {
         for r in 0..<nr {
             let scores = candidates.compactMap { $0.sources[r]?.score }
             guard !scores.isEmpty else { continue }
-            let mean = scores.reduce(0, +) / Float(scores.count)
-            let variance = scores.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(scores.count)
-            let sd = variance > 1e-12 ? variance.squareRoot() : 1
+            let (mean, sd) = meanAndDeviation(scores)
             let largest = scores.map(abs).max()!
             for (row, c) in candidates.enumerated() {
                 guard let s = c.sources[r] else { continue }
@@ -113,9 +111,7 @@ public struct LearnedRanker: Ranker {
         var total = [Float](repeating: 0, count: list.items.count)
         for model in models {
             let s = model.scores(list)
-            let mean = s.reduce(0, +) / Float(max(1, s.count))
-            let variance = s.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(max(1, s.count))
-            let sd = variance > 1e-12 ? variance.squareRoot() : 1
+            let (mean, sd) = meanAndDeviation(s)
             for j in s.indices { total[j] += (s[j] - mean) / sd / Float(models.count) }
         }
         return total
@@ -127,4 +123,12 @@ public struct LearnedRanker: Ranker {
         out.sort { ScoredIndex.ranksBefore($0.score, $0.item, $1.score, $1.item) }
         return out
     }
+}
+
+/// Mean and standard deviation of `values` (a deviation of 1 when they are all equal, so that
+/// standardising leaves them at 0).
+func meanAndDeviation(_ values: [Float]) -> (mean: Float, deviation: Float) {
+    let mean = values.reduce(0, +) / Float(max(1, values.count))
+    let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(max(1, values.count))
+    return (mean, variance > 1e-12 ? variance.squareRoot() : 1)
 }
