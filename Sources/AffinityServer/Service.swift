@@ -137,6 +137,24 @@ public final class AffinityService: @unchecked Sendable {
         return .single(try loadServingModel(path: record.path, index: record.index, exact: exact, searchParameters: searchParameters))
     }
 
+    /// A pipeline file names more files (its retrievers' models and indexes, its rankers): each
+    /// must lie inside the model directories too, refused with the same 403 as any other path,
+    /// so a pipeline file cannot load, or tell about, files outside them.
+    static func checkPipelinePaths(_ path: String, policy: AccessPolicy) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
+              let file = try? PipelineFile.read(path) else { return }   // not a pipeline file: the load says what is wrong
+        let folder = (path as NSString).deletingLastPathComponent
+        func resolved(_ p: String) -> String { p.hasPrefix("/") ? p : (folder as NSString).appendingPathComponent(p) }
+        for (n, retriever) in file.retrievers.enumerated() {
+            _ = try policy.resolve(resolved(retriever.model), field: "retrievers[\(n)].model")
+            if let index = retriever.index { _ = try policy.resolve(resolved(index), field: "retrievers[\(n)].index") }
+        }
+        for ranker in (file.ranker?.model.map { [$0] } ?? []) + (file.ranker?.models ?? []) {
+            _ = try policy.resolve(resolved(ranker), field: "ranker.model")
+        }
+    }
+
     public func close() { store.close() }
 
     var activeModel: ActiveModel? { lock.locked { active } }
@@ -155,6 +173,7 @@ public final class AffinityService: @unchecked Sendable {
         let policy = checkAccess ? access : AccessPolicy.open
         let modelPath = try policy.resolve(path, field: "path")
         let indexPath = try index.map { try policy.resolve($0, field: "index") }
+        try Self.checkPipelinePaths(modelPath, policy: policy)
         let probe = ModelRecord(id: 0, path: modelPath, index: indexPath, modelType: "", registeredAt: 0, active: false)
         let model: Pipeline
         do {

@@ -81,6 +81,12 @@ import Glibc
             #expect(r.status == 403)
             #expect(r.errorMessage == outsideMissing.errorMessage)
         }
+        // A pipeline file inside that names a model outside is refused the same way.
+        try Data(#"{"retrievers": [{"model": "\#(fixture.easePath)"}]}"#.utf8).write(to: URL(fileURLWithPath: allowed + "/p.json"))
+        let viaPipeline = try await register(client, allowed + "/p.json")
+        #expect(viaPipeline.status == 403 && viaPipeline.errorMessage.contains("retrievers[0].model"), "\(viaPipeline.body)")
+        try Data(#"{"retrievers": [{"model": "ials"}]}"#.utf8).write(to: URL(fileURLWithPath: allowed + "/q.json"))
+        #expect(try await register(client, allowed + "/q.json").status == 201)
         // A symbolic link inside that points outside is outside.
         try FileManager.default.createSymbolicLink(atPath: allowed + "/link", withDestinationPath: fixture.easePath)
         #expect(try await register(client, allowed + "/link").status == 403)
