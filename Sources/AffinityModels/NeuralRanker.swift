@@ -122,7 +122,67 @@ public final class NeuralRanker: @unchecked Sendable {
     // MARK: Inference
 
     /// The score of each item of `list` (higher is better). Keeps nothing in the instance.
+    ///
+    /// The same function as `referenceScores`, computed the way serving wants it: the user's
+    /// history vector is one per list, so its part of the first layer is folded into that layer's
+    /// bias once, and the head's GMF half is one dot product per item with `w_gmf ⊙ p_u`, instead
+    /// of repeating the user vector on every row and concatenating.
     public func scores(_ list: RankingList) -> [Float] {
+        guard !list.items.isEmpty else { return [] }
+        guard let itemEmbedding, let historyEmbedding,
+              let first = mlp.layers.first as? Linear, mlp.layers.count == 4, let second = mlp.layers[2] as? Linear else {
+            return referenceScores(list)
+        }
+        let n = list.items.count, f = featureCount, d = configuration.dimension
+        let hidden = first.weight.value.rows, width = f + 2 * d, inner = f + d
+        let w1 = first.weight.value.values
+        let p = historyEmbedding.pooled([list.history]).values
+        // First layer: b1 + W1[:, user] · p once, then [x, e] against the x and e columns of W1.
+        var h1 = Matrix(rows: n, columns: hidden)
+        var weights = [Float]()
+        weights.reserveCapacity(hidden * inner)
+        var bias = first.bias.value.values
+        for o in 0..<hidden {
+            let row = o * width
+            for j in 0..<d { bias[o] += w1[row + f + j] * p[j] }
+            weights.append(contentsOf: w1[row..<(row + f)])
+            weights.append(contentsOf: w1[(row + f + d)..<(row + width)])
+        }
+        let e = itemEmbedding.lookup(list.items)
+        let xe = hconcat([standardized(list.features), e])
+        h1.values.withUnsafeMutableBufferPointer { hp in
+            for r in 0..<n { for o in 0..<hidden { hp[r * hidden + o] = bias[o] } }
+            xe.values.withUnsafeBufferPointer { ap in
+                weights.withUnsafeBufferPointer { wp in
+                    sgemm(transposeB: true, m: n, n: hidden, k: inner, a: ap.baseAddress!, lda: inner, b: wp.baseAddress!, ldb: inner,
+                          beta: 1, c: hp.baseAddress!, ldc: hidden, threads: 1)
+                }
+            }
+            for k in 0..<hp.count { hp[k] = max(hp[k], 0) }
+        }
+        let h2 = second.infer(h1)
+        // Head: (w_gmf ⊙ p) · e_r + w_mlp · ReLU(h2_r) + b.
+        let wh = head.weight.value.values, b = head.bias.value.values[0], m = h2.columns
+        let q = (0..<d).map { wh[$0] * p[$0] }
+        var out = [Float](repeating: b, count: n)
+        e.values.withUnsafeBufferPointer { ep in
+            h2.values.withUnsafeBufferPointer { hp in
+                wh.withUnsafeBufferPointer { w in
+                    for r in 0..<n {
+                        var score: Float = 0
+                        for j in 0..<d { score += q[j] * ep[r * d + j] }
+                        for j in 0..<m { score += w[d + j] * max(hp[r * m + j], 0) }
+                        out[r] += score
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// The network as written: features standardised, GMF and MLP branches, head (the test
+    /// oracle of `scores`, and its path for a features-only ranker).
+    public func referenceScores(_ list: RankingList) -> [Float] {
         guard !list.items.isEmpty else { return [] }
         let x = standardized(list.features)
         guard let itemEmbedding, let historyEmbedding else {

@@ -84,6 +84,24 @@ import Testing
         #expect(ndcg(ranker, test) > 0.9, "NDCG@5 \(ndcg(ranker, test))")
     }
 
+    /// The serving path (user part folded into the first layer's bias, GMF as one dot product)
+    /// against the network as written, on trained weights and awkward widths.
+    @Test func servingScoresMatchTheReference() throws {
+        for (dimension, hidden) in [(4, 16), (1, 3), (7, 10)] {
+            var c = NeuralRanker.Configuration()
+            c.dimension = dimension
+            c.hidden = hidden
+            c.epochs = 2
+            let ranker = NeuralRanker(configuration: c, itemCount: 30, featureNames: ["signal", "noise"])
+            try ranker.fit(lists(30, seed: 11))
+            for list in lists(8, seed: 12) + [RankingList(items: [3], features: Matrix(rows: 1, columns: 2, values: [0.5, -1]), history: [])] {
+                let fast = ranker.scores(list), slow = ranker.referenceScores(list)
+                #expect(fast.count == slow.count)
+                for (a, b) in zip(fast, slow) { #expect(abs(a - b) <= 1e-4 * max(1, abs(b)), "\(dimension)/\(hidden): \(a) vs \(b)") }
+            }
+        }
+    }
+
     @Test func savedRankersScoreTheSameAndDamagedFilesAreRefused() throws {
         var c = NeuralRanker.Configuration()
         c.epochs = 2
