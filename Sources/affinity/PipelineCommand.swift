@@ -279,6 +279,17 @@ struct PipelineTuneCommand: ParsableCommand {
                 try write(file, "pipeline-\(suffix).json")
             }
         }
+        // What was chosen and why, for whoever reads DIR later.
+        struct Summary: Encodable {
+            struct Row: Encodable { var alternative: String; var validationNDCG20: Double; var validationRecall20: Double }
+            var split: String; var validationFraction: Double; var rankerValidation: Double; var seed: UInt64
+            var retrievers: [String]; var ranker: String; var alternatives: [Row]; var chosen: String
+        }
+        let summary = Summary(split: split, validationFraction: validationFraction, rankerValidation: rankerValidation, seed: seed,
+                              retrievers: specs.map { "\($0.name) \(settingsLabel($0.settings))" }, ranker: rankerSettings.jsonString(),
+                              alternatives: alternatives.map { .init(alternative: $0.name, validationNDCG20: $0.ndcg, validationRecall20: $0.recall) },
+                              chosen: best.name)
+        try AtomicWrite.file(try encoder.encode(summary), to: (out as NSString).appendingPathComponent("tune.json"))
         print("wrote \(out)/pipeline.json (\(best.name)) in \(String(format: "%.0f", clock.seconds)) s; evaluate it once with: affinity evaluate --pipeline \(out)/pipeline.json --split \(split)")
     }
 

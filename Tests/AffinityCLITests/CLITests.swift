@@ -376,10 +376,12 @@ func tempDir() -> String {
         for line in ["ease alone", "itemknn alone", "rank fusion (rrf)", "ranker, loss=softmax", "ranker, loss=policy", "chosen: "] {
             #expect(r.stdout.contains(line), "\(line) in \(r.stdout)")
         }
-        for file in ["pipeline.json", "pipeline-softmax.json", "pipeline-policy.json", "pipeline-rrf.json", "pipeline-ease.json",
+        for file in ["pipeline.json", "tune.json", "pipeline-softmax.json", "pipeline-policy.json", "pipeline-rrf.json", "pipeline-ease.json", "pipeline-ensemble.json",
                      "ranker-softmax.safetensors", "ease-0/vocabulary.json", "itemknn-1/vocabulary.json"] {
             #expect(FileManager.default.fileExists(atPath: dir + "/p/" + file), "\(file)")
         }
+        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/p/tune.json"))) as! [String: Any]
+        #expect((summary["alternatives"] as! [[String: Any]]).count == 6 && r.stdout.contains("chosen: \(summary["chosen"] as! String)"))
         let header = try String(contentsOfFile: dir + "/f/ranker-train.tsv", encoding: .utf8).prefix { $0 != "\n" }
         #expect(header.hasPrefix("user\titem\tlabel\tease#0.found\t") && header.hasSuffix("genreAffinityMax"), "\(header)")
         r = try CLI.run("evaluate", "--pipeline", dir + "/p/pipeline-softmax.json", "--split", dir + "/s", "--cutoffs", "10",
