@@ -21,6 +21,16 @@ public struct ItemCatalog: Sendable, Codable, Equatable {
 
     public var isEmpty: Bool { titles.isEmpty && genres.isEmpty && (lastSeen?.isEmpty ?? true) }
 
+    /// This catalog with the titles and genres it lacks taken from `other` (a model trained on a
+    /// log with times but no metadata keeps only `lastSeen`; the split's items.tsv has the rest).
+    public func filling(from other: ItemCatalog?) -> ItemCatalog {
+        guard let other else { return self }
+        var out = self
+        out.titles.merge(other.titles) { mine, _ in mine }
+        out.genres.merge(other.genres) { mine, _ in mine }
+        return out
+    }
+
     /// Each item's latest interaction time in `log` (positive timestamps only; 0 marks an unknown
     /// time in MovieLens 1M), or nil when the log has no times.
     public static func lastSeen(in log: InteractionLog) -> [String: Int64]? {

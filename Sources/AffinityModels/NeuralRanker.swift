@@ -340,6 +340,14 @@ public final class NeuralRanker: @unchecked Sendable {
         }
         let names = (file.metadata["features"] ?? "").split(separator: ",").map(String.init)
         guard !names.isEmpty, names.count <= 10_000 else { throw bad("metadata 'features' is missing") }
+        // Every shape the configuration implies must be in the file before anything is allocated:
+        // the file's own bytes bound what building the ranker costs.
+        let d = configuration.dimension, h = configuration.hidden
+        var expected: [(String, [Int])] = [("mlp.0.weight", [h, names.count + 2 * d]), ("mlp.2.weight", [h / 2, h]), ("head.weight", [1, d + h / 2])]
+        if d > 0 { expected += [("item_embedding", [items, d]), ("history_embedding", [items, d])] }
+        for (name, shape) in expected where file.tensors[name]?.shape != shape {
+            throw bad("tensor '\(name)' is missing or not \(shape.map(String.init).joined(separator: " x "))")
+        }
         let ranker = NeuralRanker(configuration: configuration, itemCount: items, featureNames: names)
         for p in ranker.parameters {
             guard let t = file.tensors[p.name], t.shape == [p.value.rows, p.value.columns] else {

@@ -25,7 +25,8 @@ public enum RankingLoss: String, Codable, Sendable, CaseIterable {
 /// Every loss is for one user's list: `scores` (n) and binary `labels` (n), plus `relevant`, the
 /// number of relevant items the user has in all (at least the positives of the list: items the
 /// retrievers missed still count in NDCG's ideal), and the cutoff K that NDCG-based losses use.
-/// Lists without a positive or without a negative give 0 and a zero gradient (nothing to learn).
+/// For the pairwise and listwise losses, lists without a positive or without a negative give 0 and
+/// a zero gradient (nothing to learn); BCE still pushes every label's logit its way.
 public enum RankingLosses {
     public static func evaluate(_ loss: RankingLoss, scores: [Float], labels: [Float], relevant: Int, cutoff: Int,
                                 samples: Int = 16, generator: inout SeededGenerator) -> (loss: Float, gradient: [Float]) {
@@ -80,9 +81,8 @@ public enum RankingLosses {
 
     /// Σ over (positive i, negative j) of |ΔNDCG@K(i, j)| · softplus(s_j − s_i), divided by the number
     /// of pairs; ΔNDCG is that of swapping i and j in the order of the current scores (ties to the
-    /// smaller index), with the ideal DCG of `relevant` items. Pairs that both lie below K still get
-    /// a small weight through a rank cut-off of K for positions beyond it (their swap changes nothing
-    /// at K), so the weight is that of the positions the list actually shows.
+    /// smaller index), with the ideal DCG of `relevant` items. A pair that both lies beyond K weighs
+    /// 0: swapping it changes nothing in the list that is shown.
     public static func lambda(scores: [Float], labels: [Float], relevant: Int, cutoff: Int) -> (loss: Float, gradient: [Float]) {
         let n = scores.count
         var gradient = [Float](repeating: 0, count: n)
@@ -146,16 +146,17 @@ public enum RankingLosses {
             guard advantage != 0 else { continue }
             // log P(π) = Σ_t [s_π_t − log Σ_{j free at t} exp(s_j)].
             var free = [Bool](repeating: true, count: n)
-            var freeSum = weights.reduce(0, +)
             var logP = 0.0
             var dLogP = [Double](repeating: 0, count: n)
             for chosen in ranking {
-                logP += Foundation.log(weights[chosen] / freeSum)
+                // Summed afresh each step: a running difference would cancel to noise.
+                var freeSum = 0.0
+                for j in 0..<n where free[j] { freeSum += weights[j] }
+                guard freeSum > 0 else { break }
+                logP += Foundation.log(max(weights[chosen], .leastNormalMagnitude) / freeSum)
                 for j in 0..<n where free[j] { dLogP[j] -= weights[j] / freeSum }
                 dLogP[chosen] += 1
                 free[chosen] = false
-                freeSum -= weights[chosen]
-                if freeSum <= 0 { break }
             }
             loss -= advantage * logP / Double(samples)
             for j in 0..<n { gradient[j] -= Float(advantage * dLogP[j] / Double(samples)) }

@@ -30,7 +30,8 @@ public struct CandidateFeatures: Sendable {
         let top = Float(log1p(Double(profile.popularity.max() ?? 0)))
         popularity = profile.popularity.map { top > 0 ? Float(log1p(Double($0))) / top : 0 }
         if let times = profile.lastSeen, let now = times.compactMap({ $0 }).max(), let oldest = times.compactMap({ $0 }).min() {
-            age = times.map { Float(log1p(Double(now - ($0 ?? oldest)) / 86_400)) }
+            // In Double: times come from a file (items.json), and Int64 differences can overflow.
+            age = times.map { Float(log1p(max(0, Double(now) - Double($0 ?? oldest)) / 86_400)) }
         } else {
             age = []
         }

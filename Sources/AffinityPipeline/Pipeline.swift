@@ -120,6 +120,7 @@ public final class Pipeline: Sendable {
     public init(retrievers: [(retriever: any Retriever, quota: Int)], ranker: any Ranker, rerankers: ReRankChain, items: IDVocabulary,
                 kind: String = "pipeline") {
         precondition(!retrievers.isEmpty, "a pipeline needs a retriever")
+        precondition(retrievers[0].retriever is ModelRetriever, "a pipeline's first retriever must be a ModelRetriever: vocabularies, fallback and explanations come from its model")
         self.retrievers = retrievers
         self.ranker = ranker
         self.rerankers = rerankers
@@ -130,7 +131,9 @@ public final class Pipeline: Sendable {
     /// One model as a pipeline: its serving path, its order and scores, no re-ranking. This is how
     /// `affinity serve --model` answers, so a model and a pipeline file take one path.
     /// With `rerankers`, they choose the list out of the model's best `quota` items.
-    public static func single(_ model: ServingModel, quota: Int = PipelineFile.defaultQuota, rerankers: ReRankChain = ReRankChain([])) -> Pipeline {
+    /// Without re-rankers it retrieves exactly the k items asked for (quota 1: "at least k"), so
+    /// an ANN search runs with the model's own breadth, as `ServingModel.recommend` does.
+    public static func single(_ model: ServingModel, quota: Int = 1, rerankers: ReRankChain = ReRankChain([])) -> Pipeline {
         Pipeline(retrievers: [(ModelRetriever(name: "\(model.modelType)#0", model: model), quota)],
                  ranker: RetrieverOrder(), rerankers: rerankers, items: model.trained.items, kind: model.modelType)
     }
@@ -139,8 +142,9 @@ public final class Pipeline: Sendable {
     /// explanations come from it.
     public var primary: ServingModel { (retrievers[0].retriever as! ModelRetriever).model }
 
-    /// How the lists are made: the model's own path for one retriever, else `.pipeline`.
-    public var retrievalPath: RetrievalPath { retrievers.count == 1 ? primary.retrievalPath : .pipeline }
+    /// How the lists are made: the model's own path when one retriever's list is ranked without a
+    /// learned ranker, else `.pipeline`.
+    public var retrievalPath: RetrievalPath { retrievers.count == 1 && !(ranker is LearnedRanker) ? primary.retrievalPath : .pipeline }
 
     /// The merged candidates of every retriever; each contributes its quota, and at least `k`.
     public func retrieve(_ context: UserContext, atLeast k: Int = 0) throws -> [RetrievedCandidate] {
@@ -302,9 +306,10 @@ public struct PipelineFile: Codable, Sendable, Equatable {
             stages.append((ModelRetriever(name: "\(model.modelType)#\(n)", model: model), quota))
         }
         let trained = first!.trained
-        let profile = ItemProfile(items: trained.items, genres: (trained.catalog ?? catalog)?.genres, history: trained.model.interactions,
+        let merged = trained.catalog.map { $0.filling(from: catalog) } ?? catalog
+        let profile = ItemProfile(items: trained.items, genres: merged?.genres, history: trained.model.interactions,
                                   vectors: (trained.model as? any EmbeddingRecommender)?.itemEmbeddings,
-                                  lastSeen: (trained.catalog ?? catalog)?.lastSeen)
+                                  lastSeen: merged?.lastSeen)
         let rankerEntry = ranker ?? RankerEntry(type: .rrf)
         let rankStage: any Ranker
         switch rankerEntry.type {

@@ -295,7 +295,8 @@ public struct Freshness: ReRanker {
         }
         self.settings = settings
         let halfLife = settings.halfLifeDays * 86_400
-        freshness = times.map { t in t.map { exp2(-Double(now - $0) / halfLife) } ?? 0 }
+        // In Double: times come from a file (items.json), and Int64 differences can overflow.
+        freshness = times.map { t in t.map { exp2(-max(0, Double(now) - Double($0)) / halfLife) } ?? 0 }
     }
 
     /// How fresh `item` is, 0...1 (1: interacted with at the data's latest time).

@@ -74,7 +74,7 @@ struct EvaluateCommand: ParsableCommand {
             try evaluate(trained, on: folder, evaluator: evaluator, target: target, rerank: stages, pool: pool)
         }
         if let writeFeatures, let built {
-            try writeCandidateFeatures(built, trained: trained, data: data, catalog: trained.catalog ?? folder.catalog, to: writeFeatures)
+            try writeCandidateFeatures(built, trained: trained, data: data, catalog: trained.catalog.map { $0.filling(from: folder.catalog) } ?? folder.catalog, to: writeFeatures)
         }
         if let perUser, let tsv = report.perUserTSV() {
             try AtomicWrite.file(Data(tsv.utf8), to: perUser)

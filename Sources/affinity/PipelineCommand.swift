@@ -70,11 +70,15 @@ struct PipelineTuneCommand: ParsableCommand {
     func retrieverSpecs() throws -> [RetrieverSpec] {
         try (retriever.isEmpty ? Self.defaultRetrievers : retriever).map { text in
             let parts = text.split(separator: ":", maxSplits: 1)
-            let name = String(parts[0])
+            guard let first = parts.first else { throw ValidationError("--retriever needs a model name, e.g. ease or ease:lambda=200|500") }
+            let name = String(first)
             guard ModelRegistry.type(named: name) != nil else {
                 throw ValidationError("--retriever \(text): unknown model '\(name)'; known: \(ModelRegistry.names.joined(separator: ", "))")
             }
             let settings = parts.count > 1 ? try parseSettings(parts[1].split(separator: ",").map(String.init)) : [:]
+            for (key, value) in settings where value.split(separator: "|", omittingEmptySubsequences: false).contains(where: \.isEmpty) {
+                throw ValidationError("--retriever \(text): '\(key)' needs a value (v or v1|v2|...), got '\(value)'")
+            }
             return RetrieverSpec(name: name, settings: settings)
         }
     }

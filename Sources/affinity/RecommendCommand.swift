@@ -117,7 +117,10 @@ struct RecommendCommand: ParsableCommand {
             list = try built.recommend(context, k: k)
         } else {
             if let user { Console.note("note: user '\(user)' is not in \(whose); recommending the most popular items instead") }
-            list = try serving.popular(k: k, excluded: excluded)
+            // The popular items go through the re-rankers as a model's list would.
+            let pool = built.rerankers.isEmpty ? k : max(k, built.retrievers[0].quota)
+            let popular = try serving.popular(k: pool, excluded: excluded)
+            list = built.rerankers.isEmpty ? popular : built.rerankers.apply(popular, history: [], k: k)
         }
         var described = try describe(list.map { ScoredItem(index: $0.item, score: $0.score) }, model: trained)
         for n in described.indices where !built.rerankers.isEmpty { described[n].notes = list[n].notes }

@@ -280,7 +280,7 @@ func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluat
     defer { Console.clearProgress() }
     // Beyond-accuracy metrics come with every evaluation: categories from the model's catalog or
     // the split's items.tsv (diversity and calibration need them), popularity from train.
-    let profile = itemProfile(trained, catalog: trained.catalog ?? split.catalog, history: data.history)
+    let profile = itemProfile(trained, catalog: trained.catalog.map { $0.filling(from: split.catalog) } ?? split.catalog, history: data.history)
     var reorder: Evaluator.Reorder? = nil
     if !rerank.isEmpty {
         // Re-ranking as in serving: the model's best `pool` items, then each stage in order.
@@ -302,7 +302,7 @@ func evaluate(_ pipeline: Pipeline, trained: TrainedModel, on split: SplitFolder
     guard !data.evaluatedUsers.isEmpty else {
         throw CommandError("\(split.path): no user of its \(target.rawValue) file is known to the pipeline's models: nothing to evaluate")
     }
-    let profile = itemProfile(trained, catalog: trained.catalog ?? split.catalog, history: data.history)
+    let profile = itemProfile(trained, catalog: trained.catalog.map { $0.filling(from: split.catalog) } ?? split.catalog, history: data.history)
     let k = evaluator.cutoffs.last!
     Console.progress("evaluating a pipeline on \(data.evaluatedUsers.count) users...")
     defer { Console.clearProgress() }

@@ -393,6 +393,10 @@ func tempDir() -> String {
         // A second tune into the same folder needs --force.
         r = try CLI.run("pipeline", "tune", "--split", dir + "/s", "--out", dir + "/p", "--losses", "bce")
         #expect(r.status != 0 && r.stderr.contains("--force"), "\(r.stderr)")
+        r = try CLI.run("pipeline", "tune", "--split", dir + "/s", "--out", dir + "/q", "--retriever", "")
+        #expect(r.status != 0 && r.stderr.contains("--retriever needs a model name"), "\(r.stderr)")
+        r = try CLI.run("pipeline", "tune", "--split", dir + "/s", "--out", dir + "/q", "--retriever", "ease:lambda=200|")
+        #expect(r.status != 0 && r.stderr.contains("'lambda' needs a value"), "\(r.stderr)")
         r = try CLI.run("pipeline", "tune", "--split", dir + "/s", "--out", dir + "/q", "--losses", "ndcg")
         #expect(r.status != 0 && r.stderr.contains("unknown loss 'ndcg'"), "\(r.stderr)")
     }

@@ -121,6 +121,12 @@ import Testing
         file.metadata["config"] = file.metadata["config"]!.replacingOccurrences(of: "\"hidden\":8", with: "\"hidden\":10")
         try Data(try file.encoded()).write(to: URL(fileURLWithPath: path))
         #expect { try NeuralRanker.load(from: path) } throws: { "\($0)".contains("tensor 'mlp.0.weight' is missing or not 10 x") }
+        // A file that claims 10⁸ items is refused before two 10⁸-row tables are allocated.
+        try ranker.save(to: path)
+        var huge = try SafeTensorsFile.read(path: path)
+        huge.metadata["items"] = "100000000"
+        try Data(try huge.encoded()).write(to: URL(fileURLWithPath: path))
+        #expect { try NeuralRanker.load(from: path) } throws: { "\($0)".contains("tensor 'item_embedding' is missing or not 100000000 x 3") }
         file.metadata["format"] = "affinity-model"
         try Data(try file.encoded()).write(to: URL(fileURLWithPath: path))
         #expect { try NeuralRanker.load(from: path) } throws: { "\($0)".contains("not a ranker file") }

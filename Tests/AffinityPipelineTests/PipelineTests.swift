@@ -27,6 +27,32 @@ import Testing
         }
     }
 
+    /// A model served as a one-model pipeline answers exactly as the model's serving path, also
+    /// through HNSW (it asks for k, not for the default quota of 100, so the search breadth is
+    /// the model's own).
+    @Test func aOneModelPipelineIsTheModelsServingPath() throws {
+        let ials = try ServingModel(trained: trained(try ALS.fit(x, settings: ["factors": "8", "iterations": "3"])))
+        #expect(ials.retrievalPath == .ann)
+        let single = Pipeline.single(ials)
+        #expect(single.retrievalPath == .ann)
+        for u in [0, 7, 33] {
+            let seen = ials.trainingHistory(ofUser: u)
+            let direct = try ials.recommend(.user(u), k: 10, excluded: seen).items
+            let through = try single.recommend(UserContext(subject: .user(u), history: seen, excluded: seen), k: 10)
+            #expect(through.map(\.item) == direct.map(\.item) && through.map(\.score) == direct.map(\.score))
+        }
+    }
+
+    /// Times from a file can be anything: extreme ones neither trap nor make NaN.
+    @Test func extremeItemTimesDoNotTrap() throws {
+        var profile = ItemProfile(categories: [[], []], popularity: [1, 1], userCount: 1)
+        profile.lastSeen = [Int64.max - 1, Int64.min + 1]
+        let fresh = try Freshness(settings: Freshness.Settings(), profile: profile)
+        #expect(fresh.freshness(of: 0) == 1 && fresh.freshness(of: 1) == 0)
+        let x = CandidateFeatures(retrievers: ["a"], profile: profile).matrix([RetrievedCandidate(item: 1, sources: [(1, 0)])], history: [])
+        #expect(x.values.allSatisfy { $0.isFinite })
+    }
+
     @Test func retrieversMergeAndFuseByRank() throws {
         let ease = try serving(try EASE.fit(x, settings: ["lambda": "10"]))
         let pop = try serving(try Popularity.fit(x, settings: [:]))
@@ -85,7 +111,7 @@ import Testing
         try NeuralRanker(configuration: NeuralRanker.Configuration(), itemCount: x.columnCount, featureNames: names).save(to: folder + "/ranker.safetensors")
         try NeuralRanker(configuration: NeuralRanker.Configuration(), itemCount: x.columnCount, featureNames: ["a"]).save(to: folder + "/ranker2.safetensors")
         let neural = try PipelineFile.load(write(#"{"retrievers": [{"model": "ials", "k": 30}, {"model": "ease", "k": 30}], "ranker": {"type": "neural", "model": "ranker.safetensors"}}"#))
-        #expect(neural.ranker is LearnedRanker)
+        #expect(neural.ranker is LearnedRanker && neural.retrievalPath == .pipeline)
         // An ensemble of two copies of one ranker orders as that ranker does.
         let twice = try PipelineFile.load(write(#"{"retrievers": [{"model": "ials", "k": 30}, {"model": "ease", "k": 30}], "ranker": {"type": "neural", "models": ["ranker.safetensors", "ranker.safetensors"]}}"#))
         #expect((twice.ranker as? LearnedRanker)?.models.count == 2)
