@@ -134,28 +134,23 @@ public final class NeuralRanker: @unchecked Sendable {
             return referenceScores(list)
         }
         let n = list.items.count, f = featureCount, d = configuration.dimension
-        let hidden = first.weight.value.rows, width = f + 2 * d, inner = f + d
+        let hidden = first.weight.value.rows, width = f + 2 * d
         let w1 = first.weight.value.values
         let p = historyEmbedding.pooled([list.history]).values
-        // First layer: b1 + W1[:, user] · p once, then [x, e] against the x and e columns of W1.
-        var h1 = Matrix(rows: n, columns: hidden)
-        var weights = [Float]()
-        weights.reserveCapacity(hidden * inner)
+        // First layer: b1 + W1[:, user] · p once per list, then x and e against their own column
+        // blocks of W1 (two products into one output, no concatenated input, no weight copy).
         var bias = first.bias.value.values
-        for o in 0..<hidden {
-            let row = o * width
-            for j in 0..<d { bias[o] += w1[row + f + j] * p[j] }
-            weights.append(contentsOf: w1[row..<(row + f)])
-            weights.append(contentsOf: w1[(row + f + d)..<(row + width)])
-        }
-        let e = itemEmbedding.lookup(list.items)
-        let xe = hconcat([standardized(list.features), e])
+        for o in 0..<hidden { for j in 0..<d { bias[o] += w1[o * width + f + j] * p[j] } }
+        let x = standardized(list.features), e = itemEmbedding.lookup(list.items)
+        var h1 = Matrix(rows: n, columns: hidden)
         h1.values.withUnsafeMutableBufferPointer { hp in
             for r in 0..<n { for o in 0..<hidden { hp[r * hidden + o] = bias[o] } }
-            xe.values.withUnsafeBufferPointer { ap in
-                weights.withUnsafeBufferPointer { wp in
-                    sgemm(transposeB: true, m: n, n: hidden, k: inner, a: ap.baseAddress!, lda: inner, b: wp.baseAddress!, ldb: inner,
-                          beta: 1, c: hp.baseAddress!, ldc: hidden, threads: 1)
+            w1.withUnsafeBufferPointer { wp in
+                for (input, k, column) in [(x, f, 0), (e, d, f + d)] {
+                    input.values.withUnsafeBufferPointer { ap in
+                        sgemm(transposeB: true, m: n, n: hidden, k: k, a: ap.baseAddress!, lda: k, b: wp.baseAddress! + column, ldb: width,
+                              beta: 1, c: hp.baseAddress!, ldc: hidden, threads: 1)
+                    }
                 }
             }
             for k in 0..<hp.count { hp[k] = max(hp[k], 0) }
