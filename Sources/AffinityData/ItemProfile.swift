@@ -52,14 +52,25 @@ public struct ItemProfile: Sendable {
     /// Category distribution of items: each item spreads one unit evenly over its categories.
     public static func categoryDistribution(_ items: [Int], categories: [[Int]]) -> [Int: Double] {
         var p: [Int: Double] = [:]
+        for (g, share) in categoryShares(items, categories: categories).enumerated() where share > 0 { p[g] = share }
+        return p
+    }
+
+    /// `categoryDistribution` as a dense array indexed by category (length: the largest category
+    /// of `items` + 1; empty when they have none): the per-request form, without hashing.
+    public static func categoryShares(_ items: [Int], categories: [[Int]]) -> [Double] {
+        var top = -1
+        for i in items { for g in categories[i] where g > top { top = g } }
+        guard top >= 0 else { return [] }
+        var p = [Double](repeating: 0, count: top + 1)
         var total = 0.0
         for i in items where !categories[i].isEmpty {
             let share = 1 / Double(categories[i].count)
-            for g in categories[i] { p[g, default: 0] += share }
+            for g in categories[i] { p[g] += share }
             total += 1
         }
-        guard total > 0 else { return [:] }
-        return p.mapValues { $0 / total }
+        for g in p.indices { p[g] /= total }
+        return p
     }
 
     /// Steck's (2018) miscalibration of a list against a history: KL(p || q~) with

@@ -58,6 +58,14 @@ public enum Kernels {
         affinity_scores_by_id(negatedL2 ? 1 : 0, query, rows, dimension, ids, count, out)
     }
 
+    /// out[j] += Σ_r weights[r] · rows[ids[r]][j] (weights nil: 1) for a row-major matrix of
+    /// `width` columns, rows added in the given order with separate multiply and add: bit for bit
+    /// the plain loop (EASE's score of a history; `SparseMatrix.multiplyRow`).
+    public static func addRows(ids: UnsafePointer<Int32>, weights: UnsafePointer<Float>?, count: Int,
+                               of matrix: UnsafePointer<Float>, width: Int, into out: UnsafeMutablePointer<Float>) {
+        affinity_row_sum(matrix, width, ids, weights, count, out)
+    }
+
     /// `out[r] = |query - rows[r]|²`.
     public static func squaredL2Rows(query: UnsafePointer<Float>, rows: UnsafePointer<Float>, rowCount: Int, dimension: Int, into out: UnsafeMutablePointer<Float>) {
         affinity_l2sq_rows(query, rows, rowCount, dimension, out)

@@ -1,3 +1,5 @@
+import _AffinityKernels
+
 /// One scored entry of a ranking: an internal index and its score (higher is better).
 public struct ScoredIndex: Sendable, Hashable, Codable {
     public var index: Int
@@ -8,10 +10,10 @@ public struct ScoredIndex: Sendable, Hashable, Codable {
     }
 
     /// The ranking order of the whole project: higher score first, ties to the smaller index.
-    /// NaN ranks below every number so a broken score can never win.
+    /// NaN ranks below every number so a broken score can never win (NaNs among themselves: by index).
     @inline(__always)
     public static func ranksBefore(_ aScore: Float, _ aIndex: Int, _ bScore: Float, _ bIndex: Int) -> Bool {
-        if aScore == bScore { return aIndex < bIndex }
+        if aScore == bScore || (aScore.isNaN && bScore.isNaN) { return aIndex < bIndex }
         if aScore.isNaN { return false }
         if bScore.isNaN { return true }
         return aScore > bScore
@@ -21,96 +23,74 @@ public struct ScoredIndex: Sendable, Hashable, Codable {
 /// Bounded top-k selection over a stream of (index, score), best first, ties to the smaller index.
 ///
 /// A binary heap with the *worst* kept entry at the root, so each candidate costs one comparison
-/// unless it enters the top k. Reuse one selector per thread with `reset(k:)`: after the first use
-/// a selection allocates nothing.
+/// unless it enters the top k. The heap lives in C (`affinity_topk_select`, the same heap as the
+/// exact search's tiles): a whole score vector is offered in one call, its vector pass comparing 16
+/// scores at a time against the root. Reuse one selector per thread with `reset(k:)`: after the
+/// first use a selection allocates nothing. `referenceTopK` (a full sort) is its test oracle.
 /// - Complexity: O(n log k) for n pushes, O(k log k) for `sortedResults`.
 public struct TopKSelector: Sendable {
     public private(set) var k: Int
-    private var scores: [Float] = []
-    private var indices: [Int32] = []
+    private var scores: [Float]
+    private var indices: [Int64]
+    private var filled = 0
 
     public init(k: Int) {
         precondition(k >= 0, "k must not be negative")
         self.k = k
-        scores.reserveCapacity(k)
-        indices.reserveCapacity(k)
+        scores = [Float](repeating: 0, count: k)
+        indices = [Int64](repeating: 0, count: k)
     }
 
     /// Empties the selector and sets a new bound, keeping the storage.
     public mutating func reset(k: Int) {
         precondition(k >= 0, "k must not be negative")
         self.k = k
-        scores.removeAll(keepingCapacity: true)
-        indices.removeAll(keepingCapacity: true)
+        filled = 0
+        if scores.count < k {
+            scores = [Float](repeating: 0, count: k)
+            indices = [Int64](repeating: 0, count: k)
+        }
     }
 
-    public var count: Int { scores.count }
+    public var count: Int { filled }
 
     /// Offers one candidate.
     @inline(__always)
     public mutating func push(index: Int, score: Float) {
-        if scores.count < k {
-            scores.append(score)
-            indices.append(Int32(truncatingIfNeeded: index))
-            siftUp(scores.count - 1)
-        } else if k > 0 && ScoredIndex.ranksBefore(score, index, scores[0], Int(indices[0])) {
-            scores[0] = score
-            indices[0] = Int32(truncatingIfNeeded: index)
-            siftDown(0)
-        }
+        if filled == k && (k == 0 || score < scores[0]) { return }   // the common case, without a call
+        var s = score
+        offer(&s, excluded: nil, count: 1, firstIndex: index)
     }
 
     /// Offers every entry of `scores` whose position is not excluded.
     /// `excluded` marks positions that must not be returned (seen or filtered items).
     public mutating func push(scores values: UnsafeBufferPointer<Float>, excluded: UnsafeBufferPointer<Bool>? = nil) {
+        guard let base = values.baseAddress, values.count > 0 else { return }
         if let excluded {
             precondition(excluded.count == values.count, "exclusion mask and scores differ in length")
-            for i in 0..<values.count where !excluded[i] { push(index: i, score: values[i]) }
+            excluded.withMemoryRebound(to: UInt8.self) { offer(base, excluded: $0.baseAddress, count: values.count, firstIndex: 0) }
         } else {
-            for i in 0..<values.count { push(index: i, score: values[i]) }
+            offer(base, excluded: nil, count: values.count, firstIndex: 0)
         }
+    }
+
+    private mutating func offer(_ values: UnsafePointer<Float>, excluded: UnsafePointer<UInt8>?, count n: Int, firstIndex: Int) {
+        guard k > 0 else { return }
+        var c = filled
+        let k = self.k
+        scores.withUnsafeMutableBufferPointer { hs in
+            indices.withUnsafeMutableBufferPointer { hi in
+                _ = affinity_topk_select(values, excluded, n, Int64(firstIndex), hs.baseAddress!, hi.baseAddress!, k, &c)
+            }
+        }
+        filled = c
     }
 
     /// The kept entries, best first. The selector is left unchanged.
     public func sortedResults() -> [ScoredIndex] {
-        var out = (0..<scores.count).map { ScoredIndex(index: Int(indices[$0]), score: scores[$0]) }
+        var out = (0..<filled).map { ScoredIndex(index: Int(indices[$0]), score: scores[$0]) }
         out.sort { ScoredIndex.ranksBefore($0.score, $0.index, $1.score, $1.index) }
         return out
-    }
-
-    // The root is the entry that ranks last.
-    @inline(__always)
-    private func worse(_ a: Int, _ b: Int) -> Bool {
-        ScoredIndex.ranksBefore(scores[b], Int(indices[b]), scores[a], Int(indices[a]))
-    }
-
-    private mutating func siftUp(_ start: Int) {
-        var child = start
-        while child > 0 {
-            let parent = (child - 1) / 2
-            if worse(child, parent) {
-                scores.swapAt(child, parent)
-                indices.swapAt(child, parent)
-                child = parent
-            } else { return }
-        }
-    }
-
-    private mutating func siftDown(_ start: Int) {
-        var parent = start
-        let n = scores.count
-        while true {
-            let left = 2 * parent + 1
-            if left >= n { return }
-            var target = left
-            let right = left + 1
-            if right < n && worse(right, left) { target = right }
-            if worse(target, parent) {
-                scores.swapAt(target, parent)
-                indices.swapAt(target, parent)
-                parent = target
-            } else { return }
-        }
     }
 }
 

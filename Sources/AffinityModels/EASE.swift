@@ -104,10 +104,10 @@ public struct EASE: PersistableRecommender, ExplainableRecommender, AntiAffinity
     public func scores(forHistory history: [Int]) -> [Float] {
         // Same order and arithmetic as the trained path, so a trained user's own history scores identically.
         var out = [Float](repeating: 0, count: itemCount)
+        let rows = Set(history).sorted().map { Int32($0) }
         weights.values.withUnsafeBufferPointer { b in
-            for i in Set(history).sorted() {
-                let src = b.baseAddress! + i * itemCount
-                for j in 0..<itemCount { out[j] += 1 * src[j] }
+            out.withUnsafeMutableBufferPointer { o in
+                Kernels.addRows(ids: rows, weights: nil, count: rows.count, of: b.baseAddress!, width: itemCount, into: o.baseAddress!)
             }
         }
         return out

@@ -50,31 +50,41 @@ public struct CandidateFeatures: Sendable {
     public func matrix(_ candidates: [RetrievedCandidate], history: [Int]) -> Matrix {
         let nr = retrievers.count, f = names.count
         var x = Matrix(rows: candidates.count, columns: f)
-        for r in 0..<nr {
-            let scores = candidates.compactMap { $0.sources[r]?.score }
-            guard !scores.isEmpty else { continue }
-            let (mean, sd) = meanAndDeviation(scores)
-            let largest = scores.map(abs).max()!
-            for (row, c) in candidates.enumerated() {
-                guard let s = c.sources[r] else { continue }
-                let base = row * f + r * 4
-                x.values[base] = 1
-                x.values[base + 1] = 1 / Float(s.rank + 1)
-                x.values[base + 2] = (s.score - mean) / sd
-                x.values[base + 3] = largest > 0 ? s.score / largest : 0
-            }
-        }
-        let genreShare = ItemProfile.categoryDistribution(history, categories: categories)
+        let genreShare = ItemProfile.categoryShares(history, categories: categories)
         let activity = Float(log1p(Double(history.count)))
-        for (row, c) in candidates.enumerated() {
-            let base = row * f + nr * 4
-            x.values[base] = Float(c.sources.filter { $0 != nil }.count) / Float(max(1, nr))
-            x.values[base + 1] = c.item < popularity.count ? popularity[c.item] : 0
-            x.values[base + 2] = c.item < age.count ? age[c.item] : 0
-            x.values[base + 3] = activity
-            let shares = c.item < categories.count ? categories[c.item].map { Float(genreShare[$0] ?? 0) } : []
-            x.values[base + 4] = shares.isEmpty ? 0 : shares.reduce(0, +) / Float(shares.count)
-            x.values[base + 5] = shares.max() ?? 0
+        x.values.withUnsafeMutableBufferPointer { v in
+            for r in 0..<nr {
+                let scores = candidates.compactMap { $0.sources[r]?.score }
+                guard !scores.isEmpty else { continue }
+                let (mean, sd) = meanAndDeviation(scores)
+                let largest = scores.map(abs).max()!
+                for (row, c) in candidates.enumerated() {
+                    guard let s = c.sources[r] else { continue }
+                    let base = row * f + r * 4
+                    v[base] = 1
+                    v[base + 1] = 1 / Float(s.rank + 1)
+                    v[base + 2] = (s.score - mean) / sd
+                    v[base + 3] = largest > 0 ? s.score / largest : 0
+                }
+            }
+            for (row, c) in candidates.enumerated() {
+                let base = row * f + nr * 4
+                v[base] = Float(c.sources.reduce(0) { $0 + ($1 == nil ? 0 : 1) }) / Float(max(1, nr))
+                v[base + 1] = c.item < popularity.count ? popularity[c.item] : 0
+                v[base + 2] = c.item < age.count ? age[c.item] : 0
+                v[base + 3] = activity
+                var sum: Float = 0, largest: Float = 0, n = 0
+                if c.item < categories.count {
+                    for g in categories[c.item] {
+                        let share = Float(g < genreShare.count ? genreShare[g] : 0)
+                        sum += share
+                        largest = n == 0 ? share : max(largest, share)
+                        n += 1
+                    }
+                }
+                v[base + 4] = n == 0 ? 0 : sum / Float(n)
+                v[base + 5] = largest
+            }
         }
         return x
     }

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <math.h>
 
+
 #if defined(__x86_64__) || defined(__i386__)
 #define AFFINITY_X86 1
 #include <immintrin.h>
@@ -411,8 +412,17 @@ void affinity_sgemm(int transA, int transB, long M, long N, long K, float alpha,
 // ------------------------------------------------------------------------------ top-k
 // Min-heap ordered so that the root is the worst kept entry: lower score, or equal score and
 // larger id.
+// NaN ranks after every number (as ScoredIndex.ranksBefore in Swift); affinity_topk_push never
+// admits one, affinity_topk_select does when the heap is not yet full.
+static inline int ranks_before(float sa, int64_t ia, float sb, int64_t ib) {
+    if (sa == sb || (sa != sa && sb != sb)) return ia < ib;
+    if (sa != sa) return 0;
+    if (sb != sb) return 1;
+    return sa > sb;
+}
+
 static inline int worse(float sa, int64_t ia, float sb, int64_t ib) {
-    return sa < sb || (sa == sb && ia > ib);
+    return ranks_before(sb, ib, sa, ia);
 }
 
 static void heap_replace_root(float *hs, int64_t *hi, long n, float s, int64_t id) {
@@ -501,6 +511,163 @@ long affinity_topk_push(const float *scores, long n, int64_t id0, float *heap_sc
 
 // ------------------------------------------------------------------------------ BPR step
 // The update of coordinates k0 ..< f with the old w (the SIMD variants' tail, the portable body).
+// Top-k with an exclusion mask and any id order: the same heap as affinity_topk_push, with
+// TopKSelector's rules (ties to the smaller id, NaN last). The vector pass keeps only scores >= the
+// worst kept one (a tie may still win on its id) and checks the mask for those alone.
+static inline long offer_masked(float s, int64_t id, float *hs, int64_t *hi, long k, long *count) {
+    if (*count < k) { heap_push(hs, hi, *count, s, id); (*count)++; return 1; }
+    if (ranks_before(s, id, hs[0], hi[0])) { heap_replace_root(hs, hi, k, s, id); return 1; }
+    return 0;
+}
+
+#if AFFINITY_X86
+__attribute__((target("avx512f")))
+static long select_avx512(const float *scores, const uint8_t *excluded, long n, int64_t id0,
+                          float *hs, int64_t *hi, long k, long *count) {
+    long inserted = 0, i = 0;
+    while (i < n && (*count < k || hs[0] != hs[0])) {
+        if (!(excluded && excluded[i])) inserted += offer_masked(scores[i], id0 + i, hs, hi, k, count);
+        i++;
+    }
+    for (; i + 16 <= n; i += 16) {
+        __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(scores + i), _mm512_set1_ps(hs[0]), _CMP_GE_OQ);
+        while (m) {
+            int b = __builtin_ctz(m);
+            m &= m - 1;
+            if (excluded && excluded[i + b]) continue;
+            inserted += offer_masked(scores[i + b], id0 + i + b, hs, hi, k, count);
+        }
+    }
+    for (; i < n; i++) if (!(excluded && excluded[i])) inserted += offer_masked(scores[i], id0 + i, hs, hi, k, count);
+    return inserted;
+}
+
+__attribute__((target("avx2,fma")))
+static long select_avx2(const float *scores, const uint8_t *excluded, long n, int64_t id0,
+                        float *hs, int64_t *hi, long k, long *count) {
+    long inserted = 0, i = 0;
+    while (i < n && (*count < k || hs[0] != hs[0])) {
+        if (!(excluded && excluded[i])) inserted += offer_masked(scores[i], id0 + i, hs, hi, k, count);
+        i++;
+    }
+    for (; i + 8 <= n; i += 8) {
+        int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(scores + i), _mm256_set1_ps(hs[0]), _CMP_GE_OQ));
+        while (m) {
+            int b = __builtin_ctz(m);
+            m &= m - 1;
+            if (excluded && excluded[i + b]) continue;
+            inserted += offer_masked(scores[i + b], id0 + i + b, hs, hi, k, count);
+        }
+    }
+    for (; i < n; i++) if (!(excluded && excluded[i])) inserted += offer_masked(scores[i], id0 + i, hs, hi, k, count);
+    return inserted;
+}
+#endif
+
+long affinity_topk_select(const float *scores, const uint8_t *excluded, long n, int64_t id0,
+                          float *heap_scores, int64_t *heap_ids, long k, long *count) {
+    if (k <= 0) return 0;
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: return select_avx512(scores, excluded, n, id0, heap_scores, heap_ids, k, count);
+    case 1: return select_avx2(scores, excluded, n, id0, heap_scores, heap_ids, k, count);
+    }
+#endif
+    long inserted = 0;
+    for (long i = 0; i < n; i++)
+        if (!(excluded && excluded[i])) inserted += offer_masked(scores[i], id0 + i, heap_scores, heap_ids, k, count);
+    return inserted;
+}
+
+// ------------------------------------------------------------------------------ weighted row sums
+// out[j] = Σ_r weights[r] · B[rows[r]·width + j], accumulated row after row in the given order with
+// a separate multiply and add (no fused multiply-add), so the result is bit for bit that of the plain
+// loop `for r { for j { out[j] += w[r] * B[r][j] } }`. Four rows per pass over `out`: each pass
+// streams four rows from memory at once (a row of EASE's item-item matrix is a random jump, so one
+// stream at a time leaves the memory system idle between them).
+static void row_sum_c(const float *B, long width, const int32_t *rows, const float *weights, long count, float *out) {
+#pragma clang fp contract(off)
+    for (long r = 0; r < count; r++) {
+        const float *src = B + (long)rows[r] * width;
+        float w = weights ? weights[r] : 1.0f;
+        for (long j = 0; j < width; j++) { float t = w * src[j]; out[j] = out[j] + t; }
+    }
+}
+
+#if AFFINITY_X86
+__attribute__((target("avx512f")))
+static void row_sum_avx512(const float *B, long width, const int32_t *rows, const float *weights, long count, float *out) {
+    long r = 0;
+    for (; r + 4 <= count; r += 4) {
+        const float *s0 = B + (long)rows[r] * width, *s1 = B + (long)rows[r + 1] * width;
+        const float *s2 = B + (long)rows[r + 2] * width, *s3 = B + (long)rows[r + 3] * width;
+        if (r + 8 <= count) {
+            for (int q = 4; q < 8; q++) { const char *p = (const char *)(B + (long)rows[r + q] * width); __builtin_prefetch(p, 0, 3); __builtin_prefetch(p + 64, 0, 3); }
+        }
+        __m512 w0 = _mm512_set1_ps(weights ? weights[r] : 1.0f), w1 = _mm512_set1_ps(weights ? weights[r + 1] : 1.0f);
+        __m512 w2 = _mm512_set1_ps(weights ? weights[r + 2] : 1.0f), w3 = _mm512_set1_ps(weights ? weights[r + 3] : 1.0f);
+        long j = 0;
+        for (; j + 16 <= width; j += 16) {
+            __m512 o = _mm512_loadu_ps(out + j);
+            o = _mm512_add_ps(o, _mm512_mul_ps(w0, _mm512_loadu_ps(s0 + j)));
+            o = _mm512_add_ps(o, _mm512_mul_ps(w1, _mm512_loadu_ps(s1 + j)));
+            o = _mm512_add_ps(o, _mm512_mul_ps(w2, _mm512_loadu_ps(s2 + j)));
+            o = _mm512_add_ps(o, _mm512_mul_ps(w3, _mm512_loadu_ps(s3 + j)));
+            _mm512_storeu_ps(out + j, o);
+        }
+        if (j < width) {
+            __mmask16 m = (__mmask16)((1u << (width - j)) - 1);
+            __m512 o = _mm512_maskz_loadu_ps(m, out + j);
+            o = _mm512_add_ps(o, _mm512_mul_ps(w0, _mm512_maskz_loadu_ps(m, s0 + j)));
+            o = _mm512_add_ps(o, _mm512_mul_ps(w1, _mm512_maskz_loadu_ps(m, s1 + j)));
+            o = _mm512_add_ps(o, _mm512_mul_ps(w2, _mm512_maskz_loadu_ps(m, s2 + j)));
+            o = _mm512_add_ps(o, _mm512_mul_ps(w3, _mm512_maskz_loadu_ps(m, s3 + j)));
+            _mm512_mask_storeu_ps(out + j, m, o);
+        }
+    }
+    row_sum_c(B, width, rows + r, weights ? weights + r : 0, count - r, out);
+}
+
+__attribute__((target("avx2,fma")))
+static void row_sum_avx2(const float *B, long width, const int32_t *rows, const float *weights, long count, float *out) {
+    long r = 0;
+    for (; r + 4 <= count; r += 4) {
+        const float *s0 = B + (long)rows[r] * width, *s1 = B + (long)rows[r + 1] * width;
+        const float *s2 = B + (long)rows[r + 2] * width, *s3 = B + (long)rows[r + 3] * width;
+        __m256 w0 = _mm256_set1_ps(weights ? weights[r] : 1.0f), w1 = _mm256_set1_ps(weights ? weights[r + 1] : 1.0f);
+        __m256 w2 = _mm256_set1_ps(weights ? weights[r + 2] : 1.0f), w3 = _mm256_set1_ps(weights ? weights[r + 3] : 1.0f);
+        long j = 0;
+        for (; j + 8 <= width; j += 8) {
+            __m256 o = _mm256_loadu_ps(out + j);
+            o = _mm256_add_ps(o, _mm256_mul_ps(w0, _mm256_loadu_ps(s0 + j)));
+            o = _mm256_add_ps(o, _mm256_mul_ps(w1, _mm256_loadu_ps(s1 + j)));
+            o = _mm256_add_ps(o, _mm256_mul_ps(w2, _mm256_loadu_ps(s2 + j)));
+            o = _mm256_add_ps(o, _mm256_mul_ps(w3, _mm256_loadu_ps(s3 + j)));
+            _mm256_storeu_ps(out + j, o);
+        }
+        for (; j < width; j++) {
+#pragma clang fp contract(off)
+            float o = out[j];
+            float w[4] = {weights ? weights[r] : 1.0f, weights ? weights[r + 1] : 1.0f, weights ? weights[r + 2] : 1.0f, weights ? weights[r + 3] : 1.0f};
+            o = o + w[0] * s0[j]; o = o + w[1] * s1[j]; o = o + w[2] * s2[j]; o = o + w[3] * s3[j];
+            out[j] = o;
+        }
+    }
+    row_sum_c(B, width, rows + r, weights ? weights + r : 0, count - r, out);
+}
+#endif
+
+void affinity_row_sum(const float *B, long width, const int32_t *rows, const float *weights, long count, float *out) {
+    if (count <= 0 || width <= 0) return;
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: row_sum_avx512(B, width, rows, weights, count, out); return;
+    case 1: row_sum_avx2(B, width, rows, weights, count, out); return;
+    }
+#endif
+    row_sum_c(B, width, rows, weights, count, out);
+}
+
 static inline void bpr_update_from(float *restrict w, float *restrict hi, float *restrict hj, long k0, long f,
                                    float z, float lr, float reg) {
     for (long k = k0; k < f; k++) {

@@ -22,6 +22,63 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
 
 /// Every test that changes the SIMD path runs in this serialized suite.
 @Suite(.serialized) struct SIMDPathTests {
+    /// The vector top-k pass at every SIMD level against the full sort: ties (few distinct values),
+    /// NaN (ranks last, enters only while the heap has room), exclusions, and single pushes with
+    /// indices in any order before a whole vector.
+    @Test func topKSelectionMatchesTheSortAtEveryLevel() {
+        for level in simdLevels {
+            Kernels.forceSIMDLevel(level)
+            defer { Kernels.forceSIMDLevel(-1) }
+            for seed in 0..<300 {
+                var g = SeededGenerator(seed: UInt64(seed) + 77)
+                let n = [1, 16, 17, 40, 100, 333][seed % 6]
+                let scores = (0..<n).map { _ in g.next(below: 17) == 0 ? Float.nan : Float(g.next(below: 7)) }
+                let excluded = Set((0..<n).filter { _ in g.next(below: 5) == 0 })
+                let k = [1, 3, 10, n, n + 2][seed % 5]
+                var selector = TopKSelector(k: k)
+                let mask = (0..<n).map { excluded.contains($0) }
+                scores.withUnsafeBufferPointer { s in mask.withUnsafeBufferPointer { selector.push(scores: s, excluded: $0) } }
+                #expect(selector.sortedResults().map(\.index) == referenceTopK(scores, k: k, excluded: excluded).map(\.index),
+                        "level \(level) seed \(seed)")
+                // Single pushes first (descending indices), then the vector: the same as one sort of all.
+                selector.reset(k: k)
+                let extra = (0..<5).map { _ in Float(g.next(below: 7)) }
+                for (j, s) in extra.enumerated().reversed() { selector.push(index: n + j, score: s) }
+                scores.withUnsafeBufferPointer { selector.push(scores: $0) }
+                #expect(selector.sortedResults().map(\.index) == referenceTopK(scores + extra, k: k).map(\.index), "level \(level) seed \(seed) mixed")
+            }
+        }
+    }
+
+    /// EASE's history score (`Kernels.addRows` through `SparseMatrix.multiplyRow`) equals the plain
+    /// loop bit for bit at every level, for widths around the vector lengths and weighted rows.
+    @Test(arguments: [1, 7, 8, 15, 16, 17, 100, 515])
+    func rowSumsMatchThePlainLoopBitForBit(width: Int) throws {
+        for level in simdLevels {
+            Kernels.forceSIMDLevel(level)
+            defer { Kernels.forceSIMDLevel(-1) }
+            var g = SeededGenerator(seed: UInt64(width))
+            let inner = 23
+            let b = randomVector(inner * width, seed: UInt64(width) + 5)
+            var rowPointers = [0], columns: [Int32] = [], values: [Float] = []
+            for r in 0..<6 {
+                let cols = Array(Set((0..<(r * 3)).map { _ in g.next(below: inner) })).sorted()
+                columns += cols.map { Int32($0) }
+                values += cols.map { _ in r % 2 == 0 ? 1 : Float(g.nextGaussian()) }
+                rowPointers.append(columns.count)
+            }
+            let x = try SparseMatrix(rowCount: 6, columnCount: inner, rowPointers: rowPointers, columns: columns, values: values)
+            var fast = [Float](repeating: .nan, count: width), plain = [Float](repeating: .nan, count: width)
+            for r in 0..<6 {
+                b.withUnsafeBufferPointer { bp in
+                    x.multiplyRow(r, by: bp.baseAddress!, columns: width, into: &fast)
+                    x.referenceMultiplyRow(r, by: bp.baseAddress!, columns: width, into: &plain)
+                }
+                #expect(fast.map(\.bitPattern) == plain.map(\.bitPattern), "level \(level) width \(width) row \(r)")
+            }
+        }
+    }
+
     @Test(arguments: [1, 2, 7, 15, 16, 17, 31, 33, 64, 100, 1000])
     func vectorKernelsMatchReference(n: Int) {
         for level in simdLevels {

@@ -36,6 +36,23 @@ import Testing
         }
     }
 
+    /// MMR's bit-set Jaccard (categories below 64) equals the sorted-list merge, and ids of 64 or
+    /// more take the merge.
+    @Test func categoryBitsMatchTheMerge() throws {
+        var g = SeededGenerator(seed: 21)
+        for top in [18, 64, 90] {
+            let n = 30
+            let categories = (0..<n).map { _ in (0..<g.next(below: 4)).map { _ in g.next(below: top) } }
+            let profile = ItemProfile(categories: categories, popularity: Array(repeating: 1, count: n), userCount: 1)
+            let mmr = try MMR(settings: try MMR.Settings().applying(["similarity": "categories"]), profile: profile)
+            #expect((mmr.categoryBits != nil) == (top <= 64 && categories.allSatisfy { $0.allSatisfy { $0 < 64 } }))
+            for a in 0..<n { for b in 0..<n {
+                let expected = MMR.jaccard(Array(Set(categories[a])).sorted(), Array(Set(categories[b])).sorted())
+                #expect(mmr.similarity(a, b) == expected, "top \(top) \(a) \(b)")
+            } }
+        }
+    }
+
     @Test func mmrEqualsAPlainRecomputation() throws {
         var g = SeededGenerator(seed: 5)
         let n = 40, d = 6

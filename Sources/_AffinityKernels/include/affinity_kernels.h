@@ -49,6 +49,16 @@ void affinity_l2sq_rows(const float *q, const float *X, long rows, long dim, flo
 long affinity_topk_push(const float *scores, long n, int64_t id0, float *heap_scores, int64_t *heap_ids,
                         long k, long *count);
 
+/// Offers scores[0..<n] (ids id0..<id0+n) not marked in `excluded` (NULL: none) to the same heap
+/// as affinity_topk_push, in any id order, with TopKSelector's rules: ties go to the smaller id and
+/// NaN ranks after every number (it enters only while the heap is not full). Returns insertions.
+long affinity_topk_select(const float *scores, const uint8_t *excluded, long n, int64_t id0,
+                          float *heap_scores, int64_t *heap_ids, long k, long *count);
+
+/// out[j] += Σ_r weights[r] · B[rows[r]·width + j] for j < width, r < count (weights NULL: all 1),
+/// rows added one after another with separate multiply and add: bit for bit the plain loop.
+void affinity_row_sum(const float *B, long width, const int32_t *rows, const float *weights, long count, float *out);
+
 /// out[i] = score of row ids[i] of X (rows of length dim) against q, for i < n: the inner product,
 /// or minus the squared distance when `negated_l2` is non-zero. Prefetches the next rows while
 /// scoring (graph search reads rows in random order, so it is bound by memory latency).
