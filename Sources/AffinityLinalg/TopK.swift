@@ -88,9 +88,9 @@ public struct TopKSelector: Sendable {
 
     /// The kept entries, best first. The selector is left unchanged.
     public func sortedResults() -> [ScoredIndex] {
-        var out = (0..<filled).map { ScoredIndex(index: Int(indices[$0]), score: scores[$0]) }
-        out.sort { ScoredIndex.ranksBefore($0.score, $0.index, $1.score, $1.index) }
-        return out
+        var s = Array(scores[0..<filled]), i = Array(indices[0..<filled])
+        affinity_topk_sort(&s, &i, filled)
+        return (0..<filled).map { ScoredIndex(index: Int(i[$0]), score: s[$0]) }
     }
 }
 

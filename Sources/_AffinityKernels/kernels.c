@@ -564,6 +564,14 @@ static long select_avx2(const float *scores, const uint8_t *excluded, long n, in
 }
 #endif
 
+void affinity_topk_sort(float *hs, int64_t *hi, long n) {
+    for (long end = n - 1; end > 0; end--) {
+        float s = hs[end]; int64_t id = hi[end];
+        hs[end] = hs[0]; hi[end] = hi[0];
+        heap_replace_root(hs, hi, end, s, id);
+    }
+}
+
 long affinity_topk_select(const float *scores, const uint8_t *excluded, long n, int64_t id0,
                           float *heap_scores, int64_t *heap_ids, long k, long *count) {
     if (k <= 0) return 0;

@@ -55,6 +55,10 @@ long affinity_topk_push(const float *scores, long n, int64_t id0, float *heap_sc
 long affinity_topk_select(const float *scores, const uint8_t *excluded, long n, int64_t id0,
                           float *heap_scores, int64_t *heap_ids, long k, long *count);
 
+/// Sorts a heap of `n` entries as left by affinity_topk_select/_push into best-first order, in
+/// place (heap sort: the worst root goes to the back, n-1 times).
+void affinity_topk_sort(float *heap_scores, int64_t *heap_ids, long n);
+
 /// out[j] += Σ_r weights[r] · B[rows[r]·width + j] for j < width, r < count (weights NULL: all 1),
 /// rows added one after another with separate multiply and add: bit for bit the plain loop.
 void affinity_row_sum(const float *B, long width, const int32_t *rows, const float *weights, long count, float *out);
