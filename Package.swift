@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "AffinityData", dependencies: ["AffinityLinalg", "_AffinityZlib"]),
         .target(name: "AffinityEval", dependencies: ["AffinityData", "AffinityLinalg"]),
         .target(name: "AffinityNN", dependencies: ["AffinityLinalg"]),
-        .target(name: "AffinityModels", dependencies: ["AffinityData", "AffinityLinalg", "AffinityNN"]),
+        .target(name: "AffinityModels", dependencies: ["AffinityData", "AffinityEval", "AffinityLinalg", "AffinityNN"]),
         .target(name: "AffinityANN", dependencies: ["AffinityLinalg"]),
         .target(name: "AffinityPipeline", dependencies: ["AffinityModels", "AffinityANN", "AffinityData", "AffinityLinalg"]),
         .target(
@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "AffinityEvalTests", dependencies: ["AffinityEval", "AffinityModels"]),
         .testTarget(name: "AffinityModelsTests", dependencies: ["AffinityModels", "AffinityTestSupport", "AffinityEval"]),
         .testTarget(name: "AffinityANNTests", dependencies: ["AffinityANN", "AffinityLinalg"]),
-        .testTarget(name: "AffinityNNTests", dependencies: ["AffinityNN", "AffinityLinalg"]),
+        .testTarget(name: "AffinityNNTests", dependencies: ["AffinityNN", "AffinityLinalg", "AffinityTestSupport"]),
         .testTarget(name: "AffinityPipelineTests", dependencies: ["AffinityPipeline", "AffinityModels", "AffinityData"]),
         .testTarget(name: "AffinityServerTests", dependencies: ["AffinityServer", "AffinityPipeline", "AffinityModels", "AffinityData",
                                                                .product(name: "Hummingbird", package: "hummingbird")]),

@@ -29,6 +29,26 @@ public struct EvaluationData: Sendable {
 
     public var candidateCount: Int { items.count }
 
+    /// An evaluation built in memory, in index space: `history` (users x items, excluded from each
+    /// ranking) and each user's held-out items (`targets[u]`, empty: not evaluated). A model's
+    /// validation during training uses it (SASRec's next-item targets). IDs are the indexes.
+    public init(history: SparseMatrix, targets: [[Int]]) {
+        precondition(targets.count == history.rowCount, "one target list per user")
+        users = IDVocabulary((0..<history.rowCount).map(String.init))
+        items = IDVocabulary((0..<history.columnCount).map(String.init))
+        self.history = history
+        var evaluated: [Int] = [], truth: [[Int32]] = []
+        var inHistory = 0
+        for (u, t) in targets.enumerated() {
+            let kept = Set(t.filter { $0 >= 0 && $0 < history.columnCount && !history.contains(row: u, column: $0) })
+            inHistory += t.count - kept.count
+            if !kept.isEmpty { evaluated.append(u); truth.append(kept.sorted().map { Int32($0) }) }
+        }
+        evaluatedUsers = evaluated
+        testItems = truth
+        skipped = inHistory > 0 ? ["test_rows_in_history": inHistory] : [:]
+    }
+
     /// Builds the evaluation of `split` in the index space of `users` and `items` (a trained
     /// model's vocabularies; by default those of the split's own `train.tsv`).
     public init(split: SplitFolder, users: IDVocabulary? = nil, items: IDVocabulary? = nil, target: EvaluationTarget = .test) throws {

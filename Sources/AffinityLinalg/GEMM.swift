@@ -80,7 +80,7 @@ public struct UncheckedPointer: @unchecked Sendable {
     public init(_ base: UnsafePointer<Float>) { self.base = base }
 }
 
-struct UncheckedMutablePointer: @unchecked Sendable {
-    let base: UnsafeMutablePointer<Float>
-    init(_ base: UnsafeMutablePointer<Float>) { self.base = base }
+public struct UncheckedMutablePointer: @unchecked Sendable {
+    public let base: UnsafeMutablePointer<Float>
+    public init(_ base: UnsafeMutablePointer<Float>) { self.base = base }
 }

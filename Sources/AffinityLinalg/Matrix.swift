@@ -73,3 +73,15 @@ public enum LinalgError: Error, CustomStringConvertible, Equatable {
         }
     }
 }
+
+extension Matrix {
+    /// Element-wise sum of two matrices of the same shape (residual connections).
+    public static func + (a: Matrix, b: Matrix) -> Matrix {
+        precondition(a.rows == b.rows && a.columns == b.columns, "shapes differ: \(a.rows)x\(a.columns) and \(b.rows)x\(b.columns)")
+        var out = a
+        out.values.withUnsafeMutableBufferPointer { o in
+            b.values.withUnsafeBufferPointer { bp in for i in o.indices { o[i] += bp[i] } }
+        }
+        return out
+    }
+}

@@ -1,3 +1,4 @@
+import AffinityData
 import AffinityLinalg
 import Foundation
 
@@ -58,16 +59,19 @@ public struct Item2Vec: FactorizationRecommender {
         self.factors = factors
     }
 
-    /// Trains on each user's items in item-index order (the matrix keeps no time); the CLI passes
-    /// time-ordered sequences through `fit(sequences:interactions:configuration:)`.
+    /// Trains on each user's items in item-index order (a matrix keeps no time); `fit(_ data:)`
+    /// trains on the time-ordered sequences of a log.
     public static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> Item2Vec {
-        try fit(sequences: (0..<interactions.rowCount).map { interactions.row($0).map { Int($0) } },
-                interactions: interactions, configuration: configuration)
+        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: nil)
     }
 
     public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> Item2Vec {
-        try fit(sequences: (0..<interactions.rowCount).map { interactions.row($0).map { Int($0) } },
-                interactions: interactions, configuration: configuration, progress: progress)
+        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: progress)
+    }
+
+    /// Trains on `data.sequences` (time order when the data came from a log with timestamps).
+    public static func fit(_ data: TrainingData, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> Item2Vec {
+        try fit(sequences: data.sequences, interactions: data.interactions, configuration: configuration, progress: progress)
     }
 
     /// Reports about once a second inside an epoch; an example is a token of a sequence.

@@ -12,6 +12,9 @@ public protocol PersistableRecommender: Recommender {
     static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> Self
     /// Fits, reporting progress (iterative models during their epochs; the others once, at the end).
     static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> Self
+    /// Fits on training data: the matrix, time-ordered sequences and validation targets. The
+    /// default reads the matrix alone; sequential models (Item2Vec, SASRec) read the sequences.
+    static func fit(_ data: TrainingData, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> Self
     /// Every learned array, by name (the training interactions included).
     func tensors() -> [String: Tensor]
     /// Rebuilds the model from its tensors; `path` is for error messages.
@@ -22,6 +25,10 @@ extension PersistableRecommender {
     /// Fits with the default configuration changed by `key=value` settings.
     public static func fit(_ interactions: SparseMatrix, settings: [String: String]) throws -> Self {
         try fit(interactions, configuration: Configuration().applying(settings))
+    }
+
+    public static func fit(_ data: TrainingData, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> Self {
+        try fit(data.interactions, configuration: configuration, progress: progress)
     }
 
     /// Models fitted in one step report once, when done.
@@ -283,7 +290,7 @@ struct VocabularyFile: Codable {
 
 /// The models this build knows, by CLI name.
 public enum ModelRegistry {
-    public static let types: [any PersistableRecommender.Type] = [Popularity.self, ItemKNN.self, EASE.self, ALS.self, BPR.self, TwoTower.self, Item2Vec.self]
+    public static let types: [any PersistableRecommender.Type] = [Popularity.self, ItemKNN.self, EASE.self, ALS.self, BPR.self, TwoTower.self, Item2Vec.self, SASRec.self]
     public static var names: [String] { types.map { $0.modelType } }
     public static func type(named name: String) -> (any PersistableRecommender.Type)? {
         types.first { $0.modelType == name }
@@ -292,9 +299,15 @@ public enum ModelRegistry {
     /// Fits the model called `name` with `key=value` settings, reporting progress to `progress`.
     public static func fit(_ name: String, interactions: SparseMatrix, settings: [String: String],
                            progress: TrainingProgress.Handler? = nil) throws -> any PersistableRecommender {
+        try fit(name, data: TrainingData(interactions: interactions), settings: settings, progress: progress)
+    }
+
+    /// Fits the model called `name` on training data (matrix, time-ordered sequences, validation).
+    public static func fit(_ name: String, data: TrainingData, settings: [String: String],
+                           progress: TrainingProgress.Handler? = nil) throws -> any PersistableRecommender {
         guard let type = type(named: name) else { throw ModelError.unknownModelType(name, known: names) }
         func fit<M: PersistableRecommender>(_ t: M.Type) throws -> M {
-            try M.fit(interactions, configuration: try M.Configuration().applying(settings), progress: progress)
+            try M.fit(data, configuration: try M.Configuration().applying(settings), progress: progress)
         }
         return try fit(type)
     }

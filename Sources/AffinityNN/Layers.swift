@@ -187,15 +187,17 @@ public final class GELU: Layer {
     }
 }
 
-/// Per-row normalisation to zero mean and unit variance, then γ·x̂ + β (eps 1e-5, as PyTorch).
+/// Per-row normalisation to zero mean and unit variance, then γ·x̂ + β (eps 1e-5 by default, as PyTorch).
 public final class LayerNorm: Layer {
     public let gamma: Parameter
     public let beta: Parameter
-    public let eps: Float = 1e-5
+    public let eps: Float
     private var normalized = Matrix(rows: 0, columns: 0)
     private var rstd: [Float] = []
 
-    public init(_ features: Int, name: String = "layernorm") {
+    /// `epsilon`: added to the variance (PyTorch's default 1e-5; SASRec uses 1e-8).
+    public init(_ features: Int, epsilon: Float = 1e-5, name: String = "layernorm") {
+        eps = epsilon
         gamma = Parameter(name + ".weight", value: Matrix(rows: 1, columns: features, values: [Float](repeating: 1, count: features)))
         beta = Parameter(name + ".bias", value: Matrix(rows: 1, columns: features))
     }

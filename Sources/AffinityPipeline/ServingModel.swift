@@ -101,8 +101,10 @@ public final class ServingModel: Sendable {
         popularItems = counts.indices.sorted { counts[$0] != counts[$1] ? counts[$0] > counts[$1] : $0 < $1 }
     }
 
-    /// The item indexes of a known user's training history.
-    public func trainingHistory(ofUser user: Int) -> [Int] { trained.model.seenItems(ofUser: user) }
+    /// The item indexes of a known user's training history (a sequential model's: in time order).
+    public func trainingHistory(ofUser user: Int) -> [Int] {
+        (trained.model as? any SequentialRecommender)?.trainingSequence(ofUser: user) ?? trained.model.seenItems(ofUser: user)
+    }
 
     /// The top `k` items for `subject`, none of them in `excluded` (item indexes; out-of-range
     /// entries are ignored), best first. The caller puts the seen items in `excluded` when they

@@ -183,19 +183,11 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
             }
             return try TwoTower.fit(interactions, configuration: configuration, sideInformation: side, progress: Console.training)
         }
-        if name == Item2Vec.modelType {
-            // Each user's items in time order (ties: file order), as gensim is fed in the reference.
-            let log = split.train
-            var rows = [[Int]](repeating: [], count: interactions.rowCount)
-            for r in 0..<log.count { rows[Int(log.userIndices[r])].append(r) }
-            let sequences = rows.map { rs -> [Int] in
-                let ordered = log.timestamps.map { t in rs.sorted { (t[$0], $0) < (t[$1], $1) } } ?? rs
-                return ordered.map { Int(log.itemIndices[$0]) }
-            }
-            let configuration = try Item2Vec.Configuration().applying(settings)
-            return try Item2Vec.fit(sequences: sequences, interactions: interactions, configuration: configuration, progress: Console.training)
-        }
-        return try ModelRegistry.fit(name, interactions: interactions, settings: settings, progress: Console.training)
+        // Each user's items in time order (ties: file order); a leave-last-out split's valid.tsv
+        // gives sequential models their validation targets.
+        var data = TrainingData(log: split.train)
+        if let valid = split.valid { data = data.withValidation(valid, users: split.train.users, items: split.train.items) }
+        return try ModelRegistry.fit(name, data: data, settings: settings, progress: Console.training)
     }
     Console.clearProgress()
     var info = ["trained_on": split.path, "train_seconds": String(format: "%.3f", seconds)]
@@ -291,7 +283,24 @@ func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluat
                         k: k).map(\.item)
         }
     }
-    return (evaluator.evaluate(data, profile: profile, reorder: reorder, pool: pool) { user, scores in model.scores(forUser: user, into: scores) }, data)
+    // Leave-last-out, test target: a sequential model reads the validation item after the training
+    // sequence (docs/protocol.md); every other model scores the trained user.
+    var nextItems: [[Int]]? = nil
+    if target == .test, let valid = split.valid, model is any SequentialRecommender {
+        var next = [[Int]](repeating: [], count: trained.users.count)
+        let mapped = valid.mapped(users: trained.users, items: trained.items)
+        for (u, i) in zip(mapped.users, mapped.items) { next[Int(u)].append(Int(i)) }
+        nextItems = next
+    }
+    let next = nextItems
+    return (evaluator.evaluate(data, profile: profile, reorder: reorder, pool: pool) { user, scores in
+        if let nextItems = next, !nextItems[user].isEmpty, let sequential = model as? any SequentialRecommender {
+            let s = model.scores(forHistory: sequential.trainingSequence(ofUser: user) + nextItems[user])
+            for i in 0..<scores.count { scores[i] = s[i] }
+        } else {
+            model.scores(forUser: user, into: scores)
+        }
+    }, data)
 }
 
 /// Evaluates a pipeline's lists: each evaluated user as trained (the retrievers' shared users),

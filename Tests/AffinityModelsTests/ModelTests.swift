@@ -66,7 +66,10 @@ import AffinityTestSupport
 @Suite struct PersistenceTests {
     func trained(_ name: String) throws -> TrainedModel {
         let x = RecommenderConformance.randomInteractions()
-        let model = try ModelRegistry.fit(name, interactions: x, settings: [:])
+        let model = name == SASRec.modelType
+            ? try SASRec.fit(TrainingData(interactions: x), configuration: SASRec.Configuration().applying(["epochs": "2", "dimension": "8", "maxLength": "6", "threads": "1"]),
+                             progress: nil, requireTimeOrder: false)
+            : try ModelRegistry.fit(name, interactions: x, settings: [:])
         return TrainedModel(model: model, users: IDVocabulary((0..<x.rowCount).map { "user\($0)" }),
                             items: IDVocabulary((0..<x.columnCount).map { "item\($0)" }),
                             catalog: ItemCatalog(titles: ["item0": "Zero"]), info: ["note": "test"])

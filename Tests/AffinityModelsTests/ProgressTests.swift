@@ -38,16 +38,17 @@ import Testing
     @Test func everyRegisteredModelReportsItsEnd() throws {
         var rows: [(user: String, item: String, rating: Float?, timestamp: Int64?)] = []
         var g = SeededGenerator(seed: 3)
-        for u in 0..<40 { for _ in 0..<6 { rows.append((user: "u\(u)", item: "i\(g.next(below: 30))", rating: nil, timestamp: nil)) } }
-        let x = InteractionLog(source: "t", rows: rows).matrix()
+        for u in 0..<40 { for k in 0..<6 { rows.append((user: "u\(u)", item: "i\(g.next(below: 30))", rating: nil, timestamp: Int64(k))) } }
+        let data = TrainingData(log: InteractionLog(source: "t", rows: rows))
         let settings: [String: [String: String]] = [
             "ials": ["iterations": "3", "factors": "4"], "bpr": ["epochs": "3", "factors": "4"],
             "two-tower": ["epochs": "2", "dimension": "8", "hidden": "8", "batchSize": "16"],
             "item2vec": ["epochs": "2", "dimension": "8"],
+            "sasrec": ["epochs": "2", "dimension": "8", "maxLength": "5", "threads": "1"],
         ]
         for name in ModelRegistry.names {
             let log = Log()
-            _ = try ModelRegistry.fit(name, interactions: x, settings: settings[name] ?? [:], progress: log.handler)
+            _ = try ModelRegistry.fit(name, data: data, settings: settings[name] ?? [:], progress: log.handler)
             let ends = log.all.filter(\.isEpochEnd)
             let epochs = Int(settings[name]?["iterations"] ?? settings[name]?["epochs"] ?? "1")!
             #expect(ends.map(\.epoch) == Array(1...epochs), "\(name): \(ends.map(\.epoch))")

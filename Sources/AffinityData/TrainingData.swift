@@ -1,0 +1,60 @@
+import AffinityLinalg
+
+/// What every model's `fit` takes: the binary users x items matrix, each user's items in time
+/// order, and (optionally) held-out next items for validation during training.
+///
+/// The matrix is what the collaborative-filtering models read; sequential models (Item2Vec,
+/// SASRec) read `sequences`. Built from a log, a sequence is the user's rows ordered by timestamp,
+/// ties (and logs without timestamps) by file order; an item the user has several times keeps each
+/// occurrence. `timeOrdered` says whether the order came from timestamps, so that a model that
+/// needs time (SASRec) can refuse a log without it and say why.
+public struct TrainingData: Sendable {
+    public let interactions: SparseMatrix
+    /// Per user (internal index), their items in time order.
+    public let sequences: [[Int]]
+    /// True when `sequences` are ordered by timestamps, false when by file or index order only.
+    public let timeOrdered: Bool
+    /// Per user, the items held out as the next ones after their sequence (a leave-last-out
+    /// split's `valid.tsv`), for validation and early stopping; nil when there are none.
+    public var validationTargets: [[Int]]?
+
+    /// From a matrix alone: sequences in item-index order, not time-ordered.
+    public init(interactions: SparseMatrix) {
+        self.interactions = interactions
+        sequences = (0..<interactions.rowCount).map { interactions.row($0).map { Int($0) } }
+        timeOrdered = false
+        validationTargets = nil
+    }
+
+    /// From a log: the binary matrix and each user's rows in timestamp order (stable: ties keep
+    /// file order).
+    public init(log: InteractionLog) {
+        interactions = log.matrix()
+        var rows = [[Int]](repeating: [], count: log.userCount)
+        for r in 0..<log.count { rows[Int(log.userIndices[r])].append(r) }
+        let ordered: [[Int]]
+        if let t = log.timestamps {
+            ordered = rows.map { rs in rs.sorted { (t[$0], $0) < (t[$1], $1) } }
+        } else {
+            ordered = rows
+        }
+        sequences = ordered.map { rs in rs.map { Int(log.itemIndices[$0]) } }
+        timeOrdered = log.timestamps != nil
+        validationTargets = nil
+    }
+
+    /// This data with `valid` (a log of held-out next items, in any vocabulary) as validation
+    /// targets, mapped into the index space of `users` and `items` (those of the training log);
+    /// rows of unknown users or items are left out.
+    public func withValidation(_ valid: InteractionLog, users: IDVocabulary, items: IDVocabulary) -> TrainingData {
+        var out = self
+        var targets = [[Int]](repeating: [], count: interactions.rowCount)
+        let mapped = valid.mapped(users: users, items: items)
+        for (u, i) in zip(mapped.users, mapped.items) where Int(u) < targets.count { targets[Int(u)].append(Int(i)) }
+        out.validationTargets = targets
+        return out
+    }
+
+    public var userCount: Int { interactions.rowCount }
+    public var itemCount: Int { interactions.columnCount }
+}

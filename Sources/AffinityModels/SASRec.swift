@@ -1,0 +1,552 @@
+import AffinityData
+import AffinityEval
+import AffinityLinalg
+import AffinityNN
+import Foundation
+
+/// A model that reads a user's items in time order: its scores depend on the order, and a known
+/// user's input is their training sequence (not their set of items).
+public protocol SequentialRecommender: Recommender {
+    /// A known user's training items in time order.
+    func trainingSequence(ofUser user: Int) -> [Int]
+    /// The longest input the model reads; a longer history is cut to its most recent items.
+    var maxLength: Int { get }
+}
+
+/// SASRec's training objective.
+public enum SequenceLoss: String, Codable, Sendable, CaseIterable, SettingChoice {
+    /// Cross-entropy of a softmax over the whole catalogue (Klenitskiy & Vasilev 2023: the strongest).
+    case softmax
+    /// Softmax over the batch's targets and `negatives` sampled items, logits corrected by −log Q.
+    case sampledSoftmax = "sampled-softmax"
+    /// Binary cross-entropy with one uniformly sampled negative per position (Kang & McAuley 2018).
+    case bce
+    /// gBCE (Petrov & Macdonald 2023): BCE with `negatives` sampled items, the positive's
+    /// probability raised to β = α(t(1 − 1/α) + 1/α), α = negatives / (items − 1), to undo the
+    /// overconfidence that negative sampling causes.
+    case gbce
+}
+
+/// How sampled losses draw their negatives.
+public enum NegativeSampling: String, Codable, Sendable, CaseIterable, SettingChoice {
+    case uniform, popularity
+}
+
+extension BlockLayout: SettingChoice {}
+extension Activation: SettingChoice {}
+
+/// The network of SASRec: item and position embeddings, Transformer blocks, a final layer norm;
+/// the item embeddings are also the output layer (tied), so an item's score after a sequence is
+/// its embedding's dot product with the last position's output.
+/// Sendable: after training only `lastOutputs` runs, which writes nothing into the layers.
+public final class SASRecNetwork: @unchecked Sendable {
+    public let items: Parameter        // items x d (dense: the output layer touches every row)
+    public let positions: Parameter    // maxLength x d
+    public let blocks: [TransformerBlock]
+    public let finalNorm: LayerNorm
+    let inputDropout: Dropout
+    let dimension: Int, maxLength: Int
+    // Forward state.
+    private var tokens: [Int] = [], positionIDs: [Int] = []
+
+    public init(items: Int, configuration c: SASRec.Configuration) {
+        let d = c.dimension
+        dimension = d
+        maxLength = c.maxLength
+        var g = SeededGenerator(seed: c.seed, stream: 1)
+        // Xavier-normal initialisation of every matrix, as the reference (pmixer/SASRec.pytorch).
+        func xavier(_ rows: Int, _ columns: Int) -> Matrix {
+            let std = (2 / Double(rows + columns)).squareRoot()
+            return Matrix(rows: rows, columns: columns, values: (0..<(rows * columns)).map { _ in Float(g.nextGaussian() * std) })
+        }
+        self.items = Parameter("items", value: xavier(items, d))
+        positions = Parameter("positions", value: xavier(c.maxLength, d))
+        let threads = Parallelism.resolve(c.threads)
+        blocks = (0..<c.blocks).map { b in
+            TransformerBlock(dimension: d, heads: c.heads, dropout: Float(c.dropout), activation: c.activation, layout: c.layout,
+                             epsilon: 1e-8, seed: c.seed &+ UInt64(100 * (b + 1)), name: "block\(b)", threads: threads)
+        }
+        finalNorm = LayerNorm(d, epsilon: 1e-8, name: "final_norm")
+        inputDropout = Dropout(Float(c.dropout), seed: c.seed &+ 7)
+        for block in blocks {
+            for p in block.parameters where p.value.rows > 1 { p.value = xavier(p.value.rows, p.value.columns) }
+        }
+    }
+
+    public var parameters: [Parameter] { [items, positions] + blocks.flatMap(\.parameters) + finalNorm.parameters }
+
+    /// The input rows: √d · item embedding + position embedding.
+    private func embed(_ tokens: [Int], _ positionIDs: [Int]) -> Matrix {
+        let d = dimension, scale = Float(d).squareRoot()
+        var x = Matrix(rows: tokens.count, columns: d)
+        items.value.values.withUnsafeBufferPointer { e in
+            positions.value.values.withUnsafeBufferPointer { p in
+                x.values.withUnsafeMutableBufferPointer { xp in
+                    for (r, (t, q)) in zip(tokens, positionIDs).enumerated() {
+                        for k in 0..<d { xp[r * d + k] = e[t * d + k] * scale + p[q * d + k] }
+                    }
+                }
+            }
+        }
+        return x
+    }
+
+    /// The output of every position of a packed batch (training: keeps what backward needs).
+    public func forward(tokens: [Int], positions: [Int], layout: SequenceLayout) -> Matrix {
+        self.tokens = tokens
+        positionIDs = positions
+        var x = inputDropout.forward(embed(tokens, positions), training: true)
+        for block in blocks { x = block.forward(x, layout: layout, training: true) }
+        return finalNorm.forward(x, training: true)
+    }
+
+    /// Adds the parameters' gradients for dL/d(output).
+    public func backward(_ dOutput: Matrix) {
+        var dx = finalNorm.backward(dOutput)
+        for block in blocks.reversed() { dx = block.backward(dx) }
+        dx = inputDropout.backward(dx)
+        let d = dimension, scale = Float(d).squareRoot()
+        dx.values.withUnsafeBufferPointer { g in
+            items.grad.values.withUnsafeMutableBufferPointer { ge in
+                positions.grad.values.withUnsafeMutableBufferPointer { gp in
+                    for (r, (t, q)) in zip(tokens, positionIDs).enumerated() {
+                        for k in 0..<d {
+                            ge[t * d + k] += g[r * d + k] * scale
+                            gp[q * d + k] += g[r * d + k]
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last position's output for each sequence (inference: nothing kept, safe from many
+    /// threads); sequences are cut to their `maxLength` most recent items; an empty one gives a
+    /// zero row.
+    public func lastOutputs(_ sequences: [[Int]]) -> Matrix {
+        let (tokens, positions, layout) = SequenceBatcher.packed(sequences, maxLength: maxLength)
+        var out = Matrix(rows: sequences.count, columns: dimension)
+        guard layout.rows > 0 else { return out }
+        var x = embed(tokens, positions)
+        for block in blocks { x = block.infer(x, layout: layout) }
+        let h = finalNorm.infer(x)
+        for s in 0..<layout.count where layout.length(s) > 0 {
+            let r = layout.offsets[s + 1] - 1
+            for k in 0..<dimension { out.values[s * dimension + k] = h.values[r * dimension + k] }
+        }
+        return out
+    }
+}
+
+/// SASRec (Kang & McAuley 2018): self-attentive sequential recommendation. A user's items in time
+/// order go through causal Transformer blocks; the output at the last position, dotted with each
+/// item's embedding, scores what comes next. Trained to predict every next item of each training
+/// sequence, with the loss `loss` selects, through the shared `TrainingLoop` (validation NDCG@10 on
+/// the split's `valid.tsv` targets each epoch when given, early stopping, best epoch restored).
+///
+/// Known users are scored from their training sequence (their final vectors are computed once,
+/// after training, and saved), so the item embeddings serve through an ANN index like any
+/// `EmbeddingRecommender`; a history (fold-in) runs the network on it.
+public struct SASRec: PersistableRecommender, EmbeddingRecommender, SequentialRecommender {
+    public struct Configuration: ModelConfiguration {
+        public static let settingHelp: [String: String] = [
+            "blocks": "Transformer blocks",
+            "heads": "attention heads (dimension must divide by it)",
+            "dimension": "embedding and hidden width",
+            "maxLength": "longest input sequence (the most recent items are kept)",
+            "dropout": "dropout of the embeddings, attention weights and feed-forward layers",
+            "loss": "training objective",
+            "negatives": "negatives per batch for sampled-softmax and gbce",
+            "sampling": "how sampled-softmax draws negatives (gbce and bce: uniform)",
+            "gbceT": "gBCE calibration t in [0, 1] (1: plain BCE with negatives)",
+            "epochs": "largest number of passes over the users",
+            "patience": "epochs without a better validation NDCG@10 before stopping (0: never)",
+            "batchSize": "sequences per step",
+            "learningRate": "Adam step size (betas 0.9, 0.98)",
+            "layout": "where the blocks put layer normalisation",
+            "activation": "feed-forward non-linearity",
+            "seed": "initialisation, order, dropout and negatives",
+            "threads": "worker threads (0 = all cores)",
+        ]
+
+        public var blocks: Int = 2
+        public var heads: Int = 1
+        public var dimension: Int = 64
+        public var maxLength: Int = 200
+        public var dropout: Double = 0.2
+        public var loss: SequenceLoss = .softmax
+        public var negatives: Int = 256
+        public var sampling: NegativeSampling = .uniform
+        public var gbceT: Double = 0.75
+        public var epochs: Int = 200
+        public var patience: Int = 5
+        public var batchSize: Int = 128
+        public var learningRate: Double = 1e-3
+        public var layout: BlockLayout = .sasrec
+        public var activation: Activation = .relu
+        public var seed: UInt64 = 42
+        public var threads: Int = 0
+
+        public init() {}
+
+        public func validate() throws {
+            for (name, v) in [("blocks", blocks), ("heads", heads), ("dimension", dimension), ("maxLength", maxLength),
+                              ("negatives", negatives), ("batchSize", batchSize)] where v <= 0 {
+                throw ModelError.invalidSetting(name: name, reason: "must be positive, got \(v)")
+            }
+            guard dimension % heads == 0 else { throw ModelError.invalidSetting(name: "heads", reason: "dimension \(dimension) is not a multiple of \(heads) heads") }
+            guard dimension <= 4096, maxLength <= 4096, blocks <= 64 else {
+                throw ModelError.invalidSetting(name: "dimension", reason: "dimension and maxLength at most 4096, blocks at most 64")
+            }
+            guard dropout >= 0 && dropout < 1 else { throw ModelError.invalidSetting(name: "dropout", reason: "must be in [0, 1), got \(dropout)") }
+            guard gbceT >= 0 && gbceT <= 1 else { throw ModelError.invalidSetting(name: "gbceT", reason: "must be in [0, 1], got \(gbceT)") }
+            guard epochs >= 0, patience >= 0, threads >= 0 else { throw ModelError.invalidSetting(name: "epochs", reason: "epochs, patience and threads must not be negative") }
+            guard learningRate > 0 && learningRate.isFinite else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive") }
+        }
+    }
+
+    public static let modelType = "sasrec"
+    public let configuration: Configuration
+    public let interactions: SparseMatrix
+    public let network: SASRecNetwork
+    /// Each known user's training sequence (time order).
+    public let sequences: [[Int]]
+    /// Known users' vectors (the last output after their training sequence) and the item embeddings.
+    public let factors: FactorModel
+    /// What training did: epochs run, kept epoch, validation NDCG@10 per epoch.
+    public let outcome: TrainingLoop.Outcome?
+
+    public var maxLength: Int { configuration.maxLength }
+    public func trainingSequence(ofUser user: Int) -> [Int] { sequences[user] }
+
+    init(configuration: Configuration, interactions: SparseMatrix, network: SASRecNetwork, sequences: [[Int]], outcome: TrainingLoop.Outcome?) {
+        self.configuration = configuration
+        self.interactions = interactions
+        self.network = network
+        self.sequences = sequences
+        self.outcome = outcome
+        factors = FactorModel(userFactors: Self.userVectors(network, sequences), itemFactors: network.items.value)
+    }
+
+    static func userVectors(_ network: SASRecNetwork, _ sequences: [[Int]]) -> Matrix {
+        let d = network.items.value.columns
+        var out = Matrix(rows: sequences.count, columns: d)
+        let chunk = 256
+        var start = 0
+        while start < sequences.count {
+            let end = min(sequences.count, start + chunk)
+            let h = network.lastOutputs(Array(sequences[start..<end]))
+            for k in 0..<h.values.count { out.values[start * d + k] = h.values[k] }
+            start = end
+        }
+        return out
+    }
+
+    // MARK: Training
+
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> SASRec {
+        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: nil)
+    }
+
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> SASRec {
+        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: progress)
+    }
+
+    /// Trains on `data.sequences`, which must be in time order (a log with timestamps), unless
+    /// `requireTimeOrder` is false (tests with synthetic sequences).
+    public static func fit(_ data: TrainingData, configuration c: Configuration, progress: TrainingProgress.Handler?) throws -> SASRec {
+        try fit(data, configuration: c, progress: progress, requireTimeOrder: true)
+    }
+
+    public static func fit(_ data: TrainingData, configuration c: Configuration, progress: TrainingProgress.Handler?,
+                           requireTimeOrder: Bool) throws -> SASRec {
+        try c.validate()
+        if requireTimeOrder && !data.timeOrdered {
+            throw ModelError.invalidSetting(name: "data", reason: "sasrec learns from the order of each user's items, and these interactions have no timestamps (give a log or split with a timestamp column)")
+        }
+        let n = data.itemCount, d = c.dimension
+        try MemoryBudget.check(bytes: Double(n + c.maxLength) * Double(d) * 4 * 4 + Double(c.batchSize) * Double(c.maxLength) * Double(c.maxLength) * Double(c.heads) * Double(c.blocks) * 4 * 3,
+                               for: "SASRec with dimension=\(d), maxLength=\(c.maxLength), batchSize=\(c.batchSize) on \(n) items")
+        let network = SASRecNetwork(items: n, configuration: c)
+        // Examples: users with at least two items (an input and a target).
+        let users = (0..<data.userCount).filter { data.sequences[$0].count >= 2 }
+        let threads = Parallelism.resolve(c.threads)
+        let counts = data.interactions.columnCounts()
+        let sampler = NegativeSampler(counts: counts, kind: c.loss == .sampledSoftmax ? c.sampling : .uniform)
+        let optimizer = Adam(learningRate: Float(c.learningRate), beta1: 0.9, beta2: 0.98)
+        let loop = TrainingLoop(settings: .init(epochs: c.epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
+                                parameters: network.parameters, optimizer: optimizer)
+        var validation: EvaluationData? = nil
+        if let targets = data.validationTargets {
+            let v = EvaluationData(history: data.interactions, targets: targets)
+            if !v.evaluatedUsers.isEmpty { validation = v }
+        }
+        let evaluator = try Evaluator(cutoffs: [10], threads: threads)
+        let outcome = try loop.run(examples: users.count, model: modelType, exampleName: "sequences", progress: progress,
+                                   validationName: "NDCG@10", step: { batch, generator in
+            let sequences = batch.map { data.sequences[users[$0]] }
+            let inputs = sequences.map { Array($0.dropLast()) }, targetsOf = sequences.map { Array($0.dropFirst()) }
+            let (tokens, positions, layout) = SequenceBatcher.packed(inputs, maxLength: c.maxLength)
+            let targets = SequenceBatcher.packed(targetsOf, maxLength: c.maxLength).tokens
+            let h = network.forward(tokens: tokens, positions: positions, layout: layout)
+            let (loss, dH) = Self.loss(c, hidden: h, targets: targets, layout: layout, sequences: sequences, items: network.items,
+                                       sampler: sampler, generator: &generator, threads: threads)
+            network.backward(dH)
+            return loss
+        }, validate: validation.map { v in {
+            let vectors = Self.userVectors(network, data.sequences)
+            let items = network.items.value
+            let report = evaluator.evaluate(v) { user, scores in
+                vectors.values.withUnsafeBufferPointer { u in
+                    items.values.withUnsafeBufferPointer { e in
+                        Kernels.dotRows(query: u.baseAddress! + user * d, rows: e.baseAddress!, rowCount: n, dimension: d, into: scores.baseAddress!)
+                    }
+                }
+            }
+            return report.metrics(at: 10)?.ndcg ?? 0
+        } })
+        return SASRec(configuration: c, interactions: data.interactions, network: network, sequences: data.sequences, outcome: outcome)
+    }
+
+    /// The batch's summed loss over its positions and dL/d(hidden) of the mean loss; adds the item
+    /// table's gradient.
+    static func loss(_ c: Configuration, hidden h: Matrix, targets: [Int], layout: SequenceLayout, sequences: [[Int]],
+                     items: Parameter, sampler: NegativeSampler, generator: inout SeededGenerator, threads: Int) -> (Double, Matrix) {
+        let rows = h.rows, d = h.columns, n = items.value.rows
+        switch c.loss {
+        case .softmax:
+            // In chunks of rows, so the logits stay small; each chunk's mean is rescaled to the batch's.
+            var dH = Matrix(rows: rows, columns: d)
+            var total = 0.0
+            let chunk = 1024
+            var start = 0
+            while start < rows {
+                let end = min(rows, start + chunk), share = Float(end - start) / Float(rows)
+                let part = Matrix(rows: end - start, columns: d, values: Array(h.values[(start * d)..<(end * d)]))
+                let r = Losses.sampledSoftmax(queries: part, candidates: items.value, positives: Array(targets[start..<end]),
+                                              temperature: 1, threads: threads)
+                total += Double(r.loss) * Double(end - start)
+                for k in 0..<r.gradients[0].values.count { dH.values[start * d + k] = r.gradients[0].values[k] * share }
+                items.grad.values.withUnsafeMutableBufferPointer { g in
+                    for k in 0..<g.count { g[k] += r.gradients[1].values[k] * share }
+                }
+                start = end
+            }
+            return (total, dH)
+        case .sampledSoftmax:
+            // Candidates: the batch's distinct targets and `negatives` sampled items; logQ from the sampler.
+            var candidates: [Int] = [], slot: [Int: Int] = [:]
+            for t in targets where slot[t] == nil { slot[t] = candidates.count; candidates.append(t) }
+            for _ in 0..<c.negatives {
+                let i = sampler.draw(&generator)
+                if slot[i] == nil { slot[i] = candidates.count; candidates.append(i) }
+            }
+            let e = rowsOf(items.value, candidates)
+            let r = Losses.sampledSoftmax(queries: h, candidates: e, positives: targets.map { slot[$0]! }, temperature: 1,
+                                          logQ: candidates.map { sampler.logProbability($0) }, threads: threads)
+            scatterAdd(r.gradients[1], into: items, rows: candidates)
+            return (Double(r.loss) * Double(rows), r.gradients[0])
+        case .bce, .gbce:
+            // Positive logits, and negatives: one per position (bce, not in the user's sequence) or
+            // `negatives` shared by the batch (gbce, accidental hits masked).
+            let positives = rowsOf(items.value, targets)
+            let sPos = RowDot.forward(h, positives)
+            var dPos = [Float](repeating: 0, count: rows)
+            var dH = Matrix(rows: rows, columns: d)
+            var total = 0.0
+            let inv = 1 / Float(rows)
+            if c.loss == .bce {
+                var negatives = [Int](repeating: 0, count: rows)
+                for s in 0..<layout.count {
+                    let seen = Set(sequences[s])
+                    for r in layout.offsets[s]..<layout.offsets[s + 1] {
+                        var j = sampler.draw(&generator)
+                        var tries = 0
+                        while seen.contains(j) && tries < 100 { j = sampler.draw(&generator); tries += 1 }
+                        negatives[r] = j
+                    }
+                }
+                let negativeRows = rowsOf(items.value, negatives)
+                let sNeg = RowDot.forward(h, negativeRows)
+                var dNeg = [Float](repeating: 0, count: rows)
+                for r in 0..<rows {
+                    total += Double(softplus(-sPos[r]) + softplus(sNeg[r]))
+                    dPos[r] = -(1 - sigmoid(sPos[r])) * inv
+                    dNeg[r] = sigmoid(sNeg[r]) * inv
+                }
+                let (dh1, de1) = RowDot.backward(h, positives, dPos)
+                let (dh2, de2) = RowDot.backward(h, negativeRows, dNeg)
+                dH = dh1 + dh2
+                scatterAdd(de1, into: items, rows: targets)
+                scatterAdd(de2, into: items, rows: negatives)
+                return (total, dH)
+            }
+            let k = c.negatives
+            let negatives = (0..<k).map { _ in sampler.draw(&generator) }
+            let alpha = Double(k) / Double(max(1, n - 1))
+            let beta = Float(alpha * (c.gbceT * (1 - 1 / alpha) + 1 / alpha))
+            let e = rowsOf(items.value, negatives)
+            var logits = Matrix(rows: rows, columns: k)
+            h.values.withUnsafeBufferPointer { hp in e.values.withUnsafeBufferPointer { ep in logits.values.withUnsafeMutableBufferPointer { lp in
+                sgemm(transposeB: true, m: rows, n: k, k: d, a: hp.baseAddress!, lda: d, b: ep.baseAddress!, ldb: d, c: lp.baseAddress!, ldc: k, threads: threads)
+            } } }
+            var dLogits = Matrix(rows: rows, columns: k)
+            for r in 0..<rows {
+                total += Double(beta * softplus(-sPos[r]))
+                dPos[r] = -beta * (1 - sigmoid(sPos[r])) * inv
+                for j in 0..<k where negatives[j] != targets[r] {
+                    let s = logits.values[r * k + j]
+                    total += Double(softplus(s))
+                    dLogits.values[r * k + j] = sigmoid(s) * inv
+                }
+            }
+            let (dh1, de1) = RowDot.backward(h, positives, dPos)
+            dH = dh1
+            var dE = Matrix(rows: k, columns: d)
+            dLogits.values.withUnsafeBufferPointer { gp in e.values.withUnsafeBufferPointer { ep in h.values.withUnsafeBufferPointer { hp in
+                dH.values.withUnsafeMutableBufferPointer { dhp in dE.values.withUnsafeMutableBufferPointer { dep in
+                    sgemm(m: rows, n: d, k: k, a: gp.baseAddress!, lda: k, b: ep.baseAddress!, ldb: d, beta: 1, c: dhp.baseAddress!, ldc: d, threads: threads)
+                    sgemm(transposeA: true, m: k, n: d, k: rows, a: gp.baseAddress!, lda: k, b: hp.baseAddress!, ldb: d, c: dep.baseAddress!, ldc: d, threads: threads)
+                } }
+            } } }
+            scatterAdd(de1, into: items, rows: targets)
+            scatterAdd(dE, into: items, rows: negatives)
+            return (total, dH)
+        }
+    }
+
+    @inline(__always) static func sigmoid(_ x: Float) -> Float { 1 / (1 + exp(-x)) }
+    /// log(1 + eˣ), without overflow.
+    @inline(__always) static func softplus(_ x: Float) -> Float { x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)) }
+
+    static func rowsOf(_ m: Matrix, _ ids: [Int]) -> Matrix {
+        let d = m.columns
+        var out = Matrix(rows: ids.count, columns: d)
+        m.values.withUnsafeBufferPointer { src in out.values.withUnsafeMutableBufferPointer { dst in
+            for (r, i) in ids.enumerated() { for k in 0..<d { dst[r * d + k] = src[i * d + k] } }
+        } }
+        return out
+    }
+
+    static func scatterAdd(_ g: Matrix, into p: Parameter, rows ids: [Int]) {
+        let d = g.columns
+        g.values.withUnsafeBufferPointer { src in p.grad.values.withUnsafeMutableBufferPointer { dst in
+            for (r, i) in ids.enumerated() { for k in 0..<d { dst[i * d + k] += src[r * d + k] } }
+        } }
+    }
+
+    // MARK: Scoring
+
+    public var itemEmbeddings: Matrix { factors.itemFactors }
+
+    public func userEmbedding(user: Int) -> [Float] {
+        let d = factors.factors
+        return Array(factors.userFactors.values[(user * d)..<((user + 1) * d)])
+    }
+
+    /// The last output after `history` (in time order; items outside the model are ignored).
+    public func userEmbedding(history: [Int]) -> [Float] {
+        network.lastOutputs([history.filter { $0 >= 0 && $0 < itemCount }]).values
+    }
+
+    public func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
+        factors.scores(user: user, into: scores)
+    }
+
+    public func scores(forHistory history: [Int]) -> [Float] {
+        factors.scores(userVector: userEmbedding(history: history))
+    }
+
+    /// Items by cosine similarity of their embeddings (the output layer).
+    public func similarItems(to item: Int, k: Int) throws -> [ScoredItem] {
+        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
+        guard k > 0 else { throw ModelError.invalidK(k) }
+        return factors.similarItems(to: item, k: k)
+    }
+
+    // MARK: Persistence
+
+    public func tensors() -> [String: Tensor] {
+        var t = interactions.tensors(prefix: "interactions")
+        for p in network.parameters { t["net." + p.name] = .float32(p.value.values, shape: [p.value.rows, p.value.columns]) }
+        t["user_vectors"] = .float32(factors.userFactors.values, shape: [factors.userFactors.rows, factors.factors])
+        // Sequences as one flat list of items and each user's end offset.
+        var ends: [Int32] = [], flat: [Int32] = []
+        for s in sequences { flat += s.map { Int32($0) }; ends.append(Int32(flat.count)) }
+        t["sequence_items"] = .int32(flat, shape: [flat.count])
+        t["sequence_ends"] = .int32(ends, shape: [ends.count])
+        return t
+    }
+
+    public init(configuration: Configuration, file: SafeTensorsFile, path: String) throws {
+        try configuration.validate()
+        let x = try SparseMatrix(file: file, prefix: "interactions", path: path)
+        // The file must hold the weights the configuration sizes before the network is built.
+        let stored = file.tensors.filter { $0.key.hasPrefix("net.") }.reduce(0) { $0 + $1.value.shape.reduce(1, *) }
+        let d = Double(configuration.dimension)
+        let needed = Double(x.columnCount + configuration.maxLength) * d + Double(configuration.blocks) * (4 * d * d + 2 * d * d)
+        guard needed <= Double(stored) else {
+            throw SafeTensorsError.corrupt(path: path, reason: "the configuration needs at least \(Int(min(needed, 9e18))) weights; the file holds \(stored)")
+        }
+        let network = SASRecNetwork(items: x.columnCount, configuration: configuration)
+        for p in network.parameters {
+            let name = "net." + p.name
+            guard let t = file.tensors[name], t.shape == [p.value.rows, p.value.columns] else {
+                throw SafeTensorsError.corrupt(path: path, reason: "\(name) must be a [\(p.value.rows), \(p.value.columns)] tensor")
+            }
+            p.value = Matrix(rows: p.value.rows, columns: p.value.columns, values: try file.float32(name, path: path))
+        }
+        let ends = try file.int32("sequence_ends", path: path), flat = try file.int32("sequence_items", path: path)
+        guard ends.count == x.rowCount else { throw SafeTensorsError.corrupt(path: path, reason: "sequence_ends has \(ends.count) entries for \(x.rowCount) users") }
+        var sequences: [[Int]] = []
+        var start = 0
+        for e in ends {
+            let end = Int(e)
+            guard end >= start && end <= flat.count else { throw SafeTensorsError.corrupt(path: path, reason: "sequence_ends is not ascending within sequence_items") }
+            let s = flat[start..<end].map { Int($0) }
+            guard s.allSatisfy({ $0 >= 0 && $0 < x.columnCount }) else { throw SafeTensorsError.corrupt(path: path, reason: "sequence_items holds an item outside 0..<\(x.columnCount)") }
+            sequences.append(s)
+            start = end
+        }
+        guard let u = file.tensors["user_vectors"], u.shape == [x.rowCount, configuration.dimension] else {
+            throw SafeTensorsError.corrupt(path: path, reason: "user_vectors must be a [\(x.rowCount), \(configuration.dimension)] tensor")
+        }
+        self.configuration = configuration
+        interactions = x
+        self.network = network
+        self.sequences = sequences
+        outcome = nil
+        factors = FactorModel(userFactors: Matrix(rows: x.rowCount, columns: configuration.dimension, values: try file.float32("user_vectors", path: path)),
+                              itemFactors: network.items.value)
+    }
+}
+
+/// Negatives for sampled losses: uniform over the items, or in proportion to their training counts.
+struct NegativeSampler: Sendable {
+    let cumulative: [Double]   // empty: uniform
+    let logQ: [Float]
+    let count: Int
+
+    init(counts: [Int], kind: NegativeSampling) {
+        count = counts.count
+        let total = Double(counts.reduce(0, +))
+        if kind == .popularity && total > 0 {
+            var c = 0.0
+            cumulative = counts.map { c += Double($0) / total; return c }
+            logQ = counts.map { Float(log(max(Double($0), 0.5) / total)) }
+        } else {
+            cumulative = []
+            logQ = [Float](repeating: Float(-log(Double(max(1, counts.count)))), count: counts.count)
+        }
+    }
+
+    func draw(_ g: inout SeededGenerator) -> Int {
+        guard !cumulative.isEmpty else { return g.next(below: count) }
+        let u = g.nextDouble()
+        var lo = 0, hi = cumulative.count - 1
+        while lo < hi { let mid = (lo + hi) / 2; if cumulative[mid] < u { lo = mid + 1 } else { hi = mid } }
+        return lo
+    }
+
+    func logProbability(_ item: Int) -> Float { logQ[item] }
+}
