@@ -178,10 +178,13 @@ public struct UserEvent: Sendable, Equatable {
     public var item: String
     /// The rating of a rating event; nil for every other event type.
     public var rating: Double?
+    /// When it happened (Unix seconds); nil: unknown, placed after the timed ones in arrival order.
+    public var timestamp: Int64?
 
-    public init(item: String, rating: Double? = nil) {
+    public init(item: String, rating: Double? = nil, timestamp: Int64? = nil) {
         self.item = item
         self.rating = rating
+        self.timestamp = timestamp
     }
 
     /// Every non-rating event is a positive; a rating is one at or above the model's threshold
@@ -212,7 +215,7 @@ public struct UserPlacement: Sendable, Equatable {
 }
 
 extension ServingModel {
-    /// Who `user` is for this model, given their events since training: the trained user as is,
+    /// Who `user` is for this model, given their events since training (in timestamp order): the trained user as is,
     /// or (with positive events on items the model knows) a fold-in history of training items and
     /// event items; a user the model never saw is placed by their events alone. The server and
     /// the CLI both ask this, so they place a user the same way.
@@ -223,7 +226,12 @@ extension ServingModel {
         var inHistory = Set(history)
         var added = false
         var disliked: [Int] = []
-        for event in events {
+        // Events in time order (stable: ties and untimed events keep their arrival order), after the
+        // training history: a sequential model reads the history as a sequence.
+        let ordered = events.enumerated().sorted { a, b in
+            (a.element.timestamp ?? .max, a.offset) < (b.element.timestamp ?? .max, b.offset)
+        }.map(\.element)
+        for event in ordered {
             guard let i = trained.items.index(of: event.item) else { continue }
             if event.isPositive(threshold: threshold) {
                 if inHistory.insert(i).inserted { history.append(i); added = true }

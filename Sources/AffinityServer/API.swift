@@ -55,6 +55,9 @@ struct RecommendationsOut: Encodable {
     /// "ann", "exact" or "popular".
     var retrieval: String
     var items: [ItemOut]
+    /// Said when the model read less than it was given (a history cut to a sequential model's
+    /// most recent items).
+    var note: String? = nil
 }
 
 struct SimilarOut: Encodable {
@@ -247,6 +250,10 @@ extension RecommendationsOut: DirectJSON {
         try DirectJSONWriter.array(items, into: &out)
         DirectJSONWriter.key("model", first: false, into: &out)
         try model.writeJSON(into: &out)
+        if let note {
+            DirectJSONWriter.key("note", first: false, into: &out)
+            DirectJSONWriter.string(note, into: &out)
+        }
         DirectJSONWriter.key("retrieval", first: false, into: &out)
         DirectJSONWriter.string(retrieval, into: &out)
         if let user {

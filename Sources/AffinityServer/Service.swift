@@ -375,7 +375,15 @@ public final class AffinityService: @unchecked Sendable {
             return RecommendationsOut(user: user, model: ref, retrieval: RetrievalPath.popular.rawValue, items: itemsOut(items, model: model))
         }
         let items = try listOut(pipeline, context, k: k, explain: explain)
-        return RecommendationsOut(user: user, model: ref, retrieval: pipeline.retrievalPath.rawValue, items: items)
+        var note: String? = nil
+        if case .history(let h) = context.subject { note = Self.truncationNote(history: h, model: model) }
+        return RecommendationsOut(user: user, model: ref, retrieval: pipeline.retrievalPath.rawValue, items: items, note: note)
+    }
+
+    /// What a sequential model did with a history longer than it reads (nil: it read all of it).
+    static func truncationNote(history: [Int], model: ServingModel) -> String? {
+        guard let sequential = model.trained.model as? any SequentialRecommender, history.count > sequential.maxLength else { return nil }
+        return "history of \(history.count) items: the model reads the \(sequential.maxLength) most recent"
     }
 
     func recommendForHistory(_ body: HistoryRequest) throws -> RecommendationsOut {
@@ -389,7 +397,7 @@ public final class AffinityService: @unchecked Sendable {
         var history: [Int] = []
         for (n, id) in body.history.enumerated() {
             guard let i = model.trained.items.index(of: id) else {
-                throw APIError(.notFound, "history[\(n)]: unknown item '\(id.prefix(limits.maxIDLength))' (not in model \(current.record.id))")
+                throw APIError(.badRequest, "history[\(n)]: unknown item '\(id.prefix(limits.maxIDLength))' (not in model \(current.record.id))")
             }
             history.append(i)
         }
@@ -401,7 +409,8 @@ public final class AffinityService: @unchecked Sendable {
         }
         let items = try listOut(pipeline, UserContext(subject: .history(history), history: history, excluded: history + requested),
                                 k: k, explain: body.explain ?? false)
-        return RecommendationsOut(user: nil, model: ref, retrieval: pipeline.retrievalPath.rawValue, items: items)
+        return RecommendationsOut(user: nil, model: ref, retrieval: pipeline.retrievalPath.rawValue, items: items,
+                                  note: Self.truncationNote(history: history, model: model))
     }
 
     func similar(toItem item: String, k: Int) throws -> SimilarOut {
@@ -430,6 +439,6 @@ public final class AffinityService: @unchecked Sendable {
 extension UserEvent {
     /// A stored event as a user's history holds it: the item, and the rating of a rating event.
     init(_ event: Event) {
-        self.init(item: event.item, rating: event.type == "rating" ? (event.value ?? .nan) : nil)
+        self.init(item: event.item, rating: event.type == "rating" ? (event.value ?? .nan) : nil, timestamp: event.timestamp)
     }
 }

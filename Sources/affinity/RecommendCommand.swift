@@ -122,15 +122,22 @@ struct RecommendCommand: ParsableCommand {
             let popular = try serving.popular(k: pool, excluded: excluded)
             list = built.rerankers.isEmpty ? popular : built.rerankers.apply(popular, history: [], k: k)
         }
+        // A sequential model reads at most maxLength items of a history: say so when it was cut.
+        var note: String? = nil
+        if case .history(let h)? = context?.subject, let sequential = trained.model as? any SequentialRecommender, h.count > sequential.maxLength {
+            note = "history of \(h.count) items: the model reads the \(sequential.maxLength) most recent"
+            if !json { Console.note("note: " + note!) }
+        }
         var described = try describe(list.map { ScoredItem(index: $0.item, score: $0.score) }, model: trained)
         for n in described.indices where !built.rerankers.isEmpty { described[n].notes = list[n].notes }
         if json {
             struct Output: Encodable {
-                var user: String?; var history: [String]?; var model: String?; var pipeline: String?; var fallback: String?; var items: [RecommendedItem]
+                var user: String?; var history: [String]?; var model: String?; var pipeline: String?; var fallback: String?; var note: String?
+                var items: [RecommendedItem]
             }
             try printJSON(Output(user: user, history: history.map { $0.split(separator: ",").map(String.init) },
                                  model: pipeline == nil ? trained.modelType : nil, pipeline: pipeline,
-                                 fallback: context == nil ? "popular" : nil, items: described))
+                                 fallback: context == nil ? "popular" : nil, note: note, items: described))
         } else {
             printList(described)
         }

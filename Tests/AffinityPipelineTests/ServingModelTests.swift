@@ -90,3 +90,29 @@ func trained(_ model: any PersistableRecommender) -> TrainedModel {
         }
     }
 }
+
+/// A sequential model is served from the user's training sequence followed by their events in
+/// timestamp order, through the same ANN path as the other embedding models.
+@Suite struct SequentialServingTests {
+    @Test func eventsFollowTheTrainingSequenceInTimestampOrder() throws {
+        var rows: [(user: String, item: String, rating: Float?, timestamp: Int64?)] = []
+        var g = SeededGenerator(seed: 2)
+        for u in 0..<30 { for t in 0..<6 { rows.append((user: "u\(u)", item: "i\(g.next(below: 20))", rating: nil, timestamp: Int64(t))) } }
+        let log = InteractionLog(source: "t", rows: rows)
+        let configuration = try SASRec.Configuration().applying(["dimension": "8", "epochs": "1", "maxLength": "6", "threads": "1"])
+        let model = try SASRec.fit(TrainingData(log: log), configuration: configuration, progress: nil)
+        let serving = try ServingModel(trained: TrainedModel(model: model, users: log.users, items: log.items))
+        let u = log.users.index(of: "u3")!
+        #expect(serving.trainingHistory(ofUser: u) == model.trainingSequence(ofUser: u))
+        let fresh = (0..<20).map { "i\($0)" }.filter { id in !model.trainingSequence(ofUser: u).contains(log.items.index(of: id) ?? -1) }
+        let events = [UserEvent(item: fresh[0], timestamp: 300), UserEvent(item: fresh[1], timestamp: 100), UserEvent(item: fresh[2], timestamp: 200)]
+        let placement = serving.place(user: "u3", events: events)
+        let expected = model.trainingSequence(ofUser: u) + [fresh[1], fresh[2], fresh[0]].map { log.items.index(of: $0)! }
+        #expect(placement.history == expected)
+        guard case .history(let h)? = placement.subject else { Issue.record("expected a history"); return }
+        #expect(h == expected)
+        // Without events the trained user is served as trained (its stored vector).
+        guard case .user(let v)? = serving.place(user: "u3", events: []).subject else { Issue.record("expected the trained user"); return }
+        #expect(v == u)
+    }
+}

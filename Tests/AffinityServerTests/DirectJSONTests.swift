@@ -33,7 +33,7 @@ import Testing
             }
             let value = RecommendationsOut(user: g.next(below: 2) == 0 ? nil : Self.text(&g),
                                            model: ModelRef(id: g.next(below: 100_000) - 50, type: Self.text(&g)),
-                                           retrieval: Self.text(&g), items: items)
+                                           retrieval: Self.text(&g), items: items, note: g.next(below: 2) == 0 ? nil : Self.text(&g))
             var direct: [UInt8] = []
             try value.writeJSON(into: &direct)
             let expected = try JSON.encoded(value)

@@ -100,7 +100,7 @@ import Testing
         #expect(empty.json["retrieval"] as? String == "popular")
 
         let cases: [(String, Int, String)] = [
-            (#"{"history": ["i1", "nope"]}"#, 404, "history[1]: unknown item 'nope'"),
+            (#"{"history": ["i1", "nope"]}"#, 400, "history[1]: unknown item 'nope'"),
             (#"{"history": ["i1"], "k": 0}"#, 400, "k: must be between 1 and 1000"),
             (#"{"k": 3}"#, 400, "missing field 'history'"),
             (#"{"history": "i1"}"#, 400, "history: expected an array"),
