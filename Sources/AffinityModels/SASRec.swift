@@ -70,6 +70,9 @@ public final class SASRecNetwork: @unchecked Sendable {
         inputDropout = Dropout(Float(c.dropout), seed: c.seed &+ 7)
         for block in blocks {
             for p in block.parameters where p.value.rows > 1 { p.value = xavier(p.value.rows, p.value.columns) }
+            // nn.MultiheadAttention starts its projection biases at zero.
+            let a = block.attention
+            for p in [a.query.bias, a.key.bias, a.value.bias, a.output.bias] { p.value = Matrix(rows: 1, columns: d) }
         }
     }
 

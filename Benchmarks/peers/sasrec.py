@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""SASRec against PyTorch's SASRec on a leave-last-out split, in one run: quality at equal epochs,
+our four losses, the baselines, and training throughput at 1 and 2 threads.
+
+Usage (from the repository root, after `swift build -c release`):
+    python3 Benchmarks/peers/sasrec.py [--split ../shared/data/splits/ml-1m-last] [--epochs 20] [--skip-quality]
+
+It creates (once) a virtualenv with torch and numpy from PyPI at $AFFINITY_PEER_VENV_TORCH (default
+/tmp/affinity-venv-torch) and re-runs itself inside it. The PyTorch side is the reference script
+../shared/bench/quality/torch_models.py (`sasrec`: Kang & McAuley's layout as pmixer/SASRec.pytorch,
+2 blocks, 1 head, dimension 64, max length 200, dropout 0.2, full softmax cross-entropy, Adam 1e-3 with
+betas 0.9/0.98, batch 128), scored by the shared reference evaluator; ours is
+`affinity evaluate --model-type sasrec` with the same settings (our defaults). Both train for the same
+number of epochs and keep the epoch with the best validation NDCG@10 (PyTorch validates every 5
+epochs, we validate every epoch); the test target reads the validation item after the training
+sequence (../shared/PROTOCOL.md).
+
+Throughput: sequences per second of one training epoch without validation, PyTorch's own epoch timer
+(OMP_NUM_THREADS=T) against `affinity bench sasrec --threads T`.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_env import ensure_venv  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+VENV = os.environ.get("AFFINITY_PEER_VENV_TORCH", "/tmp/affinity-venv-torch")
+BIN = os.path.join(ROOT, ".build", "release", "affinity")
+TORCH_MODELS = os.path.join(ROOT, "..", "shared", "bench", "quality", "torch_models.py")
+
+
+def cpu_family():
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in f if ":" in line)}
+        flags = info.get("flags", "").split()
+        simd = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
+        return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}, {simd})"
+    except OSError:
+        return platform.processor()
+
+
+def run(cmd, env=None):
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
+    return r.stdout
+
+
+def torch_run(split, epochs, eval_every, threads=None):
+    """Runs the reference script; returns (its test metrics, its seconds per epoch)."""
+    results = tempfile.mkdtemp(prefix="affinity-sasrec-torch-")
+    env = dict(os.environ, QUALITY_RESULTS=results, EXTRA_SPLITS=os.path.dirname(os.path.abspath(split)))
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    out = run([sys.executable, TORCH_MODELS, "sasrec", "--split", os.path.basename(os.path.abspath(split)),
+               "--epochs", str(epochs), "--eval-every", str(eval_every), "--patience", "0"], env=env)
+    per_epoch = [float(x) for x in re.findall(r"\(([\d.]+)s/epoch\)", out)]
+    with open(os.path.join(results, "runs.jsonl")) as f:
+        runs = [json.loads(line) for line in f]
+    test = [r for r in runs if r["target"] == "test"][-1]
+    return test, (per_epoch[-1] if per_epoch else test.get("epoch_time_s"))
+
+
+def ours(split, model, settings):
+    args = [BIN, "evaluate", "--split", split, "--model-type", model, "--cutoffs", "10,20", "--json"]
+    for k, v in settings.items():
+        args += ["--set", f"{k}={v}"]
+    return json.loads(run(args))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", default=os.path.join(ROOT, "..", "shared", "data", "splits", "ml-1m-last"))
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--losses", default="softmax,sampled-softmax,bce,gbce")
+    a = ap.parse_args()
+    ensure_venv(VENV, ["torch", "numpy"])
+    import torch
+    if not os.path.exists(BIN):
+        sys.exit(f"{BIN} missing: run `swift build -c release` first")
+    print(f"CPU: {cpu_family()}, {os.cpu_count()} cores; torch {torch.__version__}")
+    print(f"split: {a.split}")
+
+    if not a.skip_throughput:
+        print("\nTraining throughput (one epoch, no validation; sequences/s):")
+        print(f"{'threads':>8}{'ours':>10}{'PyTorch':>10}{'ratio':>8}")
+        for t in (1, 2):
+            mine = json.loads(run([BIN, "bench", "sasrec", "--split", a.split, "--threads", str(t), "--json"]))[0]
+            _, torch_epoch = torch_run(a.split, 1, 1, threads=t)
+            n = mine["sequences_per_second"] * mine["seconds_per_epoch"]
+            theirs = n / torch_epoch
+            print(f"{t:>8}{mine['sequences_per_second']:>10.0f}{theirs:>10.0f}{mine['sequences_per_second'] / theirs:>7.2f}x", flush=True)
+
+    if a.skip_quality:
+        return
+    rows = []
+    for name, settings in [("popularity", {}), ("itemknn", {}), ("ease", {"lambda": "500"})]:
+        r = ours(a.split, name, settings)
+        rows.append((f"{name} {json.dumps(settings) if settings else ''}".strip(), r))
+    for loss in a.losses.split(","):
+        r = ours(a.split, "sasrec", {"epochs": a.epochs, "patience": 0, "loss": loss})
+        rows.append((f"sasrec loss={loss}, {a.epochs} epochs", r))
+    test, _ = torch_run(a.split, a.epochs, 5)
+    print(f"\nTest target of {os.path.basename(os.path.abspath(a.split))} (validation item in the history; settings chosen on validation):")
+    print(f"{'model':<46}{'HR@10':>8}{'NDCG@10':>9}{'HR@20':>8}{'NDCG@20':>9}{'train s':>9}")
+    for name, r in rows:
+        m = {c["k"]: c for c in r["report"]["metrics"]}
+        print(f"{name:<46}{m[10]['hitRate']:>8.4f}{m[10]['ndcg']:>9.4f}{m[20]['hitRate']:>8.4f}{m[20]['ndcg']:>9.4f}{r.get('trainSeconds') or 0:>9.1f}")
+    mt = test["metrics"]
+    print(f"{'PyTorch SASRec (reference script), ' + str(a.epochs) + ' epochs':<46}{mt['HR@10']:>8.4f}{mt['NDCG@10']:>9.4f}"
+          f"{mt['HR@20']:>8.4f}{mt['NDCG@20']:>9.4f}{test['train_time_s']:>9.1f}")
+    print(f"  (PyTorch kept epoch {test['params'].get('best_epoch_by_valid_ndcg10')} by validation NDCG@10)")
+
+
+if __name__ == "__main__":
+    main()
