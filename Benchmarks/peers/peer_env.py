@@ -1,5 +1,6 @@
 """Helpers shared by the peer benchmark scripts: a private virtualenv for the peers, best-of timing."""
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -42,3 +43,24 @@ def read_pairs(path):
             users.append(um.setdefault(parts[0], len(um)))
             items.append(im.setdefault(parts[1], len(im)))
     return users, items, len(um), len(im)
+
+
+def cpu_family():
+    """The CPU's model name, family, model and widest SIMD (every benchmark prints it)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in f if ":" in line)}
+        flags = info.get("flags", "").split()
+        simd = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
+        return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}, {simd})"
+    except OSError:
+        return platform.processor()
+
+
+def run(cmd, env=None):
+    """Runs a command, echoing it on stderr; its stdout, or exit with its stderr when it fails."""
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
+    return r.stdout

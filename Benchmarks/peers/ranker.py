@@ -21,36 +21,15 @@ It creates (once) a virtualenv with numpy and lightgbm from PyPI at $AFFINITY_PE
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_env import ensure_venv  # noqa: E402
+from peer_env import cpu_family, ensure_venv, run  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV_RANKER", "/tmp/affinity-venv-ranker")
 BIN = os.path.join(ROOT, ".build", "release", "affinity")
 EVALUATE = os.path.join(ROOT, "..", "shared", "bench", "quality", "evaluate.py")
-
-
-def cpu_family():
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in f if ":" in line)}
-        flags = info.get("flags", "").split()
-        simd = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
-        return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}, {simd})"
-    except OSError:
-        return platform.processor()
-
-
-def run(cmd):
-    print("$ " + " ".join(cmd), file=sys.stderr)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
-    return r.stdout
 
 
 def read_features(path):

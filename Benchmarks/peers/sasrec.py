@@ -21,38 +21,17 @@ Throughput: sequences per second of one training epoch without validation, PyTor
 import argparse
 import json
 import os
-import platform
 import re
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_env import ensure_venv  # noqa: E402
+from peer_env import cpu_family, ensure_venv, run  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV_TORCH", "/tmp/affinity-venv-torch")
 BIN = os.path.join(ROOT, ".build", "release", "affinity")
 TORCH_MODELS = os.path.join(ROOT, "..", "shared", "bench", "quality", "torch_models.py")
-
-
-def cpu_family():
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in f if ":" in line)}
-        flags = info.get("flags", "").split()
-        simd = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
-        return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}, {simd})"
-    except OSError:
-        return platform.processor()
-
-
-def run(cmd, env=None):
-    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
-    return r.stdout
 
 
 def torch_run(split, epochs, eval_every, threads=None):
@@ -70,6 +49,17 @@ def torch_run(split, epochs, eval_every, threads=None):
     return test, (per_epoch[-1] if per_epoch else test.get("epoch_time_s"))
 
 
+def cached(path, compute):
+    """The JSON result at `path`, computed and written there first when it is not (re-runs reuse results)."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    value = compute()
+    with open(path, "w") as f:
+        json.dump(value, f)
+    return value
+
+
 def ours(split, model, settings):
     args = [BIN, "evaluate", "--split", split, "--model-type", model, "--cutoffs", "10,20", "--json"]
     for k, v in settings.items():
@@ -84,6 +74,7 @@ def main():
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--losses", default="softmax,sampled-softmax,bce,gbce")
+    ap.add_argument("--out", default=None, help="Folder for each run's JSON result (default: a new temporary one); results already there are reused.")
     a = ap.parse_args()
     ensure_venv(VENV, ["torch", "numpy"])
     import torch
@@ -104,23 +95,28 @@ def main():
 
     if a.skip_quality:
         return
+    out = a.out or tempfile.mkdtemp(prefix="affinity-sasrec-bench-")
+    os.makedirs(out, exist_ok=True)
+    print(f"results: {out}")
     rows = []
     for name, settings in [("popularity", {}), ("itemknn", {}), ("ease", {"lambda": "500"})]:
-        r = ours(a.split, name, settings)
+        r = cached(os.path.join(out, f"ours-{name}.json"), lambda: ours(a.split, name, settings))
         rows.append((f"{name} {json.dumps(settings) if settings else ''}".strip(), r))
     for loss in a.losses.split(","):
-        r = ours(a.split, "sasrec", {"epochs": a.epochs, "patience": 0, "loss": loss})
+        r = cached(os.path.join(out, f"ours-sasrec-{loss}-{a.epochs}.json"),
+                   lambda: ours(a.split, "sasrec", {"epochs": a.epochs, "patience": 0, "loss": loss}))
         rows.append((f"sasrec loss={loss}, {a.epochs} epochs", r))
-    test, _ = torch_run(a.split, a.epochs, 5)
+    test = cached(os.path.join(out, f"torch-sasrec-{a.epochs}.json"), lambda: torch_run(a.split, a.epochs, 5)[0])
     print(f"\nTest target of {os.path.basename(os.path.abspath(a.split))} (validation item in the history; settings chosen on validation):")
     print(f"{'model':<46}{'HR@10':>8}{'NDCG@10':>9}{'HR@20':>8}{'NDCG@20':>9}{'train s':>9}")
     for name, r in rows:
         m = {c["k"]: c for c in r["report"]["metrics"]}
-        print(f"{name:<46}{m[10]['hitRate']:>8.4f}{m[10]['ndcg']:>9.4f}{m[20]['hitRate']:>8.4f}{m[20]['ndcg']:>9.4f}{r.get('trainSeconds') or 0:>9.1f}")
+        print(f"{name:<46}{m[10]['hr']:>8.4f}{m[10]['ndcg']:>9.4f}{m[20]['hr']:>8.4f}{m[20]['ndcg']:>9.4f}{r.get('trainSeconds') or 0:>9.1f}")
     mt = test["metrics"]
     print(f"{'PyTorch SASRec (reference script), ' + str(a.epochs) + ' epochs':<46}{mt['HR@10']:>8.4f}{mt['NDCG@10']:>9.4f}"
           f"{mt['HR@20']:>8.4f}{mt['NDCG@20']:>9.4f}{test['train_time_s']:>9.1f}")
-    print(f"  (PyTorch kept epoch {test['params'].get('best_epoch_by_valid_ndcg10')} by validation NDCG@10)")
+    print(f"  (PyTorch kept epoch {test['params'].get('best_epoch_by_valid_ndcg10')} by validation NDCG@10; its validation curve"
+          f" (epoch, NDCG@10, HR@10): {test.get('valid_curve_ndcg10_hr10')})")
 
 
 if __name__ == "__main__":

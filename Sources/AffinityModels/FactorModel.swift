@@ -96,6 +96,35 @@ public protocol EmbeddingRecommender: Recommender {
     func userEmbedding(history: [Int]) -> [Float]
 }
 
+/// A neural embedding model whose trained users and items are a `FactorModel` (two-tower,
+/// SASRec): a known user's score, a history's score (through the model's own
+/// `userEmbedding(history:)`), similar items and the item embeddings come from here.
+public protocol FactorScoredRecommender: EmbeddingRecommender {
+    /// Known users' vectors and the item embeddings.
+    var scoring: FactorModel { get }
+}
+
+extension FactorScoredRecommender {
+    public var itemEmbeddings: Matrix { scoring.itemFactors }
+
+    public func userEmbedding(user: Int) -> [Float] { Array(scoring.userFactors.row(user)) }
+
+    public func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
+        scoring.scores(user: user, into: scores)
+    }
+
+    public func scores(forHistory history: [Int]) -> [Float] {
+        scoring.scores(userVector: userEmbedding(history: history))
+    }
+
+    /// Items by cosine similarity of their embeddings.
+    public func similarItems(to item: Int, k: Int) throws -> [ScoredItem] {
+        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
+        guard k > 0 else { throw ModelError.invalidK(k) }
+        return scoring.similarItems(to: item, k: k)
+    }
+}
+
 /// A recommender whose scores are the dot products of a `FactorModel` (iALS, BPR): scoring,
 /// similar items, embeddings and persistence come from here; a model adds its training and fold-in.
 public protocol FactorizationRecommender: PersistableRecommender, EmbeddingRecommender {

@@ -17,11 +17,13 @@ public protocol SequentialRecommender: Recommender {
 public enum SequenceLoss: String, Codable, Sendable, CaseIterable, SettingChoice {
     /// Cross-entropy of a softmax over the whole catalogue (Klenitskiy & Vasilev 2023: the strongest).
     case softmax
-    /// Softmax over the batch's targets and `negatives` sampled items, logits corrected by −log Q.
+    /// Softmax over the batch's distinct targets and `negatives` sampled items (`sampling`), logits
+    /// corrected by −log Q of the sampling distribution (Yi et al. 2019).
     case sampledSoftmax = "sampled-softmax"
     /// Binary cross-entropy with one uniformly sampled negative per position (Kang & McAuley 2018).
     case bce
-    /// gBCE (Petrov & Macdonald 2023): BCE with `negatives` sampled items, the positive's
+    /// gBCE (Petrov & Macdonald 2023): BCE with `negatives` uniformly sampled items (one draw
+    /// shared by the batch's positions, accidental hits masked), the positive's
     /// probability raised to β = α(t(1 − 1/α) + 1/α), α = negatives / (items − 1), to undo the
     /// overconfidence that negative sampling causes.
     case gbce
@@ -150,23 +152,23 @@ public final class SASRecNetwork: @unchecked Sendable {
 /// Known users are scored from their training sequence (their final vectors are computed once,
 /// after training, and saved), so the item embeddings serve through an ANN index like any
 /// `EmbeddingRecommender`; a history (fold-in) runs the network on it.
-public struct SASRec: PersistableRecommender, EmbeddingRecommender, SequentialRecommender {
+public struct SASRec: PersistableRecommender, FactorScoredRecommender, SequentialRecommender {
     public struct Configuration: ModelConfiguration {
         public static let settingHelp: [String: String] = [
             "blocks": "Transformer blocks",
-            "heads": "attention heads (dimension must divide by it)",
+            "heads": "attention heads (divide dimension)",
             "dimension": "embedding and hidden width",
-            "maxLength": "longest input sequence (the most recent items are kept)",
-            "dropout": "dropout of the embeddings, attention weights and feed-forward layers",
+            "maxLength": "longest input (most recent items kept)",
+            "dropout": "dropout: embeddings, attention, feed-forward",
             "loss": "training objective",
-            "negatives": "negatives per batch for sampled-softmax and gbce",
-            "sampling": "how sampled-softmax draws negatives (gbce and bce: uniform)",
-            "gbceT": "gBCE calibration t in [0, 1] (1: plain BCE with negatives)",
-            "epochs": "largest number of passes over the users",
-            "patience": "epochs without a better validation NDCG@10 before stopping (0: never)",
+            "negatives": "negatives per batch (sampled-softmax, gbce)",
+            "sampling": "negatives of sampled-softmax",
+            "gbceT": "gBCE calibration t in [0, 1]",
+            "epochs": "most passes over the users",
+            "patience": "epochs without better validation (0: never stop)",
             "batchSize": "sequences per step",
             "learningRate": "Adam step size (betas 0.9, 0.98)",
-            "layout": "where the blocks put layer normalisation",
+            "layout": "layer norm placement",
             "activation": "feed-forward non-linearity",
             "seed": "initialisation, order, dropout and negatives",
             "threads": "worker threads (0 = all cores)",
@@ -181,8 +183,10 @@ public struct SASRec: PersistableRecommender, EmbeddingRecommender, SequentialRe
         public var negatives: Int = 256
         public var sampling: NegativeSampling = .uniform
         public var gbceT: Double = 0.75
-        public var epochs: Int = 200
-        public var patience: Int = 5
+        /// With validation targets (a leave-last-out split's valid.tsv) training stops after
+        /// `patience` epochs without a better validation NDCG@10; without them every epoch runs.
+        public var epochs: Int = 100
+        public var patience: Int = 10
         public var batchSize: Int = 128
         public var learningRate: Double = 1e-3
         public var layout: BlockLayout = .sasrec
@@ -440,31 +444,11 @@ public struct SASRec: PersistableRecommender, EmbeddingRecommender, SequentialRe
 
     // MARK: Scoring
 
-    public var itemEmbeddings: Matrix { factors.itemFactors }
-
-    public func userEmbedding(user: Int) -> [Float] {
-        let d = factors.factors
-        return Array(factors.userFactors.values[(user * d)..<((user + 1) * d)])
-    }
+    public var scoring: FactorModel { factors }
 
     /// The last output after `history` (in time order; items outside the model are ignored).
     public func userEmbedding(history: [Int]) -> [Float] {
         network.lastOutputs([history.filter { $0 >= 0 && $0 < itemCount }]).values
-    }
-
-    public func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
-        factors.scores(user: user, into: scores)
-    }
-
-    public func scores(forHistory history: [Int]) -> [Float] {
-        factors.scores(userVector: userEmbedding(history: history))
-    }
-
-    /// Items by cosine similarity of their embeddings (the output layer).
-    public func similarItems(to item: Int, k: Int) throws -> [ScoredItem] {
-        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
-        guard k > 0 else { throw ModelError.invalidK(k) }
-        return factors.similarItems(to: item, k: k)
     }
 
     // MARK: Persistence

@@ -8,7 +8,7 @@ import Foundation
 /// (InfoNCE) at a temperature, optionally with the logQ correction, masking of accidental hits, and
 /// hard negatives; or with a triplet loss (metric learning). Scores are dot products of the
 /// towers' outputs, so the item vectors can be put in an ANN index (`EmbeddingRecommender`).
-public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
+public struct TwoTower: PersistableRecommender, FactorScoredRecommender {
     public enum UserInput: String, Codable, Sendable, CaseIterable, SettingChoice { case id, history, idHistory = "id+history" }
     public enum Score: String, Codable, Sendable, CaseIterable, SettingChoice { case cosine, dot }
     public enum Loss: String, Codable, Sendable, CaseIterable, SettingChoice { case softmax, triplet }
@@ -194,23 +194,7 @@ public struct TwoTower: PersistableRecommender, EmbeddingRecommender {
         embeddings = FactorModel(userFactors: users, itemFactors: items)
     }
 
-    public func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
-        embeddings.scores(user: user, into: scores)
-    }
-
-    public func scores(forHistory history: [Int]) -> [Float] {
-        embeddings.scores(userVector: userEmbedding(history: history))
-    }
-
-    public func similarItems(to item: Int, k: Int) throws -> [ScoredItem] {
-        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
-        guard k > 0 else { throw ModelError.invalidK(k) }
-        return embeddings.similarItems(to: item, k: k)
-    }
-
-    public var itemEmbeddings: Matrix { embeddings.itemFactors }
-
-    public func userEmbedding(user: Int) -> [Float] { Array(embeddings.userFactors.row(user)) }
+    public var scoring: FactorModel { embeddings }
 
     /// A user the model never saw: the user tower on the history when it reads one; otherwise the
     /// mean of the history items' vectors (normalised for the cosine score).

@@ -520,15 +520,29 @@ static inline long offer_masked(float s, int64_t id, float *hs, int64_t *hi, lon
     return 0;
 }
 
+// The scalar parts of the selection: `select_fill` offers entries from *i on until the heap is full
+// (and its root is a number, so the vector comparison is meaningful); `select_rest` offers i..<n.
+static long select_fill(const float *scores, const uint8_t *excluded, long n, long *i, int64_t id0,
+                        float *hs, int64_t *hi, long k, long *count) {
+    long inserted = 0;
+    for (; *i < n && (*count < k || hs[0] != hs[0]); (*i)++)
+        if (!(excluded && excluded[*i])) inserted += offer_masked(scores[*i], id0 + *i, hs, hi, k, count);
+    return inserted;
+}
+
+static long select_rest(const float *scores, const uint8_t *excluded, long i, long n, int64_t id0,
+                        float *hs, int64_t *hi, long k, long *count) {
+    long inserted = 0;
+    for (; i < n; i++) if (!(excluded && excluded[i])) inserted += offer_masked(scores[i], id0 + i, hs, hi, k, count);
+    return inserted;
+}
+
 #if AFFINITY_X86
 __attribute__((target("avx512f")))
 static long select_avx512(const float *scores, const uint8_t *excluded, long n, int64_t id0,
                           float *hs, int64_t *hi, long k, long *count) {
-    long inserted = 0, i = 0;
-    while (i < n && (*count < k || hs[0] != hs[0])) {
-        if (!(excluded && excluded[i])) inserted += offer_masked(scores[i], id0 + i, hs, hi, k, count);
-        i++;
-    }
+    long i = 0;
+    long inserted = select_fill(scores, excluded, n, &i, id0, hs, hi, k, count);
     for (; i + 16 <= n; i += 16) {
         __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(scores + i), _mm512_set1_ps(hs[0]), _CMP_GE_OQ);
         while (m) {
@@ -538,18 +552,14 @@ static long select_avx512(const float *scores, const uint8_t *excluded, long n, 
             inserted += offer_masked(scores[i + b], id0 + i + b, hs, hi, k, count);
         }
     }
-    for (; i < n; i++) if (!(excluded && excluded[i])) inserted += offer_masked(scores[i], id0 + i, hs, hi, k, count);
-    return inserted;
+    return inserted + select_rest(scores, excluded, i, n, id0, hs, hi, k, count);
 }
 
 __attribute__((target("avx2,fma")))
 static long select_avx2(const float *scores, const uint8_t *excluded, long n, int64_t id0,
                         float *hs, int64_t *hi, long k, long *count) {
-    long inserted = 0, i = 0;
-    while (i < n && (*count < k || hs[0] != hs[0])) {
-        if (!(excluded && excluded[i])) inserted += offer_masked(scores[i], id0 + i, hs, hi, k, count);
-        i++;
-    }
+    long i = 0;
+    long inserted = select_fill(scores, excluded, n, &i, id0, hs, hi, k, count);
     for (; i + 8 <= n; i += 8) {
         int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(scores + i), _mm256_set1_ps(hs[0]), _CMP_GE_OQ));
         while (m) {
@@ -559,8 +569,7 @@ static long select_avx2(const float *scores, const uint8_t *excluded, long n, in
             inserted += offer_masked(scores[i + b], id0 + i + b, hs, hi, k, count);
         }
     }
-    for (; i < n; i++) if (!(excluded && excluded[i])) inserted += offer_masked(scores[i], id0 + i, hs, hi, k, count);
-    return inserted;
+    return inserted + select_rest(scores, excluded, i, n, id0, hs, hi, k, count);
 }
 #endif
 
@@ -581,10 +590,7 @@ long affinity_topk_select(const float *scores, const uint8_t *excluded, long n, 
     case 1: return select_avx2(scores, excluded, n, id0, heap_scores, heap_ids, k, count);
     }
 #endif
-    long inserted = 0;
-    for (long i = 0; i < n; i++)
-        if (!(excluded && excluded[i])) inserted += offer_masked(scores[i], id0 + i, heap_scores, heap_ids, k, count);
-    return inserted;
+    return select_rest(scores, excluded, 0, n, id0, heap_scores, heap_ids, k, count);
 }
 
 // ------------------------------------------------------------------------------ weighted row sums

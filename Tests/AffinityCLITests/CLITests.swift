@@ -72,6 +72,33 @@ func tempDir() -> String {
         #expect(lines[2].split(separator: " ").first == "1")
     }
 
+    /// SASRec end to end on a leave-last-out split: both targets, a saved model, ordered histories
+    /// (cut to maxLength, with a note), and a split without timestamps refused with the reason.
+    @Test func sequentialModelOnALeaveLastOutSplit() throws {
+        let dir = tempDir()
+        var r = try CLI.run("data", "generate", "--out", dir + "/data", "--users", "150", "--items", "60")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("split", "--input", dir + "/data/ratings.tsv", "--strategy", "leave-last-out", "--out", dir + "/split")
+        #expect(r.status == 0, "\(r.stderr)")
+        let tiny = ["--set", "epochs=2", "--set", "dimension=8", "--set", "maxLength=5", "--set", "threads=1"]
+        for target in ["valid", "test"] {
+            r = try CLI.run(["evaluate", "--split", dir + "/split", "--model-type", "sasrec", "--target", target, "--json"] + tiny)
+            #expect(r.status == 0 && r.stdout.contains("\"evaluatedUsers\""), "\(target): \(r.stderr)")
+        }
+        r = try CLI.run(["train", "--split", dir + "/split", "--model", "sasrec", "--out", dir + "/sasrec"] + tiny)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("recommend", "--model", dir + "/sasrec", "--history", "i1,i2,i3,i4,i5,i6,i7", "-k", "3", "--json")
+        #expect(r.status == 0 && r.stdout.contains("the model reads the 5 most recent"), "\(r.stdout)\(r.stderr)")
+        r = try CLI.run("recommend", "--model", dir + "/sasrec", "--history", "i1,nope", "-k", "3")
+        #expect(r.status != 0 && r.stderr.contains("unknown item 'nope'"), "\(r.stderr)")
+        // Without timestamps the order is unknown: refused, saying why.
+        try "u1\ti1\nu1\ti2\nu1\ti3\nu2\ti1\nu2\ti3\nu2\ti2\n".write(toFile: dir + "/plain.tsv", atomically: true, encoding: .utf8)
+        r = try CLI.run("split", "--input", dir + "/plain.tsv", "--no-header", "--strategy", "holdout", "--min-user-positives", "1", "--out", dir + "/plain")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run(["evaluate", "--split", dir + "/plain", "--model-type", "sasrec"] + tiny)
+        #expect(r.status != 0 && r.stderr.contains("timestamps"), "\(r.stderr)")
+    }
+
     @Test func badInputGivesAClearErrorAndNonZeroExit() throws {
         let dir = tempDir()
         try Data("u\ti\t5\nu\n".utf8).write(to: URL(fileURLWithPath: dir + "/bad.tsv"))
