@@ -20,10 +20,11 @@ public enum SequenceLoss: String, Codable, Sendable, CaseIterable, SettingChoice
     /// Softmax over the batch's distinct targets and `negatives` sampled items (`sampling`), logits
     /// corrected by −log Q of the sampling distribution (Yi et al. 2019).
     case sampledSoftmax = "sampled-softmax"
-    /// Binary cross-entropy with one uniformly sampled negative per position (Kang & McAuley 2018).
+    /// Binary cross-entropy with one negative per position, drawn uniformly from the items the user
+    /// has not seen (Kang & McAuley 2018).
     case bce
-    /// gBCE (Petrov & Macdonald 2023): BCE with `negatives` uniformly sampled items (one draw
-    /// shared by the batch's positions, accidental hits masked), the positive's
+    /// gBCE (Petrov & Macdonald 2023): BCE with `negatives` items per position, drawn uniformly
+    /// from those the user has not seen, the positive's
     /// probability raised to β = α(t(1 − 1/α) + 1/α), α = negatives / (items − 1), to undo the
     /// overconfidence that negative sampling causes.
     case gbce
@@ -354,71 +355,60 @@ public struct SASRec: PersistableRecommender, FactorScoredRecommender, Sequentia
             scatterAdd(r.gradients[1], into: items, rows: candidates)
             return (Double(r.loss) * Double(rows), r.gradients[0])
         case .bce, .gbce:
-            // Positive logits, and negatives: one per position (bce, not in the user's sequence) or
-            // `negatives` shared by the batch (gbce, accidental hits masked).
+            // BCE over the positive and, per position, negatives the user has not seen: one (bce, the
+            // original paper) or `negatives` (gbce, with the positive's term weighted by β; bce is β = 1).
+            let k = c.loss == .bce ? 1 : c.negatives
+            let alpha = Double(k) / Double(max(1, n - 1))
+            let beta = c.loss == .bce ? 1 : Float(alpha * (c.gbceT * (1 - 1 / alpha) + 1 / alpha))
+            var negatives = [Int32](repeating: 0, count: rows * k)
+            for s in 0..<layout.count {
+                let seen = Set(sequences[s])
+                for r in layout.offsets[s]..<layout.offsets[s + 1] {
+                    for j in 0..<k {
+                        var item = sampler.draw(&generator)
+                        var tries = 0
+                        while seen.contains(item) && tries < 100 { item = sampler.draw(&generator); tries += 1 }
+                        negatives[r * k + j] = Int32(item)
+                    }
+                }
+            }
             let positives = rowsOf(items.value, targets)
             let sPos = RowDot.forward(h, positives)
             var dPos = [Float](repeating: 0, count: rows)
-            var dH = Matrix(rows: rows, columns: d)
+            var logits = [Float](repeating: 0, count: rows * k)
+            h.values.withUnsafeBufferPointer { hp in items.value.values.withUnsafeBufferPointer { ep in
+                negatives.withUnsafeBufferPointer { ids in logits.withUnsafeMutableBufferPointer { lp in
+                    for r in 0..<rows {
+                        Kernels.scores(ids: ids.baseAddress! + r * k, count: k, query: hp.baseAddress! + r * d, rows: ep.baseAddress!,
+                                       dimension: d, negatedL2: false, into: lp.baseAddress! + r * k)
+                    }
+                } }
+            } }
             var total = 0.0
             let inv = 1 / Float(rows)
-            if c.loss == .bce {
-                var negatives = [Int](repeating: 0, count: rows)
-                for s in 0..<layout.count {
-                    let seen = Set(sequences[s])
-                    for r in layout.offsets[s]..<layout.offsets[s + 1] {
-                        var j = sampler.draw(&generator)
-                        var tries = 0
-                        while seen.contains(j) && tries < 100 { j = sampler.draw(&generator); tries += 1 }
-                        negatives[r] = j
+            var dH = Matrix(rows: rows, columns: d)
+            h.values.withUnsafeBufferPointer { hp in items.value.values.withUnsafeBufferPointer { ep in
+                dH.values.withUnsafeMutableBufferPointer { dhp in items.grad.values.withUnsafeMutableBufferPointer { ge in
+                    for r in 0..<rows {
+                        total += Double(beta * softplus(-sPos[r]))
+                        dPos[r] = -beta * (1 - sigmoid(sPos[r])) * inv
+                        for j in 0..<k {
+                            let item = Int(negatives[r * k + j])
+                            guard item != targets[r] else { continue }   // an accidental hit is no negative
+                            let s = logits[r * k + j]
+                            total += Double(softplus(s))
+                            let g = sigmoid(s) * inv
+                            for t in 0..<d {
+                                dhp[r * d + t] += g * ep[item * d + t]
+                                ge[item * d + t] += g * hp[r * d + t]
+                            }
+                        }
                     }
-                }
-                let negativeRows = rowsOf(items.value, negatives)
-                let sNeg = RowDot.forward(h, negativeRows)
-                var dNeg = [Float](repeating: 0, count: rows)
-                for r in 0..<rows {
-                    total += Double(softplus(-sPos[r]) + softplus(sNeg[r]))
-                    dPos[r] = -(1 - sigmoid(sPos[r])) * inv
-                    dNeg[r] = sigmoid(sNeg[r]) * inv
-                }
-                let (dh1, de1) = RowDot.backward(h, positives, dPos)
-                let (dh2, de2) = RowDot.backward(h, negativeRows, dNeg)
-                dH = dh1 + dh2
-                scatterAdd(de1, into: items, rows: targets)
-                scatterAdd(de2, into: items, rows: negatives)
-                return (total, dH)
-            }
-            let k = c.negatives
-            let negatives = (0..<k).map { _ in sampler.draw(&generator) }
-            let alpha = Double(k) / Double(max(1, n - 1))
-            let beta = Float(alpha * (c.gbceT * (1 - 1 / alpha) + 1 / alpha))
-            let e = rowsOf(items.value, negatives)
-            var logits = Matrix(rows: rows, columns: k)
-            h.values.withUnsafeBufferPointer { hp in e.values.withUnsafeBufferPointer { ep in logits.values.withUnsafeMutableBufferPointer { lp in
-                sgemm(transposeB: true, m: rows, n: k, k: d, a: hp.baseAddress!, lda: d, b: ep.baseAddress!, ldb: d, c: lp.baseAddress!, ldc: k, threads: threads)
-            } } }
-            var dLogits = Matrix(rows: rows, columns: k)
-            for r in 0..<rows {
-                total += Double(beta * softplus(-sPos[r]))
-                dPos[r] = -beta * (1 - sigmoid(sPos[r])) * inv
-                for j in 0..<k where negatives[j] != targets[r] {
-                    let s = logits.values[r * k + j]
-                    total += Double(softplus(s))
-                    dLogits.values[r * k + j] = sigmoid(s) * inv
-                }
-            }
-            let (dh1, de1) = RowDot.backward(h, positives, dPos)
-            dH = dh1
-            var dE = Matrix(rows: k, columns: d)
-            dLogits.values.withUnsafeBufferPointer { gp in e.values.withUnsafeBufferPointer { ep in h.values.withUnsafeBufferPointer { hp in
-                dH.values.withUnsafeMutableBufferPointer { dhp in dE.values.withUnsafeMutableBufferPointer { dep in
-                    sgemm(m: rows, n: d, k: k, a: gp.baseAddress!, lda: k, b: ep.baseAddress!, ldb: d, beta: 1, c: dhp.baseAddress!, ldc: d, threads: threads)
-                    sgemm(transposeA: true, m: k, n: d, k: rows, a: gp.baseAddress!, lda: k, b: hp.baseAddress!, ldb: d, c: dep.baseAddress!, ldc: d, threads: threads)
                 } }
-            } } }
+            } }
+            let (dh1, de1) = RowDot.backward(h, positives, dPos)
             scatterAdd(de1, into: items, rows: targets)
-            scatterAdd(dE, into: items, rows: negatives)
-            return (total, dH)
+            return (total, dH + dh1)
         }
     }
 
