@@ -4,7 +4,7 @@ import Foundation
 
 /// The one training loop of the neural models: epochs over `examples` in a seeded order (a new
 /// permutation each epoch from stream `epoch` of the seed), mini-batches, gradients zeroed before
-/// and the optimiser stepped after each batch, progress about once a second and at each epoch's end,
+/// and the optimiser stepped after each batch at the schedule's learning rate, progress about once a second and at each epoch's end,
 /// validation after each epoch, and early stopping that restores the best epoch's parameters.
 ///
 /// The model supplies only what is its own: `step` runs the forward and backward pass of one batch
@@ -18,12 +18,16 @@ public struct TrainingLoop {
         /// Stop after this many epochs without a better validation score (0: run every epoch; the
         /// best epoch's parameters are still restored when `validate` is given).
         public var patience: Int
+        /// The optimiser's learning rate at each step (0-based over the whole run), from the rate it
+        /// had when the run began; `.constant` leaves it alone.
+        public var schedule: LearningRateSchedule
 
-        public init(epochs: Int, batchSize: Int, seed: UInt64, patience: Int = 0) {
+        public init(epochs: Int, batchSize: Int, seed: UInt64, patience: Int = 0, schedule: LearningRateSchedule = .constant) {
             self.epochs = epochs
             self.batchSize = batchSize
             self.seed = seed
             self.patience = patience
+            self.schedule = schedule
         }
     }
 
@@ -59,6 +63,9 @@ public struct TrainingLoop {
                                         validationName: validationName)
         var best: (score: Double, epoch: Int, values: [Matrix])?
         var sinceBest = 0
+        let baseRate = optimizer.learningRate
+        var stepIndex = 0
+        defer { optimizer.learningRate = baseRate }
         for epoch in 1...settings.epochs {
             var generator = SeededGenerator(seed: settings.seed, stream: UInt64(epoch))
             let order = generator.permutation(examples)
@@ -69,6 +76,8 @@ public struct TrainingLoop {
                 start += settings.batchSize
                 for p in parameters { p.zeroGrad() }
                 total += try step(batch, &generator)
+                optimizer.learningRate = settings.schedule.rate(base: baseRate, step: stepIndex)
+                stepIndex += 1
                 optimizer.step(parameters)
                 reporter.during(epoch: epoch, fraction: Double(min(start, examples)) / Double(examples),
                                 examples: (epoch - 1) * examples + min(start, examples))

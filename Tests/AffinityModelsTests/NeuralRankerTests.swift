@@ -180,4 +180,18 @@ import Testing
         #expect(outcome.keptEpoch == 2)
         #expect(p.value.values[0] == 4)
     }
+
+    /// A schedule sets the optimiser's rate before each step (here linear decay over 4 steps from 1:
+    /// steps of 1, 0.75, 0.5, 0.25) and the base rate comes back after the run.
+    @Test func theTrainingLoopFollowsItsLearningRateSchedule() {
+        let p = Parameter("w", value: Matrix(rows: 1, columns: 1, values: [0]))
+        let sgd = SGD(learningRate: 1)
+        let loop = TrainingLoop(settings: .init(epochs: 2, batchSize: 4, seed: 1, schedule: .linearDecay(total: 4)), parameters: [p], optimizer: sgd)
+        loop.run(examples: 8, model: "test", exampleName: "rows", progress: nil, step: { _, _ in
+            p.grad.values[0] = -1
+            return 0
+        })
+        #expect(abs(p.value.values[0] - 2.5) < 1e-6, "\(p.value.values[0])")
+        #expect(sgd.learningRate == 1)
+    }
 }
