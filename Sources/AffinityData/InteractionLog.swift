@@ -115,6 +115,15 @@ public struct InteractionLog: Sendable {
         return out
     }
 
+    /// Each user's items (in `users` / `items` index space, rows in file order); rows whose user or
+    /// item is unknown there are left out. A leave-last-out `valid.tsv` read as each user's next items.
+    public func itemsByUser(users target: IDVocabulary, items targetItems: IDVocabulary) -> [[Int]] {
+        var out = [[Int]](repeating: [], count: target.count)
+        let m = mapped(users: target, items: targetItems)
+        for (u, i) in zip(m.users, m.items) { out[Int(u)].append(Int(i)) }
+        return out
+    }
+
     /// Re-expresses the rows in the index space of other vocabularies (for example a trained
     /// model's). Rows whose user or item is unknown there are skipped and counted.
     public func mapped(users target: IDVocabulary, items targetItems: IDVocabulary) -> (users: [Int32], items: [Int32], skipped: Int) {

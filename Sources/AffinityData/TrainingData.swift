@@ -47,11 +47,9 @@ public struct TrainingData: Sendable {
     /// targets, mapped into the index space of `users` and `items` (those of the training log);
     /// rows of unknown users or items are left out.
     public func withValidation(_ valid: InteractionLog, users: IDVocabulary, items: IDVocabulary) -> TrainingData {
+        precondition(users.count == interactions.rowCount, "the users vocabulary does not match the matrix")
         var out = self
-        var targets = [[Int]](repeating: [], count: interactions.rowCount)
-        let mapped = valid.mapped(users: users, items: items)
-        for (u, i) in zip(mapped.users, mapped.items) where Int(u) < targets.count { targets[Int(u)].append(Int(i)) }
-        out.validationTargets = targets
+        out.validationTargets = valid.itemsByUser(users: users, items: items)
         return out
     }
 

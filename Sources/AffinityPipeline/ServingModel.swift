@@ -106,6 +106,13 @@ public final class ServingModel: Sendable {
         (trained.model as? any SequentialRecommender)?.trainingSequence(ofUser: user) ?? trained.model.seenItems(ofUser: user)
     }
 
+    /// What a sequential model does with a history longer than it reads, as answers say it (nil: it
+    /// reads all of it). The server's `note` and the CLI's note.
+    public func truncationNote(history: [Int]) -> String? {
+        guard let sequential = trained.model as? any SequentialRecommender, history.count > sequential.maxLength else { return nil }
+        return "history of \(history.count) items: the model reads the \(sequential.maxLength) most recent"
+    }
+
     /// The top `k` items for `subject`, none of them in `excluded` (item indexes; out-of-range
     /// entries are ignored), best first. The caller puts the seen items in `excluded` when they
     /// must not come back. With `explain`, explainable models (EASE, item-kNN, iALS) say which

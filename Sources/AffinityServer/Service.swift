@@ -376,15 +376,10 @@ public final class AffinityService: @unchecked Sendable {
         }
         let items = try listOut(pipeline, context, k: k, explain: explain)
         var note: String? = nil
-        if case .history(let h) = context.subject { note = Self.truncationNote(history: h, model: model) }
+        if case .history(let h) = context.subject { note = model.truncationNote(history: h) }
         return RecommendationsOut(user: user, model: ref, retrieval: pipeline.retrievalPath.rawValue, items: items, note: note)
     }
 
-    /// What a sequential model did with a history longer than it reads (nil: it read all of it).
-    static func truncationNote(history: [Int], model: ServingModel) -> String? {
-        guard let sequential = model.trained.model as? any SequentialRecommender, history.count > sequential.maxLength else { return nil }
-        return "history of \(history.count) items: the model reads the \(sequential.maxLength) most recent"
-    }
 
     func recommendForHistory(_ body: HistoryRequest) throws -> RecommendationsOut {
         let current = try requireModel()
@@ -410,7 +405,7 @@ public final class AffinityService: @unchecked Sendable {
         let items = try listOut(pipeline, UserContext(subject: .history(history), history: history, excluded: history + requested),
                                 k: k, explain: body.explain ?? false)
         return RecommendationsOut(user: nil, model: ref, retrieval: pipeline.retrievalPath.rawValue, items: items,
-                                  note: Self.truncationNote(history: history, model: model))
+                                  note: model.truncationNote(history: history))
     }
 
     func similar(toItem item: String, k: Int) throws -> SimilarOut {

@@ -124,9 +124,9 @@ struct RecommendCommand: ParsableCommand {
         }
         // A sequential model reads at most maxLength items of a history: say so when it was cut.
         var note: String? = nil
-        if case .history(let h)? = context?.subject, let sequential = trained.model as? any SequentialRecommender, h.count > sequential.maxLength {
-            note = "history of \(h.count) items: the model reads the \(sequential.maxLength) most recent"
-            if !json { Console.note("note: " + note!) }
+        if case .history(let h)? = context?.subject, let said = serving.truncationNote(history: h) {
+            note = said
+            if !json { Console.note("note: " + said) }
         }
         var described = try describe(list.map { ScoredItem(index: $0.item, score: $0.score) }, model: trained)
         for n in described.indices where !built.rerankers.isEmpty { described[n].notes = list[n].notes }

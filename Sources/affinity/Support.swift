@@ -285,14 +285,8 @@ func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluat
     }
     // Leave-last-out, test target: a sequential model reads the validation item after the training
     // sequence (docs/protocol.md); every other model scores the trained user.
-    var nextItems: [[Int]]? = nil
-    if target == .test, let valid = split.valid, model is any SequentialRecommender {
-        var next = [[Int]](repeating: [], count: trained.users.count)
-        let mapped = valid.mapped(users: trained.users, items: trained.items)
-        for (u, i) in zip(mapped.users, mapped.items) { next[Int(u)].append(Int(i)) }
-        nextItems = next
-    }
-    let next = nextItems
+    let next = target == .test && model is any SequentialRecommender
+        ? split.valid?.itemsByUser(users: trained.users, items: trained.items) : nil
     return (evaluator.evaluate(data, profile: profile, reorder: reorder, pool: pool) { user, scores in
         if let nextItems = next, !nextItems[user].isEmpty, let sequential = model as? any SequentialRecommender {
             let s = model.scores(forHistory: sequential.trainingSequence(ofUser: user) + nextItems[user])
