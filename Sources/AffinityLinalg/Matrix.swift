@@ -41,6 +41,11 @@ public struct Matrix: Sendable, Equatable {
     /// A copy of row `r`.
     public func row(_ r: Int) -> ArraySlice<Float> { values[(r * columns)..<((r + 1) * columns)] }
 
+    /// The rows in `range` as a matrix of their own.
+    public func rows(_ range: Range<Int>) -> Matrix {
+        Matrix(rows: range.count, columns: columns, values: Array(values[(range.lowerBound * columns)..<(range.upperBound * columns)]))
+    }
+
     public func transposed() -> Matrix {
         var t = Matrix(rows: columns, columns: rows)
         for r in 0..<rows { for c in 0..<columns { t.values[c * rows + r] = values[r * columns + c] } }

@@ -26,6 +26,7 @@ extension ModelConfiguration {
             case let d as Double where d == d.rounded() && abs(d) < 1e15: value = String(Int(d))
             case let i as Int: value = String(i)
             case let u as UInt64: value = String(u)
+            case let list as [Double]: value = list.isEmpty ? "\"\"" : list.map { String($0) }.joined(separator: ",")
             default: break
             }
             if let choice = children[key] as? any SettingChoice {
@@ -65,6 +66,16 @@ extension ModelConfiguration {
             }
             if current is String {
                 object[key] = raw
+            } else if current is [Any] {
+                // A list setting: comma-separated numbers ("" for an empty list).
+                let parts = raw.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+                if raw.trimmingCharacters(in: .whitespaces).isEmpty {
+                    object[key] = [Any]()
+                } else if let numbers = Optional(parts.compactMap { Double($0) }), numbers.count == parts.count, numbers.allSatisfy(\.isFinite) {
+                    object[key] = numbers
+                } else {
+                    throw ModelError.invalidSetting(name: key, reason: "expected comma-separated numbers, got '\(raw)'")
+                }
             } else if let b = Bool(raw.lowercased()) {
                 object[key] = b
             } else if let i = Int(raw) {

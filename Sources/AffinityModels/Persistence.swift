@@ -290,7 +290,7 @@ struct VocabularyFile: Codable {
 
 /// The models this build knows, by CLI name.
 public enum ModelRegistry {
-    public static let types: [any PersistableRecommender.Type] = [Popularity.self, ItemKNN.self, EASE.self, ALS.self, BPR.self, TwoTower.self, Item2Vec.self, SASRec.self]
+    public static let types: [any PersistableRecommender.Type] = [Popularity.self, ItemKNN.self, EASE.self, ALS.self, BPR.self, TwoTower.self, Item2Vec.self, SASRec.self, LightGCN.self, AMPCF.self]
     public static var names: [String] { types.map { $0.modelType } }
     public static func type(named name: String) -> (any PersistableRecommender.Type)? {
         types.first { $0.modelType == name }

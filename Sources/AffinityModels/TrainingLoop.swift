@@ -102,4 +102,26 @@ public struct TrainingLoop {
         }
         return outcome
     }
+
+    /// `users` users (seeded, among those with at least two positives) each lend round(20 %) of
+    /// their positives, at least one: the matrix without them and the lent items per user.
+    public static func lendPositives(_ x: SparseMatrix, users count: Int, seed: UInt64) -> (SparseMatrix, [[Int]]) {
+        var g = SeededGenerator(seed: seed, stream: 99)
+        var order = (0..<x.rowCount).filter { x.rowLength($0) >= 2 }
+        g.shuffle(&order)
+        var targets = [[Int]](repeating: [], count: x.rowCount)
+        for u in order.prefix(count) {
+            var row = x.row(u).map { Int($0) }
+            g.shuffle(&row)
+            let n = min(row.count - 1, max(1, Int((0.2 * Double(row.count)).rounded())))
+            targets[u] = Array(row.prefix(n)).sorted()
+        }
+        var rows = [Int32](), cols = [Int32]()
+        for u in 0..<x.rowCount {
+            let lent = Set(targets[u])
+            for i in x.row(u) where !lent.contains(Int(i)) { rows.append(Int32(u)); cols.append(i) }
+        }
+        return (SparseMatrix(rowCount: x.rowCount, columnCount: x.columnCount, rows: rows, cols: cols), targets)
+    }
+
 }

@@ -175,6 +175,7 @@ public final class Pipeline: Sendable {
             for (n, because) in try primary.explanations(of: out.map(\.item), for: context.subject, size: explanationSize).enumerated() {
                 out[n].because = because
             }
+            for (n, persona) in primary.personas(of: out.map(\.item), for: context.subject).enumerated() { out[n].persona = persona }
         }
         return out
     }

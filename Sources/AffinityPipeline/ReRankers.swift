@@ -13,12 +13,15 @@ public struct Candidate: Sendable, Equatable {
     public var notes: [String]
     /// The history items behind the score (explainable models, when asked for).
     public var because: [Contribution]?
+    /// The user's persona that serves this item (multi-persona models, when explanations are asked for).
+    public var persona: Int?
 
-    public init(item: Int, score: Float, notes: [String] = [], because: [Contribution]? = nil) {
+    public init(item: Int, score: Float, notes: [String] = [], because: [Contribution]? = nil, persona: Int? = nil) {
         self.item = item
         self.score = score
         self.notes = notes
         self.because = because
+        self.persona = persona
     }
 }
 

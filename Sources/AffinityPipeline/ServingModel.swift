@@ -58,6 +58,10 @@ public final class ServingModel: Sendable {
     public let popularItems: [Int]
     private let itemCounts: [Int]
     private let embeddings: (any EmbeddingRecommender)?
+    /// Models with several queries per user (AMP-CF's personas): one search per query, merged, scored exactly.
+    private let multiQuery: (any MultiQueryRecommender)?
+    /// Multi-query fold-ins by history (the queries' rows, flattened).
+    private let multiQueryFoldIns = FoldInCache(limit: 10_000)
     /// Fold-in vectors by history: a user whose history has not changed since the last request is
     /// not folded in again (an iALS fold-in is a 64x64 solve per request otherwise).
     private let foldIns = FoldInCache(limit: 100_000)
@@ -76,9 +80,12 @@ public final class ServingModel: Sendable {
         let model = trained.model
         let embeddingModel = model as? any EmbeddingRecommender
         embeddings = embeddingModel
+        multiQuery = model as? any MultiQueryRecommender
+        // The vectors an index holds: an embedding model's, or a multi-query model's.
+        let indexed: Matrix? = embeddingModel?.itemEmbeddings ?? multiQuery?.itemEmbeddings
         if let index {
-            guard let embeddingModel else { throw ServingError.notEmbeddingModel(modelType: trained.modelType) }
-            let d = embeddingModel.itemEmbeddings.columns
+            guard let indexed else { throw ServingError.notEmbeddingModel(modelType: trained.modelType) }
+            let d = indexed.columns
             guard index.count == model.itemCount else {
                 throw ServingError.indexMismatch(path: indexPath, reason: "it holds \(index.count) vectors, the model has \(model.itemCount) items")
             }
@@ -89,9 +96,9 @@ public final class ServingModel: Sendable {
                 throw ServingError.indexMismatch(path: indexPath, reason: "metric \(index.metric); the model scores by inner product")
             }
             self.index = index
-        } else if let embeddingModel, buildIndex {
-            let built = try HNSWIndex(dimension: embeddingModel.itemEmbeddings.columns, metric: .innerProduct, settings: hnsw)
-            _ = try built.add(embeddingModel.itemEmbeddings)
+        } else if let indexed, buildIndex {
+            let built = try HNSWIndex(dimension: indexed.columns, metric: .innerProduct, settings: hnsw)
+            _ = try built.add(indexed)
             self.index = built
         } else {
             self.index = nil
@@ -125,7 +132,9 @@ public final class ServingModel: Sendable {
         var mask = [Bool](repeating: false, count: model.itemCount)
         for i in excluded where i >= 0 && i < mask.count { mask[i] = true }
         let found: [ScoredItem]
-        if let index, let embeddings {
+        if let index, let multiQuery {
+            found = try multiQueryCandidates(multiQuery, index: index, subject: subject, k: k, excluded: excluded, mask: mask)
+        } else if let index, let embeddings {
             let query: [Float]
             switch subject {
             case .user(let u): query = embeddings.userEmbedding(user: u)
@@ -145,14 +154,64 @@ public final class ServingModel: Sendable {
             found = top.select(scores, k: k, excluding: excluded)
         }
         let out = found.map { Recommendation(item: $0.index, score: $0.score, because: nil) }
+        let personas = explain ? personas(of: out.map(\.item), for: subject) : []
         return (explain ? try explanations(of: out.map(\.item), for: subject, size: explanationSize).enumerated().map { n, because in
-            Recommendation(item: out[n].item, score: out[n].score, because: because)
+            Recommendation(item: out[n].item, score: out[n].score, because: because, persona: personas[n])
         } : out, index != nil ? .ann : .exact)
+    }
+
+    /// One search per query (each `k` items, with the index's own breadth), the union scored
+    /// exactly by the model, the best `k` kept: the pipeline's path for models that place a user
+    /// at several points (AMP-CF's personas).
+    private func multiQueryCandidates(_ model: any MultiQueryRecommender, index: any VectorIndex, subject: RecommendationSubject,
+                                      k: Int, excluded: [Int], mask: [Bool]) throws -> [ScoredItem] {
+        let queries: Matrix
+        switch subject {
+        case .user(let u): queries = model.queries(user: u)
+        case .history(let h):
+            let flat = multiQueryFoldIns.vector(for: h) { model.queries(history: h).values }
+            queries = Matrix(rows: flat.count / max(1, index.dimension), columns: index.dimension, values: flat)
+        }
+        var union = Set<Int>()
+        try mask.withUnsafeBufferPointer { m in
+            for r in 0..<queries.rows {
+                let hits = try index.search(Array(queries.row(r)), k: k, parameters: searchParameters, filter: excluded.isEmpty ? nil : { !m[$0] })
+                for hit in hits { union.insert(hit.id) }
+            }
+        }
+        let candidates = union.sorted()
+        let scores: [Float]
+        switch subject {
+        case .user(let u): scores = model.scores(ofItems: candidates, user: u)
+        case .history(let h): scores = model.scores(ofItems: candidates, history: h)
+        }
+        return zip(candidates, scores).map { ScoredItem(index: $0, score: $1) }
+            .sorted { ScoredIndex.ranksBefore($0.score, $0.index, $1.score, $1.index) }
+            .prefix(k).map { $0 }
+    }
+
+    /// For multi-persona models (AMP-CF), the persona that serves each item; nil for each item of other models.
+    public func personas(of items: [Int], for subject: RecommendationSubject) -> [Int?] {
+        guard let model = trained.model as? any PersonaRecommender else { return items.map { _ in nil } }
+        return items.map { item in
+            switch subject {
+            case .user(let u): return model.attribution(of: item, user: u, size: 0).persona
+            case .history(let h): return model.attribution(of: item, history: h, size: 0).persona
+            }
+        }
     }
 
     /// For explainable models (EASE, item-kNN, iALS), the `size` history items that weigh most in
     /// each item's score for `subject`, largest first; nil for each item of other models.
     public func explanations(of items: [Int], for subject: RecommendationSubject, size: Int = 3) throws -> [[Contribution]?] {
+        if let personas = trained.model as? any PersonaRecommender {
+            return items.map { item in
+                switch subject {
+                case .user(let u): return personas.attribution(of: item, user: u, size: size).characteristic
+                case .history(let h): return personas.attribution(of: item, history: h, size: size).characteristic
+                }
+            }
+        }
         guard let explainable = trained.model as? any ExplainableRecommender else { return items.map { _ in nil } }
         return try items.map { item in
             let contributions: [Contribution]

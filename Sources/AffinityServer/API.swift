@@ -36,6 +36,8 @@ struct ItemOut: Encodable {
     var score: Float
     var title: String?
     var because: [ContributionOut]?
+    /// The user's persona that serves the item (multi-persona models, with explain=true).
+    var persona: Int?
 }
 
 struct ContributionOut: Encodable {
@@ -222,6 +224,10 @@ extension ItemOut: DirectJSON {
         }
         DirectJSONWriter.key("item", first: first, into: &out)
         DirectJSONWriter.string(item, into: &out)
+        if let persona {
+            DirectJSONWriter.key("persona", first: false, into: &out)
+            try DirectJSONWriter.number(Float(persona), into: &out)
+        }
         DirectJSONWriter.key("score", first: false, into: &out)
         try DirectJSONWriter.number(score, into: &out)
         if let title {

@@ -344,7 +344,7 @@ public final class AffinityService: @unchecked Sendable {
                            because: r.because.map { $0.map { c in
                                let cid = vocabulary[c.item]
                                return ContributionOut(item: cid, title: titles?[cid], weight: c.weight)
-                           } })
+                           } }, persona: r.persona)
         }
     }
 

@@ -14,23 +14,36 @@ struct ExplainCommand: ParsableCommand {
           terms; item-kNN: similarities).
         --item ID --anti: EASE's anti-affinity, the items whose score this item
           lowers most ("people who picked X rarely pick Y").
+        amp-cf, --user ID --item ID: the persona that serves the item, its attention,
+          and the history items that characterise that persona.
+        amp-cf, --user ID --personas: each persona with its history items (each
+          history item goes to the persona with its largest attention on it),
+          then the user's top -k recommendations, each traced to its persona.
         """
     )
 
     @Option(name: .long, help: "Model folder.") var model: String
     @Option(name: .long, help: "Raw user ID.") var user: String?
-    @Option(name: .long, help: "Raw item ID.") var item: String
+    @Option(name: .long, help: "Raw item ID.") var item: String?
     @Flag(name: .long, help: "List the item's anti-affinities instead.") var anti = false
+    @Flag(name: .long, help: "amp-cf: the user's personas and recommendations by persona.") var personas = false
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Number of rows.") var k = 10
     @Flag(name: .long, help: "Print JSON on stdout.") var json = false
 
     func validate() throws {
         guard k > 0 else { throw ValidationError("-k must be positive, got \(k)") }
         guard anti != (user != nil) else { throw ValidationError("give --user ID (explain a recommendation) or --anti (anti-affinities), not both") }
+        guard personas || item != nil else { throw ValidationError("give --item ID (or --personas with an amp-cf model)") }
+        guard !(personas && anti) else { throw ValidationError("--personas and --anti do not go together") }
     }
 
     func run() throws {
         let trained = try TrainedModel.load(from: model)
+        if personas || trained.model is any PersonaRecommender {
+            try explainPersonas(trained)
+            return
+        }
+        let item = self.item!
         guard let itemIndex = trained.items.index(of: item) else { throw ModelError.unknownItem(item) }
         struct Row: Encodable { var item: String; var title: String?; var weight: Float; var share: Float? }
         func rows(_ list: [Contribution], score: Float? = nil) -> [Row] {
@@ -90,5 +103,50 @@ struct ExplainCommand: ParsableCommand {
         // A share of a score at or below zero has no meaning (items that push the score up and down
         // would both read as "shares" of a negative total): the weights alone are shown.
         if score <= 0 { Console.note("note: the score is not positive, so no shares are shown; the weights add up to it") }
+    }
+
+    /// amp-cf: the persona behind one item, or (--personas) every persona and the top -k by persona.
+    func explainPersonas(_ trained: TrainedModel) throws {
+        guard let model = trained.model as? any PersonaRecommender else {
+            throw CommandError("model type '\(trained.modelType)' has one vector per user, no personas (train an amp-cf model)")
+        }
+        guard let userIndex = trained.users.index(of: user!) else { throw ModelError.unknownUser(user!) }
+        func label(_ i: Int) -> String {
+            let id = trained.items[i]
+            return trained.catalog?.titles[id].map { "\(id) \($0)" } ?? id
+        }
+        struct Member: Encodable { var item: String; var title: String?; var attention: Float }
+        func members(_ list: [Contribution]) -> [Member] {
+            list.map { Member(item: trained.items[$0.item], title: trained.catalog?.titles[trained.items[$0.item]], attention: $0.weight) }
+        }
+        if let item, !personas {
+            guard let itemIndex = trained.items.index(of: item) else { throw ModelError.unknownItem(item) }
+            let a = model.attribution(of: itemIndex, user: userIndex, size: k)
+            if json {
+                try printJSON(["user": AnyEncodable(user!), "item": AnyEncodable(item), "persona": AnyEncodable(a.persona),
+                               "attention": AnyEncodable(a.attention), "characteristic": AnyEncodable(members(a.characteristic))])
+                return
+            }
+            print("\(label(itemIndex)) is served by persona \(a.persona + 1) of \(model.personaCount) (attention \(String(format: "%.2f", a.attention))), whose history items are:")
+            for c in a.characteristic { print("  \(String(format: "%.2f", c.weight))  \(label(c.item))") }
+            return
+        }
+        let groups = model.personas(user: userIndex)
+        let recommended = try model.recommend(user: userIndex, k: k)
+        let served = recommended.map { model.attribution(of: $0.index, user: userIndex, size: 0).persona }
+        if json {
+            struct Persona: Encodable { var persona: Int; var history: [Member]; var recommendations: [String] }
+            try printJSON(["user": AnyEncodable(user!), "personas": AnyEncodable(groups.enumerated().map { p, list in
+                Persona(persona: p, history: members(list),
+                        recommendations: zip(recommended, served).filter { $0.1 == p }.map { trained.items[$0.0.index] })
+            })])
+            return
+        }
+        print("user \(user!): \(model.personaCount) personas over \(groups.reduce(0) { $0 + $1.count }) history items")
+        for (p, list) in groups.enumerated() {
+            print("persona \(p + 1) (\(list.count) history items): " + list.prefix(5).map { label($0.item) }.joined(separator: "; "))
+            let mine = zip(recommended, served).filter { $0.1 == p }
+            for (r, _) in mine { print("   -> \(label(r.index))  (score \(String(format: "%.3f", r.score)))") }
+        }
     }
 }

@@ -1,0 +1,720 @@
+import AffinityData
+import AffinityEval
+import AffinityLinalg
+import AffinityNN
+import Foundation
+
+/// A model that places a user at several points of the item-embedding space, so that retrieval
+/// runs one nearest-neighbour search per point (query), merges the candidates and scores them
+/// exactly (AMP-CF's personas). `itemEmbeddings · query` bounds the model's score from above
+/// for at least one query, which is what makes the per-query search find its best items.
+public protocol MultiQueryRecommender: Recommender {
+    /// items x d: the vectors the index holds.
+    var itemEmbeddings: Matrix { get }
+    /// A known user's queries (rows, width d).
+    func queries(user: Int) -> Matrix
+    /// A history's queries (fold-in), for a user the model never saw.
+    func queries(history: [Int]) -> Matrix
+    /// The exact scores of `items` for a known user.
+    func scores(ofItems items: [Int], user: Int) -> [Float]
+    /// The exact scores of `items` for a history.
+    func scores(ofItems items: [Int], history: [Int]) -> [Float]
+}
+
+/// Which of a user's personas an item's score comes from, and which history items characterise
+/// that persona.
+public struct PersonaAttribution: Sendable, Equatable, Codable {
+    /// 0-based persona index.
+    public var persona: Int
+    /// The persona's attention weight in the item's score (0…1).
+    public var attention: Float
+    /// History items this persona serves most (their own attention on it), largest first.
+    public var characteristic: [Contribution]
+}
+
+/// A model whose users are several personas and that can say which one serves an item.
+public protocol PersonaRecommender: Recommender {
+    var personaCount: Int { get }
+    /// The persona behind `item`'s score for a known user, with up to `size` characteristic history items.
+    func attribution(of item: Int, user: Int, size: Int) -> PersonaAttribution
+    /// The same for a history (fold-in).
+    func attribution(of item: Int, history: [Int], size: Int) -> PersonaAttribution
+    /// Per persona, the history items it serves (each history item goes to the persona with its
+    /// largest attention), strongest first.
+    func personas(user: Int) -> [[Contribution]]
+}
+
+/// AMP-CF, attentive multi-persona collaborative filtering (Barkan, Fuchs, Caciularu &
+/// Koenigstein, RecSys 2020). Each user u is P persona vectors p_u1…p_uP; for a candidate item j
+/// the personas are weighted by attention with the item as the query,
+///
+///     α_k(u, j) = softmax_k( cos(W_u p_uk + b_u, W_v q_j + b_v) / τ ),
+///     score(u, j) = Σ_k α_k(u, j) · (p_uk · q_j) + b_j,
+///
+/// so the user's representation depends on the candidate and each recommendation is served by
+/// the persona with the largest α. P = 1 is matrix factorisation with an item bias.
+///
+/// Objective: the paper's, a softmax over the positive and sampled negatives (per batch,
+/// `negatives` items drawn by `sampling` and shared by every row; their logits corrected by
+/// −log(N·Q(j)) so the loss estimates the full softmax; negatives the row's user has seen are
+/// masked), plus the persona-entropy terms: +λ₊·H(α) on positives (an item the user chose
+/// should be served by one persona) and −λ₋·H(α) on negatives. Adam through the shared
+/// `TrainingLoop`; early stopping on validation Recall@20 (`validationUsers` lend 20 % of their
+/// positives, or a split's valid.tsv), then, with `refit`, training again on every positive for
+/// the chosen number of epochs. Shared negatives (rather than the paper's per-row ones) turn the
+/// scores into two matrix products per batch.
+///
+/// Serving: one ANN search per persona over [q_j, b_j] with the query [p_uk, 1] (the score is a
+/// convex combination of the personas' dot products, so an item scores at most its best
+/// persona's dot product plus its bias), candidates merged and scored exactly. A new user
+/// (fold-in) gets personas fitted to the history with the items fixed: seeded k-means of the
+/// history's item vectors, then `foldInSteps` Adam steps of the softmax over every item.
+public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecommender {
+    public struct Configuration: ModelConfiguration {
+        public static let settingHelp: [String: String] = [
+            "personas": "persona vectors per user (P)",
+            "dimension": "embedding width",
+            "attentionDimension": "width of the attention projections",
+            "temperature": "attention softmax temperature (cosine / tau)",
+            "negatives": "sampled negatives per batch (shared by rows)",
+            "sampling": "how negatives are drawn",
+            "positiveEntropy": "lambda+: persona entropy on positives",
+            "negativeEntropy": "lambda-: minus entropy on negatives",
+            "epochs": "most passes over the positives",
+            "batchSize": "positives per step",
+            "learningRate": "Adam step size",
+            "weightDecay": "AdamW decoupled decay",
+            "validationUsers": "users lending 20% to validation",
+            "patience": "epochs without better validation",
+            "refit": "retrain on all positives for the chosen epochs",
+            "foldInSteps": "Adam steps fitting a new user's personas",
+            "seed": "initialisation, order and negatives",
+            "threads": "worker threads (0 = all cores)",
+        ]
+
+        public var personas: Int = 4
+        public var dimension: Int = 64
+        public var attentionDimension: Int = 32
+        public var temperature: Double = 0.1
+        public var negatives: Int = 512
+        public var sampling: NegativeSampling = .popularity
+        public var positiveEntropy: Double = 0.01
+        public var negativeEntropy: Double = 0
+        public var epochs: Int = 50
+        public var batchSize: Int = 1024
+        public var learningRate: Double = 1e-3
+        public var weightDecay: Double = 0
+        public var validationUsers: Int = 1000
+        public var patience: Int = 3
+        public var refit: Bool = true
+        public var foldInSteps: Int = 30
+        public var seed: UInt64 = 42
+        public var threads: Int = 0
+
+        public init() {}
+
+        public func validate() throws {
+            for (name, v) in [("personas", personas), ("dimension", dimension), ("attentionDimension", attentionDimension),
+                              ("negatives", negatives), ("batchSize", batchSize)] where v < 1 {
+                throw ModelError.invalidSetting(name: name, reason: "must be at least 1, got \(v)")
+            }
+            guard personas <= 64 else { throw ModelError.invalidSetting(name: "personas", reason: "at most 64, got \(personas)") }
+            guard dimension <= 4096, attentionDimension <= 4096 else { throw ModelError.invalidSetting(name: "dimension", reason: "dimensions at most 4096") }
+            guard negatives <= 65_536 else { throw ModelError.invalidSetting(name: "negatives", reason: "at most 65536, got \(negatives)") }
+            guard temperature > 0 && temperature.isFinite else { throw ModelError.invalidSetting(name: "temperature", reason: "must be positive, got \(temperature)") }
+            for (name, v) in [("positiveEntropy", positiveEntropy), ("negativeEntropy", negativeEntropy), ("weightDecay", weightDecay)] where !(v >= 0 && v.isFinite) {
+                throw ModelError.invalidSetting(name: name, reason: "must not be negative, got \(v)")
+            }
+            guard learningRate > 0 && learningRate.isFinite else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive, got \(learningRate)") }
+            for (name, v) in [("epochs", epochs), ("validationUsers", validationUsers), ("patience", patience), ("foldInSteps", foldInSteps), ("threads", threads)] where v < 0 {
+                throw ModelError.invalidSetting(name: name, reason: "must not be negative, got \(v)")
+            }
+        }
+    }
+
+    /// The learned arrays. Personas: row u·P + k is persona k of user u.
+    public struct Weights: Sendable {
+        public var personas: Matrix      // (users·P) x d
+        public var items: Matrix         // items x d
+        public var itemBias: [Float]     // items
+        public var userProjection: Matrix, userProjectionBias: Matrix   // d x a, 1 x a
+        public var itemProjection: Matrix, itemProjectionBias: Matrix   // d x a, 1 x a
+    }
+
+    public static let modelType = "amp-cf"
+    public let configuration: Configuration
+    public let interactions: SparseMatrix
+    public let weights: Weights
+    /// What training did (nil for a loaded model).
+    public let outcome: TrainingLoop.Outcome?
+    /// Unit-length attention keys: of every item (items x a) and of every persona ((users·P) x a).
+    let itemKeys: Matrix, personaKeys: Matrix
+
+    public var personaCount: Int { configuration.personas }
+
+    init(configuration: Configuration, interactions: SparseMatrix, weights: Weights, outcome: TrainingLoop.Outcome?) {
+        self.configuration = configuration
+        self.interactions = interactions
+        self.weights = weights
+        self.outcome = outcome
+        itemKeys = Self.keys(weights.items, weights.itemProjection, weights.itemProjectionBias)
+        personaKeys = Self.keys(weights.personas, weights.userProjection, weights.userProjectionBias)
+    }
+
+    /// normalize(X W + b), row by row.
+    static func keys(_ x: Matrix, _ w: Matrix, _ b: Matrix) -> Matrix {
+        var z = x.multiplied(by: w)
+        normalizeRows(&z, bias: b)
+        return z
+    }
+
+    /// Adds `bias` to every row and scales each row to unit length; returns the norms before scaling.
+    @discardableResult
+    static func normalizeRows(_ z: inout Matrix, bias: Matrix) -> [Float] {
+        let a = z.columns
+        var norms = [Float](repeating: 0, count: z.rows)
+        for r in 0..<z.rows {
+            var sq: Float = 0
+            for k in 0..<a { z.values[r * a + k] += bias.values[k]; sq += z.values[r * a + k] * z.values[r * a + k] }
+            let n = max(sq.squareRoot(), 1e-12)
+            norms[r] = n
+            for k in 0..<a { z.values[r * a + k] /= n }
+        }
+        return norms
+    }
+
+    // MARK: Scoring
+
+    /// Scores of `items` for personas `q` (P x d) with keys `qk` (P x a); with `attention`, the
+    /// P x items attention weights too (column-major by item: [item][persona]).
+    func score(personas q: Matrix, keys qk: Matrix, items: [Int]?, attention: UnsafeMutablePointer<Float>? = nil) -> [Float] {
+        let p = q.rows, d = q.columns, a = qk.columns
+        let ids = items ?? Array(0..<itemCount)
+        let n = ids.count
+        var dots = [Float](repeating: 0, count: p * n), cosines = [Float](repeating: 0, count: p * n)
+        weights.items.values.withUnsafeBufferPointer { v in
+            itemKeys.values.withUnsafeBufferPointer { ik in
+                for k in 0..<p {
+                    q.values.withUnsafeBufferPointer { qp in
+                        qk.values.withUnsafeBufferPointer { kp in
+                            if items == nil {
+                                Kernels.dotRows(query: qp.baseAddress! + k * d, rows: v.baseAddress!, rowCount: n, dimension: d, into: &dots[k * n])
+                                Kernels.dotRows(query: kp.baseAddress! + k * a, rows: ik.baseAddress!, rowCount: n, dimension: a, into: &cosines[k * n])
+                            } else {
+                                for (c, j) in ids.enumerated() {
+                                    dots[k * n + c] = Kernels.dot(qp.baseAddress! + k * d, v.baseAddress! + j * d, count: d)
+                                    cosines[k * n + c] = Kernels.dot(kp.baseAddress! + k * a, ik.baseAddress! + j * a, count: a)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let invT = Float(1 / configuration.temperature)
+        var out = [Float](repeating: 0, count: n)
+        var alpha = [Float](repeating: 0, count: p)
+        for c in 0..<n {
+            var m = -Float.infinity
+            for k in 0..<p { m = max(m, cosines[k * n + c] * invT) }
+            var z: Float = 0
+            for k in 0..<p { alpha[k] = exp(cosines[k * n + c] * invT - m); z += alpha[k] }
+            var s = weights.itemBias[ids[c]]
+            for k in 0..<p {
+                alpha[k] /= z
+                s += alpha[k] * dots[k * n + c]
+                attention?[c * p + k] = alpha[k]
+            }
+            out[c] = s
+        }
+        return out
+    }
+
+    func personaRows(user: Int) -> (Matrix, Matrix) {
+        let p = configuration.personas
+        return (weights.personas.rows((user * p)..<((user + 1) * p)), personaKeys.rows((user * p)..<((user + 1) * p)))
+    }
+
+    public func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
+        let (q, k) = personaRows(user: user)
+        let s = score(personas: q, keys: k, items: nil)
+        for i in 0..<s.count { scores[i] = s[i] }
+    }
+
+    public func scores(forHistory history: [Int]) -> [Float] {
+        let q = foldIn(history)
+        return score(personas: q, keys: Self.keys(q, weights.userProjection, weights.userProjectionBias), items: nil)
+    }
+
+    public func scores(ofItems items: [Int], user: Int) -> [Float] {
+        let (q, k) = personaRows(user: user)
+        return score(personas: q, keys: k, items: items)
+    }
+
+    public func scores(ofItems items: [Int], history: [Int]) -> [Float] {
+        let q = foldIn(history)
+        return score(personas: q, keys: Self.keys(q, weights.userProjection, weights.userProjectionBias), items: items)
+    }
+
+    /// Items by cosine similarity of their item vectors.
+    public func similarItems(to item: Int, k: Int) throws -> [ScoredItem] {
+        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
+        guard k > 0 else { throw ModelError.invalidK(k) }
+        return FactorModel(userFactors: Matrix(rows: 0, columns: weights.items.columns), itemFactors: weights.items).similarItems(to: item, k: k)
+    }
+
+    // MARK: Multi-query serving
+
+    /// [q_j, b_j] per item.
+    public var itemEmbeddings: Matrix {
+        let d = weights.items.columns
+        var out = Matrix(rows: itemCount, columns: d + 1)
+        for i in 0..<itemCount {
+            for k in 0..<d { out.values[i * (d + 1) + k] = weights.items.values[i * d + k] }
+            out.values[i * (d + 1) + d] = weights.itemBias[i]
+        }
+        return out
+    }
+
+    private func withBiasSlot(_ q: Matrix) -> Matrix {
+        let d = q.columns
+        var out = Matrix(rows: q.rows, columns: d + 1)
+        for r in 0..<q.rows {
+            for k in 0..<d { out.values[r * (d + 1) + k] = q.values[r * d + k] }
+            out.values[r * (d + 1) + d] = 1
+        }
+        return out
+    }
+
+    public func queries(user: Int) -> Matrix { withBiasSlot(personaRows(user: user).0) }
+    public func queries(history: [Int]) -> Matrix { withBiasSlot(foldIn(history)) }
+
+    // MARK: Personas and explanations
+
+    public func attribution(of item: Int, user: Int, size: Int) -> PersonaAttribution {
+        let (q, k) = personaRows(user: user)
+        return attribution(of: item, personas: q, keys: k, history: seenItems(ofUser: user), size: size)
+    }
+
+    public func attribution(of item: Int, history: [Int], size: Int) -> PersonaAttribution {
+        let known = history.filter { $0 >= 0 && $0 < itemCount }
+        let q = foldIn(known)
+        return attribution(of: item, personas: q, keys: Self.keys(q, weights.userProjection, weights.userProjectionBias), history: known, size: size)
+    }
+
+    public func personas(user: Int) -> [[Contribution]] {
+        let (q, k) = personaRows(user: user)
+        return groups(personas: q, keys: k, history: seenItems(ofUser: user))
+    }
+
+    /// Per persona, the history items whose largest attention is on it, by that attention.
+    func groups(personas q: Matrix, keys qk: Matrix, history: [Int]) -> [[Contribution]] {
+        let p = q.rows
+        var attention = [Float](repeating: 0, count: history.count * p)
+        _ = attention.withUnsafeMutableBufferPointer { score(personas: q, keys: qk, items: history, attention: $0.baseAddress!) }
+        var out = [[Contribution]](repeating: [], count: p)
+        for (c, h) in history.enumerated() {
+            var best = 0
+            for k in 1..<p where attention[c * p + k] > attention[c * p + best] { best = k }
+            out[best].append(Contribution(item: h, weight: attention[c * p + best]))
+        }
+        return out.map { $0.sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item } }
+    }
+
+    func attribution(of item: Int, personas q: Matrix, keys qk: Matrix, history: [Int], size: Int) -> PersonaAttribution {
+        let p = q.rows
+        var alpha = [Float](repeating: 0, count: p)
+        _ = alpha.withUnsafeMutableBufferPointer { score(personas: q, keys: qk, items: [item], attention: $0.baseAddress!) }
+        var best = 0
+        for k in 1..<p where alpha[k] > alpha[best] { best = k }
+        var members = groups(personas: q, keys: qk, history: history)[best]
+        if members.isEmpty {
+            // No history item has this persona as its strongest: its most attentive ones.
+            var attention = [Float](repeating: 0, count: history.count * p)
+            _ = attention.withUnsafeMutableBufferPointer { score(personas: q, keys: qk, items: history, attention: $0.baseAddress!) }
+            members = history.enumerated().map { Contribution(item: $0.element, weight: attention[$0.offset * p + best]) }
+                .sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item }
+        }
+        return PersonaAttribution(persona: best, attention: alpha[best], characteristic: Array(members.prefix(size)))
+    }
+
+    // MARK: Persistence
+
+    public func tensors() -> [String: Tensor] {
+        func t(_ m: Matrix) -> Tensor { .float32(m.values, shape: [m.rows, m.columns]) }
+        return interactions.tensors(prefix: "interactions").merging([
+            "personas": t(weights.personas), "item_factors": t(weights.items), "item_bias": .float32(weights.itemBias),
+            "user_projection": t(weights.userProjection), "user_projection_bias": t(weights.userProjectionBias),
+            "item_projection": t(weights.itemProjection), "item_projection_bias": t(weights.itemProjectionBias),
+        ]) { a, _ in a }
+    }
+
+    public init(configuration c: Configuration, file: SafeTensorsFile, path: String) throws {
+        try c.validate()
+        let x = try SparseMatrix(file: file, prefix: "interactions", path: path)
+        let d = c.dimension, a = c.attentionDimension
+        func matrix(_ name: String, _ rows: Int, _ columns: Int) throws -> Matrix {
+            guard let t = file.tensors[name], t.shape == [rows, columns] else {
+                throw SafeTensorsError.corrupt(path: path, reason: "\(name) must be a [\(rows), \(columns)] tensor")
+            }
+            return Matrix(rows: rows, columns: columns, values: try file.float32(name, path: path))
+        }
+        let bias = try file.float32("item_bias", path: path)
+        guard bias.count == x.columnCount else { throw SafeTensorsError.corrupt(path: path, reason: "item_bias has \(bias.count) entries, expected \(x.columnCount)") }
+        let weights = Weights(personas: try matrix("personas", x.rowCount * c.personas, d), items: try matrix("item_factors", x.columnCount, d),
+                              itemBias: bias, userProjection: try matrix("user_projection", d, a), userProjectionBias: try matrix("user_projection_bias", 1, a),
+                              itemProjection: try matrix("item_projection", d, a), itemProjectionBias: try matrix("item_projection_bias", 1, a))
+        self.init(configuration: c, interactions: x, weights: weights, outcome: nil)
+    }
+
+    // MARK: Fold-in
+
+    /// Personas for a history with the items fixed: seeded k-means of the history's item vectors
+    /// (P clusters, fewer items than P: repeats), scaled to the mean persona norm, then
+    /// `foldInSteps` Adam steps (rate 0.01) of the mean softmax loss of the history items over every item.
+    public func foldIn(_ history: [Int]) -> Matrix {
+        let p = configuration.personas, d = weights.items.columns
+        let known = Array(Set(history.filter { $0 >= 0 && $0 < itemCount })).sorted()
+        guard !known.isEmpty else { return Matrix(rows: p, columns: d) }
+        var g = SeededGenerator(seed: configuration.seed ^ SeededGenerator.fingerprint(known))
+        var rows = Matrix(rows: known.count, columns: d)
+        for (r, i) in known.enumerated() { for k in 0..<d { rows.values[r * d + k] = weights.items.values[i * d + k] } }
+        var q: Matrix
+        if known.count > p, let fitted = try? KMeans.fit(rows, settings: KMeansSettings(clusters: p, iterations: 10, seed: g.next(), threads: 1)) {
+            q = fitted.centroids
+        } else {
+            q = Matrix(rows: p, columns: d)
+            for k in 0..<p { let r = k % known.count; for j in 0..<d { q.values[k * d + j] = rows.values[r * d + j] } }
+        }
+        // The mean trained persona norm sets the scale the item biases were learned against.
+        var meanNorm: Float = 0
+        let all = weights.personas
+        for r in 0..<all.rows { var s: Float = 0; for k in 0..<d { s += all.values[r * d + k] * all.values[r * d + k] }; meanNorm += s.squareRoot() }
+        meanNorm /= Float(max(1, all.rows))
+        for k in 0..<p {
+            var s: Float = 0
+            for j in 0..<d { s += q.values[k * d + j] * q.values[k * d + j] }
+            let scale = s > 0 ? meanNorm / s.squareRoot() : 0
+            for j in 0..<d { q.values[k * d + j] *= scale }
+        }
+        guard configuration.foldInSteps > 0 else { return q }
+        let parameter = Parameter("personas", value: q)
+        let adam = Adam(learningRate: 0.01, lazy: false)
+        let n = itemCount, invT = Float(1 / configuration.temperature), a = weights.userProjection.columns
+        for _ in 0..<configuration.foldInSteps {
+            parameter.zeroGrad()
+            let q = parameter.value
+            var z = q.multiplied(by: weights.userProjection)
+            let norms = Self.normalizeRows(&z, bias: weights.userProjectionBias)
+            var alpha = [Float](repeating: 0, count: n * p)
+            let s = alpha.withUnsafeMutableBufferPointer { score(personas: q, keys: z, items: nil, attention: $0.baseAddress!) }
+            // Softmax over every item; targets: the history, each 1/|H|.
+            let m = s.max()!
+            var e = s.map { exp($0 - m) }
+            let total = e.reduce(0, +)
+            for j in 0..<n { e[j] /= total }
+            for i in known { e[i] -= 1 / Float(known.count) }
+            // dL/dq_k = Σ_j g_j (α_jk q_j + (p_k·q_j) dα/dq_k): the attention term through the keys.
+            var dq = Matrix(rows: p, columns: d), dz = Matrix(rows: p, columns: a)
+            for j in 0..<n where e[j] != 0 {
+                let gj = e[j]
+                var dots = [Float](repeating: 0, count: p)
+                for k in 0..<p { dots[k] = Kernels.dot(q.values.withUnsafeBufferPointer { $0.baseAddress! + k * d }, weights.items.values.withUnsafeBufferPointer { $0.baseAddress! + j * d }, count: d) }
+                var mean: Float = 0
+                for k in 0..<p { mean += alpha[j * p + k] * dots[k] }
+                for k in 0..<p {
+                    let ak = alpha[j * p + k]
+                    for t in 0..<d { dq.values[k * d + t] += gj * ak * weights.items.values[j * d + t] }
+                    let dc = gj * ak * (dots[k] - mean) * invT   // d score / d cosine_k
+                    for t in 0..<a { dz.values[k * a + t] += dc * itemKeys.values[j * a + t] }
+                }
+            }
+            // Through the normalisation and the projection.
+            for k in 0..<p {
+                var dot: Float = 0
+                for t in 0..<a { dot += z.values[k * a + t] * dz.values[k * a + t] }
+                for t in 0..<a { dz.values[k * a + t] = (dz.values[k * a + t] - z.values[k * a + t] * dot) / norms[k] }
+            }
+            let back = dz.multiplied(by: weights.userProjection, transposeOther: true)
+            for k in 0..<(p * d) { parameter.grad.values[k] = (dq.values[k] + back.values[k]) / 1 }
+            adam.step([parameter])
+        }
+        return parameter.value
+    }
+}
+
+// MARK: Training
+
+extension AMPCF {
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> AMPCF {
+        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: nil)
+    }
+
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> AMPCF {
+        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: progress)
+    }
+
+    public static func fit(_ data: TrainingData, configuration c: Configuration, progress: TrainingProgress.Handler?) throws -> AMPCF {
+        try c.validate()
+        let x = data.interactions.binarized()
+        let rows = Double(c.batchSize) * Double(c.personas)
+        try MemoryBudget.check(bytes: (Double(x.rowCount * c.personas + x.columnCount) * Double(c.dimension) * 4 + rows * Double(c.negatives) * 4) * 4,
+                               for: "AMP-CF with personas=\(c.personas), dimension=\(c.dimension), negatives=\(c.negatives), batchSize=\(c.batchSize) on \(x.rowCount) users x \(x.columnCount) items")
+        var training = x
+        var validation: EvaluationData?
+        if let targets = data.validationTargets {
+            let v = EvaluationData(history: x, targets: targets)
+            if !v.evaluatedUsers.isEmpty { validation = v }
+        } else if c.validationUsers > 0 {
+            let (kept, targets) = TrainingLoop.lendPositives(x, users: c.validationUsers, seed: c.seed)
+            let v = EvaluationData(history: kept, targets: targets)
+            if !v.evaluatedUsers.isEmpty {
+                training = kept
+                validation = v
+            }
+        }
+        var (network, outcome) = try train(training, configuration: c, validation: validation, epochs: c.epochs, progress: progress)
+        if validation != nil && training.nonZeroCount != x.nonZeroCount && c.refit {
+            let chosen = outcome.keptEpoch
+            (network, _) = try train(x, configuration: c, validation: nil, epochs: chosen, progress: progress)
+            outcome.keptEpoch = chosen
+        }
+        return AMPCF(configuration: c, interactions: x, weights: network.weights, outcome: outcome)
+    }
+
+    static func train(_ x: SparseMatrix, configuration c: Configuration, validation: EvaluationData?, epochs: Int,
+                      progress: TrainingProgress.Handler?) throws -> (AMPCFNetwork, TrainingLoop.Outcome) {
+        let network = AMPCFNetwork(users: x.rowCount, items: x.columnCount, configuration: c)
+        var pairUsers = [Int32](), pairItems = [Int32]()
+        for u in 0..<x.rowCount { for i in x.row(u) { pairUsers.append(Int32(u)); pairItems.append(i) } }
+        let sampler = NegativeSampler(counts: x.columnCounts(), kind: c.sampling)
+        let threads = Parallelism.resolve(c.threads)
+        let optimizer = Adam(learningRate: Float(c.learningRate), weightDecay: Float(c.weightDecay), lazy: false)
+        let loop = TrainingLoop(settings: .init(epochs: epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
+                                parameters: network.parameters, optimizer: optimizer)
+        let evaluator = try Evaluator(cutoffs: [20], threads: threads)
+        let outcome = try loop.run(examples: pairUsers.count, model: modelType, exampleName: "positives", progress: progress,
+                                   validationName: "Recall@20", step: { batch, generator in
+            let negatives = (0..<c.negatives).map { _ in sampler.draw(&generator) }
+            return network.step(users: batch.map { Int(pairUsers[$0]) }, positives: batch.map { Int(pairItems[$0]) }, negatives: negatives,
+                                correction: negatives.map { sampler.logProbability($0) + Float(log(Double(c.negatives))) },
+                                positiveCorrection: batch.map { sampler.logProbability(Int(pairItems[$0])) + Float(log(Double(c.negatives))) },
+                                seen: x, threads: threads)
+        }, validate: validation.map { v in {
+            let model = AMPCF(configuration: c, interactions: x, weights: network.weights, outcome: nil)
+            return evaluator.evaluate(v) { user, scores in model.scores(forUser: user, into: scores) }.metrics(at: 20)?.recall ?? 0
+        } })
+        return (network, outcome)
+    }
+}
+
+/// AMP-CF's parameters and its batch step (forward and backward of the sampled softmax with the
+/// persona-entropy terms). Training state only; the trained model keeps plain `AMPCF.Weights`.
+final class AMPCFNetwork: @unchecked Sendable {
+    let personas: Parameter, items: Parameter, bias: Parameter
+    let wu: Parameter, bu: Parameter, wv: Parameter, bv: Parameter
+    let p: Int, d: Int, a: Int
+    let temperature: Float, positiveEntropy: Float, negativeEntropy: Float
+
+    init(users: Int, items n: Int, configuration c: AMPCF.Configuration) {
+        p = c.personas; d = c.dimension; a = c.attentionDimension
+        temperature = Float(c.temperature); positiveEntropy = Float(c.positiveEntropy); negativeEntropy = Float(c.negativeEntropy)
+        var g = SeededGenerator(seed: c.seed, stream: 1)
+        func gaussian(_ rows: Int, _ columns: Int, _ std: Double) -> Matrix {
+            Matrix(rows: rows, columns: columns, values: (0..<(rows * columns)).map { _ in Float(g.nextGaussian() * std) })
+        }
+        personas = Parameter("personas", value: gaussian(users * p, d, 0.1))
+        items = Parameter("items", value: gaussian(n, d, 0.1))
+        bias = Parameter("item_bias", value: Matrix(rows: n, columns: 1))
+        let xavier = (2 / Double(d + a)).squareRoot()
+        wu = Parameter("user_projection", value: gaussian(d, a, xavier))
+        bu = Parameter("user_projection_bias", value: Matrix(rows: 1, columns: a))
+        wv = Parameter("item_projection", value: gaussian(d, a, xavier))
+        bv = Parameter("item_projection_bias", value: Matrix(rows: 1, columns: a))
+    }
+
+    var parameters: [Parameter] { [personas, items, bias, wu, bu, wv, bv] }
+
+    var weights: AMPCF.Weights {
+        AMPCF.Weights(personas: personas.value, items: items.value, itemBias: bias.value.values,
+                      userProjection: wu.value, userProjectionBias: bu.value, itemProjection: wv.value, itemProjectionBias: bv.value)
+    }
+
+    private func gather(_ table: Matrix, _ rows: [Int]) -> Matrix {
+        let w = table.columns
+        var out = Matrix(rows: rows.count, columns: w)
+        for (r, i) in rows.enumerated() { for k in 0..<w { out.values[r * w + k] = table.values[i * w + k] } }
+        return out
+    }
+
+    /// dZ of normalize(Z) given dY (Y the unit rows, norms of Z), in place.
+    private func normalizeBackward(_ dy: inout Matrix, y: Matrix, norms: [Float]) {
+        let w = y.columns
+        for r in 0..<y.rows {
+            var dot: Float = 0
+            for k in 0..<w { dot += y.values[r * w + k] * dy.values[r * w + k] }
+            for k in 0..<w { dy.values[r * w + k] = (dy.values[r * w + k] - y.values[r * w + k] * dot) / norms[r] }
+        }
+    }
+
+    /// One batch: rows (users[b], positives[b]) against the shared `negatives`; logits minus
+    /// `correction` (log N·Q of each sampled item; `positiveCorrection` for each row's positive).
+    /// Adds the gradients of the batch's mean loss; returns the summed loss.
+    func step(users: [Int], positives: [Int], negatives: [Int], correction: [Float], positiveCorrection: [Float],
+              seen: SparseMatrix, threads: Int) -> Double {
+        let b = users.count, n = negatives.count, p = self.p, d = self.d, a = self.a
+        let invT = 1 / temperature, lp = positiveEntropy, ln = negativeEntropy
+        let personaRows = users.flatMap { u in (0..<p).map { u * p + $0 } }
+        let q = gather(personas.value, personaRows)                 // (b·p) x d
+        var psi = q.multiplied(by: wu.value, threads: threads)
+        let psiNorms = AMPCF.normalizeRows(&psi, bias: bu.value)
+        let vn = gather(items.value, negatives), vp = gather(items.value, positives)
+        var phiN = vn.multiplied(by: wv.value, threads: threads), phiP = vp.multiplied(by: wv.value, threads: threads)
+        let phiNNorms = AMPCF.normalizeRows(&phiN, bias: bv.value), phiPNorms = AMPCF.normalizeRows(&phiP, bias: bv.value)
+        let dots = q.multiplied(by: vn, transposeOther: true, threads: threads)          // (b·p) x n
+        let cosines = psi.multiplied(by: phiN, transposeOther: true, threads: threads)   // (b·p) x n
+        let itemBias = bias.value.values
+        let psiRows = psi, phiPRows = phiP   // immutable copies for the parallel rows
+
+        var dDots = Matrix(rows: b * p, columns: n), dCos = Matrix(rows: b * p, columns: n)
+        var dQ = Matrix(rows: b * p, columns: d), dPsi = Matrix(rows: b * p, columns: a)
+        var dVp = Matrix(rows: b, columns: d), dPhiP = Matrix(rows: b, columns: a)
+        var gNeg = Matrix(rows: b, columns: n)           // dL/ds of each row's negatives (bias gradient)
+        var gPos = [Float](repeating: 0, count: b), losses = [Double](repeating: 0, count: b)
+        let scale = 1 / Float(b)
+        withUnsafeMutableBuffers(&dDots.values, &dCos.values, &dQ.values, &dPsi.values) { dd, dc, dq, dpsi in
+        withUnsafeMutableBuffers(&dVp.values, &dPhiP.values, &gNeg.values, &gPos) { dvp, dphip, gn, gp in
+        losses.withUnsafeMutableBufferPointer { lossBuffer in
+            let dd = SharedMutableBuffer(dd), dc = SharedMutableBuffer(dc), dq = SharedMutableBuffer(dq), dpsi = SharedMutableBuffer(dpsi)
+            let dvp = SharedMutableBuffer(dvp), dphip = SharedMutableBuffer(dphip), gn = SharedMutableBuffer(gn), gp = SharedMutableBuffer(gp)
+            let lb = SharedMutableBuffer(lossBuffer)
+            Parallelism.forEachRange(b, grain: 16, threads: threads) { range in
+                var alpha = [Float](repeating: 0, count: n * p), logits = [Float](repeating: 0, count: n)
+                var masked = [Bool](repeating: false, count: n)
+                var aPos = [Float](repeating: 0, count: p), dotPos = [Float](repeating: 0, count: p), daPos = [Float](repeating: 0, count: p)
+                for r in range {
+                    let u = users[r], i = positives[r]
+                    // The positive.
+                    for k in 0..<p {
+                        var s: Float = 0, c: Float = 0
+                        for t in 0..<d { s += q.values[(r * p + k) * d + t] * vp.values[r * d + t] }
+                        for t in 0..<a { c += psiRows.values[(r * p + k) * a + t] * phiPRows.values[r * a + t] }
+                        dotPos[k] = s; aPos[k] = c * invT
+                    }
+                    softmaxInPlace(&aPos)
+                    var positiveScore = itemBias[i]
+                    for k in 0..<p { positiveScore += aPos[k] * dotPos[k] }
+                    let logit0 = positiveScore - positiveCorrection[r]
+                    // The negatives.
+                    var m = logit0, count = 0
+                    for j in 0..<n {
+                        masked[j] = negatives[j] == i || seen.contains(row: u, column: negatives[j])
+                        var mx = -Float.infinity
+                        for k in 0..<p { mx = max(mx, cosines.values[(r * p + k) * n + j] * invT) }
+                        var z: Float = 0, s = itemBias[negatives[j]]
+                        for k in 0..<p { let e = exp(cosines.values[(r * p + k) * n + j] * invT - mx); alpha[j * p + k] = e; z += e }
+                        for k in 0..<p { alpha[j * p + k] /= z; s += alpha[j * p + k] * dots.values[(r * p + k) * n + j] }
+                        logits[j] = s - correction[j]
+                        if !masked[j] { m = max(m, logits[j]); count += 1 }
+                    }
+                    var total = exp(logit0 - m)
+                    for j in 0..<n where !masked[j] { total += exp(logits[j] - m) }
+                    let lse = m + log(total)
+                    var loss = Double(lse - logit0)
+                    // Entropies.
+                    var hPos: Float = 0
+                    for k in 0..<p where aPos[k] > 0 { hPos -= aPos[k] * log(aPos[k]) }
+                    loss += Double(lp * hPos)
+                    var hNeg: Float = 0
+                    if ln > 0 && count > 0 {
+                        for j in 0..<n where !masked[j] { for k in 0..<p where alpha[j * p + k] > 0 { hNeg -= alpha[j * p + k] * log(alpha[j * p + k]) } }
+                        hNeg /= Float(count)
+                        loss -= Double(ln * hNeg)
+                    }
+                    lb[r] = loss
+                    // Backward: the positive.
+                    let g0 = (exp(logit0 - lse) - 1) * scale
+                    gp[r] = g0
+                    var mean: Float = 0
+                    for k in 0..<p {
+                        daPos[k] = g0 * dotPos[k] + (aPos[k] > 0 ? -lp * scale * (log(aPos[k]) + 1) : 0)
+                        mean += aPos[k] * daPos[k]
+                    }
+                    for k in 0..<p {
+                        let dDot = g0 * aPos[k], dc0 = aPos[k] * (daPos[k] - mean) * invT
+                        let row = r * p + k
+                        for t in 0..<d {
+                            dq[row * d + t] += dDot * vp.values[r * d + t]
+                            dvp[r * d + t] += dDot * q.values[row * d + t]
+                        }
+                        for t in 0..<a {
+                            dpsi[row * a + t] += dc0 * phiPRows.values[r * a + t]
+                            dphip[r * a + t] += dc0 * psiRows.values[row * a + t]
+                        }
+                    }
+                    // Backward: the negatives (into dDots and dCos; the products come after).
+                    let entropyWeight = count > 0 ? ln * scale / Float(count) : 0
+                    for j in 0..<n where !masked[j] {
+                        let g = exp(logits[j] - lse) * scale
+                        gn[r * n + j] = g
+                        var mean: Float = 0
+                        for k in 0..<p {
+                            let al = alpha[j * p + k]
+                            let dAlpha = g * dots.values[(r * p + k) * n + j] + (al > 0 ? entropyWeight * (log(al) + 1) : 0)
+                            dd[(r * p + k) * n + j] = dAlpha   // dα for now; dDot below
+                            mean += al * dAlpha
+                        }
+                        for k in 0..<p {
+                            let al = alpha[j * p + k], dAlpha = dd[(r * p + k) * n + j]
+                            dc[(r * p + k) * n + j] = al * (dAlpha - mean) * invT
+                            dd[(r * p + k) * n + j] = g * al
+                        }
+                    }
+                }
+            }
+        } } }
+        // The products of the negatives' part.
+        dQ = dQ + dDots.multiplied(by: vn, threads: threads)
+        var dVn = dDots.multiplied(by: q, transposeSelf: true, threads: threads)
+        dPsi = dPsi + dCos.multiplied(by: phiN, threads: threads)
+        var dPhiN = dCos.multiplied(by: psi, transposeSelf: true, threads: threads)
+        // Through the normalisations and projections.
+        normalizeBackward(&dPsi, y: psi, norms: psiNorms)
+        normalizeBackward(&dPhiN, y: phiN, norms: phiNNorms)
+        normalizeBackward(&dPhiP, y: phiP, norms: phiPNorms)
+        wu.grad = wu.grad + q.multiplied(by: dPsi, transposeSelf: true, threads: threads)
+        wv.grad = wv.grad + vn.multiplied(by: dPhiN, transposeSelf: true, threads: threads) + vp.multiplied(by: dPhiP, transposeSelf: true, threads: threads)
+        for r in 0..<(b * p) { for t in 0..<a { bu.grad.values[t] += dPsi.values[r * a + t] } }
+        for r in 0..<n { for t in 0..<a { bv.grad.values[t] += dPhiN.values[r * a + t] } }
+        for r in 0..<b { for t in 0..<a { bv.grad.values[t] += dPhiP.values[r * a + t] } }
+        dQ = dQ + dPsi.multiplied(by: wu.value, transposeOther: true, threads: threads)
+        dVn = dVn + dPhiN.multiplied(by: wv.value, transposeOther: true, threads: threads)
+        dVp = dVp + dPhiP.multiplied(by: wv.value, transposeOther: true, threads: threads)
+        // Scatter into the tables.
+        for (r, row) in personaRows.enumerated() { for t in 0..<d { personas.grad.values[row * d + t] += dQ.values[r * d + t] } }
+        for (r, i) in negatives.enumerated() { for t in 0..<d { items.grad.values[i * d + t] += dVn.values[r * d + t] } }
+        for (r, i) in positives.enumerated() { for t in 0..<d { items.grad.values[i * d + t] += dVp.values[r * d + t] } }
+        for r in 0..<b {
+            bias.grad.values[positives[r]] += gPos[r]
+            for j in 0..<n { bias.grad.values[negatives[j]] += gNeg.values[r * n + j] }
+        }
+        return losses.reduce(0, +)
+    }
+}
+
+/// In-place softmax of a short vector.
+@inline(__always) func softmaxInPlace(_ x: inout [Float]) {
+    var m = -Float.infinity
+    for v in x { m = max(m, v) }
+    var z: Float = 0
+    for k in x.indices { x[k] = exp(x[k] - m); z += x[k] }
+    for k in x.indices { x[k] /= z }
+}
+
+/// Four arrays' mutable buffers at once.
+@inline(__always) func withUnsafeMutableBuffers<R>(_ a: inout [Float], _ b: inout [Float], _ c: inout [Float], _ d: inout [Float],
+                                                   _ body: (UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Float>,
+                                                            UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+    try a.withUnsafeMutableBufferPointer { a in try b.withUnsafeMutableBufferPointer { b in
+        try c.withUnsafeMutableBufferPointer { c in try d.withUnsafeMutableBufferPointer { d in try body(a, b, c, d) } } } }
+}

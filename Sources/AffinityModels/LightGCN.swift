@@ -1,0 +1,358 @@
+import AffinityData
+import AffinityEval
+import AffinityLinalg
+import AffinityNN
+import Foundation
+
+/// LightGCN (He et al., SIGIR 2020): graph collaborative filtering without weights or
+/// non-linearities. Users and items are the nodes of one bipartite graph with the symmetric
+/// normalised adjacency Â = D^-½ A D^-½; the only parameters are the ego embeddings E⁽⁰⁾, and
+///
+///     E⁽ᵏ⁺¹⁾ = Â E⁽ᵏ⁾,   E = Σₖ wₖ E⁽ᵏ⁾   (k = 0…K; wₖ = 1/(K+1) unless `layerWeights` says otherwise)
+///
+/// scores a user-item pair by the dot product of their rows of E. Trained with BPR (uniform
+/// negatives the user has not seen, `negatives` per positive) plus L2 on the ego embeddings of
+/// each batch's rows, by Adam through the shared `TrainingLoop`. Every step propagates the whole
+/// graph forward and its gradient backward (Â is symmetric, so the backward pass is the same
+/// propagation of dL/dE), on `SparseMatrix`'s row-parallel product: each output row is summed by
+/// one thread in CSR order, so the model depends on the seed alone, not on the thread count.
+///
+/// Validation: a leave-last-out split's `valid.tsv` targets when the training data has them;
+/// otherwise `validationUsers` users each lend 20 % of their positives (at least one), which leave
+/// the graph and the positives while training and return for the final propagation. Training
+/// stops after `patience` epochs without a better validation Recall@20 and keeps the best epoch.
+///
+/// Known users are scored by their propagated vectors (saved); the item vectors are served through
+/// an ANN index like any `EmbeddingRecommender`. Fold-in of a new user is LightGCN's own
+/// propagation applied to a node added to the trained graph: its ego embedding is zero and the
+/// items' layers are those of training, so e⁽ᵏ⁾ = Σᵢ∈H eᵢ⁽ᵏ⁻¹⁾ / √(|H| dᵢ) and the vector is
+/// Σₖ≥₁ wₖ e⁽ᵏ⁾ (items' degrees dᵢ as trained; the new node does not change them).
+public struct LightGCN: PersistableRecommender, FactorScoredRecommender {
+    public struct Configuration: ModelConfiguration {
+        public static let settingHelp: [String: String] = [
+            "layers": "propagation layers K (0 = matrix factorisation)",
+            "dimension": "embedding width",
+            "layerWeights": "w0,...,wK (empty: mean 1/(K+1))",
+            "epochs": "most passes over the positives",
+            "batchSize": "positives per step",
+            "learningRate": "Adam step size",
+            "regularization": "L2 on the batch's ego embeddings",
+            "negatives": "uniform negatives per positive",
+            "validationUsers": "users lending 20% to validation",
+            "patience": "epochs without better validation (0: never stop)",
+            "refit": "retrain on all positives for the chosen epochs",
+            "seed": "initialisation, order and negatives",
+            "threads": "worker threads (0 = all cores)",
+        ]
+
+        /// Propagation layers K.
+        public var layers: Int = 3
+        public var dimension: Int = 64
+        /// Weights w₀…w_K of the layer combination; empty for the paper's mean, 1/(K+1) each.
+        public var layerWeights: [Double] = []
+        public var epochs: Int = 400
+        public var batchSize: Int = 4096
+        public var learningRate: Double = 5e-3
+        /// λ of λ/2 · (|e⁽⁰⁾_u|² + |e⁽⁰⁾_i|² + |e⁽⁰⁾_j|²) per example, as LightGCN's code.
+        public var regularization: Double = 1e-4
+        public var negatives: Int = 1
+        public var validationUsers: Int = 1000
+        public var patience: Int = 10
+        /// After early stopping on lent positives, train again on every positive for the chosen
+        /// number of epochs (the lent positives then shape the model too).
+        public var refit: Bool = true
+        public var seed: UInt64 = 42
+        public var threads: Int = 0
+
+        public init() {}
+
+        public func validate() throws {
+            guard layers >= 0 && layers <= 64 else { throw ModelError.invalidSetting(name: "layers", reason: "must be in 0...64, got \(layers)") }
+            for (name, v) in [("dimension", dimension), ("batchSize", batchSize), ("negatives", negatives)] where v <= 0 {
+                throw ModelError.invalidSetting(name: name, reason: "must be positive, got \(v)")
+            }
+            guard dimension <= 65_536 else { throw ModelError.invalidSetting(name: "dimension", reason: "at most 65536, got \(dimension)") }
+            guard negatives <= 1024 else { throw ModelError.invalidSetting(name: "negatives", reason: "at most 1024, got \(negatives)") }
+            guard layerWeights.isEmpty || layerWeights.count == layers + 1 else {
+                throw ModelError.invalidSetting(name: "layerWeights", reason: "needs layers + 1 = \(layers + 1) weights (layer 0 first), got \(layerWeights.count)")
+            }
+            guard layerWeights.allSatisfy({ $0.isFinite }) else { throw ModelError.invalidSetting(name: "layerWeights", reason: "must be finite numbers") }
+            guard epochs >= 0, patience >= 0, validationUsers >= 0, threads >= 0 else {
+                throw ModelError.invalidSetting(name: epochs < 0 ? "epochs" : patience < 0 ? "patience" : validationUsers < 0 ? "validationUsers" : "threads",
+                                                reason: "must not be negative")
+            }
+            guard learningRate > 0 && learningRate.isFinite else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive, got \(learningRate)") }
+            guard regularization >= 0 && regularization.isFinite else { throw ModelError.invalidSetting(name: "regularization", reason: "must not be negative") }
+        }
+
+        /// w₀…w_K.
+        var weights: [Float] {
+            layerWeights.isEmpty ? [Float](repeating: 1 / Float(layers + 1), count: layers + 1) : layerWeights.map { Float($0) }
+        }
+    }
+
+    public static let modelType = "lightgcn"
+    public let configuration: Configuration
+    public let interactions: SparseMatrix
+    /// Propagated user and item vectors (E's rows), over the whole training graph.
+    public let factors: FactorModel
+    /// Trains ego embeddings on the positives of `x` (its graph) for at most `epochs` epochs.
+    static func train(_ x: SparseMatrix, configuration c: Configuration, validation: EvaluationData?, epochs: Int,
+                      progress: TrainingProgress.Handler?) throws -> (Matrix, TrainingLoop.Outcome) {
+        let nUsers = x.rowCount, nItems = x.columnCount, d = c.dimension
+        let threads = Parallelism.resolve(c.threads), weights = c.weights
+        let graph = Graph(x)
+        var g = SeededGenerator(seed: c.seed, stream: 1)
+        let ego = Parameter("ego", value: Matrix(rows: nUsers + nItems, columns: d,
+                                                  values: (0..<((nUsers + nItems) * d)).map { _ in Float(g.nextGaussian() * 0.1) }))
+        // The positives as (user, item) pairs in CSR order.
+        var pairUsers = [Int32](), pairItems = [Int32]()
+        pairUsers.reserveCapacity(x.nonZeroCount)
+        pairItems.reserveCapacity(x.nonZeroCount)
+        for u in 0..<nUsers { for i in x.row(u) { pairUsers.append(Int32(u)); pairItems.append(i) } }
+
+        let optimizer = Adam(learningRate: Float(c.learningRate), lazy: false)
+        let loop = TrainingLoop(settings: .init(epochs: epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
+                                parameters: [ego], optimizer: optimizer)
+        let evaluator = try Evaluator(cutoffs: [20], threads: threads)
+        let outcome = try loop.run(examples: pairUsers.count, model: modelType, exampleName: "positives", progress: progress,
+                                   validationName: "Recall@20", step: { batch, generator in
+            let e = graph.propagate(ego.value, weights: weights, threads: threads)
+            var dE = Matrix(rows: e.rows, columns: d)
+            let loss = bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: x, users: nUsers, e: e, ego: ego.value,
+                                negatives: c.negatives, regularization: Float(c.regularization), dE: &dE, dEgo: &ego.grad, generator: &generator)
+            let back = graph.propagate(dE, weights: weights, threads: threads)
+            for k in 0..<back.values.count { ego.grad.values[k] += back.values[k] }
+            return loss
+        }, validate: validation.map { v in {
+            let e = graph.propagate(ego.value, weights: weights, threads: threads)
+            let report = evaluator.evaluate(v) { user, scores in
+                e.values.withUnsafeBufferPointer { p in
+                    Kernels.dotRows(query: p.baseAddress! + user * d, rows: p.baseAddress! + nUsers * d, rowCount: nItems, dimension: d,
+                                    into: scores.baseAddress!)
+                }
+            }
+            return report.metrics(at: 20)?.recall ?? 0
+        } })
+        return (ego.value, outcome)
+    }
+
+    /// Per item, Σₖ≥₁ wₖ eᵢ⁽ᵏ⁻¹⁾ / √dᵢ: a new user's vector is (1/√|H|) Σᵢ∈H of these rows.
+    public let foldInRows: Matrix
+    /// What training did (nil for a loaded model).
+    public let outcome: TrainingLoop.Outcome?
+
+    public var scoring: FactorModel { factors }
+
+    init(configuration: Configuration, interactions: SparseMatrix, factors: FactorModel, foldInRows: Matrix, outcome: TrainingLoop.Outcome?) {
+        self.configuration = configuration
+        self.interactions = interactions
+        self.factors = factors
+        self.foldInRows = foldInRows
+        self.outcome = outcome
+    }
+
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> LightGCN {
+        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: nil)
+    }
+
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> LightGCN {
+        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: progress)
+    }
+
+    /// Bytes training needs: the graph (both directions, value and column each), the ego
+    /// embeddings with gradient and Adam's two moments, and K+3 propagation buffers.
+    static func trainingBytes(users: Int, items: Int, positives: Int, configuration c: Configuration) -> Double {
+        let nodes = Double(users + items), d = Double(c.dimension)
+        return 2 * Double(positives) * 8 + nodes * 8 + nodes * d * 4 * Double(4 + c.layers + 3)
+    }
+
+    public static func fit(_ data: TrainingData, configuration c: Configuration, progress: TrainingProgress.Handler?) throws -> LightGCN {
+        try c.validate()
+        let x = data.interactions.binarized()
+        let nUsers = x.rowCount, nItems = x.columnCount, d = c.dimension
+        let bytes = trainingBytes(users: nUsers, items: nItems, positives: x.nonZeroCount, configuration: c)
+        try MemoryBudget.check(bytes: bytes, for: "LightGCN with dimension=\(d), layers=\(c.layers) on a graph of \(nUsers) users + \(nItems) items and \(x.nonZeroCount) positives")
+        let threads = Parallelism.resolve(c.threads)
+        let weights = c.weights
+
+        // Validation: the split's targets, or positives lent by `validationUsers` users.
+        var training = x
+        var validation: EvaluationData?
+        if let targets = data.validationTargets {
+            let v = EvaluationData(history: x, targets: targets)
+            if !v.evaluatedUsers.isEmpty { validation = v }
+        } else if c.validationUsers > 0 {
+            let (kept, targets) = TrainingLoop.lendPositives(x, users: c.validationUsers, seed: c.seed)
+            let v = EvaluationData(history: kept, targets: targets)
+            if !v.evaluatedUsers.isEmpty {
+                training = kept
+                validation = v
+            }
+        }
+        var (ego, outcome) = try train(training, configuration: c, validation: validation, epochs: c.epochs, progress: progress)
+        if validation != nil && training.nonZeroCount != x.nonZeroCount && c.refit {
+            // The lent positives chose the number of epochs; train again on all of them.
+            let chosen = outcome.keptEpoch
+            (ego, _) = try train(x, configuration: c, validation: nil, epochs: chosen, progress: progress)
+            outcome.keptEpoch = chosen
+        }
+        // The final propagation runs over the whole training graph (lent positives included).
+        let layers = Graph(x).layers(ego, count: c.layers, threads: threads)
+        let e = Graph.combine(layers, weights: weights)
+        let factors = FactorModel(userFactors: e.rows(0..<nUsers), itemFactors: e.rows(nUsers..<(nUsers + nItems)))
+        return LightGCN(configuration: c, interactions: x, factors: factors,
+                        foldInRows: foldInRows(layers: layers, weights: weights, x: x), outcome: outcome)
+    }
+
+    /// Per item, Σₖ≥₁ wₖ eᵢ⁽ᵏ⁻¹⁾ / √dᵢ (zero for an item with no positive).
+    static func foldInRows(layers: [Matrix], weights: [Float], x: SparseMatrix) -> Matrix {
+        let nUsers = x.rowCount, nItems = x.columnCount, d = layers[0].columns
+        let degree = x.columnCounts()
+        var out = Matrix(rows: nItems, columns: d)
+        for k in 1..<max(1, weights.count) {
+            let w = weights[k]
+            for i in 0..<nItems where degree[i] > 0 {
+                let s = w / Float(degree[i]).squareRoot()
+                for j in 0..<d { out.values[i * d + j] += s * layers[k - 1].values[(nUsers + i) * d + j] }
+            }
+        }
+        return out
+    }
+
+    /// One BPR batch: adds dL/dE (propagated vectors) into `dE` and the L2 term's gradient into
+    /// `dEgo`; returns the batch's summed loss (per positive: the mean over its negatives, plus
+    /// the L2 term). The gradients are of the batch's mean loss.
+    static func bprBatch(batch: ArraySlice<Int>, pairUsers: [Int32], pairItems: [Int32], seen: SparseMatrix, users nUsers: Int,
+                         e: Matrix, ego: Matrix, negatives: Int, regularization reg: Float, dE: inout Matrix, dEgo: inout Matrix,
+                         generator g: inout SeededGenerator) -> Double {
+        let d = e.columns, nItems = seen.columnCount
+        let scale = 1 / Float(batch.count), perNegative = scale / Float(negatives)
+        var total = 0.0
+        e.values.withUnsafeBufferPointer { ep in
+            ego.values.withUnsafeBufferPointer { e0 in
+                dE.values.withUnsafeMutableBufferPointer { de in
+                    dEgo.values.withUnsafeMutableBufferPointer { dg in
+                        func addReg(_ row: Int, _ weight: Float) -> Double {
+                            var sq: Float = 0
+                            for k in 0..<d { let v = e0[row * d + k]; sq += v * v; dg[row * d + k] += reg * weight * v * scale }
+                            return Double(0.5 * reg * weight * sq)
+                        }
+                        for p in batch {
+                            let u = Int(pairUsers[p]), i = Int(pairItems[p])
+                            let eu = ep.baseAddress! + u * d, ei = ep.baseAddress! + (nUsers + i) * d
+                            let positive = Kernels.dot(eu, ei, count: d)
+                            total += addReg(u, 1) + addReg(nUsers + i, 1)
+                            for _ in 0..<negatives {
+                                // Rejection sampling of an unseen item (a user with nearly every item keeps the last draw).
+                                var j = g.next(below: nItems)
+                                for _ in 0..<50 where seen.contains(row: u, column: j) { j = g.next(below: nItems) }
+                                let ej = ep.baseAddress! + (nUsers + j) * d
+                                let margin = positive - Kernels.dot(eu, ej, count: d)
+                                // -log σ(m) = softplus(-m), computed without overflow.
+                                total += Double(margin > 0 ? log1p(exp(-margin)) : -margin + log1p(exp(margin))) / Double(negatives)
+                                let s = perNegative / (1 + exp(margin))   // σ(-m) / (batch · negatives)
+                                for k in 0..<d {
+                                    de[u * d + k] -= s * (ei[k] - ej[k])
+                                    de[(nUsers + i) * d + k] -= s * eu[k]
+                                    de[(nUsers + j) * d + k] += s * eu[k]
+                                }
+                                total += addReg(nUsers + j, 1 / Float(negatives))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return total
+    }
+
+    // MARK: The graph
+
+    /// The symmetric normalised adjacency of the user-item graph: nodes 0..<users are the users,
+    /// users..<users+items the items, Â[u, users+i] = Â[users+i, u] = 1/√(d_u d_i).
+    struct Graph: Sendable {
+        let adjacency: SparseMatrix
+
+        init(_ x: SparseMatrix) {
+            let nUsers = x.rowCount, nItems = x.columnCount
+            let userDegree = (0..<nUsers).map { x.rowLength($0) }, itemDegree = x.columnCounts()
+            let t = x.transposed()
+            var pointers = [Int](repeating: 0, count: nUsers + nItems + 1)
+            var columns = [Int32](), values = [Float]()
+            columns.reserveCapacity(2 * x.nonZeroCount)
+            values.reserveCapacity(2 * x.nonZeroCount)
+            for u in 0..<nUsers {
+                for i in x.row(u) {
+                    columns.append(Int32(nUsers) + i)
+                    values.append(1 / (Float(userDegree[u]) * Float(itemDegree[Int(i)])).squareRoot())
+                }
+                pointers[u + 1] = columns.count
+            }
+            for i in 0..<nItems {
+                for u in t.row(i) {
+                    columns.append(u)
+                    values.append(1 / (Float(userDegree[Int(u)]) * Float(itemDegree[i])).squareRoot())
+                }
+                pointers[nUsers + i + 1] = columns.count
+            }
+            // Built from a valid matrix: sorted, in range.
+            adjacency = try! SparseMatrix(rowCount: nUsers + nItems, columnCount: nUsers + nItems, rowPointers: pointers, columns: columns, values: values)
+        }
+
+        /// E⁽⁰⁾…E⁽ᴷ⁾.
+        func layers(_ e0: Matrix, count: Int, threads: Int) -> [Matrix] {
+            var out = [e0]
+            for _ in 0..<count { out.append(adjacency.multiplied(by: out.last!, threads: threads)) }
+            return out
+        }
+
+        /// Σₖ wₖ Âᵏ X (forward: X = E⁽⁰⁾; backward: X = dL/dE, as Â is symmetric).
+        func propagate(_ x: Matrix, weights: [Float], threads: Int) -> Matrix {
+            var out = x
+            for k in out.values.indices { out.values[k] *= weights[0] }
+            var current = x
+            for w in weights.dropFirst() {
+                current = adjacency.multiplied(by: current, threads: threads)
+                for k in out.values.indices { out.values[k] += w * current.values[k] }
+            }
+            return out
+        }
+
+        static func combine(_ layers: [Matrix], weights: [Float]) -> Matrix {
+            var out = Matrix(rows: layers[0].rows, columns: layers[0].columns)
+            for (layer, w) in zip(layers, weights) { for k in out.values.indices { out.values[k] += w * layer.values[k] } }
+            return out
+        }
+    }
+
+    // MARK: Serving
+
+    /// A new user: the propagation of a node joined to the history's items (see the type's comment).
+    public func userEmbedding(history: [Int]) -> [Float] {
+        let known = Array(Set(history.filter { $0 >= 0 && $0 < itemCount })).sorted()
+        let d = factors.factors
+        var v = [Float](repeating: 0, count: d)
+        guard !known.isEmpty else { return v }
+        for i in known { for k in 0..<d { v[k] += foldInRows.values[i * d + k] } }
+        let s = 1 / Float(known.count).squareRoot()
+        for k in 0..<d { v[k] *= s }
+        return v
+    }
+
+    public func tensors() -> [String: Tensor] {
+        var t = interactions.tensors(prefix: "interactions").merging(factors.tensors()) { a, _ in a }
+        t["fold_in_rows"] = .float32(foldInRows.values, shape: [foldInRows.rows, foldInRows.columns])
+        return t
+    }
+
+    public init(configuration: Configuration, file: SafeTensorsFile, path: String) throws {
+        let x = try SparseMatrix(file: file, prefix: "interactions", path: path)
+        let factors = try FactorModel(file: file, path: path, users: x.rowCount, items: x.columnCount)
+        guard let t = file.tensors["fold_in_rows"], t.shape == [x.columnCount, factors.factors] else {
+            throw SafeTensorsError.corrupt(path: path, reason: "fold_in_rows must be a [\(x.columnCount), \(factors.factors)] tensor")
+        }
+        self.init(configuration: configuration, interactions: x, factors: factors,
+                  foldInRows: Matrix(rows: x.columnCount, columns: factors.factors, values: try file.float32("fold_in_rows", path: path)), outcome: nil)
+    }
+}
