@@ -54,7 +54,7 @@ public struct LightGCN: PersistableRecommender, FactorScoredRecommender {
         public var batchSize: Int = 4096
         public var learningRate: Double = 5e-3
         /// λ of λ/2 · (|e⁽⁰⁾_u|² + |e⁽⁰⁾_i|² + |e⁽⁰⁾_j|²) per example, as LightGCN's code.
-        public var regularization: Double = 1e-4
+        public var regularization: Double = 1e-3
         public var negatives: Int = 1
         public var validationUsers: Int = 1000
         public var patience: Int = 10
