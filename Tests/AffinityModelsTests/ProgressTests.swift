@@ -45,6 +45,8 @@ import Testing
             "two-tower": ["epochs": "2", "dimension": "8", "hidden": "8", "batchSize": "16"],
             "item2vec": ["epochs": "2", "dimension": "8"],
             "sasrec": ["epochs": "2", "dimension": "8", "maxLength": "5", "threads": "1"],
+            "lightgcn": ["epochs": "2", "dimension": "8", "validationUsers": "0"],
+            "amp-cf": ["epochs": "2", "dimension": "8", "personas": "2", "negatives": "8", "validationUsers": "0"],
         ]
         for name in ModelRegistry.names {
             let log = Log()
