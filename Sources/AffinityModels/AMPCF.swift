@@ -15,10 +15,9 @@ public protocol MultiQueryRecommender: Recommender {
     func queries(user: Int) -> Matrix
     /// A history's queries (fold-in), for a user the model never saw.
     func queries(history: [Int]) -> Matrix
-    /// The exact scores of `items` for a known user.
-    func scores(ofItems items: [Int], user: Int) -> [Float]
-    /// The exact scores of `items` for a history.
-    func scores(ofItems items: [Int], history: [Int]) -> [Float]
+    /// The exact scores of `items` for the user whose queries (from `queries(user:)` or
+    /// `queries(history:)`) are given: a fold-in is computed once per request.
+    func scores(ofItems items: [Int], queries: Matrix) -> [Float]
 }
 
 /// Which of a user's personas an item's score comes from, and which history items characterise
@@ -35,10 +34,10 @@ public struct PersonaAttribution: Sendable, Equatable, Codable {
 /// A model whose users are several personas and that can say which one serves an item.
 public protocol PersonaRecommender: Recommender {
     var personaCount: Int { get }
-    /// The persona behind `item`'s score for a known user, with up to `size` characteristic history items.
-    func attribution(of item: Int, user: Int, size: Int) -> PersonaAttribution
-    /// The same for a history (fold-in).
-    func attribution(of item: Int, history: [Int], size: Int) -> PersonaAttribution
+    /// The persona behind each item's score for a known user, with up to `size` characteristic history items.
+    func attributions(of items: [Int], user: Int, size: Int) -> [PersonaAttribution]
+    /// The same for a history (one fold-in for all the items).
+    func attributions(of items: [Int], history: [Int], size: Int) -> [PersonaAttribution]
     /// Per persona, the history items it serves (each history item goes to the persona with its
     /// largest attention), strongest first.
     func personas(user: Int) -> [[Contribution]]
@@ -66,7 +65,8 @@ public protocol PersonaRecommender: Recommender {
 ///
 /// Serving: one ANN search per persona over [q_j, b_j] with the query [p_uk, 1] (the score is a
 /// convex combination of the personas' dot products, so an item scores at most its best
-/// persona's dot product plus its bias), candidates merged and scored exactly. A new user
+/// persona's dot product plus its bias), candidates merged and scored exactly, the searches widened
+/// until the k-th exact score reaches that bound for every item they did not return. A new user
 /// (fold-in) gets personas fitted to the history with the items fixed: seeded k-means of the
 /// history's item vectors, then `foldInSteps` Adam steps of the softmax over every item.
 public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecommender {
@@ -148,7 +148,9 @@ public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecom
     /// What training did (nil for a loaded model).
     public let outcome: TrainingLoop.Outcome?
     /// Unit-length attention keys: of every item (items x a) and of every persona ((users·P) x a).
-    let itemKeys: Matrix, personaKeys: Matrix
+    let itemKeys: Matrix, trainedPersonaKeys: Matrix
+    /// The mean length of the trained personas: the scale a fold-in starts at.
+    let meanPersonaNorm: Float
 
     public var personaCount: Int { configuration.personas }
 
@@ -158,7 +160,11 @@ public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecom
         self.weights = weights
         self.outcome = outcome
         itemKeys = Self.keys(weights.items, weights.itemProjection, weights.itemProjectionBias)
-        personaKeys = Self.keys(weights.personas, weights.userProjection, weights.userProjectionBias)
+        trainedPersonaKeys = Self.keys(weights.personas, weights.userProjection, weights.userProjectionBias)
+        let all = weights.personas, d = all.columns
+        var total: Float = 0
+        for r in 0..<all.rows { var sq: Float = 0; for k in 0..<d { sq += all.values[r * d + k] * all.values[r * d + k] }; total += sq.squareRoot() }
+        meanPersonaNorm = total / Float(max(1, all.rows))
     }
 
     /// normalize(X W + b), row by row.
@@ -232,7 +238,7 @@ public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecom
 
     func personaRows(user: Int) -> (Matrix, Matrix) {
         let p = configuration.personas
-        return (weights.personas.rows((user * p)..<((user + 1) * p)), personaKeys.rows((user * p)..<((user + 1) * p)))
+        return (weights.personas.rows((user * p)..<((user + 1) * p)), trainedPersonaKeys.rows((user * p)..<((user + 1) * p)))
     }
 
     public func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
@@ -243,18 +249,18 @@ public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecom
 
     public func scores(forHistory history: [Int]) -> [Float] {
         let q = foldIn(history)
-        return score(personas: q, keys: Self.keys(q, weights.userProjection, weights.userProjectionBias), items: nil)
+        return score(personas: q, keys: personaKeys(q), items: nil)
     }
 
-    public func scores(ofItems items: [Int], user: Int) -> [Float] {
-        let (q, k) = personaRows(user: user)
-        return score(personas: q, keys: k, items: items)
+    /// The queries without their bias slot are the personas.
+    public func scores(ofItems items: [Int], queries: Matrix) -> [Float] {
+        let d = weights.items.columns
+        var q = Matrix(rows: queries.rows, columns: d)
+        for r in 0..<q.rows { for k in 0..<d { q.values[r * d + k] = queries.values[r * (d + 1) + k] } }
+        return score(personas: q, keys: personaKeys(q), items: items)
     }
 
-    public func scores(ofItems items: [Int], history: [Int]) -> [Float] {
-        let q = foldIn(history)
-        return score(personas: q, keys: Self.keys(q, weights.userProjection, weights.userProjectionBias), items: items)
-    }
+    func personaKeys(_ q: Matrix) -> Matrix { Self.keys(q, weights.userProjection, weights.userProjectionBias) }
 
     /// Items by cosine similarity of their item vectors.
     public func similarItems(to item: Int, k: Int) throws -> [ScoredItem] {
@@ -291,51 +297,67 @@ public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecom
 
     // MARK: Personas and explanations
 
-    public func attribution(of item: Int, user: Int, size: Int) -> PersonaAttribution {
+    public func attributions(of items: [Int], user: Int, size: Int) -> [PersonaAttribution] {
         let (q, k) = personaRows(user: user)
-        return attribution(of: item, personas: q, keys: k, history: seenItems(ofUser: user), size: size)
+        return attributions(of: items, personas: q, keys: k, history: seenItems(ofUser: user), size: size)
     }
 
-    public func attribution(of item: Int, history: [Int], size: Int) -> PersonaAttribution {
+    public func attributions(of items: [Int], history: [Int], size: Int) -> [PersonaAttribution] {
         let known = history.filter { $0 >= 0 && $0 < itemCount }
         let q = foldIn(known)
-        return attribution(of: item, personas: q, keys: Self.keys(q, weights.userProjection, weights.userProjectionBias), history: known, size: size)
+        return attributions(of: items, personas: q, keys: personaKeys(q), history: known, size: size)
     }
 
     public func personas(user: Int) -> [[Contribution]] {
         let (q, k) = personaRows(user: user)
-        return groups(personas: q, keys: k, history: seenItems(ofUser: user))
+        return groups(attention(personas: q, keys: k, items: seenItems(ofUser: user)), history: seenItems(ofUser: user), personas: q.rows)
+    }
+
+    /// The attention weights of `items` (row per item, column per persona).
+    func attention(personas q: Matrix, keys qk: Matrix, items: [Int]) -> [Float] {
+        var out = [Float](repeating: 0, count: items.count * q.rows)
+        _ = out.withUnsafeMutableBufferPointer { score(personas: q, keys: qk, items: items, attention: $0.baseAddress!) }
+        return out
     }
 
     /// Per persona, the history items whose largest attention is on it, by that attention.
-    func groups(personas q: Matrix, keys qk: Matrix, history: [Int]) -> [[Contribution]] {
-        let p = q.rows
-        var attention = [Float](repeating: 0, count: history.count * p)
-        _ = attention.withUnsafeMutableBufferPointer { score(personas: q, keys: qk, items: history, attention: $0.baseAddress!) }
+    func groups(_ attention: [Float], history: [Int], personas p: Int) -> [[Contribution]] {
         var out = [[Contribution]](repeating: [], count: p)
         for (c, h) in history.enumerated() {
-            var best = 0
-            for k in 1..<p where attention[c * p + k] > attention[c * p + best] { best = k }
+            let best = Self.strongest(attention, row: c, personas: p)
             out[best].append(Contribution(item: h, weight: attention[c * p + best]))
         }
-        return out.map { $0.sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item } }
+        return out.map(Self.byWeight)
     }
 
-    func attribution(of item: Int, personas q: Matrix, keys qk: Matrix, history: [Int], size: Int) -> PersonaAttribution {
-        let p = q.rows
-        var alpha = [Float](repeating: 0, count: p)
-        _ = alpha.withUnsafeMutableBufferPointer { score(personas: q, keys: qk, items: [item], attention: $0.baseAddress!) }
+    static func strongest(_ attention: [Float], row: Int, personas p: Int) -> Int {
         var best = 0
-        for k in 1..<p where alpha[k] > alpha[best] { best = k }
-        var members = groups(personas: q, keys: qk, history: history)[best]
-        if members.isEmpty {
-            // No history item has this persona as its strongest: its most attentive ones.
-            var attention = [Float](repeating: 0, count: history.count * p)
-            _ = attention.withUnsafeMutableBufferPointer { score(personas: q, keys: qk, items: history, attention: $0.baseAddress!) }
-            members = history.enumerated().map { Contribution(item: $0.element, weight: attention[$0.offset * p + best]) }
-                .sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item }
+        for k in 1..<p where attention[row * p + k] > attention[row * p + best] { best = k }
+        return best
+    }
+
+    static func byWeight(_ list: [Contribution]) -> [Contribution] {
+        list.sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item }
+    }
+
+    /// The history's attention is computed once for all the items.
+    func attributions(of items: [Int], personas q: Matrix, keys qk: Matrix, history: [Int], size: Int) -> [PersonaAttribution] {
+        let p = q.rows
+        let alpha = attention(personas: q, keys: qk, items: items)
+        let historyAttention = size > 0 ? attention(personas: q, keys: qk, items: history) : []
+        let members = size > 0 ? groups(historyAttention, history: history, personas: p) : []
+        return items.indices.map { n in
+            let best = Self.strongest(alpha, row: n, personas: p)
+            var characteristic: [Contribution] = []
+            if size > 0 {
+                characteristic = members[best]
+                if characteristic.isEmpty {
+                    // No history item has this persona as its strongest: its most attentive ones.
+                    characteristic = Self.byWeight(history.enumerated().map { Contribution(item: $0.element, weight: historyAttention[$0.offset * p + best]) })
+                }
+            }
+            return PersonaAttribution(persona: best, attention: alpha[n * p + best], characteristic: Array(characteristic.prefix(size)))
         }
-        return PersonaAttribution(persona: best, attention: alpha[best], characteristic: Array(members.prefix(size)))
     }
 
     // MARK: Persistence
@@ -387,10 +409,7 @@ public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecom
             for k in 0..<p { let r = k % known.count; for j in 0..<d { q.values[k * d + j] = rows.values[r * d + j] } }
         }
         // The mean trained persona norm sets the scale the item biases were learned against.
-        var meanNorm: Float = 0
-        let all = weights.personas
-        for r in 0..<all.rows { var s: Float = 0; for k in 0..<d { s += all.values[r * d + k] * all.values[r * d + k] }; meanNorm += s.squareRoot() }
-        meanNorm /= Float(max(1, all.rows))
+        let meanNorm = meanPersonaNorm
         for k in 0..<p {
             var s: Float = 0
             for j in 0..<d { s += q.values[k * d + j] * q.values[k * d + j] }
@@ -415,17 +434,17 @@ public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecom
             for j in 0..<n { e[j] /= total }
             for i in known { e[i] -= 1 / Float(known.count) }
             // dL/dq_k = Σ_j g_j (α_jk q_j + (p_k·q_j) dα/dq_k): the attention term through the keys.
+            // Persona-item dot products, p x n, in one product.
+            let dots = q.multiplied(by: weights.items, transposeOther: true, threads: 1)
             var dq = Matrix(rows: p, columns: d), dz = Matrix(rows: p, columns: a)
             for j in 0..<n where e[j] != 0 {
                 let gj = e[j]
-                var dots = [Float](repeating: 0, count: p)
-                for k in 0..<p { dots[k] = Kernels.dot(q.values.withUnsafeBufferPointer { $0.baseAddress! + k * d }, weights.items.values.withUnsafeBufferPointer { $0.baseAddress! + j * d }, count: d) }
                 var mean: Float = 0
-                for k in 0..<p { mean += alpha[j * p + k] * dots[k] }
+                for k in 0..<p { mean += alpha[j * p + k] * dots.values[k * n + j] }
                 for k in 0..<p {
                     let ak = alpha[j * p + k]
                     for t in 0..<d { dq.values[k * d + t] += gj * ak * weights.items.values[j * d + t] }
-                    let dc = gj * ak * (dots[k] - mean) * invT   // d score / d cosine_k
+                    let dc = gj * ak * (dots.values[k * n + j] - mean) * invT   // d score / d cosine_k
                     for t in 0..<a { dz.values[k * a + t] += dc * itemKeys.values[j * a + t] }
                 }
             }
@@ -436,7 +455,7 @@ public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecom
                 for t in 0..<a { dz.values[k * a + t] = (dz.values[k * a + t] - z.values[k * a + t] * dot) / norms[k] }
             }
             let back = dz.multiplied(by: weights.userProjection, transposeOther: true)
-            for k in 0..<(p * d) { parameter.grad.values[k] = (dq.values[k] + back.values[k]) / 1 }
+            for k in 0..<(p * d) { parameter.grad.values[k] = dq.values[k] + back.values[k] }
             adam.step([parameter])
         }
         return parameter.value
@@ -460,24 +479,9 @@ extension AMPCF {
         let rows = Double(c.batchSize) * Double(c.personas)
         try MemoryBudget.check(bytes: (Double(x.rowCount * c.personas + x.columnCount) * Double(c.dimension) * 4 + rows * Double(c.negatives) * 4) * 4,
                                for: "AMP-CF with personas=\(c.personas), dimension=\(c.dimension), negatives=\(c.negatives), batchSize=\(c.batchSize) on \(x.rowCount) users x \(x.columnCount) items")
-        var training = x
-        var validation: EvaluationData?
-        if let targets = data.validationTargets {
-            let v = EvaluationData(history: x, targets: targets)
-            if !v.evaluatedUsers.isEmpty { validation = v }
-        } else if c.validationUsers > 0 {
-            let (kept, targets) = TrainingLoop.lendPositives(x, users: c.validationUsers, seed: c.seed)
-            let v = EvaluationData(history: kept, targets: targets)
-            if !v.evaluatedUsers.isEmpty {
-                training = kept
-                validation = v
-            }
-        }
-        var (network, outcome) = try train(training, configuration: c, validation: validation, epochs: c.epochs, progress: progress)
-        if validation != nil && training.nonZeroCount != x.nonZeroCount && c.refit {
-            let chosen = outcome.keptEpoch
-            (network, _) = try train(x, configuration: c, validation: nil, epochs: chosen, progress: progress)
-            outcome.keptEpoch = chosen
+        let (network, outcome) = try TrainingLoop.trainWithValidation(data, matrix: x, validationUsers: c.validationUsers, seed: c.seed,
+                                                                      refit: c.refit, epochs: c.epochs) { matrix, validation, epochs in
+            try train(matrix, configuration: c, validation: validation, epochs: epochs, progress: progress)
         }
         return AMPCF(configuration: c, interactions: x, weights: network.weights, outcome: outcome)
     }

@@ -176,26 +176,9 @@ public struct LightGCN: PersistableRecommender, FactorScoredRecommender {
         let threads = Parallelism.resolve(c.threads)
         let weights = c.weights
 
-        // Validation: the split's targets, or positives lent by `validationUsers` users.
-        var training = x
-        var validation: EvaluationData?
-        if let targets = data.validationTargets {
-            let v = EvaluationData(history: x, targets: targets)
-            if !v.evaluatedUsers.isEmpty { validation = v }
-        } else if c.validationUsers > 0 {
-            let (kept, targets) = TrainingLoop.lendPositives(x, users: c.validationUsers, seed: c.seed)
-            let v = EvaluationData(history: kept, targets: targets)
-            if !v.evaluatedUsers.isEmpty {
-                training = kept
-                validation = v
-            }
-        }
-        var (ego, outcome) = try train(training, configuration: c, validation: validation, epochs: c.epochs, progress: progress)
-        if validation != nil && training.nonZeroCount != x.nonZeroCount && c.refit {
-            // The lent positives chose the number of epochs; train again on all of them.
-            let chosen = outcome.keptEpoch
-            (ego, _) = try train(x, configuration: c, validation: nil, epochs: chosen, progress: progress)
-            outcome.keptEpoch = chosen
+        let (ego, outcome) = try TrainingLoop.trainWithValidation(data, matrix: x, validationUsers: c.validationUsers, seed: c.seed,
+                                                                  refit: c.refit, epochs: c.epochs) { matrix, validation, epochs in
+            try train(matrix, configuration: c, validation: validation, epochs: epochs, progress: progress)
         }
         // The final propagation runs over the whole training graph (lent positives included).
         let layers = Graph(x).layers(ego, count: c.layers, threads: threads)

@@ -1,3 +1,5 @@
+import AffinityData
+import AffinityEval
 import AffinityLinalg
 import AffinityNN
 import Foundation
@@ -124,4 +126,35 @@ public struct TrainingLoop {
         return (SparseMatrix(rowCount: x.rowCount, columnCount: x.columnCount, rows: rows, cols: cols), targets)
     }
 
+
+    /// Early stopping for models trained on a users x items matrix `x` (LightGCN, AMP-CF): validates
+    /// on `data.validationTargets` when the split has them, else on positives lent by
+    /// `validationUsers` users (`lendPositives`, trained without them); with `refit`, trains again on
+    /// every positive for the epoch count the lent positives chose. `train(matrix, validation,
+    /// epochs)` is one training run; the kept run and its outcome (`keptEpoch` the chosen epoch) come back.
+    public static func trainWithValidation<Trained>(_ data: TrainingData, matrix x: SparseMatrix, validationUsers: Int, seed: UInt64,
+                                                    refit: Bool, epochs: Int,
+                                                    train: (_ x: SparseMatrix, _ validation: EvaluationData?, _ epochs: Int) throws -> (Trained, Outcome))
+        rethrows -> (Trained, Outcome) {
+        var training = x
+        var validation: EvaluationData?
+        if let targets = data.validationTargets {
+            let v = EvaluationData(history: x, targets: targets)
+            if !v.evaluatedUsers.isEmpty { validation = v }
+        } else if validationUsers > 0 {
+            let (kept, targets) = lendPositives(x, users: validationUsers, seed: seed)
+            let v = EvaluationData(history: kept, targets: targets)
+            if !v.evaluatedUsers.isEmpty {
+                training = kept
+                validation = v
+            }
+        }
+        var (trained, outcome) = try train(training, validation, epochs)
+        if validation != nil && training.nonZeroCount != x.nonZeroCount && refit {
+            let chosen = outcome.keptEpoch
+            (trained, _) = try train(x, nil, chosen)
+            outcome.keptEpoch = chosen
+        }
+        return (trained, outcome)
+    }
 }

@@ -172,10 +172,10 @@ public final class Pipeline: Sendable {
         let ranked = ranker.rank(try retrieve(context, atLeast: k), context: context)
         var out = rerankers.isEmpty ? Array(ranked.prefix(k)) : rerankers.apply(ranked, history: context.history, k: k)
         if explain {
-            for (n, because) in try primary.explanations(of: out.map(\.item), for: context.subject, size: explanationSize).enumerated() {
-                out[n].because = because
+            for (n, e) in try primary.explanations(of: out.map(\.item), for: context.subject, size: explanationSize).enumerated() {
+                out[n].because = e.because
+                out[n].persona = e.persona
             }
-            for (n, persona) in primary.personas(of: out.map(\.item), for: context.subject).enumerated() { out[n].persona = persona }
         }
         return out
     }

@@ -41,6 +41,17 @@ public enum ServingError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+/// Why an item is on a list (`ServingModel.explanations`): history items behind its score and,
+/// for multi-persona models, the persona that serves it.
+public struct ItemExplanation: Sendable, Equatable {
+    public var because: [Contribution]?
+    public var persona: Int?
+    public init(because: [Contribution]? = nil, persona: Int? = nil) {
+        self.because = because
+        self.persona = persona
+    }
+}
+
 /// A trained model ready to answer queries: the model, its vocabularies, and (for embedding models)
 /// the nearest-neighbour index over its item embeddings. The serving path is
 /// retrieve (ANN over item embeddings, or exact scoring) -> exclude (seen, requested, business
@@ -154,15 +165,13 @@ public final class ServingModel: Sendable {
             found = top.select(scores, k: k, excluding: excluded)
         }
         let out = found.map { Recommendation(item: $0.index, score: $0.score, because: nil) }
-        let personas = explain ? personas(of: out.map(\.item), for: subject) : []
-        return (explain ? try explanations(of: out.map(\.item), for: subject, size: explanationSize).enumerated().map { n, because in
-            Recommendation(item: out[n].item, score: out[n].score, because: because, persona: personas[n])
+        return (explain ? try explanations(of: out.map(\.item), for: subject, size: explanationSize).enumerated().map { n, e in
+            Recommendation(item: out[n].item, score: out[n].score, because: e.because, persona: e.persona)
         } : out, index != nil ? .ann : .exact)
     }
 
-    /// One search per query (each `k` items, with the index's own breadth), the union scored
-    /// exactly by the model, the best `k` kept: the pipeline's path for models that place a user
-    /// at several points (AMP-CF's personas).
+    /// One search per query, the union scored exactly by the model, the best `k` kept: the
+    /// pipeline's path for models that place a user at several points (AMP-CF's personas).
     private func multiQueryCandidates(_ model: any MultiQueryRecommender, index: any VectorIndex, subject: RecommendationSubject,
                                       k: Int, excluded: [Int], mask: [Bool]) throws -> [ScoredItem] {
         let queries: Matrix
@@ -172,54 +181,53 @@ public final class ServingModel: Sendable {
             let flat = multiQueryFoldIns.vector(for: h) { model.queries(history: h).values }
             queries = Matrix(rows: flat.count / max(1, index.dimension), columns: index.dimension, values: flat)
         }
-        var union = Set<Int>()
-        try mask.withUnsafeBufferPointer { m in
-            for r in 0..<queries.rows {
-                let hits = try index.search(Array(queries.row(r)), k: k, parameters: searchParameters, filter: excluded.isEmpty ? nil : { !m[$0] })
-                for hit in hits { union.insert(hit.id) }
-            }
-        }
-        let candidates = union.sorted()
-        let scores: [Float]
-        switch subject {
-        case .user(let u): scores = model.scores(ofItems: candidates, user: u)
-        case .history(let h): scores = model.scores(ofItems: candidates, history: h)
-        }
-        return zip(candidates, scores).map { ScoredItem(index: $0, score: $1) }
-            .sorted { ScoredIndex.ranksBefore($0.score, $0.index, $1.score, $1.index) }
-            .prefix(k).map { $0 }
-    }
-
-    /// For multi-persona models (AMP-CF), the persona that serves each item; nil for each item of other models.
-    public func personas(of items: [Int], for subject: RecommendationSubject) -> [Int?] {
-        guard let model = trained.model as? any PersonaRecommender else { return items.map { _ in nil } }
-        return items.map { item in
-            switch subject {
-            case .user(let u): return model.attribution(of: item, user: u, size: 0).persona
-            case .history(let h): return model.attribution(of: item, history: h, size: 0).persona
-            }
-        }
-    }
-
-    /// For explainable models (EASE, item-kNN, iALS), the `size` history items that weigh most in
-    /// each item's score for `subject`, largest first; nil for each item of other models.
-    public func explanations(of items: [Int], for subject: RecommendationSubject, size: Int = 3) throws -> [[Contribution]?] {
-        if let personas = trained.model as? any PersonaRecommender {
-            return items.map { item in
-                switch subject {
-                case .user(let u): return personas.attribution(of: item, user: u, size: size).characteristic
-                case .history(let h): return personas.attribution(of: item, history: h, size: size).characteristic
+        // The score is a convex combination of the queries' dot products, so an item no search
+        // returned scores at most the largest of the searches' last (lowest) scores. Searches widen
+        // (k, 2k, 4k, ...) until the k-th exact score reaches that bound (Fagin's threshold rule):
+        // the list is then what exact scoring over the index's answers gives.
+        var breadth = k
+        while true {
+            var union = Set<Int>()
+            var bound = -Float.infinity
+            try mask.withUnsafeBufferPointer { m in
+                for r in 0..<queries.rows {
+                    let hits = try index.search(Array(queries.row(r)), k: breadth, parameters: searchParameters,
+                                                filter: excluded.isEmpty ? nil : { !m[$0] })
+                    for hit in hits { union.insert(hit.id) }
+                    if hits.count == breadth, let last = hits.last { bound = max(bound, last.score) }
                 }
             }
+            let candidates = union.sorted()
+            let ranked = zip(candidates, model.scores(ofItems: candidates, queries: queries)).map { ScoredItem(index: $0, score: $1) }
+                .sorted { ScoredIndex.ranksBefore($0.score, $0.index, $1.score, $1.index) }
+            if ranked.count < k && bound == -.infinity || ranked.count >= k && ranked[k - 1].score >= bound || breadth >= index.count {
+                return Array(ranked.prefix(k))
+            }
+            breadth = min(index.count, breadth * 2)
         }
-        guard let explainable = trained.model as? any ExplainableRecommender else { return items.map { _ in nil } }
+    }
+
+    /// Why each item is on the list: for explainable models (EASE, item-kNN, iALS) the `size` history
+    /// items that weigh most in its score for `subject`, largest first; for multi-persona models
+    /// (AMP-CF) the persona that serves it and the history items that characterise that persona;
+    /// nothing for other models.
+    public func explanations(of items: [Int], for subject: RecommendationSubject, size: Int = 3) throws -> [ItemExplanation] {
+        if let personas = trained.model as? any PersonaRecommender {
+            let attributions: [PersonaAttribution]
+            switch subject {
+            case .user(let u): attributions = personas.attributions(of: items, user: u, size: size)
+            case .history(let h): attributions = personas.attributions(of: items, history: h, size: size)
+            }
+            return attributions.map { ItemExplanation(because: $0.characteristic, persona: $0.persona) }
+        }
+        guard let explainable = trained.model as? any ExplainableRecommender else { return items.map { _ in ItemExplanation() } }
         return try items.map { item in
             let contributions: [Contribution]
             switch subject {
             case .user(let u): contributions = try explainable.explain(user: u, item: item)
             case .history(let h): contributions = try explainable.explain(history: h, item: item)
             }
-            return Array(contributions.filter { $0.weight > 0 }.prefix(size))
+            return ItemExplanation(because: Array(contributions.filter { $0.weight > 0 }.prefix(size)))
         }
     }
 

@@ -121,7 +121,7 @@ struct ExplainCommand: ParsableCommand {
         }
         if let item, !personas {
             guard let itemIndex = trained.items.index(of: item) else { throw ModelError.unknownItem(item) }
-            let a = model.attribution(of: itemIndex, user: userIndex, size: k)
+            let a = model.attributions(of: [itemIndex], user: userIndex, size: k)[0]
             if json {
                 try printJSON(["user": AnyEncodable(user!), "item": AnyEncodable(item), "persona": AnyEncodable(a.persona),
                                "attention": AnyEncodable(a.attention), "characteristic": AnyEncodable(members(a.characteristic))])
@@ -133,7 +133,7 @@ struct ExplainCommand: ParsableCommand {
         }
         let groups = model.personas(user: userIndex)
         let recommended = try model.recommend(user: userIndex, k: k)
-        let served = recommended.map { model.attribution(of: $0.index, user: userIndex, size: 0).persona }
+        let served = model.attributions(of: recommended.map(\.index), user: userIndex, size: 0).map(\.persona)
         if json {
             struct Persona: Encodable { var persona: Int; var history: [Member]; var recommendations: [String] }
             try printJSON(["user": AnyEncodable(user!), "personas": AnyEncodable(groups.enumerated().map { p, list in

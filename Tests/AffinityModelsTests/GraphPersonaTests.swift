@@ -183,7 +183,7 @@ import Testing
         }
         #expect(Double(inGroup) / Double(total) > 0.9)
         // Exact scores of a subset equal the full scoring; the queries carry the bias slot.
-        let all = model.scores(forUser: 7), some = model.scores(ofItems: [3, 12, 19], user: 7)
+        let all = model.scores(forUser: 7), some = model.scores(ofItems: [3, 12, 19], queries: model.queries(user: 7))
         for (n, i) in [3, 12, 19].enumerated() { #expect(abs(all[i] - some[n]) < 1e-5) }
         #expect(model.queries(user: 7).rows == 2 && model.queries(user: 7).columns == 9)
         // A score is at most its best persona's dot product with [item, bias].
@@ -196,7 +196,7 @@ import Testing
         let history = Set(model.seenItems(ofUser: 7))
         let groups = model.personas(user: 7)
         #expect(groups.count == 2 && Set(groups.flatMap { $0.map(\.item) }) == history)
-        let a = model.attribution(of: 12, user: 7, size: 3)
+        let a = model.attributions(of: [12], user: 7, size: 3)[0]
         #expect((0..<2).contains(a.persona) && a.characteristic.allSatisfy { history.contains($0.item) })
         // Fold-in: a group-1 history is served group-1 items.
         for r in try model.recommend(history: x.row(3).map { Int($0) }, k: 3) { #expect(r.index / 10 == 1) }

@@ -23,6 +23,28 @@ func trained(_ model: any PersistableRecommender) -> TrainedModel {
 }
 
 @Suite struct ServingModelTests {
+    /// AMP-CF through the serving path: one HNSW search per persona, merged and re-scored, equals
+    /// the exact top-k; explanations carry the serving persona and history items of that persona.
+    @Test func personasAreSearchedOneByOneAndReScored() throws {
+        let x = clusteredMatrix()
+        let model = try AMPCF.fit(x, settings: ["personas": "3", "dimension": "8", "attentionDimension": "4", "negatives": "16", "epochs": "10",
+                                                "batchSize": "64", "learningRate": "0.02", "validationUsers": "0", "threads": "1", "foldInSteps": "5"])
+        let serving = try ServingModel(trained: trained(model), searchParameters: SearchParameters(ef: 200))
+        #expect(serving.retrievalPath == .ann)
+        for u in [0, 1, 2, 40] {
+            let seen = model.seenItems(ofUser: u)
+            let viaIndex = try serving.recommend(.user(u), k: 5, excluded: seen).items.map(\.item)
+            let exact = try model.recommend(user: u, k: 5).map(\.index)
+            #expect(viaIndex == exact, "user \(u)")
+        }
+        let explained = try serving.recommend(.user(4), k: 3, excluded: model.seenItems(ofUser: 4), explain: true).items
+        let history = Set(model.seenItems(ofUser: 4))
+        for r in explained {
+            #expect(r.persona.map { (0..<3).contains($0) } == true)
+            #expect(r.because?.isEmpty == false && r.because!.allSatisfy { history.contains($0.item) })
+        }
+    }
+
     /// The embedding contract: userEmbedding · itemEmbeddings[i] is the model's score, bias included.
     @Test func embeddingsReproduceScores() throws {
         let x = clusteredMatrix()
