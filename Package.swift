@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "AffinityNN", targets: ["AffinityNN"]),
         .library(name: "AffinityModels", targets: ["AffinityModels"]),
         .library(name: "AffinityANN", targets: ["AffinityANN"]),
+        .library(name: "AffinityText", targets: ["AffinityText"]),
         .library(name: "AffinityPipeline", targets: ["AffinityPipeline"]),
         .library(name: "AffinityServer", targets: ["AffinityServer"]),
         .executable(name: "affinity", targets: ["affinity"]),
@@ -37,6 +38,8 @@ let package = Package(
         .target(name: "AffinityNN", dependencies: ["AffinityLinalg"]),
         .target(name: "AffinityModels", dependencies: ["AffinityData", "AffinityEval", "AffinityLinalg", "AffinityNN"]),
         .target(name: "AffinityANN", dependencies: ["AffinityLinalg"]),
+        // Item text: WordPiece and a BERT sentence encoder (inference) on AffinityNN's Transformer.
+        .target(name: "AffinityText", dependencies: ["AffinityNN", "AffinityLinalg"]),
         .target(name: "AffinityPipeline", dependencies: ["AffinityModels", "AffinityANN", "AffinityData", "AffinityLinalg"]),
         .target(
             name: "AffinityServer",
@@ -55,7 +58,7 @@ let package = Package(
             name: "affinity",
             dependencies: [
                 "AffinityLinalg", "AffinityData", "AffinityEval", "AffinityModels", "AffinityANN",
-                "AffinityPipeline", "AffinityServer",
+                "AffinityPipeline", "AffinityServer", "AffinityText",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -66,6 +69,7 @@ let package = Package(
         .testTarget(name: "AffinityDataTests", dependencies: ["AffinityData"]),
         .testTarget(name: "AffinityEvalTests", dependencies: ["AffinityEval", "AffinityModels"]),
         .testTarget(name: "AffinityModelsTests", dependencies: ["AffinityModels", "AffinityTestSupport", "AffinityEval"]),
+        .testTarget(name: "AffinityTextTests", dependencies: ["AffinityText", "AffinityNN", "AffinityLinalg"]),
         .testTarget(name: "AffinityANNTests", dependencies: ["AffinityANN", "AffinityLinalg"]),
         .testTarget(name: "AffinityNNTests", dependencies: ["AffinityNN", "AffinityLinalg", "AffinityTestSupport"]),
         .testTarget(name: "AffinityPipelineTests", dependencies: ["AffinityPipeline", "AffinityModels", "AffinityData"]),

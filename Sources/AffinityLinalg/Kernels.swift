@@ -126,4 +126,19 @@ extension Kernels {
         }
         return total
     }
+
+    /// x[i] = x[i]·Φ(x[i]) = ½x(1 + erf(x/√2)) in place: GELU without the tanh approximation
+    /// (BERT's, PyTorch's `nn.GELU()` default). The C kernel (AVX-512 / AVX2: Abramowitz & Stegun
+    /// 7.1.26 erf, absolute error of erf below 1.5e-7; portable: libm's erff).
+    public static func geluErf(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        affinity_gelu_erf(x, count)
+    }
+
+    /// The plain twin of `geluErf` (Double erf).
+    public static func referenceGELUErf(_ x: inout [Float]) {
+        for i in x.indices {
+            let v = Double(x[i])
+            x[i] = Float(0.5 * v * (1 + Foundation.erf(v / 2.0.squareRoot())))
+        }
+    }
 }

@@ -61,7 +61,7 @@ public enum NPY {
         out.append(contentsOf: [UInt8(length & 0xFF), UInt8(length >> 8)])
         out.append(contentsOf: Array(header.utf8))
         m.values.withUnsafeBytes { out.append(contentsOf: $0) }
-        do { try out.write(to: URL(fileURLWithPath: path)) } catch {
+        do { try out.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
             throw VectorFileError.unreadable(path: path, reason: "cannot write: \(error.localizedDescription)")
         }
     }

@@ -156,10 +156,18 @@ public final class ReLU: Layer {
     }
 }
 
-/// GELU, tanh approximation (as GPT-2 and llm.c).
+/// GELU: x·Φ(x), with the tanh approximation (GPT-2, llm.c; the default) or exact erf (BERT).
 public final class GELU: Layer {
+    /// How Φ is computed (PyTorch's `approximate` argument).
+    public enum Approximation: String, Codable, Sendable {
+        /// 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))): GPT-2's, and ours before BERT.
+        case tanh
+        /// x·Φ(x) with erf: BERT's and PyTorch's default (`Kernels.geluErf`).
+        case none
+    }
+    public let approximation: Approximation
     private var input = Matrix(rows: 0, columns: 0)
-    public init() {}
+    public init(approximation: Approximation = .tanh) { self.approximation = approximation }
     public var parameters: [Parameter] { [] }
     private static let c = Float((2 / Double.pi).squareRoot())
     public func forward(_ x: Matrix, training: Bool) -> Matrix {
@@ -168,26 +176,41 @@ public final class GELU: Layer {
     }
     public func infer(_ x: Matrix) -> Matrix {
         var y = x
-        for i in y.values.indices {
-            let v = x.values[i]
-            y.values[i] = 0.5 * v * (1 + tanh(Self.c * (v + 0.044715 * v * v * v)))
+        switch approximation {
+        case .none:
+            y.values.withUnsafeMutableBufferPointer { Kernels.geluErf($0.baseAddress!, count: $0.count) }
+        case .tanh:
+            for i in y.values.indices {
+                let v = x.values[i]
+                y.values[i] = 0.5 * v * (1 + tanh(Self.c * (v + 0.044715 * v * v * v)))
+            }
         }
         return y
     }
     public func backward(_ dy: Matrix) -> Matrix {
         var dx = dy
-        for i in dx.values.indices {
-            let v = input.values[i]
-            let u = Self.c * (v + 0.044715 * v * v * v)
-            let t = tanh(u)
-            let du = Self.c * (1 + 3 * 0.044715 * v * v)
-            dx.values[i] *= 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du
+        switch approximation {
+        case .none:
+            // d/dx xΦ(x) = Φ(x) + xφ(x).
+            for i in dx.values.indices {
+                let v = input.values[i]
+                let phi = 0.5 * (1 + erf(v / Float(2).squareRoot()))
+                let density = exp(-0.5 * v * v) / Float(2 * Double.pi).squareRoot()
+                dx.values[i] *= phi + v * density
+            }
+        case .tanh:
+            for i in dx.values.indices {
+                let v = input.values[i]
+                let u = Self.c * (v + 0.044715 * v * v * v)
+                let t = tanh(u)
+                let du = Self.c * (1 + 3 * 0.044715 * v * v)
+                dx.values[i] *= 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du
+            }
         }
         return dx
     }
 }
 
-/// Per-row normalisation to zero mean and unit variance, then γ·x̂ + β (eps 1e-5 by default, as PyTorch).
 public final class LayerNorm: Layer {
     public let gamma: Parameter
     public let beta: Parameter

@@ -65,14 +65,16 @@ public protocol SequenceLayer: AnyObject {
     func infer(_ x: Matrix, layout: SequenceLayout) -> Matrix
 }
 
-/// Multi-head scaled dot-product attention with a causal mask (PyTorch's nn.MultiheadAttention
-/// with in- and out-projections): queries from one input, keys and values from another (the same
-/// for ordinary self-attention; SASRec takes queries from the normalised input and keys and values
-/// from the input itself), dropout on the attention weights in training.
+/// Multi-head scaled dot-product attention (PyTorch's nn.MultiheadAttention with in- and
+/// out-projections): queries from one input, keys and values from another (the same for ordinary
+/// self-attention; SASRec takes queries from the normalised input and keys and values from the
+/// input itself), dropout on the attention weights in training. `causal` (SASRec): a token sees
+/// the earlier tokens of its sequence; otherwise (BERT) every token of its sequence.
 public final class MultiHeadAttention {
     public let heads: Int
     public let dimension: Int
     public let dropout: Float
+    public let causal: Bool
     public let query: Linear, key: Linear, value: Linear, output: Linear
     public let threads: Int
     private var generator: SeededGenerator
@@ -82,12 +84,13 @@ public final class MultiHeadAttention {
     private var weights: [Float] = []     // softmax P per (sequence, head), ℓ x ℓ each
     private var kept: [Float] = []        // dropout multipliers of P (empty: no dropout)
 
-    public init(dimension: Int, heads: Int, dropout: Float = 0, seed: UInt64, name: String = "attention", threads: Int = 1) {
+    public init(dimension: Int, heads: Int, dropout: Float = 0, causal: Bool = true, seed: UInt64, name: String = "attention", threads: Int = 1) {
         precondition(dimension > 0 && heads > 0 && dimension % heads == 0, "dimension \(dimension) must be a positive multiple of heads \(heads)")
         precondition(dropout >= 0 && dropout < 1, "dropout must be in [0, 1)")
         self.heads = heads
         self.dimension = dimension
         self.dropout = dropout
+        self.causal = causal
         self.threads = threads
         query = Linear(dimension, dimension, seed: seed &+ 1, name: name + ".query", threads: threads)
         key = Linear(dimension, dimension, seed: seed &+ 2, name: name + ".key", threads: threads)
@@ -105,7 +108,7 @@ public final class MultiHeadAttention {
         v = value.forward(y, training: training)
         let p = training ? dropout : 0
         let seed = p > 0 ? generator.next() : 0
-        let (o, w, m) = Self.attend(q: q, k: k, v: v, layout: layout, heads: heads, dropout: p, seed: seed, keep: true, threads: threads)
+        let (o, w, m) = Self.attend(q: q, k: k, v: v, layout: layout, heads: heads, causal: causal, dropout: p, seed: seed, keep: true, threads: threads)
         weights = w
         kept = m
         return output.forward(o, training: training)
@@ -113,7 +116,7 @@ public final class MultiHeadAttention {
 
     public func infer(query x: Matrix, keyValue y: Matrix, layout: SequenceLayout) -> Matrix {
         let o = Self.attend(q: query.infer(x), k: key.infer(y), v: value.infer(y), layout: layout, heads: heads,
-                            dropout: 0, seed: 0, keep: false, threads: threads).output
+                            causal: causal, dropout: 0, seed: 0, keep: false, threads: threads).output
         return output.infer(o)
     }
 
@@ -122,7 +125,7 @@ public final class MultiHeadAttention {
         let dO = output.backward(dy)
         let c = dimension, dh = c / heads, scale = 1 / Float(dh).squareRoot()
         var dq = Matrix(rows: q.rows, columns: c), dk = Matrix(rows: k.rows, columns: c), dv = Matrix(rows: v.rows, columns: c)
-        let layout = self.layout, heads = self.heads, hasDropout = !kept.isEmpty
+        let layout = self.layout, heads = self.heads, hasDropout = !kept.isEmpty, causal = self.causal
         let starts = Self.weightOffsets(layout, heads: heads)
         q.values.withUnsafeBufferPointer { qp in k.values.withUnsafeBufferPointer { kp in v.values.withUnsafeBufferPointer { vp in
         dO.values.withUnsafeBufferPointer { op in weights.withUnsafeBufferPointer { wp in kept.withUnsafeBufferPointer { mp in
@@ -153,16 +156,16 @@ public final class MultiHeadAttention {
                                   c: dV.base + col, ldc: c, threads: 1)
                             sgemm(transposeB: true, m: l, n: l, k: dh, a: dO.base + col, lda: c, b: V.base + col, ldb: c,
                                   c: g, ldc: l, threads: 1)
-                            // Through dropout, then softmax: dS = P ⊙ (dP − Σ_j P·dP) · scale (causal entries only).
+                            // Through dropout, then softmax: dS = P ⊙ (dP − Σ_j P·dP) · scale (visible entries only).
                             for i in 0..<l {
-                                let row = i * l
+                                let row = i * l, last = causal ? i : l - 1
                                 var sum: Float = 0
-                                for j in 0...i {
+                                for j in 0...last {
                                     if hasDropout { g[row + j] *= M!.base[starts[s] + h * l * l + row + j] }
                                     sum += w[row + j] * g[row + j]
                                 }
-                                for j in 0...i { g[row + j] = w[row + j] * (g[row + j] - sum) * scale }
-                                for j in (i + 1)..<l { g[row + j] = 0 }
+                                for j in 0...last { g[row + j] = w[row + j] * (g[row + j] - sum) * scale }
+                                for j in (last + 1)..<l { g[row + j] = 0 }
                             }
                             // dQ = dS·K, dK = dSᵀ·Q.
                             sgemm(m: l, n: dh, k: l, a: g, lda: l, b: K.base + col, ldb: c, c: dQ.base + col, ldc: c, threads: 1)
@@ -185,10 +188,10 @@ public final class MultiHeadAttention {
         return out
     }
 
-    /// softmax(Q_h·K_hᵀ/√d_h + causal mask)·V_h per sequence and head, heads side by side in the
+    /// softmax(Q_h·K_hᵀ/√d_h [+ causal mask])·V_h per sequence and head, heads side by side in the
     /// columns. With `keep`, also the attention weights and dropout multipliers (for backward).
     /// Dropout draws from stream `s` of `seed` for sequence `s`, so it does not depend on threads.
-    static func attend(q: Matrix, k: Matrix, v: Matrix, layout: SequenceLayout, heads: Int, dropout: Float, seed: UInt64,
+    static func attend(q: Matrix, k: Matrix, v: Matrix, layout: SequenceLayout, heads: Int, causal: Bool = true, dropout: Float, seed: UInt64,
                        keep: Bool, threads: Int) -> (output: Matrix, weights: [Float], kept: [Float]) {
         let c = q.columns, dh = c / heads, scale = 1 / Float(dh).squareRoot()
         precondition(q.rows == layout.rows && k.rows == layout.rows && v.rows == layout.rows, "attention inputs do not match the layout")
@@ -216,14 +219,12 @@ public final class MultiHeadAttention {
                             sgemm(transposeB: true, m: l, n: l, k: dh, alpha: scale, a: Q.base + col, lda: c, b: K.base + col, ldb: c,
                                   c: p, ldc: l, threads: 1)
                             for i in 0..<l {
-                                let row = p + i * l
+                                let row = p + i * l, visible = causal ? i + 1 : l
                                 var top = row[0]
-                                for j in 0...i where row[j] > top { top = row[j] }
-                                var sum: Float = 0
-                                for j in 0...i { row[j] = exp(row[j] - top); sum += row[j] }
-                                let inv = 1 / sum
-                                for j in 0...i { row[j] *= inv }
-                                for j in (i + 1)..<l { row[j] = 0 }
+                                for j in 0..<visible where row[j] > top { top = row[j] }
+                                let inv = 1 / Kernels.expShifted(row, count: visible, shift: top)
+                                for j in 0..<visible { row[j] *= inv }
+                                for j in visible..<l { row[j] = 0 }
                             }
                             var used = UnsafePointer(p)
                             if dropout > 0 {
@@ -260,10 +261,24 @@ public enum BlockLayout: String, Codable, Sendable, CaseIterable {
 
 /// The feed-forward network's non-linearity.
 public enum Activation: String, Codable, Sendable, CaseIterable {
-    case relu, gelu
+    /// max(0, x).
+    case relu
+    /// GELU, tanh approximation.
+    case gelu
+    /// GELU with erf (BERT's `"gelu"`).
+    case geluExact = "gelu-exact"
+
+    /// The layer that computes it.
+    public func layer() -> any Layer {
+        switch self {
+        case .relu: return ReLU()
+        case .gelu: return GELU(approximation: .tanh)
+        case .geluExact: return GELU(approximation: .none)
+        }
+    }
 }
 
-/// One Transformer block: causal multi-head self-attention and a position-wise feed-forward
+/// One Transformer block: multi-head self-attention (causal unless told) and a position-wise feed-forward
 /// network (Linear, activation, dropout, Linear, dropout), with residual connections and layer
 /// normalisation placed as `BlockLayout` says.
 public final class TransformerBlock: SequenceLayer {
@@ -274,15 +289,15 @@ public final class TransformerBlock: SequenceLayer {
     private var qNormed = Matrix(rows: 0, columns: 0)
 
     public init(dimension: Int, heads: Int, hidden: Int? = nil, dropout: Float, activation: Activation = .relu,
-                layout: BlockLayout = .sasrec, epsilon: Float = 1e-5, seed: UInt64, name: String = "block", threads: Int = 1) {
+                layout: BlockLayout = .sasrec, causal: Bool = true, epsilon: Float = 1e-5, seed: UInt64, name: String = "block", threads: Int = 1) {
         layoutKind = layout
-        attention = MultiHeadAttention(dimension: dimension, heads: heads, dropout: dropout, seed: seed, name: name + ".attention", threads: threads)
+        attention = MultiHeadAttention(dimension: dimension, heads: heads, dropout: dropout, causal: causal, seed: seed, name: name + ".attention", threads: threads)
         norm1 = LayerNorm(dimension, epsilon: epsilon, name: name + ".norm1")
         norm2 = LayerNorm(dimension, epsilon: epsilon, name: name + ".norm2")
         let h = hidden ?? dimension
         feedForward = Sequential([
             Linear(dimension, h, seed: seed &+ 11, name: name + ".ff1", threads: threads),
-            activation == .relu ? ReLU() : GELU(),
+            activation.layer(),
             Dropout(dropout, seed: seed &+ 12),
             Linear(h, dimension, seed: seed &+ 13, name: name + ".ff2", threads: threads),
             Dropout(dropout, seed: seed &+ 14),

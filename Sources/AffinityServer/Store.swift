@@ -186,8 +186,23 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
         guard fd >= 0 else {
             throw SQLiteError(path: path, code: 0, message: "cannot create the lock file \(lockPath) (errno \(errno))")
         }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        // A lock just released in this process can stay held for a moment: a child process
+        // spawned by another thread shares every open description from its fork until its exec
+        // closes them (O_CLOEXEC). So a held lock is tried again for up to half a second before
+        // the store is declared in use; an interrupted call is simply tried again.
+        var attempts = 0
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let code = errno
+            if code == EINTR { continue }
+            if code == EWOULDBLOCK && attempts < 20 {
+                attempts += 1
+                usleep(25_000)
+                continue
+            }
             closeDescriptor(fd)
+            guard code == EWOULDBLOCK else {
+                throw SQLiteError(path: path, code: 0, message: "cannot lock \(lockPath): \(String(cString: strerror(code)))")
+            }
             throw SQLiteError(path: path, code: 0, message: "the store is in use by another affinity process (lock \(lockPath)); stop it first, or give this one its own --store")
         }
         return fd

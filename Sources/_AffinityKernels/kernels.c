@@ -926,3 +926,77 @@ float affinity_exp_shifted(float *x, long n, float shift) {
 #endif
     return exp_shifted_c(x, n, shift);
 }
+
+// ------------------------------------------------------------------------------ GELU (exact, erf)
+// x[i] = x[i] * Φ(x[i]) = 0.5 x (1 + erf(x / √2)), BERT's activation. The vector paths take erf
+// from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, the formula PyTorch's vectorised erf uses),
+// with exp(-z²) from the softmax's polynomial; the portable path calls libm's erff.
+
+static void gelu_erf_c(float *x, long n) {
+    for (long i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+#define ERF_POLY(FMADD, SET1, p, t) \
+    p = SET1(1.061405429f); \
+    p = FMADD(p, t, SET1(-1.453152027f)); \
+    p = FMADD(p, t, SET1(1.421413741f)); \
+    p = FMADD(p, t, SET1(-0.284496736f)); \
+    p = FMADD(p, t, SET1(0.254829592f));
+
+#if AFFINITY_X86
+__attribute__((target("avx512f")))
+static inline __m512 gelu512(__m512 x) {
+    __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f));
+    __m512 a = _mm512_abs_ps(z);
+    __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(a, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
+    __m512 p;
+    ERF_POLY(_mm512_fmadd_ps, _mm512_set1_ps, p, t)
+    __m512 e = exp512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a));
+    __m512 erfAbs = _mm512_fnmadd_ps(_mm512_mul_ps(p, t), e, _mm512_set1_ps(1.0f));
+    // erf is odd: take the sign of z.
+    __m512 signBit = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32((int)0x80000000u)));
+    __m512 erfZ = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erfAbs), _mm512_castps_si512(signBit)));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(_mm512_set1_ps(1.0f), erfZ));
+}
+
+__attribute__((target("avx512f")))
+static void gelu_erf_avx512(float *x, long n) {
+    long i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, gelu512(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, gelu512(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static inline __m256 gelu256(__m256 x) {
+    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+    __m256 signMask = _mm256_set1_ps(-0.0f);
+    __m256 a = _mm256_andnot_ps(signMask, z);
+    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(a, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.0f)));
+    __m256 p;
+    ERF_POLY(_mm256_fmadd_ps, _mm256_set1_ps, p, t)
+    __m256 e = exp256(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), a), a));
+    __m256 erfAbs = _mm256_fnmadd_ps(_mm256_mul_ps(p, t), e, _mm256_set1_ps(1.0f));
+    __m256 erfZ = _mm256_or_ps(erfAbs, _mm256_and_ps(z, signMask));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erfZ));
+}
+
+__attribute__((target("avx2,fma")))
+static void gelu_erf_avx2(float *x, long n) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, gelu256(_mm256_loadu_ps(x + i)));
+    gelu_erf_c(x + i, n - i);
+}
+#endif
+
+void affinity_gelu_erf(float *x, long n) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: gelu_erf_avx512(x, n); return;
+    case 1: gelu_erf_avx2(x, n); return;
+    }
+#endif
+    gelu_erf_c(x, n);
+}

@@ -116,6 +116,25 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
         }
     }
 
+    /// Exact (erf) GELU on every path, on awkward lengths, across the range where erf bends and
+    /// out to where it saturates.
+    @Test(arguments: [1, 7, 8, 15, 16, 17, 33, 1000])
+    func geluErfMatchesReference(n: Int) {
+        for level in simdLevels {
+            Kernels.forceSIMDLevel(level)
+            defer { Kernels.forceSIMDLevel(-1) }
+            var x = randomVector(n, seed: UInt64(n) &+ 7).enumerated().map { i, v in (v * 2 - 1) * (i % 4 == 0 ? 12 : 4) }
+            let input = x
+            var reference = x
+            x.withUnsafeMutableBufferPointer { Kernels.geluErf($0.baseAddress!, count: n) }
+            Kernels.referenceGELUErf(&reference)
+            // erf's absolute error (< 1.5e-7, plus rounding of 1 + erf) scaled by x/2.
+            for i in 0..<n {
+                #expect(abs(x[i] - reference[i]) <= 2e-7 * max(1, abs(input[i])), "level \(level) n \(n) i \(i): \(x[i]) vs \(reference[i])")
+            }
+        }
+    }
+
     @Test func sgemmMatchesReferenceOnAwkwardShapes() {
         let shapes: [(Int, Int, Int)] = [(1, 1, 1), (1, 17, 3), (15, 17, 13), (17, 15, 1000), (13, 33, 31), (25, 70, 300), (100, 1, 17), (3, 200, 5)]
         for level in simdLevels {

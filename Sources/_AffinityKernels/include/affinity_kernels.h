@@ -35,6 +35,8 @@ void affinity_sgemm(int transA, int transB, long M, long N, long K, float alpha,
 float affinity_dot(const float *a, const float *b, long n);
 /// x[i] = exp(x[i] - shift) in place; returns the sum (softmax). Relative error < 2e-7, 0 below -87.3.
 float affinity_exp_shifted(float *x, long n, float shift);
+/// x[i] = x[i] * Φ(x[i]) in place (GELU with erf, not the tanh approximation); |error| < 2e-7 |x|.
+void affinity_gelu_erf(float *x, long n);
 float affinity_l2sq(const float *a, const float *b, long n);
 
 /// out[r] = dot(q, X[r*dim ..< (r+1)*dim]) for r in 0..<rows (one query against a block of rows).
