@@ -89,10 +89,15 @@ public final class Linear: Layer {
     public func infer(_ x: Matrix) -> Matrix {
         precondition(x.columns == weight.value.columns, "Linear expects \(weight.value.columns) inputs, got \(x.columns)")
         let n = x.rows, o = weight.value.rows, i = weight.value.columns
-        var y = Matrix(rows: n, columns: o)
+        // Every row starts as the bias (written once, no zero fill first), then += x·Wᵀ.
+        let rows = bias.value.values.withUnsafeBufferPointer { b in
+            [Float](unsafeUninitializedCapacity: n * o) { buffer, count in
+                for r in 0..<n { (buffer.baseAddress! + r * o).initialize(from: b.baseAddress!, count: o) }
+                count = n * o
+            }
+        }
+        var y = Matrix(rows: n, columns: o, values: rows)
         y.values.withUnsafeMutableBufferPointer { yp in
-            let b = bias.value.values
-            for r in 0..<n { for c in 0..<o { yp[r * o + c] = b[c] } }
             x.values.withUnsafeBufferPointer { xp in
                 weight.value.values.withUnsafeBufferPointer { wp in
                     sgemm(transposeB: true, m: n, n: o, k: i, a: xp.baseAddress!, lda: i, b: wp.baseAddress!, ldb: i,
@@ -234,7 +239,30 @@ public final class LayerNorm: Layer {
         return y
     }
 
-    public func infer(_ x: Matrix) -> Matrix { normalize(x).y }
+    /// The output alone (no x̂ kept: one pass over each row less, one matrix less).
+    public func infer(_ x: Matrix) -> Matrix {
+        let n = x.rows, d = x.columns
+        var y = x
+        let eps = self.eps
+        gamma.value.values.withUnsafeBufferPointer { g in
+            beta.value.values.withUnsafeBufferPointer { b in
+                y.values.withUnsafeMutableBufferPointer { yp in
+                    for r in 0..<n {
+                        let row = yp.baseAddress! + r * d
+                        var mean: Float = 0
+                        for k in 0..<d { mean += row[k] }
+                        mean /= Float(d)
+                        var variance: Float = 0
+                        for k in 0..<d { let v = row[k] - mean; variance += v * v }
+                        variance /= Float(d)
+                        let s = 1 / (variance + eps).squareRoot()
+                        for k in 0..<d { row[k] = (row[k] - mean) * s * g[k] + b[k] }
+                    }
+                }
+            }
+        }
+        return y
+    }
 
     /// The output, x̂ and 1/σ of each row (what `backward` needs).
     private func normalize(_ x: Matrix) -> (y: Matrix, xh: Matrix, rstd: [Float]) {

@@ -319,10 +319,63 @@ static float *grow(float **buffer, long *size, long need) {
     return *buffer;
 }
 
+#if AFFINITY_X86
+// dst[c * dst_ld + r] = src[r * ld + c] for r < rows (at most 8), c < 8: an 8 x 8 transpose in
+// registers (rows past `rows` read as zero and are not stored). Packing a row-major A (or a
+// transposed B, a weight matrix stored out x in) reads rows and writes columns; one element at a
+// time that was most of the packing cost.
+__attribute__((target("avx2,fma")))
+static inline void transpose8_avx2(const float *src, long ld, long rows, float *dst, long dst_ld) {
+    __m256 r[8];
+    for (int i = 0; i < 8; i++) r[i] = i < rows ? _mm256_loadu_ps(src + i * ld) : _mm256_setzero_ps();
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 c[8];
+    c[0] = _mm256_permute2f128_ps(s0, s4, 0x20); c[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    c[2] = _mm256_permute2f128_ps(s2, s6, 0x20); c[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    c[4] = _mm256_permute2f128_ps(s0, s4, 0x31); c[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    c[6] = _mm256_permute2f128_ps(s2, s6, 0x31); c[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+    if (rows == 8) {
+        for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + i * dst_ld, c[i]);
+    } else {
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int i = 0; i < 8; i++) _mm256_maskstore_ps(dst + i * dst_ld, mask, c[i]);
+    }
+}
+
+// out[p * width + i] = src[i * ld + p] for i < count (<= width), p < kc, through 8 x 8 transposes;
+// the k tail element by element. Lanes count..<width are left to the caller.
+__attribute__((target("avx2,fma")))
+static void transpose_panel_avx2(const float *src, long ld, long count, long kc, int width, float *out) {
+    long p = 0;
+    for (; p + 8 <= kc; p += 8)
+        for (long g = 0; g < count; g += 8)
+            transpose8_avx2(src + g * ld + p, ld, count - g < 8 ? count - g : 8, out + p * width + g, width);
+    for (; p < kc; p++)
+        for (long i = 0; i < count; i++) out[p * width + i] = src[i * ld + p];
+}
+#endif
+
 // Packs op(A)[i0 ..< i0+mc, p0 ..< p0+kc] into MR-row panels, each stored k-major, zero padded.
 static void pack_a(int transA, const float *A, long lda, long i0, long p0, long mc, long kc, int mr, float *out) {
     for (long ir = 0; ir < mc; ir += mr) {
         long rows = mc - ir < mr ? mc - ir : mr;
+#if AFFINITY_X86
+        if (!transA && affinity_simd_level() >= 1) {
+            transpose_panel_avx2(A + (i0 + ir) * lda + p0, lda, rows, kc, mr, out);
+            if (rows < mr)
+                for (long p = 0; p < kc; p++)
+                    for (long i = rows; i < mr; i++) out[p * mr + i] = 0;
+            out += kc * mr;
+            continue;
+        }
+#endif
         if (!transA) {
             for (long p = 0; p < kc; p++) {
                 for (long i = 0; i < rows; i++) out[p * mr + i] = A[(i0 + ir + i) * lda + p0 + p];
@@ -350,6 +403,11 @@ static void pack_b(int transB, const float *B, long ldb, long p0, long j0, long 
                 for (long j = cols; j < nr; j++) out[p * nr + j] = 0;
             }
         } else {
+#if AFFINITY_X86
+            if (affinity_simd_level() >= 1) {
+                transpose_panel_avx2(B + (j0 + jr) * ldb + p0, ldb, cols, kc, nr, out);
+            } else
+#endif
             for (long j = 0; j < cols; j++) {
                 const float *src = B + (j0 + jr + j) * ldb + p0;
                 for (long p = 0; p < kc; p++) out[p * nr + j] = src[p];

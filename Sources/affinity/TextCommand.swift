@@ -44,6 +44,7 @@ struct TextCommand: ParsableCommand {
         @Option(name: .long, help: "Texts per batch.") var batch = 64
         @Option(name: .long, help: "Threads (0 = all cores).") var threads = 0
         @Flag(name: .long, help: "Replace OUT if it exists.") var force = false
+        @Flag(name: .long, help: "Print {texts, seconds, texts_per_second, truncated} as JSON on stdout (seconds: the encoding alone, model loading excluded).") var json = false
 
         func validate() throws {
             guard batch > 0 else { throw ValidationError("--batch must be positive, got \(batch)") }
@@ -66,10 +67,15 @@ struct TextCommand: ParsableCommand {
             let result = encoder.embed(items.texts, batchSize: batch, threads: threads) { done in
                 Console.progress("text embed: \(done)/\(total) texts, \(String(format: "%.0f", Double(done) / max(clock.seconds, 1e-9))) texts/s")
             }
+            let seconds = clock.seconds
             Console.clearProgress()
             try NPY.write(result.vectors, to: out)
             try AtomicWrite.file(Data((items.ids.joined(separator: "\n") + "\n").utf8), to: out + ".ids")
-            Console.note("wrote \(total) vectors of \(encoder.dimension) dimensions to \(out) (IDs in \(out).ids) in \(String(format: "%.1f", clock.seconds)) s; "
+            if json {
+                try printJSON(["texts": Double(total), "seconds": seconds, "texts_per_second": Double(total) / max(seconds, 1e-9),
+                           "truncated": Double(result.truncated), "threads": Double(Parallelism.resolve(threads))])
+            }
+            Console.note("wrote \(total) vectors of \(encoder.dimension) dimensions to \(out) (IDs in \(out).ids) in \(String(format: "%.1f", seconds)) s; "
                          + "\(result.truncated) text(s) longer than \(encoder.configuration.maxLength) tokens were truncated")
         }
     }
