@@ -17,6 +17,9 @@ public struct TrainingData: Sendable {
     /// Per user, the items held out as the next ones after their sequence (a leave-last-out
     /// split's `valid.tsv`), for validation and early stopping; nil when there are none.
     public var validationTargets: [[Int]]?
+    /// Dense item vectors (items x d, vocabulary order), e.g. sentence vectors of item text; zero
+    /// rows for items without one. Read by the models that use item content (`text-knn`).
+    public var itemVectors: Matrix?
 
     /// From a matrix alone: sequences in item-index order, not time-ordered.
     public init(interactions: SparseMatrix) {

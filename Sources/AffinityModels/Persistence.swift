@@ -288,9 +288,13 @@ struct VocabularyFile: Codable {
     enum CodingKeys: String, CodingKey { case formatVersion = "format_version", users, items }
 }
 
+/// A model that needs item content (`TrainingData.itemVectors`: text vectors) to be fitted; the
+/// demo, which has no item text, leaves these out.
+public protocol ItemContentRecommender {}
+
 /// The models this build knows, by CLI name.
 public enum ModelRegistry {
-    public static let types: [any PersistableRecommender.Type] = [Popularity.self, ItemKNN.self, EASE.self, ALS.self, BPR.self, TwoTower.self, Item2Vec.self, SASRec.self, LightGCN.self, AMPCF.self]
+    public static let types: [any PersistableRecommender.Type] = [Popularity.self, ItemKNN.self, EASE.self, ALS.self, BPR.self, TwoTower.self, Item2Vec.self, SASRec.self, LightGCN.self, AMPCF.self, TextKNN.self]
     public static var names: [String] { types.map { $0.modelType } }
     public static func type(named name: String) -> (any PersistableRecommender.Type)? {
         types.first { $0.modelType == name }

@@ -34,7 +34,9 @@ struct DemoCommand: ParsableCommand {
     /// SASRec is measured on leave-last-out splits (`affinity evaluate --model-type sasrec --split S`).
     var modelNames: [String] {
         models.map { $0.split(separator: ",").map(String.init) }
-            ?? ModelRegistry.names.filter { !(ModelRegistry.type(named: $0) is any SequentialRecommender.Type) }
+            ?? ModelRegistry.names.filter {
+                !(ModelRegistry.type(named: $0) is any SequentialRecommender.Type) && !(ModelRegistry.type(named: $0) is any ItemContentRecommender.Type)
+            }
     }
 
     func run() throws {

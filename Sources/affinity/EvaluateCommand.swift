@@ -22,6 +22,9 @@ struct EvaluateCommand: ParsableCommand {
     @Option(name: .long, help: "Train this model type on the split first: \(ModelRegistry.names.joined(separator: "|")).") var modelType: String?
     @Option(name: .customLong("set"), help: "A setting for --model-type, key=value (repeatable).") var settings: [String] = []
     @Option(name: .long, help: "Split folder.") var split: String
+    @Option(name: .long, help: "With --model-type: item metadata or text (default: the split's items.tsv); text-knn embeds it.") var items: String?
+    @Option(name: .long, help: "With --model-type: item vectors (.npy with PATH.ids, or TSV) for text-knn or two-tower.") var itemVectors: String?
+    @Option(name: .long, help: "The sentence encoder's folder (default: $AFFINITY_TEXT_MODEL).") var textModel: String?
     @Option(name: .long, help: "Cutoffs K, comma-separated.") var cutoffs = "10,20,50"
     @Option(name: .long, help: "test (valid.tsv joins the history when present) or valid.") var target: EvaluationTarget = .test
     @Option(name: .long, help: "Threads (0 = all cores).") var threads = 0
@@ -63,7 +66,9 @@ struct EvaluateCommand: ParsableCommand {
             trained = try TrainedModel.load(from: model)
             try checkSplitMatches(trained, folder, target: target, allowForeignSplit: allowForeignSplit)
         } else {
-            (trained, trainSeconds) = try trainOnSplit(folder, model: modelType!, settings: try parseSettings(settings), catalog: nil)
+            (trained, trainSeconds) = try trainOnSplit(folder, model: modelType!, settings: try parseSettings(settings),
+                                                       catalog: try items.map { try ItemCatalog.read(path: $0) },
+                                                       itemVectorsPath: itemVectors, textModel: textModel)
         }
         let evaluator = try Evaluator(cutoffs: try parseCutoffs(cutoffs), threads: threads,
                                       keepPerUser: perUser != nil, keepRankings: writeRecs != nil)

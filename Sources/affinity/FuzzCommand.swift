@@ -155,7 +155,11 @@ enum FuzzHarness {
                                                 userCategories: (0..<interactions.rowCount).map { [$0 % 4] })
             let sideModel = try TwoTower.fit(interactions, configuration: withSide, sideInformation: side, progress: nil)
             let fitted: [(String, any PersistableRecommender)] = try ModelRegistry.names.map { name -> (String, any PersistableRecommender) in
-                guard name == SASRec.modelType else { return (name, try ModelRegistry.fit(name, interactions: interactions, settings: settings[name] ?? [:])) }
+                guard name == SASRec.modelType else {
+                    var data = TrainingData(interactions: interactions)
+                    data.itemVectors = Matrix.random(rows: interactions.columnCount, columns: 3, seed: 6)
+                    return (name, try ModelRegistry.fit(name, data: data, settings: settings[name] ?? [:]))
+                }
                 // SASRec wants time order; the seed log's file order stands in for it here.
                 return (name, try SASRec.fit(TrainingData(log: split.positives), configuration: SASRec.Configuration().applying(settings[name]!),
                                              progress: nil, requireTimeOrder: false))

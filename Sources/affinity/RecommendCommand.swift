@@ -1,4 +1,5 @@
 import AffinityData
+import AffinityLinalg
 import AffinityModels
 import AffinityPipeline
 import ArgumentParser
@@ -150,24 +151,53 @@ struct SimilarCommand: ParsableCommand {
         abstract: "Items most similar to an item, according to a saved model."
     )
 
+    /// What "similar" means.
+    enum Similarity: String, ExpressibleByArgument, CaseIterable {
+        /// The model's own item similarity (its item vectors, or its neighbour lists).
+        case model
+        /// Cosine similarity of the items' text vectors (the sentence encoder on the model's item
+        /// text, or --item-vectors): what "looks alike" means.
+        case text
+    }
+
     @Option(name: .long, help: "Model folder.") var model: String
     @Option(name: .long, help: "Raw item ID.") var item: String
     @Option(name: .shortAndLong, parsing: .unconditional, help: "Number of items.") var k = 10
+    @Option(name: .long, help: "model (the model's similarity) or text (cosine of item text vectors).") var by: Similarity = .model
+    @Option(name: .long, help: "With --by text: item metadata or text (default: the model's catalog).") var items: String?
+    @Option(name: .long, help: "With --by text: item vectors (.npy with PATH.ids, or TSV) instead of embedding the text.") var itemVectors: String?
+    @Option(name: .long, help: "With --by text: the sentence encoder's folder (default: $AFFINITY_TEXT_MODEL).") var textModel: String?
     @Flag(name: .long, help: "Print JSON on stdout.") var json = false
 
     func validate() throws {
         guard k > 0 else { throw ValidationError("-k must be positive, got \(k)") }
+        if by == .model && (items != nil || itemVectors != nil || textModel != nil) {
+            throw ValidationError("--items, --item-vectors and --text-model go with --by text")
+        }
     }
 
     func run() throws {
         let trained = try TrainedModel.load(from: model)
-        let items = try describe(try trained.similar(item: item, k: k), model: trained)
+        let found: [ScoredItem]
+        switch by {
+        case .model:
+            found = try trained.similar(item: item, k: k)
+        case .text:
+            guard let index = trained.items.index(of: item) else { throw CommandError("unknown item \(item)") }
+            let vectors = try itemVectors.map { try readItemVectors($0, items: trained.items) }
+                ?? embedItemTexts(try items.map { try ItemCatalog.read(path: $0) } ?? trained.catalog, items: trained.items, textModel: textModel)
+            let query = Matrix(rows: 1, columns: vectors.columns, values: (0..<vectors.columns).map { vectors[index, $0] })
+            found = ExactSearch.search(queries: query, base: vectors, k: k + 1, metric: .cosine)[0]
+                .filter { $0.index != index }.prefix(k).map { ScoredItem(index: $0.index, score: $0.score) }
+        }
+        let list = try describe(found, model: trained)
+        let source = by == .text ? "text similarity" : trained.modelType
         if json {
-            struct Output: Encodable { var item: String; var title: String?; var model: String; var similar: [RecommendedItem] }
-            try printJSON(Output(item: item, title: trained.catalog?.titles[item], model: trained.modelType, similar: items))
+            struct Output: Encodable { var item: String; var title: String?; var model: String; var by: String; var similar: [RecommendedItem] }
+            try printJSON(Output(item: item, title: trained.catalog?.titles[item], model: trained.modelType, by: by.rawValue, similar: list))
         } else {
-            print("items similar to \(item)" + (trained.catalog?.titles[item].map { " (\($0))" } ?? "") + ", by \(trained.modelType):")
-            printList(items)
+            print("items similar to \(item)" + (trained.catalog?.titles[item].map { " (\($0))" } ?? "") + ", by \(source):")
+            printList(list)
         }
     }
 }

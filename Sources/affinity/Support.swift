@@ -3,6 +3,7 @@ import AffinityEval
 import AffinityLinalg
 import AffinityModels
 import AffinityPipeline
+import AffinityText
 import ArgumentParser
 import Foundation
 
@@ -164,8 +165,15 @@ struct InputOptions: ParsableArguments {
 
 /// Fits a model on a split's train file and packages it with vocabularies and metadata.
 func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: String], catalog: ItemCatalog?,
-                  itemVectorsPath: String? = nil, userFeaturesPath: String? = nil) throws -> (TrainedModel, Double) {
+                  itemVectorsPath: String? = nil, userFeaturesPath: String? = nil, textModel: String? = nil) throws -> (TrainedModel, Double) {
     let interactions = split.train.matrix()
+    // Item vectors: from a file when given, else item text through the sentence encoder for the
+    // models that need them (text-knn; two-tower with --set itemVectors=true).
+    var itemVectors = try itemVectorsPath.map { try readItemVectors($0, items: split.train.items) }
+    let twoTowerWantsVectors = try name == TwoTower.modelType && TwoTower.Configuration().applying(settings).itemVectors
+    if itemVectors == nil && (name == TextKNN.modelType || twoTowerWantsVectors) {
+        itemVectors = try embedItemTexts(catalog ?? split.catalog, items: split.train.items, textModel: textModel)
+    }
     Console.progress("training \(name) on \(interactions.rowCount) users x \(interactions.columnCount) items...")
     let (model, seconds) = try timed { () -> any PersistableRecommender in
         if name == TwoTower.modelType {
@@ -176,7 +184,7 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
             if let genresByID = (catalog ?? split.catalog)?.genres, !genresByID.isEmpty {
                 side.itemGenres = categoryIndexes(count: interactions.columnCount) { genresByID[split.train.items[$0]] ?? [] }
             }
-            if let path = itemVectorsPath { side.itemVectors = try readItemVectors(path, items: split.train.items) }
+            side.itemVectors = itemVectors
             if let path = userFeaturesPath {
                 let byUser = try readUserFeatures(path)
                 side.userCategories = categoryIndexes(count: interactions.rowCount) { byUser[split.train.users[$0]] ?? [] }
@@ -187,6 +195,7 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
         // gives sequential models their validation targets.
         var data = TrainingData(log: split.train)
         if let valid = split.valid { data = data.withValidation(valid, users: split.train.users, items: split.train.items) }
+        data.itemVectors = itemVectors
         return try ModelRegistry.fit(name, data: data, settings: settings, progress: Console.training)
     }
     Console.clearProgress()
@@ -217,9 +226,27 @@ func categoryIndexes(count: Int, _ names: (Int) -> [String]) -> [[Int]] {
     }
 }
 
-/// Dense item vectors from a TSV `item<TAB>v1<TAB>v2...` (no header), in the vocabulary's order;
-/// items the file does not list get a zero vector.
+/// Dense item vectors in the vocabulary's order, from a `.npy` file with its IDs in `PATH.ids`
+/// (what `affinity text embed` and `affinity model export` write) or a TSV
+/// `item<TAB>v1<TAB>v2...` (no header); items the file does not list get a zero vector.
 func readItemVectors(_ path: String, items: IDVocabulary) throws -> Matrix {
+    if path.hasSuffix(".npy") {
+        let vectors = try NPY.read(path)
+        guard let data = FileManager.default.contents(atPath: path + ".ids") else {
+            throw CommandError("\(path).ids is missing: the IDs of the rows of \(path), one per line (text embed and model export write it)")
+        }
+        let ids = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let rowIDs = ids.last == "" ? Array(ids.dropLast()) : ids
+        guard rowIDs.count == vectors.rows else {
+            throw CommandError("\(path).ids has \(rowIDs.count) IDs for \(vectors.rows) rows")
+        }
+        var m = Matrix(rows: items.count, columns: vectors.columns)
+        for (r, id) in rowIDs.enumerated() {
+            guard let i = items.index(of: id) else { continue }
+            for k in 0..<vectors.columns { m[i, k] = vectors[r, k] }
+        }
+        return m
+    }
     let text = try String(contentsOfFile: path, encoding: .utf8)
     var width = -1
     var rows: [Int: [Float]] = [:]
@@ -369,4 +396,28 @@ func checkSplitMatches(_ trained: TrainedModel, _ folder: SplitFolder, target: E
         throw CommandError("\(overlap): the model has seen the answers and its metrics would be inflated. Evaluate it on the split it was trained on, or pass --allow-foreign-split to evaluate anyway.")
     }
     Console.note("warning: \(overlap); metrics are inflated")
+}
+
+/// Sentence vectors of the items of `items` from their text in `catalog` ("Title. Genre, Genre", or
+/// a `.text` file's text), by the encoder at `textModel` (or AFFINITY_TEXT_MODEL). Items without
+/// text get a zero row (models that use text vectors treat them as having none).
+func embedItemTexts(_ catalog: ItemCatalog?, items: IDVocabulary, textModel: String?) throws -> Matrix {
+    guard let catalog, !catalog.titles.isEmpty else {
+        throw CommandError("no item text: pass --items FILE (movies.dat, u.item, movies.csv, items.tsv or a .text file), or --item-vectors FILE")
+    }
+    let encoder = try SentenceEncoder(directory: try TextModelLocation.resolve(textModel))
+    let (texts, missing) = ItemText(catalog: catalog).aligned(to: items.ids)
+    if !missing.isEmpty {
+        Console.note("warning: \(missing.count) of \(items.count) items have no text (zero vectors): \(missing.prefix(10).joined(separator: ", "))\(missing.count > 10 ? ", ..." : "")")
+    }
+    let have = texts.indices.filter { !texts[$0].isEmpty || !missing.contains(items.ids[$0]) }
+    let clock = Stopwatch()
+    let result = encoder.embed(have.map { texts[$0] }) { done in
+        Console.progress("embedding item text: \(done)/\(have.count) texts, \(String(format: "%.0f", Double(done) / max(clock.seconds, 1e-9))) texts/s")
+    }
+    Console.clearProgress()
+    var out = Matrix(rows: items.count, columns: encoder.dimension)
+    for (r, i) in have.enumerated() { for k in 0..<encoder.dimension { out[i, k] = result.vectors[r, k] } }
+    Console.note("embedded \(have.count) item texts in \(String(format: "%.1f", clock.seconds)) s (\(result.truncated) truncated at \(encoder.configuration.maxLength) tokens)")
+    return out
 }

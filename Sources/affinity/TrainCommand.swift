@@ -16,7 +16,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Model: \(ModelRegistry.names.joined(separator: "|")).") var model: String
     @Option(name: .customLong("set"), help: "A setting, key=value (repeatable).") var settings: [String] = []
     @Option(name: .long, help: "Item metadata file to store with the model (default: the split's items.tsv).") var items: String?
-    @Option(name: .long, help: "two-tower: dense item vectors, TSV item<TAB>v1<TAB>v2... (e.g. text embeddings); with --set itemVectors=true.") var itemVectors: String?
+    @Option(name: .long, help: "Dense item vectors for text-knn and two-tower (--set itemVectors=true): .npy with PATH.ids (affinity text embed), or TSV item<TAB>v1<TAB>v2...; without it they are embedded from the item text.") var itemVectors: String?
+    @Option(name: .long, help: "The sentence encoder's folder, for models that embed item text (default: $AFFINITY_TEXT_MODEL).") var textModel: String?
     @Option(name: .long, help: "two-tower: user features, MovieLens users.dat or TSV user<TAB>feature|feature; with --set userFeatures=true.") var userFeatures: String?
     @Option(name: .long, help: "Output model folder.") var out: String
     @Flag(name: .long, help: "Replace OUT if it exists.") var force = false
@@ -31,7 +32,7 @@ struct TrainCommand: ParsableCommand {
         let folder = try SplitFolder.read(split)
         let catalog = try items.map { try ItemCatalog.read(path: $0) }
         let (trained, seconds) = try trainOnSplit(folder, model: model, settings: try parseSettings(settings), catalog: catalog,
-                                                  itemVectorsPath: itemVectors, userFeaturesPath: userFeatures)
+                                                  itemVectorsPath: itemVectors, userFeaturesPath: userFeatures, textModel: textModel)
         try trained.save(to: out, overwrite: force)
         print("trained \(model) on \(trained.users.count) users x \(trained.items.count) items in \(String(format: "%.2f", seconds)) s; saved to \(out)")
     }

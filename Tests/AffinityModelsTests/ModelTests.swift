@@ -69,7 +69,7 @@ import AffinityTestSupport
         let model = name == SASRec.modelType
             ? try SASRec.fit(TrainingData(interactions: x), configuration: SASRec.Configuration().applying(["epochs": "2", "dimension": "8", "maxLength": "6", "threads": "1"]),
                              progress: nil, requireTimeOrder: false)
-            : try ModelRegistry.fit(name, interactions: x, settings: [:])
+            : try ModelRegistry.fit(name, data: withItemVectors(TrainingData(interactions: x)), settings: [:])
         return TrainedModel(model: model, users: IDVocabulary((0..<x.rowCount).map { "user\($0)" }),
                             items: IDVocabulary((0..<x.columnCount).map { "item\($0)" }),
                             catalog: ItemCatalog(titles: ["item0": "Zero"]), info: ["note": "test"])
@@ -152,4 +152,12 @@ import AffinityTestSupport
 
 func message(_ body: () throws -> Void) -> String? {
     do { try body(); return nil } catch { return "\(error)" }
+}
+
+/// Training data with random item vectors beside it, so that models needing item content
+/// (text-knn) fit wherever every registered model is tried.
+func withItemVectors(_ data: TrainingData, dimension: Int = 8, seed: UInt64 = 17) -> TrainingData {
+    var d = data
+    d.itemVectors = Matrix.random(rows: data.itemCount, columns: dimension, seed: seed)
+    return d
 }

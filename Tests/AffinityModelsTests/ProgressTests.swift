@@ -50,7 +50,7 @@ import Testing
         ]
         for name in ModelRegistry.names {
             let log = Log()
-            _ = try ModelRegistry.fit(name, data: data, settings: settings[name] ?? [:], progress: log.handler)
+            _ = try ModelRegistry.fit(name, data: withItemVectors(data), settings: settings[name] ?? [:], progress: log.handler)
             let ends = log.all.filter(\.isEpochEnd)
             let epochs = Int(settings[name]?["iterations"] ?? settings[name]?["epochs"] ?? "1")!
             #expect(ends.map(\.epoch) == Array(1...epochs), "\(name): \(ends.map(\.epoch))")
