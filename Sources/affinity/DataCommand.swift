@@ -6,7 +6,7 @@ struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data",
         abstract: "Inspect interaction files and generate synthetic data.",
-        subcommands: [Stats.self, Generate.self]
+        subcommands: [Stats.self, Generate.self, Import.self]
     )
 
     struct Stats: ParsableCommand {
@@ -86,6 +86,28 @@ struct DataCommand: ParsableCommand {
                 try truthData.write(to: URL(fileURLWithPath: tmp).appendingPathComponent("truth.json"))
             }
             print("wrote \(data.log.count) interactions of \(data.log.userCount) users on \(data.log.itemCount) items to \(out)")
+        }
+    }
+
+    struct Import: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Turn UniSRec/VQ-Rec files (NAME.train/valid/test.inter, NAME.text, NAME.item2index, NAME.user2index) into a split folder.",
+            discussion: """
+            Keeps the files' leave-last-out (each user's last item is test, the one before validation),
+            items named by their ASINs; items.tsv holds each item's text as its title (what text embed,
+            text-knn and the two-tower's item vectors read). Validation and test items unseen in train
+            are removed, as docs/protocol.md says.
+            """
+        )
+        @Option(name: .long, help: "The UniSRec folder, e.g. ../shared/data/amazon/Scientific.") var unisrec: String
+        @Option(name: .long, help: "Output split folder.") var out: String
+        @Flag(name: .long, help: "Replace OUT if it is a split folder.") var force = false
+
+        func run() throws {
+            let (split, catalog, dropped) = try UniSRecImport.read(directory: unisrec)
+            try SplitFolder.write(split, to: out, source: unisrec, catalog: catalog, overwrite: force)
+            print("wrote \(out): \(split.trainRows.count) train, \(split.validRows?.count ?? 0) valid, \(split.testRows.count) test rows of "
+                  + "\(split.positives.userCount) users on \(split.positives.itemCount) items (\(dropped) rows removed: unseen in train, or users with fewer than 3 items)")
         }
     }
 }

@@ -165,11 +165,12 @@ struct InputOptions: ParsableArguments {
 
 /// Fits a model on a split's train file and packages it with vocabularies and metadata.
 func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: String], catalog: ItemCatalog?,
-                  itemVectorsPath: String? = nil, userFeaturesPath: String? = nil, textModel: String? = nil) throws -> (TrainedModel, Double) {
+                  itemVectorsPath: String? = nil, userFeaturesPath: String? = nil, textModel: String? = nil,
+                  itemVectors given: Matrix? = nil) throws -> (TrainedModel, Double) {
     let interactions = split.train.matrix()
-    // Item vectors: from a file when given, else item text through the sentence encoder for the
-    // models that need them (text-knn; two-tower with --set itemVectors=true).
-    var itemVectors = try itemVectorsPath.map { try readItemVectors($0, items: split.train.items) }
+    // Item vectors: given (in the split's item order), from a file, else item text through the
+    // sentence encoder for the models that need them (text-knn; two-tower with --set itemVectors=true).
+    var itemVectors = try given ?? itemVectorsPath.map { try readItemVectors($0, items: split.train.items) }
     let twoTowerWantsVectors = try name == TwoTower.modelType && TwoTower.Configuration().applying(settings).itemVectors
     if itemVectors == nil && (name == TextKNN.modelType || twoTowerWantsVectors) {
         itemVectors = try embedItemTexts(catalog ?? split.catalog, items: split.train.items, textModel: textModel)

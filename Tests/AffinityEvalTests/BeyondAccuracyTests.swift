@@ -62,3 +62,18 @@ import Testing
         #expect(report.table().contains("ILD"))
     }
 }
+
+@Suite struct SemanticAnalysisTests {
+    @Test func overlapDecilesAndCloseButWrongPairs() {
+        let overlap = SemanticAnalysis.overlap(textNeighbours: [[1, 2], [0, 2], []], taskNeighbours: [[2, 3], [0, 2], [1]])
+        #expect(overlap[0] == 0.5 && overlap[1] == 1 && overlap[2] == nil)
+        let deciles = SemanticAnalysis.byPopularityDecile((0..<20).map { Double($0) }, popularity: (0..<20).map { 20 - $0 })
+        #expect(deciles.count == 10 && deciles.first == 18.5 && deciles.last == 0.5)
+        var w = Matrix(rows: 3, columns: 3)
+        w[0, 1] = -0.5; w[1, 0] = -0.2; w[0, 2] = 0.3; w[2, 1] = -0.1
+        let pairs = SemanticAnalysis.closeButWrong(textNeighbours: [[(1, 0.9), (2, 0.8)], [(0, 0.9)], [(1, 0.7)]], weights: w, count: 5)
+        // (0, 1) and (1, 0) are one pair: the more negative direction is kept.
+        #expect(pairs.map { [$0.item, $0.neighbour] } == [[0, 1], [2, 1]])
+        #expect(SemanticAnalysis.negativeShare([(0, 1), (0, 2)], weights: w) == 0.5)
+    }
+}

@@ -1,0 +1,149 @@
+import AffinityData
+import AffinityEval
+import AffinityLinalg
+import AffinityModels
+import ArgumentParser
+import Foundation
+
+/// `affinity analyze`: experiments about what the embeddings mean.
+struct AnalyzeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "analyze",
+        abstract: "Experiments on what embeddings mean.",
+        subcommands: [SemanticVsTask.self]
+    )
+
+    struct SemanticVsTask: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "semantic-vs-task",
+            abstract: "Does \"looks alike\" predict \"wanted next\"? Text similarity against interaction models on one split.",
+            discussion: """
+            1. Full-ranking accuracy (docs/protocol.md) of text-knn (items scored by the text cosine to the
+               user's history) beside models trained on the interactions (--models, defaults each).
+            2. For every item, the overlap of its top-K text neighbours with its top-K co-interaction
+               neighbours (item-kNN cosine on the training interactions), overall and by popularity decile.
+            3. "Close but wrong": text-neighbour pairs with the most negative EASE weights (substitutes:
+               having one lowers the other's score), with titles.
+            Item text: --items (default: the split's items.tsv) through the sentence encoder, or --item-vectors.
+            """
+        )
+        @Option(name: .long, help: "Split folder.") var split: String
+        @Option(name: .long, help: "Interaction models, comma-separated model types trained with defaults.") var models = "ease,ials,two-tower"
+        @Option(name: .long, help: "Item metadata or text: movies.dat, u.item, items.tsv or a .text file.") var items: String?
+        @Option(name: .long, help: "Item vectors (.npy with PATH.ids, or TSV) instead of embedding the text.") var itemVectors: String?
+        @Option(name: .long, help: "The sentence encoder's folder (default: $AFFINITY_TEXT_MODEL).") var textModel: String?
+        @Option(name: .shortAndLong, parsing: .unconditional, help: "Neighbours compared per item; metrics at this cutoff too.") var k = 20
+        @Option(name: .long, help: "Close-but-wrong pairs to list.") var pairs = 10
+        @Option(name: .long, help: "Write the overlap-by-popularity plot here (SVG).") var svg: String?
+        @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+
+        func validate() throws {
+            guard k > 0 else { throw ValidationError("-k must be positive, got \(k)") }
+            guard pairs >= 0 else { throw ValidationError("--pairs must not be negative, got \(pairs)") }
+            for name in modelNames where ModelRegistry.type(named: name) == nil {
+                throw ValidationError("--models: unknown model '\(name)'; known models: \(ModelRegistry.names.joined(separator: ", "))")
+            }
+        }
+
+        var modelNames: [String] { models.split(separator: ",").map(String.init).filter { !$0.isEmpty } }
+
+        struct Row: Encodable { var model: String; var recall: Double; var ndcg: Double; var hitRate: Double; var trainSeconds: Double }
+        struct Output: Encodable {
+            var split: String
+            var k: Int
+            var accuracy: [Row]
+            var meanOverlap: Double
+            var itemsWithoutOverlap: Double
+            var overlapByPopularityDecile: [Double]
+            var negativeShareTextNeighbours: Double
+            var negativeShareTaskNeighbours: Double
+            var closeButWrong: [PairOut]
+        }
+        struct PairOut: Encodable { var item: String; var title: String; var neighbour: String; var neighbourTitle: String; var textSimilarity: Float; var easeWeight: Float }
+
+        func run() throws {
+            let folder = try SplitFolder.read(split)
+            let catalog = try items.map { try ItemCatalog.read(path: $0) } ?? folder.catalog
+            let itemIDs = folder.train.items
+            let vectors = try itemVectors.map { try readItemVectors($0, items: itemIDs) }
+                ?? embedItemTexts(catalog, items: itemIDs, textModel: textModel)
+            let evaluator = try Evaluator(cutoffs: [k], threads: 0)
+
+            // 1. Accuracy.
+            var rows: [Row] = []
+            var ease: EASE?
+            for name in modelNames + [TextKNN.modelType] {
+                let (trained, seconds) = try trainOnSplit(folder, model: name, settings: [:], catalog: catalog, itemVectors: vectors)
+                let (report, _) = try evaluate(trained, on: folder, evaluator: evaluator, target: .test)
+                let m = report.metrics(at: k)!
+                rows.append(Row(model: name, recall: m.recall, ndcg: m.ndcg, hitRate: m.hitRate, trainSeconds: seconds))
+                if let e = trained.model as? EASE { ease = e }
+                Console.note(String(format: "%@: Recall@%d %.4f, NDCG@%d %.4f", name, k, m.recall, k, m.ndcg))
+            }
+            let interactions = folder.train.matrix()
+            if ease == nil { ease = try EASE.fit(interactions) }
+
+            // 2. Neighbour overlap: text (cosine of the vectors) against co-interaction (item-kNN).
+            let n = itemIDs.count
+            let hasText = (0..<n).map { i in (0..<vectors.columns).contains { vectors[i, $0] != 0 } }
+            let found = ExactSearch.search(queries: vectors, base: vectors, k: k + 1, metric: .cosine)
+            let text: [[(index: Int, similarity: Float)]] = (0..<n).map { i in
+                guard hasText[i] else { return [] }
+                return found[i].filter { $0.index != i && hasText[$0.index] }.prefix(k).map { (index: $0.index, similarity: $0.score) }
+            }
+            var knnSettings = ItemKNN.Configuration()
+            knnSettings.neighbors = k
+            let knn = try ItemKNN.fit(interactions, configuration: knnSettings)
+            let task = (0..<n).map { i in knn.neighbors.row(i).map { Int($0) } }
+            let overlap = SemanticAnalysis.overlap(textNeighbours: text.map { $0.map(\.index) }, taskNeighbours: task)
+            let known = overlap.compactMap { $0 }
+            let mean = known.reduce(0, +) / Double(max(known.count, 1))
+            let none = Double(known.filter { $0 == 0 }.count) / Double(max(known.count, 1))
+            let byItem = interactions.transposed()
+            let popularity = (0..<n).map { byItem.rowLength($0) }
+            let deciles = SemanticAnalysis.byPopularityDecile(overlap, popularity: popularity)
+
+            // 3. Close but wrong.
+            let weights = ease!.weights
+            let textPairs = text.enumerated().flatMap { i, list in list.map { (i, $0.index) } }
+            let taskPairs = task.enumerated().flatMap { i, list in list.map { (i, $0) } }
+            let closeButWrong = SemanticAnalysis.closeButWrong(textNeighbours: text, weights: weights, count: pairs)
+            func title(_ i: Int) -> String { catalog?.titles[itemIDs.ids[i]] ?? itemIDs.ids[i] }
+            let pairRows = closeButWrong.map {
+                PairOut(item: itemIDs.ids[$0.item], title: title($0.item), neighbour: itemIDs.ids[$0.neighbour], neighbourTitle: title($0.neighbour),
+                        textSimilarity: $0.textSimilarity, easeWeight: $0.weight)
+            }
+            let output = Output(split: folder.name, k: k, accuracy: rows, meanOverlap: mean, itemsWithoutOverlap: none,
+                                overlapByPopularityDecile: deciles,
+                                negativeShareTextNeighbours: SemanticAnalysis.negativeShare(textPairs, weights: weights),
+                                negativeShareTaskNeighbours: SemanticAnalysis.negativeShare(taskPairs, weights: weights),
+                                closeButWrong: pairRows)
+            if let svg {
+                let series = PlotSeries(name: "top-\(k) text ∩ co-interaction neighbours",
+                                        points: deciles.enumerated().map { (x: Double($0.offset + 1), y: $0.element, label: String(format: "%.3f", $0.element)) })
+                let plot = linePlot([series], title: "Text neighbours that are also interaction neighbours, \(folder.name)",
+                                    xTitle: "popularity decile (1 = least popular)", yTitle: "mean overlap")
+                try AtomicWrite.file(Data(plot.utf8), to: svg)
+            }
+            if json { try printJSON(output); return }
+            print("semantic vs task on \(folder.name), full ranking, K = \(k)")
+            var accuracy = TextTable([.init(name: "model"), .init(name: "Recall@\(k)", rightAligned: true), .init(name: "NDCG@\(k)", rightAligned: true),
+                                      .init(name: "HR@\(k)", rightAligned: true), .init(name: "train s", rightAligned: true)])
+            accuracy.rows = rows.map { [$0.model, String(format: "%.4f", $0.recall), String(format: "%.4f", $0.ndcg),
+                                        String(format: "%.4f", $0.hitRate), String(format: "%.1f", $0.trainSeconds)] }
+            print(accuracy.render())
+            print(String(format: "top-%d text neighbours among the top-%d co-interaction neighbours: mean %.3f; %.1f%% of %d items share none",
+                         k, k, mean, none * 100, known.count))
+            print("by popularity decile (least to most popular): " + deciles.map { String(format: "%.3f", $0) }.joined(separator: " "))
+            print(String(format: "EASE weight negative for %.1f%% of text-neighbour pairs, %.1f%% of co-interaction-neighbour pairs",
+                         output.negativeShareTextNeighbours * 100, output.negativeShareTaskNeighbours * 100))
+            print("\nclose but wrong (text neighbours with the most negative EASE weights):")
+            var table = TextTable([.init(name: "item"), .init(name: "text neighbour"), .init(name: "cosine", rightAligned: true), .init(name: "EASE B", rightAligned: true)])
+            func short(_ t: String) -> String { t.count > 60 ? String(t.prefix(57)) + "..." : t }
+            table.rows = pairRows.map { ["\(short($0.title)) [\($0.item)]", "\(short($0.neighbourTitle)) [\($0.neighbour)]",
+                                         String(format: "%.3f", $0.textSimilarity), String(format: "%.4f", $0.easeWeight)] }
+            print(table.render())
+            if let svg { print("plot: \(svg)") }
+        }
+    }
+}
