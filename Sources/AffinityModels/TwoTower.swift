@@ -24,6 +24,7 @@ public struct TwoTower: PersistableRecommender, FactorScoredRecommender {
             "negatives": "in-batch[+static|+dynamic|+semi-hard|+random]",
             "itemGenres": "add genre embeddings (needs genres)",
             "itemVectors": "add dense item vectors (--item-vectors)",
+            "idDropout": "share of training items whose ID embedding is left out (cold start)",
             "userFeatures": "add user features (--user-features)",
             "refreshEvery": "steps between hard-negative refreshes",
             "hardNegativePool": "dynamic negatives drawn from this top",
@@ -64,6 +65,12 @@ public struct TwoTower: PersistableRecommender, FactorScoredRecommender {
         /// Add a learned linear projection of each item's dense vector (e.g. a text embedding) to the
         /// item tower's input (needs item vectors).
         public var itemVectors: Bool = false
+        /// The probability that a training item's ID embedding is left out of the item tower's
+        /// input (DropoutNet, Volkovs et al. 2017), so that the tower learns to place an item from
+        /// its genres and dense vector alone. Items without training interactions (cold items
+        /// added to the vocabulary, `train --cold-items`) never use their ID embedding, in training
+        /// or serving: they are placed by their content. Needs `itemGenres` or `itemVectors`.
+        public var idDropout: Double = 0
         /// Add the mean of the user's categorical feature embeddings (e.g. gender, age band,
         /// occupation) to the user tower's input (needs user features; users the model never saw
         /// are folded in without them).
@@ -110,6 +117,10 @@ public struct TwoTower: PersistableRecommender, FactorScoredRecommender {
             guard learningRate > 0 else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive") }
             guard ["", "static", "dynamic", "semi-hard", "random"].contains(negativeKind) else {
                 throw ModelError.invalidSetting(name: "negatives", reason: "one of in-batch, in-batch+static, in-batch+dynamic, in-batch+semi-hard, in-batch+random; got '\(negatives)'")
+            }
+            guard idDropout >= 0 && idDropout < 1 else { throw ModelError.invalidSetting(name: "idDropout", reason: "must be in [0, 1), got \(idDropout)") }
+            guard idDropout == 0 || itemGenres || itemVectors else {
+                throw ModelError.invalidSetting(name: "idDropout", reason: "needs content to place items by: itemGenres=true or itemVectors=true")
             }
             guard validationUsers >= 0, patience >= 0 else { throw ModelError.invalidSetting(name: "validationUsers", reason: "must not be negative") }
         }
@@ -277,7 +288,8 @@ public struct TwoTower: PersistableRecommender, FactorScoredRecommender {
         guard needed <= Double(stored) else {
             throw SafeTensorsError.corrupt(path: path, reason: "dimension \(configuration.dimension) and hidden \(configuration.hidden) need \(Int(min(needed, 9e18))) weights; the file holds \(stored)")
         }
-        let network = TwoTowerNetwork(configuration: configuration, users: x.rowCount, items: x.columnCount, side: side)
+        let network = TwoTowerNetwork(configuration: configuration, users: x.rowCount, items: x.columnCount, side: side,
+                                      coldItems: TwoTowerNetwork.coldItems(x))
         for p in network.parameters {
             let values = try file.float32("net." + p.name, path: path)
             guard values.count == p.value.values.count else {
@@ -310,8 +322,21 @@ final class TwoTowerNetwork: @unchecked Sendable {
     let userCategories: [[Int]]?
     let userFeatureEmbedding: Embedding?
 
-    init(configuration c: TwoTower.Configuration, users: Int, items: Int, side: TwoTower.SideInformation? = nil) {
+    /// Items placed by content alone: those without a training interaction.
+    let coldItems: [Bool]
+    /// Rows of the last training forward whose ID embedding was left out (for backward).
+    private var droppedRows: [Bool] = []
+
+    /// Items without a training interaction (no column entry).
+    static func coldItems(_ x: SparseMatrix) -> [Bool] {
+        let t = x.transposed()
+        return (0..<x.columnCount).map { t.rowLength($0) == 0 }
+    }
+
+    init(configuration c: TwoTower.Configuration, users: Int, items: Int, side: TwoTower.SideInformation? = nil, coldItems: [Bool] = []) {
         configuration = c
+        // Only a model with content can place an item without its ID.
+        self.coldItems = c.itemGenres || c.itemVectors ? coldItems : []
         // Each list as a set (duplicates would be merged by the saved sparse matrix anyway).
         let genres = side.flatMap { $0.itemGenres.isEmpty ? nil : $0.itemGenres.map { Array(Set($0)).sorted() } }
         self.genres = genres
@@ -387,9 +412,15 @@ final class TwoTowerNetwork: @unchecked Sendable {
         userFeatureEmbedding?.bagBackward(dx)
     }
 
-    /// The item tower's input: ID embedding, plus the mean genre embedding with `itemGenres`.
-    private func itemInput(_ items: [Int], training: Bool) -> Matrix {
+    /// The item tower's input: ID embedding (left out for the rows of `withoutID`: cold items and,
+    /// in training, ID dropout), plus the mean genre embedding with `itemGenres` and the projected
+    /// dense vector with `itemVectors`.
+    private func itemInput(_ items: [Int], training: Bool, withoutID: [Bool]) -> Matrix {
         var x = training ? itemIDs.forward(items) : itemIDs.lookup(items)
+        let d = x.columns
+        for (r, drop) in withoutID.enumerated() where drop {
+            for k in 0..<d { x.values[r * d + k] = 0 }
+        }
         if let genreEmbedding, let genres {
             let itemGenres = items.map { genres[$0] }
             let pooled = training ? genreEmbedding.bag(itemGenres) : genreEmbedding.pooled(itemGenres)
@@ -404,18 +435,50 @@ final class TwoTowerNetwork: @unchecked Sendable {
         return x
     }
 
-    func itemForward(_ items: [Int]) -> Matrix { itemMLP.forward(itemInput(items, training: true), training: true) }
+    /// Which rows go without their ID embedding: cold items always; others with probability
+    /// `idDropout` in training (drawn from `generator`).
+    private func withoutID(_ items: [Int], generator: inout SeededGenerator?) -> [Bool] {
+        let p = configuration.idDropout
+        guard !coldItems.isEmpty || p > 0 else { return [] }
+        return items.map { i in
+            if !coldItems.isEmpty && coldItems[i] { return true }
+            guard p > 0, generator != nil else { return false }
+            return generator!.nextDouble() < p
+        }
+    }
+
+    /// The training forward pass of the item tower; `generator` draws the ID dropout.
+    func itemForward(_ items: [Int], generator: inout SeededGenerator) -> Matrix {
+        var g: SeededGenerator? = generator
+        droppedRows = withoutID(items, generator: &g)
+        generator = g!
+        return itemMLP.forward(itemInput(items, training: true, withoutID: droppedRows), training: true)
+    }
 
     func itemBackward(_ dy: Matrix) {
         let dx = itemMLP.backward(dy)
-        itemIDs.backward(dx)
+        let idGrad: Matrix
+        if droppedRows.contains(true) {
+            // Left-out ID rows get no gradient (the genre and vector paths do).
+            var masked = dx
+            let d = dx.columns
+            for (r, drop) in droppedRows.enumerated() where drop { for k in 0..<d { masked.values[r * d + k] = 0 } }
+            idGrad = masked
+        } else {
+            idGrad = dx
+        }
+        itemIDs.backward(idGrad)
         genreEmbedding?.bagBackward(dx)
         _ = itemProjection?.backward(dx)
     }
 
     /// Inference: item vectors, in chunks (no state kept: safe from many threads).
     func itemVectors(_ items: [Int]) -> Matrix {
-        chunked(items.count) { range in itemMLP.infer(itemInput(Array(items[range]), training: false)) }
+        chunked(items.count) { range in
+            let part = Array(items[range])
+            var none: SeededGenerator? = nil
+            return itemMLP.infer(itemInput(part, training: false, withoutID: withoutID(part, generator: &none)))
+        }
     }
 
     /// Inference: user vectors (`users` nil: history only).
@@ -462,7 +525,8 @@ final class TwoTowerTrainer: @unchecked Sendable {
     init(interactions: SparseMatrix, configuration: TwoTower.Configuration, side: TwoTower.SideInformation? = nil) {
         x = interactions
         c = configuration
-        network = TwoTowerNetwork(configuration: configuration, users: interactions.rowCount, items: interactions.columnCount, side: side)
+        network = TwoTowerNetwork(configuration: configuration, users: interactions.rowCount, items: interactions.columnCount, side: side,
+                                  coldItems: TwoTowerNetwork.coldItems(interactions))
         if let genres = network.genres {
             itemsOfGenre = [[Int]](repeating: [], count: (genres.flatMap { $0 }.max() ?? -1) + 1)
             for (i, gs) in genres.enumerated() { for g in gs { itemsOfGenre[g].append(i) } }
@@ -523,7 +587,7 @@ final class TwoTowerTrainer: @unchecked Sendable {
                 }
                 candidates += mineNegatives(kind: kind, u: u, users: bu, positives: bi, cache: itemCache, generator: &g)
             }
-            let v = network.itemForward(candidates)
+            let v = network.itemForward(candidates, generator: &g)
             let (loss, du, dv) = c.loss == .softmax
                 ? softmaxStep(u: u, v: v, positives: bi, candidates: candidates)
                 : tripletStep(u: u, v: v, positives: bi, candidates: candidates)

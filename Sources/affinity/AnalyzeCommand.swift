@@ -10,7 +10,7 @@ struct AnalyzeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "analyze",
         abstract: "Experiments on what embeddings mean.",
-        subcommands: [SemanticVsTask.self]
+        subcommands: [SemanticVsTask.self, ColdStart.self]
     )
 
     struct SemanticVsTask: ParsableCommand {
@@ -144,6 +144,119 @@ struct AnalyzeCommand: ParsableCommand {
                                          String(format: "%.3f", $0.textSimilarity), String(format: "%.4f", $0.easeWeight)] }
             print(table.render())
             if let svg { print("plot: \(svg)") }
+        }
+    }
+
+    struct ColdStart: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "cold-start",
+            abstract: "Items no one has interacted with yet: can their text place them? A seeded share of the items is held out of training.",
+            discussion: """
+            A seeded --fraction of the train items that have text loses every train interaction; the models are
+            trained on the rest with those items added back as cold items (no interaction, content only):
+            the two-tower (item vectors from text, --set idDropout, genres when the item file has them),
+            text-knn, and popularity (which cannot rank them: the floor). For each test user with a test item
+            among the cold items: Recall@K of those items in the full ranking (every item, seen ones excluded)
+            and among the cold items alone, beside the expected recall of a random order of the cold items.
+            """
+        )
+        @Option(name: .long, help: "Split folder.") var split: String
+        @Option(name: .long, help: "Item metadata or text: movies.dat, u.item, items.tsv or a .text file.") var items: String?
+        @Option(name: .long, help: "Item vectors (.npy with PATH.ids, or TSV) instead of embedding the text.") var itemVectors: String?
+        @Option(name: .long, help: "The sentence encoder's folder (default: $AFFINITY_TEXT_MODEL).") var textModel: String?
+        @Option(name: .long, help: "Share of the train items made cold.") var fraction = 0.1
+        @Option(name: .long, help: "Seed of the choice of cold items.") var seed: UInt64 = 42
+        @Option(name: .customLong("set"), help: "A two-tower setting, key=value (repeatable); defaults here: itemVectors=true, idDropout=0.5.") var settings: [String] = []
+        @Option(name: .shortAndLong, parsing: .unconditional, help: "Cutoff K.") var k = 20
+        @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+
+        func validate() throws {
+            guard fraction > 0 && fraction < 1 else { throw ValidationError("--fraction must be in (0, 1), got \(fraction)") }
+            guard k > 0 else { throw ValidationError("-k must be positive, got \(k)") }
+        }
+
+        struct Row: Encodable { var model: String; var recallFull: Double; var recallAmongCold: Double; var trainSeconds: Double }
+        struct Output: Encodable { var split: String; var coldItems: Int; var users: Int; var k: Int; var randomAmongCold: Double; var rows: [Row] }
+
+        func run() throws {
+            let folder = try SplitFolder.read(split)
+            let catalog = try items.map { try ItemCatalog.read(path: $0) } ?? folder.catalog
+            let trainItems = folder.train.items
+            let vectors = try itemVectors.map { try readItemVectors($0, items: trainItems) }
+                ?? embedItemTexts(catalog, items: trainItems, textModel: textModel)
+            // The cold items: a seeded share of the train items that have text.
+            var candidates = (0..<trainItems.count).filter { i in (0..<vectors.columns).contains { vectors[i, $0] != 0 } }
+            var g = SeededGenerator(seed: seed)
+            g.shuffle(&candidates)
+            let coldIndexes = Array(candidates.prefix(max(1, Int((Double(trainItems.count) * fraction).rounded()))))
+            let cold = coldIndexes.map { trainItems[$0] }
+            let coldSet = Set(cold)
+            // Train without any interaction of theirs; test is unchanged.
+            var rows: [(user: String, item: String, rating: Float?, timestamp: Int64?)] = []
+            let train = folder.train
+            for r in 0..<train.count where !coldSet.contains(train.items[Int(train.itemIndices[r])]) {
+                rows.append((user: train.users[Int(train.userIndices[r])], item: train.items[Int(train.itemIndices[r])],
+                             rating: train.ratings?[r], timestamp: train.timestamps?[r]))
+            }
+            let reduced = SplitFolder(path: folder.path, train: InteractionLog(source: train.source, rows: rows), test: folder.test,
+                                      valid: folder.valid, meta: folder.meta, catalog: folder.catalog)
+            var coldVectors = Matrix(rows: reduced.train.items.count + cold.count, columns: vectors.columns)
+            let allItems = IDVocabulary(reduced.train.items.ids + cold)
+            for (r, id) in allItems.ids.enumerated() {
+                let i = trainItems.index(of: id)!
+                for c in 0..<vectors.columns { coldVectors[r, c] = vectors[i, c] }
+            }
+            Console.note("\(cold.count) cold items (of \(trainItems.count)); \(train.count - rows.count) train rows removed")
+            var twoTower = try parseSettings(settings)
+            twoTower["itemVectors"] = twoTower["itemVectors"] ?? "true"
+            twoTower["idDropout"] = twoTower["idDropout"] ?? "0.5"
+            var out: [Row] = []
+            var users = 0
+            for (name, modelSettings) in [(TwoTower.modelType, twoTower), (TextKNN.modelType, [:]), (Popularity.modelType, [:])] {
+                let (trained, seconds) = try trainOnSplit(reduced, model: name, settings: modelSettings, catalog: catalog,
+                                                          itemVectors: name == Popularity.modelType ? nil : coldVectors,
+                                                          coldItems: name == Popularity.modelType ? [] : cold)
+                let (full, amongCold, evaluated) = coldRecall(trained, test: folder.test, cold: cold)
+                users = max(users, evaluated)
+                out.append(Row(model: name, recallFull: full, recallAmongCold: amongCold, trainSeconds: seconds))
+                Console.note(String(format: "%@: cold Recall@%d %.4f full ranking, %.4f among cold items", name, k, full, amongCold))
+            }
+            let random = Double(min(k, cold.count)) / Double(cold.count)
+            let output = Output(split: folder.name, coldItems: cold.count, users: users, k: k, randomAmongCold: random, rows: out)
+            if json { try printJSON(output); return }
+            print("cold start on \(folder.name): \(cold.count) items held out of training (seed \(seed)), \(users) test users with a cold test item")
+            var table = TextTable([.init(name: "model"), .init(name: "Recall@\(k) full", rightAligned: true),
+                                   .init(name: "Recall@\(k) among cold", rightAligned: true), .init(name: "train s", rightAligned: true)])
+            table.rows = out.map { [$0.model, String(format: "%.4f", $0.recallFull), String(format: "%.4f", $0.recallAmongCold), String(format: "%.1f", $0.trainSeconds)] }
+            table.rows.append(["random order of the cold items", "-", String(format: "%.4f", random), "-"])
+            print(table.render())
+        }
+
+        /// Recall@k of each test user's cold test items: in the full ranking (seen items excluded) and
+        /// among the cold items alone; the mean over users known to the model with a cold test item.
+        func coldRecall(_ trained: TrainedModel, test: InteractionLog, cold: [String]) -> (full: Double, amongCold: Double, users: Int) {
+            let coldIndexes = cold.compactMap { trained.items.index(of: $0) }
+            let coldSet = Set(coldIndexes)
+            var targets: [Int: Set<Int>] = [:]
+            for r in 0..<test.count {
+                guard let u = trained.users.index(of: test.users[Int(test.userIndices[r])]),
+                      let i = trained.items.index(of: test.items[Int(test.itemIndices[r])]), coldSet.contains(i) else { continue }
+                targets[u, default: []].insert(i)
+            }
+            var full = 0.0, among = 0.0
+            let model = trained.model
+            for (u, t) in targets {
+                let scores = model.scores(forUser: u)
+                let denominator = Double(min(k, t.count))
+                var everything = MaskedTopK(count: scores.count)
+                let top = everything.select(scores, k: k, excluding: model.seenItems(ofUser: u))
+                full += Double(top.filter { t.contains($0.index) }.count) / denominator
+                var amongCold = MaskedTopK(count: coldIndexes.count)
+                let topCold = amongCold.select(coldIndexes.map { scores[$0] }, k: k, excluding: [Int]()).map { coldIndexes[$0.index] }
+                among += Double(topCold.filter { t.contains($0) }.count) / denominator
+            }
+            let n = Double(max(targets.count, 1))
+            return (full / n, among / n, targets.count)
         }
     }
 }

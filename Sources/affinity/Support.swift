@@ -166,14 +166,25 @@ struct InputOptions: ParsableArguments {
 /// Fits a model on a split's train file and packages it with vocabularies and metadata.
 func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: String], catalog: ItemCatalog?,
                   itemVectorsPath: String? = nil, userFeaturesPath: String? = nil, textModel: String? = nil,
-                  itemVectors given: Matrix? = nil) throws -> (TrainedModel, Double) {
-    let interactions = split.train.matrix()
+                  itemVectors given: Matrix? = nil, coldItems: [String] = []) throws -> (TrainedModel, Double) {
+    // Cold items: known by their content only, added to the vocabulary with no interaction (the
+    // two-tower places them by genres and text; text-knn by text).
+    var itemVocabulary = split.train.items
+    var interactions = split.train.matrix()
+    if !coldItems.isEmpty {
+        guard name == TwoTower.modelType || name == TextKNN.modelType else {
+            throw CommandError("cold items are placed by content: two-tower (with itemVectors or itemGenres) and text-knn only, not \(name)")
+        }
+        itemVocabulary = IDVocabulary(itemVocabulary.ids + coldItems.filter { itemVocabulary.index(of: $0) == nil })
+        interactions = try SparseMatrix(rowCount: interactions.rowCount, columnCount: itemVocabulary.count, rowPointers: interactions.rowPointers,
+                                        columns: interactions.columns, values: interactions.values)
+    }
     // Item vectors: given (in the split's item order), from a file, else item text through the
     // sentence encoder for the models that need them (text-knn; two-tower with --set itemVectors=true).
-    var itemVectors = try given ?? itemVectorsPath.map { try readItemVectors($0, items: split.train.items) }
+    var itemVectors = try given ?? itemVectorsPath.map { try readItemVectors($0, items: itemVocabulary) }
     let twoTowerWantsVectors = try name == TwoTower.modelType && TwoTower.Configuration().applying(settings).itemVectors
     if itemVectors == nil && (name == TextKNN.modelType || twoTowerWantsVectors) {
-        itemVectors = try embedItemTexts(catalog ?? split.catalog, items: split.train.items, textModel: textModel)
+        itemVectors = try embedItemTexts(catalog ?? split.catalog, items: itemVocabulary, textModel: textModel)
     }
     Console.progress("training \(name) on \(interactions.rowCount) users x \(interactions.columnCount) items...")
     let (model, seconds) = try timed { () -> any PersistableRecommender in
@@ -183,7 +194,7 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
             // Item genres from the split's items.tsv (or the catalog given), as genre indexes.
             var side = TwoTower.SideInformation()
             if let genresByID = (catalog ?? split.catalog)?.genres, !genresByID.isEmpty {
-                side.itemGenres = categoryIndexes(count: interactions.columnCount) { genresByID[split.train.items[$0]] ?? [] }
+                side.itemGenres = categoryIndexes(count: interactions.columnCount) { genresByID[itemVocabulary[$0]] ?? [] }
             }
             side.itemVectors = itemVectors
             if let path = userFeaturesPath {
@@ -194,7 +205,7 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
         }
         // Each user's items in time order (ties: file order); a leave-last-out split's valid.tsv
         // gives sequential models their validation targets.
-        var data = TrainingData(log: split.train)
+        var data = coldItems.isEmpty ? TrainingData(log: split.train) : TrainingData(interactions: interactions)
         if let valid = split.valid { data = data.withValidation(valid, users: split.train.users, items: split.train.items) }
         data.itemVectors = itemVectors
         return try ModelRegistry.fit(name, data: data, settings: settings, progress: Console.training)
@@ -210,7 +221,7 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
         itemCatalog = itemCatalog ?? ItemCatalog()
         itemCatalog!.lastSeen = lastSeen
     }
-    let trained = TrainedModel(model: model, users: split.train.users, items: split.train.items,
+    let trained = TrainedModel(model: model, users: split.train.users, items: itemVocabulary,
                                catalog: itemCatalog, info: info)
     return (trained, seconds)
 }

@@ -19,6 +19,7 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Dense item vectors for text-knn and two-tower (--set itemVectors=true): .npy with PATH.ids (affinity text embed), or TSV item<TAB>v1<TAB>v2...; without it they are embedded from the item text.") var itemVectors: String?
     @Option(name: .long, help: "The sentence encoder's folder, for models that embed item text (default: $AFFINITY_TEXT_MODEL).") var textModel: String?
     @Option(name: .long, help: "two-tower: user features, MovieLens users.dat or TSV user<TAB>feature|feature; with --set userFeatures=true.") var userFeatures: String?
+    @Flag(name: .long, help: "two-tower, text-knn: add every item of the item text (--items or --item-vectors) that has no training interaction, placed by its content (cold start).") var coldItems = false
     @Option(name: .long, help: "Output model folder.") var out: String
     @Flag(name: .long, help: "Replace OUT if it exists.") var force = false
 
@@ -31,9 +32,21 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         let folder = try SplitFolder.read(split)
         let catalog = try items.map { try ItemCatalog.read(path: $0) }
+        var cold: [String] = []
+        if coldItems {
+            let known = Set(folder.train.items.ids)
+            var source = Set((catalog ?? folder.catalog)?.titles.keys.map { $0 } ?? [])
+            if let itemVectors, itemVectors.hasSuffix(".npy"), let ids = FileManager.default.contents(atPath: itemVectors + ".ids") {
+                source.formUnion(String(decoding: ids, as: UTF8.self).split(separator: "\n").map(String.init))
+            }
+            cold = source.subtracting(known).sorted()
+            guard !cold.isEmpty else { throw CommandError("--cold-items: every item of the item text already has training interactions") }
+        }
         let (trained, seconds) = try trainOnSplit(folder, model: model, settings: try parseSettings(settings), catalog: catalog,
-                                                  itemVectorsPath: itemVectors, userFeaturesPath: userFeatures, textModel: textModel)
+                                                  itemVectorsPath: itemVectors, userFeaturesPath: userFeatures, textModel: textModel,
+                                                  coldItems: cold)
         try trained.save(to: out, overwrite: force)
+        if !cold.isEmpty { Console.note("\(cold.count) cold items (no training interaction) placed by their content") }
         print("trained \(model) on \(trained.users.count) users x \(trained.items.count) items in \(String(format: "%.2f", seconds)) s; saved to \(out)")
     }
 }
