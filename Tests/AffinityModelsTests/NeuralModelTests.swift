@@ -84,6 +84,33 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
         }
     }
 
+    /// Cold start: an item with no training interaction is placed by its content alone (its ID
+    /// embedding is never read, so changing it changes nothing), lands next to the warm item with
+    /// the same content, and survives a save and load; ID dropout needs content to place items by.
+    @Test func coldItemsArePlacedByContentAlone() throws {
+        let warm = RecommenderConformance.randomInteractions()
+        let n = warm.columnCount
+        // One extra column with no interaction: item n, whose vector copies item 0's.
+        let x = try SparseMatrix(rowCount: warm.rowCount, columnCount: n + 1, rowPointers: warm.rowPointers, columns: warm.columns, values: warm.values)
+        var vectors = Matrix.random(rows: n + 1, columns: 5, seed: 4)
+        for k in 0..<5 { vectors[n, k] = vectors[0, k] }
+        let c = try TwoTower.Configuration().applying(smallTower.merging(["epochs": "5", "itemVectors": "true", "idDropout": "1e-9"]) { _, b in b })
+        let model = try TwoTower.fit(x, configuration: c, sideInformation: TwoTower.SideInformation(itemVectors: vectors), progress: nil)
+        #expect(model.network.coldItems == [Bool](repeating: false, count: n) + [true])
+        let before = model.network.itemVectors([n])
+        let table = model.network.itemIDs.table
+        for k in 0..<table.value.columns { table.value[n, k] = 100 }
+        #expect(model.network.itemVectors([n]) == before, "a cold item's ID embedding is not read")
+        #expect(before.values.allSatisfy { $0.isFinite })
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-tt-cold-\(UInt32.random(in: 0...UInt32.max))").path
+        let vocab = { (n: Int, p: String) in IDVocabulary((0..<n).map { "\(p)\($0)" }) }
+        try TrainedModel(model: model, users: vocab(model.userCount, "u"), items: vocab(model.itemCount, "i")).save(to: dir)
+        let loaded = try TrainedModel.load(from: dir).model as! TwoTower
+        #expect(loaded.network.coldItems.last == true && loaded.itemEmbeddings == model.itemEmbeddings)
+        #expect(throws: ModelError.self) { try TwoTower.Configuration().applying(["idDropout": "0.5"]).validate() }
+        #expect(throws: ModelError.self) { try TwoTower.Configuration().applying(["idDropout": "1", "itemVectors": "true"]).validate() }
+    }
+
     @Test func sameSeedSameModel() throws {
         let x = RecommenderConformance.randomInteractions()
         let settings = smallTower.merging(["epochs": "3", "threads": "2"]) { _, b in b }
