@@ -422,7 +422,8 @@ func embedItemTexts(_ catalog: ItemCatalog?, items: IDVocabulary, textModel: Str
     if !missing.isEmpty {
         Console.note("warning: \(missing.count) of \(items.count) items have no text (zero vectors): \(missing.prefix(10).joined(separator: ", "))\(missing.count > 10 ? ", ..." : "")")
     }
-    let have = texts.indices.filter { !texts[$0].isEmpty || !missing.contains(items.ids[$0]) }
+    let lacking = Set(missing)
+    let have = texts.indices.filter { !lacking.contains(items.ids[$0]) }
     let clock = Stopwatch()
     let result = encoder.embed(have.map { texts[$0] }) { done in
         Console.progress("embedding item text: \(done)/\(have.count) texts, \(String(format: "%.0f", Double(done) / max(clock.seconds, 1e-9))) texts/s")

@@ -35,8 +35,10 @@ import Testing
         }
     }
 
-    @Test func attentionGradientsMatchFiniteDifferences() {
-        let attention = MultiHeadAttention(dimension: 4, heads: 2, seed: 3)
+    /// Causal (SASRec) and bidirectional (BERT) attention.
+    @Test(arguments: [true, false])
+    func attentionGradientsMatchFiniteDifferences(causal: Bool) {
+        let attention = MultiHeadAttention(dimension: 4, heads: 2, causal: causal, seed: 3)
         let layout = Self.layout
         let kv = Matrix.random(rows: layout.rows, columns: 4, seed: 9, scale: 1)
         // Through the query input, then through the key-value input.
@@ -53,11 +55,13 @@ import Testing
     /// layout, where this input crosses no kink within the step (ReLU alone has its own check).
     @Test(arguments: BlockLayout.allCases)
     func blockGradientsMatchFiniteDifferences(layout kind: BlockLayout) {
-        for activation in kind == .sasrec ? Activation.allCases : [.gelu] {
-            let block = TransformerBlock(dimension: 4, heads: 2, hidden: 6, dropout: 0, activation: activation, layout: kind, seed: 4)
-            let layout = Self.layout
-            check(parameters: block.parameters, input: Matrix.random(rows: layout.rows, columns: 4, seed: 12, scale: 1), what: "\(kind) \(activation)",
-                  forward: { block.forward($0, layout: layout, training: false) }, backward: { block.backward($0) })
+        for activation in kind == .sasrec ? Activation.allCases : [.gelu, .geluExact] {
+            for causal in [true, false] {
+                let block = TransformerBlock(dimension: 4, heads: 2, hidden: 6, dropout: 0, activation: activation, layout: kind, causal: causal, seed: 4)
+                let layout = Self.layout
+                check(parameters: block.parameters, input: Matrix.random(rows: layout.rows, columns: 4, seed: 12, scale: 1), what: "\(kind) \(activation) causal \(causal)",
+                      forward: { block.forward($0, layout: layout, training: false) }, backward: { block.backward($0) })
+            }
         }
     }
 
