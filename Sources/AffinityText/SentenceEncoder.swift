@@ -79,6 +79,9 @@ public struct EncoderConfiguration: Codable, Sendable, Equatable {
             throw TextModelError.invalid(path: path, reason: "hidden_size \(hidden) is not a multiple of num_attention_heads \(heads)")
         }
         guard maxLength >= 2 else { throw TextModelError.invalid(path: path, reason: "max_seq_length \(maxLength) leaves no room for text") }
+        guard maxLength <= maxPositions else {
+            throw TextModelError.invalid(path: path, reason: "max_seq_length \(maxLength) exceeds max_position_embeddings \(maxPositions)")
+        }
     }
 }
 

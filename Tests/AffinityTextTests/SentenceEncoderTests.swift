@@ -89,8 +89,6 @@ func tinyTokenizer() throws -> WordPieceTokenizer { try WordPieceTokenizer(token
     }
 
     @Test func missingTensorsAndWrongShapesAreNamed() throws {
-        let encoder = try tinyEncoder()
-        _ = encoder
         var tensors: [String: Tensor] = [:]
         var g = SeededGenerator(seed: 1)
         let c = Self.configuration
@@ -101,6 +99,14 @@ func tinyTokenizer() throws -> WordPieceTokenizer { try WordPieceTokenizer(token
         tensors["embeddings.position_embeddings.weight"] = .float32([Float](repeating: 0, count: 5 * c.hidden), shape: [5, c.hidden])
         #expect { try SentenceEncoder(configuration: c, tokenizer: try tinyTokenizer(), tensors: tensors, path: "m.safetensors") } throws: {
             "\($0)" == "m.safetensors: tensor embeddings.position_embeddings.weight has shape [5, 16], expected [20, 16]"
+        }
+    }
+
+    @Test func aTextLongerThanThePositionTableIsRefusedUpFront() throws {
+        var c = Self.configuration
+        c.maxLength = c.maxPositions + 1
+        #expect { try SentenceEncoder.random(configuration: c, tokenizer: try tinyTokenizer(), seed: 1) } throws: {
+            "\($0)".contains("max_seq_length 21 exceeds max_position_embeddings 20")
         }
     }
 
