@@ -249,19 +249,24 @@ public final class LayerNorm: Layer {
                 y.values.withUnsafeMutableBufferPointer { yp in
                     for r in 0..<n {
                         let row = yp.baseAddress! + r * d
-                        var mean: Float = 0
-                        for k in 0..<d { mean += row[k] }
-                        mean /= Float(d)
-                        var variance: Float = 0
-                        for k in 0..<d { let v = row[k] - mean; variance += v * v }
-                        variance /= Float(d)
-                        let s = 1 / (variance + eps).squareRoot()
+                        let (mean, s) = Self.moments(UnsafePointer(row), d, epsilon: eps)
                         for k in 0..<d { row[k] = (row[k] - mean) * s * g[k] + b[k] }
                     }
                 }
             }
         }
         return y
+    }
+
+    /// A row's mean and 1/√(variance + ε) (the same arithmetic for `infer` and `forward`).
+    @inline(__always) private static func moments(_ row: UnsafePointer<Float>, _ d: Int, epsilon: Float) -> (mean: Float, rstd: Float) {
+        var mean: Float = 0
+        for k in 0..<d { mean += row[k] }
+        mean /= Float(d)
+        var variance: Float = 0
+        for k in 0..<d { let v = row[k] - mean; variance += v * v }
+        variance /= Float(d)
+        return (mean, 1 / (variance + epsilon).squareRoot())
     }
 
     /// The output, x̂ and 1/σ of each row (what `backward` needs).
@@ -278,13 +283,7 @@ public final class LayerNorm: Layer {
                         y.values.withUnsafeMutableBufferPointer { yp in
                             for r in 0..<n {
                                 let row = xp.baseAddress! + r * d
-                                var mean: Float = 0
-                                for k in 0..<d { mean += row[k] }
-                                mean /= Float(d)
-                                var variance: Float = 0
-                                for k in 0..<d { let v = row[k] - mean; variance += v * v }
-                                variance /= Float(d)
-                                let s = 1 / (variance + eps).squareRoot()
+                                let (mean, s) = Self.moments(row, d, epsilon: eps)
                                 rstd[r] = s
                                 for k in 0..<d {
                                     let h = (row[k] - mean) * s
