@@ -18,27 +18,50 @@ public enum ConjugateGradient {
         var ax = [Float](repeating: 0, count: n)
         x.withUnsafeBufferPointer { xp in ax.withUnsafeMutableBufferPointer { multiply(xp.baseAddress!, $0.baseAddress!) } }
         var r = (0..<n).map { b[$0] - ax[$0] }
-        var p = r
-        var ap = [Float](repeating: 0, count: n)
-        var rr = Kernels.dot(r, r)
+        var p = [Float](repeating: 0, count: n)
         let stop = tolerance * tolerance * max(Kernels.dot(b, b), .leastNormalMagnitude)
+        let (iterations, rr) = x.withUnsafeMutableBufferPointer { xb in
+            r.withUnsafeMutableBufferPointer { rb in
+                p.withUnsafeMutableBufferPointer { pb in
+                    ax.withUnsafeMutableBufferPointer { apb in
+                        iterate(n: n, x: xb.baseAddress!, residual: rb.baseAddress!, direction: pb.baseAddress!, product: apb.baseAddress!,
+                                maxIterations: maxIterations, stopBelow: stop, multiply: multiply)
+                    }
+                }
+            }
+        }
+        return Result(solution: x, iterations: iterations, residualNorm: rr.squareRoot())
+    }
+}
+
+extension ConjugateGradient {
+    /// The iterations, in place and allocation-free: `x` holds the start and receives the solution,
+    /// `r` must hold the residual b − A·x on entry; `p` and `ap` are scratch of `n` floats. Stops
+    /// after `maxIterations` steps, when |r|² ≤ `stopBelow`, or when A is not positive definite
+    /// along the search direction. Returns the steps taken and the final |r|².
+    public static func iterate(n: Int, x: UnsafeMutablePointer<Float>, residual r: UnsafeMutablePointer<Float>,
+                               direction p: UnsafeMutablePointer<Float>, product ap: UnsafeMutablePointer<Float>,
+                               maxIterations: Int, stopBelow stop: Float,
+                               multiply: (_ v: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>) -> Void) -> (iterations: Int, rr: Float) {
+        p.update(from: r, count: n)
+        var rr = Kernels.dot(r, r, count: n)
         var iterations = 0
         while iterations < maxIterations && rr > stop {
-            p.withUnsafeBufferPointer { pp in ap.withUnsafeMutableBufferPointer { multiply(pp.baseAddress!, $0.baseAddress!) } }
-            let pap = Kernels.dot(p, ap)
+            multiply(p, ap)
+            let pap = Kernels.dot(p, ap, count: n)
             guard pap > 0 else { break }   // A is not positive definite along p (or p is zero)
             let alpha = rr / pap
             for i in 0..<n {
                 x[i] += alpha * p[i]
                 r[i] -= alpha * ap[i]
             }
-            let rrNew = Kernels.dot(r, r)
+            let rrNew = Kernels.dot(r, r, count: n)
             let beta = rrNew / rr
             for i in 0..<n { p[i] = r[i] + beta * p[i] }
             rr = rrNew
             iterations += 1
         }
-        return Result(solution: x, iterations: iterations, residualNorm: rr.squareRoot())
+        return (iterations, rr)
     }
 }
 

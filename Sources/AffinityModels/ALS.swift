@@ -301,21 +301,13 @@ struct ALSScratch {
             let confidence = 1 + alpha * ratings.values[p]
             for k in 0..<f { r[k] += confidence * src[k] }
         }
-        for k in 0..<f { p[k] = r[k] }
-        var rr = Kernels.dot(r, r)
-        for _ in 0..<steps {
-            if rr < 1e-20 { break }
-            p.withUnsafeBufferPointer { pb in ap.withUnsafeMutableBufferPointer { multiply(pb.baseAddress!, $0.baseAddress!) } }
-            let pap = Kernels.dot(p, ap)
-            guard pap > 0 else { break }
-            let step = rr / pap
-            for k in 0..<f {
-                x[k] += step * p[k]
-                r[k] -= step * ap[k]
+        r.withUnsafeMutableBufferPointer { rb in
+            p.withUnsafeMutableBufferPointer { pb in
+                ap.withUnsafeMutableBufferPointer { apb in
+                    _ = ConjugateGradient.iterate(n: f, x: x, residual: rb.baseAddress!, direction: pb.baseAddress!, product: apb.baseAddress!,
+                                                  maxIterations: steps, stopBelow: 1e-20, multiply: multiply)
+                }
             }
-            let rrNew = Kernels.dot(r, r)
-            for k in 0..<f { p[k] = r[k] + rrNew / rr * p[k] }
-            rr = rrNew
         }
     }
 }
