@@ -187,6 +187,7 @@ struct SimilarCommand: ParsableCommand {
             let vectors = try itemVectors.map { try readItemVectors($0, items: trained.items) }
                 ?? embedItemTexts(try items.map { try ItemCatalog.read(path: $0) } ?? trained.catalog, items: trained.items, textModel: textModel)
             let query = Matrix(rows: 1, columns: vectors.columns, values: (0..<vectors.columns).map { vectors[index, $0] })
+            guard query.values.contains(where: { $0 != 0 }) else { throw CommandError("item \(item) has no text to compare (no title in the item file, or no row in the vectors)") }
             found = ExactSearch.search(queries: query, base: vectors, k: k + 1, metric: .cosine)[0]
                 .filter { $0.index != index }.prefix(k).map { ScoredItem(index: $0.index, score: $0.score) }
         }
