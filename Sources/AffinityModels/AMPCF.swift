@@ -69,7 +69,7 @@ public protocol PersonaRecommender: Recommender {
 /// until the k-th exact score reaches that bound for every item they did not return. A new user
 /// (fold-in) gets personas fitted to the history with the items fixed: seeded k-means of the
 /// history's item vectors, then `foldInSteps` Adam steps of the softmax over every item.
-public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecommender {
+public struct AMPCF: TrainingDataRecommender, MultiQueryRecommender, PersonaRecommender {
     public struct Configuration: ModelConfiguration {
         public static let settingHelp: [String: String] = [
             "personas": "persona vectors per user (P)",
@@ -310,7 +310,8 @@ public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecom
 
     public func personas(user: Int) -> [[Contribution]] {
         let (q, k) = personaRows(user: user)
-        return groups(attention(personas: q, keys: k, items: seenItems(ofUser: user)), history: seenItems(ofUser: user), personas: q.rows)
+        let seen = seenItems(ofUser: user)
+        return groups(attention(personas: q, keys: k, items: seen), history: seen, personas: q.rows)
     }
 
     /// The attention weights of `items` (row per item, column per persona).
@@ -465,14 +466,6 @@ public struct AMPCF: PersistableRecommender, MultiQueryRecommender, PersonaRecom
 // MARK: Training
 
 extension AMPCF {
-    public static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> AMPCF {
-        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: nil)
-    }
-
-    public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> AMPCF {
-        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: progress)
-    }
-
     public static func fit(_ data: TrainingData, configuration c: Configuration, progress: TrainingProgress.Handler?) throws -> AMPCF {
         try c.validate()
         let x = data.interactions.binarized()

@@ -9,7 +9,7 @@ import Foundation
 /// vectors, so a score is the mean cosine similarity to the user's items.
 ///
 /// Training is one seeded sequential pass per epoch, so the same seed gives the same model.
-public struct Item2Vec: FactorizationRecommender {
+public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
     public struct Configuration: ModelConfiguration {
         /// One line per setting for `affinity train --help`.
         public static let settingHelp: [String: String] = [
@@ -57,16 +57,6 @@ public struct Item2Vec: FactorizationRecommender {
         self.configuration = configuration
         self.interactions = interactions
         self.factors = factors
-    }
-
-    /// Trains on each user's items in item-index order (a matrix keeps no time); `fit(_ data:)`
-    /// trains on the time-ordered sequences of a log.
-    public static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> Item2Vec {
-        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: nil)
-    }
-
-    public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> Item2Vec {
-        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: progress)
     }
 
     /// Trains on `data.sequences` (time order when the data came from a log with timestamps).

@@ -27,7 +27,7 @@ import Foundation
 /// propagation applied to a node added to the trained graph: its ego embedding is zero and the
 /// items' layers are those of training, so e⁽ᵏ⁾ = Σᵢ∈H eᵢ⁽ᵏ⁻¹⁾ / √(|H| dᵢ) and the vector is
 /// Σₖ≥₁ wₖ e⁽ᵏ⁾ (items' degrees dᵢ as trained; the new node does not change them).
-public struct LightGCN: PersistableRecommender, FactorScoredRecommender {
+public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
     public struct Configuration: ModelConfiguration {
         public static let settingHelp: [String: String] = [
             "layers": "propagation layers K (0 = matrix factorisation)",
@@ -105,11 +105,11 @@ public struct LightGCN: PersistableRecommender, FactorScoredRecommender {
         var g = SeededGenerator(seed: c.seed, stream: 1)
         let ego = Parameter("ego", value: Matrix(rows: nUsers + nItems, columns: d,
                                                   values: (0..<((nUsers + nItems) * d)).map { _ in Float(g.nextGaussian() * 0.1) }))
-        // The positives as (user, item) pairs in CSR order.
-        var pairUsers = [Int32](), pairItems = [Int32]()
+        // The positives as (user, item) pairs in CSR order: the items are the matrix's columns.
+        let pairItems = x.columns
+        var pairUsers = [Int32]()
         pairUsers.reserveCapacity(x.nonZeroCount)
-        pairItems.reserveCapacity(x.nonZeroCount)
-        for u in 0..<nUsers { for i in x.row(u) { pairUsers.append(Int32(u)); pairItems.append(i) } }
+        for u in 0..<nUsers { pairUsers.append(contentsOf: repeatElement(Int32(u), count: x.rowLength(u))) }
 
         let optimizer = Adam(learningRate: Float(c.learningRate), lazy: false)
         let loop = TrainingLoop(settings: .init(epochs: epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
@@ -150,14 +150,6 @@ public struct LightGCN: PersistableRecommender, FactorScoredRecommender {
         self.factors = factors
         self.foldInRows = foldInRows
         self.outcome = outcome
-    }
-
-    public static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> LightGCN {
-        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: nil)
-    }
-
-    public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> LightGCN {
-        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: progress)
     }
 
     /// Bytes training needs: the graph (both directions, value and column each), the ego

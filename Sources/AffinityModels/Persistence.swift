@@ -288,6 +288,20 @@ struct VocabularyFile: Codable {
     enum CodingKeys: String, CodingKey { case formatVersion = "format_version", users, items }
 }
 
+/// A model whose training reads `TrainingData` (time-ordered sequences, validation targets), not
+/// the matrix alone: fitting it on a matrix wraps the matrix (sequences in item-index order, no time).
+public protocol TrainingDataRecommender: PersistableRecommender {}
+
+extension TrainingDataRecommender {
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> Self {
+        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: nil)
+    }
+
+    public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> Self {
+        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: progress)
+    }
+}
+
 /// A model that needs item content (`TrainingData.itemVectors`: text vectors) to be fitted; the
 /// demo, which has no item text, leaves these out.
 public protocol ItemContentRecommender {}

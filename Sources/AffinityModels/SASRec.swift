@@ -153,7 +153,7 @@ public final class SASRecNetwork: @unchecked Sendable {
 /// Known users are scored from their training sequence (their final vectors are computed once,
 /// after training, and saved), so the item embeddings serve through an ANN index like any
 /// `EmbeddingRecommender`; a history (fold-in) runs the network on it.
-public struct SASRec: PersistableRecommender, FactorScoredRecommender, SequentialRecommender {
+public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, SequentialRecommender {
     public struct Configuration: ModelConfiguration {
         public static let settingHelp: [String: String] = [
             "blocks": "Transformer blocks",
@@ -251,14 +251,6 @@ public struct SASRec: PersistableRecommender, FactorScoredRecommender, Sequentia
     }
 
     // MARK: Training
-
-    public static func fit(_ interactions: SparseMatrix, configuration: Configuration) throws -> SASRec {
-        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: nil)
-    }
-
-    public static func fit(_ interactions: SparseMatrix, configuration: Configuration, progress: TrainingProgress.Handler?) throws -> SASRec {
-        try fit(TrainingData(interactions: interactions), configuration: configuration, progress: progress)
-    }
 
     /// Trains on `data.sequences`, which must be in time order (a log with timestamps), unless
     /// `requireTimeOrder` is false (tests with synthetic sequences).

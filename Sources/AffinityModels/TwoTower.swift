@@ -435,23 +435,17 @@ final class TwoTowerNetwork: @unchecked Sendable {
         return x
     }
 
-    /// Which rows go without their ID embedding: cold items always; others with probability
-    /// `idDropout` in training (drawn from `generator`).
-    private func withoutID(_ items: [Int], generator: inout SeededGenerator?) -> [Bool] {
-        let p = configuration.idDropout
-        guard !coldItems.isEmpty || p > 0 else { return [] }
-        return items.map { i in
-            if !coldItems.isEmpty && coldItems[i] { return true }
-            guard p > 0, generator != nil else { return false }
-            return generator!.nextDouble() < p
-        }
+    /// Which rows go without their ID embedding: cold items always; the others when `dropped()`
+    /// says so (ID dropout in training; never in inference). Empty when no row can.
+    private func withoutID(_ items: [Int], dropped: () -> Bool) -> [Bool] {
+        guard !coldItems.isEmpty || configuration.idDropout > 0 else { return [] }
+        return items.map { i in (!coldItems.isEmpty && coldItems[i]) || dropped() }
     }
 
     /// The training forward pass of the item tower; `generator` draws the ID dropout.
     func itemForward(_ items: [Int], generator: inout SeededGenerator) -> Matrix {
-        var g: SeededGenerator? = generator
-        droppedRows = withoutID(items, generator: &g)
-        generator = g!
+        let p = configuration.idDropout
+        droppedRows = withoutID(items) { p > 0 && generator.nextDouble() < p }
         return itemMLP.forward(itemInput(items, training: true, withoutID: droppedRows), training: true)
     }
 
@@ -476,8 +470,7 @@ final class TwoTowerNetwork: @unchecked Sendable {
     func itemVectors(_ items: [Int]) -> Matrix {
         chunked(items.count) { range in
             let part = Array(items[range])
-            var none: SeededGenerator? = nil
-            return itemMLP.infer(itemInput(part, training: false, withoutID: withoutID(part, generator: &none)))
+            return itemMLP.infer(itemInput(part, training: false, withoutID: withoutID(part) { false }))
         }
     }
 

@@ -224,20 +224,15 @@ public final class SentenceEncoder: @unchecked Sendable {
         x = embeddingNorm.infer(x)
         for b in blocks { x = b.infer(x, layout: layout) }
         // Mean over each text's tokens, then L2 normalisation (eps 1e-12, as F.normalize).
-        var out = Matrix(rows: tokenized.count, columns: c.hidden)
-        for s in 0..<layout.count {
-            let n = layout.length(s)
-            guard n > 0 else { continue }
-            var sum = [Float](repeating: 0, count: c.hidden)
+        var means = Matrix(rows: tokenized.count, columns: c.hidden)
+        for s in 0..<layout.count where layout.length(s) > 0 {
+            let out = s * c.hidden
             for r in layout.offsets[s]..<layout.offsets[s + 1] {
-                for k in 0..<c.hidden { sum[k] += x.values[r * c.hidden + k] }
+                for k in 0..<c.hidden { means.values[out + k] += x.values[r * c.hidden + k] }
             }
-            var norm: Float = 0
-            for k in 0..<c.hidden { sum[k] /= Float(n); norm += sum[k] * sum[k] }
-            let inv = 1 / max(norm.squareRoot(), 1e-12)
-            for k in 0..<c.hidden { out.values[s * c.hidden + k] = sum[k] * inv }
+            for k in 0..<c.hidden { means.values[out + k] /= Float(layout.length(s)) }
         }
-        return out
+        return L2Normalize().infer(means)
     }
 
     /// What `embed` returns: one L2-normalised row per text, in input order, and how many texts

@@ -85,11 +85,12 @@ struct AnalyzeCommand: ParsableCommand {
 
             // 2. Neighbour overlap: text (cosine of the vectors) against co-interaction (item-kNN).
             let n = itemIDs.count
-            let hasText = (0..<n).map { i in (0..<vectors.columns).contains { vectors[i, $0] != 0 } }
-            let found = ExactSearch.search(queries: vectors, base: vectors, k: k + 1, metric: .cosine)
+            // Text neighbours are text-knn's neighbour lists with K neighbours.
+            var textSettings = TextKNN.Configuration()
+            textSettings.neighbors = k
+            let textNeighbours = try TextKNN.fit(interactions, itemVectors: vectors, configuration: textSettings).neighbors
             let text: [[(index: Int, similarity: Float)]] = (0..<n).map { i in
-                guard hasText[i] else { return [] }
-                return found[i].filter { $0.index != i && hasText[$0.index] }.prefix(k).map { (index: $0.index, similarity: $0.score) }
+                zip(textNeighbours.row(i), textNeighbours.rowValues(i)).map { (index: Int($0.0), similarity: $0.1) }
             }
             var knnSettings = ItemKNN.Configuration()
             knnSettings.neighbors = k
@@ -245,13 +246,12 @@ struct AnalyzeCommand: ParsableCommand {
             }
             var full = 0.0, among = 0.0
             let model = trained.model
+            var everything = MaskedTopK(count: model.itemCount), amongCold = MaskedTopK(count: coldIndexes.count)
             for (u, t) in targets {
                 let scores = model.scores(forUser: u)
                 let denominator = Double(min(k, t.count))
-                var everything = MaskedTopK(count: scores.count)
                 let top = everything.select(scores, k: k, excluding: model.seenItems(ofUser: u))
                 full += Double(top.filter { t.contains($0.index) }.count) / denominator
-                var amongCold = MaskedTopK(count: coldIndexes.count)
                 let topCold = amongCold.select(coldIndexes.map { scores[$0] }, k: k, excluding: [Int]()).map { coldIndexes[$0.index] }
                 among += Double(topCold.filter { t.contains($0) }.count) / denominator
             }

@@ -39,7 +39,8 @@ struct ExplainCommand: ParsableCommand {
 
     func run() throws {
         let trained = try TrainedModel.load(from: model)
-        if personas || trained.model is any PersonaRecommender {
+        // A persona model explains a user's recommendations by persona; --anti takes the usual path.
+        if personas || (trained.model is any PersonaRecommender && !anti) {
             try explainPersonas(trained)
             return
         }

@@ -121,19 +121,10 @@ struct IndexCommand: ParsableCommand {
 
         /// Query, rank, item ID and score per neighbour, with the IDs from --ids / --query-ids.
         func writeNeighbourTSV(_ results: [[Neighbor]], to path: String, queryCount: Int) throws {
-            func readIDs(_ file: String, expected: Int?, what: String) throws -> [String] {
-                guard case .success(let data) = RegularFile.contents(atPath: file) else { throw CommandError("\(file): cannot read the \(what) IDs") }
-                var lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-                if lines.last == "" { lines.removeLast() }
-                if let expected, lines.count != expected {
-                    throw CommandError("\(file): \(lines.count) \(what) IDs for \(expected) rows")
-                }
-                return lines
-            }
-            let itemIDs = try ids.map { try readIDs($0, expected: nil, what: "item") }
+            let itemIDs = try ids.map { try readRowIDs($0, what: "item") }
             if ids == nil { Console.note("note: no --ids file: the TSV names rows by number") }
             let queryFile = queryIds ?? (FileManager.default.fileExists(atPath: queries + ".ids") ? queries + ".ids" : nil)
-            let queryNames = try queryFile.map { try readIDs($0, expected: nil, what: "query") }
+            let queryNames = try queryFile.map { try readRowIDs($0, what: "query") }
             if let queryNames, queryNames.count < queryCount {
                 throw CommandError("\(queryFile!): \(queryNames.count) query IDs for \(queryCount) queries")
             }

@@ -140,7 +140,7 @@ struct ModelCommand: ParsableCommand {
                 try AtomicWrite.file(Data(text.utf8), to: out)
             }
             if format != .tsv {   // the vectors alone: their IDs beside them, in row order
-                try AtomicWrite.file(Data((ids.ids.joined(separator: "\n") + "\n").utf8), to: out + ".ids")
+                try writeRowIDs(ids.ids, besides: out)
             }
             Console.note("wrote \(vectors.rows) \(what == .itemEmbeddings ? "item" : "user") vectors of \(vectors.columns) dimensions to \(out)"
                          + (format == .tsv ? "" : " (IDs in \(out).ids)"))

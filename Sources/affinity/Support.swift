@@ -244,14 +244,10 @@ func categoryIndexes(count: Int, _ names: (Int) -> [String]) -> [[Int]] {
 func readItemVectors(_ path: String, items: IDVocabulary) throws -> Matrix {
     if path.hasSuffix(".npy") {
         let vectors = try NPY.read(path)
-        guard let data = FileManager.default.contents(atPath: path + ".ids") else {
+        guard FileManager.default.fileExists(atPath: path + ".ids") else {
             throw CommandError("\(path).ids is missing: the IDs of the rows of \(path), one per line (text embed and model export write it)")
         }
-        let ids = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        let rowIDs = ids.last == "" ? Array(ids.dropLast()) : ids
-        guard rowIDs.count == vectors.rows else {
-            throw CommandError("\(path).ids has \(rowIDs.count) IDs for \(vectors.rows) rows")
-        }
+        let rowIDs = try readRowIDs(path + ".ids", expected: vectors.rows, what: "row")
         var m = Matrix(rows: items.count, columns: vectors.columns)
         for (r, id) in rowIDs.enumerated() {
             guard let i = items.index(of: id) else { continue }
@@ -408,6 +404,23 @@ func checkSplitMatches(_ trained: TrainedModel, _ folder: SplitFolder, target: E
         throw CommandError("\(overlap): the model has seen the answers and its metrics would be inflated. Evaluate it on the split it was trained on, or pass --allow-foreign-split to evaluate anyway.")
     }
     Console.note("warning: \(overlap); metrics are inflated")
+}
+
+/// The IDs of a vector file's rows, one per line (`OUT.ids` beside `OUT.npy` or `.fvecs`);
+/// `expected` rows when given.
+func readRowIDs(_ file: String, expected: Int? = nil, what: String) throws -> [String] {
+    guard case .success(let data) = RegularFile.contents(atPath: file) else { throw CommandError("\(file): cannot read the \(what) IDs") }
+    var lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    if lines.last == "" { lines.removeLast() }
+    if let expected, lines.count != expected {
+        throw CommandError("\(file): \(lines.count) \(what) IDs for \(expected) rows")
+    }
+    return lines
+}
+
+/// Writes `OUT.ids`: the IDs of the rows of the vector file `out`, one per line.
+func writeRowIDs(_ ids: [String], besides out: String) throws {
+    try AtomicWrite.file(Data((ids.joined(separator: "\n") + "\n").utf8), to: out + ".ids")
 }
 
 /// Sentence vectors of the items of `items` from their text in `catalog` ("Title. Genre, Genre", or

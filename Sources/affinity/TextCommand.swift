@@ -70,7 +70,7 @@ struct TextCommand: ParsableCommand {
             let seconds = clock.seconds
             Console.clearProgress()
             try NPY.write(result.vectors, to: out)
-            try AtomicWrite.file(Data((items.ids.joined(separator: "\n") + "\n").utf8), to: out + ".ids")
+            try writeRowIDs(items.ids, besides: out)
             if json {
                 try printJSON(["texts": Double(total), "seconds": seconds, "texts_per_second": Double(total) / max(seconds, 1e-9),
                            "truncated": Double(result.truncated), "threads": Double(Parallelism.resolve(threads))])

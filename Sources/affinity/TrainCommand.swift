@@ -36,8 +36,8 @@ struct TrainCommand: ParsableCommand {
         if coldItems {
             let known = Set(folder.train.items.ids)
             var source = Set((catalog ?? folder.catalog)?.titles.keys.map { $0 } ?? [])
-            if let itemVectors, itemVectors.hasSuffix(".npy"), let ids = FileManager.default.contents(atPath: itemVectors + ".ids") {
-                source.formUnion(String(decoding: ids, as: UTF8.self).split(separator: "\n").map(String.init))
+            if let itemVectors, itemVectors.hasSuffix(".npy"), FileManager.default.fileExists(atPath: itemVectors + ".ids") {
+                source.formUnion(try readRowIDs(itemVectors + ".ids", what: "item"))
             }
             cold = source.subtracting(known).sorted()
             guard !cold.isEmpty else { throw CommandError("--cold-items: every item of the item text already has training interactions") }
