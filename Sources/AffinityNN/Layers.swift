@@ -14,6 +14,8 @@ public final class Parameter: @unchecked Sendable {
     public let rowSparse: Bool
     public private(set) var touchedRows: [Int] = []
     private var touchedMark: [Bool]
+    /// This parameter's decoupled weight decay, in place of the optimiser's (nil: the optimiser's).
+    public var weightDecay: Float?
 
     public init(_ name: String, value: Matrix, rowSparse: Bool = false) {
         self.name = name

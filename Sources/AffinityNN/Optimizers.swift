@@ -22,7 +22,8 @@ private func updatedRanges(_ p: Parameter, lazy: Bool = true) -> [Range<Int>] {
 /// Adam (Kingma & Ba 2015) with decoupled weight decay when `weightDecay` > 0 (AdamW, Loshchilov &
 /// Hutter 2019). Row-sparse parameters get lazy updates when `lazy` is set: moments of untouched
 /// rows stay as they are (TensorFlow's LazyAdam), with bias correction from the global step;
-/// otherwise every row is updated every step, as PyTorch's dense Adam does.
+/// otherwise every row is updated every step, as PyTorch's dense Adam does. A parameter's own
+/// `weightDecay` replaces the optimiser's for that parameter (PyTorch's parameter groups).
 public final class Adam: Optimizer {
     public var learningRate: Float
     public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float
@@ -45,7 +46,7 @@ public final class Adam: Optimizer {
         let c1 = 1 - pow(beta1, Float(stepCount)), c2 = 1 - pow(beta2, Float(stepCount))
         let lr = learningRate, b1 = beta1, b2 = beta2, eps = epsilon, wd = weightDecay
         for p in parameters {
-            let key = ObjectIdentifier(p), ranges = updatedRanges(p, lazy: lazy)
+            let key = ObjectIdentifier(p), ranges = updatedRanges(p, lazy: lazy), wd = p.weightDecay ?? wd
             var state = moments[key] ?? ([Float](repeating: 0, count: p.value.values.count), [Float](repeating: 0, count: p.value.values.count))
             moments[key] = nil   // keep the arrays uniquely referenced while they are updated
             state.m.withUnsafeMutableBufferPointer { m in

@@ -169,6 +169,31 @@ import Testing
         }
     }
 
+    @Test func ampCFSoftmaxStepGradientMatchesFiniteDifferences() throws {
+        let x = Self.planted(users: 6)
+        let c = try AMPCF.Configuration().applying(["personas": "3", "dimension": "4", "attentionDimension": "3", "temperature": "0.5",
+                                                    "positiveEntropy": "0.3", "negativeEntropy": "0.2"])
+        let network = AMPCFNetwork(users: x.rowCount, items: x.columnCount, configuration: c)
+        for p in network.parameters { p.value = Matrix.random(rows: p.value.rows, columns: p.value.columns, seed: UInt64(p.value.values.count) + 7) }
+        let users = [0, 1, 4]
+        func loss() -> Double {
+            for p in network.parameters { p.zeroGrad() }
+            return network.softmaxStep(users: users, interactions: x, threads: 2) / Double(users.reduce(0) { $0 + x.rowLength($1) })
+        }
+        _ = loss()
+        let analytic = network.parameters.map(\.grad)
+        for (n, p) in network.parameters.enumerated() {
+            for index in stride(from: 0, to: p.value.values.count, by: max(1, p.value.values.count / 12)) {
+                let numeric = Self.fd(at: p.value.values[index], h: 5e-3) { v in
+                    p.value.values[index] = v
+                    return loss()
+                }
+                let a = Double(analytic[n].values[index])
+                #expect(abs(a - numeric) < 3e-3 + 3e-2 * abs(numeric), "\(p.name)[\(index)]: \(a) vs \(numeric)")
+            }
+        }
+    }
+
     static func ampSettings() throws -> AMPCF.Configuration {
         try AMPCF.Configuration().applying(["personas": "2", "dimension": "8", "attentionDimension": "4", "negatives": "8", "epochs": "40",
                                             "batchSize": "32", "learningRate": "0.02", "validationUsers": "0", "threads": "1", "foldInSteps": "20"])
