@@ -32,12 +32,13 @@ public struct PersonaAttribution: Sendable, Equatable, Codable {
 }
 
 /// A model whose users are several personas and that can say which one serves an item.
-public protocol PersonaRecommender: Recommender {
+public protocol PersonaRecommender: MultiQueryRecommender {
     var personaCount: Int { get }
     /// The persona behind each item's score for a known user, with up to `size` characteristic history items.
     func attributions(of items: [Int], user: Int, size: Int) -> [PersonaAttribution]
-    /// The same for a history (one fold-in for all the items).
-    func attributions(of items: [Int], history: [Int], size: Int) -> [PersonaAttribution]
+    /// The same for a history, given its `queries(history:)` (the fold-in the serving path made
+    /// already; it is not repeated here).
+    func attributions(of items: [Int], queries: Matrix, history: [Int], size: Int) -> [PersonaAttribution]
     /// Per persona, the history items it serves (each history item goes to the persona with its
     /// largest attention), strongest first.
     func personas(user: Int) -> [[Contribution]]
@@ -277,12 +278,17 @@ public struct AMPCF: TrainingDataRecommender, MultiQueryRecommender, PersonaReco
         return score(personas: q, keys: personaKeys(q), items: nil)
     }
 
-    /// The queries without their bias slot are the personas.
     public func scores(ofItems items: [Int], queries: Matrix) -> [Float] {
+        let q = withoutBiasSlot(queries)
+        return score(personas: q, keys: personaKeys(q), items: items)
+    }
+
+    /// The queries without their bias slot are the personas.
+    func withoutBiasSlot(_ queries: Matrix) -> Matrix {
         let d = weights.items.columns
         var q = Matrix(rows: queries.rows, columns: d)
         for r in 0..<q.rows { for k in 0..<d { q.values[r * d + k] = queries.values[r * (d + 1) + k] } }
-        return score(personas: q, keys: personaKeys(q), items: items)
+        return q
     }
 
     func personaKeys(_ q: Matrix) -> Matrix { Self.keys(q, weights.userProjection, weights.userProjectionBias) }
@@ -327,9 +333,9 @@ public struct AMPCF: TrainingDataRecommender, MultiQueryRecommender, PersonaReco
         return attributions(of: items, personas: q, keys: k, history: seenItems(ofUser: user), size: size)
     }
 
-    public func attributions(of items: [Int], history: [Int], size: Int) -> [PersonaAttribution] {
+    public func attributions(of items: [Int], queries: Matrix, history: [Int], size: Int) -> [PersonaAttribution] {
         let known = history.filter { $0 >= 0 && $0 < itemCount }
-        let q = foldIn(known)
+        let q = withoutBiasSlot(queries)
         return attributions(of: items, personas: q, keys: personaKeys(q), history: known, size: size)
     }
 

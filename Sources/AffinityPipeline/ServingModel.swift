@@ -71,8 +71,9 @@ public final class ServingModel: Sendable {
     private let embeddings: (any EmbeddingRecommender)?
     /// Models with several queries per user (AMP-CF's personas): one search per query, merged, scored exactly.
     private let multiQuery: (any MultiQueryRecommender)?
-    /// Multi-query fold-ins by history (the queries' rows, flattened).
+    /// Multi-query fold-ins by history (the queries' rows, flattened), and the queries' width.
     private let multiQueryFoldIns = FoldInCache(limit: 10_000)
+    private let multiQueryWidth: Int
     /// Fold-in vectors by history: a user whose history has not changed since the last request is
     /// not folded in again (an iALS fold-in is a 64x64 solve per request otherwise).
     private let foldIns = FoldInCache(limit: 100_000)
@@ -94,6 +95,7 @@ public final class ServingModel: Sendable {
         multiQuery = model as? any MultiQueryRecommender
         // The vectors an index holds: an embedding model's, or a multi-query model's.
         let indexed: Matrix? = embeddingModel?.itemEmbeddings ?? multiQuery?.itemEmbeddings
+        multiQueryWidth = multiQuery != nil ? indexed?.columns ?? 0 : 0
         if let index {
             guard let indexed else { throw ServingError.notEmbeddingModel(modelType: trained.modelType) }
             let d = indexed.columns
@@ -170,6 +172,18 @@ public final class ServingModel: Sendable {
         } : out, index != nil ? .ann : .exact)
     }
 
+    /// A history's queries, folded in once and cached (the search and the explanations share them).
+    private func historyQueries(_ model: any MultiQueryRecommender, _ history: [Int]) -> Matrix {
+        var width = 0
+        let flat = multiQueryFoldIns.vector(for: history) {
+            let q = model.queries(history: history)
+            width = q.columns
+            return q.values
+        }
+        if width == 0 { width = multiQueryWidth }
+        return Matrix(rows: flat.count / max(1, width), columns: width, values: flat)
+    }
+
     /// One search per query, the union scored exactly by the model, the best `k` kept: the
     /// pipeline's path for models that place a user at several points (AMP-CF's personas).
     private func multiQueryCandidates(_ model: any MultiQueryRecommender, index: any VectorIndex, subject: RecommendationSubject,
@@ -177,15 +191,14 @@ public final class ServingModel: Sendable {
         let queries: Matrix
         switch subject {
         case .user(let u): queries = model.queries(user: u)
-        case .history(let h):
-            let flat = multiQueryFoldIns.vector(for: h) { model.queries(history: h).values }
-            queries = Matrix(rows: flat.count / max(1, index.dimension), columns: index.dimension, values: flat)
+        case .history(let h): queries = historyQueries(model, h)
         }
         // The score is a convex combination of the queries' dot products, so an item no search
         // returned scores at most the largest of the searches' last (lowest) scores. Searches widen
         // (k, 2k, 4k, ...) until the k-th exact score reaches that bound (Fagin's threshold rule):
         // the list is then what exact scoring over the index's answers gives.
         var breadth = k
+        var scored: [Int: Float] = [:]   // exact scores of earlier rounds: a wider search scores only what is new
         while true {
             var union = Set<Int>()
             var bound = -Float.infinity
@@ -197,8 +210,9 @@ public final class ServingModel: Sendable {
                     if hits.count == breadth, let last = hits.last { bound = max(bound, last.score) }
                 }
             }
-            let candidates = union.sorted()
-            let ranked = zip(candidates, model.scores(ofItems: candidates, queries: queries)).map { ScoredItem(index: $0, score: $1) }
+            let fresh = union.filter { scored[$0] == nil }.sorted()
+            for (item, score) in zip(fresh, model.scores(ofItems: fresh, queries: queries)) { scored[item] = score }
+            let ranked = union.map { ScoredItem(index: $0, score: scored[$0]!) }
                 .sorted { ScoredIndex.ranksBefore($0.score, $0.index, $1.score, $1.index) }
             if ranked.count < k && bound == -.infinity || ranked.count >= k && ranked[k - 1].score >= bound || breadth >= index.count {
                 return Array(ranked.prefix(k))
@@ -216,7 +230,7 @@ public final class ServingModel: Sendable {
             let attributions: [PersonaAttribution]
             switch subject {
             case .user(let u): attributions = personas.attributions(of: items, user: u, size: size)
-            case .history(let h): attributions = personas.attributions(of: items, history: h, size: size)
+            case .history(let h): attributions = personas.attributions(of: items, queries: historyQueries(personas, h), history: h, size: size)
             }
             return attributions.map { ItemExplanation(because: $0.characteristic, persona: $0.persona) }
         }

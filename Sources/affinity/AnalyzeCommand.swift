@@ -10,7 +10,7 @@ struct AnalyzeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "analyze",
         abstract: "Experiments on what embeddings mean.",
-        subcommands: [SemanticVsTask.self, ColdStart.self]
+        subcommands: [SemanticVsTask.self, ColdStart.self, Personas.self]
     )
 
     struct SemanticVsTask: ParsableCommand {
@@ -257,6 +257,57 @@ struct AnalyzeCommand: ParsableCommand {
             }
             let n = Double(max(targets.count, 1))
             return (full / n, among / n, targets.count)
+        }
+    }
+
+    struct Personas: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "personas",
+            abstract: "Are a persona model's personas real? Usage, attribution and genre coherence over its users.",
+            discussion: """
+            For every known user of an amp-cf model (or --users of them, a seeded sample): how many personas the
+            history uses (each history item goes to the persona with its largest attention) and their effective
+            number; the serving persona's attention over the top -k and how many personas serve one list; and,
+            with genres (the model's catalog or --items), the mean genre Jaccard similarity of history items
+            inside one persona against the same histories cut at random into groups of the same sizes.
+            """
+        )
+        @Option(name: .long, help: "A saved amp-cf model folder.") var model: String
+        @Option(name: .long, help: "Item metadata with genres (default: the model's own catalog).") var items: String?
+        @Option(name: .long, help: "Users to measure, a seeded sample (default: all).") var users: Int?
+        @Option(name: .shortAndLong, parsing: .unconditional, help: "Length of the recommendation lists.") var k = 10
+        @Option(name: .long, help: "Seed of the sample and the random groups.") var seed: UInt64 = 42
+        @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+
+        func validate() throws {
+            guard k > 0 else { throw ValidationError("-k must be positive, got \(k)") }
+            if let users, users < 1 { throw ValidationError("--users must be positive, got \(users)") }
+        }
+
+        func run() throws {
+            let trained = try TrainedModel.load(from: model)
+            guard let personaModel = trained.model as? any PersonaRecommender else {
+                throw CommandError("model type '\(trained.modelType)' has one vector per user, no personas (train an amp-cf model)")
+            }
+            let catalog = try items.map { try ItemCatalog.read(path: $0) } ?? trained.catalog
+            let profile = itemProfile(trained, catalog: catalog)
+            var chosen: [Int]?
+            if let users, users < trained.users.count {
+                var g = SeededGenerator(seed: seed)
+                chosen = Array(g.permutation(trained.users.count).prefix(users)).sorted()
+            }
+            let result = try PersonaAnalysis.measure(personaModel, users: chosen, k: k, categories: profile.hasCategories ? profile.categories : nil, seed: seed)
+            if json { try printJSON(result); return }
+            print("\(result.users) users, \(result.personas) personas, top-\(result.k) lists")
+            print(String(format: "personas holding history items: %.2f of %d (effective number %.2f)", result.meanUsedPersonas, result.personas, result.meanEffectivePersonas))
+            print(String(format: "serving persona's attention: %.3f (1/P = %.3f); personas serving one list: %.2f",
+                         result.meanServingAttention, 1 / Double(result.personas), result.meanServingPersonas))
+            if let within = result.withinPersonaGenreSimilarity, let random = result.randomGroupGenreSimilarity {
+                print(String(format: "genre similarity of history pairs within a persona: %.4f; random groups of the same sizes: %.4f (%+.1f%%)",
+                             within, random, (within / random - 1) * 100))
+            } else {
+                Console.note("note: no genres (give --items, or train with --items), so no genre coherence")
+            }
         }
     }
 }

@@ -190,6 +190,17 @@ func tempDir() -> String {
         r = try CLI.run("explain", "--model", dir + "/pop", "--item", "i1", "--anti")
         #expect(r.status == 1 && r.stderr.contains("has no anti-affinity weights") && !r.stderr.contains("Usage"), "\(r.stderr)")
 
+        // Personas: explained, and measured by analyze personas; a one-vector model is refused.
+        #expect(try CLI.run("train", "--split", dir + "/s", "--model", "amp-cf", "--set", "personas=2", "--set", "dimension=8",
+                            "--set", "attentionDimension=4", "--set", "epochs=3", "--set", "validationUsers=0", "--out", dir + "/amp").status == 0)
+        r = try CLI.run("explain", "--model", dir + "/amp", "--user", "u1", "--personas", "-k", "3")
+        #expect(r.status == 0 && r.stdout.contains("persona 1") && r.stdout.contains("->"), "\(r.stdout)\(r.stderr)")
+        r = try CLI.run("analyze", "personas", "--model", dir + "/amp", "--users", "50", "--json")
+        let personas = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        #expect(r.status == 0 && personas["users"] as? Int == 50 && personas["personas"] as? Int == 2, "\(r.stdout)\(r.stderr)")
+        #expect((personas["meanUsedPersonas"] as! Double) >= 1 && (personas["meanUsedPersonas"] as! Double) <= 2)
+        r = try CLI.run("analyze", "personas", "--model", dir + "/ease")
+        #expect(r.status != 0 && r.stderr.contains("no personas"), "\(r.stderr)")
         r = try CLI.run("tune", "--split", dir + "/s", "--model", "ease", "--grid", "lambda=1,10", "--metric", "recall@10", "--json", "--out", dir + "/tuned")
         #expect(r.status == 0, "\(r.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]

@@ -229,4 +229,40 @@ import Testing
         let loaded = try AMPCF(configuration: model.configuration, file: file, path: "mem")
         #expect(loaded.scores(forUser: 9) == model.scores(forUser: 9))
     }
+
+    @Test func personasOfTwoTasteUsersFollowTheTastes() throws {
+        // Four item groups of 10; user u likes 5 items of each of two groups (the pair by u % 6).
+        let pairs = [(0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2)]
+        var g = SeededGenerator(seed: 5)
+        var rows = [Int32](), cols = [Int32]()
+        for u in 0..<120 {
+            let (a, b) = pairs[u % pairs.count]
+            for group in [a, b] {
+                var items = Array((group * 10)..<(group * 10 + 10))
+                g.shuffle(&items)
+                for i in items.prefix(5) { rows.append(Int32(u)); cols.append(Int32(i)) }
+            }
+        }
+        let x = SparseMatrix(rowCount: 120, columnCount: 40, rows: rows, cols: cols)
+        let categories = (0..<40).map { [$0 / 10] }
+        for objective in ["softmax", "sampled-softmax"] {
+            let model = try AMPCF.fit(x, settings: ["personas": "2", "dimension": "8", "attentionDimension": "4", "negatives": "16",
+                                                    "epochs": "60", "batchSize": "32", "learningRate": "0.02", "weightDecay": "0.01",
+                                                    "personaWeightDecay": "0.01", "validationUsers": "0", "threads": "2", "objective": objective])
+            let analysis = try PersonaAnalysis.measure(model, k: 5, categories: categories, threads: 2)
+            #expect(analysis.users == 120 && analysis.personas == 2)
+            let within = try #require(analysis.withinPersonaGenreSimilarity), random = try #require(analysis.randomGroupGenreSimilarity)
+            // Random halves of a two-group history share a group about 4/9 of the time (collapsed
+            // personas score exactly that); personas that follow the tastes, more.
+            #expect(within > random + 0.1, "\(objective): within \(within), random \(random)")
+            #expect(analysis.meanServingAttention > 0.5)
+            // Recommendations stay inside the user's two groups.
+            var inside = 0, total = 0
+            for u in 0..<120 {
+                let (a, b) = pairs[u % pairs.count]
+                for r in try model.recommend(user: u, k: 5) { total += 1; if [a, b].contains(r.index / 10) { inside += 1 } }
+            }
+            #expect(Double(inside) / Double(total) > 0.75, "\(objective): \(inside) of \(total)")
+        }
+    }
 }
