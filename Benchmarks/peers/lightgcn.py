@@ -72,6 +72,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--torch-1m", action="store_true")
+    ap.add_argument("--splits", default="ml-100k-holdout-s42,ml-1m-holdout-s42", help="Comma-separated splits to run.")
+    ap.add_argument("--ml1m-settings", default="", help="Settings of our ml-1m run, k=v,k=v (default: the defaults).")
     ap.add_argument("--out", default=None, help="Folder for each run's JSON result; results already there are reused.")
     a = ap.parse_args()
     ensure_venv(VENV, ["torch", "numpy", "scipy"])
@@ -83,13 +85,16 @@ def main():
     same = {"epochs": a.epochs, "validationUsers": 0, "layers": 3, "dimension": 64, "batchSize": 4096, "learningRate": 0.005,
             "regularization": 1e-4, "negatives": 1}
     rows = []
-    for split in ["ml-100k-holdout-s42", "ml-1m-holdout-s42"]:
+    ml1m = dict(kv.split("=", 1) for kv in a.ml1m_settings.split(",") if kv)
+    for split in a.splits.split(","):
         key = lambda name: os.path.join(out, f"{split}-{name}.json") if out else None
         if not a.skip_torch and (split.startswith("ml-100k") or a.torch_1m):
             rows.append((split, f"PyTorch LightGCN, {a.epochs} epochs", cached(key("torch"), lambda: torch_lightgcn(split, a.epochs))))
         if split.startswith("ml-100k") or a.torch_1m:
             rows.append((split, f"ours, same settings ({a.epochs} epochs)", cached(key("same"), lambda: ours(split, "lightgcn", same))))
-        rows.append((split, "ours, defaults", cached(key("defaults"), lambda: ours(split, "lightgcn", {}))))
+        settings = ml1m if split.startswith("ml-1m") else {}
+        label = "ours, " + (",".join(f"{k}={v}" for k, v in settings.items()) or "defaults")
+        rows.append((split, label, cached(key("defaults" if not settings else "custom"), lambda: ours(split, "lightgcn", settings))))
         rows.append((split, "EASE lambda=500", cached(key("ease"), lambda: ours(split, "ease", {"lambda": 500}))))
         rows.append((split, "iALS defaults", cached(key("ials"), lambda: ours(split, "ials", {}))))
     print(f"\n{'split':22} {'model':34} {'Recall@20':>9} {'NDCG@20':>8} {'train s':>8}")

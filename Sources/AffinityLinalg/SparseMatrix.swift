@@ -153,6 +153,40 @@ public struct SparseMatrix: Sendable, Equatable {
     }
 }
 
+/// "Is (r, c) stored?" in constant time, for samplers that ask it for every negative they draw:
+/// a bitmap of the matrix's pattern when it fits in `maxBytes`, else the matrix's binary search
+/// (the same answers; `SparseMatrixTests` checks both against each other).
+public struct PatternLookup: Sendable {
+    @usableFromInline let bits: [UInt64]
+    @usableFromInline let width: Int
+    @usableFromInline let matrix: SparseMatrix?
+
+    public init(_ m: SparseMatrix, maxBytes: Int = 64 << 20) {
+        let total = m.rowCount.multipliedReportingOverflow(by: m.columnCount)
+        if !total.overflow && total.partialValue / 8 <= maxBytes {
+            var bits = [UInt64](repeating: 0, count: (total.partialValue + 63) / 64)
+            for r in 0..<m.rowCount {
+                for c in m.row(r) { let k = r * m.columnCount + Int(c); bits[k >> 6] |= 1 << UInt64(k & 63) }
+            }
+            self.bits = bits
+            matrix = nil
+        } else {
+            bits = []
+            matrix = m
+        }
+        width = m.columnCount
+    }
+
+    /// Whether the lookup is a bitmap (false: it searches the matrix).
+    public var isBitmap: Bool { matrix == nil }
+
+    @inlinable public func contains(row r: Int, column c: Int) -> Bool {
+        if let matrix { return matrix.contains(row: r, column: c) }
+        let k = r * width + c
+        return bits.withUnsafeBufferPointer { $0[k >> 6] >> UInt64(k & 63) & 1 == 1 }
+    }
+}
+
 public enum SparseMatrixError: Error, CustomStringConvertible, Equatable {
     case invalid(String)
     public var description: String {

@@ -115,14 +115,20 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
         let loop = TrainingLoop(settings: .init(epochs: epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
                                 parameters: [ego], optimizer: optimizer)
         let evaluator = try Evaluator(cutoffs: [20], threads: threads)
+        let seen = PatternLookup(x)
+        // Buffers every step reuses: E, dL/dE, its propagation, and the propagation's two scratch matrices.
+        var e = Matrix(rows: nUsers + nItems, columns: d), dE = e, back = e, scratchA = e, scratchB = e
         let outcome = try loop.run(examples: pairUsers.count, model: modelType, exampleName: "positives", progress: progress,
                                    validationName: "Recall@20", step: { batch, generator in
-            let e = graph.propagate(ego.value, weights: weights, threads: threads)
-            var dE = Matrix(rows: e.rows, columns: d)
-            let loss = bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: x, users: nUsers, e: e, ego: ego.value,
-                                negatives: c.negatives, regularization: Float(c.regularization), dE: &dE, dEgo: &ego.grad, generator: &generator)
-            let back = graph.propagate(dE, weights: weights, threads: threads)
-            for k in 0..<back.values.count { ego.grad.values[k] += back.values[k] }
+            graph.propagate(ego.value, weights: weights, threads: threads, into: &e, scratch: &scratchA, &scratchB)
+            dE.values.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+            let loss = bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: seen, items: nItems, users: nUsers, e: e, ego: ego.value,
+                                negatives: c.negatives, regularization: Float(c.regularization), dE: &dE, dEgo: &ego.grad, generator: &generator,
+                                threads: threads)
+            graph.propagate(dE, weights: weights, threads: threads, into: &back, scratch: &scratchA, &scratchB)
+            ego.grad.values.withUnsafeMutableBufferPointer { g in
+                back.values.withUnsafeBufferPointer { b in for k in 0..<b.count { g[k] += b[k] } }
+            }
             return loss
         }, validate: validation.map { v in {
             let e = graph.propagate(ego.value, weights: weights, threads: threads)
@@ -198,46 +204,103 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
     /// One BPR batch: adds dL/dE (propagated vectors) into `dE` and the L2 term's gradient into
     /// `dEgo`; returns the batch's summed loss (per positive: the mean over its negatives, plus
     /// the L2 term). The gradients are of the batch's mean loss.
-    static func bprBatch(batch: ArraySlice<Int>, pairUsers: [Int32], pairItems: [Int32], seen: SparseMatrix, users nUsers: Int,
+    ///
+    /// Three phases: the negatives are drawn in batch order from the one generator; the margins
+    /// are computed in parallel; the gradients are scattered in parallel by destination row (each
+    /// thread owns a range of rows and walks the whole batch), so every row sums its terms in batch
+    /// order and the result is the same for any thread count.
+    static func bprBatch(batch: ArraySlice<Int>, pairUsers: [Int32], pairItems: [Int32], seen: PatternLookup, items nItems: Int, users nUsers: Int,
                          e: Matrix, ego: Matrix, negatives: Int, regularization reg: Float, dE: inout Matrix, dEgo: inout Matrix,
-                         generator g: inout SeededGenerator) -> Double {
-        let d = e.columns, nItems = seen.columnCount
-        let scale = 1 / Float(batch.count), perNegative = scale / Float(negatives)
-        var total = 0.0
+                         generator g: inout SeededGenerator, threads: Int = 1) -> Double {
+        let d = e.columns, b = batch.count, pairs = b * negatives
+        let scale = 1 / Float(b), perNegative = scale / Float(negatives)
+        let positives = Array(batch)
+        // 1. Negatives: rejection sampling of an unseen item (a user with nearly every item keeps the last draw).
+        var drawn = [Int32](repeating: 0, count: pairs)
+        for (r, p) in positives.enumerated() {
+            let u = Int(pairUsers[p])
+            for n in 0..<negatives {
+                var j = g.next(below: nItems)
+                for _ in 0..<50 where seen.contains(row: u, column: j) { j = g.next(below: nItems) }
+                drawn[r * negatives + n] = Int32(j)
+            }
+        }
+        let negativeItems = drawn
+        // 2. Margins: σ(−m)/(batch·negatives) per pair, and the loss.
+        var coefficient = [Float](repeating: 0, count: pairs), pairLoss = [Double](repeating: 0, count: pairs)
         e.values.withUnsafeBufferPointer { ep in
-            ego.values.withUnsafeBufferPointer { e0 in
-                dE.values.withUnsafeMutableBufferPointer { de in
-                    dEgo.values.withUnsafeMutableBufferPointer { dg in
-                        func addReg(_ row: Int, _ weight: Float) -> Double {
-                            var sq: Float = 0
-                            for k in 0..<d { let v = e0[row * d + k]; sq += v * v; dg[row * d + k] += reg * weight * v * scale }
-                            return Double(0.5 * reg * weight * sq)
-                        }
-                        for p in batch {
-                            let u = Int(pairUsers[p]), i = Int(pairItems[p])
-                            let eu = ep.baseAddress! + u * d, ei = ep.baseAddress! + (nUsers + i) * d
-                            let positive = Kernels.dot(eu, ei, count: d)
-                            total += addReg(u, 1) + addReg(nUsers + i, 1)
-                            for _ in 0..<negatives {
-                                // Rejection sampling of an unseen item (a user with nearly every item keeps the last draw).
-                                var j = g.next(below: nItems)
-                                for _ in 0..<50 where seen.contains(row: u, column: j) { j = g.next(below: nItems) }
-                                let ej = ep.baseAddress! + (nUsers + j) * d
-                                let margin = positive - Kernels.dot(eu, ej, count: d)
+            coefficient.withUnsafeMutableBufferPointer { cb in
+                pairLoss.withUnsafeMutableBufferPointer { lb in
+                    let co = SharedMutableBuffer(cb), lo = SharedMutableBuffer(lb), base = UncheckedPointer(ep.baseAddress!)
+                    Parallelism.forEachRange(b, grain: 256, threads: threads) { range in
+                        for r in range {
+                            let p = positives[r], u = Int(pairUsers[p]), i = Int(pairItems[p])
+                            let eu = base.base + u * d
+                            let positive = Kernels.dot(eu, base.base + (nUsers + i) * d, count: d)
+                            for n in 0..<negatives {
+                                let j = Int(negativeItems[r * negatives + n])
+                                let margin = positive - Kernels.dot(eu, base.base + (nUsers + j) * d, count: d)
                                 // -log σ(m) = softplus(-m), computed without overflow.
-                                total += Double(margin > 0 ? log1p(exp(-margin)) : -margin + log1p(exp(margin))) / Double(negatives)
-                                let s = perNegative / (1 + exp(margin))   // σ(-m) / (batch · negatives)
-                                for k in 0..<d {
-                                    de[u * d + k] -= s * (ei[k] - ej[k])
-                                    de[(nUsers + i) * d + k] -= s * eu[k]
-                                    de[(nUsers + j) * d + k] += s * eu[k]
-                                }
-                                total += addReg(nUsers + j, 1 / Float(negatives))
+                                lo[r * negatives + n] = Double(margin > 0 ? log1p(exp(-margin)) : -margin + log1p(exp(margin))) / Double(negatives)
+                                co[r * negatives + n] = perNegative / (1 + exp(margin))
                             }
                         }
                     }
                 }
             }
+        }
+        // 3. Scatter by destination row: dE[u] −= s(e_i − e_j), dE[i] −= s·e_u, dE[j] += s·e_u, and
+        // the L2 term λ·w·e⁽⁰⁾·scale on u, i (w = 1) and each j (w = 1/negatives).
+        let regNegative = 1 / Float(negatives), coefficients = coefficient
+        e.values.withUnsafeBufferPointer { ep in
+            ego.values.withUnsafeBufferPointer { e0 in
+                dE.values.withUnsafeMutableBufferPointer { deb in
+                    dEgo.values.withUnsafeMutableBufferPointer { dgb in
+                        let de = SharedMutableBuffer(deb), dg = SharedMutableBuffer(dgb)
+                        let ev = UncheckedPointer(ep.baseAddress!), e0v = UncheckedPointer(e0.baseAddress!)
+                        let rows = nUsers + nItems
+                        let parts = max(1, min(Parallelism.resolve(threads), rows / 64))
+                        Parallelism.forEachRange(parts, grain: 1, threads: threads) { partRange in
+                            for part in partRange {
+                                let lo = rows * part / parts, hi = rows * (part + 1) / parts
+                                let out = de.base.baseAddress!, reg0 = dg.base.baseAddress!
+                                @inline(__always) func add(_ row: Int, _ s: Float, _ v: UnsafePointer<Float>) {
+                                    let o = out + row * d
+                                    for k in 0..<d { o[k] += s * v[k] }
+                                }
+                                @inline(__always) func regularize(_ row: Int, _ w: Float) {
+                                    let o = reg0 + row * d, v = e0v.base + row * d, s = reg * w * scale
+                                    for k in 0..<d { o[k] += s * v[k] }
+                                }
+                                for r in 0..<b {
+                                    let p = positives[r], u = Int(pairUsers[p]), iRow = nUsers + Int(pairItems[p])
+                                    let eu = ev.base + u * d
+                                    if u >= lo && u < hi { regularize(u, 1) }
+                                    if iRow >= lo && iRow < hi { regularize(iRow, 1) }
+                                    for n in 0..<negatives {
+                                        let jRow = nUsers + Int(negativeItems[r * negatives + n]), s = coefficients[r * negatives + n]
+                                        if u >= lo && u < hi { add(u, -s, ev.base + iRow * d); add(u, s, ev.base + jRow * d) }
+                                        if iRow >= lo && iRow < hi { add(iRow, -s, eu) }
+                                        if jRow >= lo && jRow < hi { add(jRow, s, eu); regularize(jRow, regNegative) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The loss in batch order.
+        var total = 0.0
+        for r in 0..<b {
+            let p = positives[r], u = Int(pairUsers[p]), iRow = nUsers + Int(pairItems[p])
+            total += l2(u) + l2(iRow)
+            for n in 0..<negatives { total += pairLoss[r * negatives + n] + l2(nUsers + Int(drawn[r * negatives + n])) / Double(negatives) }
+        }
+        func l2(_ row: Int) -> Double {
+            var sq: Float = 0
+            for k in 0..<d { let v = ego.values[row * d + k]; sq += v * v }
+            return Double(0.5 * reg * sq)
         }
         return total
     }
@@ -284,14 +347,41 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
 
         /// Σₖ wₖ Âᵏ X (forward: X = E⁽⁰⁾; backward: X = dL/dE, as Â is symmetric).
         func propagate(_ x: Matrix, weights: [Float], threads: Int) -> Matrix {
-            var out = x
-            for k in out.values.indices { out.values[k] *= weights[0] }
-            var current = x
-            for w in weights.dropFirst() {
-                current = adjacency.multiplied(by: current, threads: threads)
-                for k in out.values.indices { out.values[k] += w * current.values[k] }
-            }
+            var out = Matrix(rows: x.rows, columns: x.columns), a = out, b = out
+            propagate(x, weights: weights, threads: threads, into: &out, scratch: &a, &b)
             return out
+        }
+
+        /// The same into `out`, with two scratch matrices of X's shape (a training step reuses
+        /// them instead of allocating K + 1 matrices). Each layer's rows are computed in parallel
+        /// and added into `out` by the thread that computed them, in the order of the plain loop.
+        func propagate(_ x: Matrix, weights: [Float], threads: Int, into out: inout Matrix, scratch a: inout Matrix, _ b: inout Matrix) {
+            let n = x.rows, d = x.columns, w0 = weights[0]
+            precondition(out.rows == n && out.columns == d && a.values.count == n * d && b.values.count == n * d)
+            x.values.withUnsafeBufferPointer { xp in
+                out.values.withUnsafeMutableBufferPointer { op in
+                    a.values.withUnsafeMutableBufferPointer { ap in
+                        b.values.withUnsafeMutableBufferPointer { bp in
+                            let o = SharedMutableBuffer(op)
+                            for k in 0..<(n * d) { op[k] = xp[k] * w0 }
+                            var current = UncheckedPointer(xp.baseAddress!)
+                            let buffers = [SharedMutableBuffer(ap), SharedMutableBuffer(bp)]
+                            for (layer, w) in weights.dropFirst().enumerated() {
+                                let next = buffers[layer % 2], source = current
+                                Parallelism.forEachRange(n, grain: 64, threads: threads) { range in
+                                    for r in range {
+                                        let row = next.base.baseAddress! + r * d
+                                        adjacency.multiplyRow(r, by: source.base, columns: d, into: row)
+                                        let target = o.base.baseAddress! + r * d
+                                        for k in 0..<d { target[k] += w * row[k] }
+                                    }
+                                }
+                                current = UncheckedPointer(UnsafePointer(next.base.baseAddress!))
+                            }
+                        }
+                    }
+                }
+            }
         }
 
         static func combine(_ layers: [Matrix], weights: [Float]) -> Matrix {

@@ -91,6 +91,15 @@ import Testing
         #expect(m.contains(row: 0, column: 2) && !m.contains(row: 1, column: 2))
     }
 
+    @Test func patternLookupBitmapAgreesWithTheSearch() {
+        var g = SeededGenerator(seed: 9)
+        let rows = (0..<400).map { _ in Int32(g.next(below: 37)) }, cols = (0..<400).map { _ in Int32(g.next(below: 53)) }
+        let m = SparseMatrix(rowCount: 37, columnCount: 53, rows: rows, cols: cols)
+        let bitmap = PatternLookup(m), search = PatternLookup(m, maxBytes: 0)
+        #expect(bitmap.isBitmap && !search.isBitmap)
+        for r in 0..<37 { for c in 0..<53 { #expect(bitmap.contains(row: r, column: c) == m.contains(row: r, column: c) && search.contains(row: r, column: c) == m.contains(row: r, column: c)) } }
+    }
+
     @Test func transposeTwiceIsIdentity() {
         var g = SeededGenerator(seed: 4)
         let rows = (0..<500).map { _ in Int32(g.next(below: 37)) }, cols = (0..<500).map { _ in Int32(g.next(below: 23)) }

@@ -61,7 +61,7 @@ import Testing
             var g = SeededGenerator(seed: 1)
             let e = graph.propagate(e0, weights: weights, threads: 1)
             var dE = Matrix(rows: e.rows, columns: d)
-            let l = LightGCN.bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: x, users: nUsers, e: e, ego: e0,
+            let l = LightGCN.bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: PatternLookup(x), items: x.columnCount, users: nUsers, e: e, ego: e0,
                                       negatives: 2, regularization: 0.1, dE: &dE, dEgo: &grad, generator: &g)
             let back = graph.propagate(dE, weights: weights, threads: 1)
             for k in grad.values.indices { grad.values[k] += back.values[k] }
@@ -69,6 +69,19 @@ import Testing
         }
         var analytic = Matrix(rows: ego.rows, columns: d)
         _ = loss(ego, grad: &analytic)
+        // The batch's parallel phases give the same gradient for any thread count.
+        for threads in [2, 3] {
+            var g = SeededGenerator(seed: 1)
+            let e = graph.propagate(ego, weights: weights, threads: 1)
+            var dE = Matrix(rows: e.rows, columns: d), dEgo = Matrix(rows: e.rows, columns: d)
+            var g1 = SeededGenerator(seed: 1)
+            var dE1 = Matrix(rows: e.rows, columns: d), dEgo1 = Matrix(rows: e.rows, columns: d)
+            let l = LightGCN.bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: PatternLookup(x), items: x.columnCount, users: nUsers,
+                                      e: e, ego: ego, negatives: 2, regularization: 0.1, dE: &dE, dEgo: &dEgo, generator: &g, threads: threads)
+            let l1 = LightGCN.bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: PatternLookup(x), items: x.columnCount, users: nUsers,
+                                       e: e, ego: ego, negatives: 2, regularization: 0.1, dE: &dE1, dEgo: &dEgo1, generator: &g1, threads: 1)
+            #expect(l == l1 && dE.values == dE1.values && dEgo.values == dEgo1.values)
+        }
         var scratch = analytic
         for index in stride(from: 0, to: ego.values.count, by: 3) {
             let saved = ego.values[index]
