@@ -58,7 +58,7 @@ public protocol PersonaRecommender: MultiQueryRecommender {
 /// user's positives as its targets (the multinomial likelihood of Mult-VAE): −Σ_{i∈H_u} log
 /// softmax(s_u)_i, summed over a batch of users and divided by its positives. It is the exact
 /// form of the paper's sampled softmax and, on a catalogue the size of MovieLens, cheaper: one
-/// score row per user instead of one per positive (ml-1m: about 1.5 s an epoch on 2 cores). With
+/// score row per user instead of one per positive (ml-1m, P = 4: about 2 s an epoch on 2 cores). With
 /// `sampled-softmax`, the paper's form: a softmax over each positive and `negatives` items drawn
 /// by `sampling` and shared by the batch (logits corrected by −log(N·Q(j)), negatives the user
 /// has seen masked) — for catalogues too large for a full row. Both add the persona-entropy
@@ -67,8 +67,8 @@ public protocol PersonaRecommender: MultiQueryRecommender {
 ///
 /// Parametrisation: persona k of user u is p_uk = c_u + o_uk, a centre and an offset, with the
 /// offsets decayed harder (`personaWeightDecay`) than everything else (`weightDecay`, AdamW).
-/// Free personas from the start split a user's few positives P ways and overfit (P = 4 stayed
-/// 30 % below P = 1 on ml-1m validation); as offsets from a shared centre the model starts as
+/// Free personas from the start split a user's few positives P ways and overfit (in a prototype,
+/// P = 4 stayed 28 % below P = 1 on ml-1m validation); as offsets from a shared centre the model starts as
 /// matrix factorisation and grows personas where the data supports them. The saved model
 /// keeps only p_uk. Adam through the shared
 /// `TrainingLoop`; early stopping on validation Recall@20 (`validationUsers` lend 20 % of their
@@ -97,16 +97,16 @@ public struct AMPCF: TrainingDataRecommender, MultiQueryRecommender, PersonaReco
             "dimension": "embedding width",
             "attentionDimension": "width of the attention projections",
             "temperature": "attention softmax temperature (cosine / tau)",
-            "objective": "softmax over every item, or sampled-softmax",
-            "negatives": "sampled-softmax: negatives per batch (shared by rows)",
-            "sampling": "sampled-softmax: how negatives are drawn",
+            "objective": "softmax over all items, or sampled-softmax",
+            "negatives": "sampled-softmax: negatives per batch",
+            "sampling": "sampled-softmax: draws",
             "positiveEntropy": "lambda+: persona entropy on positives",
             "negativeEntropy": "lambda-: minus entropy on negatives",
             "epochs": "most passes over the positives",
-            "batchSize": "users per step (softmax) or positives per step (sampled-softmax)",
+            "batchSize": "users (softmax) or positives per step",
             "learningRate": "Adam step size",
             "weightDecay": "AdamW decoupled decay",
-            "personaWeightDecay": "AdamW decay of each persona's offset from the user's centre",
+            "personaWeightDecay": "AdamW decay of persona offsets",
             "validationUsers": "users lending 20% to validation",
             "patience": "epochs without better validation",
             "refit": "retrain on all positives for the chosen epochs",
@@ -712,18 +712,8 @@ final class AMPCFNetwork: @unchecked Sendable {
                         let g = (h * exp(s[j] - lse) - y) * scale
                         db[r * n + j] = g
                         let entropy = target[j] ? -lp * scale : negativeWeight * scale   // d(±λH)/dα = ∓λ(log α + 1)
-                        var mean: Float = 0
-                        for k in 0..<p {
-                            let al = alpha[j * p + k]
-                            let dAlpha = g * dots.values[(r * p + k) * n + j] + (al > 0 && entropy != 0 ? entropy * (log(al) + 1) : 0)
-                            dd[(r * p + k) * n + j] = dAlpha   // dα for now; dDot below
-                            mean += al * dAlpha
-                        }
-                        for k in 0..<p {
-                            let al = alpha[j * p + k], dAlpha = dd[(r * p + k) * n + j]
-                            dc[(r * p + k) * n + j] = al * (dAlpha - mean) * invT
-                            dd[(r * p + k) * n + j] = g * al
-                        }
+                        attentionBackward(g, entropy: entropy, alpha: alpha, at: j * p, dots: dots.values, dd: dd, dc: dc,
+                                          at: r * p * n + j, stride: n, personas: p, invT: invT)
                     }
                     for i in row { target[Int(i)] = false }
                 }
@@ -834,18 +824,8 @@ final class AMPCFNetwork: @unchecked Sendable {
                     for j in 0..<n where !masked[j] {
                         let g = exp(logits[j] - lse) * scale
                         gn[r * n + j] = g
-                        var mean: Float = 0
-                        for k in 0..<p {
-                            let al = alpha[j * p + k]
-                            let dAlpha = g * dots.values[(r * p + k) * n + j] + (al > 0 ? entropyWeight * (log(al) + 1) : 0)
-                            dd[(r * p + k) * n + j] = dAlpha   // dα for now; dDot below
-                            mean += al * dAlpha
-                        }
-                        for k in 0..<p {
-                            let al = alpha[j * p + k], dAlpha = dd[(r * p + k) * n + j]
-                            dc[(r * p + k) * n + j] = al * (dAlpha - mean) * invT
-                            dd[(r * p + k) * n + j] = g * al
-                        }
+                        attentionBackward(g, entropy: entropyWeight, alpha: alpha, at: j * p, dots: dots.values, dd: dd, dc: dc,
+                                          at: r * p * n + j, stride: n, personas: p, invT: invT)
                     }
                 }
             }
@@ -862,6 +842,27 @@ final class AMPCFNetwork: @unchecked Sendable {
             bias.grad.values[i] += gPos[r]
         }
         return losses.reduce(0, +)
+    }
+}
+
+/// Backward through one candidate's attention mixture s = Σₖ αₖ·dotₖ with α = softmax(cosₖ/τ):
+/// given dL/ds (`g`) and an entropy term's coefficient `c` (dL/dαₖ gains c·(log αₖ + 1)), writes
+/// dL/d dotₖ into `dd` and dL/d cosₖ into `dc` at `base + k·stride` (persona k's row of the
+/// batch's persona x candidate arrays). `alpha[a0 + k]` are the candidate's attention weights.
+@inline(__always) func attentionBackward(_ g: Float, entropy c: Float, alpha: [Float], at a0: Int, dots: [Float],
+                                         dd: SharedMutableBuffer<Float>, dc: SharedMutableBuffer<Float>, at base: Int,
+                                         stride n: Int, personas p: Int, invT: Float) {
+    var mean: Float = 0
+    for k in 0..<p {
+        let al = alpha[a0 + k]
+        let dAlpha = g * dots[base + k * n] + (al > 0 && c != 0 ? c * (log(al) + 1) : 0)
+        dd[base + k * n] = dAlpha   // dα for now; dDot below
+        mean += al * dAlpha
+    }
+    for k in 0..<p {
+        let al = alpha[a0 + k]
+        dc[base + k * n] = al * (dd[base + k * n] - mean) * invT
+        dd[base + k * n] = g * al
     }
 }
 

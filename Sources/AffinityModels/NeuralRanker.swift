@@ -326,7 +326,7 @@ public final class NeuralRanker: @unchecked Sendable {
         guard file.metadata["format_version"] == String(formatVersion) else {
             throw bad("format version \(file.metadata["format_version"] ?? "none"); this build reads \(formatVersion)")
         }
-        guard let configText = file.metadata["config"], let configuration = try? JSONDecoder().decode(Configuration.self, from: Data(configText.utf8)) else {
+        guard let configText = file.metadata["config"], let configuration = try? TrainedModel.decodeConfiguration(Configuration.self, json: configText) else {
             throw bad("metadata 'config' is missing or not a ranker configuration")
         }
         do { try configuration.validate() } catch { throw bad("config: \(error)") }

@@ -221,10 +221,23 @@ public struct TrainedModel: Sendable {
         return TrainedModel(model: model, users: users, items: items, catalog: catalog, info: info)
     }
 
+    /// A saved configuration, its settings written over the defaults: a model saved before a
+    /// setting existed loads, the new setting taking its default (settings only a newer version
+    /// knows are ignored).
+    static func decodeConfiguration<C: ModelConfiguration>(_ type: C.Type, json: String) throws -> C {
+        let saved = try JSONSerialization.jsonObject(with: Data(json.utf8))
+        guard let settings = saved as? [String: Any],
+              var object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(C())) as? [String: Any] else {
+            return try JSONDecoder().decode(C.self, from: Data(json.utf8))
+        }
+        for (key, value) in settings { object[key] = value }
+        return try JSONDecoder().decode(C.self, from: JSONSerialization.data(withJSONObject: object))
+    }
+
     private static func loadModel<M: PersistableRecommender>(_ type: M.Type, file: SafeTensorsFile, path: String) throws -> M {
         let configuration: M.Configuration
         do {
-            configuration = try JSONDecoder().decode(M.Configuration.self, from: Data((file.metadata["config"] ?? "{}").utf8))
+            configuration = try decodeConfiguration(M.Configuration.self, json: file.metadata["config"] ?? "{}")
             try configuration.validate()
         } catch {
             throw ModelFileError.corrupt(path: path, reason: "configuration is invalid: \(error)")

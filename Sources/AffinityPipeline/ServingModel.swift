@@ -174,14 +174,8 @@ public final class ServingModel: Sendable {
 
     /// A history's queries, folded in once and cached (the search and the explanations share them).
     private func historyQueries(_ model: any MultiQueryRecommender, _ history: [Int]) -> Matrix {
-        var width = 0
-        let flat = multiQueryFoldIns.vector(for: history) {
-            let q = model.queries(history: history)
-            width = q.columns
-            return q.values
-        }
-        if width == 0 { width = multiQueryWidth }
-        return Matrix(rows: flat.count / max(1, width), columns: width, values: flat)
+        let flat = multiQueryFoldIns.vector(for: history) { model.queries(history: history).values }
+        return Matrix(rows: flat.count / max(1, multiQueryWidth), columns: multiQueryWidth, values: flat)
     }
 
     /// One search per query, the union scored exactly by the model, the best `k` kept: the

@@ -154,6 +154,23 @@ import Testing
 
     // MARK: AMP-CF
 
+    /// Runs `loss` (which fills the parameters' gradients), then compares about 12 entries of each
+    /// parameter's gradient with central differences of `loss`.
+    static func checkGradients(_ parameters: [Parameter], loss: () -> Double) {
+        _ = loss()
+        let analytic = parameters.map(\.grad)
+        for (n, p) in parameters.enumerated() {
+            for index in stride(from: 0, to: p.value.values.count, by: max(1, p.value.values.count / 12)) {
+                let numeric = Self.fd(at: p.value.values[index], h: 5e-3) { v in
+                    p.value.values[index] = v
+                    return loss()
+                }
+                let a = Double(analytic[n].values[index])
+                #expect(abs(a - numeric) < 3e-3 + 3e-2 * abs(numeric), "\(p.name)[\(index)]: \(a) vs \(numeric)")
+            }
+        }
+    }
+
     @Test func ampCFStepGradientMatchesFiniteDifferences() throws {
         let x = Self.planted(users: 6)
         let c = try AMPCF.Configuration().applying(["personas": "3", "dimension": "4", "attentionDimension": "3", "temperature": "0.5",
@@ -168,18 +185,7 @@ import Testing
             return network.step(users: users, positives: positives, negatives: negatives, correction: negatives.map { Float($0) * 0.01 },
                                 positiveCorrection: [0.1, 0.2, 0.3], seen: x, threads: 1) / Double(users.count)
         }
-        _ = loss()
-        let analytic = network.parameters.map(\.grad)
-        for (n, p) in network.parameters.enumerated() {
-            for index in stride(from: 0, to: p.value.values.count, by: max(1, p.value.values.count / 12)) {
-                let numeric = Self.fd(at: p.value.values[index], h: 5e-3) { v in
-                    p.value.values[index] = v
-                    return loss()
-                }
-                let a = Double(analytic[n].values[index])
-                #expect(abs(a - numeric) < 3e-3 + 3e-2 * abs(numeric), "\(p.name)[\(index)]: \(a) vs \(numeric)")
-            }
-        }
+        Self.checkGradients(network.parameters, loss: loss)
     }
 
     @Test func ampCFSoftmaxStepGradientMatchesFiniteDifferences() throws {
@@ -193,18 +199,13 @@ import Testing
             for p in network.parameters { p.zeroGrad() }
             return network.softmaxStep(users: users, interactions: x, threads: 2) / Double(users.reduce(0) { $0 + x.rowLength($1) })
         }
-        _ = loss()
-        let analytic = network.parameters.map(\.grad)
-        for (n, p) in network.parameters.enumerated() {
-            for index in stride(from: 0, to: p.value.values.count, by: max(1, p.value.values.count / 12)) {
-                let numeric = Self.fd(at: p.value.values[index], h: 5e-3) { v in
-                    p.value.values[index] = v
-                    return loss()
-                }
-                let a = Double(analytic[n].values[index])
-                #expect(abs(a - numeric) < 3e-3 + 3e-2 * abs(numeric), "\(p.name)[\(index)]: \(a) vs \(numeric)")
-            }
-        }
+        Self.checkGradients(network.parameters, loss: loss)
+    }
+
+    @Test func aModelSavedBeforeASettingExistedLoadsWithItsDefault() throws {
+        // An AMP-CF configuration as saved before `objective` and `personaWeightDecay` existed.
+        let c = try TrainedModel.decodeConfiguration(AMPCF.Configuration.self, json: #"{"personas": 3, "weightDecay": 0.2, "someFutureSetting": 1}"#)
+        #expect(c.personas == 3 && c.weightDecay == 0.2 && c.objective == .softmax && c.personaWeightDecay == AMPCF.Configuration().personaWeightDecay)
     }
 
     static func ampSettings() throws -> AMPCF.Configuration {
