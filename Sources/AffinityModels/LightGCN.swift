@@ -159,10 +159,13 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
     }
 
     /// Bytes training needs: the graph (both directions, value and column each), the ego
-    /// embeddings with gradient and Adam's two moments, and K+3 propagation buffers.
+    /// embeddings with gradient and Adam's two moments, a step's five buffers (E, dL/dE, its
+    /// propagation, two scratch), the validation's propagation (K+1), and the seen-item bitmap
+    /// when it is used (at most 64 MiB).
     static func trainingBytes(users: Int, items: Int, positives: Int, configuration c: Configuration) -> Double {
         let nodes = Double(users + items), d = Double(c.dimension)
-        return 2 * Double(positives) * 8 + nodes * 8 + nodes * d * 4 * Double(4 + c.layers + 3)
+        let bitmap = Double(users) * Double(items) / 8 <= Double(64 << 20) ? Double(users) * Double(items) / 8 : 0
+        return 2 * Double(positives) * 8 + nodes * 8 + nodes * d * 4 * Double(4 + 5 + c.layers + 1) + bitmap
     }
 
     public static func fit(_ data: TrainingData, configuration c: Configuration, progress: TrainingProgress.Handler?) throws -> LightGCN {
