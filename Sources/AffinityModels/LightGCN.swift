@@ -10,9 +10,14 @@ import Foundation
 ///
 ///     E⁽ᵏ⁺¹⁾ = Â E⁽ᵏ⁾,   E = Σₖ wₖ E⁽ᵏ⁾   (k = 0…K; wₖ = 1/(K+1) unless `layerWeights` says otherwise)
 ///
-/// scores a user-item pair by the dot product of their rows of E. Trained with BPR (uniform
-/// negatives the user has not seen, `negatives` per positive) plus L2 on the ego embeddings of
-/// each batch's rows, by Adam through the shared `TrainingLoop`. Every step propagates the whole
+/// scores a user-item pair by the dot product of their rows of E. Two losses (`loss`): the
+/// paper's BPR (uniform negatives the user has not seen, `negatives` per positive, plus L2 on the
+/// ego embeddings of each batch's rows), and, by default, the softmax over every item with each
+/// user's positives as targets, regularised by AdamW's decoupled `weightDecay`. The default was
+/// chosen on validation Recall@20 on ml-100k (softmax 0.3301, BPR 0.3242): it reaches EASE's
+/// accuracy there, which BPR does not, and trains faster (one score row per user, a few steps an
+/// epoch). For BPR as the paper trains it: `loss=bpr batchSize=4096 weightDecay=0 patience=10`.
+/// Adam through the shared `TrainingLoop`. Every step propagates the whole
 /// graph forward and its gradient backward (Â is symmetric, so the backward pass is the same
 /// propagation of dL/dE), on `SparseMatrix`'s row-parallel product: each output row is summed by
 /// one thread in CSR order, so the model depends on the seed alone, not on the thread count.
@@ -28,16 +33,28 @@ import Foundation
 /// items' layers are those of training, so e⁽ᵏ⁾ = Σᵢ∈H eᵢ⁽ᵏ⁻¹⁾ / √(|H| dᵢ) and the vector is
 /// Σₖ≥₁ wₖ e⁽ᵏ⁾ (items' degrees dᵢ as trained; the new node does not change them).
 public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
+    /// What LightGCN's training minimises.
+    public enum Loss: String, Codable, Sendable, CaseIterable, SettingChoice {
+        /// BPR with `negatives` uniform unseen negatives per positive and L2 (`regularization`) on
+        /// the batch's ego embeddings (the paper's).
+        case bpr
+        /// Softmax over every item, one row per user with the user's positives as targets (as
+        /// AMP-CF's); regularised by `weightDecay`.
+        case softmax
+    }
+
     public struct Configuration: ModelConfiguration {
         public static let settingHelp: [String: String] = [
             "layers": "propagation layers K (0 = matrix factorisation)",
             "dimension": "embedding width",
             "layerWeights": "w0,...,wK (empty: mean 1/(K+1))",
             "epochs": "most passes over the positives",
-            "batchSize": "positives per step",
+            "loss": "bpr (the paper's) or softmax over all items",
+            "batchSize": "positives (bpr) or users (softmax) per step",
             "learningRate": "Adam step size",
-            "regularization": "L2 on the batch's ego embeddings",
-            "negatives": "uniform negatives per positive",
+            "regularization": "bpr: L2 on the batch's ego rows",
+            "weightDecay": "AdamW decoupled decay",
+            "negatives": "bpr: uniform negatives per positive",
             "validationUsers": "users lending 20% to validation",
             "patience": "epochs without better validation (0: never stop)",
             "refit": "retrain on all positives for the chosen epochs",
@@ -51,13 +68,15 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
         /// Weights w₀…w_K of the layer combination; empty for the paper's mean, 1/(K+1) each.
         public var layerWeights: [Double] = []
         public var epochs: Int = 400
-        public var batchSize: Int = 4096
+        public var loss: Loss = .softmax
+        public var batchSize: Int = 256
         public var learningRate: Double = 5e-3
         /// λ of λ/2 · (|e⁽⁰⁾_u|² + |e⁽⁰⁾_i|² + |e⁽⁰⁾_j|²) per example, as LightGCN's code.
         public var regularization: Double = 1e-3
         public var negatives: Int = 1
+        public var weightDecay: Double = 0.5
         public var validationUsers: Int = 1000
-        public var patience: Int = 10
+        public var patience: Int = 30
         /// After early stopping on lent positives, train again on every positive for the chosen
         /// number of epochs (the lent positives then shape the model too).
         public var refit: Bool = true
@@ -83,6 +102,7 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
             }
             guard learningRate > 0 && learningRate.isFinite else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive, got \(learningRate)") }
             guard regularization >= 0 && regularization.isFinite else { throw ModelError.invalidSetting(name: "regularization", reason: "must not be negative") }
+            guard weightDecay >= 0 && weightDecay.isFinite else { throw ModelError.invalidSetting(name: "weightDecay", reason: "must not be negative") }
         }
 
         /// w₀…w_K.
@@ -111,18 +131,21 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
         pairUsers.reserveCapacity(x.nonZeroCount)
         for u in 0..<nUsers { pairUsers.append(contentsOf: repeatElement(Int32(u), count: x.rowLength(u))) }
 
-        let optimizer = Adam(learningRate: Float(c.learningRate), lazy: false)
+        let optimizer = Adam(learningRate: Float(c.learningRate), weightDecay: Float(c.weightDecay), lazy: false)
+        let activeUsers = (0..<nUsers).filter { x.rowLength($0) > 0 }
+        let softmax = c.loss == .softmax
         let loop = TrainingLoop(settings: .init(epochs: epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
                                 parameters: [ego], optimizer: optimizer)
         let evaluator = try Evaluator(cutoffs: [20], threads: threads)
         let seen = PatternLookup(x)
         // Buffers every step reuses: E, dL/dE, its propagation, and the propagation's two scratch matrices.
         var e = Matrix(rows: nUsers + nItems, columns: d), dE = e, back = e, scratchA = e, scratchB = e
-        let outcome = try loop.run(examples: pairUsers.count, model: modelType, exampleName: "positives", progress: progress,
+        let outcome = try loop.run(examples: softmax ? activeUsers.count : pairUsers.count, model: modelType,
+                                   exampleName: softmax ? "users" : "positives", progress: progress,
                                    validationName: "Recall@20", step: { batch, generator in
             graph.propagate(ego.value, weights: weights, threads: threads, into: &e, scratch: &scratchA, &scratchB)
             dE.values.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
-            let loss = bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: seen, items: nItems, users: nUsers, e: e, ego: ego.value,
+            let loss = softmax ? softmaxBatch(users: batch.map { activeUsers[$0] }, interactions: x, e: e, dE: &dE, threads: threads) : bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: seen, items: nItems, users: nUsers, e: e, ego: ego.value,
                                 negatives: c.negatives, regularization: Float(c.regularization), dE: &dE, dEgo: &ego.grad, generator: &generator,
                                 threads: threads)
             graph.propagate(dE, weights: weights, threads: threads, into: &back, scratch: &scratchA, &scratchB)
@@ -306,6 +329,42 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
             return Double(0.5 * reg * sq)
         }
         return total
+    }
+
+    /// One softmax batch: each user's scores over every item (propagated vectors), the user's
+    /// positives as targets; adds dL/dE into `dE` for the loss summed over the rows and divided by
+    /// the batch's positives; returns the summed loss.
+    static func softmaxBatch(users: [Int], interactions x: SparseMatrix, e: Matrix, dE: inout Matrix, threads: Int) -> Double {
+        let d = e.columns, nUsers = x.rowCount, nItems = x.columnCount, b = users.count
+        var ub = Matrix(rows: b, columns: d)
+        for (r, u) in users.enumerated() { for k in 0..<d { ub.values[r * d + k] = e.values[u * d + k] } }
+        let items = e.rows(nUsers..<(nUsers + nItems))
+        var g = ub.multiplied(by: items, transposeOther: true, threads: threads)   // scores, then dL/dscores
+        let scale = 1 / Float(max(1, users.reduce(0) { $0 + x.rowLength($1) }))
+        var losses = [Double](repeating: 0, count: b)
+        g.values.withUnsafeMutableBufferPointer { gb in
+            losses.withUnsafeMutableBufferPointer { lb in
+                let gs = SharedMutableBuffer(gb), ls = SharedMutableBuffer(lb)
+                Parallelism.forEachRange(b, grain: 8, threads: threads) { range in
+                    for r in range {
+                        let row = gs.base.baseAddress! + r * nItems, positives = x.row(users[r])
+                        var m = -Float.infinity
+                        for j in 0..<nItems { m = max(m, row[j]) }
+                        var targets = 0.0
+                        for i in positives { targets += Double(row[Int(i)]) }
+                        let total = Kernels.expShifted(row, count: nItems, shift: m)   // row[j] = exp(s_j − m)
+                        let lse = m + log(total), h = Float(positives.count)
+                        ls[r] = Double(h) * Double(lse) - targets   // Σ_{i∈H} (lse − s_i)
+                        for j in 0..<nItems { row[j] = h * row[j] / total * scale }
+                        for i in positives { row[Int(i)] -= scale }
+                    }
+                }
+            }
+        }
+        let dU = g.multiplied(by: items, threads: threads), dI = g.multiplied(by: ub, transposeSelf: true, threads: threads)
+        for (r, u) in users.enumerated() { for k in 0..<d { dE.values[u * d + k] += dU.values[r * d + k] } }
+        for k in 0..<(nItems * d) { dE.values[nUsers * d + k] += dI.values[k] }
+        return losses.reduce(0, +)
     }
 
     // MARK: The graph

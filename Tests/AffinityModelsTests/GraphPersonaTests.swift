@@ -94,6 +94,33 @@ import Testing
         }
     }
 
+    @Test func lightGCNSoftmaxGradientMatchesFiniteDifferences() {
+        let x = Self.planted(users: 8)
+        let graph = LightGCN.Graph(x)
+        let d = 4, users = [0, 3, 5], weights: [Float] = [0.25, 0.25, 0.25, 0.25]
+        let positives = Double(users.reduce(0) { $0 + x.rowLength($1) })
+        let ego = Matrix.random(rows: x.rowCount + x.columnCount, columns: d, seed: 6)
+        func loss(_ e0: Matrix, grad: inout Matrix, threads: Int = 1) -> Double {
+            let e = graph.propagate(e0, weights: weights, threads: 1)
+            var dE = Matrix(rows: e.rows, columns: d)
+            let l = LightGCN.softmaxBatch(users: users, interactions: x, e: e, dE: &dE, threads: threads)
+            grad = graph.propagate(dE, weights: weights, threads: 1)
+            return l / positives
+        }
+        var analytic = Matrix(rows: ego.rows, columns: d), scratch = analytic, other = analytic
+        _ = loss(ego, grad: &analytic)
+        _ = loss(ego, grad: &other, threads: 3)
+        #expect(other.maxAbsDifference(analytic) < 1e-6)
+        for index in stride(from: 0, to: ego.values.count, by: 3) {
+            let numeric = Self.fd(at: ego.values[index]) { v in
+                var moved = ego
+                moved.values[index] = v
+                return loss(moved, grad: &scratch)
+            }
+            #expect(abs(Double(analytic.values[index]) - numeric) < 2e-3 + 2e-2 * abs(numeric), "ego[\(index)]: \(analytic.values[index]) vs \(numeric)")
+        }
+    }
+
     static func lightGCNSettings() throws -> LightGCN.Configuration {
         try LightGCN.Configuration().applying(["dimension": "8", "epochs": "60", "batchSize": "64", "learningRate": "0.05",
                                                "validationUsers": "0", "threads": "1"])
