@@ -56,14 +56,20 @@ public protocol PersonaRecommender: MultiQueryRecommender {
 ///
 /// Objective (`objective`): by default the softmax over every item, one row per user with the
 /// user's positives as its targets (the multinomial likelihood of Mult-VAE): −Σ_{i∈H_u} log
-/// softmax(s_u)_i, summed over a batch of users and divided by its positives. It is the exact
-/// form of the paper's sampled softmax and, on a catalogue the size of MovieLens, cheaper: one
+/// softmax(s_u)_i, summed over a batch of users and divided by its positives. It is the full
+/// softmax the paper's sampled one estimates (with the user's other positives in the
+/// denominator, where the sampled one masks seen items) and, on a catalogue the size of MovieLens, cheaper: one
 /// score row per user instead of one per positive (ml-1m, P = 4: about 2 s an epoch on 2 cores). With
 /// `sampled-softmax`, the paper's form: a softmax over each positive and `negatives` items drawn
 /// by `sampling` and shared by the batch (logits corrected by −log(N·Q(j)), negatives the user
 /// has seen masked) — for catalogues too large for a full row. Both add the persona-entropy
 /// terms: +λ₊·H(α) on positives (an item the user chose should be served by one persona) and
-/// −λ₋·H(α) on the other items.
+/// −λ₋·H(α) on the other items (the sampled form counts λ₋ once per positive, the full form once
+/// per user row: the same λ₋ weighs less there).
+///
+/// AdamW decays every user's centre and offsets at every step (dense Adam, as PyTorch's), while
+/// a user's gradient comes once an epoch: the effective decay between two visits grows with
+/// users / `batchSize`, so the decays tuned on ml-1m are a starting point for larger data.
 ///
 /// Parametrisation: persona k of user u is p_uk = c_u + o_uk, a centre and an offset, with the
 /// offsets decayed harder (`personaWeightDecay`) than everything else (`weightDecay`, AdamW).
@@ -152,6 +158,10 @@ public struct AMPCF: TrainingDataRecommender, MultiQueryRecommender, PersonaReco
                 throw ModelError.invalidSetting(name: name, reason: "must not be negative, got \(v)")
             }
             guard learningRate > 0 && learningRate.isFinite else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive, got \(learningRate)") }
+            // AdamW multiplies every weight by 1 − learningRate·decay each step.
+            for (name, v) in [("weightDecay", weightDecay), ("personaWeightDecay", personaWeightDecay)] where learningRate * v >= 1 {
+                throw ModelError.invalidSetting(name: name, reason: "learningRate x \(name) must be below 1, got \(learningRate * v)")
+            }
             for (name, v) in [("epochs", epochs), ("validationUsers", validationUsers), ("patience", patience), ("foldInSteps", foldInSteps), ("threads", threads)] where v < 0 {
                 throw ModelError.invalidSetting(name: name, reason: "must not be negative, got \(v)")
             }

@@ -36,7 +36,8 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
     /// What LightGCN's training minimises.
     public enum Loss: String, Codable, Sendable, CaseIterable, SettingChoice {
         /// BPR with `negatives` uniform unseen negatives per positive and L2 (`regularization`) on
-        /// the batch's ego embeddings (the paper's).
+        /// the batch's ego embeddings (the paper's). `batchSize` and `weightDecay` keep their
+        /// values: the paper's settings are `batchSize=4096 weightDecay=0` (and `patience=10`).
         case bpr
         /// Softmax over every item, one row per user with the user's positives as targets (as
         /// AMP-CF's); regularised by `weightDecay`.
@@ -103,6 +104,10 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
             guard learningRate > 0 && learningRate.isFinite else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive, got \(learningRate)") }
             guard regularization >= 0 && regularization.isFinite else { throw ModelError.invalidSetting(name: "regularization", reason: "must not be negative") }
             guard weightDecay >= 0 && weightDecay.isFinite else { throw ModelError.invalidSetting(name: "weightDecay", reason: "must not be negative") }
+            // AdamW multiplies every weight by 1 − learningRate·weightDecay each step.
+            guard learningRate * weightDecay < 1 else {
+                throw ModelError.invalidSetting(name: "weightDecay", reason: "learningRate x weightDecay must be below 1, got \(learningRate * weightDecay)")
+            }
         }
 
         /// w₀…w_K.
@@ -137,7 +142,7 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
         let loop = TrainingLoop(settings: .init(epochs: epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
                                 parameters: [ego], optimizer: optimizer)
         let evaluator = try Evaluator(cutoffs: [20], threads: threads)
-        let seen = PatternLookup(x)
+        let seen = c.loss == .bpr ? PatternLookup(x) : PatternLookup(SparseMatrix(rowCount: 0, columnCount: 0, rows: [], cols: []))
         // Buffers every step reuses: E, dL/dE, its propagation, and the propagation's two scratch matrices.
         var e = Matrix(rows: nUsers + nItems, columns: d), dE = e, back = e, scratchA = e, scratchB = e
         let outcome = try loop.run(examples: softmax ? activeUsers.count : pairUsers.count, model: modelType,
@@ -183,12 +188,17 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
 
     /// Bytes training needs: the graph (both directions, value and column each), the ego
     /// embeddings with gradient and Adam's two moments, a step's five buffers (E, dL/dE, its
-    /// propagation, two scratch), the validation's propagation (K+1), and the seen-item bitmap
-    /// when it is used (at most 64 MiB).
+    /// propagation, two scratch), the validation's propagation (three more), and, by loss, the
+    /// seen-item bitmap (BPR, at most 64 MiB) or the batch's score rows with the item block and
+    /// its gradient (softmax).
     static func trainingBytes(users: Int, items: Int, positives: Int, configuration c: Configuration) -> Double {
         let nodes = Double(users + items), d = Double(c.dimension)
-        let bitmap = Double(users) * Double(items) / 8 <= Double(64 << 20) ? Double(users) * Double(items) / 8 : 0
-        return 2 * Double(positives) * 8 + nodes * 8 + nodes * d * 4 * Double(4 + 5 + c.layers + 1) + bitmap
+        let lossBytes: Double
+        switch c.loss {
+        case .bpr: lossBytes = Double(users) * Double(items) / 8 <= Double(64 << 20) ? Double(users) * Double(items) / 8 : 0
+        case .softmax: lossBytes = Double(min(c.batchSize, users)) * Double(items) * 4 + 2 * Double(items) * d * 4
+        }
+        return 2 * Double(positives) * 8 + nodes * 8 + nodes * d * 4 * Double(4 + 5 + 3) + lossBytes
     }
 
     public static func fit(_ data: TrainingData, configuration c: Configuration, progress: TrainingProgress.Handler?) throws -> LightGCN {

@@ -236,8 +236,9 @@ public struct TrainedModel: Sendable {
 
     private static func loadModel<M: PersistableRecommender>(_ type: M.Type, file: SafeTensorsFile, path: String) throws -> M {
         let configuration: M.Configuration
+        guard let saved = file.metadata["config"] else { throw ModelFileError.corrupt(path: path, reason: "metadata 'config' is missing") }
         do {
-            configuration = try decodeConfiguration(M.Configuration.self, json: file.metadata["config"] ?? "{}")
+            configuration = try decodeConfiguration(M.Configuration.self, json: saved)
             try configuration.validate()
         } catch {
             throw ModelFileError.corrupt(path: path, reason: "configuration is invalid: \(error)")

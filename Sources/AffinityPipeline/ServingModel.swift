@@ -172,7 +172,8 @@ public final class ServingModel: Sendable {
         } : out, index != nil ? .ann : .exact)
     }
 
-    /// A history's queries, folded in once and cached (the search and the explanations share them).
+    /// A history's queries, folded in once and cached: the index search and the explanations share
+    /// them (exact scoring without an index folds in through the model's `scores(forHistory:)`).
     private func historyQueries(_ model: any MultiQueryRecommender, _ history: [Int]) -> Matrix {
         let flat = multiQueryFoldIns.vector(for: history) { model.queries(history: history).values }
         return Matrix(rows: flat.count / max(1, multiQueryWidth), columns: multiQueryWidth, values: flat)

@@ -303,8 +303,8 @@ struct AnalyzeCommand: ParsableCommand {
             print(String(format: "serving persona's attention: %.3f (1/P = %.3f); personas serving one list: %.2f",
                          result.meanServingAttention, 1 / Double(result.personas), result.meanServingPersonas))
             if let within = result.withinPersonaGenreSimilarity, let random = result.randomGroupGenreSimilarity {
-                print(String(format: "genre similarity of history pairs within a persona: %.4f; random groups of the same sizes: %.4f (%+.1f%%)",
-                             within, random, (within / random - 1) * 100))
+                print(String(format: "genre similarity of history pairs within a persona: %.4f; random groups of the same sizes: %.4f", within, random)
+                      + (random > 0 ? String(format: " (%+.1f%%)", (within / random - 1) * 100) : ""))
             } else {
                 Console.note("note: no genres (give --items, or train with --items), so no genre coherence")
             }

@@ -160,7 +160,9 @@ import Testing
 
     @Test func settingsOutOfRangeAreRefusedByName() throws {
         let cases: [(String, String, String)] = [("lightgcn", "layers", "-1"), ("lightgcn", "dimension", "0"), ("lightgcn", "layerWeights", "1,2"),
-                                                  ("amp-cf", "personas", "0"), ("amp-cf", "dimension", "0"), ("amp-cf", "temperature", "0")]
+                                                  ("amp-cf", "personas", "0"), ("amp-cf", "dimension", "0"), ("amp-cf", "temperature", "0"),
+                                                  // AdamW with learningRate x decay ≥ 1 would flip the weights' signs every step.
+                                                  ("lightgcn", "weightDecay", "200"), ("amp-cf", "personaWeightDecay", "100")]
         for (model, key, value) in cases {
             do {
                 _ = try ModelRegistry.fit(model, interactions: Self.planted(), settings: [key: value])
