@@ -257,17 +257,9 @@ public struct AMPCF: TrainingDataRecommender, MultiQueryRecommender, PersonaReco
         var out = [Float](repeating: 0, count: n)
         var alpha = [Float](repeating: 0, count: p)
         for c in 0..<n {
-            var m = -Float.infinity
-            for k in 0..<p { m = max(m, cosines[k * n + c] * invT) }
-            var z: Float = 0
-            for k in 0..<p { alpha[k] = exp(cosines[k * n + c] * invT - m); z += alpha[k] }
-            var s = weights.itemBias[ids[c]]
-            for k in 0..<p {
-                alpha[k] /= z
-                s += alpha[k] * dots[k * n + c]
-                attention?[c * p + k] = alpha[k]
-            }
-            out[c] = s
+            out[c] = attentionForward(cosines: cosines, dots: dots, at: c, stride: n, personas: p, invT: invT, bias: weights.itemBias[ids[c]],
+                                      alpha: &alpha, at: 0)
+            if let attention { for k in 0..<p { attention[c * p + k] = alpha[k] } }
         }
         return out
     }
@@ -693,13 +685,9 @@ final class AMPCFNetwork: @unchecked Sendable {
                     let h = Float(row.count), others = Float(n - row.count)
                     var m = -Float.infinity
                     for j in 0..<n {
-                        var mx = -Float.infinity
-                        for k in 0..<p { mx = max(mx, cosines.values[(r * p + k) * n + j] * invT) }
-                        var z: Float = 0, score = itemBias[j]
-                        for k in 0..<p { let e = exp(cosines.values[(r * p + k) * n + j] * invT - mx); alpha[j * p + k] = e; z += e }
-                        for k in 0..<p { alpha[j * p + k] /= z; score += alpha[j * p + k] * dots.values[(r * p + k) * n + j] }
-                        s[j] = score
-                        m = max(m, score)
+                        s[j] = attentionForward(cosines: cosines.values, dots: dots.values, at: r * p * n + j, stride: n, personas: p, invT: invT,
+                                                bias: itemBias[j], alpha: &alpha, at: j * p)
+                        m = max(m, s[j])
                     }
                     var total: Float = 0
                     for j in 0..<n { total += exp(s[j] - m) }
@@ -786,12 +774,8 @@ final class AMPCFNetwork: @unchecked Sendable {
                     var m = logit0, count = 0
                     for j in 0..<n {
                         masked[j] = negatives[j] == i || seen.contains(row: u, column: negatives[j])
-                        var mx = -Float.infinity
-                        for k in 0..<p { mx = max(mx, cosines.values[(r * p + k) * n + j] * invT) }
-                        var z: Float = 0, s = itemBias[negatives[j]]
-                        for k in 0..<p { let e = exp(cosines.values[(r * p + k) * n + j] * invT - mx); alpha[j * p + k] = e; z += e }
-                        for k in 0..<p { alpha[j * p + k] /= z; s += alpha[j * p + k] * dots.values[(r * p + k) * n + j] }
-                        logits[j] = s - correction[j]
+                        logits[j] = attentionForward(cosines: cosines.values, dots: dots.values, at: r * p * n + j, stride: n, personas: p,
+                                                     invT: invT, bias: itemBias[negatives[j]], alpha: &alpha, at: j * p) - correction[j]
                         if !masked[j] { m = max(m, logits[j]); count += 1 }
                     }
                     var total = exp(logit0 - m)
@@ -853,6 +837,20 @@ final class AMPCFNetwork: @unchecked Sendable {
         }
         return losses.reduce(0, +)
     }
+}
+
+/// One candidate's attention mixture: α = softmax over the P personas of cosₖ/τ, written to
+/// `alpha[a0 + k]`, and `bias + Σₖ αₖ·dotₖ` returned, with persona k's cosine and dot product at
+/// `base + k·stride` (scoring, both training steps and fold-in share it).
+@inline(__always) func attentionForward(cosines: [Float], dots: [Float], at base: Int, stride n: Int, personas p: Int, invT: Float,
+                                        bias: Float, alpha: inout [Float], at a0: Int) -> Float {
+    var mx = -Float.infinity
+    for k in 0..<p { mx = max(mx, cosines[base + k * n] * invT) }
+    var z: Float = 0
+    for k in 0..<p { let e = exp(cosines[base + k * n] * invT - mx); alpha[a0 + k] = e; z += e }
+    var s = bias
+    for k in 0..<p { alpha[a0 + k] /= z; s += alpha[a0 + k] * dots[base + k * n] }
+    return s
 }
 
 /// Backward through one candidate's attention mixture s = Σₖ αₖ·dotₖ with α = softmax(cosₖ/τ):

@@ -142,7 +142,7 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
         let loop = TrainingLoop(settings: .init(epochs: epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
                                 parameters: [ego], optimizer: optimizer)
         let evaluator = try Evaluator(cutoffs: [20], threads: threads)
-        let seen = c.loss == .bpr ? PatternLookup(x) : PatternLookup(SparseMatrix(rowCount: 0, columnCount: 0, rows: [], cols: []))
+        let seen = softmax ? nil : PatternLookup(x)   // BPR's negative sampling asks it
         // Buffers every step reuses: E, dL/dE, its propagation, and the propagation's two scratch matrices.
         var e = Matrix(rows: nUsers + nItems, columns: d), dE = e, back = e, scratchA = e, scratchB = e
         let outcome = try loop.run(examples: softmax ? activeUsers.count : pairUsers.count, model: modelType,
@@ -150,7 +150,7 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
                                    validationName: "Recall@20", step: { batch, generator in
             graph.propagate(ego.value, weights: weights, threads: threads, into: &e, scratch: &scratchA, &scratchB)
             dE.values.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
-            let loss = softmax ? softmaxBatch(users: batch.map { activeUsers[$0] }, interactions: x, e: e, dE: &dE, threads: threads) : bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: seen, items: nItems, users: nUsers, e: e, ego: ego.value,
+            let loss = softmax ? softmaxBatch(users: batch.map { activeUsers[$0] }, interactions: x, e: e, dE: &dE, threads: threads) : bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: seen!, items: nItems, users: nUsers, e: e, ego: ego.value,
                                 negatives: c.negatives, regularization: Float(c.regularization), dE: &dE, dEgo: &ego.grad, generator: &generator,
                                 threads: threads)
             graph.propagate(dE, weights: weights, threads: threads, into: &back, scratch: &scratchA, &scratchB)

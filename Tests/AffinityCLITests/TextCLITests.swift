@@ -44,8 +44,10 @@ import Testing
         #expect(r.status == 0, "\(r.stderr)")
         // Vectors: one random direction per item ID, as TSV.
         let items = try String(contentsOfFile: dir + "/data/items.tsv", encoding: .utf8).split(separator: "\n").dropFirst().map { $0.split(separator: "\t")[0] }
-        var g = SystemRandomNumberGenerator()
-        let tsv = items.map { id in "\(id)\t" + (0..<4).map { _ in String(Float.random(in: -1...1, using: &g)) }.joined(separator: "\t") }.joined(separator: "\n") + "\n"
+        // A fixed linear congruential stream (the CLI test target links no library with a seeded generator).
+        var state: UInt64 = 7
+        func next() -> Float { state = state &* 6364136223846793005 &+ 1442695040888963407; return Float(state >> 40) / Float(1 << 24) * 2 - 1 }
+        let tsv = items.map { id in "\(id)\t" + (0..<4).map { _ in String(next()) }.joined(separator: "\t") }.joined(separator: "\n") + "\n"
         try tsv.write(toFile: dir + "/v.tsv", atomically: true, encoding: .utf8)
         r = try CLI.run("evaluate", "--split", dir + "/split", "--model-type", "text-knn", "--item-vectors", dir + "/v.tsv", "--cutoffs", "10")
         #expect(r.status == 0 && r.stdout.contains("text-knn"), "\(r.stderr)")
