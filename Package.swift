@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "AffinityANN", targets: ["AffinityANN"]),
         .library(name: "AffinityText", targets: ["AffinityText"]),
         .library(name: "AffinityPipeline", targets: ["AffinityPipeline"]),
+        .library(name: "AffinityPlot", targets: ["AffinityPlot"]),
         .library(name: "AffinityServer", targets: ["AffinityServer"]),
         .executable(name: "affinity", targets: ["affinity"]),
     ],
@@ -40,11 +41,13 @@ let package = Package(
         .target(name: "AffinityANN", dependencies: ["AffinityLinalg"]),
         // Item text: WordPiece and a BERT sentence encoder (inference) on AffinityNN's Transformer.
         .target(name: "AffinityText", dependencies: ["AffinityNN", "AffinityLinalg"]),
+        // SVG charts and self-contained HTML pages (no dependencies): the one place Affinity draws.
+        .target(name: "AffinityPlot"),
         .target(name: "AffinityPipeline", dependencies: ["AffinityModels", "AffinityANN", "AffinityData", "AffinityLinalg"]),
         .target(
             name: "AffinityServer",
             dependencies: [
-                "AffinityPipeline", "AffinityModels", "AffinityANN", "AffinityData", "AffinityLinalg",
+                "AffinityPipeline", "AffinityModels", "AffinityANN", "AffinityData", "AffinityLinalg", "AffinityPlot",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
@@ -58,7 +61,7 @@ let package = Package(
             name: "affinity",
             dependencies: [
                 "AffinityLinalg", "AffinityData", "AffinityEval", "AffinityModels", "AffinityANN",
-                "AffinityPipeline", "AffinityServer", "AffinityText",
+                "AffinityPipeline", "AffinityServer", "AffinityText", "AffinityPlot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -75,6 +78,7 @@ let package = Package(
         .testTarget(name: "AffinityPipelineTests", dependencies: ["AffinityPipeline", "AffinityModels", "AffinityData"]),
         .testTarget(name: "AffinityServerTests", dependencies: ["AffinityServer", "AffinityPipeline", "AffinityModels", "AffinityData",
                                                                .product(name: "Hummingbird", package: "hummingbird")]),
+        .testTarget(name: "AffinityPlotTests", dependencies: ["AffinityPlot"]),
         .testTarget(name: "AffinityCLITests", dependencies: ["affinity", "affinity-quickstart"]),
     ],
     swiftLanguageModes: [.v6]

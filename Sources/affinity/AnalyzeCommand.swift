@@ -2,6 +2,7 @@ import AffinityData
 import AffinityEval
 import AffinityLinalg
 import AffinityModels
+import AffinityPlot
 import ArgumentParser
 import Foundation
 

@@ -88,16 +88,9 @@ struct EvaluateCommand: ParsableCommand {
             try AtomicWrite.file(Data(tsv.utf8), to: writeRecs)
         }
         if json {
-            struct Output: Encodable {
-                var model: String
-                var split: String
-                var target: String
-                var trainSeconds: Double?
-                var report: EvaluationReport
-            }
             var r = report
             r.perUser = nil
-            try printJSON(Output(model: pipeline.map { "pipeline " + $0 } ?? trained.modelType, split: folder.name, target: target.rawValue, trainSeconds: trainSeconds, report: r))
+            try printJSON(SavedEvaluation(model: pipeline.map { "pipeline " + $0 } ?? trained.modelType, split: folder.name, target: target.rawValue, trainSeconds: trainSeconds, report: r))
         } else {
             var title = "\(pipeline.map { "pipeline \($0)" } ?? trained.modelType) on \(folder.name) (\(target.rawValue))"
             if let trainSeconds { title += ", trained in \(String(format: "%.2f", trainSeconds)) s" }

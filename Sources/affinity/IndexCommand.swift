@@ -1,6 +1,7 @@
 import AffinityANN
 import AffinityData
 import AffinityLinalg
+import AffinityPlot
 import ArgumentParser
 import Foundation
 

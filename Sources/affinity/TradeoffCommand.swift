@@ -1,6 +1,7 @@
 import AffinityData
 import AffinityEval
 import AffinityModels
+import AffinityPlot
 import AffinityPipeline
 import ArgumentParser
 import Foundation
