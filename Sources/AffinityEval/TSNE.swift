@@ -17,7 +17,7 @@ import Foundation
 /// Distances are Euclidean on the vectors as given; to map by cosine, pass L2-normalised rows
 /// (`ExactSearch.normalizedRows`), as `affinity report` does.
 public struct TSNE: Sendable {
-    public enum Method: String, Sendable, Codable { case barnesHut = "barnes-hut", exact }
+    public enum Method: String, Sendable, Codable, CaseIterable { case barnesHut = "barnes-hut", exact }
 
     public struct Configuration: Sendable, Codable, Equatable {
         public var perplexity: Double = 30

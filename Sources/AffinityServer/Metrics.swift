@@ -22,6 +22,9 @@ public final class ServiceMetrics: @unchecked Sendable {
     private var activations: UInt64 = 0
     private var activeModel: (id: Int, type: String)?
     private let started = Date()
+    /// The last hour, one slot per minute: requests, 5xx answers and summed latency.
+    private var minutes = [MinuteSlot](repeating: MinuteSlot(), count: 60)
+    private struct MinuteSlot { var minute = -1; var requests: UInt64 = 0; var serverErrors: UInt64 = 0; var latency = 0.0 }
 
     public init() {}
 
@@ -36,6 +39,69 @@ public final class ServiceMetrics: @unchecked Sendable {
             h.sum += seconds
             h.count += 1
             latency[key] = h
+            let minute = Int(Date().timeIntervalSince1970 / 60)
+            if minutes[minute % 60].minute != minute { minutes[minute % 60] = MinuteSlot(minute: minute) }
+            minutes[minute % 60].requests += 1
+            minutes[minute % 60].latency += seconds
+            if status >= 500 { minutes[minute % 60].serverErrors += 1 }
+        }
+    }
+
+    /// What the dashboard shows: totals since start, the latency histogram of every route together,
+    /// and the last hour minute by minute.
+    public struct Snapshot: Sendable {
+        public var requests: UInt64 = 0
+        public var clientErrors: UInt64 = 0
+        public var serverErrors: UInt64 = 0
+        /// Counts per `latencyBuckets` bound (not cumulative), every route together; the last slot is above 5 s.
+        public var latencyBuckets: [UInt64] = []
+        /// Requests per route pattern ("GET /v1/users/{id}/recommendations").
+        public var byRoute: [(route: String, requests: UInt64, meanSeconds: Double)] = []
+        public var eventsByType: [(type: String, count: UInt64)] = []
+        public var activations: UInt64 = 0
+        public var uptimeSeconds: Double = 0
+        /// Minutes ago (59 ... 0) with requests, 5xx answers and mean latency in that minute.
+        public var lastHour: [(minutesAgo: Int, requests: UInt64, serverErrors: UInt64, meanSeconds: Double)] = []
+
+        /// The smallest bucket bound below which at least `q` of the requests fell (an upper estimate).
+        public func latencyQuantile(_ q: Double) -> Double? {
+            let total = latencyBuckets.reduce(0, +)
+            guard total > 0 else { return nil }
+            var seen: UInt64 = 0
+            for (n, c) in latencyBuckets.enumerated() {
+                seen += c
+                if Double(seen) >= q * Double(total) { return n < ServiceMetrics.latencyBuckets.count ? ServiceMetrics.latencyBuckets[n] : .infinity }
+            }
+            return .infinity
+        }
+    }
+
+    public func snapshot() -> Snapshot {
+        lock.locked {
+            var s = Snapshot()
+            for (k, v) in requests {
+                s.requests += v
+                if k.status >= 500 { s.serverErrors += v } else if k.status >= 400 { s.clientErrors += v }
+            }
+            var buckets = [UInt64](repeating: 0, count: Self.latencyBuckets.count + 1)
+            for (k, h) in latency {
+                var inBuckets: UInt64 = 0
+                for n in 0..<Self.latencyBuckets.count { buckets[n] += h.buckets[n]; inBuckets += h.buckets[n] }
+                buckets[Self.latencyBuckets.count] += h.count - inBuckets
+                s.byRoute.append(("\(k.method) \(k.route)", h.count, h.count > 0 ? h.sum / Double(h.count) : 0))
+            }
+            s.byRoute.sort { $0.requests != $1.requests ? $0.requests > $1.requests : $0.route < $1.route }
+            s.latencyBuckets = buckets
+            s.eventsByType = events.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+            s.activations = activations
+            s.uptimeSeconds = Date().timeIntervalSince(started)
+            let now = Int(Date().timeIntervalSince1970 / 60)
+            s.lastHour = (0..<60).reversed().map { ago in
+                let slot = minutes[(now - ago) % 60]
+                guard slot.minute == now - ago else { return (ago, 0, 0, 0) }
+                return (ago, slot.requests, slot.serverErrors, slot.requests > 0 ? slot.latency / Double(slot.requests) : 0)
+            }
+            return s
         }
     }
 

@@ -22,6 +22,10 @@ extension AffinityService {
         let table = RouteTable()
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics, logger: logger, routes: table))
 
+        router.get("/") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: try self.dashboardPage())))
+        }
         router.get("/health") { _, _ in
             let (body, status) = self.health()
             return try JSON.response(body, status: status)

@@ -425,6 +425,14 @@ public final class AffinityService: @unchecked Sendable {
         return (HealthOut(status: "ok", model: ModelRef(id: current.record.id, type: current.record.modelType), events: events), .ok)
     }
 
+    /// The active model, stored events, users with events and up to `sampleUsers` of their IDs
+    /// (the smallest of the first 500 the histories hold), read under one lock for the dashboard.
+    func dashboardState(sampleUsers: Int) -> (ActiveModel?, Int, Int, [String]) {
+        lock.locked {
+            (active, storedEvents, histories.count, sampleUsers > 0 ? Array(Array(histories.keys.prefix(500)).sorted().prefix(sampleUsers)) : [])
+        }
+    }
+
     func metricsText() -> String {
         let (events, users) = lock.locked { (storedEvents, histories.count) }
         return metrics.render(storedEvents: events, usersWithEvents: users)

@@ -6,12 +6,14 @@ import AffinityPlot
 import ArgumentParser
 import Foundation
 
+extension TSNE.Method: ExpressibleByArgument {}
+
 /// `affinity analyze`: experiments about what the embeddings mean.
 struct AnalyzeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "analyze",
         abstract: "Experiments on what embeddings mean.",
-        subcommands: [SemanticVsTask.self, ColdStart.self, Personas.self]
+        subcommands: [SemanticVsTask.self, ColdStart.self, Personas.self, TSNEMap.self]
     )
 
     struct SemanticVsTask: ParsableCommand {
@@ -308,6 +310,59 @@ struct AnalyzeCommand: ParsableCommand {
                       + (random > 0 ? String(format: " (%+.1f%%)", (within / random - 1) * 100) : ""))
             } else {
                 Console.note("note: no genres (give --items, or train with --items), so no genre coherence")
+            }
+        }
+    }
+
+    /// `affinity analyze tsne`: a 2-D map of any vectors (the benchmark against scikit-learn runs it).
+    struct TSNEMap: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "tsne",
+            abstract: "t-SNE map of vectors (.npy or .fvecs): Barnes-Hut or exact, with its trustworthiness.",
+            discussion: """
+            Settings and schedule as scikit-learn's TSNE (perplexity 30, early exaggeration 12 for 250
+            iterations, learning rate max(n/48, 50), 1,000 iterations, PCA start). Writes the map as an
+            n x 2 .npy. Benchmarks/peers/tsne.py runs scikit-learn on the same vectors beside it.
+            """
+        )
+        @Option(name: .long, help: "Input vectors: .npy (float32, 2-D) or .fvecs.") var vectors: String
+        @Option(name: .long, help: "Write the n x 2 map here (.npy).") var out: String?
+        @Option(name: .long, help: "barnes-hut or exact (O(n²): small inputs).") var method: TSNE.Method = .barnesHut
+        @Option(name: .long, help: "Perplexity.") var perplexity = 30.0
+        @Option(name: .long, help: "Iterations.") var iterations = 1_000
+        @Option(name: .long, help: "Barnes-Hut's θ.") var angle = 0.5
+        @Flag(name: .long, help: "L2-normalise the rows first (Euclidean distance then ranks as cosine).") var normalize = false
+        @Option(name: .long, help: "Seed.") var seed: UInt64 = 42
+        @Option(name: .long, help: "Threads (0 = all cores).") var threads = 0
+        @Flag(name: .long, help: "Print JSON on stdout.") var json = false
+
+        func validate() throws {
+            guard perplexity > 1 else { throw ValidationError("--perplexity must be above 1, got \(perplexity)") }
+            guard iterations > 0 else { throw ValidationError("--iterations must be positive, got \(iterations)") }
+            guard angle >= 0 && angle < 1 else { throw ValidationError("--angle must be in [0, 1), got \(angle)") }
+        }
+
+        func run() throws {
+            var x = vectors.hasSuffix(".fvecs") ? try VectorFiles.readFvecs(vectors) : try NPY.read(vectors)
+            if normalize { x = ExactSearch.normalizedRows(x) }
+            var c = TSNE.Configuration()
+            (c.method, c.perplexity, c.iterations, c.angle, c.seed, c.threads) = (method, perplexity, iterations, angle, seed, threads)
+            let clock = Stopwatch()
+            let map: Matrix
+            do {
+                map = try TSNE(configuration: c).embed(x) { iteration, kl in
+                    Console.progress("t-SNE iteration \(iteration) of \(c.iterations), KL \(String(format: "%.3f", kl))")
+                }
+            } catch { throw CommandError("\(vectors): \(error)") }
+            Console.clearProgress()
+            let seconds = clock.seconds
+            let trust = x.rows > 30 ? trustworthiness(input: x, map: map, k: 10, threads: threads) : .nan
+            if let out { try NPY.write(map, to: out) }
+            struct Output: Encodable { var items: Int; var dimension: Int; var method: String; var seconds: Double; var trustworthiness: Double; var threads: Int }
+            let result = Output(items: x.rows, dimension: x.columns, method: method.rawValue, seconds: seconds, trustworthiness: trust,
+                                threads: Parallelism.resolve(threads))
+            if json { try printJSON(result) } else {
+                print("t-SNE (\(method.rawValue)) of \(x.rows) vectors of \(x.columns) dimensions: \(String(format: "%.2f", seconds)) s on \(result.threads) threads, trustworthiness(k=10) \(String(format: "%.4f", trust))")
             }
         }
     }

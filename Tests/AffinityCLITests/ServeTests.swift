@@ -32,10 +32,22 @@ enum HTTPClient {
         }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
+        // Until the peer closes, or the body has its Content-Length (chromedriver answers
+        // "Connection: close" and keeps the socket open).
+        let separator: [UInt8] = Array("\r\n\r\n".utf8)
+        var expected: Int?
         while true {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
             if n <= 0 { break }
             received += buffer[0..<n]
+            if expected == nil, let end = received.firstRange(of: separator) {
+                let head = String(decoding: received[..<end.lowerBound], as: UTF8.self).lowercased()
+                if let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+                   let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) {
+                    expected = end.upperBound + length
+                }
+            }
+            if let expected, received.count >= expected { break }
         }
         let text = String(decoding: received, as: UTF8.self)
         guard let headEnd = text.range(of: "\r\n\r\n") else { throw POSIXError(.EBADMSG) }
