@@ -88,9 +88,10 @@ public struct TSNE: Sendable {
     /// Gaussian width that gives `perplexity` (binary search on the precision), then (P + Pᵀ) / sum.
     public static func affinities(_ x: Matrix, perplexity: Double, neighbours k: Int, threads: Int = 0) -> SparseAffinities {
         let n = x.rows
-        // Candidates from the blocked search (a few spare), then distances again in Double, one
-        // pair at a time: the search's float sums depend on its blocking, hence on the thread count.
-        let found = ExactSearch.search(queries: x, base: x, k: min(n, k + 4), metric: .l2, threads: threads)
+        // Candidates from the blocked search on one thread (its float sums may depend on the blocking,
+        // hence on the thread count; near-ties then cross the k-th place), a few spare, then
+        // distances again in Double, one pair at a time.
+        let found = ExactSearch.search(queries: x, base: x, k: min(n, k + 4), metric: .l2, threads: 1)
         var conditional = [[(Int, Double)]](repeating: [], count: n)
         conditional.withUnsafeMutableBufferPointer { buffer in
             let out = SharedMutableBuffer(buffer)
@@ -119,15 +120,18 @@ public struct TSNE: Sendable {
                 symmetric[j][i, default: 0] += v
             }
         }
-        let total = symmetric.reduce(0) { $0 + $1.values.reduce(0, +) }
+        // Rows in column order, summed in that order (a Dictionary's order changes from process to
+        // process, and with it the last bits of a sum taken in that order).
         var pointers = [0], columns: [Int32] = [], values: [Double] = []
         for i in 0..<n {
             for (j, v) in symmetric[i].sorted(by: { $0.key < $1.key }) {
                 columns.append(Int32(j))
-                values.append(max(v / max(total, 1e-300), 1e-300))
+                values.append(v)
             }
             pointers.append(columns.count)
         }
+        let total = max(values.reduce(0, +), 1e-300)
+        for e in values.indices { values[e] = max(values[e] / total, 1e-300) }
         return SparseAffinities(rowPointers: pointers, columns: columns, values: values)
     }
 
@@ -393,7 +397,7 @@ public enum PCA {
 public func trustworthiness(input x: Matrix, map y: Matrix, k: Int, threads: Int = 0) -> Double {
     let n = x.rows
     precondition(k < n / 2, "trustworthiness needs k < n / 2")
-    let mapNeighbours = ExactSearch.search(queries: y, base: y, k: k + 1, metric: .l2, threads: threads)
+    let mapNeighbours = ExactSearch.search(queries: y, base: y, k: k + 1, metric: .l2, threads: 1)
     var penalties = [Double](repeating: 0, count: n)
     penalties.withUnsafeMutableBufferPointer { pb in
         let out = SharedMutableBuffer(pb)
