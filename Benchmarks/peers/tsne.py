@@ -55,7 +55,7 @@ def main():
             if not os.path.exists(os.path.join(folder, "model.json")) and not os.path.exists(folder):
                 run([args.binary, "train", "--split", args.split, "--model", model, "--out", folder])
             npy = os.path.join(out, model + ".npy")
-            run([args.binary, "model", "export", folder, "--what", "item-embeddings", "--format", "npy", "--out", npy])
+            run([args.binary, "model", "export", folder, "--what", "item-embeddings", "--format", "npy", "--out", npy, "--force"])
             inputs.append((model, npy))
 
     print(f"CPU: {cpu_family()}; scikit-learn {sklearn.__version__}, numpy {np.__version__}")

@@ -276,6 +276,9 @@ final class QuadTree: @unchecked Sendable {
         /// A leaf's points: order[start..<end].
         var start = 0, end = 0
     }
+    /// Points a leaf may hold before it splits: small leaves cost fewer visits than single-point
+    /// ones; a leaf far enough away is summarised like any cell, a near one summed point by point.
+    static let leafSize = 16
     private(set) var nodes: [Node] = []
     private var order: [Int]
     private let points: [Double]
@@ -304,7 +307,7 @@ final class QuadTree: @unchecked Sendable {
         nodes[node].massY = my / Double(max(count, 1))
         nodes[node].start = start
         nodes[node].end = end
-        guard count > 1, depth < 48, nodes[node].half > 1e-12 else { return }
+        guard count > Self.leafSize, depth < 48, nodes[node].half > 1e-12 else { return }
         // Partition order[start..<end] into the four quadrants: (x < cx, y < cy), (x ≥, y <), (x <, y ≥), (x ≥, y ≥).
         let cx = nodes[node].cx, cy = nodes[node].cy
         func quadrant(_ i: Int) -> Int { (points[2 * i] >= cx ? 1 : 0) + (points[2 * i + 1] >= cy ? 2 : 0) }
@@ -330,36 +333,49 @@ final class QuadTree: @unchecked Sendable {
     /// summarising a cell by its centre of mass when its width / distance < θ.
     /// `stack` is scratch space the caller reuses across points.
     func repulsion(of i: Int, x: Double, y: Double, theta2: Double, fx: inout Double, fy: inout Double, z: inout Double, stack: inout [Int]) {
-        stack.removeAll(keepingCapacity: true)
-        stack.append(0)
-        while let node = stack.popLast() {
-            let c = nodes[node]
-            if c.count == 0 { continue }
-            let dx = x - c.massX, dy = y - c.massY
-            let d2 = dx * dx + dy * dy
-            let width = 2 * c.half
-            if c.firstChild < 0 || (d2 > 0 && width * width < theta2 * d2) {
-                if c.firstChild < 0 && (c.count > 1 || order[c.start] == i) {
-                    // A leaf: its points one by one (i itself excluded).
-                    for k in c.start..<c.end where order[k] != i {
-                        let j = order[k]
-                        let ex = x - points[2 * j], ey = y - points[2 * j + 1]
-                        let q = 1 / (1 + ex * ex + ey * ey)
-                        z += q
-                        fx += q * q * ex
-                        fy += q * q * ey
+        // Depth-first with an explicit stack; at most 3 siblings wait per level (depth ≤ 48).
+        if stack.count < 256 { stack = [Int](repeating: 0, count: 256) }
+        var sx = 0.0, sy = 0.0, sz = 0.0
+        nodes.withUnsafeBufferPointer { nodes in
+            order.withUnsafeBufferPointer { order in
+                points.withUnsafeBufferPointer { points in
+                    stack.withUnsafeMutableBufferPointer { stack in
+                        var top = 1
+                        stack[0] = 0
+                        while top > 0 {
+                            top -= 1
+                            let c = nodes[stack[top]]
+                            let dx = x - c.massX, dy = y - c.massY
+                            let d2 = dx * dx + dy * dy
+                            let width = 2 * c.half
+                            let summarise = d2 > 0 && width * width < theta2 * d2
+                            if c.firstChild >= 0 && !summarise {
+                                for q in 0..<4 where nodes[c.firstChild + q].count > 0 { stack[top] = c.firstChild + q; top += 1 }
+                            } else if c.firstChild < 0 && !(summarise && c.count > 1) && (c.count > 1 || order[c.start] == i) {
+                                // A leaf: its points one by one (i itself excluded).
+                                for k in c.start..<c.end where order[k] != i {
+                                    let j = order[k]
+                                    let ex = x - points[2 * j], ey = y - points[2 * j + 1]
+                                    let q = 1 / (1 + ex * ex + ey * ey)
+                                    sz += q
+                                    sx += q * q * ex
+                                    sy += q * q * ey
+                                }
+                            } else {
+                                let q = 1 / (1 + d2)
+                                let m = Double(c.count)
+                                sz += m * q
+                                sx += m * q * q * dx
+                                sy += m * q * q * dy
+                            }
+                        }
                     }
-                } else {
-                    let q = 1 / (1 + d2)
-                    let m = Double(c.count)
-                    z += m * q
-                    fx += m * q * q * dx
-                    fy += m * q * q * dy
                 }
-            } else {
-                for q in 0..<4 { stack.append(c.firstChild + q) }
             }
         }
+        fx += sx
+        fy += sy
+        z += sz
     }
 }
 
