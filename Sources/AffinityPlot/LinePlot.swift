@@ -12,9 +12,12 @@ public struct PlotSeries: Sendable {
 
 /// An SVG line plot: one or more series, linear or log10 axes, tick labels, a legend when there is
 /// more than one series.
-public func linePlot(_ series: [PlotSeries], title: String, xTitle: String, yTitle: String, xLog: Bool = false, yLog: Bool = false) -> String {
-    let frame = Frame(x: Axis(covering: series.flatMap { $0.points.map(\.x) }, log: xLog),
+public func linePlot(_ series: [PlotSeries], title: String, xTitle: String, yTitle: String, xLog: Bool = false, yLog: Bool = false,
+                     size: (width: Double, height: Double) = (640, 420)) -> String {
+    var frame = Frame(x: Axis(covering: series.flatMap { $0.points.map(\.x) }, log: xLog),
                       y: Axis(covering: series.flatMap { $0.points.map(\.y) }, log: yLog, padding: 0.08))
+    frame.width = size.width
+    frame.height = size.height
     var s = SVG.open(width: frame.width, height: frame.height, title: title)
     s += frame.axes(xTitle: xTitle, yTitle: yTitle)
     for (n, line) in series.enumerated() {

@@ -40,11 +40,11 @@ extension AffinityService {
 
         b += "<h2>Traffic</h2>\n<div class=\"grid\"><div>"
         b += linePlot([PlotSeries(name: "requests", points: m.lastHour.map { (Double(-$0.minutesAgo), Double($0.requests), "") })],
-                      title: "Requests per minute, last hour", xTitle: "minutes ago", yTitle: "requests")
+                      title: "Requests per minute, last hour", xTitle: "minutes ago", yTitle: "requests", size: (560, 300))
         b += "</div><div>"
         let bucketLabels = ServiceMetrics.latencyBuckets.map { "≤" + Self.milliseconds($0) } + [">5 s"]
         b += barChart(zip(bucketLabels, m.latencyBuckets).map { BarGroup(label: $0, values: [Double($1)]) }, series: ["requests"],
-                      title: "Latency since start, every route", xTitle: "latency", yTitle: "requests", valueFormat: "%.0f")
+                      title: "Latency since start, every route", xTitle: "latency", yTitle: "requests", size: (560, 300), valueFormat: "%.0f")
         b += "</div></div>\n"
         b += HTML.table([.init("route"), .init("requests", numeric: true), .init("mean latency", numeric: true)],
                         m.byRoute.prefix(12).map { [$0.route, String($0.requests), Self.milliseconds($0.meanSeconds)] })

@@ -42,7 +42,7 @@ struct ReportCommand: ParsableCommand {
 
     func validate() throws {
         guard k > 0 else { throw ValidationError("-k must be positive, got \(k)") }
-        guard mapItems >= 100 else { throw ValidationError("--map-items must be at least 100, got \(mapItems)") }
+        guard mapItems >= 10 else { throw ValidationError("--map-items must be at least 10, got \(mapItems)") }
         guard perplexity >= 2 else { throw ValidationError("--perplexity must be at least 2, got \(perplexity)") }
         guard !entries.isEmpty else { throw ValidationError("--models: give at least one model folder or model type") }
         for entry in entries where ModelRegistry.type(named: entry) == nil {
