@@ -83,7 +83,8 @@ public enum EmbeddingAnalysis {
         }
         let matrix = (0..<g).map { a in (0..<g).map { h in counts[a][h] > 0 ? sums[a][h] / counts[a][h] : .nan } }
         func split(_ masks: [UInt64]) -> (intra: Double, inter: Double) {
-            let parts = Parallelism.resolve(threads)
+            // A fixed number of parts, summed in order: the same figures for every thread count.
+            let parts = 16
             var totals = [(Double, Int, Double, Int)](repeating: (0, 0, 0, 0), count: parts)
             totals.withUnsafeMutableBufferPointer { tb in
                 let out = SharedMutableBuffer(tb)
@@ -137,10 +138,10 @@ public enum EmbeddingAnalysis {
     /// Popularity bias of `lists` (item indexes) against the training popularity `counts` per item.
     public static func popularityBias(lists: [[Int]], popularity counts: [Int], deciles: Int = 10) -> PopularityBias {
         let n = counts.count
-        // Items by popularity, most popular first (ties: smaller index first), split into equal parts.
-        let order = (0..<n).sorted { counts[$0] != counts[$1] ? counts[$0] > counts[$1] : $0 < $1 }
         var decile = [Int](repeating: 0, count: n)
-        for (rank, i) in order.enumerated() { decile[i] = min(deciles - 1, rank * deciles / max(n, 1)) }
+        for (d, slice) in popularitySlices(Array(0..<n), popularity: counts, parts: deciles, mostPopularFirst: true).enumerated() {
+            for i in slice { decile[i] = d }
+        }
         var training = [Double](repeating: 0, count: deciles), recommended = [Double](repeating: 0, count: deciles)
         for i in 0..<n { training[decile[i]] += Double(counts[i]) }
         var slots = 0.0
@@ -149,6 +150,16 @@ public enum EmbeddingAnalysis {
         return PopularityBias(deciles: deciles, trainingShare: training.map { total > 0 ? $0 / total : 0 },
                               recommendationShare: recommended.map { slots > 0 ? $0 / slots : 0 })
     }
+}
+
+/// `items` sorted by `popularity` (ties: smaller item index first) and cut into `parts` slices of equal
+/// size (slice d: positions d·n/parts ..< (d+1)·n/parts): popularity deciles, one convention for every
+/// analysis.
+public func popularitySlices(_ items: [Int], popularity: [Int], parts: Int, mostPopularFirst: Bool) -> [ArraySlice<Int>] {
+    let order = items.sorted {
+        popularity[$0] != popularity[$1] ? (popularity[$0] > popularity[$1]) == mostPopularFirst : $0 < $1
+    }
+    return (0..<parts).map { d in order[(d * order.count / parts)..<((d + 1) * order.count / parts)] }
 }
 
 /// `affinity evaluate --json`'s output: one saved evaluation, read back by `affinity report

@@ -18,11 +18,9 @@ public enum SemanticAnalysis {
     /// have a value; ties by item index), for the plot.
     public static func byPopularityDecile(_ values: [Double?], popularity: [Int]) -> [Double] {
         let items = values.indices.filter { values[$0] != nil }
-            .sorted { popularity[$0] != popularity[$1] ? popularity[$0] < popularity[$1] : $0 < $1 }
         guard !items.isEmpty else { return [] }
-        return (0..<10).map { d in
-            let slice = items[(d * items.count / 10)..<((d + 1) * items.count / 10)]
-            return slice.isEmpty ? 0 : slice.map { values[$0]! }.reduce(0, +) / Double(slice.count)
+        return popularitySlices(items, popularity: popularity, parts: 10, mostPopularFirst: false).map { slice in
+            slice.isEmpty ? 0 : slice.map { values[$0]! }.reduce(0, +) / Double(slice.count)
         }
     }
 

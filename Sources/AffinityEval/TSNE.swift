@@ -348,7 +348,9 @@ final class QuadTree: @unchecked Sendable {
                             let dx = x - c.massX, dy = y - c.massY
                             let d2 = dx * dx + dy * dy
                             let width = 2 * c.half
-                            let summarise = d2 > 0 && width * width < theta2 * d2
+                            // A cell holding the point itself is never summarised (possible only for θ > 1/√2).
+                            let outside = abs(x - c.cx) > c.half || abs(y - c.cy) > c.half
+                            let summarise = d2 > 0 && width * width < theta2 * d2 && outside
                             if c.firstChild >= 0 && !summarise {
                                 for q in 0..<4 where nodes[c.firstChild + q].count > 0 { stack[top] = c.firstChild + q; top += 1 }
                             } else if c.firstChild < 0 && !(summarise && c.count > 1) && (c.count > 1 || order[c.start] == i) {
@@ -412,8 +414,18 @@ public enum PCA {
 /// r(i, j) the rank of j among i's neighbours in the input (1 = nearest). 1 is perfect.
 public func trustworthiness(input x: Matrix, map y: Matrix, k: Int, threads: Int = 0) -> Double {
     let n = x.rows
-    precondition(k < n / 2, "trustworthiness needs k < n / 2")
-    let mapNeighbours = ExactSearch.search(queries: y, base: y, k: k + 1, metric: .l2, threads: 1)
+    precondition(2 * k < n, "trustworthiness needs k < n / 2")
+    // Map neighbours: candidates from the float search (a few spare), re-ranked by Double distances
+    // (near-ties at the k-th place otherwise follow the search's rounding).
+    let candidates = ExactSearch.search(queries: y, base: y, k: min(n, k + 5), metric: .l2, threads: 1)
+    let mapNeighbours = (0..<n).map { i -> [Int] in
+        let d = candidates[i].filter { $0.index != i }.map { c -> (Int, Double) in
+            var s = 0.0
+            for m in 0..<y.columns { let t = Double(y[i, m]) - Double(y[c.index, m]); s += t * t }
+            return (c.index, s)
+        }
+        return d.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0 < $1.0 }.prefix(k).map(\.0)
+    }
     var penalties = [Double](repeating: 0, count: n)
     penalties.withUnsafeMutableBufferPointer { pb in
         let out = SharedMutableBuffer(pb)
@@ -426,10 +438,10 @@ public func trustworthiness(input x: Matrix, map y: Matrix, k: Int, threads: Int
                     distances[j] = s
                 }
                 var penalty = 0.0
-                for m in mapNeighbours[i].filter({ $0.index != i }).prefix(k) {
-                    let dj = distances[m.index]
+                for j in mapNeighbours[i] {
+                    let dj = distances[j]
                     var rank = 1
-                    for l in 0..<n where l != i && (distances[l] < dj || (distances[l] == dj && l < m.index)) { rank += 1 }
+                    for l in 0..<n where l != i && (distances[l] < dj || (distances[l] == dj && l < j)) { rank += 1 }
                     penalty += Double(max(0, rank - k))
                 }
                 out[i] = penalty

@@ -85,8 +85,8 @@ public func histogramCounts(_ values: [Double], bins: Int, range: ClosedRange<Do
     var counts = [Int](repeating: 0, count: bins)
     let width = (range.upperBound - range.lowerBound) / Double(bins)
     for v in values where v.isFinite {
-        let b = width > 0 ? Int(((v - range.lowerBound) / width).rounded(.down)) : 0
-        counts[min(max(b, 0), bins - 1)] += 1
+        let position = width > 0 ? ((v - range.lowerBound) / width).rounded(.down) : 0
+        counts[Int(min(max(position, 0), Double(bins - 1)))] += 1
     }
     return counts
 }

@@ -56,8 +56,11 @@ extension AffinityService {
         var initialModels = "null"
         if access.adminKey == nil {
             let models = try store.models()
+            // JSON inside <script>: <, > and & as \u escapes, so no text (a model path holding
+            // "</script>" or "<!--") can end the script or change how the parser reads it.
             initialModels = String(decoding: try JSON.encoded(ModelsOut(active: models.first(where: \.active)?.id, models: models)), as: UTF8.self)
-                .replacingOccurrences(of: "</", with: "<\\/")
+                .replacingOccurrences(of: "<", with: "\\u003c").replacingOccurrences(of: ">", with: "\\u003e")
+                .replacingOccurrences(of: "&", with: "\\u0026")
         } else {
             b += "<p>Admin key: <input id=\"adminkey\" type=\"password\" autocomplete=\"off\"> <button id=\"load-models\" type=\"button\">show</button></p>\n"
         }

@@ -425,11 +425,19 @@ public final class AffinityService: @unchecked Sendable {
         return (HealthOut(status: "ok", model: ModelRef(id: current.record.id, type: current.record.modelType), events: events), .ok)
     }
 
-    /// The active model, stored events, users with events and up to `sampleUsers` of their IDs
-    /// (the smallest of the first 500 the histories hold), read under one lock for the dashboard.
+    /// The active model, stored events, users with events and the `sampleUsers` smallest user IDs
+    /// (one pass, the same in every process), read under one lock for the dashboard.
     func dashboardState(sampleUsers: Int) -> (ActiveModel?, Int, Int, [String]) {
         lock.locked {
-            (active, storedEvents, histories.count, sampleUsers > 0 ? Array(Array(histories.keys.prefix(500)).sorted().prefix(sampleUsers)) : [])
+            var smallest: [String] = []
+            if sampleUsers > 0 {
+                for user in histories.keys where smallest.count < sampleUsers || user < smallest[smallest.count - 1] {
+                    let at = smallest.firstIndex { user < $0 } ?? smallest.count
+                    smallest.insert(user, at: at)
+                    if smallest.count > sampleUsers { smallest.removeLast() }
+                }
+            }
+            return (active, storedEvents, histories.count, smallest)
         }
     }
 

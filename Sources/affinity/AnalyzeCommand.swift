@@ -338,7 +338,7 @@ struct AnalyzeCommand: ParsableCommand {
 
         func validate() throws {
             guard perplexity > 1 else { throw ValidationError("--perplexity must be above 1, got \(perplexity)") }
-            guard iterations > 0 else { throw ValidationError("--iterations must be positive, got \(iterations)") }
+            guard iterations >= 250 else { throw ValidationError("--iterations must be at least 250 (the early exaggeration's length), got \(iterations)") }
             guard angle >= 0 && angle < 1 else { throw ValidationError("--angle must be in [0, 1), got \(angle)") }
         }
 
@@ -356,13 +356,13 @@ struct AnalyzeCommand: ParsableCommand {
             } catch { throw CommandError("\(vectors): \(error)") }
             Console.clearProgress()
             let seconds = clock.seconds
-            let trust = x.rows > 30 ? trustworthiness(input: x, map: map, k: 10, threads: threads) : .nan
+            let trust: Double? = x.rows > 30 ? trustworthiness(input: x, map: map, k: 10, threads: threads) : nil
             if let out { try NPY.write(map, to: out) }
-            struct Output: Encodable { var items: Int; var dimension: Int; var method: String; var seconds: Double; var trustworthiness: Double; var threads: Int }
+            struct Output: Encodable { var items: Int; var dimension: Int; var method: String; var seconds: Double; var trustworthiness: Double?; var threads: Int }
             let result = Output(items: x.rows, dimension: x.columns, method: method.rawValue, seconds: seconds, trustworthiness: trust,
                                 threads: Parallelism.resolve(threads))
             if json { try printJSON(result) } else {
-                print("t-SNE (\(method.rawValue)) of \(x.rows) vectors of \(x.columns) dimensions: \(String(format: "%.2f", seconds)) s on \(result.threads) threads, trustworthiness(k=10) \(String(format: "%.4f", trust))")
+                print("t-SNE (\(method.rawValue)) of \(x.rows) vectors of \(x.columns) dimensions: \(String(format: "%.2f", seconds)) s on \(result.threads) threads, trustworthiness(k=10) \(trust.map { String(format: "%.4f", $0) } ?? "not measured (30 vectors or fewer)")")
             }
         }
     }

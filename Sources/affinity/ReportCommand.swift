@@ -103,6 +103,8 @@ struct ReportData: Encodable {
         var trustworthiness: Double
         var sampledFrom: Int?
         var seconds: Double
+        /// The perplexity used: --perplexity, lowered to (items − 1) / 3 for a small model.
+        var perplexity: Double
     }
     var split: String
     var target: String
@@ -136,8 +138,7 @@ struct ReportBuilder {
         let clock = Stopwatch()
         let universe = folder.train.items
         let trainMatrix = folder.train.matrix()
-        var counts = [Int](repeating: 0, count: universe.count)
-        for u in 0..<trainMatrix.rowCount { for i in trainMatrix.row(u) { counts[Int(i)] += 1 } }
+        let counts = trainMatrix.columnCounts()
         // Probe items: given, else the k most popular (at most 5).
         let probe: [String]
         if let given {
@@ -237,7 +238,7 @@ struct ReportBuilder {
             let seconds = clock.seconds
             let trust = known.count > 30 ? trustworthiness(input: x, map: y, k: 10, threads: threads) : .nan
             map = ReportData.Map(items: known.map(\.0), x: (0..<y.rows).map { y[$0, 0] }, y: (0..<y.rows).map { y[$0, 1] },
-                                 trustworthiness: trust, sampledFrom: sampledFrom, seconds: seconds)
+                                 trustworthiness: trust, sampledFrom: sampledFrom, seconds: seconds, perplexity: configuration.perplexity)
             // Genre similarity over the model's items.
             let genresByID = ((catalog ?? folder.catalog)?.genres ?? [:]).merging(trained.catalog?.genres ?? [:]) { mine, _ in mine }
             var names: [String] = []
@@ -325,7 +326,7 @@ struct ReportPage {
     }
 
     func maps() -> String {
-        var s = "<h2>Item maps (t-SNE)</h2>\n<p class=\"note\">Barnes-Hut t-SNE of each model's L2-normalised item vectors (perplexity 30, 1,000 iterations, PCA start, seeded); "
+        var s = "<h2>Item maps (t-SNE)</h2>\n<p class=\"note\">Barnes-Hut t-SNE of each model's L2-normalised item vectors (1,000 iterations, PCA start, seeded; perplexity under each map); "
         s += "colour: of the item's genres among the seven most frequent, the least frequent one (the most specific). Hover a dot for its title. Trustworthiness (k = 10) says how well the map keeps neighbourhoods (1 = perfectly).</p>\n<div class=\"grid\">"
         let colourOf = Dictionary(uniqueKeysWithValues: data.mapGenres.enumerated().map { ($1, $0) })
         for m in data.models {
@@ -340,7 +341,7 @@ struct ReportPage {
                 return ScatterPoint(x: Double(map.x[n]), y: Double(map.y[n]), category: category,
                                     label: "\(title(id))\(genres.isEmpty ? "" : " — " + genres.joined(separator: ", "))")
             }
-            var caption = "\(map.items.count) items, trustworthiness \(f(map.trustworthiness, 3)), \(String(format: "%.1f", map.seconds)) s"
+            var caption = "\(map.items.count) items, perplexity \(String(format: "%g", map.perplexity)), trustworthiness \(f(map.trustworthiness, 3)), \(String(format: "%.1f", map.seconds)) s"
             if let from = map.sampledFrom { caption += "; a seeded sample of \(map.items.count) of \(from) items" }
             s += "<div><h3>\(HTML.escape(m.name))</h3>" + scatterPlot(points, categories: data.mapGenres, title: "",
                                                                      size: (560, 480), radius: 2.2)

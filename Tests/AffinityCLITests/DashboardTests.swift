@@ -139,6 +139,24 @@ final class Browser {
         #expect(!page.body.contains("http://") || page.body.contains("http://www.w3.org/2000/svg"), "no network resource")
     }
 
+    /// A model path is text the page embeds in its script: no path can end the script early.
+    @Test func aHostilePathCannotBreakOutOfThePageScript() throws {
+        let (dir, model) = servedModel
+        // Components "x<!--<script>", "<" and "script>": the path holds both "<!--<script>" and "</script>".
+        let hostile = dir + "/x<!--<script>/</script>"
+        try FileManager.default.createDirectory(atPath: (hostile as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: model, toPath: hostile)
+        let server = try ServerProcess(arguments: ["--model", model, "--store", dir + "/dash-hostile.sqlite"], directory: dir)
+        defer { _ = server.signal(SIGTERM) }
+        let body = try String(data: JSONSerialization.data(withJSONObject: ["path": hostile]), encoding: .utf8)!
+        let registered = try server.request("POST", "/v1/models", body: body)
+        #expect(registered.status == 201, "\(registered.body)")
+        let page = try server.request("GET", "/").body
+        #expect(page.components(separatedBy: "</script>").count == 2, "one closing tag: the page's own")
+        #expect(!page.contains("<!--"))
+        #expect(page.contains("x\\u003c!--\\u003cscript\\u003e"), "the path rides as \\u escapes")
+    }
+
     @Test func withKeysThePageHoldsNothingTheyGuard() throws {
         let (dir, model) = servedModel
         let admin = dir + "/admin.key", reader = dir + "/reader.key"
@@ -151,7 +169,7 @@ final class Browser {
                                headers: ["Authorization": "Bearer reader-key-0123456789abcdef"])
         let page = try server.request("GET", "/")
         #expect(page.status == 200)
-        #expect(!page.body.contains(model), "the model's path is admin information")
+        #expect(!page.body.contains(model) && !page.body.contains("<td>path</td>"), "the model's path is admin information")
         #expect(!page.body.contains("<option value=\"u7\">"), "user IDs are reader information")
         #expect(page.body.contains("id=\"adminkey\"") && page.body.contains("id=\"apikey\""))
         #expect(page.body.contains("const initialModels = null;"))
