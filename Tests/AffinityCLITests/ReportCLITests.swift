@@ -57,4 +57,24 @@ import Testing
         let missing = try CLI.run("report", "--split", dir + "/split", "--models", "popularity", "--out", dir + "/x.html", "--probe", "no-such-item")
         #expect(missing.status != 0 && missing.stderr.contains("--probe: item 'no-such-item' is not among"), "\(missing.stderr)")
     }
+
+    /// A model over fewer items than the split (trained on the split's train without one item) is
+    /// aligned by item ID, and the report says how many of the split's items it left out.
+    @Test func aModelOverFewerItemsIsAlignedAndTheReportSaysSo() throws {
+        let (dir, _) = servedModel
+        let reduced = dir + "/split-reduced"
+        try? FileManager.default.removeItem(atPath: reduced)
+        try FileManager.default.copyItem(atPath: dir + "/split", toPath: reduced)
+        let lines = try String(contentsOfFile: reduced + "/train.tsv", encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        let dropped = String(lines[1].split(separator: "\t")[1])
+        let kept = lines.enumerated().filter { n, line in n == 0 || line.isEmpty || line.split(separator: "\t")[1] != Substring(dropped) }.map(\.element)
+        try kept.joined(separator: "\n").write(toFile: reduced + "/train.tsv", atomically: true, encoding: .utf8)
+        let trained = try CLI.run("train", "--split", reduced, "--model", "ials", "--set", "factors=8", "--set", "iterations=3", "--out", dir + "/ials-reduced")
+        #expect(trained.status == 0, "\(trained.stderr)")
+        let r = try CLI.run("report", "--split", dir + "/split", "--models", dir + "/ials-reduced", "--out", dir + "/aligned.html",
+                            "--perplexity", "5")
+        #expect(r.status == 0, "\(r.stderr)")
+        let page = try String(contentsOfFile: dir + "/aligned.html", encoding: .utf8)
+        #expect(page.contains("1 of the split&#39;s 80 training items are unknown to this model"), "item \(dropped)")
+    }
 }
