@@ -35,7 +35,7 @@ public enum KMeans {
         let n = data.rows, d = data.columns, k = settings.clusters
         guard k > 0 && k <= n else { throw LinalgError.invalidArgument("k-means: clusters must be in 1...\(n) (the number of points), got \(k)") }
         var rng = SeededGenerator(seed: settings.seed)
-        var centroids = plusPlusInit(data, k: k, rng: &rng)
+        var centroids = plusPlusInit(data, k: k, rng: &rng, threads: settings.threads)
         var assignments = [Int32](repeating: 0, count: n)
         var inertia = 0.0
         var iteration = 0
@@ -72,23 +72,80 @@ public enum KMeans {
 
     /// k-means++: each next centre is drawn with probability proportional to the squared distance
     /// to the nearest centre chosen so far.
-    static func plusPlusInit(_ data: Matrix, k: Int, rng: inout SeededGenerator) -> Matrix {
+    ///
+    /// Parallel over fixed blocks of `plusPlusBlock` points (distances, the running minimum and each
+    /// block's sum), then one draw: the block by its sum, the point inside the block. Blocks do not
+    /// depend on the thread count, so neither does the seeding.
+    static func plusPlusInit(_ data: Matrix, k: Int, rng: inout SeededGenerator, threads: Int = 0) -> Matrix {
         let n = data.rows, d = data.columns
+        let blocks = (n + plusPlusBlock - 1) / plusPlusBlock
         var centroids = Matrix(rows: k, columns: d)
         var nearest = [Float](repeating: .infinity, count: n)
         var distances = [Float](repeating: 0, count: n)
+        var sums = [Double](repeating: 0, count: blocks)
         var chosen = rng.next(below: n)
         for c in 0..<k {
             for j in 0..<d { centroids.values[c * d + j] = data.values[chosen * d + j] }
             if c == k - 1 { break }
-            data.values.withUnsafeBufferPointer { x in
-                centroids.values.withUnsafeBufferPointer { cp in
-                    Kernels.squaredL2Rows(query: cp.baseAddress! + c * d, rows: x.baseAddress!, rowCount: n, dimension: d, into: &distances)
+            let centre = Array(centroids.values[(c * d)..<((c + 1) * d)])
+            nearest.withUnsafeMutableBufferPointer { nb in
+                distances.withUnsafeMutableBufferPointer { db in
+                    sums.withUnsafeMutableBufferPointer { sb in
+                        let near = SharedMutableBuffer(nb), dist = SharedMutableBuffer(db), total = SharedMutableBuffer(sb)
+                        Parallelism.forEachChunk(blocks, threads: threads) { b in
+                            let start = b * plusPlusBlock, end = min(n, start + plusPlusBlock)
+                            data.values.withUnsafeBufferPointer { x in
+                                centre.withUnsafeBufferPointer { q in
+                                    Kernels.squaredL2Rows(query: q.baseAddress!, rows: x.baseAddress! + start * d, rowCount: end - start,
+                                                          dimension: d, into: dist.base.baseAddress! + start)
+                                }
+                            }
+                            var sum = 0.0
+                            for i in start..<end {
+                                near[i] = min(near[i], dist[i])
+                                sum += Double(near[i])
+                            }
+                            total[b] = sum
+                        }
+                    }
                 }
             }
+            let total = sums.reduce(0, +)
+            guard total > 0 else { chosen = rng.next(below: n); continue }
+            var target = rng.nextDouble() * total
+            var block = blocks - 1
+            for b in 0..<blocks {
+                if target < sums[b] { block = b; break }
+                target -= sums[b]
+            }
+            let start = block * plusPlusBlock, end = min(n, start + plusPlusBlock)
+            chosen = end - 1
+            for i in start..<end {
+                target -= Double(nearest[i])
+                if target < 0 { chosen = i; break }
+            }
+        }
+        return centroids
+    }
+
+    /// Points per block of the k-means++ seeding (fixed: the seeding must not depend on threads).
+    static let plusPlusBlock = 8_192
+
+    /// The plain sequential k-means++ (one running sum over all points), the reference twin of
+    /// `plusPlusInit`: the same draws whenever the sums are exact.
+    static func referencePlusPlusInit(_ data: Matrix, k: Int, rng: inout SeededGenerator) -> Matrix {
+        let n = data.rows, d = data.columns
+        var centroids = Matrix(rows: k, columns: d)
+        var nearest = [Float](repeating: .infinity, count: n)
+        var chosen = rng.next(below: n)
+        for c in 0..<k {
+            for j in 0..<d { centroids.values[c * d + j] = data.values[chosen * d + j] }
+            if c == k - 1 { break }
             var total = 0.0
             for i in 0..<n {
-                nearest[i] = min(nearest[i], distances[i])
+                var s: Float = 0
+                for j in 0..<d { let t = data.values[i * d + j] - centroids.values[c * d + j]; s += t * t }
+                nearest[i] = min(nearest[i], s)
                 total += Double(nearest[i])
             }
             guard total > 0 else { chosen = rng.next(below: n); continue }

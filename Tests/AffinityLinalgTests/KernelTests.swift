@@ -322,6 +322,18 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
         #expect(a.inertia / Double(data.rows) < 10)   // about d = 8 per point for unit noise
     }
 
+    /// The parallel seeding over blocks draws what the plain sequential one draws (integer data:
+    /// every distance and sum is exact), for any thread count, across several blocks.
+    @Test func parallelSeedingMatchesThePlainOne() {
+        var g = SeededGenerator(seed: 5)
+        let n = 2 * KMeans.plusPlusBlock + 1_234, d = 4
+        let data = Matrix(rows: n, columns: d, values: (0..<(n * d)).map { _ in Float(g.next(below: 50)) })
+        var r0 = SeededGenerator(seed: 9), r1 = r0, r2 = r0
+        let reference = KMeans.referencePlusPlusInit(data, k: 24, rng: &r0)
+        #expect(KMeans.plusPlusInit(data, k: 24, rng: &r1, threads: 1) == reference)
+        #expect(KMeans.plusPlusInit(data, k: 24, rng: &r2, threads: 2) == reference)
+    }
+
     @Test func emptyClustersAreRepairedAndBadKRejected() throws {
         // 3 distinct points repeated; k = 5 must leave no NaN centroid.
         let values: [Float] = (0..<30).flatMap { i -> [Float] in [Float(i % 3), Float(i % 3) * 2] }
