@@ -73,38 +73,52 @@ public enum KMeans {
     /// k-means++: each next centre is drawn with probability proportional to the squared distance
     /// to the nearest centre chosen so far.
     ///
-    /// Parallel over fixed blocks of `plusPlusBlock` points (distances, the running minimum and each
-    /// block's sum), then one draw: the block by its sum, the point inside the block. Blocks do not
-    /// depend on the thread count, so neither does the seeding.
+    /// Parallel over fixed blocks of `plusPlusBlock` points (the running minimum and each block's
+    /// sum), then one draw: the block by its sum, the point inside the block. Blocks do not depend on
+    /// the thread count, so neither does the seeding. A point is skipped when the triangle
+    /// inequality says the new centre cannot be nearer than its current one (|c_new − c_own|² ≥
+    /// 4·nearest, with a margin for rounding), so later centres read 8 bytes of most points instead
+    /// of their vectors: the seeding is bound by memory traffic, not arithmetic.
     static func plusPlusInit(_ data: Matrix, k: Int, rng: inout SeededGenerator, threads: Int = 0) -> Matrix {
         let n = data.rows, d = data.columns
         let blocks = (n + plusPlusBlock - 1) / plusPlusBlock
         var centroids = Matrix(rows: k, columns: d)
         var nearest = [Float](repeating: .infinity, count: n)
-        var distances = [Float](repeating: 0, count: n)
+        var owner = [Int32](repeating: -1, count: n)
         var sums = [Double](repeating: 0, count: blocks)
+        var centreDistances = [Float](repeating: 0, count: k)
         var chosen = rng.next(below: n)
         for c in 0..<k {
             for j in 0..<d { centroids.values[c * d + j] = data.values[chosen * d + j] }
             if c == k - 1 { break }
             let centre = Array(centroids.values[(c * d)..<((c + 1) * d)])
+            // |c_new − c_j|² for every earlier centre j (the pruning bound).
+            if c > 0 {
+                centroids.values.withUnsafeBufferPointer { cp in
+                    centre.withUnsafeBufferPointer { q in
+                        Kernels.squaredL2Rows(query: q.baseAddress!, rows: cp.baseAddress!, rowCount: c, dimension: d, into: &centreDistances)
+                    }
+                }
+            }
+            let between = centreDistances
             nearest.withUnsafeMutableBufferPointer { nb in
-                distances.withUnsafeMutableBufferPointer { db in
+                owner.withUnsafeMutableBufferPointer { ob in
                     sums.withUnsafeMutableBufferPointer { sb in
-                        let near = SharedMutableBuffer(nb), dist = SharedMutableBuffer(db), total = SharedMutableBuffer(sb)
+                        let near = SharedMutableBuffer(nb), own = SharedMutableBuffer(ob), total = SharedMutableBuffer(sb)
                         Parallelism.forEachChunk(blocks, threads: threads) { b in
                             let start = b * plusPlusBlock, end = min(n, start + plusPlusBlock)
                             data.values.withUnsafeBufferPointer { x in
                                 centre.withUnsafeBufferPointer { q in
-                                    Kernels.squaredL2Rows(query: q.baseAddress!, rows: x.baseAddress! + start * d, rowCount: end - start,
-                                                          dimension: d, into: dist.base.baseAddress! + start)
+                                    for i in start..<end {
+                                        let o = own[i]
+                                        if o >= 0 && between[Int(o)] > 4.004 * near[i] { continue }
+                                        let distance = Kernels.squaredL2(q.baseAddress!, x.baseAddress! + i * d, count: d)
+                                        if distance < near[i] { near[i] = distance; own[i] = Int32(c) }
+                                    }
                                 }
                             }
                             var sum = 0.0
-                            for i in start..<end {
-                                near[i] = min(near[i], dist[i])
-                                sum += Double(near[i])
-                            }
+                            for i in start..<end { sum += Double(near[i]) }
                             total[b] = sum
                         }
                     }
