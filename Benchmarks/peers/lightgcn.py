@@ -91,14 +91,15 @@ def main():
     for split in a.splits.split(","):
         key = lambda name: os.path.join(out, f"{split}-{name}.json") if out else None
         if not a.skip_torch and (split.startswith("ml-100k") or a.torch_1m):
-            rows.append((split, f"PyTorch LightGCN, {a.epochs} epochs", cached(key("torch"), lambda: torch_lightgcn(split, a.epochs))))
+            rows.append((split, f"PyTorch LightGCN, {a.epochs} epochs", cached(key(f"torch-{a.epochs}"), lambda: torch_lightgcn(split, a.epochs))))
         if split.startswith("ml-100k") or a.torch_1m:
-            rows.append((split, f"ours, same settings ({a.epochs} epochs)", cached(key("same"), lambda: ours(split, "lightgcn", same))))
+            rows.append((split, f"ours, same settings ({a.epochs} epochs)", cached(key(f"same-{a.epochs}"), lambda: ours(split, "lightgcn", same))))
         if split.startswith("ml-100k"):
             rows.append((split, "ours, BPR with early stopping", cached(key("bpr"), lambda: ours(split, "lightgcn", bpr))))
         settings = ml1m if split.startswith("ml-1m") else {}
         label = "ours, " + (",".join(f"{k}={v}" for k, v in settings.items()) or "defaults")
-        rows.append((split, label, cached(key("defaults" if not settings else "custom"), lambda: ours(split, "lightgcn", settings))))
+        rows.append((split, label, cached(key("lightgcn-" + ("-".join(f"{k}={v}" for k, v in sorted(settings.items())) or "defaults")),
+                                  lambda: ours(split, "lightgcn", settings))))
         rows.append((split, "EASE lambda=500", cached(key("ease"), lambda: ours(split, "ease", {"lambda": 500}))))
         rows.append((split, "iALS defaults", cached(key("ials"), lambda: ours(split, "ials", {}))))
     print(f"\n{'split':22} {'model':34} {'Recall@20':>9} {'NDCG@20':>8} {'train s':>8}")

@@ -168,14 +168,13 @@ public struct TSNE: Sendable {
     static func pcaStart(_ x: Matrix, seed: UInt64) -> [Double] {
         let pca = PCA.project(x, components: 2)
         let n = x.rows
-        var first = (0..<n).map { Double(pca[$0, 0]) }
+        let first = (0..<n).map { Double(pca[$0, 0]) }
         let mean = first.reduce(0, +) / Double(n)
         let sd = (first.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(n)).squareRoot()
         let scale = sd > 0 ? 1e-4 / sd : 1
         var random = SeededGenerator(seed: seed)
         var y = [Double](repeating: 0, count: 2 * n)
         for i in 0..<n {
-            first[i] = Double(pca[i, 0])
             y[2 * i] = first[i] * scale + (random.nextDouble() - 0.5) * 1e-8
             y[2 * i + 1] = Double(pca[i, 1]) * scale + (random.nextDouble() - 0.5) * 1e-8
         }
@@ -199,8 +198,7 @@ public struct TSNE: Sendable {
                 let rep = SharedMutableBuffer(rb), zs = SharedMutableBuffer(zb)
                 Parallelism.forEachChunk(chunks, threads: threads) { chunk in
                     var z = 0.0
-                    var stack: [Int] = []
-                    stack.reserveCapacity(256)
+                    var stack = [Int](repeating: 0, count: QuadTree.stackCapacity)
                     for i in (chunk * n / chunks)..<((chunk + 1) * n / chunks) {
                         var fx = 0.0, fy = 0.0, zi = 0.0
                         if let tree, let angle {
@@ -279,14 +277,19 @@ final class QuadTree: @unchecked Sendable {
     /// Points a leaf may hold before it splits: small leaves cost fewer visits than single-point
     /// ones; a leaf far enough away is summarised like any cell, a near one summed point by point.
     static let leafSize = 16
+    /// Slots a traversal's stack needs at most: 3 siblings wait per level, depth ≤ 48, plus the 4 of the last.
+    static let stackCapacity = 3 * 48 + 4
     private(set) var nodes: [Node] = []
     private var order: [Int]
+    /// Scratch for partitioning `order` (one buffer for the whole build).
+    private var scratch: [Int]
     private let points: [Double]
 
     init(_ y: [Double]) {
         points = y
         let n = y.count / 2
         order = Array(0..<n)
+        scratch = order
         var minX = Double.infinity, maxX = -Double.infinity, minY = Double.infinity, maxY = -Double.infinity
         for i in 0..<n {
             minX = min(minX, y[2 * i]); maxX = max(maxX, y[2 * i])
@@ -311,21 +314,24 @@ final class QuadTree: @unchecked Sendable {
         // Partition order[start..<end] into the four quadrants: (x < cx, y < cy), (x ≥, y <), (x <, y ≥), (x ≥, y ≥).
         let cx = nodes[node].cx, cy = nodes[node].cy
         func quadrant(_ i: Int) -> Int { (points[2 * i] >= cx ? 1 : 0) + (points[2 * i + 1] >= cy ? 2 : 0) }
-        var counts = [0, 0, 0, 0]
-        for k in start..<end { counts[quadrant(order[k])] += 1 }
-        if counts.contains(count) && nodes[node].half < 1e-9 { return }
-        var offsets = [start, start + counts[0], start + counts[0] + counts[1], start + counts[0] + counts[1] + counts[2]]
-        let bounds = offsets
-        let slice = Array(order[start..<end])
-        for i in slice { let q = quadrant(i); order[offsets[q]] = i; offsets[q] += 1 }
+        var counts = (0, 0, 0, 0)
+        for k in start..<end {
+            scratch[k] = order[k]
+            switch quadrant(order[k]) { case 0: counts.0 += 1; case 1: counts.1 += 1; case 2: counts.2 += 1; default: counts.3 += 1 }
+        }
+        let sizes = [counts.0, counts.1, counts.2, counts.3]
+        if sizes.contains(count) && nodes[node].half < 1e-9 { return }
+        let bounds = [start, start + sizes[0], start + sizes[0] + sizes[1], start + sizes[0] + sizes[1] + sizes[2]]
+        var offsets = bounds
+        for k in start..<end { let i = scratch[k]; let q = quadrant(i); order[offsets[q]] = i; offsets[q] += 1 }
         let first = nodes.count
         nodes[node].firstChild = first
         let h = nodes[node].half / 2
         for q in 0..<4 {
             nodes.append(Node(cx: cx + (q & 1 == 1 ? h : -h), cy: cy + (q & 2 == 2 ? h : -h), half: h))
         }
-        for q in 0..<4 where counts[q] > 0 {
-            build(first + q, bounds[q], bounds[q] + counts[q], depth: depth + 1)
+        for q in 0..<4 where sizes[q] > 0 {
+            build(first + q, bounds[q], bounds[q] + sizes[q], depth: depth + 1)
         }
     }
 
@@ -333,8 +339,7 @@ final class QuadTree: @unchecked Sendable {
     /// summarising a cell by its centre of mass when its width / distance < θ.
     /// `stack` is scratch space the caller reuses across points.
     func repulsion(of i: Int, x: Double, y: Double, theta2: Double, fx: inout Double, fy: inout Double, z: inout Double, stack: inout [Int]) {
-        // Depth-first with an explicit stack; at most 3 siblings wait per level (depth ≤ 48).
-        if stack.count < 256 { stack = [Int](repeating: 0, count: 256) }
+        // Depth-first with an explicit stack of `stackCapacity` slots.
         var sx = 0.0, sy = 0.0, sz = 0.0
         nodes.withUnsafeBufferPointer { nodes in
             order.withUnsafeBufferPointer { order in

@@ -158,10 +158,7 @@ public struct AMPCF: TrainingDataRecommender, MultiQueryRecommender, PersonaReco
                 throw ModelError.invalidSetting(name: name, reason: "must not be negative, got \(v)")
             }
             guard learningRate > 0 && learningRate.isFinite else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive, got \(learningRate)") }
-            // AdamW multiplies every weight by 1 − learningRate·decay each step.
-            for (name, v) in [("weightDecay", weightDecay), ("personaWeightDecay", personaWeightDecay)] where learningRate * v >= 1 {
-                throw ModelError.invalidSetting(name: name, reason: "learningRate x \(name) must be below 1, got \(learningRate * v)")
-            }
+            try checkAdamWDecay(learningRate: learningRate, [("weightDecay", weightDecay), ("personaWeightDecay", personaWeightDecay)])
             for (name, v) in [("epochs", epochs), ("validationUsers", validationUsers), ("patience", patience), ("foldInSteps", foldInSteps), ("threads", threads)] where v < 0 {
                 throw ModelError.invalidSetting(name: name, reason: "must not be negative, got \(v)")
             }

@@ -138,3 +138,12 @@ public protocol SettingChoice {
 extension SettingChoice where Self: CaseIterable & RawRepresentable, RawValue == String {
     public static var choiceNames: [String] { allCases.map(\.rawValue) }
 }
+
+/// AdamW multiplies every weight by 1 − learningRate·decay each step: a product of 1 or more would
+/// flip or zero the weights. Refuses the first such decay by name (models with AdamW settings call it
+/// from their `validate`).
+func checkAdamWDecay(learningRate: Double, _ decays: [(name: String, value: Double)]) throws {
+    for (name, v) in decays where learningRate * v >= 1 {
+        throw ModelError.invalidSetting(name: name, reason: "learningRate x \(name) must be below 1, got \(learningRate * v)")
+    }
+}

@@ -104,10 +104,7 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
             guard learningRate > 0 && learningRate.isFinite else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive, got \(learningRate)") }
             guard regularization >= 0 && regularization.isFinite else { throw ModelError.invalidSetting(name: "regularization", reason: "must not be negative") }
             guard weightDecay >= 0 && weightDecay.isFinite else { throw ModelError.invalidSetting(name: "weightDecay", reason: "must not be negative") }
-            // AdamW multiplies every weight by 1 − learningRate·weightDecay each step.
-            guard learningRate * weightDecay < 1 else {
-                throw ModelError.invalidSetting(name: "weightDecay", reason: "learningRate x weightDecay must be below 1, got \(learningRate * weightDecay)")
-            }
+            try checkAdamWDecay(learningRate: learningRate, [("weightDecay", weightDecay)])
         }
 
         /// w₀…w_K.

@@ -100,7 +100,8 @@ struct ReportData: Encodable {
         var items: [String]
         var x: [Float]
         var y: [Float]
-        var trustworthiness: Double
+        /// nil for 30 items or fewer.
+        var trustworthiness: Double?
         var sampledFrom: Int?
         var seconds: Double
         /// The perplexity used: --perplexity, lowered to (items − 1) / 3 for a small model.
@@ -166,8 +167,7 @@ struct ReportBuilder {
             }
             if let c = trained.catalog { catalogs.append(c) }
             Console.note("report: \(step): evaluating...")
-            let evaluator = try Evaluator(cutoffs: [k, 20].sorted().reduce(into: [Int]()) { if !$0.contains($1) { $0.append($1) } },
-                                          threads: threads, keepPerUser: true, keepRankings: true)
+            let evaluator = try Evaluator(cutoffs: Set([k, 20]).sorted(), threads: threads, keepPerUser: true, keepRankings: true)
             let (report, _) = try evaluate(trained, on: folder, evaluator: evaluator, target: target)
             models.append(try analyse(trained, name: trained.modelType, source: source, trainSeconds: trainSeconds, report: report,
                                       probe: probe, counts: counts, step: step))
@@ -175,13 +175,12 @@ struct ReportBuilder {
         var merged = catalog ?? folder.catalog ?? ItemCatalog()
         for c in catalogs { merged = merged.filling(from: c) }
         let saved = try evaluations.map { try SavedEvaluation.read($0) }
-        let bias = EmbeddingAnalysis.popularityBias(lists: [], popularity: counts)
         let names = Set(universe.ids)
         return ReportData(split: folder.name, target: target.rawValue, users: folder.train.users.count, items: universe.count, k: k,
                           created: ISO8601DateFormatter().string(from: Date()), models: models, saved: saved, savedFiles: evaluations,
                           probe: probe, titles: merged.titles.filter { names.contains($0.key) },
                           genres: merged.genres.filter { names.contains($0.key) }, mapGenres: Self.mapGenres(merged, items: universe),
-                          trainingPopularityShare: bias.trainingShare, seconds: clock.seconds)
+                          trainingPopularityShare: models.first?.popularity.trainingShare ?? [], seconds: clock.seconds)
     }
 
     /// The genres that get a colour in the maps: the seven most frequent (the rest are "other").
@@ -236,7 +235,7 @@ struct ReportBuilder {
             }
             Console.clearProgress()
             let seconds = clock.seconds
-            let trust = known.count > 30 ? trustworthiness(input: x, map: y, k: 10, threads: threads) : .nan
+            let trust = known.count > 30 ? trustworthiness(input: x, map: y, k: 10, threads: threads) : nil
             map = ReportData.Map(items: known.map(\.0), x: (0..<y.rows).map { y[$0, 0] }, y: (0..<y.rows).map { y[$0, 1] },
                                  trustworthiness: trust, sampledFrom: sampledFrom, seconds: seconds, perplexity: configuration.perplexity)
             // Genre similarity over the model's items.

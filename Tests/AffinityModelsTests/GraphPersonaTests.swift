@@ -94,6 +94,41 @@ import Testing
         }
     }
 
+    /// Inputs large enough that 2 and 3 threads really split the work (420 graph rows: 6 scatter parts and
+    /// propagation ranges; 700 positives: 3 margin chunks; 64 softmax users: 8 chunks): the BPR batch,
+    /// the softmax batch and the propagation give the same numbers bit for bit as one thread.
+    @Test func lightGCNBatchesAreTheSameForAnyThreadCount() {
+        let x = Self.planted(users: 400)
+        let graph = LightGCN.Graph(x)
+        let nUsers = x.rowCount, d = 8, weights: [Float] = [0.25, 0.25, 0.25, 0.25]
+        var pairUsers = [Int32](), pairItems = [Int32]()
+        for u in 0..<nUsers { for i in x.row(u) { pairUsers.append(Int32(u)); pairItems.append(i) } }
+        let batch = Array(0..<700)[...]
+        let ego = Matrix.random(rows: nUsers + x.columnCount, columns: d, seed: 4)
+        let e = graph.propagate(ego, weights: weights, threads: 1)
+        func bpr(_ threads: Int) -> (Double, Matrix, Matrix) {
+            var g = SeededGenerator(seed: 1)
+            var dE = Matrix(rows: e.rows, columns: d), dEgo = Matrix(rows: e.rows, columns: d)
+            let l = LightGCN.bprBatch(batch: batch, pairUsers: pairUsers, pairItems: pairItems, seen: PatternLookup(x), items: x.columnCount,
+                                      users: nUsers, e: e, ego: ego, negatives: 2, regularization: 0.1, dE: &dE, dEgo: &dEgo, generator: &g,
+                                      threads: threads)
+            return (l, dE, dEgo)
+        }
+        func softmax(_ threads: Int) -> (Double, Matrix) {
+            var dE = Matrix(rows: e.rows, columns: d)
+            let l = LightGCN.softmaxBatch(users: Array(0..<64), interactions: x, e: e, dE: &dE, threads: threads)
+            return (l, dE)
+        }
+        let (l1, dE1, dEgo1) = bpr(1), (s1, sdE1) = softmax(1)
+        for threads in [2, 3] {
+            let (l, dE, dEgo) = bpr(threads)
+            #expect(l == l1 && dE.values == dE1.values && dEgo.values == dEgo1.values, "BPR, \(threads) threads")
+            let (s, sdE) = softmax(threads)
+            #expect(s == s1 && sdE.values == sdE1.values, "softmax, \(threads) threads")
+            #expect(graph.propagate(ego, weights: weights, threads: threads).values == e.values, "propagation, \(threads) threads")
+        }
+    }
+
     @Test func lightGCNSoftmaxGradientMatchesFiniteDifferences() {
         let x = Self.planted(users: 8)
         let graph = LightGCN.Graph(x)
