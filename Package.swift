@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // PostgreSQL store (`PostgresStore`): several replicas over one database.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // Implementation detail: runtime-dispatched AVX-512 / AVX2 / portable C kernels.
@@ -52,6 +54,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             resources: [.copy("openapi.yaml")]
         ),
@@ -77,7 +80,8 @@ let package = Package(
         .testTarget(name: "AffinityNNTests", dependencies: ["AffinityNN", "AffinityLinalg", "AffinityTestSupport"]),
         .testTarget(name: "AffinityPipelineTests", dependencies: ["AffinityPipeline", "AffinityModels", "AffinityData"]),
         .testTarget(name: "AffinityServerTests", dependencies: ["AffinityServer", "AffinityPipeline", "AffinityModels", "AffinityData",
-                                                               .product(name: "Hummingbird", package: "hummingbird")]),
+                                                               .product(name: "Hummingbird", package: "hummingbird"),
+                                                               .product(name: "PostgresNIO", package: "postgres-nio")]),
         .testTarget(name: "AffinityPlotTests", dependencies: ["AffinityPlot"]),
         .testTarget(name: "AffinityCLITests", dependencies: ["affinity", "affinity-quickstart"]),
     ],

@@ -12,8 +12,8 @@ import Hummingbird
 /// (paths) is fetched by the page with the key typed into it; with an API key set no user IDs are
 /// suggested. The playground and the buttons send the typed key as `Authorization: Bearer`.
 extension AffinityService {
-    func dashboardPage() throws -> String {
-        let (current, events, users, sampleUsers) = dashboardState(sampleUsers: access.apiKey == nil ? 40 : 0)
+    func dashboardPage() async throws -> String {
+        let (current, events, users, sampleUsers) = await dashboardState(sampleUsers: access.apiKey == nil ? 40 : 0)
         let m = metrics.snapshot()
         var b = "<h1>Affinity</h1>\n"
         b += "<div class=\"card\" id=\"status\"><span class=\"stat\"><b>\(current == nil ? "no active model" : "ok")</b>status</span>"
@@ -55,7 +55,7 @@ extension AffinityService {
         b += "<h2>Registry</h2>\n"
         var initialModels = "null"
         if access.adminKey == nil {
-            let models = try store.models()
+            let models = try await store.models()
             // JSON inside <script>: <, > and & as \u escapes, so no text (a model path holding
             // "</script>" or "<!--") can end the script or change how the parser reads it.
             initialModels = String(decoding: try JSON.encoded(ModelsOut(active: models.first(where: \.active)?.id, models: models)), as: UTF8.self)

@@ -20,6 +20,7 @@ public final class ServiceMetrics: @unchecked Sendable {
     private var latency: [RouteKey: Histogram] = [:]
     private var events: [String: UInt64] = [:]
     private var activations: UInt64 = 0
+    private var storeReadErrors: UInt64 = 0
     private var activeModel: (id: Int, type: String)?
     private let started = Date()
     /// The last hour, one slot per minute: requests, 5xx answers and summed latency.
@@ -109,6 +110,9 @@ public final class ServiceMetrics: @unchecked Sendable {
         lock.locked { for t in types { events[t, default: 0] += 1 } }
     }
 
+    /// A history the store could not read (the request went on without it).
+    public func recordStoreReadError() { lock.locked { storeReadErrors += 1 } }
+
     public func recordActivation(id: Int, type: String) {
         lock.locked {
             activations += 1
@@ -116,8 +120,9 @@ public final class ServiceMetrics: @unchecked Sendable {
         }
     }
 
-    /// The exposition text. `storedEvents` and `users` are gauges read from the service's state.
-    public func render(storedEvents: Int, usersWithEvents: Int) -> String {
+    /// The exposition text. `storedEvents`, `users` and the history cache's size are gauges read
+    /// from the service's state.
+    public func render(storedEvents: Int, usersWithEvents: Int, cachedHistories: Int = 0, cachedHistoryEvents: Int = 0) -> String {
         lock.locked {
             var out = ""
             /// One metric family: its HELP and TYPE lines, then its samples (`labels` may be empty).
@@ -146,6 +151,10 @@ public final class ServiceMetrics: @unchecked Sendable {
                    events.sorted(by: { $0.key < $1.key }).map { ("type=\"\(escape($0.key))\"", "\($0.value)") })
             family("affinity_events_stored", "gauge", "Events in the store.", [("", "\(storedEvents)")])
             family("affinity_users_with_events", "gauge", "Users with at least one stored event.", [("", "\(usersWithEvents)")])
+            family("affinity_history_cache_users", "gauge", "User histories held in memory in front of the store.", [("", "\(cachedHistories)")])
+            family("affinity_history_cache_events", "gauge", "Events of the histories held in memory.", [("", "\(cachedHistoryEvents)")])
+            family("affinity_store_read_errors_total", "counter", "History reads the store failed (the request was answered without the history).",
+                   [("", "\(storeReadErrors)")])
             family("affinity_model_activations_total", "counter", "Model activations (hot swaps included) since the process started.",
                    [("", "\(activations)")])
             family("affinity_active_model", "gauge", "The active model version (registry id) and type; the value is always 1.",

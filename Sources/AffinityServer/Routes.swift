@@ -24,7 +24,7 @@ extension AffinityService {
 
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
-                     body: ResponseBody(byteBuffer: ByteBuffer(string: try self.dashboardPage())))
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: try await self.dashboardPage())))
         }
         router.get("/health") { _, _ in
             let (body, status) = self.health()
@@ -57,7 +57,7 @@ extension AffinityService {
                 }
                 fallbackPopular = true
             }
-            return try JSON.response(try self.recommendForUser(user, k: k, excludeSeen: excludeSeen, exclude: exclude,
+            return try JSON.response(try await self.recommendForUser(user, k: k, excludeSeen: excludeSeen, exclude: exclude,
                                                            explain: explain, fallbackPopular: fallbackPopular))
         }
 
@@ -84,7 +84,7 @@ extension AffinityService {
 
         router.get("/v1/models") { request, _ in
             try self.access.requireAdmin(request)
-            let models = try self.store.models()
+            let models = try await self.store.models()
             return try JSON.response(ModelsOut(active: models.first(where: \.active)?.id, models: models))
         }
 
@@ -103,7 +103,7 @@ extension AffinityService {
 
         router.delete("/v1/models/:id") { request, context in
             try self.access.requireAdmin(request)
-            try self.deleteModel(id: try Self.modelID(context))
+            try await self.deleteModel(id: try Self.modelID(context))
             return Response(status: .noContent)
         }
         table.fill(router.routes.map { ("\($0.path)", $0.method) })

@@ -19,7 +19,7 @@ enum SQLiteValue {
 
 /// A minimal synchronous SQLite connection (the C API of the SQLite amalgamation that sqlite-nio
 /// vendors). Not thread-safe: `SQLiteStore` serialises every use through one queue.
-final class SQLiteConnection {
+final class SQLiteConnection: @unchecked Sendable {
     private var handle: OpaquePointer?
     let path: String
     private var statements: [String: OpaquePointer] = [:]
@@ -102,6 +102,9 @@ final class SQLiteConnection {
             try row?(SQLiteRow(statement: statement))
         }
     }
+
+    /// Rows changed by the last INSERT, UPDATE or DELETE.
+    var changes: Int32 { sqlite_nio_sqlite3_changes(handle) }
 
     /// The rowid of the last insert.
     var lastInsertRowID: Int64 { sqlite_nio_sqlite3_last_insert_rowid(handle) }

@@ -22,6 +22,9 @@ public struct ServiceLimits: Sendable {
     public var maxConcurrentLoads = 2
     /// Seconds a request waits for a model load (503 after it; the load goes on in the background).
     public var loadTimeoutSeconds: Double = 300
+    /// Events of user histories kept in memory in front of the store (least recently used
+    /// histories are dropped beyond it and read again when asked for).
+    public var historyCacheEvents = 2_000_000
     public init() {}
 }
 
@@ -37,10 +40,13 @@ struct ActiveModel: Sendable {
 /// user's event history, metrics) and the router that exposes it. Routes are listed in
 /// `openapi.yaml`; `router()` builds them.
 ///
-/// Consistency: an event batch is committed to the store before it enters the in-memory
+/// Consistency: an event batch is committed to the store before it is merged into the cached
 /// histories and before it is acknowledged, so a request that starts after the acknowledgement
-/// sees it (seen-item exclusion and fold-in). A model swap replaces one reference under a lock:
-/// requests that already took the old model finish on it.
+/// sees it (seen-item exclusion and fold-in). Histories are read from the store per user on first
+/// use (`HistoryCache`). With a store that other processes write too (replicas on PostgreSQL), the
+/// store's change feed merges their events and follows their activations (`followRegistry`). A
+/// model swap replaces one reference under a lock: requests that already took the old model
+/// finish on it.
 public final class AffinityService: @unchecked Sendable {
     /// Event types accepted by `POST /v1/events`; every type counts as a positive interaction.
     public static let eventTypes = ["view", "click", "add_to_cart", "purchase", "like", "rating", "play"]
@@ -56,32 +62,37 @@ public final class AffinityService: @unchecked Sendable {
     let loader: @Sendable (ModelRecord) throws -> Pipeline
 
     private let lock = NSLock()
-    private let activationLock = NSLock()
+    /// Serialises registry changes (activation, deletion, following another replica's activation).
+    private let activationLock = AsyncMutex()
     private var active: ActiveModel?
     /// The model most recently replaced, kept loaded so that swapping back is instant. No other
     /// model stays in memory: registration loads a model to validate it and then lets it go.
     private var rollback: ActiveModel?
-    /// Each user's events in arrival order (from the store at start, then from `POST /v1/events`).
-    private var histories: [String: [UserEvent]] = [:]
-    private var storedEvents = 0
+    /// Users' events in arrival order, read from the store on first use and kept current.
+    let histories: HistoryCache
+    /// Follows the store's change feed (other processes' events and registry changes).
+    private var watchTask: Task<Void, Never>?
+    /// Set while `followRegistry` runs; a change seen meanwhile asks for one more round.
+    private var following = false, followAgain = false
+    /// The last failure to follow another process's activation, for /health (nil when in step).
+    private var followError: String?
 
-    /// Opens the service on `store`: reads every stored event into the user histories and, when the
-    /// registry has an active model, loads it. An active model that no longer loads (deleted,
-    /// moved, corrupt) is reported with a warning and the service starts without one:
-    /// `activateLastGoodModel()` or a new registration brings one back.
+    /// Opens the service on `store` and, when the registry has an active model, loads it. An active
+    /// model that no longer loads (deleted, moved, corrupt) is reported with a warning and the
+    /// service starts without one: `activateLastGoodModel()` or a new registration brings one back.
+    /// Histories are read from the store per user when first asked for; with a shared store the
+    /// service follows its change feed until `close()`.
     public init(store: any AffinityStore, limits: ServiceLimits = ServiceLimits(), access: AccessPolicy = .open,
                 logger: Logger = Logger(label: "affinity"),
-                loader: (@Sendable (ModelRecord) throws -> Pipeline)? = nil) throws {
+                loader: (@Sendable (ModelRecord) throws -> Pipeline)? = nil) async throws {
         self.store = store
         self.limits = limits
         self.access = access
         self.logger = logger
         self.loader = loader ?? { try AffinityService.loadPipeline($0) }
+        histories = HistoryCache(capacity: limits.historyCacheEvents)
         loads = ModelLoader(maxConcurrent: limits.maxConcurrentLoads, timeout: limits.loadTimeoutSeconds)
-        let events = try store.allEvents()
-        for e in events { histories[e.user, default: []].append(UserEvent(e)) }
-        storedEvents = events.count
-        if let record = try store.activeModel() {
+        if let record = try await store.activeModel() {
             do {
                 active = ActiveModel(record: record, model: try self.loader(record))
                 metrics.recordActivation(id: record.id, type: record.modelType)
@@ -90,8 +101,67 @@ public final class AffinityService: @unchecked Sendable {
                                metadata: ["id": "\(record.id)", "path": "\(record.path)", "error": "\(error)"])
             }
         }
-        logger.info("store opened", metadata: ["events": "\(events.count)", "users": "\(histories.count)",
+        let counts = store.counts
+        logger.info("store opened", metadata: ["store": "\(store.location)", "events": "\(counts.events)", "users": "\(counts.users)",
                                                 "active_model": "\(active.map { "\($0.record.id)" } ?? "none")"])
+        if let changes = store.changes() {
+            watchTask = Task { [weak self] in
+                for await change in changes {
+                    guard let self else { return }
+                    switch change {
+                    case .events(let events): self.histories.merge(events)
+                    case .registry: self.scheduleFollow()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `followRegistry` unless it is running already (then it runs once more afterwards).
+    private func scheduleFollow() {
+        let start = lock.locked { () -> Bool in
+            if following { followAgain = true; return false }
+            following = true
+            return true
+        }
+        guard start else { return }
+        Task {
+            while true {
+                await self.followRegistry()
+                let again = self.lock.locked { () -> Bool in
+                    if followAgain { followAgain = false; return true }
+                    following = false
+                    return false
+                }
+                if !again { return }
+            }
+        }
+    }
+
+    /// Another process changed the registry: when its active model is not the one answering here,
+    /// loads it and swaps it in (without writing to the store). A model that does not load here
+    /// (its files are not at the same path on this machine) leaves the current one answering;
+    /// /health says so until the replicas agree again.
+    func followRegistry() async {
+        do {
+            try await activationLock.withLock {
+                let records = try await store.models()
+                guard let target = records.first(where: \.active) else { return }
+                if activeRecord?.id == target.id {
+                    lock.locked { followError = nil }
+                    return
+                }
+                let loaded = lock.locked { rollback?.record.id == target.id ? rollback?.model : nil }
+                let model: Pipeline
+                if let loaded { model = loaded } else { model = try await loads.load("model \(target.id)") { try self.loader(target) } }
+                swapIn(target, model: model)
+                lock.locked { followError = nil }
+                logger.info("followed another replica's activation", metadata: ["id": "\(target.id)", "path": "\(target.path)"])
+            }
+        } catch {
+            lock.locked { followError = "\(error)" }
+            logger.error("cannot follow the registry's active model; the current one keeps answering", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Without an active model, activates the newest registered model that loads (the previous
@@ -99,10 +169,10 @@ public final class AffinityService: @unchecked Sendable {
     @discardableResult
     public func activateLastGoodModel() async throws -> ModelRecord? {
         guard activeModel == nil else { return activeModel?.record }
-        for record in try store.models().reversed() {
+        for record in try await store.models().reversed() {
             do {
                 let model = try await loads.load("model \(record.id)") { try self.loader(record) }
-                let activated = try commitActivation(record, model: model)
+                let activated = try await commitActivation(record, model: model)
                 logger.warning("fell back to an earlier model", metadata: ["id": "\(record.id)", "path": "\(record.path)"])
                 return activated
             } catch {
@@ -155,7 +225,10 @@ public final class AffinityService: @unchecked Sendable {
         }
     }
 
-    public func close() { store.close() }
+    public func close() {
+        watchTask?.cancel()
+        store.close()
+    }
 
     var activeModel: ActiveModel? { lock.locked { active } }
 
@@ -183,9 +256,9 @@ public final class AffinityService: @unchecked Sendable {
         } catch {
             throw APIError(.unprocessableContent, "cannot load model: \(error)")
         }
-        var record = try store.registerModel(path: modelPath, index: indexPath, modelType: model.kind)
+        var record = try await store.registerModel(path: modelPath, index: indexPath, modelType: model.kind)
         logger.info("model registered", metadata: ["id": "\(record.id)", "path": "\(modelPath)", "type": "\(model.kind)"])
-        if activate { record = try commitActivation(record, model: model) }
+        if activate { record = try await commitActivation(record, model: model) }
         return record
     }
 
@@ -194,7 +267,7 @@ public final class AffinityService: @unchecked Sendable {
     /// new registration. Restarting with the same `--model` never registers a duplicate.
     public func activateOrRegister(path: String, index: String?) async throws -> ModelRecord {
         if let current = activeRecord, current.path == path, current.index == index { return current }
-        if let known = try store.models().last(where: { $0.path == path && $0.index == index }) {
+        if let known = try await store.models().last(where: { $0.path == path && $0.index == index }) {
             return try await activate(id: known.id)
         }
         return try await register(path: path, index: index, activate: true, checkAccess: false)
@@ -204,7 +277,7 @@ public final class AffinityService: @unchecked Sendable {
     /// records it in the store, then swaps the reference (requests in flight keep the old model).
     @discardableResult
     public func activate(id: Int) async throws -> ModelRecord {
-        guard let record = try store.models().first(where: { $0.id == id }) else {
+        guard let record = try await store.models().first(where: { $0.id == id }) else {
             throw APIError(.notFound, "no model with id \(id); GET /v1/models lists them")
         }
         let loaded = lock.locked { () -> Pipeline? in
@@ -224,40 +297,47 @@ public final class AffinityService: @unchecked Sendable {
                 throw APIError(.unprocessableContent, "cannot load model \(id): \(error)")
             }
         }
-        return try commitActivation(record, model: model)
+        return try await commitActivation(record, model: model)
     }
 
     /// Records `record` as active in the store and swaps it in; the replaced model becomes the
     /// rollback, and any older one is released.
-    private func commitActivation(_ record: ModelRecord, model: Pipeline) throws -> ModelRecord {
+    private func commitActivation(_ record: ModelRecord, model: Pipeline) async throws -> ModelRecord {
         var record = record
         record.active = true
-        try activationLock.locked {
-            guard try store.models().contains(where: { $0.id == record.id }) else {
+        try await activationLock.withLock {
+            guard try await store.models().contains(where: { $0.id == record.id }) else {
                 throw APIError(.notFound, "model \(record.id) was deleted while it was loading")
             }
-            try store.setActiveModel(id: record.id)
-            lock.locked {
-                if let previous = active, previous.record.id != record.id { rollback = previous }
-                if rollback?.record.id == record.id { rollback = nil }
-                active = ActiveModel(record: record, model: model)
-            }
+            try await store.setActiveModel(id: record.id)
+            swapIn(record, model: model)
         }
-        metrics.recordActivation(id: record.id, type: record.modelType)
         logger.info("model activated", metadata: ["id": "\(record.id)", "type": "\(record.modelType)", "retrieval": "\(model.retrievalPath.rawValue)"])
         return record
     }
 
+    /// Makes `record` the model that answers here; the replaced one becomes the rollback.
+    private func swapIn(_ record: ModelRecord, model: Pipeline) {
+        var record = record
+        record.active = true
+        lock.locked {
+            if let previous = active, previous.record.id != record.id { rollback = previous }
+            if rollback?.record.id == record.id { rollback = nil }
+            active = ActiveModel(record: record, model: model)
+        }
+        metrics.recordActivation(id: record.id, type: record.modelType)
+    }
+
     /// Removes an inactive model from the registry (its files are left alone) and releases it.
-    public func deleteModel(id: Int) throws {
-        try activationLock.locked {
-            guard let record = try store.models().first(where: { $0.id == id }) else {
+    public func deleteModel(id: Int) async throws {
+        try await activationLock.withLock {
+            guard let record = try await store.models().first(where: { $0.id == id }) else {
                 throw APIError(.notFound, "no model with id \(id); GET /v1/models lists them")
             }
             guard !record.active else {
                 throw APIError(.conflict, "model \(id) is active; activate another model before deleting it")
             }
-            try store.deleteModel(id: id)
+            try await store.deleteModel(id: id)
             lock.locked { if rollback?.record.id == id { rollback = nil } }
         }
         logger.info("model deleted", metadata: ["id": "\(id)"])
@@ -292,18 +372,18 @@ public final class AffinityService: @unchecked Sendable {
             }
             events.append(Event(user: e.user, item: e.item, type: e.type, timestamp: e.timestamp ?? now, value: e.value))
         }
+        let seqs: [Int64]
         do {
-            try await store.append(events)
+            seqs = try await store.append(events)
         } catch {
             let reference = Self.errorReference()
             logger.error("event store append failed", metadata: ["error": "\(error)", "reference": "\(reference)"])
             throw APIError(.serviceUnavailable, "events were not stored (the store failed; reference \(reference) in the server log)")
         }
-        let (total, model) = lock.locked { () -> (Int, ServingModel?) in
-            for e in events { histories[e.user, default: []].append(UserEvent(e)) }
-            storedEvents += events.count
-            return (storedEvents, active?.model.primary)
-        }
+        histories.merge(zip(seqs, events).map { StoredEvent(seq: $0, event: $1) })
+        let model = lock.locked { active?.model.primary }
+        // A shared store counts through its change feed, which may not have seen this batch yet.
+        let total = max(store.counts.events, seqs.count)
         metrics.recordEvents(types: events.map(\.type))
         let unknown = model.map { m in events.filter { m.trained.items.index(of: $0.item) == nil }.count } ?? events.count
         let threshold = model.map(\.trained.positiveThreshold) ?? TrainedModel.defaultPositiveThreshold
@@ -327,13 +407,27 @@ public final class AffinityService: @unchecked Sendable {
     static func errorReference() -> String { String(format: "%08x", UInt32.random(in: 0...UInt32.max)) }
 
     /// The items of a user's events, in arrival order (empty when none).
-    public func eventHistory(ofUser user: String) -> [String] { lock.locked { (histories[user] ?? []).map(\.item) } }
+    public func eventHistory(ofUser user: String) async -> [String] { await userEvents(user).map(\.item) }
+
+    /// A user's events: from the cache, else read from the store and cached. When the store
+    /// cannot answer (a database connection lost), the recommendation goes on without the events
+    /// since training (logged and counted in `affinity_store_read_errors_total`).
+    func userEvents(_ user: String) async -> [UserEvent] {
+        if let cached = histories.get(user) { return cached }
+        do {
+            return histories.fill(user, history: try await store.history(ofUser: user))
+        } catch {
+            metrics.recordStoreReadError()
+            logger.warning("cannot read a history from the store; answering without it", metadata: ["error": "\(error)"])
+            return []
+        }
+    }
 
     // MARK: - Recommendations
 
     /// Where `user` stands for `model`, with their events since training (`ServingModel.place`).
-    func placement(ofUser user: String, model: ServingModel) -> UserPlacement {
-        model.place(user: user, events: lock.locked { histories[user] ?? [] })
+    func placement(ofUser user: String, model: ServingModel) async -> UserPlacement {
+        model.place(user: user, events: await userEvents(user))
     }
 
     func itemsOut(_ list: [Recommendation], model: ServingModel) -> [ItemOut] {
@@ -361,12 +455,12 @@ public final class AffinityService: @unchecked Sendable {
     }
 
     func recommendForUser(_ user: String, k: Int, excludeSeen: Bool, exclude: [String], explain: Bool,
-                          fallbackPopular: Bool) throws -> RecommendationsOut {
+                          fallbackPopular: Bool) async throws -> RecommendationsOut {
         let current = try requireModel()
         let pipeline = current.model, model = pipeline.primary
         let ref = ModelRef(id: current.record.id, type: current.record.modelType)
         let requested = exclude.compactMap { model.trained.items.index(of: $0) }
-        let placement = placement(ofUser: user, model: model)
+        let placement = await placement(ofUser: user, model: model)
         guard let context = placement.context(excluding: requested, excludeSeen: excludeSeen) else {
             guard fallbackPopular else {
                 throw APIError(.notFound, "unknown user '\(user)': not in model \(current.record.id)'s training data and no events; add fallback=popular for popular items")
@@ -420,30 +514,27 @@ public final class AffinityService: @unchecked Sendable {
     }
 
     func health() -> (HealthOut, HTTPResponse.Status) {
-        let (current, events) = lock.locked { (active, storedEvents) }
+        let (current, behind) = lock.locked { (active, followError) }
+        let events = store.counts.events
         guard let current else { return (HealthOut(status: "no active model", model: nil, events: events), .serviceUnavailable) }
-        return (HealthOut(status: "ok", model: ModelRef(id: current.record.id, type: current.record.modelType), events: events), .ok)
+        let ref = ModelRef(id: current.record.id, type: current.record.modelType)
+        // Still answering, with the model it has: 200, and the status says what is wrong.
+        if let behind { return (HealthOut(status: "degraded: not following the registry's active model (\(behind.prefix(300)))", model: ref, events: events), .ok) }
+        return (HealthOut(status: "ok", model: ref, events: events), .ok)
     }
 
     /// The active model, stored events, users with events and the `sampleUsers` smallest user IDs
-    /// (one pass, the same in every process), read under one lock for the dashboard.
-    func dashboardState(sampleUsers: Int) -> (ActiveModel?, Int, Int, [String]) {
-        lock.locked {
-            var smallest: [String] = []
-            if sampleUsers > 0 {
-                for user in histories.keys where smallest.count < sampleUsers || user < smallest[smallest.count - 1] {
-                    let at = smallest.firstIndex { user < $0 } ?? smallest.count
-                    smallest.insert(user, at: at)
-                    if smallest.count > sampleUsers { smallest.removeLast() }
-                }
-            }
-            return (active, storedEvents, histories.count, smallest)
-        }
+    /// (the same in every process), for the dashboard.
+    func dashboardState(sampleUsers: Int) async -> (ActiveModel?, Int, Int, [String]) {
+        let smallest = sampleUsers > 0 ? ((try? await store.sampleUsers(limit: sampleUsers)) ?? []) : []
+        let counts = store.counts
+        return (activeModel, counts.events, counts.users, smallest)
     }
 
     func metricsText() -> String {
-        let (events, users) = lock.locked { (storedEvents, histories.count) }
-        return metrics.render(storedEvents: events, usersWithEvents: users)
+        let counts = store.counts, cached = histories.size
+        return metrics.render(storedEvents: counts.events, usersWithEvents: counts.users,
+                              cachedHistories: cached.users, cachedHistoryEvents: cached.events)
     }
 }
 

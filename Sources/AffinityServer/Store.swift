@@ -53,31 +53,79 @@ public struct ModelRecord: Sendable, Codable, Equatable {
     }
 }
 
+/// An event as the store holds it: its sequence number (the store's arrival order, unique in
+/// the store; increasing, with gaps) and the event.
+public struct StoredEvent: Sendable, Equatable {
+    public var seq: Int64
+    public var event: Event
+    public init(seq: Int64, event: Event) {
+        self.seq = seq
+        self.event = event
+    }
+}
+
+/// How many events and distinct users the store holds, as this process knows them: exact for a
+/// store only this process writes; with other writers (replicas on one PostgreSQL), up to the
+/// last change it has seen (within the watch interval).
+public struct StoreCounts: Sendable, Equatable {
+    public var events: Int
+    public var users: Int
+    public init(events: Int, users: Int) {
+        self.events = events
+        self.users = users
+    }
+}
+
+/// What another process changed in a shared store, as `AffinityStore.changes()` reports it.
+public enum StoreChange: Sendable {
+    /// Events committed by another process (not by this one), in sequence order.
+    case events([StoredEvent])
+    /// The registry (models, the active one) changed.
+    case registry
+}
+
 /// Where the service keeps what must survive a restart: events (and so every user's history) and
-/// the model registry. SQLite (`SQLiteStore`) is the embedded default; a PostgreSQL store is meant to
-/// implement the same protocol.
+/// the model registry. SQLite (`SQLiteStore`) is the embedded default, one process per file;
+/// PostgreSQL (`PostgresStore`) lets several service replicas share one database.
 ///
-/// Contract: `append` returns only once the events are durable (a crash of the process right after
-/// loses none of them); a failed `append` stores none of its events.
+/// Contract (tested for every backend by one conformance suite, AffinityServerTests/StoreConformance):
+/// `append` returns only once the events are durable (a crash of the process, or of the database
+/// server, right after loses none of them) and returns their sequence numbers; a failed `append`
+/// stores none of its events. `history(ofUser:)` returns that user's events in sequence order, read
+/// from the store (the service keeps a bounded cache in front of it). The registry lives in the
+/// store, so every process on it sees one active model; `changes()` tells a process what the
+/// others did.
 public protocol AffinityStore: Sendable {
-    /// Stores a batch of events atomically and durably.
-    func append(_ events: [Event]) async throws
-    /// Every stored event in arrival order (read once at start to rebuild user histories).
-    func allEvents() throws -> [Event]
-    func eventCount() throws -> Int
+    /// Where the store is, for messages and logs (a file path, or `postgres://user@host:port/db`:
+    /// never a password).
+    var location: String { get }
+    /// Stores a batch of events atomically and durably; returns their sequence numbers in order.
+    @discardableResult
+    func append(_ events: [Event]) async throws -> [Int64]
+    /// One user's events in sequence order (empty when none).
+    func history(ofUser user: String) async throws -> [StoredEvent]
+    /// Events and distinct users stored (kept in memory: no query).
+    var counts: StoreCounts { get }
+    /// Up to `limit` user IDs with events, the smallest first (the same in every process).
+    func sampleUsers(limit: Int) async throws -> [String]
     /// Adds a model to the registry (inactive) and returns its record.
-    func registerModel(path: String, index: String?, modelType: String) throws -> ModelRecord
-    func models() throws -> [ModelRecord]
+    func registerModel(path: String, index: String?, modelType: String) async throws -> ModelRecord
+    func models() async throws -> [ModelRecord]
     /// Marks one model active and every other inactive.
-    func setActiveModel(id: Int) throws
+    func setActiveModel(id: Int) async throws
     /// Removes a model from the registry.
-    func deleteModel(id: Int) throws
+    func deleteModel(id: Int) async throws
+    /// What other processes change in the store, as it happens (PostgreSQL: LISTEN/NOTIFY for the
+    /// registry, polling for events and as the registry's fallback); nil for a store that only this
+    /// process can write (SQLite holds an exclusive lock). One consumer.
+    func changes() -> AsyncStream<StoreChange>?
     /// Flushes and closes; later calls fail.
     func close()
 }
 
 extension AffinityStore {
-    public func activeModel() throws -> ModelRecord? { try models().first { $0.active } }
+    public func activeModel() async throws -> ModelRecord? { try await models().first { $0.active } }
+    public func eventCount() -> Int { counts.events }
 }
 
 /// The SQLite store: one database file (WAL journal, `synchronous=FULL`), schema created and
@@ -109,6 +157,11 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
         """,
         // 2: the value of rating events.
         "ALTER TABLE events ADD COLUMN value REAL;",
+        // 3: each user once, with their first event (user counts without a scan, sample users).
+        """
+        CREATE TABLE users (user TEXT PRIMARY KEY, first_seq INTEGER NOT NULL) WITHOUT ROWID;
+        INSERT INTO users(user, first_seq) SELECT user, MIN(seq) FROM events GROUP BY user;
+        """,
     ]
 
     public let path: String
@@ -117,9 +170,16 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
     private let lockFile: Int32
     private let queue = DispatchQueue(label: "affinity.sqlite-store")
     private let lock = NSLock()
-    private var pending: [(events: [Event], done: CheckedContinuation<Void, any Error>)] = []
+    private typealias Pending = (events: [Event], done: CheckedContinuation<[Int64], any Error>)
+    private var pending: [Pending] = []
     private var drainScheduled = false
     private var closed = false
+    private var stored = StoreCounts(events: 0, users: 0)
+
+    public var location: String { path }
+    public var counts: StoreCounts { lock.locked { stored } }
+    /// Only this process writes the file (it holds the lock): nothing to watch.
+    public func changes() -> AsyncStream<StoreChange>? { nil }
 
     /// Opens (creating when absent) the store at `path` and brings its schema up to date.
     ///
@@ -149,6 +209,10 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
                 try connection.execute("PRAGMA user_version = \(step + 1)")
             }
         }
+        var events: Int64 = 0, users: Int64 = 0
+        try connection.run("SELECT COUNT(*) FROM events") { events = $0.int(0) }
+        try connection.run("SELECT COUNT(*) FROM users") { users = $0.int(0) }
+        stored = StoreCounts(events: Int(events), users: Int(users))
     }
 
     // Not `close()`: the last reference may be released on `queue` itself (by a drain), where
@@ -212,10 +276,23 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
         if lock.locked({ closed }) { throw SQLiteError(path: path, code: 0, message: "store is closed") }
     }
 
-    public func append(_ events: [Event]) async throws {
-        guard !events.isEmpty else { return }
+    /// Runs `body` on the store's queue without blocking the caller's thread.
+    private func onQueue<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (done: CheckedContinuation<T, any Error>) in
+            queue.async {
+                done.resume(with: Result {
+                    try self.checkOpen()
+                    return try body()
+                })
+            }
+        }
+    }
+
+    @discardableResult
+    public func append(_ events: [Event]) async throws -> [Int64] {
+        guard !events.isEmpty else { return [] }
         try checkOpen()
-        try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+        return try await withCheckedThrowingContinuation { (done: CheckedContinuation<[Int64], any Error>) in
             let schedule = lock.locked { () -> Bool in
                 pending.append((events, done))
                 if drainScheduled { return false }
@@ -229,7 +306,7 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
     /// Commits every waiting batch in one transaction. When that fails, retries each batch in its
     /// own transaction so that one bad batch cannot fail the others.
     private func drain() {
-        let batches = lock.locked { () -> [(events: [Event], done: CheckedContinuation<Void, any Error>)] in
+        let batches = lock.locked { () -> [Pending] in
             let b = pending
             pending = []
             drainScheduled = false
@@ -242,15 +319,15 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
         }
         let now = Int64(Date().timeIntervalSince1970)
         do {
-            try connection.transaction {
-                for b in batches { try insert(b.events, now: now) }
-            }
-            for b in batches { b.done.resume() }
+            let results = try connection.transaction { try batches.map { try insert($0.events, now: now) } }
+            commit(results)
+            for (b, r) in zip(batches, results) { b.done.resume(returning: r.seqs) }
         } catch {
             for b in batches {
                 do {
-                    try connection.transaction { try insert(b.events, now: now) }
-                    b.done.resume()
+                    let r = try connection.transaction { try insert(b.events, now: now) }
+                    commit([r])
+                    b.done.resume(returning: r.seqs)
                 } catch {
                     b.done.resume(throwing: error)
                 }
@@ -258,13 +335,50 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
         }
     }
 
-    private func insert(_ events: [Event], now: Int64) throws {
-        for e in events {
-            try connection.run("INSERT INTO events(user, item, type, timestamp, received_at, value) VALUES (?, ?, ?, ?, ?, ?)",
-                               [.text(e.user), .text(e.item), .text(e.type), .int(e.timestamp), .int(now), e.value.map { .double($0) } ?? .null])
+    private func commit(_ results: [(seqs: [Int64], newUsers: Int)]) {
+        lock.locked {
+            for r in results {
+                stored.events += r.seqs.count
+                stored.users += r.newUsers
+            }
         }
     }
 
+    private func insert(_ events: [Event], now: Int64) throws -> (seqs: [Int64], newUsers: Int) {
+        var seqs: [Int64] = []
+        seqs.reserveCapacity(events.count)
+        var newUsers = 0
+        for e in events {
+            try connection.run("INSERT INTO events(user, item, type, timestamp, received_at, value) VALUES (?, ?, ?, ?, ?, ?)",
+                               [.text(e.user), .text(e.item), .text(e.type), .int(e.timestamp), .int(now), e.value.map { .double($0) } ?? .null])
+            let seq = connection.lastInsertRowID
+            seqs.append(seq)
+            try connection.run("INSERT OR IGNORE INTO users(user, first_seq) VALUES (?, ?)", [.text(e.user), .int(seq)])
+            newUsers += Int(connection.changes)
+        }
+        return (seqs, newUsers)
+    }
+
+    public func history(ofUser user: String) async throws -> [StoredEvent] {
+        try await onQueue {
+            var out: [StoredEvent] = []
+            try self.connection.run("SELECT seq, item, type, timestamp, value FROM events WHERE user = ? ORDER BY seq", [.text(user)]) { row in
+                out.append(StoredEvent(seq: row.int(0), event: Event(user: user, item: row.text(1) ?? "", type: row.text(2) ?? "",
+                                                                     timestamp: row.int(3), value: row.double(4))))
+            }
+            return out
+        }
+    }
+
+    public func sampleUsers(limit: Int) async throws -> [String] {
+        try await onQueue {
+            var out: [String] = []
+            try self.connection.run("SELECT user FROM users ORDER BY user LIMIT ?", [.int(Int64(max(0, limit)))]) { out.append($0.text(0) ?? "") }
+            return out
+        }
+    }
+
+    /// Every stored event in sequence order (tests and exports; the service reads per user).
     public func allEvents() throws -> [Event] {
         try queue.sync {
             try checkOpen()
@@ -276,18 +390,8 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
         }
     }
 
-    public func eventCount() throws -> Int {
-        try queue.sync {
-            try checkOpen()
-            var n: Int64 = 0
-            try connection.run("SELECT COUNT(*) FROM events") { n = $0.int(0) }
-            return Int(n)
-        }
-    }
-
-    public func registerModel(path modelPath: String, index: String?, modelType: String) throws -> ModelRecord {
-        try queue.sync {
-            try checkOpen()
+    public func registerModel(path modelPath: String, index: String?, modelType: String) async throws -> ModelRecord {
+        try await onQueue { [connection] in
             let now = Int64(Date().timeIntervalSince1970)
             try connection.run("INSERT INTO models(path, index_path, model_type, registered_at, active) VALUES (?, ?, ?, ?, 0)",
                                [.text(modelPath), index.map { .text($0) } ?? .null, .text(modelType), .int(now)])
@@ -296,9 +400,8 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
         }
     }
 
-    public func models() throws -> [ModelRecord] {
-        try queue.sync {
-            try checkOpen()
+    public func models() async throws -> [ModelRecord] {
+        try await onQueue { [connection] in
             var out: [ModelRecord] = []
             try connection.run("SELECT id, path, index_path, model_type, registered_at, active FROM models ORDER BY id") { row in
                 out.append(ModelRecord(id: Int(row.int(0)), path: row.text(1) ?? "", index: row.text(2), modelType: row.text(3) ?? "",
@@ -308,16 +411,14 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
         }
     }
 
-    public func deleteModel(id: Int) throws {
-        try queue.sync {
-            try checkOpen()
+    public func deleteModel(id: Int) async throws {
+        try await onQueue { [connection] in
             try connection.run("DELETE FROM models WHERE id = ?", [.int(Int64(id))])
         }
     }
 
-    public func setActiveModel(id: Int) throws {
-        try queue.sync {
-            try checkOpen()
+    public func setActiveModel(id: Int) async throws {
+        try await onQueue { [connection, path] in
             try connection.transaction {
                 var exists = false
                 try connection.run("SELECT 1 FROM models WHERE id = ?", [.int(Int64(id))]) { _ in exists = true }

@@ -31,7 +31,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Model folder to register and activate.") var model: String?
     @Option(name: .long, help: "Pipeline file (docs/pipeline.md) to register and activate instead of one model.") var pipeline: String?
     @Option(name: .long, help: "Index file over the model's item embeddings (affinity index build); default: HNSW built at start.") var index: String?
-    @Option(name: .long, help: "SQLite store for events and the model registry (created when absent).") var store = "affinity.sqlite"
+    @Option(name: .long, help: "Store for events and the model registry: a SQLite file (created when absent), or postgres://USER@HOST:PORT/DATABASE shared by replicas (password from AFFINITY_PG_PASSWORD or PGPASSWORD).") var store = "affinity.sqlite"
     @Option(name: .long, help: "Address to listen on.") var host = "127.0.0.1"
     @Option(name: .long, help: "Port (0 picks a free one; the chosen port is printed).") var port = 8080
     @Option(name: .long, help: "HNSW search breadth (ef) for ANN retrieval.") var ef = 64
@@ -82,13 +82,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         // The port first: a port in use must not be found only after the store was changed.
         try Self.checkPortFree(host: host, port: port)
-        let store: SQLiteStore
-        do {
-            store = try SQLiteStore(path: self.store)
-        } catch let error as SQLiteError {
-            throw CommandError(error.description)
-        }
-        let service = try AffinityService(store: store, access: access, logger: logger, loader: { record in
+        let store = try await Self.openStore(self.store, logger: logger)
+        let service = try await AffinityService(store: store, access: access, logger: logger, loader: { record in
             try AffinityService.loadPipeline(record, exact: exact, searchParameters: parameters)
         })
         if let model {
@@ -110,6 +105,20 @@ struct ServeCommand: AsyncParsableCommand {
         try await AffinityServer.run(service: service, host: host, port: port, logger: logger, idleTimeout: idleTimeout) { port in
             // Unbuffered, so that scripts and tests waiting for this line see it at once.
             FileHandle.standardOutput.write(Data("listening on http://\(host):\(port)\n".utf8))
+        }
+    }
+
+    /// The store named by `--store`: PostgreSQL for a postgres:// URL, else a SQLite file.
+    static func openStore(_ spec: String, logger: Logger) async throws -> any AffinityStore {
+        do {
+            if PostgresLocation.isURL(spec) {
+                return try await PostgresStore.open(try PostgresLocation(url: spec), logger: logger)
+            }
+            return try SQLiteStore(path: spec)
+        } catch let error as SQLiteError {
+            throw CommandError(error.description)
+        } catch let error as PostgresStoreError {
+            throw CommandError("--store: \(error.message)")
         }
     }
 

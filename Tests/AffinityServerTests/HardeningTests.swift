@@ -19,9 +19,9 @@ import Glibc
     static let apiKey = "api-key-0123456789abcdef"
 
     func service(access: AccessPolicy = .open, limits: ServiceLimits = ServiceLimits(),
-                 loader: (@Sendable (ModelRecord) throws -> Pipeline)? = nil) throws -> AffinityService {
+                 loader: (@Sendable (ModelRecord) throws -> Pipeline)? = nil) async throws -> AffinityService {
         let store = try SQLiteStore(path: temporaryDirectory("store") + "/affinity.sqlite")
-        return try AffinityService(store: store, limits: limits, access: access, logger: quietLogger, loader: loader)
+        return try await AffinityService(store: store, limits: limits, access: access, logger: quietLogger, loader: loader)
     }
 
     func register(_ client: RouterClient, _ path: String, key: String? = nil, activate: Bool = false) async throws -> TestResponse {
@@ -30,7 +30,7 @@ import Glibc
     }
 
     @Test func adminRoutesNeedTheAdminKey() async throws {
-        let s = try service(access: try AccessPolicy(adminKey: Self.adminKey))
+        let s = try await service(access: try AccessPolicy(adminKey: Self.adminKey))
         let client = RouterClient(s)
         #expect(try await register(client, fixture.alsPath).status == 401)
         #expect(try await register(client, fixture.alsPath, key: "admin-key-0123456789abcdeX").status == 401)
@@ -45,7 +45,7 @@ import Glibc
     }
 
     @Test func theReadAPIKeyGuardsRecommendationsAndEvents() async throws {
-        let s = try service(access: try AccessPolicy(adminKey: Self.adminKey, apiKey: Self.apiKey))
+        let s = try await service(access: try AccessPolicy(adminKey: Self.adminKey, apiKey: Self.apiKey))
         _ = try await s.register(path: fixture.alsPath, index: nil, activate: true)
         let client = RouterClient(s)
         #expect(try await client.get("/v1/users/u1/recommendations").status == 401)
@@ -71,7 +71,7 @@ import Glibc
     @Test func pathsOutsideTheModelDirectoriesAreRefusedWithoutSayingWhatIsThere() async throws {
         let allowed = temporaryDirectory("models")
         try FileManager.default.copyItem(atPath: fixture.alsPath, toPath: allowed + "/ials")
-        let s = try service(access: try AccessPolicy(modelDirectories: [allowed]))
+        let s = try await service(access: try AccessPolicy(modelDirectories: [allowed]))
         let client = RouterClient(s)
         let outsideExisting = try await register(client, fixture.easePath)
         let outsideFile = try await register(client, "/etc/passwd")
@@ -102,7 +102,7 @@ import Glibc
         var limits = ServiceLimits()
         limits.maxConcurrentLoads = 1
         limits.loadTimeoutSeconds = 0.5
-        let s = try service(limits: limits) { _ in
+        let s = try await service(limits: limits) { _ in
             gate.wait()   // a load that hangs (a slow disk, a huge index)
             return model
         }
@@ -124,7 +124,7 @@ import Glibc
     }
 
     @Test func onlyTheActiveAndThePreviousModelStayLoaded() async throws {
-        let s = try service()
+        let s = try await service()
         var ids: [Int] = []
         for path in [fixture.alsPath, fixture.easePath, fixture.alsPath, fixture.easePath] {
             ids.append(try await s.register(path: path, index: nil).id)
@@ -139,14 +139,14 @@ import Glibc
         #expect(s.loadedModelIDs == [ids[3]])
         #expect(try await client.send(.delete, "/v1/models/\(ids[2])").status == 404)
         #expect(try await client.send(.delete, "/v1/models/x").status == 400)
-        #expect(try s.store.models().map(\.id) == [ids[0], ids[1], ids[3]])
+        #expect(try await s.store.models().map(\.id) == [ids[0], ids[1], ids[3]])
     }
 
     @Test func nonRegularFilesAreRefusedWithoutBlocking() async throws {
         let folder = temporaryDirectory("fifo-model")
         try FileManager.default.copyItem(atPath: fixture.alsPath + "/vocabulary.json", toPath: folder + "/vocabulary.json")
         #expect(mkfifo(folder + "/model.safetensors", 0o600) == 0)
-        let s = try service()
+        let s = try await service()
         let r = try await register(RouterClient(s), folder)
         #expect(r.status == 422)
         #expect(r.errorMessage.contains("not a regular file"))
@@ -166,8 +166,8 @@ import Glibc
         // Non-ASCII IDs are fine and come back byte for byte after a restart.
         #expect(try await client.post("/v1/events", #"[{"user":"üser 1","item":"i1","type":"view"}]"#).status == 200)
         s.close()
-        let reopened = try AffinityService(store: try SQLiteStore(path: storePath), logger: quietLogger)
-        #expect(reopened.eventHistory(ofUser: "üser 1") == ["i1"])
+        let reopened = try await AffinityService(store: try SQLiteStore(path: storePath), logger: quietLogger)
+        #expect(await reopened.eventHistory(ofUser: "üser 1") == ["i1"])
     }
 
     @Test func aDeletedActiveModelFallsBackToThePreviousGoodOne() async throws {
@@ -175,14 +175,14 @@ import Glibc
         try FileManager.default.copyItem(atPath: fixture.alsPath, toPath: dir + "/a")
         try FileManager.default.copyItem(atPath: fixture.easePath, toPath: dir + "/b")
         let storePath = dir + "/affinity.sqlite"
-        var s: AffinityService? = try AffinityService(store: try SQLiteStore(path: storePath), logger: quietLogger)
+        var s: AffinityService? = try await AffinityService(store: try SQLiteStore(path: storePath), logger: quietLogger)
         let a = try await s!.register(path: dir + "/a", index: nil, activate: true)
         _ = try await s!.register(path: dir + "/b", index: nil, activate: true)
         s!.close()
         s = nil
         try FileManager.default.removeItem(atPath: dir + "/b")
         // Before the fix the service threw here and the server could not start again.
-        let restarted = try AffinityService(store: try SQLiteStore(path: storePath), logger: quietLogger)
+        let restarted = try await AffinityService(store: try SQLiteStore(path: storePath), logger: quietLogger)
         #expect(restarted.activeRecord == nil)
         let fallback = try await restarted.activateLastGoodModel()
         #expect(fallback?.id == a.id)
@@ -198,7 +198,7 @@ import Glibc
                          factors: FactorModel(userFactors: users, itemFactors: base.factors.itemFactors))
         let trained = TrainedModel(model: broken, users: fixture.log.users, items: fixture.log.items)
         let serving = try ServingModel(trained: trained, index: nil, buildIndex: false)
-        let s = try service { _ in .single(serving) }
+        let s = try await service { _ in .single(serving) }
         _ = try await s.register(path: fixture.alsPath, index: nil, activate: true)
         let r = try await RouterClient(s).get("/v1/users/\(fixture.log.users[0])/recommendations?exclude_seen=false")
         #expect(r.status == 500, "\(r.body)")
@@ -207,7 +207,7 @@ import Glibc
 
     @Test func internalErrorsAreOpaqueWithAReference() async throws {
         let store = FailingStore()
-        let s = try AffinityService(store: store, logger: quietLogger)
+        let s = try await AffinityService(store: store, logger: quietLogger)
         store.failing = true
         let r = try await RouterClient(s).get("/v1/models")
         #expect(r.status == 500)
@@ -257,16 +257,22 @@ final class FailingStore: AffinityStore, @unchecked Sendable {
     struct Failure: Error, CustomStringConvertible { var description = "/secret/path/affinity.sqlite: SELECT id FROM models: disk I/O error" }
     /// Reads fail once this is set (after the service has opened).
     var failing = false
-    func append(_ events: [Event]) async throws { throw Failure() }
-    func allEvents() throws -> [Event] { [] }
-    func eventCount() throws -> Int { throw Failure() }
-    func registerModel(path: String, index: String?, modelType: String) throws -> ModelRecord { throw Failure() }
-    func models() throws -> [ModelRecord] {
+    var location: String { "failing" }
+    var counts: StoreCounts { StoreCounts(events: 0, users: 0) }
+    func append(_ events: [Event]) async throws -> [Int64] { throw Failure() }
+    func history(ofUser user: String) async throws -> [StoredEvent] {
         if failing { throw Failure() }
         return []
     }
-    func setActiveModel(id: Int) throws { throw Failure() }
-    func deleteModel(id: Int) throws { throw Failure() }
+    func sampleUsers(limit: Int) async throws -> [String] { throw Failure() }
+    func registerModel(path: String, index: String?, modelType: String) async throws -> ModelRecord { throw Failure() }
+    func models() async throws -> [ModelRecord] {
+        if failing { throw Failure() }
+        return []
+    }
+    func setActiveModel(id: Int) async throws { throw Failure() }
+    func deleteModel(id: Int) async throws { throw Failure() }
+    func changes() -> AsyncStream<StoreChange>? { nil }
     func close() {}
 }
 
@@ -296,7 +302,7 @@ final class FailingStore: AffinityStore, @unchecked Sendable {
         #expect(recs.status == 200)
         // Neither rated item comes back: the disliked one is seen, though not a positive.
         #expect(!recs.itemIDs.contains("i0") && !recs.itemIDs.contains("i1"), "\(recs.itemIDs)")
-        let placement = service.placement(ofUser: newcomer, model: try service.requireModel().model.primary)
+        let placement = await service.placement(ofUser: newcomer, model: try service.requireModel().model.primary)
         #expect(placement.subject == .history([trained.items.index(of: "i1")!]) && placement.history == [trained.items.index(of: "i1")!])
         #expect(Set(placement.seen) == [trained.items.index(of: "i0")!, trained.items.index(of: "i1")!])
 
@@ -310,8 +316,8 @@ final class FailingStore: AffinityStore, @unchecked Sendable {
         }
         // Values survive a restart (schema migration 2).
         service.close()
-        let reopened = try AffinityService(store: try SQLiteStore(path: storePath), logger: quietLogger)
-        #expect(try reopened.store.allEvents().map(\.value) == [2, 3.5])
+        let reopened = try await AffinityService(store: try SQLiteStore(path: storePath), logger: quietLogger)
+        #expect(try (reopened.store as! SQLiteStore).allEvents().map(\.value) == [2, 3.5])
     }
 
     @Test func everyRowSplitsMakeEveryRatingPositive() throws {
@@ -337,6 +343,6 @@ final class FailingStore: AffinityStore, @unchecked Sendable {
         #expect(other.id != first.id)
         let again = try await service.activateOrRegister(path: fixture.alsPath, index: nil)
         #expect(again.id == first.id && again.active)
-        #expect(try service.store.models().count == 2)
+        #expect(try await service.store.models().count == 2)
     }
 }

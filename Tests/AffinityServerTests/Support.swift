@@ -96,7 +96,7 @@ struct Fixture {
     /// A fresh service on a new SQLite store, with `model` registered and active (when given).
     func service(model: String? = nil, store path: String? = nil, limits: ServiceLimits = ServiceLimits()) async throws -> (AffinityService, String) {
         let storePath = path ?? temporaryDirectory("store") + "/affinity.sqlite"
-        let service = try AffinityService(store: try SQLiteStore(path: storePath), limits: limits, logger: quietLogger)
+        let service = try await AffinityService(store: try SQLiteStore(path: storePath), limits: limits, logger: quietLogger)
         if let model {
             let record = try await service.register(path: model, index: nil)
             try await service.activate(id: record.id)

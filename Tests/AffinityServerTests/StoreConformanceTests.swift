@@ -1,0 +1,224 @@
+import AffinityPipeline
+@testable import AffinityServer
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+
+/// A backend under the conformance suite: opens a fresh empty store, and reopens the same one.
+struct StoreBackend: Sendable, CustomStringConvertible {
+    var description: String
+    /// A new empty store; `reopen` opens another handle on the same data (after `close`).
+    var make: @Sendable () async throws -> (store: any AffinityStore, reopen: @Sendable () async throws -> any AffinityStore)
+    /// Marks the store's schema as newer than this build knows (then opening must fail).
+    var makeSchemaNewer: @Sendable (any AffinityStore) async throws -> Void
+    /// True for a store that other processes share (counts follow the change feed).
+    var shared: Bool
+
+    static let sqlite = StoreBackend(description: "SQLite", make: {
+        let path = temporaryDirectory("store") + "/s.sqlite"
+        return (try SQLiteStore(path: path), { try SQLiteStore(path: path) })
+    }, makeSchemaNewer: { store in
+        let path = store.location
+        store.close()
+        let connection = try SQLiteConnection(path: path)
+        try connection.execute("PRAGMA user_version = 99")
+        connection.close()
+    }, shared: false)
+
+    static let postgres = StoreBackend(description: "PostgreSQL", make: {
+        let (location, _) = try await TestPostgres.freshDatabase()
+        return (try await PostgresStore.open(location, logger: quietLogger), { try await PostgresStore.open(location, logger: quietLogger) })
+    }, makeSchemaNewer: { store in
+        let location = try PostgresLocation(url: store.location)
+        store.close()
+        try await TestPostgres.execute("UPDATE affinity_schema SET version = 99", in: location)
+    }, shared: true)
+
+    /// SQLite always; PostgreSQL when AFFINITY_TEST_POSTGRES names a server (.ci/run starts one).
+    static var all: [StoreBackend] {
+        TestPostgres.server == nil ? [.sqlite] : [.sqlite, .postgres]
+    }
+}
+
+/// The PostgreSQL server of the tests: `AFFINITY_TEST_POSTGRES=postgres://USER@HOST:PORT/DB`,
+/// password in PGPASSWORD (`scripts/postgres.sh start` prints both). Each test gets a database of
+/// its own, created from that one.
+enum TestPostgres {
+    static let server: PostgresLocation? = {
+        guard let url = ProcessInfo.processInfo.environment["AFFINITY_TEST_POSTGRES"], !url.isEmpty else {
+            print("SKIPPED PostgreSQL store tests: AFFINITY_TEST_POSTGRES is not set (scripts/postgres.sh start prints it; .ci/run starts a server)")
+            return nil
+        }
+        return try? PostgresLocation(url: url)
+    }()
+
+    static func connect(_ location: PostgresLocation) async throws -> PostgresConnection {
+        let configuration = PostgresConnection.Configuration(host: location.host, port: location.port, username: location.user,
+                                                             password: PostgresLocation.passwordFromEnvironment(),
+                                                             database: location.database, tls: .disable)
+        return try await PostgresConnection.connect(configuration: configuration, id: 1, logger: quietLogger)
+    }
+
+    static func execute(_ sql: String, in location: PostgresLocation) async throws {
+        let connection = try await connect(location)
+        defer { Task { try? await connection.close() } }
+        try await connection.query(PostgresQuery(unsafeSQL: sql), logger: quietLogger)
+    }
+
+    /// A new empty database on the test server (with the vector extension when the server has it).
+    static func freshDatabase() async throws -> (PostgresLocation, String) {
+        guard let server else { throw PostgresStoreError("no test server") }
+        let name = "affinity_t\(UInt32.random(in: 0...UInt32.max))"
+        try await execute("CREATE DATABASE \(name)", in: server)
+        var location = server
+        location.database = name
+        try? await execute("CREATE EXTENSION IF NOT EXISTS vector", in: location)
+        return (location, name)
+    }
+}
+
+/// Waits up to `seconds` for `condition` (a shared store's counts follow its feed).
+func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return try await condition()
+}
+
+/// One suite, every backend: the contract of `AffinityStore`.
+@Suite struct StoreConformanceTests {
+    @Test(arguments: StoreBackend.all)
+    func appendedEventsComeBackPerUserInOrder(_ backend: StoreBackend) async throws {
+        let (store, _) = try await backend.make()
+        defer { store.close() }
+        #expect(store.counts == StoreCounts(events: 0, users: 0))
+        let first = try await store.append([Event(user: "a", item: "i1", type: "view", timestamp: 10),
+                                            Event(user: "b", item: "i2", type: "rating", timestamp: 11, value: 3.5),
+                                            Event(user: "a", item: "i3", type: "click", timestamp: 12)])
+        let second = try await store.append([Event(user: "a", item: "i4", type: "view", timestamp: 13),
+                                             Event(user: "üser\u{00A0}2", item: "ï", type: "view", timestamp: 14)])
+        #expect(first.count == 3 && second.count == 2)
+        #expect(zip(first + second, (first + second).dropFirst()).allSatisfy { $0 < $1 }, "sequence numbers increase")
+        #expect(try await store.append([]).isEmpty)
+        let a = try await store.history(ofUser: "a")
+        #expect(a.map(\.event.item) == ["i1", "i3", "i4"])
+        #expect(a.map(\.seq) == [first[0], first[2], second[0]])
+        #expect(a.map(\.event.timestamp) == [10, 12, 13])
+        let b = try await store.history(ofUser: "b")
+        #expect(b.map(\.event) == [Event(user: "b", item: "i2", type: "rating", timestamp: 11, value: 3.5)])
+        #expect(try await store.history(ofUser: "üser\u{00A0}2").map(\.event.item) == ["ï"])
+        #expect(try await store.history(ofUser: "nobody").isEmpty)
+        #expect(try await store.sampleUsers(limit: 2) == ["a", "b"])
+        #expect(await eventually { store.counts == StoreCounts(events: 5, users: 3) }, "\(store.counts)")
+    }
+
+    @Test(arguments: StoreBackend.all)
+    func concurrentAppendsAreAllCommitted(_ backend: StoreBackend) async throws {
+        let (store, reopen) = try await backend.make()
+        let seqs = try await withThrowingTaskGroup(of: [Int64].self) { group in
+            for n in 0..<50 {
+                group.addTask {
+                    try await store.append((0..<4).map { Event(user: "u\(n)", item: "i\($0)", type: "view", timestamp: Int64(n)) })
+                }
+            }
+            return try await group.reduce(into: [Int64]()) { $0 += $1 }
+        }
+        #expect(Set(seqs).count == 200)
+        #expect(await eventually { store.counts == StoreCounts(events: 200, users: 50) }, "\(store.counts)")
+        store.close()
+        await #expect(throws: (any Error).self) { try await store.append([Event(user: "a", item: "b", type: "view", timestamp: 0)]) }
+        // Durable: another handle sees every event.
+        let again = try await reopen()
+        defer { again.close() }
+        #expect(again.counts == StoreCounts(events: 200, users: 50))
+        for n in [0, 17, 49] { #expect(try await again.history(ofUser: "u\(n)").map(\.event.item) == ["i0", "i1", "i2", "i3"]) }
+    }
+
+    @Test(arguments: StoreBackend.all)
+    func theRegistryKeepsOneActiveModelAcrossReopening(_ backend: StoreBackend) async throws {
+        let (store, reopen) = try await backend.make()
+        #expect(try await store.models().isEmpty)
+        #expect(try await store.activeModel() == nil)
+        let m1 = try await store.registerModel(path: "/models/a", index: nil, modelType: "ials")
+        let m2 = try await store.registerModel(path: "/models/b", index: "/models/b.idx", modelType: "ease")
+        #expect(m1.id != m2.id && !m1.active)
+        try await store.setActiveModel(id: m1.id)
+        try await store.setActiveModel(id: m2.id)
+        var models = try await store.models()
+        #expect(models.map(\.id) == [m1.id, m2.id])
+        #expect(models.filter(\.active).map(\.id) == [m2.id])
+        #expect(models[1].index == "/models/b.idx" && models[1].modelType == "ease" && models[1].path == "/models/b")
+        await #expect(throws: (any Error).self) { try await store.setActiveModel(id: 9_999) }
+        #expect(try await store.activeModel()?.id == m2.id, "a failed activation changes nothing")
+        try await store.deleteModel(id: m1.id)
+        store.close()
+        let again = try await reopen()
+        defer { again.close() }
+        models = try await again.models()
+        #expect(models.map(\.id) == [m2.id] && models[0].active)
+    }
+
+    @Test(arguments: StoreBackend.all)
+    func aNewerSchemaIsRefusedWithAMessage(_ backend: StoreBackend) async throws {
+        let (store, reopen) = try await backend.make()
+        try await store.append([Event(user: "a", item: "b", type: "view", timestamp: 0)])
+        try await backend.makeSchemaNewer(store)
+        await #expect { _ = try await reopen() } throws: { "\($0)".contains("schema version 99 is newer") }
+    }
+
+    @Test(arguments: StoreBackend.all)
+    func aServiceReadsHistoriesFromTheStoreNotFromMemory(_ backend: StoreBackend) async throws {
+        let fixture = Fixture.shared
+        let (store, reopen) = try await backend.make()
+        try await store.append([Event(user: "u1", item: "i1", type: "view", timestamp: 1)])
+        let service = try await AffinityService(store: store, logger: quietLogger)
+        _ = try await service.register(path: fixture.alsPath, index: nil, activate: true)
+        #expect(service.histories.size.users == 0, "nothing is read at start")
+        #expect(await service.eventHistory(ofUser: "u1") == ["i1"])
+        let client = RouterClient(service)
+        #expect(try await client.post("/v1/events", #"[{"user": "u1", "item": "i2", "type": "view"}]"#).status == 200)
+        #expect(await service.eventHistory(ofUser: "u1") == ["i1", "i2"], "the cached history takes the new event")
+        let recs = try await client.get("/v1/users/u1/recommendations?k=50")
+        #expect(recs.status == 200 && !recs.itemIDs.contains("i1") && !recs.itemIDs.contains("i2"))
+        service.close()
+        let restarted = try await AffinityService(store: try await reopen(), logger: quietLogger)
+        defer { restarted.close() }
+        #expect(restarted.activeRecord?.path == fixture.alsPath)
+        #expect(await restarted.eventHistory(ofUser: "u1") == ["i1", "i2"])
+    }
+}
+
+@Suite struct HistoryCacheTests {
+    func stored(_ seq: Int64, _ user: String, _ item: String) -> StoredEvent {
+        StoredEvent(seq: seq, event: Event(user: user, item: item, type: "view", timestamp: seq))
+    }
+
+    @Test func mergesBySequenceNumberWhateverTheOrderAndRepeats() {
+        let cache = HistoryCache(capacity: 100)
+        #expect(cache.get("a") == nil)
+        cache.fill("a", history: [stored(1, "a", "x"), stored(5, "a", "z")])
+        cache.merge([stored(3, "a", "y"), stored(5, "a", "z"), stored(7, "a", "w"), stored(6, "b", "q")])
+        #expect(cache.get("a")?.map(\.item) == ["x", "y", "z", "w"])
+        #expect(cache.get("b") == nil, "an uncached user is not created by a merge")
+    }
+
+    @Test func aFillThatRacedWithAMergeKeepsTheMergedEvent() {
+        let cache = HistoryCache(capacity: 100)
+        // Read from the store before event 9 committed; event 9 merged before the fill.
+        cache.merge([stored(9, "a", "late")])
+        #expect(cache.fill("a", history: [stored(2, "a", "early")]).map(\.item) == ["early", "late"])
+    }
+
+    @Test func leastRecentlyUsedHistoriesAreDroppedAtTheCapacity() {
+        let cache = HistoryCache(capacity: 10)
+        for u in 0..<5 { cache.fill("u\(u)", history: [stored(Int64(2 * u), "u\(u)", "a"), stored(Int64(2 * u + 1), "u\(u)", "b")]) }
+        _ = cache.get("u0")
+        cache.fill("u5", history: [stored(20, "u5", "a"), stored(21, "u5", "b")])
+        #expect(cache.size.events <= 10)
+        #expect(cache.get("u0") != nil && cache.get("u5") != nil, "recently used stay")
+        #expect(cache.get("u1") == nil, "the least recently used went")
+    }
+}
