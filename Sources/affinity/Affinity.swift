@@ -17,6 +17,6 @@ struct Affinity: AsyncParsableCommand {
         version: "affinity 0.3.0 (model format \(TrainedModel.formatVersion), index format \(IndexFile.formatVersion))",
         subcommands: [DataCommand.self, SplitCommand.self, TrainCommand.self, EvaluateCommand.self,
                       RecommendCommand.self, SimilarCommand.self, DemoCommand.self, ExplainCommand.self, TuneCommand.self, PipelineCommand.self, IndexCommand.self, BenchCommand.self, SweepCommand.self, TradeoffCommand.self,
-                      ServeCommand.self, ModelCommand.self, TextCommand.self, AnalyzeCommand.self, ReportCommand.self, FuzzCommand.self]
+                      ServeCommand.self, ExportCommand.self, ModelCommand.self, TextCommand.self, AnalyzeCommand.self, ReportCommand.self, FuzzCommand.self]
     )
 }

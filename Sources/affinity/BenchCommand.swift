@@ -139,12 +139,30 @@ func best(_ repeats: Int, _ body: () throws -> Void) rethrows -> Double {
     return bestTime
 }
 
+/// The CPU as /proc/cpuinfo names it, with its family and model numbers and widest vector
+/// extension ("Intel(R) Xeon(R) Processor (family 6 model 207, AVX-512)"): speed figures hold
+/// only for the CPU they were measured on.
 func cpuModel() -> String {
     guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "unknown" }
-    for line in text.split(separator: "\n") where line.hasPrefix("model name") {
-        return line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown"
+    var name = "unknown", family = "?", model = "?", flags: Set<Substring> = []
+    for line in text.split(separator: "\n") {
+        let parts = line.split(separator: ":", maxSplits: 1)
+        guard parts.count == 2 else {
+            if line.trimmingCharacters(in: .whitespaces).isEmpty && name != "unknown" { break }
+            continue
+        }
+        let key = parts[0].trimmingCharacters(in: .whitespaces), value = parts[1].trimmingCharacters(in: .whitespaces)
+        switch key {
+        case "model name": name = value
+        case "cpu family": family = value
+        case "model": model = value
+        case "flags": flags = Set(value.split(separator: " "))
+        default: break
+        }
+        if key == "flags" { break }
     }
-    return "unknown"
+    let vector = flags.contains("avx512f") ? "AVX-512" : flags.contains("avx2") ? "AVX2" : flags.isEmpty ? "?" : "no AVX2"
+    return "\(name) (family \(family) model \(model), \(vector))"
 }
 
 struct AnyEncodable: Encodable {

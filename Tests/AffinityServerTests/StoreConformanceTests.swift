@@ -1,3 +1,5 @@
+import AffinityLinalg
+import AffinityModels
 import AffinityPipeline
 @testable import AffinityServer
 import Foundation
@@ -220,5 +222,126 @@ func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) asy
         #expect(cache.size.events <= 10)
         #expect(cache.get("u0") != nil && cache.get("u5") != nil, "recently used stay")
         #expect(cache.get("u1") == nil, "the least recently used went")
+    }
+}
+
+/// Several service replicas on one PostgreSQL database (skipped without a test server).
+@Suite struct ReplicaTests {
+    @Test func anEventOnOneReplicaIsInTheOthersRecommendationsWithinASecond() async throws {
+        guard TestPostgres.server != nil else { return }
+        let fixture = Fixture.shared
+        let (location, _) = try await TestPostgres.freshDatabase()
+        let a = try await AffinityService(store: try await PostgresStore.open(location, logger: quietLogger), logger: quietLogger)
+        let b = try await AffinityService(store: try await PostgresStore.open(location, logger: quietLogger), logger: quietLogger)
+        defer { a.close(); b.close() }
+        let ials = try await a.register(path: fixture.alsPath, index: nil, activate: true)
+        #expect(await eventually(1) { b.activeRecord?.id == ials.id }, "B follows A's first activation")
+        let (clientA, clientB) = (RouterClient(a), RouterClient(b))
+        // B caches the user's history first, so the event must reach B's cache, not only the store.
+        let before = try await clientB.get("/v1/users/u1/recommendations?k=5")
+        #expect(before.status == 200)
+        let top = try #require(before.itemIDs.first)
+        let posted = Date()
+        #expect(try await clientA.post("/v1/events", #"[{"user": "u1", "item": "\#(top)", "type": "purchase"}]"#).status == 200)
+        #expect(try await eventually(1) { try await !clientB.get("/v1/users/u1/recommendations?k=5").itemIDs.contains(top) },
+                "B excludes the item A was told about")
+        #expect(Date().timeIntervalSince(posted) < 1)
+        // A brand-new user's events on A are B's fold-in history.
+        #expect(try await clientA.post("/v1/events", #"[{"user": "fresh", "item": "i3", "type": "view"}, {"user": "fresh", "item": "i4", "type": "view"}]"#).status == 200)
+        #expect(await eventually(1) { await b.eventHistory(ofUser: "fresh") == ["i3", "i4"] })
+        #expect(try await clientB.get("/v1/users/fresh/recommendations?k=5").status == 200)
+        #expect(await eventually(1) { b.store.counts == StoreCounts(events: 3, users: 2) }, "\(b.store.counts)")
+
+        // An activation on A is followed by B within a second; a deletion too.
+        let ease = try await a.register(path: fixture.easePath, index: nil)
+        let switched = Date()
+        _ = try await a.activate(id: ease.id)
+        #expect(await eventually(1) { b.activeRecord?.id == ease.id })
+        #expect(Date().timeIntervalSince(switched) < 1)
+        #expect(try await clientB.get("/v1/users/u1/recommendations").json["retrieval"] as? String == "exact")
+        let health = try await clientB.get("/health")
+        #expect(health.status == 200 && health.json["status"] as? String == "ok")
+    }
+
+    @Test func aReplicaThatCannotLoadTheNewModelKeepsAnsweringAndSaysSo() async throws {
+        guard TestPostgres.server != nil else { return }
+        let fixture = Fixture.shared
+        let (location, _) = try await TestPostgres.freshDatabase()
+        // B loads every model but EASE (as if its file were missing on B's machine).
+        let a = try await AffinityService(store: try await PostgresStore.open(location, logger: quietLogger), logger: quietLogger)
+        let b = try await AffinityService(store: try await PostgresStore.open(location, logger: quietLogger), logger: quietLogger,
+                                          loader: { record in
+            if record.modelType == "ease" { throw PostgresStoreError("no such file on this replica") }
+            return try AffinityService.loadPipeline(record)
+        })
+        defer { a.close(); b.close() }
+        let ials = try await a.register(path: fixture.alsPath, index: nil, activate: true)
+        #expect(await eventually(1) { b.activeRecord?.id == ials.id })
+        _ = try await a.register(path: fixture.easePath, index: nil, activate: true)
+        let client = RouterClient(b)
+        #expect(try await eventually(2) { try await client.get("/health").json["status"] as? String != "ok" })
+        let health = try await client.get("/health")
+        #expect(health.status == 200 && (health.json["status"] as? String ?? "").contains("not following"))
+        #expect(b.activeRecord?.id == ials.id)
+        #expect(try await client.get("/v1/users/u1/recommendations").status == 200)
+    }
+
+    @Test func connectionErrorsNameTheServerAndNeverThePassword() async throws {
+        // A port nobody listens on: refused at once, named by host and port.
+        let closed = PostgresLocation(host: "127.0.0.1", port: 9, user: "someone", database: "nowhere")
+        await #expect { _ = try await PostgresStore.open(closed, password: "hunter2-secret", logger: quietLogger, timeout: .seconds(3)) } throws: { error in
+            let text = "\(error)"
+            return text.contains("cannot connect to PostgreSQL at 127.0.0.1:9") && !text.contains("hunter2")
+        }
+        #expect { _ = try PostgresLocation(url: "postgres://me:hunter2@db:5432/affinity") } throws: { error in
+            "\(error)".contains("AFFINITY_PG_PASSWORD") && !"\(error)".contains("hunter2")
+        }
+        let parsed = try PostgresLocation(url: "postgresql://app@db.internal:6543/recs")
+        #expect(parsed == PostgresLocation(host: "db.internal", port: 6543, user: "app", database: "recs"))
+        #expect(parsed.description == "postgres://app@db.internal:6543/recs")
+        #expect(try PostgresLocation(url: "postgres://db/recs").port == 5432)
+        #expect(throws: PostgresStoreError.self) { try PostgresLocation(url: "postgres://db") }
+        guard let server = TestPostgres.server else { return }
+        // The right server with a wrong password: the server's refusal, without the password.
+        await #expect { _ = try await PostgresStore.open(server, password: "wrong-password-xyz", logger: quietLogger) } throws: { error in
+            let text = "\(error)"
+            return text.contains("\(server.host):\(server.port)") && text.contains("password") && !text.contains("wrong-password-xyz")
+        }
+    }
+}
+
+/// `affinity export pgvector`'s tables and query (skipped without a test server).
+@Suite struct PgvectorTests {
+    @Test func theSQLQueryReturnsTheModelsExactListsWithoutTheIndexAndNearlyWithIt() async throws {
+        guard TestPostgres.server != nil else { return }
+        let fixture = Fixture.shared
+        let (location, _) = try await TestPostgres.freshDatabase()
+        let model = fixture.als
+        let items = fixture.log.items, users = fixture.log.users
+        var userVectors = Matrix(rows: users.count, columns: model.itemEmbeddings.columns)
+        for u in 0..<users.count { for (c, v) in model.userEmbedding(user: u).enumerated() { userVectors[u, c] = v } }
+        let seen = (0..<users.count).map { u in (user: users[u], items: model.seenItems(ofUser: u).map { items[$0] }) }
+        let written = try await Pgvector.export(to: location, settings: Pgvector.Settings(), modelPath: fixture.alsPath, modelType: "ials",
+                                                items: (0..<items.count).map { items[$0] }, itemVectors: model.itemEmbeddings,
+                                                users: (0..<users.count).map { users[$0] }, userVectors: userVectors, seen: seen,
+                                                logger: quietLogger)
+        #expect(written == Pgvector.Written(items: items.count, users: users.count, seen: model.interactions.nonZeroCount))
+        let sample = Array(0..<40)
+        let exact = try model.recommend(users: sample, k: 5)
+        let pairs = zip(sample, exact).map { (user: users[$0], items: $1.map { items[$0.index] }) }
+        let checks = try await Pgvector.check(location, prefix: "affinity_", exact: pairs, k: 5, efSearch: [nil, 100], connections: 2,
+                                              logger: quietLogger)
+        #expect(checks[0].recall == 1 && checks[0].shortLists == 0, "the SQL without the index is the model's exact list")
+        #expect(checks[1].recall >= 0.9, "\(checks[1].recall)")
+        // Exporting again replaces the tables; a bad prefix is refused before any SQL.
+        _ = try await Pgvector.export(to: location, settings: Pgvector.Settings(), modelPath: fixture.alsPath, modelType: "ials",
+                                      items: (0..<items.count).map { items[$0] }, itemVectors: model.itemEmbeddings,
+                                      users: [], userVectors: nil, seen: [], logger: quietLogger)
+        var bad = Pgvector.Settings()
+        bad.prefix = "x; DROP TABLE events"
+        await #expect(throws: PostgresStoreError.self) {
+            _ = try await Pgvector.export(to: location, settings: bad, modelPath: "", modelType: "", items: [], itemVectors: Matrix(rows: 0, columns: 2),
+                                          users: [], userVectors: nil, seen: [], logger: quietLogger)
+        }
     }
 }
