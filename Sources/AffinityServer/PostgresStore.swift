@@ -53,7 +53,12 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
 /// An error of the PostgreSQL store, with what failed and where (never a password).
 public struct PostgresStoreError: Error, CustomStringConvertible {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// The server gave no answer in time.
+    public var timedOut = false
+    public init(_ message: String, timedOut: Bool = false) {
+        self.message = message
+        self.timedOut = timedOut
+    }
     public var description: String { message }
 }
 
@@ -104,7 +109,14 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
 
     public let server: PostgresLocation
     public var location: String { server.description }
-    let client: PostgresClient
+    /// The pool in use; replaced by a fresh one when the server comes back after an outage (the
+    /// pool's own reconnection backs off up to a minute).
+    private var pool: PostgresClient
+    private let configuration: PostgresClient.Configuration
+    /// Since when the server has been unreachable (nil: reachable). While it is, every operation
+    /// fails at once instead of waiting for its timeout, and a probe reconnects every 250 ms.
+    private var downSince: ContinuousClock.Instant?
+    private var recoveryTask: Task<Void, Never>?
     let logger: Logger
     let timeout: Duration
     let pollInterval: Duration
@@ -150,7 +162,7 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         configuration.options.maximumConnections = max(2, maxConnections)
         configuration.options.minimumConnections = 1
         configuration.options.connectTimeout = timeout
-        let store = PostgresStore(server: server, client: PostgresClient(configuration: configuration, backgroundLogger: logger),
+        let store = PostgresStore(server: server, configuration: configuration, password: password,
                                   logger: logger, timeout: timeout, pollInterval: pollInterval)
         do {
             try await store.migrate()
@@ -163,9 +175,15 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         return store
     }
 
-    private init(server: PostgresLocation, client: PostgresClient, logger: Logger, timeout: Duration, pollInterval: Duration) {
+    private let password: String?
+
+    private init(server: PostgresLocation, configuration: PostgresClient.Configuration, password: String?,
+                 logger: Logger, timeout: Duration, pollInterval: Duration) {
         self.server = server
-        self.client = client
+        self.configuration = configuration
+        self.password = password
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        pool = client
         self.logger = logger
         self.timeout = timeout
         self.pollInterval = pollInterval
@@ -179,8 +197,8 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
             closed = true
             consumer?.finish()
             consumer = nil
-            defer { watchTask = nil; listenTask = nil; runTask = nil }
-            return [watchTask, listenTask, runTask]
+            defer { watchTask = nil; listenTask = nil; runTask = nil; recoveryTask = nil }
+            return [watchTask, listenTask, runTask, recoveryTask]
         }
         for t in tasks { t?.cancel() }
     }
@@ -193,14 +211,72 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
     /// server and what was being done.
     private func run<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         try checkOpen()
-        let client = self.client
+        let (client, down) = lock.locked { (pool, downSince) }
+        if let down {
+            throw PostgresStoreError("\(what): PostgreSQL at \(server.host):\(server.port) is unreachable (for \(Self.seconds(ContinuousClock.now - down)) s; reconnecting)")
+        }
         do {
             return try await Self.withDeadline(timeout, "\(what) on \(location)") { try await body(client) }
         } catch let error as PostgresStoreError {
+            if error.timedOut { markDown() }
             throw error
         } catch {
+            if Self.isConnectionProblem(error) { markDown() }
             throw PostgresStoreError("\(what) on \(location) failed: \(Self.describe(error))")
         }
+    }
+
+    static func seconds(_ d: Duration) -> String {
+        String(format: "%.1f", Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+    }
+
+    /// An error of the connection rather than of the statement: no answer from the server.
+    static func isConnectionProblem(_ error: any Error) -> Bool {
+        if let e = error as? PSQLError { return e.serverInfo == nil }
+        if let e = error as? PostgresTransactionError {
+            return [e.beginError, e.closureError, e.commitError].contains { $0.map(isConnectionProblem) ?? false }
+        }
+        return !(error is PostgresStoreError) && !(error is CancellationError)
+    }
+
+    /// The server stopped answering: operations fail fast from now on, and a probe connects every
+    /// 250 ms; once one gets through, a fresh pool replaces the old one.
+    private func markDown() {
+        let start = lock.locked { () -> Bool in
+            guard downSince == nil, !closed else { return false }
+            downSince = .now
+            return true
+        }
+        guard start else { return }
+        logger.error("PostgreSQL is unreachable; writes fail until it answers again", metadata: ["server": "\(server.host):\(server.port)"])
+        let probeConfiguration = PostgresConnection.Configuration(host: server.host, port: server.port, username: server.user,
+                                                                  password: password, database: server.database, tls: .disable)
+        let task = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(250))
+                guard let self else { return }
+                guard let probe = try? await Self.withDeadline(.seconds(2), "probe", {
+                    try await PostgresConnection.connect(configuration: probeConfiguration, id: 0, logger: self.logger)
+                }) else { continue }
+                try? await probe.close()
+                let fresh = PostgresClient(configuration: self.configuration, backgroundLogger: self.logger)
+                let run = Task { await fresh.run() }
+                let (old, since) = self.lock.locked { () -> (Task<Void, Never>?, ContinuousClock.Instant?) in
+                    defer {
+                        self.pool = fresh
+                        self.runTask = run
+                        self.downSince = nil
+                        self.recoveryTask = nil
+                    }
+                    return (self.runTask, self.downSince)
+                }
+                old?.cancel()
+                self.logger.notice("PostgreSQL answers again", metadata: ["server": "\(self.server.host):\(self.server.port)",
+                                                                          "down_seconds": "\(since.map { Self.seconds(ContinuousClock.now - $0) } ?? "?")"])
+                return
+            }
+        }
+        lock.locked { recoveryTask = task }
     }
 
     /// `body`, or an error once `limit` has passed (the body is cancelled).
@@ -209,7 +285,7 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
             group.addTask { try await body() }
             group.addTask {
                 try await Task.sleep(for: limit)
-                throw PostgresStoreError("\(what): no answer within \(limit)")
+                throw PostgresStoreError("\(what): no answer within \(limit)", timedOut: true)
             }
             defer { group.cancelAll() }
             guard let first = try await group.next() else { throw CancellationError() }
@@ -438,7 +514,8 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
             while !Task.isCancelled {
                 guard let self else { return }
                 do {
-                    try await self.client.withConnection { connection in
+                    let client = self.lock.locked { self.pool }
+                    try await client.withConnection { connection in
                         try await connection.listen(on: "affinity_registry") { notifications in
                             for try await _ in notifications { self.emit(.registry) }
                         }
