@@ -279,17 +279,23 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         lock.locked { recoveryTask = task }
     }
 
-    /// `body`, or an error once `limit` has passed (the body is cancelled).
+    /// `body`, or an error once `limit` has passed. The caller is resumed at the deadline even when
+    /// the body does not react to cancellation (a pool lease waiting for a server that is gone):
+    /// the body is cancelled and left to finish on its own.
     static func withDeadline<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                throw PostgresStoreError("\(what): no answer within \(limit)", timedOut: true)
+        let once = ResumeOnce<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            once.set(continuation)
+            let work = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await body()) } catch { result = .failure(error) }
+                once.resume(with: result)
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next() else { throw CancellationError() }
-            return first
+            Task {
+                try? await Task.sleep(for: limit)
+                once.resume(with: .failure(PostgresStoreError("\(what): no answer within \(limit)", timedOut: true)))
+                work.cancel()
+            }
         }
     }
 

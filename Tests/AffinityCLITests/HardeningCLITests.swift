@@ -43,6 +43,16 @@ import Glibc
         #expect(!FileManager.default.fileExists(atPath: dir + "/port-b.sqlite"))
     }
 
+    @Test func anUnreachableDatabaseIsNamedAndThePasswordIsNot() throws {
+        let r = try CLI.run(["serve", "--store", "postgres://app@127.0.0.1:9/recs", "--port", "0"],
+                            environment: ["AFFINITY_PG_PASSWORD": "s3cret-not-to-print"])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:9"), "\(r.stderr)")
+        #expect(!r.stderr.contains("s3cret") && !r.stdout.contains("s3cret"))
+        let withPassword = try CLI.run("serve", "--store", "postgres://app:s3cret@127.0.0.1:9/recs", "--port", "0")
+        #expect(withPassword.status != 0 && withPassword.stderr.contains("AFFINITY_PG_PASSWORD") && !withPassword.stderr.contains("s3cret"))
+    }
+
     @Test func aSecondServerOnTheSameStoreIsRefused() throws {
         let (dir, model) = servedModel
         let store = dir + "/shared.sqlite"

@@ -345,3 +345,101 @@ func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) asy
         }
     }
 }
+
+/// A PostgreSQL server of the test's own (scripts/postgres.sh), to stop and start under a service.
+/// Needs the server binaries of the shared test server (AFFINITY_PG_BIN, set by the script).
+final class PrivatePostgres {
+    let folder: String
+    let bin: String
+    let location: PostgresLocation
+    let password: String
+
+    static var scriptPath: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/postgres.sh").path
+    }
+
+    init?() throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard TestPostgres.server != nil, let bin = environment["AFFINITY_PG_BIN"], let shared = environment["AFFINITY_PG_DIR"] else { return nil }
+        // The shared server's virtualenv (the script's `venv` beside its data, or AFFINITY_PG_VENV).
+        let venv = environment["AFFINITY_PG_VENV"] ?? shared + "/venv"
+        let out = try Self.shell([Self.scriptPath, "start"], environment: ["AFFINITY_PG_VENV": venv])
+        var values: [String: String] = [:]
+        for line in out.split(separator: "\n") where line.hasPrefix("export ") {
+            let pair = line.dropFirst("export ".count).split(separator: "=", maxSplits: 1)
+            values[String(pair[0])] = String(pair[1]).trimmingCharacters(in: CharacterSet(charactersIn: "'"))
+        }
+        guard let dir = values["AFFINITY_PG_DIR"], let url = values["AFFINITY_TEST_POSTGRES"], let password = values["PGPASSWORD"] else { return nil }
+        folder = dir
+        self.bin = values["AFFINITY_PG_BIN"] ?? bin
+        location = try PostgresLocation(url: url)
+        self.password = password
+    }
+
+    deinit { _ = try? Self.shell([Self.scriptPath, "stop", folder]) }
+
+    var runAs: [String] { getuid() == 0 ? ["runuser", "-u", "postgres", "--"] : [] }
+
+    /// SIGKILL to the postmaster and every backend: a crash, not a shutdown.
+    func kill9() throws {
+        let pidText = try String(contentsOfFile: folder + "/data/postmaster.pid", encoding: .utf8)
+        guard let pid = Int32(pidText.split(separator: "\n").first ?? "") else { return }
+        _ = try? Self.shell(["pkill", "-9", "-P", "\(pid)"])   // fails when there is no backend: fine
+        kill(pid, SIGKILL)
+        usleep(300_000)
+    }
+
+    func start() throws {
+        _ = try Self.shell(runAs + [bin + "/pg_ctl", "-D", folder + "/data", "-l", folder + "/log/server.log", "-w", "-t", "60",
+                                    "-o", "-p \(location.port) -c listen_addresses=127.0.0.1 -k \(folder)/socket", "start"])
+    }
+
+    /// Runs a command through /bin/sh and returns its standard output. `system(3)`, not
+    /// Foundation's Process: the server the script starts keeps running, and Process's wait for the
+    /// script was seen never to return in an async test on Linux.
+    @discardableResult
+    static func shell(_ arguments: [String], environment: [String: String] = [:]) throws -> String {
+        func quote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-shell-\(UInt32.random(in: 0...UInt32.max)).out").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let assignments = environment.map { "\($0.key)=\(quote($0.value))" }.joined(separator: " ")
+        let command = (assignments.isEmpty ? "" : "env \(assignments) ") + arguments.map(quote).joined(separator: " ")
+            + " </dev/null >\(quote(file)) 2>/dev/null"
+        let status = system(command)
+        guard status == 0 else { throw PostgresStoreError("\(arguments.joined(separator: " ")) failed (status \(status))") }
+        return (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+    }
+}
+
+@Suite struct DatabaseOutageTests {
+    @Test func writesAre503AndRecommendationsGoOnWhileTheDatabaseIsDownThenItReconnects() async throws {
+        guard let server = try PrivatePostgres() else {
+            if TestPostgres.server != nil { print("SKIPPED DatabaseOutageTests: AFFINITY_PG_BIN / AFFINITY_PG_DIR not set (scripts/postgres.sh sets them)") }
+            return
+        }
+        let fixture = Fixture.shared
+        let store = try await PostgresStore.open(server.location, password: server.password, logger: quietLogger)
+        let service = try await AffinityService(store: store, logger: quietLogger)
+        defer { service.close() }
+        _ = try await service.register(path: fixture.alsPath, index: nil, activate: true)
+        let client = RouterClient(service)
+        #expect(try await client.post("/v1/events", #"[{"user": "u1", "item": "i1", "type": "view"}]"#).status == 200)
+        #expect(try await client.get("/v1/users/u1/recommendations").status == 200)
+        try server.kill9()
+        // The first write finds the server gone (within the 5 s operation timeout); later ones fail at once.
+        let first = try await client.post("/v1/events", #"[{"user": "u1", "item": "i2", "type": "view"}]"#)
+        #expect(first.status == 503 && first.errorMessage.contains("events were not stored"), "\(first.body)")
+        let clock = ContinuousClock.now
+        #expect(try await client.post("/v1/events", #"[{"user": "u2", "item": "i2", "type": "view"}]"#).status == 503)
+        #expect(ContinuousClock.now - clock < .seconds(1), "a write while the database is down fails fast")
+        #expect(try await client.get("/v1/users/u1/recommendations").status == 200, "cached history")
+        #expect(try await client.get("/v1/users/u7/recommendations").status == 200, "trained user, history unreadable")
+        #expect(try await client.get("/metrics").body.contains("affinity_store_read_errors_total 1"))
+        try server.start()
+        #expect(try await eventually(10) {
+            try await client.post("/v1/events", #"[{"user": "u3", "item": "i3", "type": "view"}]"#).status == 200
+        }, "writes succeed again once the database is back")
+        #expect(await service.eventHistory(ofUser: "u1") == ["i1"], "nothing acknowledged was lost, nothing refused was stored")
+    }
+}
