@@ -209,8 +209,10 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
 
     /// Runs `body` against the pool, giving up after the store's timeout with an error naming the
     /// server and what was being done.
-    private func run<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
+    private func run<T: Sendable>(_ what: String, timeout: Duration? = nil,
+                                  _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         try checkOpen()
+        let timeout = timeout ?? self.timeout
         let (client, down) = lock.locked { (pool, downSince) }
         if let down {
             throw PostgresStoreError("\(what): PostgreSQL at \(server.host):\(server.port) is unreachable (for \(Self.seconds(ContinuousClock.now - down)) s; reconnecting)")
@@ -320,7 +322,9 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
     private func migrate() async throws {
         let known = Self.migrations.count
         let logger = self.logger
-        try await run("migrating the schema") { client in
+        // At start the pool opens its first connection and replicas may wait for each other's
+        // migration: more time than one operation gets.
+        try await run("migrating the schema", timeout: max(timeout, .seconds(60))) { client in
             try await client.withTransaction(logger: logger) { connection in
                 try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
                 try await connection.query("CREATE TABLE IF NOT EXISTS affinity_schema (version INT NOT NULL)", logger: logger)
@@ -342,7 +346,7 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
     }
 
     private func readCounts() async throws {
-        let row = try await run("reading the counts") { client in
+        let row = try await run("reading the counts", timeout: max(timeout, .seconds(60))) { client in
             var out: (Int64, Int64, Int64, Int64) = (0, 0, 0, 0)
             let rows = try await client.query("""
                 SELECT (SELECT count(*) FROM events), (SELECT coalesce(max(seq), 0) FROM events),
