@@ -12,7 +12,10 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve recommendations over HTTP, with event ingestion, model hot swap and Prometheus metrics.",
         discussion: """
-        The store (SQLite) keeps events and the model registry across restarts.
+        The store keeps events and the model registry across restarts: a SQLite file
+        (one server), or postgres://USER@HOST:PORT/DATABASE shared by several replicas
+        (password from AFFINITY_PG_PASSWORD or PGPASSWORD), which follow each other's
+        events and activations.
         --model activates the model folder (registering it the first time); --pipeline
         activates a pipeline file (docs/pipeline.md: retrievers, ranker, re-rankers)
         the same way; without either the store's active model is served. A pipeline
