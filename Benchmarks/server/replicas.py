@@ -9,7 +9,8 @@ trains two ml-1m iALS models, starts replica A (--model) and replica B (followin
 active model), and prints:
 
 1. propagation: an event posted to A for a brand-new user, until B recommends for that user
-   (20 trials); an activation on A until B answers with the new model (5 trials);
+   (B reads the database), and for a user B has cached, until B leaves the item out (the
+   store's feed), 20 trials each; an activation on A until B answers with the new model (5 trials);
 2. wrk on both replicas at once (two wrk processes) while writers post 500 events/s in all
    (250/s to each): total requests/s, worst p99, non-2xx;
 3. kill -9 of replica A while a writer posts to it, restart: acknowledged events vs stored ones;
@@ -139,6 +140,15 @@ def main():
             assert status == 200
             seen = wait_until(lambda: B.request("GET", f"/v1/users/{user}/recommendations?k=5")[0] == 200, 5)
             event_times.append(time.perf_counter() - t0 if seen is not None else float("inf"))
+        # A user B has cached: the event reaches B through the store's feed (polled every 250 ms).
+        feed_times = []
+        for n in range(20):
+            user = users[(n * 97) % len(users)]
+            top = B.request("GET", f"/v1/users/{user}/recommendations?k=5")[1]["items"][0]["item"]
+            t0 = time.perf_counter()
+            assert A.request("POST", "/v1/events", [{"user": user, "item": top, "type": "purchase"}])[0] == 200
+            gone = wait_until(lambda: top not in [i["item"] for i in B.request("GET", f"/v1/users/{user}/recommendations?k=5")[1]["items"]], 5)
+            feed_times.append(time.perf_counter() - t0 if gone is not None else float("inf"))
         status, second = A.request("POST", "/v1/models", {"path": models[1]})
         assert status == 201, second
         ids = [A.request("GET", "/health")[1]["model"]["id"], second["id"]]
@@ -151,6 +161,7 @@ def main():
             activation_times.append(time.perf_counter() - t0 if ok is not None else float("inf"))
         results["propagation"] = {
             "event_to_other_replica_ms": {"median": statistics.median(event_times) * 1e3, "max": max(event_times) * 1e3, "trials": 20},
+            "event_for_cached_user_ms": {"median": statistics.median(feed_times) * 1e3, "max": max(feed_times) * 1e3, "trials": 20},
             "activation_to_other_replica_ms": {"median": statistics.median(activation_times) * 1e3, "max": max(activation_times) * 1e3, "trials": 5},
         }
 
@@ -265,6 +276,8 @@ def main():
     pr = results["propagation"]
     print(f"event on A -> B recommends for the new user: median {pr['event_to_other_replica_ms']['median']:.0f} ms, "
           f"max {pr['event_to_other_replica_ms']['max']:.0f} ms (20 trials)")
+    print(f"event on A for a user B has cached -> B leaves the item out: median {pr['event_for_cached_user_ms']['median']:.0f} ms, "
+          f"max {pr['event_for_cached_user_ms']['max']:.0f} ms (20 trials)")
     print(f"activation on A -> B answers with it: median {pr['activation_to_other_replica_ms']['median']:.0f} ms, "
           f"max {pr['activation_to_other_replica_ms']['max']:.0f} ms (5 trials)")
     t = results["two_replicas"]

@@ -26,12 +26,14 @@ final class HistoryCache: @unchecked Sendable {
     private var entries: [String: Entry] = [:]
     private var held = 0
     private var clock: UInt64 = 0
+    /// The ring of recent events, oldest first, and the same events by user.
     private var recent: [StoredEvent] = []
     private var recentNext = 0
+    private var recentByUser: [String: [StoredEvent]] = [:]
     private(set) var hits = 0
     private(set) var misses = 0
 
-    init(capacity: Int = 2_000_000, recentCapacity: Int = 16_384) {
+    init(capacity: Int = 2_000_000, recentCapacity: Int = 65_536) {
         self.capacity = max(1, capacity)
         self.recentCapacity = max(1, recentCapacity)
     }
@@ -53,7 +55,7 @@ final class HistoryCache: @unchecked Sendable {
         lock.locked {
             var entry = Entry()
             for e in history { Self.insert(e.seq, UserEvent(e.event), into: &entry) }
-            for e in recent where e.event.user == user { Self.insert(e.seq, UserEvent(e.event), into: &entry) }
+            for e in recentByUser[user] ?? [] { Self.insert(e.seq, UserEvent(e.event), into: &entry) }
             if let old = entries[user] {
                 // Filled twice at once: keep the union.
                 for (seq, event) in zip(old.seqs, old.events) { Self.insert(seq, event, into: &entry) }
@@ -73,7 +75,18 @@ final class HistoryCache: @unchecked Sendable {
         guard !events.isEmpty else { return }
         lock.locked {
             for e in events {
-                if recent.count < recentCapacity { recent.append(e) } else { recent[recentNext] = e }
+                if recent.count < recentCapacity {
+                    recent.append(e)
+                } else {
+                    // The oldest event leaves the ring, and its user's list (where it is first).
+                    let old = recent[recentNext].event.user
+                    if var list = recentByUser[old] {
+                        list.removeFirst()
+                        recentByUser[old] = list.isEmpty ? nil : list
+                    }
+                    recent[recentNext] = e
+                }
+                recentByUser[e.event.user, default: []].append(e)
                 recentNext = (recentNext + 1) % recentCapacity
                 guard var entry = entries[e.event.user] else { continue }
                 held -= entry.weight

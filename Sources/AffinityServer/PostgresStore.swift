@@ -24,8 +24,13 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
     public static func isURL(_ text: String) -> Bool { text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") }
 
     public init(url text: String) throws {
+        // The text is never echoed: it might hold a password in a form that does not parse.
+        if let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].lastIndex(of: "@"),
+           text[scheme.upperBound..<at].contains(":") {
+            throw PostgresStoreError("the store URL holds a password; remove it and set AFFINITY_PG_PASSWORD (or PGPASSWORD) instead, so that it is in no command line or log")
+        }
         guard Self.isURL(text), let url = URLComponents(string: text) else {
-            throw PostgresStoreError("'\(text.prefix(200))' is not a postgres://USER@HOST:PORT/DATABASE URL")
+            throw PostgresStoreError("the store is not a postgres://USER@HOST:PORT/DATABASE URL")
         }
         guard url.password == nil else {
             throw PostgresStoreError("the store URL holds a password; remove it and set AFFINITY_PG_PASSWORD (or PGPASSWORD) instead, so that it is in no command line or log")
@@ -68,7 +73,7 @@ public struct PostgresStoreError: Error, CustomStringConvertible {
 /// and every change to them is announced with NOTIFY on `affinity_registry`. A watcher started at
 /// open follows what every process commits: events by polling (`pollInterval`; sequence numbers
 /// are tracked with their gaps, since concurrent transactions commit out of order, and a gap older
-/// than 10 s is taken as a rolled-back insert), the registry by LISTEN and, as the fallback, by
+/// than 30 s is taken as a rolled-back insert), the registry by LISTEN and, as the fallback, by
 /// polling its version. Connections come from a `PostgresClient` pool; every operation gives up
 /// after `timeout` with an error naming the server, so an unreachable database turns into 503s
 /// for writes, never into hung requests, and the pool reconnects by itself.
@@ -162,6 +167,10 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         configuration.options.maximumConnections = max(2, maxConnections)
         configuration.options.minimumConnections = 1
         configuration.options.connectTimeout = timeout
+        // The server gives up on a statement at the timeout, so an operation the client abandoned
+        // cannot commit later (the client waits one second more for the server's own error).
+        let ms = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+        configuration.options.additionalStartupParameters = [("statement_timeout", "\(ms)")]
         let store = PostgresStore(server: server, configuration: configuration, password: password,
                                   logger: logger, timeout: timeout, pollInterval: pollInterval)
         do {
@@ -212,7 +221,7 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
     private func run<T: Sendable>(_ what: String, timeout: Duration? = nil,
                                   _ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         try checkOpen()
-        let timeout = timeout ?? self.timeout
+        let timeout = timeout ?? (self.timeout + .seconds(1))
         let (client, down) = lock.locked { (pool, downSince) }
         if let down {
             throw PostgresStoreError("\(what): PostgreSQL at \(server.host):\(server.port) is unreachable (for \(Self.seconds(ContinuousClock.now - down)) s; reconnecting)")
@@ -220,10 +229,10 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         do {
             return try await Self.withDeadline(timeout, "\(what) on \(location)") { try await body(client) }
         } catch let error as PostgresStoreError {
-            if error.timedOut { markDown() }
+            if error.timedOut { markDown(client) }
             throw error
         } catch {
-            if Self.isConnectionProblem(error) { markDown() }
+            if Self.isConnectionProblem(error) { markDown(client) }
             throw PostgresStoreError("\(what) on \(location) failed: \(Self.describe(error))")
         }
     }
@@ -232,20 +241,23 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         String(format: "%.1f", Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
     }
 
-    /// An error of the connection rather than of the statement: no answer from the server.
+    /// An error of the connection rather than of the statement: no answer from the server (a
+    /// server's error, a statement timeout included, has its message; a pool shut down by a swap is
+    /// not a PSQLError).
     static func isConnectionProblem(_ error: any Error) -> Bool {
         if let e = error as? PSQLError { return e.serverInfo == nil }
         if let e = error as? PostgresTransactionError {
             return [e.beginError, e.closureError, e.commitError].contains { $0.map(isConnectionProblem) ?? false }
         }
-        return !(error is PostgresStoreError) && !(error is CancellationError)
+        return false
     }
 
     /// The server stopped answering: operations fail fast from now on, and a probe connects every
     /// 250 ms; once one gets through, a fresh pool replaces the old one.
-    private func markDown() {
+    private func markDown(_ failed: PostgresClient) {
         let start = lock.locked { () -> Bool in
-            guard downSince == nil, !closed else { return false }
+            // A failure of a pool already replaced says nothing about the current one.
+            guard downSince == nil, !closed, failed === pool else { return false }
             downSince = .now
             return true
         }
@@ -264,6 +276,7 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
                 let fresh = PostgresClient(configuration: self.configuration, backgroundLogger: self.logger)
                 let run = Task { await fresh.run() }
                 let (old, since) = self.lock.locked { () -> (Task<Void, Never>?, ContinuousClock.Instant?) in
+                    if self.closed { return (run, nil) }   // closed meanwhile: the fresh pool goes at once
                     defer {
                         self.pool = fresh
                         self.runTask = run
@@ -288,14 +301,20 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         let once = ResumeOnce<T>()
         return try await withCheckedThrowingContinuation { continuation in
             once.set(continuation)
+            let timer = Task {
+                try? await Task.sleep(for: limit)
+                guard !Task.isCancelled else { return }
+                once.resume(with: .failure(PostgresStoreError("\(what): no answer within \(limit)", timedOut: true)))
+            }
             let work = Task {
                 let result: Result<T, any Error>
                 do { result = .success(try await body()) } catch { result = .failure(error) }
+                timer.cancel()
                 once.resume(with: result)
             }
             Task {
+                // Cancel the body once the deadline has answered for it.
                 try? await Task.sleep(for: limit)
-                once.resume(with: .failure(PostgresStoreError("\(what): no answer within \(limit)", timedOut: true)))
                 work.cancel()
             }
         }
@@ -477,6 +496,10 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         let logger = self.logger, key = Int64(id)
         try await run("deleting a model") { client in
             try await client.withTransaction(logger: logger) { connection in
+                // Never the active model, even when another replica activated it a moment ago.
+                var active = false
+                for try await _ in try await connection.query("SELECT 1 FROM models WHERE id = \(key) AND active FOR UPDATE", logger: logger) { active = true }
+                guard !active else { throw APIError(.conflict, "model \(id) is active; activate another model before deleting it") }
                 try await connection.query("DELETE FROM models WHERE id = \(key)", logger: logger)
                 try await Self.bumpRegistry(connection, logger: logger)
             }
@@ -520,18 +543,19 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
                 try? await Task.sleep(for: interval)
             }
         }
+        let logger = self.logger
         let listen = Task { [weak self] in
             while !Task.isCancelled {
-                guard let self else { return }
+                // No strong reference across the LISTEN: the store can go while it waits.
+                guard let client = self.map({ s in s.lock.locked { s.pool } }) else { return }
                 do {
-                    let client = self.lock.locked { self.pool }
                     try await client.withConnection { connection in
-                        try await connection.listen(on: "affinity_registry") { notifications in
-                            for try await _ in notifications { self.emit(.registry) }
+                        try await connection.listen(on: "affinity_registry") { [weak self] notifications in
+                            for try await _ in notifications { self?.emit(.registry) }
                         }
                     }
                 } catch {
-                    if !Task.isCancelled { self.logger.debug("LISTEN failed; polling until it reconnects", metadata: ["error": "\(error)"]) }
+                    if !Task.isCancelled { logger.debug("LISTEN failed; polling until it reconnects", metadata: ["error": "\(error)"]) }
                 }
                 try? await Task.sleep(for: .seconds(1))
             }
@@ -545,13 +569,26 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
     /// One round of the feed: new events since the last contiguous sequence number, and the
     /// registry version.
     private func poll() async throws {
-        let after = lock.locked { contiguous }
+        // New rows above the highest number seen, and the open gaps below it by number (at most
+        // 1,000), so that a gap never holds back the events after it.
+        let (after, missing) = lock.locked { () -> (Int64, [Int64]) in
+            let top = seenAbove.max() ?? contiguous
+            var missing: [Int64] = []
+            if top > contiguous {
+                var n = contiguous + 1
+                while n < top && missing.count < 1_000 {
+                    if !seenAbove.contains(n) { missing.append(n) }
+                    n += 1
+                }
+            }
+            return (top, missing)
+        }
         let (rows, version) = try await run("watching for changes") { client in
             var rows: [(StoredEvent, Bool)] = []
             let q = try await client.query("""
                 SELECT e.seq, e.user_id, e.item, e.type, e.ts, e.value, u.first_seq = e.seq
                 FROM events e JOIN users u ON u.user_id = e.user_id
-                WHERE e.seq > \(after) ORDER BY e.seq LIMIT 5000
+                WHERE e.seq > \(after) OR e.seq = ANY(\(missing)::bigint[]) ORDER BY e.seq LIMIT 5000
                 """)
             for try await (seq, user, item, type, ts, value, first) in q.decode((Int64, String, String, String, Int64, Double?, Bool).self) {
                 rows.append((StoredEvent(seq: seq, event: Event(user: user, item: item, type: type, timestamp: ts, value: value)), first))
@@ -577,14 +614,15 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         if registryChanged { emit(.registry) }
     }
 
-    /// Moves `contiguous` over every seen number; a gap still open after 10 s is a rolled-back
-    /// insert (sequence numbers are not reused) and is skipped.
+    /// Moves `contiguous` over every seen number; a gap still open after 30 s is a rolled-back
+    /// insert (sequence numbers are not reused; the server's statement timeout ends any insert long
+    /// before) and is skipped.
     private func advance() {
         while seenAbove.remove(contiguous + 1) != nil { contiguous += 1 }
         guard let lowest = seenAbove.min() else { gapSince = nil; return }
         let now = ContinuousClock.now
         if let since = gapSince, gapAt == contiguous {
-            if now - since > .seconds(10) {
+            if now - since > .seconds(30) {
                 contiguous = lowest - 1
                 gapSince = nil
                 advance()

@@ -181,6 +181,11 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
             response = JSON.error(.contentTooLarge, "request body is larger than the limit")
         } catch let error as ModelError {
             response = JSON.error(.badRequest, error.description)
+        } catch let error as PostgresStoreError {
+            // The database did not answer (or refused): 503, details in the log only.
+            let reference = AffinityService.errorReference()
+            logger.error("store unavailable", metadata: ["path": "\(request.uri.path)", "error": "\(error)", "reference": "\(reference)"])
+            response = JSON.error(.serviceUnavailable, "the store is unavailable (reference \(reference) in the server log); retry")
         } catch {
             // Details (paths, SQL) stay in the log; the client gets a reference to find them.
             let reference = AffinityService.errorReference()

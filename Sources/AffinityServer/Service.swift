@@ -114,6 +114,8 @@ public final class AffinityService: @unchecked Sendable {
                     }
                 }
             }
+            // Another replica may have activated a model while this one was loading its own.
+            scheduleFollow()
         }
     }
 
@@ -126,8 +128,16 @@ public final class AffinityService: @unchecked Sendable {
         }
         guard start else { return }
         Task {
+            var wait = 1.0
             while true {
-                await self.followRegistry()
+                if await !self.followRegistry() {
+                    // Failed (the store down, too many loads, a load timed out): try again later
+                    // rather than stay behind until the next registry change.
+                    try? await Task.sleep(for: .seconds(wait))
+                    wait = min(wait * 2, 30)
+                    if self.watchTask?.isCancelled ?? true { return }
+                    continue
+                }
                 let again = self.lock.locked { () -> Bool in
                     if followAgain { followAgain = false; return true }
                     following = false
@@ -142,7 +152,8 @@ public final class AffinityService: @unchecked Sendable {
     /// loads it and swaps it in (without writing to the store). A model that does not load here
     /// (its files are not at the same path on this machine) leaves the current one answering;
     /// /health says so until the replicas agree again.
-    func followRegistry() async {
+    @discardableResult
+    func followRegistry() async -> Bool {
         do {
             try await activationLock.withLock {
                 let records = try await store.models()
@@ -158,9 +169,11 @@ public final class AffinityService: @unchecked Sendable {
                 lock.locked { followError = nil }
                 logger.info("followed another replica's activation", metadata: ["id": "\(target.id)", "path": "\(target.path)"])
             }
+            return true
         } catch {
             lock.locked { followError = "\(error)" }
             logger.error("cannot follow the registry's active model; the current one keeps answering", metadata: ["error": "\(error)"])
+            return false
         }
     }
 
@@ -378,7 +391,9 @@ public final class AffinityService: @unchecked Sendable {
         } catch {
             let reference = Self.errorReference()
             logger.error("event store append failed", metadata: ["error": "\(error)", "reference": "\(reference)"])
-            throw APIError(.serviceUnavailable, "events were not stored (the store failed; reference \(reference) in the server log)")
+            // Not acknowledged: none of the events was stored, except that after a timeout the
+            // database may still have committed the batch (a retry then stores it twice).
+            throw APIError(.serviceUnavailable, "events were not stored (the store failed; reference \(reference) in the server log); retry")
         }
         histories.merge(zip(seqs, events).map { StoredEvent(seq: $0, event: $1) })
         let model = lock.locked { active?.model.primary }

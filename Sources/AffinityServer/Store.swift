@@ -78,7 +78,8 @@ public struct StoreCounts: Sendable, Equatable {
 
 /// What another process changed in a shared store, as `AffinityStore.changes()` reports it.
 public enum StoreChange: Sendable {
-    /// Events committed by another process (not by this one), in sequence order.
+    /// Events committed to the store (by any process, this one included: merging is idempotent), in
+    /// sequence order.
     case events([StoredEvent])
     /// The registry (models, the active one) changed.
     case registry
@@ -413,6 +414,9 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
 
     public func deleteModel(id: Int) async throws {
         try await onQueue { [connection] in
+            var active = false
+            try connection.run("SELECT 1 FROM models WHERE id = ? AND active", [.int(Int64(id))]) { _ in active = true }
+            guard !active else { throw APIError(.conflict, "model \(id) is active; activate another model before deleting it") }
             try connection.run("DELETE FROM models WHERE id = ?", [.int(Int64(id))])
         }
     }

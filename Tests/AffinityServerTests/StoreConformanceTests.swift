@@ -156,6 +156,8 @@ func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) asy
         #expect(models[1].index == "/models/b.idx" && models[1].modelType == "ease" && models[1].path == "/models/b")
         await #expect(throws: (any Error).self) { try await store.setActiveModel(id: 9_999) }
         #expect(try await store.activeModel()?.id == m2.id, "a failed activation changes nothing")
+        // The active model is never deleted, even when the check before it raced another replica.
+        await #expect { try await store.deleteModel(id: m2.id) } throws: { "\($0)".contains("is active") }
         try await store.deleteModel(id: m1.id)
         store.close()
         let again = try await reopen()
@@ -213,6 +215,14 @@ func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) asy
         // Read from the store before event 9 committed; event 9 merged before the fill.
         cache.merge([stored(9, "a", "late")])
         #expect(cache.fill("a", history: [stored(2, "a", "early")]).map(\.item) == ["early", "late"])
+    }
+
+    @Test func theRingOfRecentEventsKeepsTheLastOnesPerUser() {
+        let cache = HistoryCache(capacity: 100, recentCapacity: 3)
+        cache.merge([stored(1, "a", "x"), stored(2, "b", "y"), stored(3, "a", "z"), stored(4, "c", "w")])
+        // Event 1 left the ring (capacity 3): a fill of "a" gets only event 3 from it.
+        #expect(cache.fill("a", history: []).map(\.item) == ["z"])
+        #expect(cache.fill("b", history: []).map(\.item) == ["y"])
     }
 
     @Test func leastRecentlyUsedHistoriesAreDroppedAtTheCapacity() {
@@ -294,6 +304,9 @@ func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) asy
         }
         #expect { _ = try PostgresLocation(url: "postgres://me:hunter2@db:5432/affinity") } throws: { error in
             "\(error)".contains("AFFINITY_PG_PASSWORD") && !"\(error)".contains("hunter2")
+        }
+        for unparsable in ["postgres://app:pa/s3cr@db/recs", "postgres://app:p#s3cr@db:5432/recs"] {
+            #expect { _ = try PostgresLocation(url: unparsable) } throws: { "\($0)".contains("AFFINITY_PG_PASSWORD") && !"\($0)".contains("s3cr") }
         }
         let parsed = try PostgresLocation(url: "postgresql://app@db.internal:6543/recs")
         #expect(parsed == PostgresLocation(host: "db.internal", port: 6543, user: "app", database: "recs"))
@@ -439,6 +452,9 @@ final class PrivatePostgres {
         #expect(try await eventually(30) {
             try await client.post("/v1/events", #"[{"user": "u3", "item": "i3", "type": "view"}]"#).status == 200
         }, "writes succeed again once the database is back")
-        #expect(await service.eventHistory(ofUser: "u1") == ["i1"], "nothing acknowledged was lost, nothing refused was stored")
+        // Read from the database, not the cache: nothing acknowledged lost, nothing refused stored.
+        #expect(try await store.history(ofUser: "u1").map(\.event.item) == ["i1"])
+        #expect(try await store.history(ofUser: "u2").isEmpty)
+        #expect(try await store.history(ofUser: "u3").map(\.event.item) == ["i3"])
     }
 }
