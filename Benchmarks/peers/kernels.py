@@ -14,6 +14,9 @@ What it does, all on this machine in this run:
   4. runs the peer on the same sizes and inputs, each thread count in its own process with
      OPENBLAS_NUM_THREADS / OMP_NUM_THREADS set and faiss.omp_set_num_threads;
   5. prints one table: ours, peer, and the ratio ours/peer in throughput (> 1 means we are faster).
+numpy runs with OPENBLAS_CORETYPE unset (OpenBLAS picks its best kernels for this CPU); which BLAS,
+version and kernel family (`architecture`, e.g. SkylakeX or Haswell) it ran is read with
+threadpoolctl inside the peer process and printed above the table.
 Timings are the best of --repeats runs. Targets from the issue are printed beside each ratio.
 """
 import argparse
@@ -102,7 +105,13 @@ def peer(args):
         s = best(r, lambda: index.search(xq, 10))
         figures.append({"name": "exact top-10 IP faiss IndexFlatIP", "seconds": s, "per_second": xq.shape[0] / s,
                         "gflops": 2.0 * xq.shape[0] * xb.shape[0] * xb.shape[1] / s / 1e9})
-    print(json.dumps(figures))
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+                for i in threadpool_info() if i.get("user_api") == "blas"]
+    except ImportError:
+        blas = [{"internal_api": "unknown (threadpoolctl missing)"}]
+    print(json.dumps({"figures": figures, "blas": blas}))
 
 
 def main():
@@ -126,8 +135,12 @@ def main():
     if args.peer_only:
         peer(args)
         return
-    ensure_venv(VENV, ["numpy", "scipy", "faiss-cpu"])
+    ensure_venv(VENV, ["numpy", "scipy", "faiss-cpu", "threadpoolctl"])
     import numpy as np
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:   # a virtualenv made before threadpoolctl was on the list
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "threadpoolctl"])
 
     if not os.path.exists(args.ratings):
         print(f"note: {args.ratings} is absent; the SPD-inverse comparison is skipped", file=sys.stderr)
@@ -150,17 +163,25 @@ def main():
     ours = json.loads(subprocess.check_output(cmd))
     cpu = ours["cpu"]
 
-    peers = {}
+    peers, blas_info = {}, {}
     for t in [int(s) for s in args.threads.split(",")]:
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
+        # numpy at its best: OpenBLAS chooses its kernels for this CPU itself.
+        if env.pop("OPENBLAS_CORETYPE", None) is not None:
+            print("note: OPENBLAS_CORETYPE was set; the peer runs without it", file=sys.stderr)
         out = subprocess.check_output([sys.executable, __file__, "--peer-only", "--peer-threads", str(t), "--only", args.only,
                                        "--sizes", args.sizes, "--repeats", str(args.repeats), "--base", base, "--queries", queries,
                                        "--lam", str(args.lam), "--base-rows", str(args.base_rows), "--query-rows", str(args.query_rows)]
                                       + (["--ratings", args.ratings] if args.ratings else []), env=env)
-        peers[t] = json.loads(out)
+        result = json.loads(out)
+        peers[t] = result["figures"]
+        blas_info[t] = result["blas"]
 
     import faiss
-    print(f"CPU: {cpu}; our SIMD path: {ours['simd']}; numpy {np.__version__} (OpenBLAS), faiss {faiss.__version__}")
+    print(f"CPU: {cpu}; our SIMD path: {ours['simd']}; numpy {np.__version__}, faiss {faiss.__version__}")
+    for t, libs in sorted(blas_info.items()):
+        print(f"numpy's BLAS with {t} thread(s): " + "; ".join(
+            f"{b.get('internal_api')} {b.get('version') or ''} kernels {b.get('architecture') or '?'} ({b.get('num_threads')} threads)" for b in libs))
     print(f"{'benchmark':52s} {'thr':>3s} {'ours':>22s} {'peer':>22s} {'ours/peer':>9s}  target")
 
     def fmt(f):
