@@ -381,6 +381,15 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         }
     }
 
+    /// A server setting as a pooled connection of this store sees it (`current_setting`).
+    func serverSetting(_ name: String) async throws -> String {
+        try await run("reading a setting") { client in
+            var value = ""
+            for try await v in try await client.query("SELECT current_setting(\(name))").decode(String.self) { value = v }
+            return value
+        }
+    }
+
     // MARK: - Events
 
     @discardableResult

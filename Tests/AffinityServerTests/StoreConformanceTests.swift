@@ -295,6 +295,15 @@ func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) asy
         #expect(try await client.get("/v1/users/u1/recommendations").status == 200)
     }
 
+    @Test func theServerEndsStatementsAtTheStoresTimeout() async throws {
+        guard TestPostgres.server != nil else { return }
+        let (location, _) = try await TestPostgres.freshDatabase()
+        let store = try await PostgresStore.open(location, logger: quietLogger, timeout: .seconds(7))
+        defer { store.close() }
+        // An abandoned insert cannot commit after the client gave up on it.
+        #expect(try await store.serverSetting("statement_timeout") == "7s")
+    }
+
     @Test func connectionErrorsNameTheServerAndNeverThePassword() async throws {
         // A port nobody listens on: refused at once, named by host and port.
         let closed = PostgresLocation(host: "127.0.0.1", port: 9, user: "someone", database: "nowhere")
