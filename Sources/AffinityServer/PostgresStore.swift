@@ -241,15 +241,17 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         String(format: "%.1f", Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
     }
 
-    /// An error of the connection rather than of the statement: no answer from the server (a
-    /// server's error, a statement timeout included, has its message; a pool shut down by a swap is
-    /// not a PSQLError).
+    /// An error of the connection rather than of the statement: no answer from the server. A
+    /// server's error (a statement timeout included) carries its message and is not one; neither is a
+    /// row that does not decode. Anything else (a closed connection, a pool error) is; a pool already
+    /// replaced by a swap is told apart by `markDown`, which only marks the current pool down.
     static func isConnectionProblem(_ error: any Error) -> Bool {
         if let e = error as? PSQLError { return e.serverInfo == nil }
         if let e = error as? PostgresTransactionError {
             return [e.beginError, e.closureError, e.commitError].contains { $0.map(isConnectionProblem) ?? false }
         }
-        return false
+        return !(error is PostgresStoreError) && !(error is CancellationError) && !(error is PostgresDecodingError)
+            && !(error is APIError)
     }
 
     /// The server stopped answering: operations fail fast from now on, and a probe connects every
