@@ -185,6 +185,11 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
     }
 
     private let password: String?
+    /// A direct connection's settings, for probing the server.
+    private var probeConfiguration: PostgresConnection.Configuration {
+        PostgresConnection.Configuration(host: server.host, port: server.port, username: server.user,
+                                         password: password, database: server.database, tls: .disable)
+    }
 
     private init(server: PostgresLocation, configuration: PostgresClient.Configuration, password: String?,
                  logger: Logger, timeout: Duration, pollInterval: Duration) {
@@ -227,7 +232,15 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
             throw PostgresStoreError("\(what): PostgreSQL at \(server.host):\(server.port) is unreachable (for \(Self.seconds(ContinuousClock.now - down)) s; reconnecting)")
         }
         do {
-            return try await Self.withDeadline(timeout, "\(what) on \(location)") { try await body(client) }
+            // An operation still waiting after a second may be waiting for a pool that cannot connect
+            // (the server gone): a direct connection attempt then tells at once.
+            let probe = probeConfiguration, logger = self.logger
+            return try await Self.withDeadline(timeout, "\(what) on \(location)", probeAfter: .seconds(1), probe: {
+                let c = try await Self.withDeadline(.seconds(2), "probe") {
+                    try await PostgresConnection.connect(configuration: probe, id: 0, logger: logger)
+                }
+                try? await c.close()
+            }) { try await body(client) }
         } catch let error as PostgresStoreError {
             if error.timedOut { markDown(client) }
             throw error
@@ -299,7 +312,12 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
     /// `body`, or an error once `limit` has passed. The caller is resumed at the deadline even when
     /// the body does not react to cancellation (a pool lease waiting for a server that is gone):
     /// the body is cancelled and left to finish on its own.
-    static func withDeadline<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    ///
+    /// With `probe`: when the body has not finished after `probeAfter`, the probe runs once, and if it
+    /// fails the caller gets that failure at once (as a timeout: the server is not there).
+    static func withDeadline<T: Sendable>(_ limit: Duration, _ what: String, probeAfter: Duration = .zero,
+                                          probe: (@Sendable () async throws -> Void)? = nil,
+                                          _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let once = ResumeOnce<T>()
         return try await withCheckedThrowingContinuation { continuation in
             once.set(continuation)
@@ -308,10 +326,22 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
                 guard !Task.isCancelled else { return }
                 once.resume(with: .failure(PostgresStoreError("\(what): no answer within \(limit)", timedOut: true)))
             }
+            let prober = probe.map { probe in
+                Task {
+                    try? await Task.sleep(for: probeAfter)
+                    guard !Task.isCancelled else { return }
+                    do {
+                        try await probe()
+                    } catch {
+                        once.resume(with: .failure(PostgresStoreError("\(what): the server does not accept connections (\(describe(error)))", timedOut: true)))
+                    }
+                }
+            }
             let work = Task {
                 let result: Result<T, any Error>
                 do { result = .success(try await body()) } catch { result = .failure(error) }
                 timer.cancel()
+                prober?.cancel()
                 once.resume(with: result)
             }
             Task {

@@ -411,7 +411,17 @@ final class PrivatePostgres {
         usleep(300_000)
     }
 
+    /// Starts the server again; tried for up to 10 s while the killed one's backends and shared
+    /// memory go away.
     func start() throws {
+        for _ in 0..<20 {
+            if (try? startOnce()) != nil { return }
+            usleep(500_000)
+        }
+        try startOnce()
+    }
+
+    private func startOnce() throws {
         _ = try Self.shell(runAs + [bin + "/pg_ctl", "-D", folder + "/data", "-l", folder + "/log/server.log", "-w", "-t", "60",
                                     "-o", "-p \(location.port) -c listen_addresses=127.0.0.1 -k \(folder)/socket", "start"])
     }
