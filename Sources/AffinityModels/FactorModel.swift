@@ -96,6 +96,19 @@ public protocol EmbeddingRecommender: Recommender {
     func userEmbedding(history: [Int]) -> [Float]
 }
 
+extension EmbeddingRecommender {
+    /// users x d: every known user's vector (`userEmbedding(user:)`), row by row.
+    public var userEmbeddings: Matrix {
+        let d = itemEmbeddings.columns
+        var m = Matrix(rows: userCount, columns: d)
+        for u in 0..<userCount {
+            let v = userEmbedding(user: u)
+            for k in 0..<d { m[u, k] = v[k] }
+        }
+        return m
+    }
+}
+
 /// A neural embedding model whose trained users and items are a `FactorModel` (two-tower,
 /// SASRec): a known user's score, a history's score (through the model's own
 /// `userEmbedding(history:)`), similar items and the item embeddings come from here.

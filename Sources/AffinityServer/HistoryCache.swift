@@ -30,8 +30,6 @@ final class HistoryCache: @unchecked Sendable {
     private var recent: [StoredEvent] = []
     private var recentNext = 0
     private var recentByUser: [String: [StoredEvent]] = [:]
-    private(set) var hits = 0
-    private(set) var misses = 0
 
     init(capacity: Int = 2_000_000, recentCapacity: Int = 65_536) {
         self.capacity = max(1, capacity)
@@ -42,8 +40,7 @@ final class HistoryCache: @unchecked Sendable {
     func get(_ user: String) -> [UserEvent]? {
         lock.locked {
             clock += 1
-            guard entries[user] != nil else { misses += 1; return nil }
-            hits += 1
+            guard entries[user] != nil else { return nil }
             entries[user]!.lastUse = clock
             return entries[user]!.events
         }

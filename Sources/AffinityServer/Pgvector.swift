@@ -129,25 +129,11 @@ public enum Pgvector {
         return out
     }
 
-    /// A direct connection to `location` (password from the environment), failing with the address.
-    public static func connect(_ location: PostgresLocation, logger: Logger,
-                               password: String? = PostgresLocation.passwordFromEnvironment()) async throws -> PostgresConnection {
-        let configuration = PostgresConnection.Configuration(host: location.host, port: location.port, username: location.user,
-                                                             password: password, database: location.database, tls: .disable)
-        do {
-            return try await PostgresStore.withDeadline(.seconds(10), "connecting to PostgreSQL at \(location.host):\(location.port)") {
-                try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
-            }
-        } catch {
-            throw PostgresStoreError("cannot connect to PostgreSQL at \(location.host):\(location.port) (database \(location.database), user \(location.user)): \(PostgresStore.describe(error))")
-        }
-    }
-
     /// Exports to `location` over a connection of its own.
     public static func export(to location: PostgresLocation, settings: Settings, modelPath: String, modelType: String,
                               items: [String], itemVectors: Matrix, users: [String], userVectors: Matrix?,
                               seen: [(user: String, items: [String])], logger: Logger) async throws -> Written {
-        let connection = try await connect(location, logger: logger)
+        let connection = try await PostgresStore.connect(location, logger: logger)
         do {
             let written = try await export(to: connection, settings: settings, modelPath: modelPath, modelType: modelType, items: items,
                                            itemVectors: itemVectors, users: users, userVectors: userVectors, seen: seen, logger: logger)
@@ -181,7 +167,7 @@ public enum Pgvector {
         for ef in efSearch {
             var pool: [PostgresConnection] = []
             for _ in 0..<max(1, connections) {
-                let c = try await connect(location, logger: logger)
+                let c = try await PostgresStore.connect(location, logger: logger)
                 if let ef {
                     try await c.query(PostgresQuery(unsafeSQL: "SET hnsw.ef_search = \(ef)"), logger: logger)
                 } else {
@@ -202,7 +188,7 @@ public enum Pgvector {
                             let t0 = ContinuousClock.now
                             let list = try await recommend(c, prefix: prefix, user: exact[n].user, k: k, logger: logger).map(\.item)
                             let t = ContinuousClock.now - t0
-                            rows.append((n, list, Double(t.components.seconds) * 1e3 + Double(t.components.attoseconds) / 1e15))
+                            rows.append((n, list, t.seconds * 1e3))
                             n += lanes
                         }
                         return rows
@@ -211,7 +197,7 @@ public enum Pgvector {
                 return try await group.reduce(into: [(Int, [String], Double)]()) { $0 += $1 }
             }
             let elapsed = ContinuousClock.now - started
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.seconds
             for c in pool { try? await c.close() }
             var recall = 0.0, short = 0
             for (n, list, _) in results {

@@ -152,16 +152,8 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
                             pollInterval: Duration = .milliseconds(250), maxConnections: Int = 16) async throws -> PostgresStore {
         // One direct connection first: an unreachable server or a refused login is said at once,
         // with the address (the pool would retry quietly).
-        let probeConfiguration = PostgresConnection.Configuration(host: server.host, port: server.port, username: server.user,
-                                                                  password: password, database: server.database, tls: .disable)
-        do {
-            let probe = try await withDeadline(timeout, "connecting to PostgreSQL at \(server.host):\(server.port)") {
-                try await PostgresConnection.connect(configuration: probeConfiguration, id: 0, logger: logger)
-            }
-            try? await probe.close()
-        } catch {
-            throw PostgresStoreError("cannot connect to PostgreSQL at \(server.host):\(server.port) (database \(server.database), user \(server.user)): \(describe(error))")
-        }
+        let probe = try await connect(server, password: password, logger: logger, timeout: timeout)
+        try? await probe.close()
         var configuration = PostgresClient.Configuration(host: server.host, port: server.port, username: server.user,
                                                          password: password, database: server.database, tls: .disable)
         configuration.options.maximumConnections = max(2, maxConnections)
@@ -169,8 +161,7 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         configuration.options.connectTimeout = timeout
         // The server gives up on a statement at the timeout, so an operation the client abandoned
         // cannot commit later (the client waits one second more for the server's own error).
-        let ms = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
-        configuration.options.additionalStartupParameters = [("statement_timeout", "\(ms)")]
+        configuration.options.additionalStartupParameters = [("statement_timeout", "\(Int(timeout.seconds * 1000))")]
         let store = PostgresStore(server: server, configuration: configuration, password: password,
                                   logger: logger, timeout: timeout, pollInterval: pollInterval)
         do {
@@ -185,10 +176,25 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
     }
 
     private let password: String?
-    /// A direct connection's settings, for probing the server.
-    private var probeConfiguration: PostgresConnection.Configuration {
-        PostgresConnection.Configuration(host: server.host, port: server.port, username: server.user,
-                                         password: password, database: server.database, tls: .disable)
+    /// A direct connection (not from the pool) to `server`, failing within `timeout` with an error
+    /// that names host, port, database and user, never the password.
+    public static func connect(_ server: PostgresLocation, password: String? = PostgresLocation.passwordFromEnvironment(),
+                               logger: Logger, timeout: Duration = .seconds(10)) async throws -> PostgresConnection {
+        let configuration = PostgresConnection.Configuration(host: server.host, port: server.port, username: server.user,
+                                                             password: password, database: server.database, tls: .disable)
+        do {
+            return try await withDeadline(timeout, "connecting to PostgreSQL at \(server.host):\(server.port)") {
+                try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+            }
+        } catch {
+            throw PostgresStoreError("cannot connect to PostgreSQL at \(server.host):\(server.port) (database \(server.database), user \(server.user)): \(describe(error))")
+        }
+    }
+
+    /// Whether the server takes a direct connection now (closed again at once).
+    private func probe(timeout: Duration = .seconds(2)) async throws {
+        let connection = try await Self.connect(server, password: password, logger: logger, timeout: timeout)
+        try? await connection.close()
     }
 
     private init(server: PostgresLocation, configuration: PostgresClient.Configuration, password: String?,
@@ -229,18 +235,13 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         let timeout = timeout ?? (self.timeout + .seconds(1))
         let (client, down) = lock.locked { (pool, downSince) }
         if let down {
-            throw PostgresStoreError("\(what): PostgreSQL at \(server.host):\(server.port) is unreachable (for \(Self.seconds(ContinuousClock.now - down)) s; reconnecting)")
+            throw PostgresStoreError("\(what): PostgreSQL at \(server.host):\(server.port) is unreachable (for \(String(format: "%.1f", (ContinuousClock.now - down).seconds)) s; reconnecting)")
         }
         do {
             // An operation still waiting after a second may be waiting for a pool that cannot connect
             // (the server gone): a direct connection attempt then tells at once.
-            let probe = probeConfiguration, logger = self.logger
-            return try await Self.withDeadline(timeout, "\(what) on \(location)", probeAfter: .seconds(1), probe: {
-                let c = try await Self.withDeadline(.seconds(2), "probe") {
-                    try await PostgresConnection.connect(configuration: probe, id: 0, logger: logger)
-                }
-                try? await c.close()
-            }) { try await body(client) }
+            return try await Self.withDeadline(timeout, "\(what) on \(location)", probeAfter: .seconds(1),
+                                               probe: { try await self.probe() }) { try await body(client) }
         } catch let error as PostgresStoreError {
             if error.timedOut { markDown(client) }
             throw error
@@ -250,9 +251,6 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         }
     }
 
-    static func seconds(_ d: Duration) -> String {
-        String(format: "%.1f", Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
-    }
 
     /// An error of the connection rather than of the statement: no answer from the server. A
     /// server's error (a statement timeout included) carries its message and is not one; neither is a
@@ -278,16 +276,11 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         }
         guard start else { return }
         logger.error("PostgreSQL is unreachable; writes fail until it answers again", metadata: ["server": "\(server.host):\(server.port)"])
-        let probeConfiguration = PostgresConnection.Configuration(host: server.host, port: server.port, username: server.user,
-                                                                  password: password, database: server.database, tls: .disable)
         let task = Task { [weak self] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(250))
                 guard let self else { return }
-                guard let probe = try? await Self.withDeadline(.seconds(2), "probe", {
-                    try await PostgresConnection.connect(configuration: probeConfiguration, id: 0, logger: self.logger)
-                }) else { continue }
-                try? await probe.close()
+                guard (try? await self.probe()) != nil else { continue }
                 let fresh = PostgresClient(configuration: self.configuration, backgroundLogger: self.logger)
                 let run = Task { await fresh.run() }
                 let (old, since) = self.lock.locked { () -> (Task<Void, Never>?, ContinuousClock.Instant?) in
@@ -302,7 +295,7 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
                 }
                 old?.cancel()
                 self.logger.notice("PostgreSQL answers again", metadata: ["server": "\(self.server.host):\(self.server.port)",
-                                                                          "down_seconds": "\(since.map { Self.seconds(ContinuousClock.now - $0) } ?? "?")"])
+                                                                          "down_seconds": "\(since.map { String(format: "%.1f", (ContinuousClock.now - $0).seconds) } ?? "?")"])
                 return
             }
         }
@@ -468,26 +461,6 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
             var out: [String] = []
             for try await u in try await client.query("SELECT user_id FROM users ORDER BY user_id LIMIT \(limit)").decode(String.self) { out.append(u) }
             return out
-        }
-    }
-
-    /// Every stored event in sequence order, `batch` rows at a time (exports and tests).
-    public func allEvents(batch: Int = 50_000) async throws -> [Event] {
-        var out: [Event] = []
-        var after: Int64 = 0
-        while true {
-            let from = after
-            let page = try await run("reading events") { client in
-                var rows: [StoredEvent] = []
-                let q = try await client.query("SELECT seq, user_id, item, type, ts, value FROM events WHERE seq > \(from) ORDER BY seq LIMIT \(batch)")
-                for try await (seq, user, item, type, ts, value) in q.decode((Int64, String, String, String, Int64, Double?).self) {
-                    rows.append(StoredEvent(seq: seq, event: Event(user: user, item: item, type: type, timestamp: ts, value: value)))
-                }
-                return rows
-            }
-            out += page.map(\.event)
-            guard let last = page.last, page.count == batch else { return out }
-            after = last.seq
         }
     }
 
@@ -673,4 +646,9 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
             gapAt = contiguous
         }
     }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -79,12 +79,8 @@ struct ExportCommand: AsyncParsableCommand {
             let users = (0..<trained.users.count).map { trained.users[$0] }
             do {
                 if !checkOnly {
-                    let d = embeddings.itemEmbeddings.columns
-                    var userVectors = Matrix(rows: users.count, columns: d)
-                    for u in 0..<users.count {
-                        let v = embeddings.userEmbedding(user: u)
-                        for c in 0..<d { userVectors[u, c] = v[c] }
-                    }
+                    let itemVectors = embeddings.itemEmbeddings, userVectors = embeddings.userEmbeddings
+                    let d = itemVectors.columns
                     let seen = (0..<users.count).map { u in (user: users[u], items: trained.model.seenItems(ofUser: u).map { items[$0] }) }
                     let clock = Stopwatch()
                     var settings = Pgvector.Settings()
@@ -92,7 +88,7 @@ struct ExportCommand: AsyncParsableCommand {
                     settings.m = m
                     settings.efConstruction = efConstruction
                     let written = try await Pgvector.export(to: location, settings: settings, modelPath: model, modelType: trained.modelType,
-                                                            items: items, itemVectors: embeddings.itemEmbeddings, users: users,
+                                                            items: items, itemVectors: itemVectors, users: users,
                                                             userVectors: userVectors, seen: seen, logger: logger)
                     print("wrote \(written.items) items, \(written.users) users, \(written.seen) seen pairs (\(d) dimensions) to \(location) in \(String(format: "%.1f", clock.seconds)) s; HNSW m=\(m) ef_construction=\(efConstruction)")
                 }

@@ -117,13 +117,7 @@ struct ModelCommand: ParsableCommand {
             case .itemEmbeddings:
                 (vectors, ids) = (embeddings.itemEmbeddings, trained.items)
             case .userEmbeddings:
-                let d = embeddings.itemEmbeddings.columns
-                var m = Matrix(rows: trained.users.count, columns: d)
-                for u in 0..<trained.users.count {
-                    let v = embeddings.userEmbedding(user: u)
-                    for k in 0..<d { m[u, k] = v[k] }
-                }
-                (vectors, ids) = (m, trained.users)
+                (vectors, ids) = (embeddings.userEmbeddings, trained.users)
             }
             switch format {
             case .npy:

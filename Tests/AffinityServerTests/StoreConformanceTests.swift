@@ -55,15 +55,8 @@ enum TestPostgres {
         return try? PostgresLocation(url: url)
     }()
 
-    static func connect(_ location: PostgresLocation) async throws -> PostgresConnection {
-        let configuration = PostgresConnection.Configuration(host: location.host, port: location.port, username: location.user,
-                                                             password: PostgresLocation.passwordFromEnvironment(),
-                                                             database: location.database, tls: .disable)
-        return try await PostgresConnection.connect(configuration: configuration, id: 1, logger: quietLogger)
-    }
-
     static func execute(_ sql: String, in location: PostgresLocation) async throws {
-        let connection = try await connect(location)
+        let connection = try await PostgresStore.connect(location, logger: quietLogger)
         defer { Task { try? await connection.close() } }
         try await connection.query(PostgresQuery(unsafeSQL: sql), logger: quietLogger)
     }
@@ -339,8 +332,7 @@ func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) asy
         let (location, _) = try await TestPostgres.freshDatabase()
         let model = fixture.als
         let items = fixture.log.items, users = fixture.log.users
-        var userVectors = Matrix(rows: users.count, columns: model.itemEmbeddings.columns)
-        for u in 0..<users.count { for (c, v) in model.userEmbedding(user: u).enumerated() { userVectors[u, c] = v } }
+        let userVectors = model.userEmbeddings
         let seen = (0..<users.count).map { u in (user: users[u], items: model.seenItems(ofUser: u).map { items[$0] }) }
         let written = try await Pgvector.export(to: location, settings: Pgvector.Settings(), modelPath: fixture.alsPath, modelType: "ials",
                                                 items: (0..<items.count).map { items[$0] }, itemVectors: model.itemEmbeddings,
