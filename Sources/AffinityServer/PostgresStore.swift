@@ -312,35 +312,34 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
                                           probe: (@Sendable () async throws -> Void)? = nil,
                                           _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let once = ResumeOnce<T>()
+        let helpers = HelperTasks()
         return try await withCheckedThrowingContinuation { continuation in
             once.set(continuation)
-            let timer = Task {
+            let work = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await body()) } catch { result = .failure(error) }
+                helpers.finish()
+                once.resume(with: result)
+            }
+            // Answering for the body also cancels it, so that a body that has not sent its statement
+            // yet (a lease still waiting) never sends it (`append` checks before sending).
+            helpers.add(Task {
                 try? await Task.sleep(for: limit)
                 guard !Task.isCancelled else { return }
                 once.resume(with: .failure(PostgresStoreError("\(what): no answer within \(limit)", timedOut: true)))
-            }
-            let prober = probe.map { probe in
-                Task {
+                work.cancel()
+            })
+            if let probe {
+                helpers.add(Task {
                     try? await Task.sleep(for: probeAfter)
                     guard !Task.isCancelled else { return }
                     do {
                         try await probe()
                     } catch {
                         once.resume(with: .failure(PostgresStoreError("\(what): the server does not accept connections (\(describe(error)))", timedOut: true)))
+                        work.cancel()
                     }
-                }
-            }
-            let work = Task {
-                let result: Result<T, any Error>
-                do { result = .success(try await body()) } catch { result = .failure(error) }
-                timer.cancel()
-                prober?.cancel()
-                once.resume(with: result)
-            }
-            Task {
-                // Cancel the body once the deadline has answered for it.
-                try? await Task.sleep(for: limit)
-                work.cancel()
+                })
             }
         }
     }
@@ -426,8 +425,11 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         // commit together or not at all. Users in sorted order, so that two batches inserting the
         // same new users take their locks in one order.
         return try await run("storing \(events.count) events") { client in
+            try await client.withConnection { connection in
+            // The caller may have been answered (503) while the lease waited: then nothing is sent.
+            try Task.checkCancellation()
             var seqs: [Int64] = []
-            let rows = try await client.query("""
+            let rows = try await connection.query("""
                 WITH ins AS (
                     INSERT INTO events(user_id, item, type, ts, value)
                     SELECT u, i, t, ts, NULLIF(v, 'NaN'::float8)
@@ -438,9 +440,10 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
                     SELECT user_id, min(seq) FROM ins GROUP BY user_id ORDER BY user_id
                     ON CONFLICT (user_id) DO NOTHING)
                 SELECT seq FROM ins ORDER BY seq
-                """)
+                """, logger: self.logger)
             for try await seq in rows.decode(Int64.self) { seqs.append(seq) }
             return seqs
+            }
         }
     }
 
@@ -651,4 +654,30 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
 extension Duration {
     /// The duration in seconds.
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// The timer and probe tasks of one `withDeadline`, cancelled when the body finishes (also those
+/// added after it did).
+private final class HelperTasks: @unchecked Sendable {
+    private let lock = NSLock()
+    private var tasks: [Task<Void, Never>] = []
+    private var done = false
+
+    func add(_ task: Task<Void, Never>) {
+        let cancel = lock.locked { () -> Bool in
+            if done { return true }
+            tasks.append(task)
+            return false
+        }
+        if cancel { task.cancel() }
+    }
+
+    func finish() {
+        let all = lock.locked { () -> [Task<Void, Never>] in
+            done = true
+            defer { tasks = [] }
+            return tasks
+        }
+        for t in all { t.cancel() }
+    }
 }
