@@ -29,6 +29,15 @@ public struct TrainingData: Sendable {
         validationTargets = nil
     }
 
+    /// From a matrix and each user's items in order (`timeOrdered`: the order is time's).
+    public init(interactions: SparseMatrix, sequences: [[Int]], timeOrdered: Bool) {
+        precondition(sequences.count == interactions.rowCount, "one sequence per user")
+        self.interactions = interactions
+        self.sequences = sequences
+        self.timeOrdered = timeOrdered
+        validationTargets = nil
+    }
+
     /// From a log: the binary matrix and each user's rows in timestamp order (stable: ties keep
     /// file order).
     public init(log: InteractionLog) {

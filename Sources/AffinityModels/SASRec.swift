@@ -38,21 +38,29 @@ public enum NegativeSampling: String, Codable, Sendable, CaseIterable, SettingCh
 extension BlockLayout: SettingChoice {}
 extension Activation: SettingChoice {}
 
-/// The network of SASRec: item and position embeddings, Transformer blocks, a final layer norm;
-/// the item embeddings are also the output layer (tied), so an item's score after a sequence is
-/// its embedding's dot product with the last position's output.
+/// The network of SASRec: item vectors (from its `ItemEncoder`: an ID table, projected text
+/// vectors or code embeddings) and position embeddings, Transformer blocks, a final layer norm; the
+/// item vectors are also the output layer (tied), so an item's score after a sequence is its
+/// vector's dot product with the last position's output.
+///
+/// Every pass takes the item table (items x d) the caller computed from the encoder for this step
+/// (`encoder.table(training:)`), so one table serves the input rows and the scores, and `backward`
+/// adds dL/d(input rows) into the table's gradient, which the caller hands to the encoder.
 /// Sendable: after training only `lastOutputs` runs, which writes nothing into the layers.
 public final class SASRecNetwork: @unchecked Sendable {
-    public let items: Parameter        // items x d (dense: the output layer touches every row)
+    public let encoder: any ItemEncoder
     public let positions: Parameter    // maxLength x d
     public let blocks: [TransformerBlock]
     public let finalNorm: LayerNorm
+    /// `ItemInput.text` and `.codes`: the input row is LayerNorm(item + position) (RecBole's
+    /// SASRec, as UniSRec and VQ-Rec use it); `.id`: √d · item + position (the SASRec paper).
+    public let inputNorm: LayerNorm?
     let inputDropout: Dropout
     let dimension: Int, maxLength: Int
     // Forward state.
     private var tokens: [Int] = [], positionIDs: [Int] = []
 
-    public init(items: Int, configuration c: SASRec.Configuration) {
+    public init(items: Int, configuration c: SASRec.Configuration, itemVectors: Matrix? = nil, codes: ItemCodes? = nil) throws {
         let d = c.dimension
         dimension = d
         maxLength = c.maxLength
@@ -62,14 +70,28 @@ public final class SASRecNetwork: @unchecked Sendable {
             let std = (2 / Double(rows + columns)).squareRoot()
             return Matrix(rows: rows, columns: columns, values: (0..<(rows * columns)).map { _ in Float(g.nextGaussian() * std) })
         }
-        self.items = Parameter("items", value: xavier(items, d))
-        positions = Parameter("positions", value: xavier(c.maxLength, d))
         let threads = Parallelism.resolve(c.threads)
+        switch c.items {
+        case .id:
+            encoder = IDItemEncoder(items: Parameter("items", value: xavier(items, d)))
+        case .text:
+            guard let itemVectors, itemVectors.rows == items else {
+                throw ModelError.invalidSetting(name: "itemVectors", reason: "items=text needs a text vector per item (\(items) items, \(itemVectors?.rows ?? 0) vectors): --items FILE or --item-vectors FILE")
+            }
+            encoder = TextItemEncoder(vectors: itemVectors, dimension: d, seed: c.seed &+ 3, threads: threads)
+        case .codes:
+            guard let codes, codes.count == items else {
+                throw ModelError.invalidSetting(name: "items", reason: "items=codes needs a code per item (\(items) items, \(codes?.count ?? 0) codes)")
+            }
+            encoder = CodeItemEncoder(codes: codes, dimension: d, seed: c.seed &+ 3, scale: 0.02)
+        }
+        positions = Parameter("positions", value: xavier(c.maxLength, d))
         blocks = (0..<c.blocks).map { b in
-            TransformerBlock(dimension: d, heads: c.heads, dropout: Float(c.dropout), activation: c.activation, layout: c.layout,
-                             epsilon: 1e-8, seed: c.seed &+ UInt64(100 * (b + 1)), name: "block\(b)", threads: threads)
+            TransformerBlock(dimension: d, heads: c.heads, hidden: c.hidden > 0 ? c.hidden : nil, dropout: Float(c.dropout), activation: c.activation,
+                             layout: c.layout, epsilon: 1e-8, seed: c.seed &+ UInt64(100 * (b + 1)), name: "block\(b)", threads: threads)
         }
         finalNorm = LayerNorm(d, epsilon: 1e-8, name: "final_norm")
+        inputNorm = c.items == .id ? nil : LayerNorm(d, epsilon: 1e-8, name: "input_norm")
         inputDropout = Dropout(Float(c.dropout), seed: c.seed &+ 7)
         for block in blocks {
             for p in block.parameters where p.value.rows > 1 { p.value = xavier(p.value.rows, p.value.columns) }
@@ -79,13 +101,16 @@ public final class SASRecNetwork: @unchecked Sendable {
         }
     }
 
-    public var parameters: [Parameter] { [items, positions] + blocks.flatMap(\.parameters) + finalNorm.parameters }
+    public var parameters: [Parameter] { encoder.parameters + sequenceParameters }
+    /// Everything but the item encoder's parameters: what VQ-Rec's fine-tuning keeps fixed.
+    public var sequenceParameters: [Parameter] { [positions] + blocks.flatMap(\.parameters) + finalNorm.parameters + (inputNorm?.parameters ?? []) }
+    var scale: Float { inputNorm == nil ? Float(dimension).squareRoot() : 1 }
 
-    /// The input rows: √d · item embedding + position embedding.
-    private func embed(_ tokens: [Int], _ positionIDs: [Int]) -> Matrix {
-        let d = dimension, scale = Float(d).squareRoot()
+    /// The input rows: scale · item vector + position embedding (before the input norm).
+    private func embed(_ tokens: [Int], _ positionIDs: [Int], table: Matrix) -> Matrix {
+        let d = dimension, scale = scale
         var x = Matrix(rows: tokens.count, columns: d)
-        items.value.values.withUnsafeBufferPointer { e in
+        table.values.withUnsafeBufferPointer { e in
             positions.value.values.withUnsafeBufferPointer { p in
                 x.values.withUnsafeMutableBufferPointer { xp in
                     for (r, (t, q)) in zip(tokens, positionIDs).enumerated() {
@@ -97,23 +122,28 @@ public final class SASRecNetwork: @unchecked Sendable {
         return x
     }
 
-    /// The output of every position of a packed batch (training: keeps what backward needs).
-    public func forward(tokens: [Int], positions: [Int], layout: SequenceLayout) -> Matrix {
+    /// The output of every position of a packed batch (training: keeps what backward needs);
+    /// `table` is the step's item table (rows beyond the items' may be extra items the tokens name).
+    public func forward(tokens: [Int], positions: [Int], layout: SequenceLayout, table: Matrix) -> Matrix {
         self.tokens = tokens
         positionIDs = positions
-        var x = inputDropout.forward(embed(tokens, positions), training: true)
+        var x = embed(tokens, positions, table: table)
+        if let inputNorm { x = inputNorm.forward(x, training: true) }
+        x = inputDropout.forward(x, training: true)
         for block in blocks { x = block.forward(x, layout: layout, training: true) }
         return finalNorm.forward(x, training: true)
     }
 
-    /// Adds the parameters' gradients for dL/d(output).
-    public func backward(_ dOutput: Matrix) {
+    /// Adds the parameters' gradients for dL/d(output), and the input rows' into `tableGradient`
+    /// (the encoder's parameters get theirs from the caller's `encoder.backward`).
+    public func backward(_ dOutput: Matrix, tableGradient: inout Matrix) {
         var dx = finalNorm.backward(dOutput)
         for block in blocks.reversed() { dx = block.backward(dx) }
         dx = inputDropout.backward(dx)
-        let d = dimension, scale = Float(d).squareRoot()
+        if let inputNorm { dx = inputNorm.backward(dx) }
+        let d = dimension, scale = scale
         dx.values.withUnsafeBufferPointer { g in
-            items.grad.values.withUnsafeMutableBufferPointer { ge in
+            tableGradient.values.withUnsafeMutableBufferPointer { ge in
                 positions.grad.values.withUnsafeMutableBufferPointer { gp in
                     for (r, (t, q)) in zip(tokens, positionIDs).enumerated() {
                         for k in 0..<d {
@@ -128,12 +158,13 @@ public final class SASRecNetwork: @unchecked Sendable {
 
     /// The last position's output for each sequence (inference: nothing kept, safe from many
     /// threads); sequences are cut to their `maxLength` most recent items; an empty one gives a
-    /// zero row.
-    public func lastOutputs(_ sequences: [[Int]]) -> Matrix {
+    /// zero row. `table` is the trained item table (`encoder.table(training: false)`).
+    public func lastOutputs(_ sequences: [[Int]], table: Matrix) -> Matrix {
         let (tokens, positions, layout) = SequenceBatcher.packed(sequences, maxLength: maxLength)
         var out = Matrix(rows: sequences.count, columns: dimension)
         guard layout.rows > 0 else { return out }
-        var x = embed(tokens, positions)
+        var x = embed(tokens, positions, table: table)
+        if let inputNorm { x = inputNorm.infer(x) }
         for block in blocks { x = block.infer(x, layout: layout) }
         let h = finalNorm.infer(x)
         for s in 0..<layout.count where layout.length(s) > 0 {
@@ -173,6 +204,9 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
             "activation": "feed-forward non-linearity",
             "seed": "initialisation, order, dropout and negatives",
             "threads": "worker threads (0 = all cores)",
+            "items": "item vectors: id table, projected text vector, or OPQ codes (vq-rec)",
+            "hidden": "feed-forward width (0 = dimension)",
+            "temperature": "0: dot-product scores; > 0: cosine / temperature (softmax loss)",
         ]
 
         public var blocks: Int = 2
@@ -194,6 +228,14 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         public var activation: Activation = .relu
         public var seed: UInt64 = 42
         public var threads: Int = 0
+        /// `.text` needs item text vectors (`TrainingData.itemVectors`); `.codes` is VQ-Rec's
+        /// (`affinity train --model-type vq-rec`), which makes the codes.
+        public var items: ItemInput = .id
+        /// Width of each block's feed-forward layer; 0 keeps it at `dimension`.
+        public var hidden: Int = 0
+        /// 0: an item's score is its vector's dot product with the sequence's output (SASRec);
+        /// above 0: their cosine divided by it (UniSRec, VQ-Rec), with the softmax loss.
+        public var temperature: Double = 0
 
         public init() {}
 
@@ -210,6 +252,11 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
             guard gbceT >= 0 && gbceT <= 1 else { throw ModelError.invalidSetting(name: "gbceT", reason: "must be in [0, 1], got \(gbceT)") }
             guard epochs >= 0, patience >= 0, threads >= 0 else { throw ModelError.invalidSetting(name: "epochs", reason: "epochs, patience and threads must not be negative") }
             guard learningRate > 0 && learningRate.isFinite else { throw ModelError.invalidSetting(name: "learningRate", reason: "must be positive") }
+            guard hidden >= 0 && hidden <= 16_384 else { throw ModelError.invalidSetting(name: "hidden", reason: "must be in 0...16384, got \(hidden)") }
+            guard temperature >= 0 && temperature.isFinite else { throw ModelError.invalidSetting(name: "temperature", reason: "must be 0 or positive, got \(temperature)") }
+            if temperature > 0 && loss != .softmax {
+                throw ModelError.invalidSetting(name: "temperature", reason: "cosine scores (temperature > 0) go with loss=softmax, not \(loss.rawValue)")
+            }
         }
     }
 
@@ -219,7 +266,9 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
     public let network: SASRecNetwork
     /// Each known user's training sequence (time order).
     public let sequences: [[Int]]
-    /// Known users' vectors (the last output after their training sequence) and the item embeddings.
+    /// Known users' vectors (the last output after their training sequence) and the item vectors
+    /// (the encoder's table; both L2-normalised when `temperature` > 0, so dot products rank as
+    /// the cosines the model was trained on).
     public let factors: FactorModel
     /// What training did: epochs run, kept epoch, validation NDCG@10 per epoch.
     public let outcome: TrainingLoop.Outcome?
@@ -233,24 +282,50 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         self.network = network
         self.sequences = sequences
         self.outcome = outcome
-        factors = FactorModel(userFactors: Self.userVectors(network, sequences), itemFactors: network.items.value)
+        let table = Self.scoringTable(network, configuration)
+        factors = FactorModel(userFactors: Self.userVectors(network, sequences, table: network.encoder.table(training: false), configuration),
+                              itemFactors: table)
     }
 
-    static func userVectors(_ network: SASRecNetwork, _ sequences: [[Int]]) -> Matrix {
-        let d = network.items.value.columns
+    /// The item vectors scores are taken against (normalised for cosine scores).
+    static func scoringTable(_ network: SASRecNetwork, _ c: Configuration) -> Matrix {
+        let table = network.encoder.table(training: false)
+        return c.temperature > 0 ? ExactSearch.normalizedRows(table) : table
+    }
+
+    /// The last output after each sequence (normalised for cosine scores); `table` is the
+    /// encoder's trained table.
+    static func userVectors(_ network: SASRecNetwork, _ sequences: [[Int]], table: Matrix, _ c: Configuration) -> Matrix {
+        let d = table.columns
         var out = Matrix(rows: sequences.count, columns: d)
         let chunk = 256
         var start = 0
         while start < sequences.count {
             let end = min(sequences.count, start + chunk)
-            let h = network.lastOutputs(Array(sequences[start..<end]))
+            let h = network.lastOutputs(Array(sequences[start..<end]), table: table)
             for k in 0..<h.values.count { out.values[start * d + k] = h.values[k] }
             start = end
         }
-        return out
+        return c.temperature > 0 ? ExactSearch.normalizedRows(out) : out
     }
 
     // MARK: Training
+
+    /// What a training run starts from and changes, beyond the configuration (VQ-Rec's stages).
+    struct Run {
+        /// `ItemInput.codes`: each item's code.
+        var codes: ItemCodes? = nil
+        /// Start from this network (its parameters are trained further) instead of a new one.
+        var network: SASRecNetwork? = nil
+        /// Train the item encoder's parameters only (VQ-Rec's fine-tuning with the sequence
+        /// encoder fixed).
+        var itemEncoderOnly = false
+        /// VQ-Rec's semi-synthetic negatives: per sequence, one fake item (a target's code with each
+        /// index replaced by a random centroid with this probability) joins the softmax's candidates.
+        var semiSynthetic: Double = 0
+        /// Name in progress lines.
+        var name = SASRec.modelType
+    }
 
     /// Trains on `data.sequences`, which must be in time order (a log with timestamps), unless
     /// `requireTimeOrder` is false (tests with synthetic sequences).
@@ -260,14 +335,26 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
 
     public static func fit(_ data: TrainingData, configuration c: Configuration, progress: TrainingProgress.Handler?,
                            requireTimeOrder: Bool) throws -> SASRec {
+        if c.items == .codes {
+            throw ModelError.invalidSetting(name: "items", reason: "items=codes is VQ-Rec's item representation: --model-type vq-rec makes the codes from the item text")
+        }
+        return try fit(data, configuration: c, progress: progress, requireTimeOrder: requireTimeOrder, run: Run())
+    }
+
+    static func fit(_ data: TrainingData, configuration c: Configuration, progress: TrainingProgress.Handler?,
+                    requireTimeOrder: Bool, run: Run) throws -> SASRec {
         try c.validate()
         if requireTimeOrder && !data.timeOrdered {
             throw ModelError.invalidSetting(name: "data", reason: "sasrec learns from the order of each user's items, and these interactions have no timestamps (give a log or split with a timestamp column)")
         }
         let n = data.itemCount, d = c.dimension
-        try MemoryBudget.check(bytes: Double(n + c.maxLength) * Double(d) * 4 * 4 + Double(c.batchSize) * Double(c.maxLength) * Double(c.maxLength) * Double(c.heads) * Double(c.blocks) * 4 * 3,
+        try MemoryBudget.check(bytes: Double(n + c.maxLength) * Double(d) * 4 * 4 + Double(c.batchSize) * Double(c.maxLength) * Double(c.maxLength) * Double(c.heads) * Double(c.blocks) * 4 * 3
+                                   + Double(c.items == .text ? n * (data.itemVectors?.columns ?? 0) * 4 : 0),
                                for: "SASRec with dimension=\(d), maxLength=\(c.maxLength), batchSize=\(c.batchSize) on \(n) items")
-        let network = SASRecNetwork(items: n, configuration: c)
+        let network = try run.network ?? SASRecNetwork(items: n, configuration: c, itemVectors: c.items == .text ? data.itemVectors : nil, codes: run.codes)
+        guard network.encoder.itemCount == n else {
+            throw ModelError.invalidSetting(name: "items", reason: "the network has \(network.encoder.itemCount) items, the data \(n)")
+        }
         // Examples: users with at least two items (an input and a target).
         let users = (0..<data.userCount).filter { data.sequences[$0].count >= 2 }
         let threads = Parallelism.resolve(c.threads)
@@ -275,27 +362,40 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         let sampler = NegativeSampler(counts: counts, kind: c.loss == .sampledSoftmax ? c.sampling : .uniform)
         let optimizer = Adam(learningRate: Float(c.learningRate), beta1: 0.9, beta2: 0.98)
         let loop = TrainingLoop(settings: .init(epochs: c.epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
-                                parameters: network.parameters, optimizer: optimizer)
+                                parameters: run.itemEncoderOnly ? network.encoder.parameters : network.parameters, optimizer: optimizer)
         var validation: EvaluationData? = nil
         if let targets = data.validationTargets {
             let v = EvaluationData(history: data.interactions, targets: targets)
             if !v.evaluatedUsers.isEmpty { validation = v }
         }
+        let codeEncoder = network.encoder as? CodeItemEncoder
         let evaluator = try Evaluator(cutoffs: [10], threads: threads)
-        let outcome = try loop.run(examples: users.count, model: modelType, exampleName: "sequences", progress: progress,
+        let outcome = try loop.run(examples: users.count, model: run.name, exampleName: "sequences", progress: progress,
                                    validationName: "NDCG@10", step: { batch, generator in
             let sequences = batch.map { data.sequences[users[$0]] }
             let inputs = sequences.map { Array($0.dropLast()) }, targetsOf = sequences.map { Array($0.dropFirst()) }
             let (tokens, positions, layout) = SequenceBatcher.packed(inputs, maxLength: c.maxLength)
             let targets = SequenceBatcher.packed(targetsOf, maxLength: c.maxLength).tokens
-            let h = network.forward(tokens: tokens, positions: positions, layout: layout)
-            let (loss, dH) = Self.loss(c, hidden: h, targets: targets, layout: layout, sequences: sequences, items: network.items,
+            var table: Matrix
+            if run.semiSynthetic > 0, let codeEncoder {
+                let fakes = sequences.map { s in
+                    let code = codeEncoder.codes.code(of: s[1 + generator.next(below: s.count - 1)])
+                    return code.map { generator.nextDouble() < run.semiSynthetic ? UInt8(generator.next(below: codeEncoder.codes.centroids)) : $0 }
+                }
+                table = codeEncoder.table(training: true, extra: fakes)
+            } else {
+                table = network.encoder.table(training: true)
+            }
+            var dTable = Matrix(rows: table.rows, columns: d)
+            let h = network.forward(tokens: tokens, positions: positions, layout: layout, table: table)
+            let (loss, dH) = Self.loss(c, hidden: h, targets: targets, layout: layout, sequences: sequences, table: table, tableGradient: &dTable,
                                        sampler: sampler, generator: &generator, threads: threads)
-            network.backward(dH)
+            network.backward(dH, tableGradient: &dTable)
+            network.encoder.backward(dTable)
             return loss
         }, validate: validation.map { v in {
-            let vectors = Self.userVectors(network, data.sequences)
-            let items = network.items.value
+            let items = Self.scoringTable(network, c)
+            let vectors = Self.userVectors(network, data.sequences, table: network.encoder.table(training: false), c)
             let report = evaluator.evaluate(v) { user, scores in
                 vectors.values.withUnsafeBufferPointer { u in
                     items.values.withUnsafeBufferPointer { e in
@@ -309,28 +409,44 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
     }
 
     /// The batch's summed loss over its positions and dL/d(hidden) of the mean loss; adds the item
-    /// table's gradient.
+    /// table's gradient into `tableGradient`. Every row of `table` is a candidate of the full
+    /// softmax (rows beyond the items' are extra negatives).
     static func loss(_ c: Configuration, hidden h: Matrix, targets: [Int], layout: SequenceLayout, sequences: [[Int]],
-                     items: Parameter, sampler: NegativeSampler, generator: inout SeededGenerator, threads: Int) -> (Double, Matrix) {
-        let rows = h.rows, d = h.columns, n = items.value.rows
+                     table: Matrix, tableGradient: inout Matrix, sampler: NegativeSampler, generator: inout SeededGenerator,
+                     threads: Int) -> (Double, Matrix) {
+        let rows = h.rows, d = h.columns, n = sampler.count
         switch c.loss {
         case .softmax:
+            // Cosine scores: both sides through an L2 normalisation, whose backward comes last.
+            let queryNorm = L2Normalize(), tableNorm = L2Normalize()
+            let cosine = c.temperature > 0
+            let queries = cosine ? queryNorm.forward(h, training: true) : h
+            let candidates = cosine ? tableNorm.forward(table, training: true) : table
+            let temperature = cosine ? Float(c.temperature) : 1
             // In chunks of rows, so the logits stay small; each chunk's mean is rescaled to the batch's.
             var dH = Matrix(rows: rows, columns: d)
+            var dCandidates = Matrix(rows: table.rows, columns: d)
             var total = 0.0
             let chunk = 1024
             var start = 0
             while start < rows {
                 let end = min(rows, start + chunk), share = Float(end - start) / Float(rows)
-                let part = Matrix(rows: end - start, columns: d, values: Array(h.values[(start * d)..<(end * d)]))
-                let r = Losses.sampledSoftmax(queries: part, candidates: items.value, positives: Array(targets[start..<end]),
-                                              temperature: 1, threads: threads)
+                let part = Matrix(rows: end - start, columns: d, values: Array(queries.values[(start * d)..<(end * d)]))
+                let r = Losses.sampledSoftmax(queries: part, candidates: candidates, positives: Array(targets[start..<end]),
+                                              temperature: temperature, threads: threads)
                 total += Double(r.loss) * Double(end - start)
                 for k in 0..<r.gradients[0].values.count { dH.values[start * d + k] = r.gradients[0].values[k] * share }
-                items.grad.values.withUnsafeMutableBufferPointer { g in
-                    for k in 0..<g.count { g[k] += r.gradients[1].values[k] * share }
+                dCandidates.values.withUnsafeMutableBufferPointer { g in
+                    r.gradients[1].values.withUnsafeBufferPointer { src in for k in 0..<g.count { g[k] += src[k] * share } }
                 }
                 start = end
+            }
+            if cosine {
+                dH = queryNorm.backward(dH)
+                dCandidates = tableNorm.backward(dCandidates)
+            }
+            tableGradient.values.withUnsafeMutableBufferPointer { g in
+                dCandidates.values.withUnsafeBufferPointer { src in for k in 0..<g.count { g[k] += src[k] } }
             }
             return (total, dH)
         case .sampledSoftmax:
@@ -341,10 +457,10 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
                 let i = sampler.draw(&generator)
                 if slot[i] == nil { slot[i] = candidates.count; candidates.append(i) }
             }
-            let e = rowsOf(items.value, candidates)
+            let e = rowsOf(table, candidates)
             let r = Losses.sampledSoftmax(queries: h, candidates: e, positives: targets.map { slot[$0]! }, temperature: 1,
                                           logQ: candidates.map { sampler.logProbability($0) }, threads: threads)
-            scatterAdd(r.gradients[1], into: items, rows: candidates)
+            scatterAdd(r.gradients[1], into: &tableGradient, rows: candidates)
             return (Double(r.loss) * Double(rows), r.gradients[0])
         case .bce, .gbce:
             // BCE over the positive and, per position, negatives the user has not seen: one (bce, the
@@ -364,11 +480,11 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
                     }
                 }
             }
-            let positives = rowsOf(items.value, targets)
+            let positives = rowsOf(table, targets)
             let sPos = RowDot.forward(h, positives)
             var dPos = [Float](repeating: 0, count: rows)
             var logits = [Float](repeating: 0, count: rows * k)
-            h.values.withUnsafeBufferPointer { hp in items.value.values.withUnsafeBufferPointer { ep in
+            h.values.withUnsafeBufferPointer { hp in table.values.withUnsafeBufferPointer { ep in
                 negatives.withUnsafeBufferPointer { ids in logits.withUnsafeMutableBufferPointer { lp in
                     for r in 0..<rows {
                         Kernels.scores(ids: ids.baseAddress! + r * k, count: k, query: hp.baseAddress! + r * d, rows: ep.baseAddress!,
@@ -379,8 +495,8 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
             var total = 0.0
             let inv = 1 / Float(rows)
             var dH = Matrix(rows: rows, columns: d)
-            h.values.withUnsafeBufferPointer { hp in items.value.values.withUnsafeBufferPointer { ep in
-                dH.values.withUnsafeMutableBufferPointer { dhp in items.grad.values.withUnsafeMutableBufferPointer { ge in
+            h.values.withUnsafeBufferPointer { hp in table.values.withUnsafeBufferPointer { ep in
+                dH.values.withUnsafeMutableBufferPointer { dhp in tableGradient.values.withUnsafeMutableBufferPointer { ge in
                     for r in 0..<rows {
                         total += Double(beta * softplus(-sPos[r]))
                         dPos[r] = -beta * (1 - sigmoid(sPos[r])) * inv
@@ -399,7 +515,7 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
                 } }
             } }
             let (dh1, de1) = RowDot.backward(h, positives, dPos)
-            scatterAdd(de1, into: items, rows: targets)
+            scatterAdd(de1, into: &tableGradient, rows: targets)
             return (total, dH + dh1)
         }
     }
@@ -417,9 +533,9 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         return out
     }
 
-    static func scatterAdd(_ g: Matrix, into p: Parameter, rows ids: [Int]) {
+    static func scatterAdd(_ g: Matrix, into target: inout Matrix, rows ids: [Int]) {
         let d = g.columns
-        g.values.withUnsafeBufferPointer { src in p.grad.values.withUnsafeMutableBufferPointer { dst in
+        g.values.withUnsafeBufferPointer { src in target.values.withUnsafeMutableBufferPointer { dst in
             for (r, i) in ids.enumerated() { for k in 0..<d { dst[i * d + k] += src[r * d + k] } }
         } }
     }
@@ -428,9 +544,10 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
 
     public var scoring: FactorModel { factors }
 
-    /// The last output after `history` (in time order; items outside the model are ignored).
+    /// The last output after `history` (in time order; items outside the model are ignored),
+    /// normalised for cosine scores.
     public func userEmbedding(history: [Int]) -> [Float] {
-        network.lastOutputs([history.filter { $0 >= 0 && $0 < itemCount }]).values
+        Self.userVectors(network, [history.filter { $0 >= 0 && $0 < itemCount }], table: network.encoder.table(training: false), configuration).values
     }
 
     // MARK: Persistence
@@ -444,6 +561,12 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         for s in sequences { flat += s.map { Int32($0) }; ends.append(Int32(flat.count)) }
         t["sequence_items"] = .int32(flat, shape: [flat.count])
         t["sequence_ends"] = .int32(ends, shape: [ends.count])
+        if let text = network.encoder as? TextItemEncoder {
+            t["item_text_vectors"] = .float32(text.vectors.values, shape: [text.vectors.rows, text.vectors.columns])
+        }
+        if let codes = (network.encoder as? CodeItemEncoder)?.codes {
+            t["item_codes"] = .int32(codes.values.map { Int32($0) }, shape: [codes.count, codes.subspaces])
+        }
         return t
     }
 
@@ -453,11 +576,27 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         // The file must hold the weights the configuration sizes before the network is built.
         let stored = file.tensors.filter { $0.key.hasPrefix("net.") }.reduce(0) { $0 + $1.value.shape.reduce(1, *) }
         let d = Double(configuration.dimension)
-        let needed = Double(x.columnCount + configuration.maxLength) * d + Double(configuration.blocks) * (4 * d * d + 2 * d * d)
+        let needed = Double(configuration.maxLength) * d + Double(configuration.blocks) * (4 * d * d + 2 * d * d)
         guard needed <= Double(stored) else {
             throw SafeTensorsError.corrupt(path: path, reason: "the configuration needs at least \(Int(min(needed, 9e18))) weights; the file holds \(stored)")
         }
-        let network = SASRecNetwork(items: x.columnCount, configuration: configuration)
+        var itemVectors: Matrix? = nil, codes: ItemCodes? = nil
+        switch configuration.items {
+        case .id: break
+        case .text:
+            guard let t = file.tensors["item_text_vectors"], t.shape.count == 2, t.shape[0] == x.columnCount, t.shape[1] > 0, t.shape[1] <= 65_536 else {
+                throw SafeTensorsError.corrupt(path: path, reason: "item_text_vectors must be a [\(x.columnCount), t] tensor")
+            }
+            itemVectors = Matrix(rows: t.shape[0], columns: t.shape[1], values: try file.float32("item_text_vectors", path: path))
+        case .codes:
+            guard let t = file.tensors["item_codes"], t.shape.count == 2, t.shape[0] == x.columnCount, t.shape[1] > 0, t.shape[1] <= 4096 else {
+                throw SafeTensorsError.corrupt(path: path, reason: "item_codes must be a [\(x.columnCount), subspaces] tensor")
+            }
+            let raw = try file.int32("item_codes", path: path)
+            guard raw.allSatisfy({ $0 >= 0 && $0 < 256 }) else { throw SafeTensorsError.corrupt(path: path, reason: "item_codes holds a value outside 0..<256") }
+            codes = ItemCodes(subspaces: t.shape[1], values: raw.map { UInt8($0) })
+        }
+        let network = try SASRecNetwork(items: x.columnCount, configuration: configuration, itemVectors: itemVectors, codes: codes)
         for p in network.parameters {
             let name = "net." + p.name
             guard let t = file.tensors[name], t.shape == [p.value.rows, p.value.columns] else {
@@ -486,7 +625,7 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         self.sequences = sequences
         outcome = nil
         factors = FactorModel(userFactors: Matrix(rows: x.rowCount, columns: configuration.dimension, values: try file.float32("user_vectors", path: path)),
-                              itemFactors: network.items.value)
+                              itemFactors: Self.scoringTable(network, configuration))
     }
 }
 

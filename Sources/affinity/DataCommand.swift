@@ -91,23 +91,59 @@ struct DataCommand: ParsableCommand {
 
     struct Import: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Turn UniSRec/VQ-Rec files (NAME.train/valid/test.inter, NAME.text, NAME.item2index, NAME.user2index) into a split folder.",
+            abstract: "Turn Amazon data (UniSRec/VQ-Rec files, a ReChorus folder, or a 5-core review file) into a split folder.",
             discussion: """
-            Keeps the files' leave-last-out (each user's last item is test, the one before validation),
-            items named by their ASINs; items.tsv holds each item's text as its title (what text embed,
-            text-knn and the two-tower's item vectors read). Validation and test items unseen in train
-            are removed, as docs/protocol.md says.
+            --unisrec DIR: NAME.train/valid/test.inter, NAME.text, NAME.item2index, NAME.user2index; keeps the
+            files' leave-last-out (each user's last item is test, the one before validation).
+            --rechorus DIR: train.csv, dev.csv, test.csv and NAME.item2index (NAME.text when present): every row,
+            then a leave-last-out split by time.
+            --reviews FILE: a review file (JSON lines, .gz or not: reviewerID, asin, overall, unixReviewTime,
+            summary): every review, then a leave-last-out split by time. The file has no item metadata:
+            with --text-from-reviews an item's text is its reviews' summaries (up to 10, in time order),
+            a stand-in for pre-training domains only (the test reviews' summaries are in it).
+            Items are named by their ASINs; items.tsv holds each item's text as its title (what text embed,
+            text-knn, sasrec items=text and vq-rec read). Validation and test items unseen in train are
+            removed, as docs/protocol.md says; every review is a positive; users need 3 interactions.
             """
         )
-        @Option(name: .long, help: "The UniSRec folder, e.g. ../shared/data/amazon/Scientific.") var unisrec: String
+        @Option(name: .long, help: "A UniSRec folder, e.g. ../shared/data/amazon/Scientific.") var unisrec: String?
+        @Option(name: .long, help: "A ReChorus folder, e.g. ../shared/data/amazon/Office.") var rechorus: String?
+        @Option(name: .long, help: "A review file, e.g. ../shared/data/amazon/Musical_Instruments_2014/reviews_Musical_Instruments_5.json.gz.") var reviews: String?
+        @Flag(name: .long, help: "With --reviews: item text from the reviews' summaries.") var textFromReviews = false
         @Option(name: .long, help: "Output split folder.") var out: String
         @Flag(name: .long, help: "Replace OUT if it is a split folder.") var force = false
 
+        func validate() throws {
+            guard [unisrec, rechorus, reviews].compactMap({ $0 }).count == 1 else {
+                throw ValidationError("give exactly one of --unisrec DIR, --rechorus DIR or --reviews FILE")
+            }
+            if textFromReviews && reviews == nil { throw ValidationError("--text-from-reviews goes with --reviews") }
+        }
+
         func run() throws {
-            let (split, catalog, dropped) = try UniSRecImport.read(directory: unisrec)
-            try SplitFolder.write(split, to: out, source: unisrec, catalog: catalog, overwrite: force)
+            let split: DatasetSplit, catalog: ItemCatalog, source: String
+            var removed = ""
+            if let unisrec {
+                let dropped: Int
+                (split, catalog, dropped) = try UniSRecImport.read(directory: unisrec)
+                source = unisrec
+                removed = " (\(dropped) rows removed: unseen in train, or users with fewer than 3 items)"
+            } else {
+                let log: InteractionLog
+                if let rechorus {
+                    (log, catalog) = try AmazonImport.reChorus(directory: rechorus)
+                    source = rechorus
+                } else {
+                    (log, catalog) = try AmazonImport.reviews(path: reviews!, textFromReviews: textFromReviews)
+                    source = reviews!
+                }
+                split = try AmazonImport.leaveLastOut(log)
+            }
+            try SplitFolder.write(split, to: out, source: source, catalog: catalog, overwrite: force)
+            let items = Set(split.trainRows.map { split.positives.items[Int(split.positives.itemIndices[$0])] })
+            let withText = items.filter { !(catalog.titles[$0] ?? "").isEmpty }.count
             print("wrote \(out): \(split.trainRows.count) train, \(split.validRows?.count ?? 0) valid, \(split.testRows.count) test rows of "
-                  + "\(split.positives.userCount) users on \(split.positives.itemCount) items (\(dropped) rows removed: unseen in train, or users with fewer than 3 items)")
+                  + "\(split.positives.userCount) users on \(split.positives.itemCount) items\(removed); \(withText) of \(items.count) train items have text")
         }
     }
 }

@@ -25,6 +25,7 @@ struct EvaluateCommand: ParsableCommand {
     @Option(name: .long, help: "With --model-type: item metadata or text (default: the split's items.tsv); text-knn embeds it.") var items: String?
     @Option(name: .long, help: "With --model-type: item vectors (.npy with PATH.ids, or TSV) for text-knn or two-tower.") var itemVectors: String?
     @Option(name: .long, help: "The sentence encoder's folder (default: $AFFINITY_TEXT_MODEL).") var textModel: String?
+    @Option(name: .long, help: "With --model-type vq-rec: pre-train on these split folders (comma-separated) first.") var pretrain: String?
     @Option(name: .long, help: "Cutoffs K, comma-separated.") var cutoffs = "10,20,50"
     @Option(name: .long, help: "test (valid.tsv joins the history when present) or valid.") var target: EvaluationTarget = .test
     @Option(name: .long, help: "Threads (0 = all cores).") var threads = 0
@@ -68,7 +69,7 @@ struct EvaluateCommand: ParsableCommand {
         } else {
             (trained, trainSeconds) = try trainOnSplit(folder, model: modelType!, settings: try parseSettings(settings),
                                                        catalog: try items.map { try ItemCatalog.read(path: $0) },
-                                                       itemVectorsPath: itemVectors, textModel: textModel)
+                                                       itemVectorsPath: itemVectors, textModel: textModel, pretrain: try pretrainFolders(pretrain))
         }
         let evaluator = try Evaluator(cutoffs: try parseCutoffs(cutoffs), threads: threads,
                                       keepPerUser: perUser != nil, keepRankings: writeRecs != nil)

@@ -166,14 +166,16 @@ struct InputOptions: ParsableArguments {
 /// Fits a model on a split's train file and packages it with vocabularies and metadata.
 func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: String], catalog: ItemCatalog?,
                   itemVectorsPath: String? = nil, userFeaturesPath: String? = nil, textModel: String? = nil,
-                  itemVectors given: Matrix? = nil, coldItems: [String] = []) throws -> (TrainedModel, Double) {
+                  itemVectors given: Matrix? = nil, coldItems: [String] = [], pretrain: [SplitFolder] = []) throws -> (TrainedModel, Double) {
+    let textSASRec = try name == SASRec.modelType && SASRec.Configuration().applying(settings).items == .text
     // Cold items: known by their content only, added to the vocabulary with no interaction (the
-    // two-tower places them by genres and text; text-knn by text).
+    // two-tower places them by genres and text; text-knn, sasrec items=text and vq-rec by text).
     var itemVocabulary = split.train.items
     var interactions = split.train.matrix()
+    if !pretrain.isEmpty && name != VQRec.modelType { throw CommandError("--pretrain is vq-rec's (pre-training on other domains' sequences and text), not \(name)'s") }
     if !coldItems.isEmpty {
-        guard name == TwoTower.modelType || name == TextKNN.modelType else {
-            throw CommandError("cold items are placed by content: two-tower (with itemVectors or itemGenres) and text-knn only, not \(name)")
+        guard name == TwoTower.modelType || name == TextKNN.modelType || name == VQRec.modelType || textSASRec else {
+            throw CommandError("cold items are placed by content: two-tower (with itemVectors or itemGenres), text-knn, sasrec with items=text and vq-rec only, not \(name)")
         }
         itemVocabulary = IDVocabulary(itemVocabulary.ids + coldItems.filter { itemVocabulary.index(of: $0) == nil })
         interactions = try SparseMatrix(rowCount: interactions.rowCount, columnCount: itemVocabulary.count, rowPointers: interactions.rowPointers,
@@ -183,7 +185,7 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
     // sentence encoder for the models that need them (text-knn; two-tower with --set itemVectors=true).
     var itemVectors = try given ?? itemVectorsPath.map { try readItemVectors($0, items: itemVocabulary) }
     let twoTowerWantsVectors = try name == TwoTower.modelType && TwoTower.Configuration().applying(settings).itemVectors
-    if itemVectors == nil && (name == TextKNN.modelType || twoTowerWantsVectors) {
+    if itemVectors == nil && (name == TextKNN.modelType || twoTowerWantsVectors || name == VQRec.modelType || textSASRec) {
         itemVectors = try embedItemTexts(catalog ?? split.catalog, items: itemVocabulary, textModel: textModel)
     }
     Console.progress("training \(name) on \(interactions.rowCount) users x \(interactions.columnCount) items...")
@@ -205,13 +207,29 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
         }
         // Each user's items in time order (ties: file order); a leave-last-out split's valid.tsv
         // gives sequential models their validation targets.
-        var data = coldItems.isEmpty ? TrainingData(log: split.train) : TrainingData(interactions: interactions)
-        if let valid = split.valid { data = data.withValidation(valid, users: split.train.users, items: split.train.items) }
+        var data = TrainingData(log: split.train)
+        if !coldItems.isEmpty { data = TrainingData(interactions: interactions, sequences: data.sequences, timeOrdered: data.timeOrdered) }
+        if let valid = split.valid { data = data.withValidation(valid, users: split.train.users, items: itemVocabulary) }
         data.itemVectors = itemVectors
+        if name == VQRec.modelType && !pretrain.isEmpty {
+            let domains = try pretrain.map { folder -> TrainingData in
+                var d = TrainingData(log: folder.train)
+                Console.note("pre-training domain \(folder.name): \(d.userCount) users, \(d.itemCount) items")
+                d.itemVectors = try embedItemTexts(folder.catalog, items: folder.train.items, textModel: textModel)
+                return d
+            }
+            return try VQRec.fit(data, pretraining: domains, configuration: try VQRec.Configuration().applying(settings), progress: Console.training)
+        }
         return try ModelRegistry.fit(name, data: data, settings: settings, progress: Console.training)
     }
     Console.clearProgress()
     var info = ["trained_on": split.path, "train_seconds": String(format: "%.3f", seconds)]
+    if !pretrain.isEmpty { info["pretrained_on"] = pretrain.map(\.path).joined(separator: ",") }
+    if let vq = model as? VQRec {
+        Console.note("item codes: \(vq.codes.count) items x \(vq.codes.subspaces) sub-spaces; \(vq.collisions) code collisions resolved; \(vq.itemsWithoutText) items without text (coded from a zero vector, known by their interactions)")
+        info["code_collisions"] = String(vq.collisions)
+        info["items_without_text"] = String(vq.itemsWithoutText)
+    }
     // The split's positive rule travels with the model: the server counts a rating event as a
     // positive by the same threshold.
     if let threshold = split.positiveThreshold { info["positive_threshold"] = threshold.map { InteractionWriter.formatRating($0) } ?? "none" }
@@ -224,6 +242,14 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
     let trained = TrainedModel(model: model, users: split.train.users, items: itemVocabulary,
                                catalog: itemCatalog, info: info)
     return (trained, seconds)
+}
+
+/// The split folders of `--pretrain a,b`.
+func pretrainFolders(_ list: String?) throws -> [SplitFolder] {
+    guard let list else { return [] }
+    let paths = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    guard !paths.isEmpty else { throw CommandError("--pretrain: no split folder given") }
+    return try paths.map { try SplitFolder.read($0) }
 }
 
 /// Category names per entity turned into dense category indexes, numbered in order of first appearance.

@@ -20,6 +20,7 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "The sentence encoder's folder, for models that embed item text (default: $AFFINITY_TEXT_MODEL).") var textModel: String?
     @Option(name: .long, help: "two-tower: user features, MovieLens users.dat or TSV user<TAB>feature|feature; with --set userFeatures=true.") var userFeatures: String?
     @Flag(name: .long, help: "two-tower, text-knn: add every item of the item text (--items or --item-vectors) that has no training interaction, placed by its content (cold start).") var coldItems = false
+    @Option(name: .long, help: "vq-rec: pre-train on these split folders (comma-separated; their train.tsv and items.tsv text), then fine-tune on --split.") var pretrain: String?
     @Option(name: .long, help: "Output model folder.") var out: String
     @Flag(name: .long, help: "Replace OUT if it exists.") var force = false
 
@@ -44,7 +45,7 @@ struct TrainCommand: ParsableCommand {
         }
         let (trained, seconds) = try trainOnSplit(folder, model: model, settings: try parseSettings(settings), catalog: catalog,
                                                   itemVectorsPath: itemVectors, userFeaturesPath: userFeatures, textModel: textModel,
-                                                  coldItems: cold)
+                                                  coldItems: cold, pretrain: try pretrainFolders(pretrain))
         try trained.save(to: out, overwrite: force)
         if !cold.isEmpty { Console.note("\(cold.count) cold items (no training interaction) placed by their content") }
         print("trained \(model) on \(trained.users.count) users x \(trained.items.count) items in \(String(format: "%.2f", seconds)) s; saved to \(out)")

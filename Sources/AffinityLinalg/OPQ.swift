@@ -1,5 +1,3 @@
-import AffinityLinalg
-
 /// Optimized product quantisation, non-parametric (Ge, He, Ke & Sun, CVPR 2013 / TPAMI 2014): an
 /// orthogonal rotation R learned so that the rotated vectors x·R quantise better, by alternating
 /// (1) training and applying a product quantiser on X·R and (2) the orthogonal Procrustes step

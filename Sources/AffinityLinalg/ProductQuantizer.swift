@@ -1,5 +1,4 @@
 import _AffinityKernels
-import AffinityLinalg
 
 /// A product quantiser (Jégou, Douze & Schmid, TPAMI 2011): the vector is cut into `subspaces`
 /// equal parts and each part is replaced by the nearest of 256 centroids learned by k-means on that
@@ -14,10 +13,10 @@ public struct ProductQuantizer: Sendable, Equatable {
 
     public init(dimension: Int, subspaces: Int, codebooks: [Float]) throws {
         guard subspaces > 0, dimension % subspaces == 0 else {
-            throw IndexError.invalidParameter("PQ: dimension \(dimension) is not a multiple of \(subspaces) subspaces")
+            throw LinalgError.invalidArgument("PQ: dimension \(dimension) is not a multiple of \(subspaces) subspaces")
         }
         guard codebooks.count == subspaces * 256 * (dimension / subspaces) else {
-            throw IndexError.invalidParameter("PQ: codebooks have \(codebooks.count) floats, expected \(subspaces * 256 * (dimension / subspaces))")
+            throw LinalgError.invalidArgument("PQ: codebooks have \(codebooks.count) floats, expected \(subspaces * 256 * (dimension / subspaces))")
         }
         self.dimension = dimension
         self.subspaces = subspaces
@@ -28,9 +27,9 @@ public struct ProductQuantizer: Sendable, Equatable {
     public static func train(_ x: Matrix, subspaces: Int, iterations: Int = 15, seed: UInt64 = 42, threads: Int = 0,
                              maxTrainingPoints: Int = 65_536) throws -> ProductQuantizer {
         guard subspaces > 0, x.columns % subspaces == 0 else {
-            throw IndexError.invalidParameter("PQ: dimension \(x.columns) is not a multiple of \(subspaces) subspaces")
+            throw LinalgError.invalidArgument("PQ: dimension \(x.columns) is not a multiple of \(subspaces) subspaces")
         }
-        guard x.rows >= 256 else { throw IndexError.invalidParameter("PQ needs at least 256 training vectors, got \(x.rows)") }
+        guard x.rows >= 256 else { throw LinalgError.invalidArgument("PQ needs at least 256 training vectors, got \(x.rows)") }
         var g = SeededGenerator(seed: seed)
         let rows = Array(g.permutation(x.rows).prefix(maxTrainingPoints)).sorted()
         let ds = x.columns / subspaces
