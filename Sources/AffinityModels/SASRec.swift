@@ -270,6 +270,9 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
     /// (the encoder's table; both L2-normalised when `temperature` > 0, so dot products rank as
     /// the cosines the model was trained on).
     public let factors: FactorModel
+    /// The encoder's item table after training (before any normalisation): the input rows of a
+    /// history's pass (computed once: a code or text encoder's table costs items x d work).
+    public let itemTable: Matrix
     /// What training did: epochs run, kept epoch, validation NDCG@10 per epoch.
     public let outcome: TrainingLoop.Outcome?
 
@@ -282,15 +285,14 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         self.network = network
         self.sequences = sequences
         self.outcome = outcome
-        let table = Self.scoringTable(network, configuration)
-        factors = FactorModel(userFactors: Self.userVectors(network, sequences, table: network.encoder.table(training: false), configuration),
-                              itemFactors: table)
+        itemTable = network.encoder.table(training: false)
+        factors = FactorModel(userFactors: Self.userVectors(network, sequences, table: itemTable, configuration),
+                              itemFactors: Self.scoringTable(itemTable, configuration))
     }
 
     /// The item vectors scores are taken against (normalised for cosine scores).
-    static func scoringTable(_ network: SASRecNetwork, _ c: Configuration) -> Matrix {
-        let table = network.encoder.table(training: false)
-        return c.temperature > 0 ? ExactSearch.normalizedRows(table) : table
+    static func scoringTable(_ table: Matrix, _ c: Configuration) -> Matrix {
+        c.temperature > 0 ? ExactSearch.normalizedRows(table) : table
     }
 
     /// The last output after each sequence (normalised for cosine scores); `table` is the
@@ -394,8 +396,9 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
             network.encoder.backward(dTable)
             return loss
         }, validate: validation.map { v in {
-            let items = Self.scoringTable(network, c)
-            let vectors = Self.userVectors(network, data.sequences, table: network.encoder.table(training: false), c)
+            let table = network.encoder.table(training: false)
+            let items = Self.scoringTable(table, c)
+            let vectors = Self.userVectors(network, data.sequences, table: table, c)
             let report = evaluator.evaluate(v) { user, scores in
                 vectors.values.withUnsafeBufferPointer { u in
                     items.values.withUnsafeBufferPointer { e in
@@ -547,7 +550,7 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
     /// The last output after `history` (in time order; items outside the model are ignored),
     /// normalised for cosine scores.
     public func userEmbedding(history: [Int]) -> [Float] {
-        Self.userVectors(network, [history.filter { $0 >= 0 && $0 < itemCount }], table: network.encoder.table(training: false), configuration).values
+        Self.userVectors(network, [history.filter { $0 >= 0 && $0 < itemCount }], table: itemTable, configuration).values
     }
 
     // MARK: Persistence
@@ -624,8 +627,9 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         self.network = network
         self.sequences = sequences
         outcome = nil
+        itemTable = network.encoder.table(training: false)
         factors = FactorModel(userFactors: Matrix(rows: x.rowCount, columns: configuration.dimension, values: try file.float32("user_vectors", path: path)),
-                              itemFactors: Self.scoringTable(network, configuration))
+                              itemFactors: Self.scoringTable(itemTable, configuration))
     }
 }
 

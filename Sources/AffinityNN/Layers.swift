@@ -488,22 +488,35 @@ public final class Embedding {
 
     /// The mean of the rows of each bag, keeping nothing (inference, safe from many threads).
     public func pooled(_ bags: [[Int]]) -> Matrix {
-        let d = dimension
+        let d = dimension, n = count
         var y = Matrix(rows: bags.count, columns: d)
-        for (r, bag) in bags.enumerated() where !bag.isEmpty {
-            let w = 1 / Float(bag.count)
-            for id in bag { for k in 0..<d { y.values[r * d + k] += w * table.value.values[id * d + k] } }
+        table.value.values.withUnsafeBufferPointer { t in
+            y.values.withUnsafeMutableBufferPointer { yp in
+                for (r, bag) in bags.enumerated() where !bag.isEmpty {
+                    let w = 1 / Float(bag.count), out = yp.baseAddress! + r * d
+                    for id in bag {
+                        precondition(id >= 0 && id < n, "embedding id \(id) outside 0..<\(n)")
+                        let row = t.baseAddress! + id * d
+                        for k in 0..<d { out[k] += w * row[k] }
+                    }
+                }
+            }
         }
         return y
     }
 
     public func bagBackward(_ dy: Matrix) {
         let d = dimension
-        for (r, bag) in bags.enumerated() where !bag.isEmpty {
-            let w = 1 / Float(bag.count)
-            for id in bag {
-                table.touch(id)
-                for k in 0..<d { table.grad.values[id * d + k] += w * dy.values[r * d + k] }
+        for bag in bags { for id in bag { table.touch(id) } }
+        dy.values.withUnsafeBufferPointer { dp in
+            table.grad.values.withUnsafeMutableBufferPointer { g in
+                for (r, bag) in bags.enumerated() where !bag.isEmpty {
+                    let w = 1 / Float(bag.count), src = dp.baseAddress! + r * d
+                    for id in bag {
+                        let dst = g.baseAddress! + id * d
+                        for k in 0..<d { dst[k] += w * src[k] }
+                    }
+                }
             }
         }
     }

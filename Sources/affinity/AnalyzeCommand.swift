@@ -158,8 +158,9 @@ struct AnalyzeCommand: ParsableCommand {
             discussion: """
             A seeded --fraction of the train items that have text loses every train interaction; the models are
             trained on the rest with those items added back as cold items (no interaction, content only):
-            the two-tower (item vectors from text, --set idDropout, genres when the item file has them),
-            text-knn, and popularity (which cannot rank them: the floor). For each test user with a test item
+            --models from two-tower (item vectors from text, --set idDropout, genres when the item file has them),
+            text-knn, vq-rec (the cold items' codes from their text), sasrec with items=text, and popularity
+            (which cannot rank them: the floor). For each test user with a test item
             among the cold items: Recall@K of those items in the full ranking (every item, seen ones excluded)
             and among the cold items alone, beside the expected recall of a random order of the cold items.
             """
@@ -170,7 +171,8 @@ struct AnalyzeCommand: ParsableCommand {
         @Option(name: .long, help: "The sentence encoder's folder (default: $AFFINITY_TEXT_MODEL).") var textModel: String?
         @Option(name: .long, help: "Share of the train items made cold.") var fraction = 0.1
         @Option(name: .long, help: "Seed of the choice of cold items.") var seed: UInt64 = 42
-        @Option(name: .customLong("set"), help: "A two-tower setting, key=value (repeatable); defaults here: itemVectors=true, idDropout=0.5.") var settings: [String] = []
+        @Option(name: .customLong("set"), help: "A setting, key=value for the two-tower (defaults here: itemVectors=true, idDropout=0.5) or MODEL.key=value for another model (repeatable).") var settings: [String] = []
+        @Option(name: .long, help: "Models, comma-separated: two-tower, text-knn, vq-rec, sasrec (items=text), popularity.") var models = "two-tower,text-knn,popularity"
         @Option(name: .shortAndLong, parsing: .unconditional, help: "Cutoff K.") var k = 20
         @Flag(name: .long, help: "Print JSON on stdout.") var json = false
 
@@ -211,19 +213,35 @@ struct AnalyzeCommand: ParsableCommand {
                 for c in 0..<vectors.columns { coldVectors[r, c] = vectors[i, c] }
             }
             Console.note("\(cold.count) cold items (of \(trainItems.count)); \(train.count - rows.count) train rows removed")
-            var twoTower = try parseSettings(settings)
-            twoTower["itemVectors"] = twoTower["itemVectors"] ?? "true"
-            twoTower["idDropout"] = twoTower["idDropout"] ?? "0.5"
+            // Settings: "MODEL.key=value" for that model, "key=value" for the two-tower.
+            var byModel: [String: [String: String]] = [:]
+            for (key, value) in try parseSettings(settings) {
+                let known = [TwoTower.modelType, TextKNN.modelType, VQRec.modelType, SASRec.modelType, Popularity.modelType]
+                if let model = known.first(where: { key.hasPrefix($0 + ".") }) {
+                    byModel[model, default: [:]][String(key.dropFirst(model.count + 1))] = value
+                } else {
+                    byModel[TwoTower.modelType, default: [:]][key] = value
+                }
+            }
+            byModel[TwoTower.modelType, default: [:]]["itemVectors"] = byModel[TwoTower.modelType]?["itemVectors"] ?? "true"
+            byModel[TwoTower.modelType, default: [:]]["idDropout"] = byModel[TwoTower.modelType]?["idDropout"] ?? "0.5"
+            byModel[SASRec.modelType, default: [:]]["items"] = "text"
+            let names = models.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            for name in names where ![TwoTower.modelType, TextKNN.modelType, VQRec.modelType, SASRec.modelType, Popularity.modelType].contains(name) {
+                throw ValidationError("--models: '\(name)' cannot place cold items (two-tower, text-knn, vq-rec, sasrec, popularity)")
+            }
             var out: [Row] = []
             var users = 0
-            for (name, modelSettings) in [(TwoTower.modelType, twoTower), (TextKNN.modelType, [:]), (Popularity.modelType, [:])] {
+            for name in names {
+                let modelSettings = byModel[name] ?? [:]
                 let (trained, seconds) = try trainOnSplit(reduced, model: name, settings: modelSettings, catalog: catalog,
                                                           itemVectors: name == Popularity.modelType ? nil : coldVectors,
                                                           coldItems: name == Popularity.modelType ? [] : cold)
                 let (full, amongCold, evaluated) = coldRecall(trained, test: folder.test, cold: cold)
                 users = max(users, evaluated)
-                out.append(Row(model: name, recallFull: full, recallAmongCold: amongCold, trainSeconds: seconds))
-                Console.note(String(format: "%@: cold Recall@%d %.4f full ranking, %.4f among cold items", name, k, full, amongCold))
+                let label = name == SASRec.modelType ? "sasrec items=text" : name
+                out.append(Row(model: label, recallFull: full, recallAmongCold: amongCold, trainSeconds: seconds))
+                Console.note(String(format: "%@: cold Recall@%d %.4f full ranking, %.4f among cold items", label, k, full, amongCold))
             }
             let random = Double(min(k, cold.count)) / Double(cold.count)
             let output = Output(split: folder.name, coldItems: cold.count, users: users, k: k, randomAmongCold: random, rows: out)

@@ -80,4 +80,46 @@ import Testing
         let bad = try CLI.run("data", "import", "--unisrec", src, "--out", dir + "/split2")
         #expect(bad.status != 0 && bad.stderr.contains("Tiny.test.inter:2") && bad.stderr.contains("'x'"), "\(bad.stderr)")
     }
+
+    /// A ReChorus folder (Office's layout) and a review file (Musical Instruments') become
+    /// leave-last-out splits by time with each item's text; malformed lines are named.
+    @Test func amazonReChorusAndReviewFilesBecomeLeaveLastOutSplits() throws {
+        let dir = tempDir()
+        let src = dir + "/Shop"
+        try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+        func put(_ name: String, _ text: String) throws { try text.write(toFile: src + "/" + name, atomically: true, encoding: .utf8) }
+        try put("Shop.item2index", "B1\t1\nB2\t2\nB3\t3\nB4\t4\n")
+        try put("Shop.text", "id\ttext\nB1\tpen\nB2\tpaper\nB3\tink\nB4\tstapler\n")
+        try put("train.csv", "user_id\titem_id\ttime\n1\t1\t10\n1\t2\t20\n2\t4\t10\n2\t3\t15\n")
+        try put("dev.csv", "user_id\titem_id\ttime\tneg_items\n1\t3\t30\t[3]\n2\t1\t30\t[4]\n")
+        try put("test.csv", "user_id\titem_id\ttime\tneg_items\n1\t4\t40\t[3]\n2\t2\t40\t[4]\n")
+        var r = try CLI.run("data", "import", "--rechorus", src, "--out", dir + "/shop")
+        #expect(r.status == 0 && r.stdout.contains("4 of 4 train items have text"), "\(r.stdout) \(r.stderr)")
+        #expect(try String(contentsOfFile: dir + "/shop/test.tsv", encoding: .utf8).contains("1\tB4\t40"))
+        #expect(try String(contentsOfFile: dir + "/shop/items.tsv", encoding: .utf8).contains("B1\tpen"))
+        try put("test.csv", "user_id\titem_id\ttime\n1\t9\t40\n")
+        r = try CLI.run("data", "import", "--rechorus", src, "--out", dir + "/shop2")
+        #expect(r.status != 0 && r.stderr.contains("test.csv:2") && r.stderr.contains("item 9"), "\(r.stderr)")
+
+        var lines: [String] = []
+        for (u, items) in [("U1", ["A", "B", "C"]), ("U2", ["B", "A", "C"])] {
+            for (t, i) in items.enumerated() {
+                lines.append("{\"reviewerID\": \"\(u)\", \"asin\": \"\(i)\", \"overall\": 5.0, \"summary\": \"nice \(i)\", \"unixReviewTime\": \(100 + t)}")
+            }
+        }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/reviews.json", atomically: true, encoding: .utf8)
+        r = try CLI.run("data", "import", "--reviews", dir + "/reviews.json", "--text-from-reviews", "--out", dir + "/rev")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try String(contentsOfFile: dir + "/rev/items.tsv", encoding: .utf8).contains("A\tnice A. nice A"))
+        r = try CLI.run("data", "import", "--reviews", dir + "/reviews.json", "--out", dir + "/rev2")
+        #expect(r.status == 0 && r.stdout.contains("0 of 2 train items have text"), "\(r.stdout)")
+        try (lines[0] + "\n{\"reviewerID\": \"U3\"}\n").write(toFile: dir + "/bad.json", atomically: true, encoding: .utf8)
+        r = try CLI.run("data", "import", "--reviews", dir + "/bad.json", "--out", dir + "/rev3")
+        #expect(r.status != 0 && r.stderr.contains("bad.json:2") && r.stderr.contains("asin"), "\(r.stderr)")
+        r = try CLI.run("data", "import", "--rechorus", src, "--text-from-reviews", "--out", dir + "/x")
+        #expect(r.status != 0 && r.stderr.contains("--text-from-reviews goes with --reviews"), "\(r.stderr)")
+        // --pretrain is vq-rec's.
+        r = try CLI.run("train", "--split", dir + "/shop", "--model", "popularity", "--pretrain", dir + "/shop", "--out", dir + "/m")
+        #expect(r.status != 0 && r.stderr.contains("--pretrain is vq-rec's"), "\(r.stderr)")
+    }
 }

@@ -48,40 +48,52 @@ import Testing
     func lossGradientsMatchFiniteDifferences(loss: SequenceLoss) throws {
         var c = try Self.settings(loss)
         c.negatives = 5
+        try Self.checkLossGradients(c, label: loss.rawValue)
+    }
+
+    /// The cosine scores of text and code items (temperature > 0): both normalisations' backward.
+    @Test func cosineSoftmaxGradientsMatchFiniteDifferences() throws {
+        var c = try Self.settings(.softmax)
+        c.temperature = 0.5
+        try Self.checkLossGradients(c, label: "cosine softmax")
+    }
+
+    static func checkLossGradients(_ c: SASRec.Configuration, label: String) throws {
         let n = 12, d = 4
-        let items = Parameter("items", value: Matrix.random(rows: n, columns: d, seed: 3, scale: 1))
+        var table = Matrix.random(rows: n, columns: d, seed: 3, scale: 1)
         let layout = SequenceLayout(lengths: [3, 2])
         let hidden = Matrix.random(rows: 5, columns: d, seed: 4, scale: 1)
         let targets = [1, 5, 7, 2, 9], sequences = [[0, 1, 5, 7], [3, 2, 9]]
         let sampler = NegativeSampler(counts: (0..<n).map { $0 + 1 }, kind: .popularity)
-        func mean(_ h: Matrix) -> Float {
+        func mean(_ h: Matrix, _ t: Matrix) -> Float {
             var g = SeededGenerator(seed: 8)
-            let (total, _) = SASRec.loss(c, hidden: h, targets: targets, layout: layout, sequences: sequences, items: items,
-                                         sampler: sampler, generator: &g, threads: 1)
+            var unused = Matrix(rows: n, columns: d)
+            let (total, _) = SASRec.loss(c, hidden: h, targets: targets, layout: layout, sequences: sequences, table: t,
+                                         tableGradient: &unused, sampler: sampler, generator: &g, threads: 1)
             return Float(total / Double(h.rows))
         }
-        items.zeroGrad()
         var g = SeededGenerator(seed: 8)
-        let (_, dH) = SASRec.loss(c, hidden: hidden, targets: targets, layout: layout, sequences: sequences, items: items,
-                                  sampler: sampler, generator: &g, threads: 1)
-        let analyticItems = items.grad.values
+        var analyticTable = Matrix(rows: n, columns: d)
+        let (_, dH) = SASRec.loss(c, hidden: hidden, targets: targets, layout: layout, sequences: sequences, table: table,
+                                  tableGradient: &analyticTable, sampler: sampler, generator: &g, threads: 1)
         let idx = Array(0..<hidden.values.count)
         let numericH = idx.map { i -> Float in
             var plus = hidden, minus = hidden
             plus.values[i] += 1e-2
             minus.values[i] -= 1e-2
-            return (mean(plus) - mean(minus)) / 2e-2
+            return (mean(plus, table) - mean(minus, table)) / 2e-2
         }
-        for i in idx { #expect(abs(dH.values[i] - numericH[i]) <= 2e-2 * max(abs(dH.values[i]), abs(numericH[i])) + 2e-3, "\(loss) dH[\(i)]") }
-        let saved = items.value
+        for i in idx { #expect(abs(dH.values[i] - numericH[i]) <= 2e-2 * max(abs(dH.values[i]), abs(numericH[i])) + 2e-3, "\(label) dH[\(i)]") }
+        let saved = table
         for i in stride(from: 0, to: saved.values.count, by: 3) {
-            items.value.values[i] = saved.values[i] + 1e-2
-            let plus = mean(hidden)
-            items.value.values[i] = saved.values[i] - 1e-2
-            let minus = mean(hidden)
-            items.value = saved
+            table.values[i] = saved.values[i] + 1e-2
+            let plus = mean(hidden, table)
+            table.values[i] = saved.values[i] - 1e-2
+            let minus = mean(hidden, table)
+            table = saved
             let numeric = (plus - minus) / 2e-2
-            #expect(abs(analyticItems[i] - numeric) <= 2e-2 * max(abs(analyticItems[i]), abs(numeric)) + 2e-3, "\(loss) dItems[\(i)]")
+            let analytic = analyticTable.values[i]
+            #expect(abs(analytic - numeric) <= 2e-2 * max(abs(analytic), abs(numeric)) + 2e-3, "\(label) dTable[\(i)]")
         }
     }
 
