@@ -204,9 +204,9 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
             "activation": "feed-forward non-linearity",
             "seed": "initialisation, order, dropout and negatives",
             "threads": "worker threads (0 = all cores)",
-            "items": "item vectors: id table, projected text vector, or OPQ codes (vq-rec)",
+            "items": "item vectors: id table or projected text vector",
             "hidden": "feed-forward width (0 = dimension)",
-            "temperature": "0: dot-product scores; > 0: cosine / temperature (softmax loss)",
+            "temperature": "0: dot products; > 0: cosine / temperature",
         ]
 
         public var blocks: Int = 2

@@ -37,7 +37,7 @@ public struct VQRec: TrainingDataRecommender, FactorScoredRecommender, Sequentia
 
     public struct Configuration: ModelConfiguration {
         public static let settingHelp: [String: String] = [
-            "subspaces": "OPQ sub-spaces: the code's length (256 centroids each)",
+            "subspaces": "OPQ sub-spaces (code length)",
             "blocks": "Transformer blocks",
             "heads": "attention heads (divide dimension)",
             "dimension": "code embedding and hidden width",
@@ -50,8 +50,8 @@ public struct VQRec: TrainingDataRecommender, FactorScoredRecommender, Sequentia
             "batchSize": "sequences per step",
             "learningRate": "Adam step size",
             "pretrainEpochs": "passes over the pre-training sequences",
-            "semiSynthetic": "pre-training: share of a fake negative's code indexes replaced",
-            "fineTune": "after pre-training: learn the code embeddings only, or all",
+            "semiSynthetic": "share of a fake item's code replaced",
+            "fineTune": "after pre-training: code embeddings, or all",
             "seed": "quantiser, initialisation, order, dropout, fakes",
             "threads": "worker threads (0 = all cores)",
         ]

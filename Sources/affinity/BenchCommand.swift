@@ -266,31 +266,47 @@ final class TimeLog: @unchecked Sendable {
 struct SequenceBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sasrec",
-        abstract: "SASRec training throughput: sequences per second per epoch, without validation.",
-        discussion: "Benchmarks/peers/sasrec.py runs PyTorch's SASRec (../shared/bench/quality/torch_models.py)\non the same split and prints the ratio."
+        abstract: "SASRec (or VQ-Rec) training throughput: sequences per second per epoch, without validation.",
+        discussion: "Benchmarks/peers/sasrec.py runs PyTorch's SASRec (../shared/bench/quality/torch_models.py)\non the same split and prints the ratio. --model vq-rec times VQ-Rec's epochs (not its quantiser)."
     )
+
+    enum Model: String, ExpressibleByArgument, CaseIterable { case sasrec, vqRec = "vq-rec" }
 
     @Option(name: .long, help: "Split folder (train.tsv, which needs timestamps).") var split: String
     @Option(name: .long, help: "Thread counts to measure, comma-separated.") var threads = "1,2"
     @Option(name: .long, help: "Epochs timed per thread count; the median epoch is reported.") var epochs = 1
-    @Option(name: .customLong("set"), help: "A SASRec setting, key=value (repeatable).") var settings: [String] = []
+    @Option(name: .customLong("set"), help: "A setting of the model, key=value (repeatable).") var settings: [String] = []
+    @Option(name: .long, help: "sasrec or vq-rec.") var model: Model = .sasrec
+    @Option(name: .long, help: "Item text vectors (.npy with PATH.ids, or TSV) for vq-rec and sasrec items=text.") var itemVectors: String?
     @Flag(name: .long, help: "Print JSON on stdout.") var json = false
 
     func run() throws {
         let folder = try SplitFolder.read(split)
-        let data = TrainingData(log: folder.train)   // no validation targets: training alone is timed
+        var data = TrainingData(log: folder.train)   // no validation targets: training alone is timed
+        data.itemVectors = try itemVectors.map { try readItemVectors($0, items: folder.train.items) }
         let sequences = data.sequences.filter { $0.count >= 2 }.count
         var out: [[String: Double]] = []
         if !json { print("CPU: \(cpuModel()); \(sequences) training sequences, \(data.itemCount) items") }
         for t in threads.split(separator: ",").compactMap({ Int($0) }) where t > 0 {
-            var c = try SASRec.Configuration().applying(try parseSettings(settings))
-            c.epochs = epochs
-            c.threads = t
             let times = TimeLog()
-            _ = try SASRec.fit(data, configuration: c, progress: times.epochEnds)
+            let loss: String
+            switch model {
+            case .sasrec:
+                var c = try SASRec.Configuration().applying(try parseSettings(settings))
+                c.epochs = epochs
+                c.threads = t
+                loss = c.loss.rawValue
+                _ = try SASRec.fit(data, configuration: c, progress: times.epochEnds)
+            case .vqRec:
+                var c = try VQRec.Configuration().applying(try parseSettings(settings))
+                c.epochs = epochs
+                c.threads = t
+                loss = "cosine softmax"
+                _ = try VQRec.fit(data, configuration: c, progress: times.epochEnds)
+            }
             let perEpoch = times.median
             out.append(["threads": Double(t), "seconds_per_epoch": perEpoch, "sequences_per_second": Double(sequences) / perEpoch])
-            if !json { print(String(format: "threads %d: %.2f s per epoch, %.0f sequences/s (loss %@)", t, perEpoch, Double(sequences) / perEpoch, c.loss.rawValue)) }
+            if !json { print(String(format: "%@, threads %d: %.2f s per epoch, %.0f sequences/s (loss %@)", model.rawValue, t, perEpoch, Double(sequences) / perEpoch, loss)) }
         }
         if json { try printJSON(out) }
     }

@@ -154,7 +154,22 @@ enum FuzzHarness {
                                                 itemVectors: Matrix.random(rows: interactions.columnCount, columns: 3, seed: 5),
                                                 userCategories: (0..<interactions.rowCount).map { [$0 % 4] })
             let sideModel = try TwoTower.fit(interactions, configuration: withSide, sideInformation: side, progress: nil)
-            let fitted: [(String, any PersistableRecommender)] = try ModelRegistry.names.map { name -> (String, any PersistableRecommender) in
+            // vq-rec's quantiser needs 256 items with text: its own 300-item data, in the log's vocabulary order.
+            var vqRec: (any PersistableRecommender, IDVocabulary, IDVocabulary)? = nil
+            if ModelRegistry.names.contains(VQRec.modelType) {
+                var g = SeededGenerator(seed: 9)
+                let sequences = (0..<30).map { _ in (0..<6).map { _ in g.next(below: 300) } }
+                var pointers = [0], columns: [Int32] = []
+                for s in sequences { columns += Set(s).sorted().map { Int32($0) }; pointers.append(columns.count) }
+                var vqData = TrainingData(interactions: try SparseMatrix(rowCount: 30, columnCount: 300, rowPointers: pointers, columns: columns,
+                                                                         values: [Float](repeating: 1, count: columns.count)),
+                                          sequences: sequences, timeOrdered: true)
+                vqData.itemVectors = Matrix.random(rows: 300, columns: 8, seed: 7)
+                let model = try VQRec.fit(vqData, configuration: try VQRec.Configuration().applying(
+                    ["subspaces": "2", "dimension": "4", "heads": "1", "hidden": "4", "epochs": "1", "maxLength": "8", "threads": "1"]), progress: nil)
+                vqRec = (model, IDVocabulary((0..<30).map { "vu\($0)" }), IDVocabulary((0..<300).map { "vi\($0)" }))
+            }
+            let fitted: [(String, any PersistableRecommender)] = try ModelRegistry.names.filter { $0 != VQRec.modelType }.map { name -> (String, any PersistableRecommender) in
                 guard name == SASRec.modelType else {
                     var data = TrainingData(interactions: interactions)
                     data.itemVectors = Matrix.random(rows: interactions.columnCount, columns: 3, seed: 6)
@@ -164,8 +179,10 @@ enum FuzzHarness {
                 return (name, try SASRec.fit(TrainingData(log: split.positives), configuration: SASRec.Configuration().applying(settings[name]!),
                                              progress: nil, requireTimeOrder: false))
             } + [("two-tower-side", sideModel)]
-            for (name, model) in fitted {
-                let trained = TrainedModel(model: model, users: split.positives.users, items: split.positives.items, catalog: data.catalog)
+            var models = fitted.map { ($0.0, $0.1, split.positives.users, split.positives.items) }
+            if let vqRec { models.append((VQRec.modelType, vqRec.0, vqRec.1, vqRec.2)) }
+            for (name, model, users, items) in models {
+                let trained = TrainedModel(model: model, users: users, items: items, catalog: data.catalog)
                 let out = file(name)
                 try trained.save(to: out)
                 if loader == .model {

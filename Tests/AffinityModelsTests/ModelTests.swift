@@ -65,6 +65,14 @@ import AffinityTestSupport
 
 @Suite struct PersistenceTests {
     func trained(_ name: String) throws -> TrainedModel {
+        if name == VQRec.modelType {
+            // The quantiser needs 256 items with text.
+            let data = VQRecTests.ring(users: 30).0
+            let model = try VQRec.fit(data, configuration: try VQRecTests.settings(["epochs": "2"]), progress: nil)
+            return TrainedModel(model: model, users: IDVocabulary((0..<data.userCount).map { "user\($0)" }),
+                                items: IDVocabulary((0..<data.itemCount).map { "item\($0)" }),
+                                catalog: ItemCatalog(titles: ["item0": "Zero"]), info: ["note": "test"])
+        }
         let x = RecommenderConformance.randomInteractions()
         let model = name == SASRec.modelType
             ? try SASRec.fit(TrainingData(interactions: x), configuration: SASRec.Configuration().applying(["epochs": "2", "dimension": "8", "maxLength": "6", "threads": "1"]),

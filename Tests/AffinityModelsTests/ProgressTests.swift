@@ -47,10 +47,13 @@ import Testing
             "sasrec": ["epochs": "2", "dimension": "8", "maxLength": "5", "threads": "1"],
             "lightgcn": ["epochs": "2", "dimension": "8", "validationUsers": "0"],
             "amp-cf": ["epochs": "2", "dimension": "8", "personas": "2", "negatives": "8", "validationUsers": "0"],
+            "vq-rec": ["epochs": "2", "dimension": "8", "heads": "1", "hidden": "8", "subspaces": "4", "maxLength": "5", "threads": "1"],
         ]
         for name in ModelRegistry.names {
             let log = Log()
-            _ = try ModelRegistry.fit(name, data: withItemVectors(data), settings: settings[name] ?? [:], progress: log.handler)
+            // vq-rec's quantiser needs 256 items with text.
+            let input = name == VQRec.modelType ? VQRecTests.ring(users: 40).0 : withItemVectors(data)
+            _ = try ModelRegistry.fit(name, data: input, settings: settings[name] ?? [:], progress: log.handler)
             let ends = log.all.filter(\.isEpochEnd)
             let epochs = Int(settings[name]?["iterations"] ?? settings[name]?["epochs"] ?? "1")!
             #expect(ends.map(\.epoch) == Array(1...epochs), "\(name): \(ends.map(\.epoch))")
