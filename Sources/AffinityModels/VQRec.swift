@@ -51,7 +51,7 @@ public struct VQRec: TrainingDataRecommender, FactorScoredRecommender, Sequentia
             "learningRate": "Adam step size",
             "pretrainEpochs": "passes over the pre-training sequences",
             "semiSynthetic": "share of a fake item's code replaced",
-            "fineTune": "after pre-training: code embeddings, or all",
+            "fineTune": "after pre-training: what learns",
             "seed": "quantiser, initialisation, order, dropout, fakes",
             "threads": "worker threads (0 = all cores)",
         ]
