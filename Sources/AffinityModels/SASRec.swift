@@ -590,10 +590,17 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
             guard let t = file.tensors["item_text_vectors"], t.shape.count == 2, t.shape[0] == x.columnCount, t.shape[1] > 0, t.shape[1] <= 65_536 else {
                 throw SafeTensorsError.corrupt(path: path, reason: "item_text_vectors must be a [\(x.columnCount), t] tensor")
             }
+            // The projection the vectors' width sizes must be in the file before it is allocated.
+            guard Double(t.shape[1]) * d <= Double(stored) else {
+                throw SafeTensorsError.corrupt(path: path, reason: "item_text_vectors' width \(t.shape[1]) needs a larger text projection than the file holds")
+            }
             itemVectors = Matrix(rows: t.shape[0], columns: t.shape[1], values: try file.float32("item_text_vectors", path: path))
         case .codes:
             guard let t = file.tensors["item_codes"], t.shape.count == 2, t.shape[0] == x.columnCount, t.shape[1] > 0, t.shape[1] <= 4096 else {
                 throw SafeTensorsError.corrupt(path: path, reason: "item_codes must be a [\(x.columnCount), subspaces] tensor")
+            }
+            guard Double(t.shape[1]) * 256 * d <= Double(stored) else {
+                throw SafeTensorsError.corrupt(path: path, reason: "item_codes' \(t.shape[1]) sub-spaces need a larger code embedding than the file holds")
             }
             let raw = try file.int32("item_codes", path: path)
             guard raw.allSatisfy({ $0 >= 0 && $0 < 256 }) else { throw SafeTensorsError.corrupt(path: path, reason: "item_codes holds a value outside 0..<256") }
