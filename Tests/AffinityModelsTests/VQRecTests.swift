@@ -159,6 +159,16 @@ import Testing
         #expect(reloaded.quantizer == vq.quantizer && reloaded.codes == vq.codes)
     }
 
+    /// Items without text (zero vectors) are counted and still get codes of their own.
+    @Test func itemsWithoutTextAreCountedAndCodedApart() throws {
+        var (data, vectors) = Self.ring(users: 60)
+        for r in 0..<10 { for k in 0..<16 { vectors[r, k] = 0 } }
+        data.itemVectors = vectors
+        let model = try VQRec.fit(data, configuration: try Self.settings(["epochs": "1"]), progress: nil)
+        #expect(model.itemsWithoutText == 10)
+        #expect(model.codes.duplicates == 0 && model.collisions >= 9)
+    }
+
     @Test func badInputIsRefusedWithReasons() throws {
         var (data, _) = Self.ring(users: 60)
         data.itemVectors = nil
