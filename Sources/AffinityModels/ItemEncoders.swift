@@ -60,7 +60,7 @@ public final class TextItemEncoder: ItemEncoder, @unchecked Sendable {
 
 /// `ItemInput.codes`: row i is the mean over sub-spaces j of `tables[j][code[i][j]]`, all D tables
 /// of `centroids` rows stacked in one embedding (row j·centroids + c). Codes come from
-/// `ItemCodes` (an OPQ of the item text vectors); items can be added with their codes alone.
+/// `ItemCodes` (an OPQ of the item text vectors).
 public final class CodeItemEncoder: ItemEncoder, @unchecked Sendable {
     public let codes: ItemCodes
     public let embedding: Embedding
@@ -85,8 +85,9 @@ public final class CodeItemEncoder: ItemEncoder, @unchecked Sendable {
 /// (after the OPQ rotation), made unique: VQ-Rec's items are told apart only by their codes, so
 /// two items with the same code would be one item to the model. `collisions` counts the items
 /// whose nearest code was already taken; each got the free code that costs the least extra
-/// quantisation error (its nearest centroid changed in one sub-space, the cheapest change first;
-/// two sub-spaces when no single change is free). Items without text (a zero vector) get a code
+/// quantisation error among those that change one sub-space's centroid (the cheapest change
+/// first), or, when more than 255·m items crowd one code, the next free code counting up from
+/// it. The reference implementation leaves collisions as they are. Items without text (a zero vector) get a code
 /// too, the quantiser's code of the zero vector made unique like any other: they are told apart
 /// by their code alone and learn from their interactions only.
 public struct ItemCodes: Sendable, Equatable {
@@ -130,7 +131,10 @@ public struct ItemCodes: Sendable, Equatable {
                     return s
                 }
                 let now = distance(Int(code[j]))
-                for c in 0..<256 where c != Int(code[j]) { changes.append((distance(c) - now, j, UInt8(c))) }
+                for c in 0..<256 where c != Int(code[j]) {
+                    let cost = distance(c) - now
+                    changes.append((cost.isNaN ? .infinity : cost, j, UInt8(c)))
+                }
             }
             changes.sort { ($0.cost, $0.j, $0.c) < ($1.cost, $1.j, $1.c) }
             var chosen: [UInt8]? = nil
@@ -140,17 +144,20 @@ public struct ItemCodes: Sendable, Equatable {
                 if !taken.contains(candidate) { chosen = candidate; break }
             }
             if chosen == nil {
-                // Every single change is taken (cannot happen below 256·m + 1 items); two changes.
-                outer: for a in changes.prefix(64) {
-                    for b in changes.prefix(64) where b.j != a.j {
-                        var candidate = code
-                        candidate[a.j] = a.c
-                        candidate[b.j] = b.c
-                        if !taken.contains(candidate) { chosen = candidate; break outer }
+                // Every single change is taken (more than 255·m items crowd one code): count up
+                // from the code as a base-256 number until a free one; there are 256^m of them.
+                var candidate = code
+                repeat {
+                    var j = m - 1
+                    while j >= 0 {
+                        candidate[j] = candidate[j] &+ 1
+                        if candidate[j] != 0 { break }
+                        j -= 1
                     }
-                }
+                } while taken.contains(candidate)
+                chosen = candidate
             }
-            let unique = chosen ?? code
+            let unique = chosen!
             taken.insert(unique)
             for j in 0..<m { codes[i * m + j] = unique[j] }
         }

@@ -101,9 +101,12 @@ public final class SASRecNetwork: @unchecked Sendable {
         }
     }
 
-    public var parameters: [Parameter] { encoder.parameters + sequenceParameters }
-    /// Everything but the item encoder's parameters: what VQ-Rec's fine-tuning keeps fixed.
-    public var sequenceParameters: [Parameter] { [positions] + blocks.flatMap(\.parameters) + finalNorm.parameters + (inputNorm?.parameters ?? []) }
+    public var parameters: [Parameter] { encoder.parameters + (inputNorm?.parameters ?? []) + sequenceParameters }
+    /// The sequence encoder: positions, blocks, final norm. VQ-Rec's fine-tuning keeps these
+    /// fixed and learns the rest (the item encoder and the input norm, as the reference's `fix_enc`).
+    public var sequenceParameters: [Parameter] { [positions] + blocks.flatMap(\.parameters) + finalNorm.parameters }
+    /// What learns when the sequence encoder is fixed.
+    public var itemParameters: [Parameter] { encoder.parameters + (inputNorm?.parameters ?? []) }
     var scale: Float { inputNorm == nil ? Float(dimension).squareRoot() : 1 }
 
     /// The input rows: scale · item vector + position embedding (before the input norm).
@@ -319,11 +322,13 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         var codes: ItemCodes? = nil
         /// Start from this network (its parameters are trained further) instead of a new one.
         var network: SASRecNetwork? = nil
-        /// Train the item encoder's parameters only (VQ-Rec's fine-tuning with the sequence
+        /// Train the item encoder and the input norm only (VQ-Rec's fine-tuning with the sequence
         /// encoder fixed).
         var itemEncoderOnly = false
-        /// VQ-Rec's semi-synthetic negatives: per sequence, one fake item (a target's code with each
-        /// index replaced by a random centroid with this probability) joins the softmax's candidates.
+        /// VQ-Rec's semi-synthetic negatives: per position, one fake item (the position's target's
+        /// code with each index replaced by a random centroid with this probability) joins the
+        /// softmax's candidates, shared by the batch (the reference scores a row against its own
+        /// fake only; here every row also meets the others').
         var semiSynthetic: Double = 0
         /// Name in progress lines.
         var name = SASRec.modelType
@@ -364,7 +369,7 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         let sampler = NegativeSampler(counts: counts, kind: c.loss == .sampledSoftmax ? c.sampling : .uniform)
         let optimizer = Adam(learningRate: Float(c.learningRate), beta1: 0.9, beta2: 0.98)
         let loop = TrainingLoop(settings: .init(epochs: c.epochs, batchSize: c.batchSize, seed: c.seed, patience: c.patience),
-                                parameters: run.itemEncoderOnly ? network.encoder.parameters : network.parameters, optimizer: optimizer)
+                                parameters: run.itemEncoderOnly ? network.itemParameters : network.parameters, optimizer: optimizer)
         var validation: EvaluationData? = nil
         if let targets = data.validationTargets {
             let v = EvaluationData(history: data.interactions, targets: targets)
@@ -380,9 +385,8 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
             let targets = SequenceBatcher.packed(targetsOf, maxLength: c.maxLength).tokens
             var table: Matrix
             if run.semiSynthetic > 0, let codeEncoder {
-                let fakes = sequences.map { s in
-                    let code = codeEncoder.codes.code(of: s[1 + generator.next(below: s.count - 1)])
-                    return code.map { generator.nextDouble() < run.semiSynthetic ? UInt8(generator.next(below: codeEncoder.codes.centroids)) : $0 }
+                let fakes = targets.map { t in
+                    codeEncoder.codes.code(of: t).map { generator.nextDouble() < run.semiSynthetic ? UInt8(generator.next(below: codeEncoder.codes.centroids)) : $0 }
                 }
                 table = codeEncoder.table(training: true, extra: fakes)
             } else {
@@ -578,8 +582,9 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
         let x = try SparseMatrix(file: file, prefix: "interactions", path: path)
         // The file must hold the weights the configuration sizes before the network is built.
         let stored = file.tensors.filter { $0.key.hasPrefix("net.") }.reduce(0) { $0 + $1.value.shape.reduce(1, *) }
-        let d = Double(configuration.dimension)
-        let needed = Double(configuration.maxLength) * d + Double(configuration.blocks) * (4 * d * d + 2 * d * d)
+        let d = Double(configuration.dimension), h = Double(configuration.hidden > 0 ? configuration.hidden : configuration.dimension)
+        let needed = Double(configuration.items == .id ? x.columnCount : 0) * d + Double(configuration.maxLength) * d
+            + Double(configuration.blocks) * (4 * d * d + 2 * d * h)
         guard needed <= Double(stored) else {
             throw SafeTensorsError.corrupt(path: path, reason: "the configuration needs at least \(Int(min(needed, 9e18))) weights; the file holds \(stored)")
         }
@@ -606,6 +611,8 @@ public struct SASRec: TrainingDataRecommender, FactorScoredRecommender, Sequenti
             guard raw.allSatisfy({ $0 >= 0 && $0 < 256 }) else { throw SafeTensorsError.corrupt(path: path, reason: "item_codes holds a value outside 0..<256") }
             codes = ItemCodes(subspaces: t.shape[1], values: raw.map { UInt8($0) })
         }
+        // Text and code items derive their table (items x d) at load: bounded like any allocation.
+        try MemoryBudget.check(bytes: Double(x.columnCount) * d * 4 * 2, for: "the item table of \(path)")
         let network = try SASRecNetwork(items: x.columnCount, configuration: configuration, itemVectors: itemVectors, codes: codes)
         for p in network.parameters {
             let name = "net." + p.name

@@ -9,8 +9,10 @@ import Foundation
 /// the representation is learned, so it can adapt to a domain by changing the code embeddings
 /// alone, and an item never trained on is still represented, by its code (inductive).
 ///
-/// Training, as the reference implementation (RUCAIBox/VQ-Rec): scores are cosines over a
-/// temperature (0.07), the input row is LayerNorm(item + position), post-LN blocks with GELU.
+/// Training, as the reference implementation (RUCAIBox/VQ-Rec) where it says: scores are cosines
+/// over a temperature (0.07), the input row is LayerNorm(item + position), post-LN blocks with
+/// GELU, dimension 300, feed-forward 256, dropout 0.5; ours adds SASRec's final layer norm and
+/// trains batches of 256 sequences, every position predicting its next item.
 /// - Target only (`fit`): the quantiser is trained on the target's item vectors; full softmax
 ///   over the target's items, every position of every training sequence predicting the next.
 /// - With pre-training (`fit(_:pretraining:...)`): the quantiser is trained on the items of the
@@ -26,7 +28,8 @@ import Foundation
 /// fine-tuning without pre-training codes the target with the target's own OPQ and realigns the
 /// code embeddings, where ours codes the target with the pre-training quantiser so that the code
 /// embeddings keep their meaning. The reference's in-batch sequence-item loss is replaced by the
-/// full softmax over the mixed catalogue, which holds every in-batch negative.
+/// full softmax over the mixed catalogue, which holds every in-batch negative; the paper's
+/// sequence-sequence contrastive task is not in the reference code and not here either.
 public struct VQRec: TrainingDataRecommender, FactorScoredRecommender, SequentialRecommender, ItemContentRecommender {
     public enum FineTune: String, Codable, Sendable, CaseIterable, SettingChoice {
         /// The sequence encoder (Transformer, positions, norms) fixed; the code embeddings learned.
@@ -111,7 +114,7 @@ public struct VQRec: TrainingDataRecommender, FactorScoredRecommender, Sequentia
     public let configuration: Configuration
     /// The sequence model over code-embedding item vectors.
     public let sasrec: SASRec
-    /// The quantiser that made the codes (and codes an item added later from its text).
+    /// The quantiser that made the codes (saved with the model; nothing codes new items with it yet).
     public let quantizer: ItemQuantizer
     /// Items whose nearest code was taken by an earlier item and moved to a free one.
     public let collisions: Int

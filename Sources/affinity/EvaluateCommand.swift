@@ -25,7 +25,7 @@ struct EvaluateCommand: ParsableCommand {
     @Option(name: .long, help: "With --model-type: item metadata or text (default: the split's items.tsv); text-knn embeds it.") var items: String?
     @Option(name: .long, help: "With --model-type: item vectors (.npy with PATH.ids, or TSV) for text-knn or two-tower.") var itemVectors: String?
     @Option(name: .long, help: "The sentence encoder's folder (default: $AFFINITY_TEXT_MODEL).") var textModel: String?
-    @Option(name: .long, help: "With --model-type vq-rec: pre-train on these split folders (comma-separated) first.") var pretrain: String?
+    @Option(name: .long, help: "With --model-type vq-rec: pre-train on these split folders (comma-separated) first; their items.tsv text is embedded with --text-model (vectors from --item-vectors must come from the same encoder: only the width is checked).") var pretrain: String?
     @Option(name: .long, help: "Cutoffs K, comma-separated.") var cutoffs = "10,20,50"
     @Option(name: .long, help: "test (valid.tsv joins the history when present) or valid.") var target: EvaluationTarget = .test
     @Option(name: .long, help: "Threads (0 = all cores).") var threads = 0
@@ -50,6 +50,7 @@ struct EvaluateCommand: ParsableCommand {
             throw ValidationError("unknown model type '\(modelType)'; known: \(ModelRegistry.names.joined(separator: ", "))")
         }
         if model != nil && !settings.isEmpty { throw ValidationError("--set applies to --model-type only") }
+        if pretrain != nil && modelType != VQRec.modelType { throw ValidationError("--pretrain goes with --model-type vq-rec") }
         _ = try parseCutoffs(cutoffs)
         guard pool > 0 else { throw ValidationError("--pool must be positive, got \(pool)") }
     }

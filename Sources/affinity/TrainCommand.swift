@@ -19,8 +19,8 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Dense item vectors for text-knn and two-tower (--set itemVectors=true): .npy with PATH.ids (affinity text embed), or TSV item<TAB>v1<TAB>v2...; without it they are embedded from the item text.") var itemVectors: String?
     @Option(name: .long, help: "The sentence encoder's folder, for models that embed item text (default: $AFFINITY_TEXT_MODEL).") var textModel: String?
     @Option(name: .long, help: "two-tower: user features, MovieLens users.dat or TSV user<TAB>feature|feature; with --set userFeatures=true.") var userFeatures: String?
-    @Flag(name: .long, help: "two-tower, text-knn: add every item of the item text (--items or --item-vectors) that has no training interaction, placed by its content (cold start).") var coldItems = false
-    @Option(name: .long, help: "vq-rec: pre-train on these split folders (comma-separated; their train.tsv and items.tsv text), then fine-tune on --split.") var pretrain: String?
+    @Flag(name: .long, help: "two-tower, text-knn, vq-rec, sasrec items=text: add every item of the item text (--items or --item-vectors) that has no training interaction, placed by its content (cold start).") var coldItems = false
+    @Option(name: .long, help: "vq-rec: pre-train on these split folders (comma-separated; their train.tsv, and items.tsv text embedded with --text-model: --item-vectors must come from the same encoder, only the width is checked), then fine-tune on --split.") var pretrain: String?
     @Option(name: .long, help: "Output model folder.") var out: String
     @Flag(name: .long, help: "Replace OUT if it exists.") var force = false
 
