@@ -122,4 +122,29 @@ import Testing
         r = try CLI.run("train", "--split", dir + "/shop", "--model", "popularity", "--pretrain", dir + "/shop", "--out", dir + "/m")
         #expect(r.status != 0 && r.stderr.contains("--pretrain is vq-rec's"), "\(r.stderr)")
     }
+
+    /// vq-rec from the command line: trained on a leave-last-out split with item vectors, the code
+    /// collisions and items without text reported, saved, evaluated and explained in help.
+    @Test func vqRecTrainsEvaluatesAndReportsItsCodes() throws {
+        let dir = tempDir()
+        var r = try CLI.run("data", "generate", "--out", dir + "/data", "--users", "120", "--items", "300")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("split", "--input", dir + "/data/ratings.tsv", "--strategy", "leave-last-out", "--out", dir + "/split")
+        #expect(r.status == 0, "\(r.stderr)")
+        let items = try String(contentsOfFile: dir + "/split/items.tsv", encoding: .utf8).split(separator: "\n").dropFirst().map { $0.split(separator: "\t")[0] }
+        var state: UInt64 = 3
+        func next() -> Float { state = state &* 6364136223846793005 &+ 1442695040888963407; return Float(state >> 40) / Float(1 << 24) * 2 - 1 }
+        // The first five items have no vector: counted, coded from a zero vector.
+        let tsv = items.dropFirst(5).map { id in "\(id)\t" + (0..<8).map { _ in String(next()) }.joined(separator: "\t") }.joined(separator: "\n") + "\n"
+        try tsv.write(toFile: dir + "/v.tsv", atomically: true, encoding: .utf8)
+        let small = ["--set", "subspaces=2", "--set", "dimension=8", "--set", "heads=1", "--set", "hidden=8", "--set", "epochs=1", "--set", "maxLength=8"]
+        r = try CLI.run(["train", "--split", dir + "/split", "--model", "vq-rec", "--item-vectors", dir + "/v.tsv", "--out", dir + "/m"] + small)
+        #expect(r.status == 0 && r.stderr.contains("code collisions resolved") && r.stderr.contains("items without text"), "\(r.stderr)")
+        r = try CLI.run("evaluate", "--model", dir + "/m", "--split", dir + "/split", "--cutoffs", "10")
+        #expect(r.status == 0 && r.stdout.contains("vq-rec"), "\(r.stderr)")
+        r = try CLI.run("evaluate", "--model", dir + "/m", "--split", dir + "/split", "--pretrain", dir + "/split")
+        #expect(r.status != 0 && r.stderr.contains("--pretrain goes with --model-type vq-rec"), "\(r.stderr)")
+        r = try CLI.run(["evaluate", "--split", dir + "/split", "--model-type", "vq-rec", "--cutoffs", "10"], environment: ["AFFINITY_TEXT_MODEL": ""])
+        #expect(r.status != 0 && r.stderr.contains("AFFINITY_TEXT_MODEL"), "\(r.stderr)")
+    }
 }
