@@ -28,8 +28,8 @@ import Foundation
 /// fine-tuning without pre-training codes the target with the target's own OPQ and realigns the
 /// code embeddings, where ours codes the target with the pre-training quantiser so that the code
 /// embeddings keep their meaning. The reference's in-batch sequence-item loss is replaced by the
-/// full softmax over the mixed catalogue, which holds every in-batch negative; the paper's
-/// sequence-sequence contrastive task is not in the reference code and not here either.
+/// full softmax over the mixed catalogue, which holds every in-batch negative. A sequence-sequence
+/// contrastive task (UniSRec's) is in neither the reference code nor here.
 public struct VQRec: TrainingDataRecommender, FactorScoredRecommender, SequentialRecommender, ItemContentRecommender {
     public enum FineTune: String, Codable, Sendable, CaseIterable, SettingChoice {
         /// The sequence encoder (Transformer, positions, norms) fixed; the code embeddings learned.
