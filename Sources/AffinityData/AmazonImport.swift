@@ -3,7 +3,7 @@ import Foundation
 /// Amazon review data in the two layouts of `../shared/data/amazon` besides UniSRec's
 /// (`UniSRecImport`): a ReChorus folder (Office) and a 5-core review file (Musical Instruments
 /// 2014). Both give every review as an interaction (no rating threshold: a review is a purchase,
-/// as UniSRec and VQ-Rec count them) with its time; `DatasetSplit.split` then makes the
+/// as UniSRec and VQ-Rec count them) with its time; `Splitter.split` then makes the
 /// leave-last-out split.
 public enum AmazonImport {
     /// A ReChorus folder NAME (`train.csv`, `dev.csv`, `test.csv`: `user_id<TAB>item_id<TAB>time[<TAB>negatives]`
@@ -13,16 +13,7 @@ public enum AmazonImport {
     public static func reChorus(directory: String) throws -> (log: InteractionLog, catalog: ItemCatalog) {
         let name = (directory as NSString).lastPathComponent
         func path(_ file: String) -> String { (directory as NSString).appendingPathComponent(file) }
-        var asins: [Int: String] = [:]
-        let indexPath = path(name + ".item2index")
-        let indexText = String(decoding: try TextScanner.readBytes(indexPath), as: UTF8.self)
-        for (n, line) in indexText.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
-            let f = line.split(separator: "\t")
-            guard f.count == 2, let i = Int(f[1].trimmingCharacters(in: .whitespaces)) else {
-                throw DataError.malformedLine(file: indexPath, line: n + 1, reason: "expected ASIN<TAB>index")
-            }
-            asins[i] = String(f[0])
-        }
+        let asins = try UniSRecImport.readIndex(path(name + ".item2index"))
         var rows: [(user: String, item: String, rating: Float?, timestamp: Int64?)] = []
         for file in ["train.csv", "dev.csv", "test.csv"] {
             let p = path(file)
@@ -42,7 +33,7 @@ public enum AmazonImport {
         let textPath = path(name + ".text")
         if FileManager.default.fileExists(atPath: textPath) {
             let texts = try ItemText.readTexts(path: textPath)
-            for (id, t) in zip(texts.ids, texts.texts) { catalog.titles[id] = clean(t) }
+            for (id, t) in zip(texts.ids, texts.texts) { catalog.titles[id] = ItemText.oneLine(t) }
         }
         return (InteractionLog(source: directory, rows: rows), catalog)
     }
@@ -71,7 +62,7 @@ public enum AmazonImport {
                 let rating = (object["overall"] as? NSNumber)?.floatValue
                 rows.append((user: user, item: item, rating: rating, timestamp: time))
                 if textFromReviews, let s = object["summary"] as? String {
-                    let t = clean(s)
+                    let t = ItemText.oneLine(s)
                     if !t.isEmpty { summariesByItem[item, default: []].append((time, t)) }
                 }
                 return true
@@ -89,9 +80,5 @@ public enum AmazonImport {
     /// least 3 (a train item, a validation item and a test item).
     public static func leaveLastOut(_ log: InteractionLog) throws -> DatasetSplit {
         try Splitter.split(log, settings: SplitSettings(strategy: .leaveLastOut, minRating: nil, minUserPositives: 3))
-    }
-
-    static func clean(_ s: some StringProtocol) -> String {
-        s.replacingOccurrences(of: "\t", with: " ").replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
     }
 }

@@ -7,6 +7,11 @@ import Foundation
 /// - Item metadata (`movies.dat`, `u.item`, `movies.csv`, `items.tsv`): "Title. Genre, Genre", the
 ///   title and the genres (the only text MovieLens has), in ID order.
 public struct ItemText: Sendable, Equatable {
+    /// A text on one line for a TSV cell: tabs and line breaks become spaces, ends trimmed.
+    static func oneLine(_ s: some StringProtocol) -> String {
+        s.replacingOccurrences(of: "\t", with: " ").replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
+    }
+
     public var ids: [String]
     public var texts: [String]
 

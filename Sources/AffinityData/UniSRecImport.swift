@@ -15,19 +15,7 @@ public enum UniSRecImport {
     public static func read(directory: String) throws -> (split: DatasetSplit, catalog: ItemCatalog, dropped: Int) {
         let name = (directory as NSString).lastPathComponent
         func file(_ suffix: String) -> String { (directory as NSString).appendingPathComponent(name + suffix) }
-        func indexFile(_ suffix: String) throws -> [Int: String] {
-            var out: [Int: String] = [:]
-            let text = String(decoding: try TextScanner.readBytes(file(suffix)), as: UTF8.self)
-            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
-                let parts = line.split(separator: "\t")
-                guard parts.count == 2, let i = Int(parts[1]) else {
-                    throw DataError.malformedLine(file: file(suffix), line: n + 1, reason: "expected raw ID<TAB>index")
-                }
-                out[i] = String(parts[0])
-            }
-            return out
-        }
-        let items = try indexFile(".item2index"), users = try indexFile(".user2index")
+        let items = try readIndex(file(".item2index")), users = try readIndex(file(".user2index"))
         // The test file: user, history, target.
         let testPath = file(".test.inter")
         let text = String(decoding: try TextScanner.readBytes(testPath), as: UTF8.self)
@@ -73,8 +61,22 @@ public enum UniSRecImport {
         var catalog = ItemCatalog()
         let texts = try ItemText.readTexts(path: file(".text"))
         for (id, t) in zip(texts.ids, texts.texts) {
-            catalog.titles[id] = t.replacingOccurrences(of: "\t", with: " ").trimmingCharacters(in: .whitespaces)
+            catalog.titles[id] = ItemText.oneLine(t)
         }
         return (split, catalog, dropped)
+    }
+
+    /// A `raw ID<TAB>index` file (`NAME.item2index`, `NAME.user2index`) as index -> raw ID.
+    static func readIndex(_ path: String) throws -> [Int: String] {
+        var out: [Int: String] = [:]
+        let text = String(decoding: try TextScanner.readBytes(path), as: UTF8.self)
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+            let parts = line.split(separator: "\t")
+            guard parts.count == 2, let i = Int(parts[1].trimmingCharacters(in: .whitespaces)) else {
+                throw DataError.malformedLine(file: path, line: n + 1, reason: "expected raw ID<TAB>index")
+            }
+            out[i] = String(parts[0])
+        }
+        return out
     }
 }

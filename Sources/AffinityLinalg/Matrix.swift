@@ -41,6 +41,11 @@ public struct Matrix: Sendable, Equatable {
     /// A copy of row `r`.
     public func row(_ r: Int) -> ArraySlice<Float> { values[(r * columns)..<((r + 1) * columns)] }
 
+    /// The indexes of the rows with a value other than zero (e.g. the items that have a text vector).
+    public func nonZeroRows() -> [Int] {
+        (0..<rows).filter { r in values[(r * columns)..<((r + 1) * columns)].contains { $0 != 0 } }
+    }
+
     /// The rows in `range` as a matrix of their own.
     public func rows(_ range: Range<Int>) -> Matrix {
         Matrix(rows: range.count, columns: columns, values: Array(values[(range.lowerBound * columns)..<(range.upperBound * columns)]))

@@ -191,7 +191,7 @@ public struct ItemQuantizer: Sendable, Equatable {
     /// OPQ with `subspaces` sub-spaces of 256 centroids, trained on the rows of `vectors` that are
     /// not zero (items without text take no part).
     public static func train(_ vectors: Matrix, subspaces: Int, seed: UInt64, threads: Int = 0) throws -> ItemQuantizer {
-        let rows = (0..<vectors.rows).filter { r in (0..<vectors.columns).contains { vectors.values[r * vectors.columns + $0] != 0 } }
+        let rows = vectors.nonZeroRows()
         guard rows.count >= 256 else {
             throw ModelError.invalidSetting(name: "itemVectors", reason: "the item-code quantiser needs at least 256 items with text, got \(rows.count)")
         }

@@ -60,7 +60,7 @@ public struct TextKNN: PersistableRecommender, ExplainableRecommender, ItemConte
         guard itemVectors.rows == n else {
             throw ModelError.invalidSetting(name: "itemVectors", reason: "\(itemVectors.rows) vectors for \(n) items")
         }
-        let withText = (0..<n).filter { i in (0..<itemVectors.columns).contains { itemVectors[i, $0] != 0 } }
+        let withText = itemVectors.nonZeroRows()
         var rows = [[ScoredIndex]](repeating: [], count: n)
         if withText.count > 1 {
             var base = Matrix(rows: withText.count, columns: itemVectors.columns)

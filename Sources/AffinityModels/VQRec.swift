@@ -215,9 +215,7 @@ public struct VQRec: TrainingDataRecommender, FactorScoredRecommender, Sequentia
         return v
     }
 
-    static func countZeroRows(_ m: Matrix) -> Int {
-        (0..<m.rows).filter { r in !(0..<m.columns).contains { m.values[r * m.columns + $0] != 0 } }.count
-    }
+    static func countZeroRows(_ m: Matrix) -> Int { m.rows - m.nonZeroRows().count }
 
     /// Copies every parameter of `source` into the same-named, same-shaped parameter of `target`.
     static func copyParameters(from source: SASRecNetwork, to target: SASRecNetwork) throws {

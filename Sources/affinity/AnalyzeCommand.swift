@@ -191,7 +191,7 @@ struct AnalyzeCommand: ParsableCommand {
             let vectors = try itemVectors.map { try readItemVectors($0, items: trainItems) }
                 ?? embedItemTexts(catalog, items: trainItems, textModel: textModel)
             // The cold items: a seeded share of the train items that have text.
-            var candidates = (0..<trainItems.count).filter { i in (0..<vectors.columns).contains { vectors[i, $0] != 0 } }
+            var candidates = vectors.nonZeroRows()
             var g = SeededGenerator(seed: seed)
             g.shuffle(&candidates)
             let coldIndexes = Array(candidates.prefix(max(1, Int((Double(trainItems.count) * fraction).rounded()))))

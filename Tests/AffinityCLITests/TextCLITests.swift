@@ -43,12 +43,7 @@ import Testing
         r = try CLI.run("split", "--input", dir + "/data/ratings.tsv", "--strategy", "holdout", "--seed", "1", "--out", dir + "/split")
         #expect(r.status == 0, "\(r.stderr)")
         // Vectors: one random direction per item ID, as TSV.
-        let items = try String(contentsOfFile: dir + "/data/items.tsv", encoding: .utf8).split(separator: "\n").dropFirst().map { $0.split(separator: "\t")[0] }
-        // A fixed linear congruential stream (the CLI test target links no library with a seeded generator).
-        var state: UInt64 = 7
-        func next() -> Float { state = state &* 6364136223846793005 &+ 1442695040888963407; return Float(state >> 40) / Float(1 << 24) * 2 - 1 }
-        let tsv = items.map { id in "\(id)\t" + (0..<4).map { _ in String(next()) }.joined(separator: "\t") }.joined(separator: "\n") + "\n"
-        try tsv.write(toFile: dir + "/v.tsv", atomically: true, encoding: .utf8)
+        try Self.randomVectors(items: dir + "/data/items.tsv", dimensions: 4, seed: 7, to: dir + "/v.tsv")
         r = try CLI.run("evaluate", "--split", dir + "/split", "--model-type", "text-knn", "--item-vectors", dir + "/v.tsv", "--cutoffs", "10")
         #expect(r.status == 0 && r.stdout.contains("text-knn"), "\(r.stderr)")
         r = try CLI.run(["evaluate", "--split", dir + "/split", "--model-type", "text-knn", "--cutoffs", "10"], environment: ["AFFINITY_TEXT_MODEL": ""])
@@ -131,12 +126,8 @@ import Testing
         #expect(r.status == 0, "\(r.stderr)")
         r = try CLI.run("split", "--input", dir + "/data/ratings.tsv", "--strategy", "leave-last-out", "--out", dir + "/split")
         #expect(r.status == 0, "\(r.stderr)")
-        let items = try String(contentsOfFile: dir + "/split/items.tsv", encoding: .utf8).split(separator: "\n").dropFirst().map { $0.split(separator: "\t")[0] }
-        var state: UInt64 = 3
-        func next() -> Float { state = state &* 6364136223846793005 &+ 1442695040888963407; return Float(state >> 40) / Float(1 << 24) * 2 - 1 }
         // The first five items have no vector: counted, coded from a zero vector.
-        let tsv = items.dropFirst(5).map { id in "\(id)\t" + (0..<8).map { _ in String(next()) }.joined(separator: "\t") }.joined(separator: "\n") + "\n"
-        try tsv.write(toFile: dir + "/v.tsv", atomically: true, encoding: .utf8)
+        try Self.randomVectors(items: dir + "/split/items.tsv", dimensions: 8, seed: 3, skippingFirst: 5, to: dir + "/v.tsv")
         let small = ["--set", "subspaces=2", "--set", "dimension=8", "--set", "heads=1", "--set", "hidden=8", "--set", "epochs=1", "--set", "maxLength=8"]
         r = try CLI.run(["train", "--split", dir + "/split", "--model", "vq-rec", "--item-vectors", dir + "/v.tsv", "--out", dir + "/m"] + small)
         #expect(r.status == 0 && r.stderr.contains("code collisions resolved") && r.stderr.contains("items without text"), "\(r.stderr)")
@@ -146,5 +137,16 @@ import Testing
         #expect(r.status != 0 && r.stderr.contains("--pretrain goes with --model-type vq-rec"), "\(r.stderr)")
         r = try CLI.run(["evaluate", "--split", dir + "/split", "--model-type", "vq-rec", "--cutoffs", "10"], environment: ["AFFINITY_TEXT_MODEL": ""])
         #expect(r.status != 0 && r.stderr.contains("AFFINITY_TEXT_MODEL"), "\(r.stderr)")
+    }
+
+    /// A TSV of random item vectors (`item<TAB>v1<TAB>...`) for the items of an items.tsv, but its
+    /// first `skippingFirst`; a fixed linear congruential stream (the CLI test target links no
+    /// library with a seeded generator).
+    static func randomVectors(items: String, dimensions: Int, seed: UInt64, skippingFirst: Int = 0, to path: String) throws {
+        let ids = try String(contentsOfFile: items, encoding: .utf8).split(separator: "\n").dropFirst().map { $0.split(separator: "\t")[0] }
+        var state = seed
+        func next() -> Float { state = state &* 6364136223846793005 &+ 1442695040888963407; return Float(state >> 40) / Float(1 << 24) * 2 - 1 }
+        let tsv = ids.dropFirst(skippingFirst).map { id in "\(id)\t" + (0..<dimensions).map { _ in String(next()) }.joined(separator: "\t") }
+        try (tsv.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
     }
 }
