@@ -478,6 +478,57 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
 
     public func isDeleted(_ id: Int) -> Bool { id >= 0 && id < count && deleted[id] }
 
+    /// Brings back a deleted vector (it appears in results again), with its links as they are.
+    public func restore(_ id: Int) throws {
+        guard id >= 0 && id < count else { throw IndexError.unknownID(id) }
+        if deleted[id] { deleted[id] = false; deletedCount -= 1 }
+    }
+
+    // MARK: updating (online learning)
+
+    /// An independent copy (vectors, links, deletions): a server changes the copy while requests
+    /// go on searching the original, then swaps. O(count · (dimension + links)) memory copies.
+    public func copy() throws -> HNSWIndex {
+        let other = try HNSWIndex(dimension: dimension, metric: metric, settings: settings)
+        other.reserve(max(count, 1))
+        other.vectors.update(from: vectors, count: count * dimension)
+        other.level0.update(from: level0, count: count * (maxM0 + 1))
+        other.levels.update(from: levels, count: count)
+        other.deleted.update(from: deleted, count: count)
+        for n in 0..<count {
+            if let p = upper[n] {
+                let size = Int(levels[n]) * (maxM + 1)
+                let q = UnsafeMutablePointer<Int32>.allocate(capacity: size)
+                q.initialize(from: p, count: size)
+                other.upper[n] = q
+            }
+        }
+        other.count = count
+        other.deletedCount = deletedCount
+        other.entryPoint = entryPoint
+        other.maxLevel = maxLevel
+        return other
+    }
+
+    /// Replaces the vector of `id`. With `relink` its links are rebuilt from a search for the new
+    /// vector (as a fresh insertion would make them; hnswlib's updatePoint does the like); without,
+    /// the vector changes in place and keeps its links, which is right while vectors move a little
+    /// (scores are always computed from the current vectors). Not safe while other threads search
+    /// this index: change a `copy()`.
+    public func update(_ id: Int, vector newVector: [Float], relink: Bool) throws {
+        guard id >= 0 && id < count else { throw IndexError.unknownID(id) }
+        guard newVector.count == dimension else { throw IndexError.dimensionMismatch(expected: dimension, got: newVector.count) }
+        let v = metric == .cosine ? normalized(newVector) : newVector
+        if !relink {
+            v.withUnsafeBufferPointer { (vectors + id * dimension).update(from: $0.baseAddress!, count: dimension) }
+            return
+        }
+        let wasDeleted = deleted[id]
+        if !wasDeleted { deleted[id] = true; deletedCount += 1 }
+        try replace(slot: id, with: v)
+        if wasDeleted { deleted[id] = true; deletedCount += 1 }
+    }
+
     /// Puts a new vector into a deleted slot and links it afresh from there.
     private func replace(slot: Int, with vector: [Float]) throws {
         guard deleted[slot] else { throw IndexError.invalidParameter("slot \(slot) is not deleted") }

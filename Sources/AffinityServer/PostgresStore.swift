@@ -458,6 +458,18 @@ public final class PostgresStore: AffinityStore, @unchecked Sendable {
         }
     }
 
+    public func events(after seq: Int64, limit: Int) async throws -> [StoredEvent] {
+        let limit = max(0, limit)
+        return try await run("reading events") { client in
+            var out: [StoredEvent] = []
+            let rows = try await client.query("SELECT seq, user_id, item, type, ts, value FROM events WHERE seq > \(seq) ORDER BY seq LIMIT \(limit)")
+            for try await (seq, user, item, type, ts, value) in rows.decode((Int64, String, String, String, Int64, Double?).self) {
+                out.append(StoredEvent(seq: seq, event: Event(user: user, item: item, type: type, timestamp: ts, value: value)))
+            }
+            return out
+        }
+    }
+
     public func sampleUsers(limit: Int) async throws -> [String] {
         let limit = max(0, limit)
         return try await run("reading users") { client in

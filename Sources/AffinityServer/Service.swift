@@ -22,6 +22,8 @@ public struct ServiceLimits: Sendable {
     public var maxConcurrentLoads = 2
     /// Seconds a request waits for a model load (503 after it; the load goes on in the background).
     public var loadTimeoutSeconds: Double = 300
+    /// How far in the future an event's timestamp may lie (clock skew), in seconds (400 beyond it).
+    public var maxFutureSeconds: Int64 = 86_400
     /// Events of user histories kept in memory in front of the store (least recently used
     /// histories are dropped beyond it and read again when asked for).
     public var historyCacheEvents = 2_000_000
@@ -76,6 +78,8 @@ public final class AffinityService: @unchecked Sendable {
     private var following = false, followAgain = false
     /// The last failure to follow another process's activation, for /health (nil when in step).
     private var followError: String?
+    /// The online trainer (`affinity serve --online`), when one runs.
+    private var onlineTrainer: OnlineTrainer?
 
     /// Opens the service on `store` and, when the registry has an active model, loads it. An active
     /// model that no longer loads (deleted, moved, corrupt) is reported with a warning and the
@@ -240,6 +244,8 @@ public final class AffinityService: @unchecked Sendable {
 
     public func close() {
         watchTask?.cancel()
+        // The trainer saves its state before the store closes under it.
+        lock.locked { onlineTrainer }?.stop()
         store.close()
     }
 
@@ -377,6 +383,9 @@ public final class AffinityService: @unchecked Sendable {
                 throw APIError(.badRequest, "events[\(n)].type: '\(e.type.prefix(64))' is not one of \(Self.eventTypes.joined(separator: ", "))")
             }
             if let t = e.timestamp, t < 0 { throw APIError(.badRequest, "events[\(n)].timestamp: must be Unix seconds >= 0, got \(t)") }
+            if let t = e.timestamp, t > now + limits.maxFutureSeconds {
+                throw APIError(.badRequest, "events[\(n)].timestamp: \(t) is more than \(limits.maxFutureSeconds) s in the future (now \(now)); timestamps are Unix seconds")
+            }
             if e.type == "rating" {
                 guard let v = e.value else { throw APIError(.badRequest, "events[\(n)].value: a rating event needs its rating, e.g. \"value\": 4.5") }
                 guard v.isFinite else { throw APIError(.badRequest, "events[\(n)].value: must be a finite number") }
@@ -396,6 +405,7 @@ public final class AffinityService: @unchecked Sendable {
             throw APIError(.serviceUnavailable, "events were not stored (the store failed; reference \(reference) in the server log); retry")
         }
         histories.merge(zip(seqs, events).map { StoredEvent(seq: $0, event: $1) })
+        lock.locked { onlineTrainer }?.notify(stored: seqs)
         let model = lock.locked { active?.model.primary }
         // A shared store counts through its change feed, which may not have seen this batch yet.
         let total = max(store.counts.events, seqs.count)
@@ -529,12 +539,19 @@ public final class AffinityService: @unchecked Sendable {
     }
 
     func health() -> (HealthOut, HTTPResponse.Status) {
-        let (current, behind) = lock.locked { (active, followError) }
+        let (current, followFailure, trainer) = lock.locked { (active, followError, onlineTrainer) }
+        var behind = followFailure
+        if let failure = trainer?.status.failure {
+            behind = "online training stopped, serving the last published model: \(failure)" + (behind.map { "; \($0)" } ?? "")
+        }
         let events = store.counts.events
         guard let current else { return (HealthOut(status: "no active model", model: nil, events: events), .serviceUnavailable) }
         let ref = ModelRef(id: current.record.id, type: current.record.modelType)
         // Still answering, with the model it has: 200, and the status says what is wrong.
-        if let behind { return (HealthOut(status: "degraded: not following the registry's active model (\(behind.prefix(300)))", model: ref, events: events), .ok) }
+        if let behind {
+            let what = trainer?.status.failure != nil ? String(behind.prefix(300)) : "not following the registry's active model (\(behind.prefix(300)))"
+            return (HealthOut(status: "degraded: \(what)", model: ref, events: events), .ok)
+        }
         return (HealthOut(status: "ok", model: ref, events: events), .ok)
     }
 
@@ -550,6 +567,32 @@ public final class AffinityService: @unchecked Sendable {
         let counts = store.counts, cached = histories.size
         return metrics.render(storedEvents: counts.events, usersWithEvents: counts.users,
                               cachedHistories: cached.users, cachedHistoryEvents: cached.events)
+            + (lock.locked { onlineTrainer }?.metricsText() ?? "")
+    }
+
+    // MARK: - Online learning
+
+    /// Starts learning from the event stream (`affinity serve --online`): the trainer starts from its
+    /// saved state, else the active embedding model, else nothing; publishes at once, then learns
+    /// every stored event and publishes every `publishInterval` seconds. Stopped by `close()`.
+    public func startOnline(_ settings: OnlineSettings) throws {
+        let trainer = try OnlineTrainer(settings: settings, service: self)
+        lock.locked { onlineTrainer = trainer }
+        try trainer.start()
+        logger.info("online training started", metadata: ["state": "\(settings.statePath)", "position": "\(trainer.status.learnedPosition)",
+                                                          "publish_interval_s": "\(settings.publishInterval)"])
+    }
+
+    /// The online trainer's model replaces the served one (the registry is not changed: the record
+    /// stays the active model's, or a record of the online state when there is none).
+    func swapInOnline(_ model: ServingModel, statePath: String) {
+        let record = activeRecord ?? ModelRecord(id: 0, path: statePath, index: nil, modelType: OnlineMF.modelType,
+                                                 registeredAt: Int64(Date().timeIntervalSince1970), active: true)
+        swapIn(record, model: .single(model))
+    }
+
+    func logOnlineFailure(_ message: String) {
+        logger.error("online training stopped; the last published model keeps serving", metadata: ["error": "\(message)"])
     }
 }
 

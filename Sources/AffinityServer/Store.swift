@@ -105,6 +105,9 @@ public protocol AffinityStore: Sendable {
     func append(_ events: [Event]) async throws -> [Int64]
     /// One user's events in sequence order (empty when none).
     func history(ofUser user: String) async throws -> [StoredEvent]
+    /// Up to `limit` events with sequence numbers above `seq`, in sequence order (the online
+    /// trainer's catch-up after a restart).
+    func events(after seq: Int64, limit: Int) async throws -> [StoredEvent]
     /// Events and distinct users stored (kept in memory: no query).
     var counts: StoreCounts { get }
     /// Up to `limit` user IDs with events, the smallest first (the same in every process).
@@ -366,6 +369,18 @@ public final class SQLiteStore: AffinityStore, @unchecked Sendable {
             try self.connection.run("SELECT seq, item, type, timestamp, value FROM events WHERE user = ? ORDER BY seq", [.text(user)]) { row in
                 out.append(StoredEvent(seq: row.int(0), event: Event(user: user, item: row.text(1) ?? "", type: row.text(2) ?? "",
                                                                      timestamp: row.int(3), value: row.double(4))))
+            }
+            return out
+        }
+    }
+
+    public func events(after seq: Int64, limit: Int) async throws -> [StoredEvent] {
+        try await onQueue {
+            var out: [StoredEvent] = []
+            try self.connection.run("SELECT seq, user, item, type, timestamp, value FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    [.int(seq), .int(Int64(max(0, limit)))]) { row in
+                out.append(StoredEvent(seq: row.int(0), event: Event(user: row.text(1) ?? "", item: row.text(2) ?? "", type: row.text(3) ?? "",
+                                                                     timestamp: row.int(4), value: row.double(5))))
             }
             return out
         }

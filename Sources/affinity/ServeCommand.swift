@@ -48,6 +48,13 @@ struct ServeCommand: AsyncParsableCommand {
     var modelDir: [String] = []
     @Option(name: .long, help: "Seconds before an idle connection (or one stalled inside its request head) is closed.")
     var idleTimeout = 30
+    @Flag(name: .long, help: "Learn from the event stream while serving (online-mf on collisionless embedding tables): every stored event is learned and the vectors are published to the serving model every --online-interval seconds.")
+    var online = false
+    @Option(name: .long, help: "Seconds between two publishes of the online model.") var onlineInterval: Double = 2
+    @Option(name: .long, help: "Folder of the online learner's state (default: the SQLite store's path + .online, or ./affinity-online).")
+    var onlineState: String?
+    @Option(name: .long, help: "An online-mf setting for a learner that starts from nothing, key=value (repeatable; affinity train --model-type online-mf --help lists them).")
+    var onlineSet: [String] = []
 
     func validate() throws {
         if model != nil && pipeline != nil { throw ValidationError("give --model MODEL or --pipeline FILE, not both") }
@@ -55,6 +62,8 @@ struct ServeCommand: AsyncParsableCommand {
         guard port >= 0 && port <= 65535 else { throw ValidationError("--port must be in 0...65535, got \(port)") }
         guard ef >= 1 else { throw ValidationError("--ef must be positive, got \(ef)") }
         guard idleTimeout >= 1 else { throw ValidationError("--idle-timeout must be at least 1 second, got \(idleTimeout)") }
+        guard onlineInterval >= 0.05, onlineInterval <= 86_400 else { throw ValidationError("--online-interval must be in 0.05...86400 seconds, got \(onlineInterval)") }
+        if !online && (onlineState != nil || !onlineSet.isEmpty) { throw ValidationError("--online-state and --online-set apply with --online") }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
         }
@@ -103,6 +112,18 @@ struct ServeCommand: AsyncParsableCommand {
             // The store's active model is gone (deleted, moved, corrupt): fall back to the newest one that loads.
             if try await service.activateLastGoodModel() == nil {
                 logger.warning("no active model: recommendation routes answer 503 until POST /v1/models registers one")
+            }
+        }
+        if online {
+            var settings = OnlineSettings(statePath: onlineState ?? (PostgresLocation.isURL(self.store) ? "affinity-online" : self.store + ".online"))
+            settings.publishInterval = onlineInterval
+            settings.searchParameters = parameters
+            do {
+                settings.model = try OnlineMF.Configuration().applying(try parseSettings(onlineSet, option: "--online-set"))
+                try service.startOnline(settings)
+            } catch {
+                service.close()
+                throw CommandError("--online: \(error)")
             }
         }
         try await AffinityServer.run(service: service, host: host, port: port, logger: logger, idleTimeout: idleTimeout) { port in

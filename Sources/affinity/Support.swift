@@ -92,12 +92,12 @@ func printJSON<T: Encodable>(_ value: T) throws {
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 
-/// Parses `--set key=value` options.
-func parseSettings(_ raw: [String]) throws -> [String: String] {
+/// Parses `--set key=value` options (`option` names them in errors).
+func parseSettings(_ raw: [String], option: String = "--set") throws -> [String: String] {
     var out: [String: String] = [:]
     for item in raw {
         guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
-            throw ValidationError("--set expects key=value, got '\(item)'")
+            throw ValidationError("\(option) expects key=value, got '\(item)'")
         }
         out[String(item[..<eq])] = String(item[item.index(after: eq)...])
     }

@@ -265,6 +265,7 @@ final class FailingStore: AffinityStore, @unchecked Sendable {
         return []
     }
     func sampleUsers(limit: Int) async throws -> [String] { throw Failure() }
+    func events(after seq: Int64, limit: Int) async throws -> [StoredEvent] { throw Failure() }
     func registerModel(path: String, index: String?, modelType: String) async throws -> ModelRecord { throw Failure() }
     func models() async throws -> [ModelRecord] {
         if failing { throw Failure() }
