@@ -523,10 +523,33 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
             v.withUnsafeBufferPointer { (vectors + id * dimension).update(from: $0.baseAddress!, count: dimension) }
             return
         }
+        let n = Int32(id), top = Int(levels[id])
+        // Its old neighbourhood loses the paths through it: remembered, repaired below.
+        let oldLinks: [[Int32]] = (0...top).map { l in
+            let p = links(n, l)
+            return (0..<Int(p[0])).map { p[$0 + 1] }
+        }
         let wasDeleted = deleted[id]
         if !wasDeleted { deleted[id] = true; deletedCount += 1 }
         try replace(slot: id, with: v)
         if wasDeleted { deleted[id] = true; deletedCount += 1 }
+        // Each old neighbour chooses its links again among its own and the moved node's old
+        // neighbours (hnswlib's repairConnectionsForUpdate does the like with two hops).
+        for l in 0...top {
+            let cap = l == 0 ? maxM0 : maxM
+            for m in oldLinks[l] where m != n {
+                let list = links(m, l)
+                var ids = Set((0..<Int(list[0])).map { list[$0 + 1] })
+                ids.formUnion(oldLinks[l])
+                ids.remove(m)
+                let base = UnsafePointer(vector(m))
+                var candidates = ids.map { Neighbor(id: Int($0), score: score(base, $0)) }
+                sortNeighbors(&candidates)
+                let kept = selectNeighbors(candidates, limit: cap)
+                list[0] = Int32(kept.count)
+                for (k, s) in kept.enumerated() { list[k + 1] = Int32(s.id) }
+            }
+        }
     }
 
     /// Puts a new vector into a deleted slot and links it afresh from there.

@@ -427,8 +427,30 @@ public final class OnlineLearner: @unchecked Sendable {
         return Array(UnsafeBufferPointer(start: users.vector(r), count: configuration.dimension))
     }
 
-    /// Items seen so far, in order of first occurrence.
+    /// Items seen so far, in order of first occurrence (an item's position is its ordinal).
     public var knownItems: [String] { lock.locked { itemOrder } }
+
+    /// Items seen so far from ordinal `start` on.
+    public func knownItems(from start: Int) -> [String] { lock.locked { Array(itemOrder[min(start, itemOrder.count)...]) } }
+
+    /// Every known item's score for `vector` (length `dimension`), by ordinal; -infinity for
+    /// items without a row. O(items · dimension).
+    public func itemScores(for vector: [Float]) -> [Float] {
+        lock.locked {
+            let d = configuration.dimension
+            var out = [Float](repeating: -.infinity, count: itemOrder.count)
+            vector.withUnsafeBufferPointer { q in
+                for o in 0..<itemOrder.count {
+                    if let r = row(ofOrdinal: Int32(o)) { out[o] = Kernels.dot(q.baseAddress!, items.vector(r), count: d) }
+                }
+            }
+            return out
+        }
+    }
+
+    /// Every known item's count among the recent occurrences (the reservoir), by ordinal: the
+    /// fallback ranking for a user without a vector.
+    public func recentPopularity() -> [Float] { lock.locked { recentCounts.map(Float.init) } }
 
     /// The user's most recent items (at most `maxHistory`), oldest first.
     public func history(ofUser user: String) -> [String] { lock.locked { (histories[user] ?? []).map { itemOrder[Int($0)] } } }

@@ -21,7 +21,7 @@ public struct OnlineSettings: Sendable {
     public var batchSize = 2_000
     /// An item whose vector moved by more than this share of its length since it was linked into
     /// the HNSW index is linked again at the next publish; smaller moves only update its vector.
-    public var relinkThreshold: Float = 0.2
+    public var relinkThreshold: Float = 0.1
     /// Search settings of the published model's index.
     public var searchParameters = SearchParameters(ef: 64)
 
@@ -147,8 +147,11 @@ public final class OnlineTrainer: @unchecked Sendable {
             do {
                 try learnPending(until: nextPublish)
                 if Date() >= nextPublish {
-                    if learner.configuration.expireAfterDays > 0 { learner.expire() }
-                    try publish()
+                    // Nothing learned since the last publish: nothing to publish or save.
+                    if condition.withLock({ learnedPosition }) != publishedPosition {
+                        if learner.configuration.expireAfterDays > 0 { learner.expire() }
+                        try publish()
+                    }
                     nextPublish = Date().addingTimeInterval(settings.publishInterval)
                 }
             } catch {

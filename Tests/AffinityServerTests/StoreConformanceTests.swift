@@ -109,6 +109,13 @@ func eventually(_ seconds: Double = 5, _ condition: () async throws -> Bool) asy
         #expect(try await store.history(ofUser: "nobody").isEmpty)
         #expect(try await store.sampleUsers(limit: 2) == ["a", "b"])
         #expect(await eventually(30) { store.counts == StoreCounts(events: 5, users: 3) }, "\(store.counts)")
+        // The online trainer's reads: every event after a sequence number, in order, paged.
+        let all = try await store.events(after: 0, limit: 100)
+        #expect(all.map(\.seq) == first + second)
+        #expect(all[1].event == Event(user: "b", item: "i2", type: "rating", timestamp: 11, value: 3.5))
+        #expect(try await store.events(after: first[1], limit: 2).map(\.event.item) == ["i3", "i4"])
+        #expect(try await store.events(after: second[1], limit: 10).isEmpty)
+        #expect(try await store.events(after: 0, limit: 0).isEmpty)
     }
 
     @Test(arguments: StoreBackend.all)
