@@ -12,11 +12,12 @@ struct StreamBench: ParsableCommand {
         commandName: "stream",
         abstract: "Replay a log in time order: predict each next positive before learning it (prequential HR@k / NDCG@k).",
         discussion: """
-        The first --train-fraction of the positives (by time) trains; the rest streams in --windows
-        windows. Variants: frozen (iALS, users by fold-in), retrain (iALS retrained at each window),
-        frozen-online (online-mf after its batch passes, not updated), online (online-mf learning
-        each event after predicting it, collisionless tables), hashed-N (the same with hashed
-        tables of 1/N of the users' and items' counts in rows; several IDs share a row).
+        The first --train-fraction of the positives (by time) trains; the rest streams
+        in --windows windows. Variants: frozen (iALS, users by fold-in), retrain (iALS
+        retrained at each window), frozen-online (online-mf after its batch passes,
+        never updated), online (online-mf learning each event after predicting it,
+        collisionless tables), hashed-N (the same with hashed tables of 1/N of the
+        users' and items' counts in rows, so several IDs share a row).
         """
     )
 

@@ -72,6 +72,30 @@ func tempDir() -> String {
         #expect(lines[2].split(separator: " ").first == "1")
     }
 
+    /// Issue "Learning while serving": the stream replay end to end on generated data, and its and
+    /// `serve --online`'s refusals.
+    @Test func streamReplayAndOnlineOptions() throws {
+        let dir = tempDir()
+        var r = try CLI.run("data", "generate", "--out", dir + "/data", "--users", "150", "--items", "60")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("bench", "stream", "--input", dir + "/data/ratings.tsv", "--variants", "frozen,online,hashed-4", "--windows", "2",
+                        "--batch-epochs", "1", "--set", "dimension=8", "--set", "negatives=4", "--svg", dir + "/replay.svg")
+        #expect(r.status == 0, "\(r.stderr)")
+        let rows = r.stdout.split(separator: "\n").filter { line in ["frozen ", "online ", "hashed-4 "].contains { line.hasPrefix($0) } }
+        #expect(rows.count == 3, "\(r.stdout)")
+        #expect(r.stdout.contains("HR@10 per window: frozen "))
+        #expect(r.stdout.contains("hashed-4: users 1"), "the hashed table's rows are a quarter of the IDs: \(r.stdout)")
+        #expect(try String(contentsOfFile: dir + "/replay.svg", encoding: .utf8).hasPrefix("<svg"))
+        r = try CLI.run("bench", "stream", "--input", dir + "/data/ratings.tsv", "--variants", "frozen,nope")
+        #expect(r.status != 0 && r.stderr.contains("unknown variant 'nope'"), "\(r.stderr)")
+        r = try CLI.run("bench", "stream", "--input", dir + "/data/ratings.tsv", "--variants", "hashed-x")
+        #expect(r.status != 0 && r.stderr.contains("hashed-N"), "\(r.stderr)")
+        r = try CLI.run("serve", "--online-state", dir + "/state", "--store", dir + "/s.sqlite")
+        #expect(r.status != 0 && r.stderr.contains("apply with --online"), "\(r.stderr)")
+        r = try CLI.run("serve", "--online", "--online-set", "negatives=0", "--store", dir + "/s.sqlite", "--port", "0")
+        #expect(r.status != 0 && r.stderr.contains("negatives"), "\(r.stderr)")
+    }
+
     /// SASRec end to end on a leave-last-out split: both targets, a saved model, ordered histories
     /// (cut to maxLength, with a note), and a split without timestamps refused with the reason.
     @Test func sequentialModelOnALeaveLastOutSplit() throws {
@@ -330,7 +354,7 @@ func tempDir() -> String {
         let commands: [[String]] = [[], ["data"], ["data", "stats"], ["data", "generate"], ["split"], ["train"], ["evaluate"],
                                     ["tune"], ["recommend"], ["similar"], ["explain"], ["model", "info"], ["model", "export"],
                                     ["index"], ["index", "build"], ["index", "search"], ["index", "bench"], ["serve"], ["demo"],
-                                    ["sweep"], ["tradeoff"], ["bench", "kernels"], ["bench", "cf"]]
+                                    ["sweep"], ["tradeoff"], ["bench", "kernels"], ["bench", "cf"], ["bench", "stream"]]
         for command in commands {
             let r = try CLI.run(command + ["--help"], environment: ["COLUMNS": "1000"])
             #expect(r.status == 0, "\(command)")

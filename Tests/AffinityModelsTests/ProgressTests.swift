@@ -48,6 +48,7 @@ import Testing
             "lightgcn": ["epochs": "2", "dimension": "8", "validationUsers": "0"],
             "amp-cf": ["epochs": "2", "dimension": "8", "personas": "2", "negatives": "8", "validationUsers": "0"],
             "vq-rec": ["epochs": "2", "dimension": "8", "heads": "1", "hidden": "8", "subspaces": "4", "maxLength": "5", "threads": "1"],
+            "online-mf": ["epochs": "2", "dimension": "8", "negatives": "4"],
         ]
         for name in ModelRegistry.names {
             let log = Log()
