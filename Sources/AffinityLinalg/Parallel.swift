@@ -109,3 +109,32 @@ extension NSLock {
         return try body()
     }
 }
+
+extension Parallelism {
+    /// Runs `body(t)` for t in 0..<count on `count` threads of their own, all at once (unlike
+    /// `forEachChunk`, which may run chunks one after another), and returns each thread's result:
+    /// for work whose roles must overlap in time (a writer and its concurrent readers).
+    public static func onOwnThreads<T>(_ count: Int, _ body: @escaping (Int) -> T) -> [T] {
+        let box = ThreadResults<T>(count), group = DispatchGroup(), run = UncheckedBody(body: body)
+        for t in 0..<count {
+            group.enter()
+            Thread {
+                let r = run.body(t)
+                box.lock.lock()
+                box.results[t] = r
+                box.lock.unlock()
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        return box.results.map { $0! }
+    }
+}
+
+private final class ThreadResults<T>: @unchecked Sendable {
+    var results: [T?]
+    let lock = NSLock()
+    init(_ n: Int) { results = Array(repeating: nil, count: n) }
+}
+
+private struct UncheckedBody<T>: @unchecked Sendable { let body: (Int) -> T }

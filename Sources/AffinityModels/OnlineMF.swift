@@ -485,8 +485,10 @@ public final class OnlineLearner: @unchecked Sendable {
                         factors: FactorModel(userFactors: users.matrix(userIDs), itemFactors: items.matrix(itemIDs)))
     }
 
-    public var counters: (eventsLearned: Int, users: EmbeddingTableStats, items: EmbeddingTableStats) {
-        (lock.locked { eventsLearned }, users.stats, items.stats)
+    /// Events learned, the last batch's mean loss, and both tables' counters.
+    public var counters: (eventsLearned: Int, loss: Double, users: EmbeddingTableStats, items: EmbeddingTableStats) {
+        let (n, loss) = lock.locked { (eventsLearned, lastLoss) }
+        return (n, loss, users.stats, items.stats)
     }
 
     // MARK: persistence

@@ -260,11 +260,13 @@ struct CuckooMap<Key: EmbeddingTableKey> {
         return (b1, b2)
     }
 
+    @_specialize(where Key == String) @_specialize(where Key == UInt64)
     func find(_ key: Key, hash h: UInt64) -> Int32? {
         slot(of: key, hash: h).map { rows[$0] }
     }
 
     /// The slot holding `key`, nil when absent.
+    @_specialize(where Key == String) @_specialize(where Key == UInt64)
     @inline(__always) func slot(of key: Key, hash h: UInt64) -> Int? {
         let (b1, b2) = buckets(h)
         var base = b1 * Self.slotsPerBucket
@@ -281,6 +283,7 @@ struct CuckooMap<Key: EmbeddingTableKey> {
     }
 
     /// Inserts a key that is not in the map. False (and the map unchanged) when the walk fails.
+    @_specialize(where Key == String) @_specialize(where Key == UInt64)
     mutating func insert(_ key: Key, hash h: UInt64, row: Int32, generator: inout SeededGenerator) -> Bool {
         let (b1, b2) = buckets(h)
         if let s = freeSlot(in: b1) ?? freeSlot(in: b2) { put(s, key, h, row); count += 1; return true }
@@ -323,10 +326,21 @@ struct CuckooMap<Key: EmbeddingTableKey> {
     }
 }
 
-/// A reader-writer lock (readers share it; a writer has it alone).
+/// A reader-writer lock (readers share it; a writer has it alone). On Linux it prefers the writer:
+/// glibc's default lets a steady stream of readers starve it (growth then stalls).
 final class ReadWriteLock: @unchecked Sendable {
     private var lock = pthread_rwlock_t()
-    init() { pthread_rwlock_init(&lock, nil) }
+    init() {
+        #if os(Linux)
+        var attributes = pthread_rwlockattr_t()
+        pthread_rwlockattr_init(&attributes)
+        pthread_rwlockattr_setkind_np(&attributes, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP))
+        pthread_rwlock_init(&lock, &attributes)
+        pthread_rwlockattr_destroy(&attributes)
+        #else
+        pthread_rwlock_init(&lock, nil)
+        #endif
+    }
     deinit { pthread_rwlock_destroy(&lock) }
     func reading<T>(_ body: () throws -> T) rethrows -> T {
         pthread_rwlock_rdlock(&lock)
@@ -390,6 +404,7 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
 
     private var sketchWidth: Int { 1 << Int(ceil(log2(Double(settings.sketchWidth)))) }
 
+    @_specialize(where Key == String) @_specialize(where Key == UInt64)
     public func row(of key: Key) -> Int? {
         let h = key.tableHash(seed: settings.seed)
         return mapLock.reading { map.find(key, hash: h) }.map(Int.init)
@@ -404,6 +419,7 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
         return vector(row) + settings.dimension
     }
 
+    @_specialize(where Key == String) @_specialize(where Key == UInt64)
     public func trainingRow(for key: Key, time: Int64) throws -> Int? {
         try writerLock.locked {
             let h = key.tableHash(seed: settings.seed)
@@ -424,6 +440,7 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
     }
 
     /// Puts key -> row into the map, growing it (beside the old one, readers undisturbed) when needed.
+    @_specialize(where Key == String) @_specialize(where Key == UInt64)
     private func insert(_ key: Key, hash h: UInt64, row r: Int32) {
         // Grow before the map is 90 % full: bucketised cuckoo tables fill to ~95 % before walks fail.
         if map.count + 1 > map.rows.count * 9 / 10 { grow() }
@@ -434,6 +451,7 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
         }
     }
 
+    @_specialize(where Key == String) @_specialize(where Key == UInt64)
     private func grow() {
         var buckets = map.bucketCount * 2
         while true {

@@ -289,7 +289,7 @@ public final class OnlineTrainer: @unchecked Sendable {
             Status(failure: failure, catchingUp: catchingUp, learnedPosition: learnedPosition, lag: max(0, acknowledgedPosition - learnedPosition),
                    lastPublish: lastPublish, publishes: publishes, lastPublishSeconds: lastPublishSeconds,
                    eventsLearned: counters.eventsLearned, eventsSkipped: eventsSkipped, users: counters.users, items: counters.items,
-                   loss: learner.lastLoss)
+                   loss: counters.loss)
         }
     }
 

@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print figures (never asserted in tests).",
-        subcommands: [KernelsBench.self, CFBench.self, SequenceBench.self, StreamBench.self]
+        subcommands: [KernelsBench.self, CFBench.self, SequenceBench.self, StreamBench.self, TableBench.self]
     )
 }
 

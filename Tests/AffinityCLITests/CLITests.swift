@@ -354,7 +354,7 @@ func tempDir() -> String {
         let commands: [[String]] = [[], ["data"], ["data", "stats"], ["data", "generate"], ["split"], ["train"], ["evaluate"],
                                     ["tune"], ["recommend"], ["similar"], ["explain"], ["model", "info"], ["model", "export"],
                                     ["index"], ["index", "build"], ["index", "search"], ["index", "bench"], ["serve"], ["demo"],
-                                    ["sweep"], ["tradeoff"], ["bench", "kernels"], ["bench", "cf"], ["bench", "stream"]]
+                                    ["sweep"], ["tradeoff"], ["bench", "kernels"], ["bench", "cf"], ["bench", "stream"], ["bench", "tables"]]
         for command in commands {
             let r = try CLI.run(command + ["--help"], environment: ["COLUMNS": "1000"])
             #expect(r.status == 0, "\(command)")
