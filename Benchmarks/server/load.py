@@ -154,6 +154,16 @@ class EventWriter(threading.Thread):
         self.elapsed = time.perf_counter() - start
 
 
+def kill_while_writing(server, writer, seconds=5):
+    """Starts `writer`, kills the server with SIGKILL after `seconds`, then stops the writer."""
+    writer.start()
+    time.sleep(seconds)
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait()
+    writer.stop_flag.set()
+    writer.join()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", default=os.path.join(ROOT, "..", "shared", "data", "splits", "ml-1m-holdout-s42"))
@@ -238,12 +248,7 @@ def main():
     # kill -9 while the writer runs, restart, and look for every acknowledged event.
     _, before = server.request("GET", "/health")
     writer = EventWriter(server.port, ["kill-user-%d" % n for n in range(100000)], items)
-    writer.start()
-    time.sleep(5)
-    server.process.send_signal(signal.SIGKILL)
-    server.process.wait()
-    writer.stop_flag.set()
-    writer.join()
+    kill_while_writing(server, writer)
     restarted = Server(["--store", store], log)
     _, health = restarted.request("GET", "/health")
     stored = health["events"] - before["events"]

@@ -26,7 +26,6 @@ import json
 import os
 import random
 import re
-import signal
 import sys
 import tempfile
 import threading
@@ -204,12 +203,7 @@ def main():
 
     # 4. kill -9 while learning, restart.
     writer = load.EventWriter(server.port, users, items, rate=1000, batch=10, prefix="k")
-    writer.start()
-    time.sleep(5)
-    server.process.send_signal(signal.SIGKILL)
-    server.process.wait()
-    writer.stop_flag.set()
-    writer.join()
+    load.kill_while_writing(server, writer)
     acknowledged = len(writer.acknowledged)
     server = load.Server(args, log)
     ok_s, m = wait_until(lambda: caught_up(server.port), timeout=120)

@@ -99,7 +99,7 @@ public struct OnlineMF: FactorizationRecommender {
             try check(epochs >= 0, "epochs", "must not be negative")
             try check(userRows >= 1 && itemRows >= 1, "userRows", "hashed tables need at least one row")
             try check(minCount >= 1, "minCount", "must be at least 1")
-            try check(expireAfterDays >= 0 && expireAfterDays.isFinite, "expireAfterDays", "must not be negative")
+            try check(expireAfterDays >= 0 && expireAfterDays <= 36_500, "expireAfterDays", "must be in 0...36500 (days), got \(expireAfterDays)")
             try check((1...Int(Int32.max)).contains(maxRows), "maxRows", "must be in 1...\(Int32.max)")
             try check(maxHistory >= 1, "maxHistory", "must be at least 1")
             try check(foldInEpochs >= 0, "foldInEpochs", "must not be negative")
@@ -253,7 +253,8 @@ public final class OnlineLearner: @unchecked Sendable {
     /// each of its users and items gets a row holding its vector, the training interactions become
     /// the histories and fill the reservoir. Collisionless tables only (a hashed table has no row of
     /// its own to put an ID's vector in).
-    public static func starting(from trained: TrainedModel, configuration c: OnlineMF.Configuration) throws -> OnlineLearner {
+    public static func starting(from trained: TrainedModel, configuration c: OnlineMF.Configuration,
+                                now: Int64 = Int64(Date().timeIntervalSince1970)) throws -> OnlineLearner {
         guard let model = trained.model as? any EmbeddingRecommender else {
             throw OnlineError.incompatible("online learning starts from an embedding model (iALS, BPR, online-mf, two-tower); \(trained.modelType) has no user and item vectors")
         }
@@ -263,9 +264,10 @@ public final class OnlineLearner: @unchecked Sendable {
         config.dimension = itemVectors.columns
         config.minCount = 1
         let learner = try OnlineLearner(configuration: config)
+        learner.clock = now
         let d = itemVectors.columns
         func put(_ table: any EmbeddingTable<String>, _ key: String, _ vector: UnsafePointer<Float>) throws {
-            guard let r = try table.trainingRow(for: key, time: 0) else { return }
+            guard let r = try table.trainingRow(for: key, time: now) else { return }
             table.vector(r).update(from: vector, count: d)
         }
         try itemVectors.values.withUnsafeBufferPointer { v in
@@ -313,8 +315,10 @@ public final class OnlineLearner: @unchecked Sendable {
                     pushRecent(o)
                     eventsLearned += 1
                 }
-                guard let u = try users.trainingRow(for: event.user, time: event.time),
-                      let i = try items.trainingRow(for: event.item, time: event.time) else { continue }
+                // Both IDs count this occurrence (admission, last seen) even when the other is held back.
+                let userRow = try users.trainingRow(for: event.user, time: event.time)
+                let itemRow = try items.trainingRow(for: event.item, time: event.time)
+                guard let u = userRow, let i = itemRow else { continue }
                 rowCache[Int(o)] = Int32(i)
                 var g = SeededGenerator(seed: c.seed, stream: UInt64(eventsLearned))
                 rows[0] = i
@@ -547,6 +551,8 @@ public final class OnlineLearner: @unchecked Sendable {
             throw OnlineError.corruptState(path: path, reason: "\(error)")
         }
         guard users.dimension == state.configuration.dimension, items.dimension == state.configuration.dimension,
+              users.settings.accumulators, items.settings.accumulators, state.eventsLearned >= 0,
+              Set(state.userOrder).count == state.userOrder.count,
               state.userOrder.count == state.histories.count, state.recentNext >= 0,
               state.recentNext < max(state.configuration.reservoir, 1), state.recent.count <= state.configuration.reservoir else {
             throw OnlineError.corruptState(path: path, reason: "its tables and learner.json disagree")

@@ -94,6 +94,8 @@ public enum EmbeddingTableError: Error, CustomStringConvertible, Equatable {
     case memoryBound(rows: Int, bytesPerRow: Int, maxRows: Int)
     case invalidSetting(String)
     case corrupt(String)
+    /// An ID whose two buckets cannot be freed however the map grows (many IDs share its hash).
+    case unplaceable
 
     public var description: String {
         switch self {
@@ -101,6 +103,7 @@ public enum EmbeddingTableError: Error, CustomStringConvertible, Equatable {
             return "embedding table is full: \(rows) rows of \(bytesPerRow) bytes each reach its bound of \(maxRows) rows "
                 + "(\(MemoryBudget.describe(Double(maxRows) * Double(bytesPerRow)))); raise maxRows, expire IDs sooner (expireAfter), or admit fewer (admission)"
         case let .invalidSetting(s): return "embedding table: \(s)"
+        case .unplaceable: return "embedding table: an ID cannot be placed (too many IDs share its hash); the table is unchanged"
         case let .corrupt(s): return "embedding table file is corrupt: \(s)"
         }
     }
@@ -367,7 +370,8 @@ final class ReadWriteLock: @unchecked Sendable {
 /// - Complexity: lookup O(1) worst case (8 slots); insertion O(1) expected, amortised over growth.
 public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: EmbeddingTable, @unchecked Sendable {
     public let settings: EmbeddingTableSettings
-    static var chunkRows: Int { 4096 }
+    /// Rows per chunk: 4096, fewer for wide rows (a chunk stays within about 4 MiB).
+    let chunkRows: Int
 
     private let mapLock = ReadWriteLock()
     private let writerLock = NSLock()
@@ -391,10 +395,17 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
         self.settings = settings
         map = CuckooMap(bucketCount: 16, seed: settings.seed)
         generator = SeededGenerator(seed: settings.seed, stream: 0xC0C0)
-        directorySize = (settings.maxRows + Self.chunkRows - 1) / Self.chunkRows
+        chunkRows = max(1, min(4096, (1 << 20) / settings.stride))
+        directorySize = (settings.maxRows + chunkRows - 1) / chunkRows
         directory = .allocate(capacity: directorySize)
         directory.initialize(repeating: nil, count: directorySize)
-        if case .minCount = settings.admission { sketch = Array(repeating: 0, count: 4 * sketchWidth) }
+        sketch = Array(repeating: 0, count: Self.sketchBytes(settings))
+    }
+
+    /// Bytes of the count-min sketch `settings` call for (none without `.minCount`).
+    static func sketchBytes(_ settings: EmbeddingTableSettings) -> Int {
+        guard case .minCount = settings.admission else { return 0 }
+        return 4 * (1 << Int(ceil(log2(Double(settings.sketchWidth)))))
     }
 
     deinit {
@@ -411,7 +422,7 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
     }
 
     @inline(__always) public func vector(_ row: Int) -> UnsafeMutablePointer<Float> {
-        directory[row / Self.chunkRows]! + (row % Self.chunkRows) * settings.stride
+        directory[row / chunkRows]! + (row % chunkRows) * settings.stride
     }
 
     @inline(__always) public func accumulator(_ row: Int) -> UnsafeMutablePointer<Float> {
@@ -430,31 +441,39 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
             }
             guard admits(hash: h) else { filteredTotal += 1; return nil }
             let r = try takeRow()
+            do {
+                try insert(key, hash: h, row: r)
+            } catch {
+                freeRows.append(r)
+                throw error
+            }
             initialiseRow(vector(Int(r)), settings: settings, keyHash: h)
             rowKey[Int(r)] = key
             lastSeen[Int(r)] = time
-            insert(key, hash: h, row: r)
             admittedTotal += 1
             return Int(r)
         }
     }
 
     /// Puts key -> row into the map, growing it (beside the old one, readers undisturbed) when needed.
+    /// Throws when the map would have to grow past 16 slots per row of `maxRows` to place it: only
+    /// keys that share their 64-bit hash by the dozen (built on purpose) get there.
     @_specialize(where Key == String) @_specialize(where Key == UInt64)
-    private func insert(_ key: Key, hash h: UInt64, row r: Int32) {
+    private func insert(_ key: Key, hash h: UInt64, row r: Int32) throws {
         // Grow before the map is 90 % full: bucketised cuckoo tables fill to ~95 % before walks fail.
-        if map.count + 1 > map.rows.count * 9 / 10 { grow() }
+        if map.count + 1 > map.rows.count * 9 / 10 { try grow() }
         while true {
             let done = mapLock.writing { map.insert(key, hash: h, row: r, generator: &generator) }
             if done { return }
-            grow()
+            try grow()
         }
     }
 
     @_specialize(where Key == String) @_specialize(where Key == UInt64)
-    private func grow() {
+    private func grow() throws {
         var buckets = map.bucketCount * 2
-        while true {
+        let limit = max(1 << 10, 4 * settings.maxRows)
+        while buckets <= limit {
             var bigger = CuckooMap<Key>(bucketCount: buckets, seed: settings.seed)
             var ok = true
             map.forEach { key, h, r in if ok { ok = bigger.insert(key, hash: h, row: r, generator: &generator) } }
@@ -464,6 +483,7 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
             }
             buckets *= 2
         }
+        throw EmbeddingTableError.unplaceable
     }
 
     private func takeRow() throws -> Int32 {
@@ -471,9 +491,9 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
         guard allocatedRows < settings.maxRows else {
             throw EmbeddingTableError.memoryBound(rows: allocatedRows, bytesPerRow: settings.stride * 4, maxRows: settings.maxRows)
         }
-        let chunk = allocatedRows / Self.chunkRows
+        let chunk = allocatedRows / chunkRows
         if directory[chunk] == nil {
-            let rows = min(Self.chunkRows, settings.maxRows - chunk * Self.chunkRows)
+            let rows = min(chunkRows, settings.maxRows - chunk * chunkRows)
             let p = UnsafeMutablePointer<Float>.allocate(capacity: rows * settings.stride)
             p.initialize(repeating: 0, count: rows * settings.stride)
             directory[chunk] = p
@@ -573,15 +593,20 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
 
     /// Reads `encoded()` output (after the magic and kind byte).
     static func decode(_ bytes: UnsafeRawBufferPointer, at offset: inout Int, settings: EmbeddingTableSettings) throws -> CollisionlessEmbeddingTable {
-        let table = try CollisionlessEmbeddingTable(settings: settings)
         let admitted = try TableReader.read(UInt64.self, bytes, &offset)
         let expired = try TableReader.read(UInt64.self, bytes, &offset)
         let filtered = try TableReader.read(UInt64.self, bytes, &offset)
-        table.probabilityDraws = try TableReader.read(UInt64.self, bytes, &offset)
+        let draws = try TableReader.read(UInt64.self, bytes, &offset)
         let sketchCount = try TableReader.read(UInt64.self, bytes, &offset)
         let count = try TableReader.read(UInt64.self, bytes, &offset)
-        guard sketchCount == UInt64(table.sketch.count) else { throw EmbeddingTableError.corrupt("its admission sketch does not match its settings") }
-        guard sketchCount <= UInt64(bytes.count - offset) else { throw EmbeddingTableError.corrupt("the data ends early") }
+        // Sizes against the bytes that are there, before anything is allocated from them.
+        let remaining = UInt64(bytes.count - offset)
+        guard sketchCount <= remaining, count <= (remaining - sketchCount) / UInt64(settings.stride * 4 + 8 + 1) else {
+            throw EmbeddingTableError.corrupt("it claims more IDs or sketch than its \(bytes.count) bytes hold")
+        }
+        guard sketchCount == UInt64(sketchBytes(settings)) else { throw EmbeddingTableError.corrupt("its admission sketch does not match its settings") }
+        let table = try CollisionlessEmbeddingTable(settings: settings)
+        table.probabilityDraws = draws
         table.sketch = Array(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + Int(sketchCount))]))
         offset += Int(sketchCount)
         guard count <= UInt64(settings.maxRows) else { throw EmbeddingTableError.corrupt("\(count) IDs exceed its bound of \(settings.maxRows) rows") }
@@ -594,7 +619,7 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
             try TableReader.floats(settings.stride, bytes, &offset, into: table.vector(Int(r)))
             table.rowKey[Int(r)] = key
             table.lastSeen[Int(r)] = seen
-            table.insert(key, hash: h, row: r)
+            try table.insert(key, hash: h, row: r)
         }
         (table.admittedTotal, table.expiredTotal, table.filteredTotal) = (Int(clamping: admitted), Int(clamping: expired), Int(clamping: filtered))
         return table
@@ -671,7 +696,9 @@ public final class HashedEmbeddingTable<Key: EmbeddingTableKey>: EmbeddingTable,
 
     static func decode(_ bytes: UnsafeRawBufferPointer, at offset: inout Int, settings: EmbeddingTableSettings) throws -> HashedEmbeddingTable {
         let rows = try TableReader.read(UInt64.self, bytes, &offset)
-        guard rows >= 1, rows <= UInt64(settings.maxRows) else { throw EmbeddingTableError.corrupt("row count \(rows) is out of range") }
+        guard rows >= 1, rows <= UInt64(settings.maxRows), rows <= UInt64(bytes.count - offset) / UInt64(settings.stride * 4) else {
+            throw EmbeddingTableError.corrupt("row count \(rows) is out of range for its \(bytes.count) bytes")
+        }
         let table = try HashedEmbeddingTable(rows: Int(rows), settings: settings)
         let ids = try TableReader.read(UInt64.self, bytes, &offset)
         guard ids <= UInt64(bytes.count - offset) else { throw EmbeddingTableError.corrupt("the data ends early") }

@@ -36,13 +36,13 @@ public struct OnlineSettings: Sendable {
 /// The store is the source of truth: the trainer reads events after the last one it learned, so an
 /// acknowledged event is learned exactly once whatever the order requests commit in, and after a
 /// restart (even kill -9) it resumes from the last saved state and reads the events stored after it.
-/// On SQLite sequence numbers follow commit order; on PostgreSQL with several writing replicas a
-/// transaction can commit a lower number after a higher one was read, and that event would be
-/// skipped (train online on one replica, or on SQLite).
+/// That needs sequence numbers in commit order, which SQLite gives (one writer); PostgreSQL does not
+/// (concurrent transactions, even of one replica, can commit a lower number after a higher one was
+/// read), so `AffinityService.startOnline` refuses a PostgreSQL store.
 ///
-/// A failure (non-finite loss, a table at its memory bound, a state that cannot be written) stops
-/// learning and publishing; the last published model keeps answering and `/health` and `/metrics`
-/// say so.
+/// A failure of the learner (non-finite loss, a table at its memory bound, an ID that cannot be
+/// placed) or of saving its state stops learning and publishing; the last published model keeps
+/// answering and `/health` and `/metrics` say so. A failed store read is retried (every second).
 public final class OnlineTrainer: @unchecked Sendable {
     public let settings: OnlineSettings
     let learner: OnlineLearner
@@ -63,13 +63,16 @@ public final class OnlineTrainer: @unchecked Sendable {
     private var publishes = 0
     private var lastPublishSeconds = 0.0
     private var eventsSkipped = 0
+    /// The learner's counters as of its last batch (status never waits for the learner or its tables).
+    private var counters: (eventsLearned: Int, loss: Double, users: EmbeddingTableStats, items: EmbeddingTableStats)
     /// True until the first read that finds no event after the last one learned (a restart's catch-up).
     private var catchingUp = true
 
     // Trainer thread only.
     private var index: HNSWIndex?
-    /// The vectors as the index holds them (item ordinal x d), and which items it holds deleted.
-    private var indexed: [Float] = []
+    /// Each item's vector as it was when last linked into the index (item ordinal x d): moves are
+    /// measured from there, so slow drift is relinked once it adds up.
+    private var linked: [Float] = []
     private var publishedPosition: Int64 = -1
     private var publishesSinceSave = 0
 
@@ -80,7 +83,7 @@ public final class OnlineTrainer: @unchecked Sendable {
         self.service = service
         store = service.store
         let active = service.activeModel?.model.primary
-        positiveThreshold = active?.trained.positiveThreshold ?? TrainedModel.defaultPositiveThreshold
+        positiveThreshold = active.map { $0.trained.positiveThreshold } ?? TrainedModel.defaultPositiveThreshold
         if FileManager.default.fileExists(atPath: settings.statePath + "/learner.json") {
             let (learner, position) = try OnlineLearner.load(from: settings.statePath)
             self.learner = learner
@@ -93,6 +96,7 @@ public final class OnlineTrainer: @unchecked Sendable {
             learnedPosition = 0
         }
         acknowledgedPosition = learnedPosition
+        counters = learner.counters
     }
 
     /// Publishes the starting model, then learns on a thread of its own until `stop`.
@@ -104,13 +108,15 @@ public final class OnlineTrainer: @unchecked Sendable {
         thread.start()
     }
 
-    /// Stops learning, saves the state, and waits for the thread.
+    /// Stops learning, saves the state, and waits for the thread (at most 30 s: a trainer waiting on
+    /// a store read that cannot run while this thread waits is left to fail; the state on disk is
+    /// then the last one saved, and a restart learns the rest again).
     public func stop() {
         condition.lock()
         stopping = true
         condition.broadcast()
         condition.unlock()
-        if thread != nil { finished.wait() }
+        if thread != nil { _ = finished.wait(timeout: .now() + 30) }
         thread = nil
     }
 
@@ -168,7 +174,15 @@ public final class OnlineTrainer: @unchecked Sendable {
     private func learnPending(until deadline: Date) throws {
         while Date() < deadline {
             let from = condition.withLock { learnedPosition }
-            let page = try blocking { try await self.store.events(after: from, limit: self.settings.batchSize) }
+            let page: [StoredEvent]
+            do {
+                page = try blocking { try await self.store.events(after: from, limit: self.settings.batchSize) }
+            } catch {
+                // The store is away (a timeout, an outage): try again later; nothing is lost.
+                service?.logOnlineStoreError("\(error)")
+                Thread.sleep(forTimeInterval: 1)
+                return
+            }
             guard let last = page.last else {
                 condition.withLock {
                     acknowledgedPosition = max(acknowledgedPosition, from)
@@ -182,7 +196,9 @@ public final class OnlineTrainer: @unchecked Sendable {
                 events.append(OnlineEvent(user: stored.event.user, item: stored.event.item, time: stored.event.timestamp ?? 0))
             }
             try learner.learn(events)
+            let now = learner.counters
             condition.withLock {
+                counters = now
                 learnedPosition = last.seq
                 acknowledgedPosition = max(acknowledgedPosition, last.seq)
                 eventsSkipped += page.count - events.count
@@ -217,7 +233,7 @@ public final class OnlineTrainer: @unchecked Sendable {
             let old = index.count
             for i in 0..<min(old, items.count) {
                 let v = Array(vectors.row(i))
-                let before = indexed[(i * d)..<((i + 1) * d)]
+                let before = linked[(i * d)..<((i + 1) * d)]
                 var moved: Float = 0, length: Float = 0
                 for k in 0..<d { moved += (v[k] - before[before.startIndex + k]) * (v[k] - before[before.startIndex + k]); length += before[before.startIndex + k] * before[before.startIndex + k] }
                 let gone = withoutRow.contains(i)
@@ -229,6 +245,7 @@ public final class OnlineTrainer: @unchecked Sendable {
                 if moved > 0 || next.isDeleted(i) {
                     try next.update(i, vector: v, relink: relink)
                     if next.isDeleted(i) { try next.restore(i) }
+                    if relink { for k in 0..<d { linked[i * d + k] = v[k] } }
                 }
             }
             if items.count > old {
@@ -236,16 +253,17 @@ public final class OnlineTrainer: @unchecked Sendable {
                 for r in 0..<fresh.rows { for k in 0..<d { fresh[r, k] = vectors[old + r, k] } }
                 try next.add(fresh)
                 for i in old..<items.count where withoutRow.contains(i) { try next.markDeleted(i) }
+                linked += fresh.values
             }
         } else {
             next = try HNSWIndex(dimension: d, metric: .innerProduct, settings: HNSWSettings(neighborsPerNode: 16, efConstruction: 200))
             if items.count > 0 { try next.add(vectors) }
             for i in 0..<items.count where withoutRow.contains(i) { try next.markDeleted(i) }
+            linked = vectors.values
         }
-        indexed = vectors.values
         index = next
-        var info = ["learns_online": "true", "published_position": "\(position)"]
-        if let t = positiveThreshold { info["positive_threshold"] = "\(t)" }
+        let info = ["learns_online": "true", "published_position": "\(position)",
+                    "positive_threshold": positiveThreshold.map { "\($0)" } ?? "none"]
         let trained = TrainedModel(model: model, users: users, items: items, info: info)
         let serving = try ServingModel(trained: trained, index: items.count > 0 ? next : nil, buildIndex: false,
                                        searchParameters: settings.searchParameters)
@@ -284,8 +302,7 @@ public final class OnlineTrainer: @unchecked Sendable {
     }
 
     var status: Status {
-        let counters = learner.counters
-        return condition.withLock {
+        condition.withLock {
             Status(failure: failure, catchingUp: catchingUp, learnedPosition: learnedPosition, lag: max(0, acknowledgedPosition - learnedPosition),
                    lastPublish: lastPublish, publishes: publishes, lastPublishSeconds: lastPublishSeconds,
                    eventsLearned: counters.eventsLearned, eventsSkipped: eventsSkipped, users: counters.users, items: counters.items,

@@ -322,6 +322,9 @@ public final class AffinityService: @unchecked Sendable {
     /// Records `record` as active in the store and swaps it in; the replaced model becomes the
     /// rollback, and any older one is released.
     private func commitActivation(_ record: ModelRecord, model: Pipeline) async throws -> ModelRecord {
+        if lock.locked({ onlineTrainer }) != nil {
+            throw APIError(.conflict, "the server learns online (--online): its trainer's model answers, and an activation would be overwritten at the next publish; restart with --model instead")
+        }
         var record = record
         record.active = true
         try await activationLock.withLock {
@@ -576,6 +579,9 @@ public final class AffinityService: @unchecked Sendable {
     /// saved state, else the active embedding model, else nothing; publishes at once, then learns
     /// every stored event and publishes every `publishInterval` seconds. Stopped by `close()`.
     public func startOnline(_ settings: OnlineSettings) throws {
+        guard store is SQLiteStore else {
+            throw APIError(.badRequest, "online training needs the SQLite store: on PostgreSQL concurrent transactions commit sequence numbers out of order, and the trainer, which reads events after the last one it learned, could skip some")
+        }
         let trainer = try OnlineTrainer(settings: settings, service: self)
         lock.locked { onlineTrainer = trainer }
         try trainer.start()
@@ -586,13 +592,22 @@ public final class AffinityService: @unchecked Sendable {
     /// The online trainer's model replaces the served one (the registry is not changed: the record
     /// stays the active model's, or a record of the online state when there is none).
     func swapInOnline(_ model: ServingModel, statePath: String) {
-        let record = activeRecord ?? ModelRecord(id: 0, path: statePath, index: nil, modelType: OnlineMF.modelType,
-                                                 registeredAt: Int64(Date().timeIntervalSince1970), active: true)
-        swapIn(record, model: .single(model))
+        let first = lock.locked { () -> Bool in
+            let record = active?.record ?? ModelRecord(id: 0, path: statePath, index: nil, modelType: OnlineMF.modelType,
+                                                       registeredAt: Int64(Date().timeIntervalSince1970), active: true)
+            let first = active == nil
+            active = ActiveModel(record: record, model: .single(model))
+            return first
+        }
+        if first { metrics.recordActivation(id: 0, type: OnlineMF.modelType) }
     }
 
     func logOnlineFailure(_ message: String) {
         logger.error("online training stopped; the last published model keeps serving", metadata: ["error": "\(message)"])
+    }
+
+    func logOnlineStoreError(_ message: String) {
+        logger.warning("online training could not read the store; retrying in 1 s", metadata: ["error": "\(message)"])
     }
 }
 

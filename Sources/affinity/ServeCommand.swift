@@ -121,6 +121,9 @@ struct ServeCommand: AsyncParsableCommand {
             do {
                 settings.model = try OnlineMF.Configuration().applying(try parseSettings(onlineSet, option: "--online-set"))
                 try service.startOnline(settings)
+            } catch let error as APIError {
+                service.close()
+                throw CommandError("--online: \(error.message)")
             } catch {
                 service.close()
                 throw CommandError("--online: \(error)")

@@ -174,6 +174,15 @@ private func settings(dimension: Int = 4, admission: EmbeddingTableSettings.Admi
         #expect(table.stats.ids == 1_000 && table.stats.rows == 100)
         let back = try #require(try EmbeddingTables.decode(table.encoded(), as: String.self) as? HashedEmbeddingTable<String>)
         #expect(back.rowCount == 100 && back.stats.ids == 1_000)
+        // A file that claims more rows than its bytes hold (500,000, within maxRows) is refused before
+        // anything is allocated.
+        var data = table.encoded()
+        // Layout: magic (8), kind (1), settings length (4), settings, then the row count.
+        let jsonLength = data[9..<13].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let rowsAt = 13 + jsonLength
+        #expect(data[rowsAt..<(rowsAt + 8)] == withUnsafeBytes(of: UInt64(100).littleEndian) { Data($0) })
+        data.replaceSubrange(rowsAt..<(rowsAt + 8), with: withUnsafeBytes(of: UInt64(500_000).littleEndian) { Data($0) })
+        #expect { try EmbeddingTables.decode(data, as: String.self) } throws: { "\($0)".contains("out of range") }
         #expect(Array(UnsafeBufferPointer(start: back.vector(42), count: 8)) == Array(UnsafeBufferPointer(start: table.vector(42), count: 8)))
     }
 }

@@ -58,6 +58,9 @@ private func metric(_ text: String, _ name: String) -> Double? {
         #expect((metric(text, "affinity_online_publishes_total") ?? 0) >= 2)
         #expect(metric(text, "affinity_online_failed") == 0)
         #expect(try await client.get("/health").json["status"] as? String == "ok")
+        // An activation would be overwritten by the next publish: refused while learning online.
+        let activation = try await client.post("/v1/models/1/activate")
+        #expect(activation.status == 409 && activation.errorMessage.contains("--online"))
     }
 
     /// A restart resumes from the saved state and learns the events stored after it: every
