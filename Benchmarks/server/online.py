@@ -175,10 +175,13 @@ def main():
     results["wrk"] = {k: r[k] for k in ("requests_per_s", "p50_ms", "p99_ms", "non_2xx", "socket_errors")}
     results["wrk"].update({"events_per_s": rate, "events_failed_batches": writer.failed, "max_lag": max(lags) if lags else None,
                            "publishes": after["affinity_online_publishes_total"] - before["affinity_online_publishes_total"],
-                           "last_publish_s": after["affinity_online_last_publish_duration_seconds"]})
+                           "last_publish_s": after["affinity_online_last_publish_duration_seconds"],
+                           "last_publish_relinked": after['affinity_online_last_publish_items{change="relinked"}'],
+                           "last_publish_moved": after['affinity_online_last_publish_items{change="moved"}']})
     print(f"2. wrk -t2 -c64 -d{a.duration}s recommendations with events at {rate:.0f}/s: {r['requests_per_s']:.0f} requests/s, "
           f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, non-2xx {r['non_2xx']}, max lag {results['wrk']['max_lag']:.0f} events, "
-          f"{results['wrk']['publishes']:.0f} publishes (the last took {results['wrk']['last_publish_s']:.2f} s)")
+          f"{results['wrk']['publishes']:.0f} publishes (the last took {results['wrk']['last_publish_s']:.2f} s, "
+          f"relinked {results['wrk']['last_publish_relinked']:.0f} items and moved {results['wrk']['last_publish_moved']:.0f} in place)")
 
     # 3. Trainer throughput.
     wait_until(lambda: caught_up(server.port), timeout=60)

@@ -62,6 +62,8 @@ public final class OnlineTrainer: @unchecked Sendable {
     private var lastPublish: Date?
     private var publishes = 0
     private var lastPublishSeconds = 0.0
+    /// Items the last publish relinked, updated in place, and added.
+    private var lastPublishChanges = (relinked: 0, moved: 0, added: 0)
     private var eventsSkipped = 0
     /// The learner's counters as of its last batch (status never waits for the learner or its tables).
     private var counters: (eventsLearned: Int, loss: Double, users: EmbeddingTableStats, items: EmbeddingTableStats)
@@ -228,6 +230,7 @@ public final class OnlineTrainer: @unchecked Sendable {
         let withoutRow = Set(rowless)
         // The index: a copy of the last one, changed where the items changed (built afresh the first time).
         let next: HNSWIndex
+        var changes = (relinked: 0, moved: 0, added: 0)
         if let index {
             next = try index.copy()
             let old = index.count
@@ -246,6 +249,7 @@ public final class OnlineTrainer: @unchecked Sendable {
                     try next.update(i, vector: v, relink: relink)
                     if next.isDeleted(i) { try next.restore(i) }
                     if relink { for k in 0..<d { linked[i * d + k] = v[k] } }
+                    if relink { changes.relinked += 1 } else { changes.moved += 1 }
                 }
             }
             if items.count > old {
@@ -254,6 +258,7 @@ public final class OnlineTrainer: @unchecked Sendable {
                 try next.add(fresh)
                 for i in old..<items.count where withoutRow.contains(i) { try next.markDeleted(i) }
                 linked += fresh.values
+                changes.added = fresh.rows
             }
         } else {
             next = try HNSWIndex(dimension: d, metric: .innerProduct, settings: HNSWSettings(neighborsPerNode: 16, efConstruction: 200))
@@ -275,6 +280,7 @@ public final class OnlineTrainer: @unchecked Sendable {
             lastPublish = Date()
             publishes += 1
             lastPublishSeconds = Date().timeIntervalSince(clock)
+            lastPublishChanges = changes
         }
     }
 
@@ -294,6 +300,7 @@ public final class OnlineTrainer: @unchecked Sendable {
         var lastPublish: Date?
         var publishes: Int
         var lastPublishSeconds: Double
+        var lastPublishChanges: (relinked: Int, moved: Int, added: Int)
         var eventsLearned: Int
         var eventsSkipped: Int
         var users: EmbeddingTableStats
@@ -305,6 +312,7 @@ public final class OnlineTrainer: @unchecked Sendable {
         condition.withLock {
             Status(failure: failure, catchingUp: catchingUp, learnedPosition: learnedPosition, lag: max(0, acknowledgedPosition - learnedPosition),
                    lastPublish: lastPublish, publishes: publishes, lastPublishSeconds: lastPublishSeconds,
+                   lastPublishChanges: lastPublishChanges,
                    eventsLearned: counters.eventsLearned, eventsSkipped: eventsSkipped, users: counters.users, items: counters.items,
                    loss: counters.loss)
         }
@@ -334,6 +342,9 @@ public final class OnlineTrainer: @unchecked Sendable {
         family("affinity_online_last_publish_timestamp_seconds", "gauge", "Unix time of the last publish.",
                [("", s.lastPublish.map { String(format: "%.3f", $0.timeIntervalSince1970) } ?? "0")])
         family("affinity_online_last_publish_duration_seconds", "gauge", "Time the last publish took (snapshot, index update, swap).", [("", "\(s.lastPublishSeconds)")])
+        family("affinity_online_last_publish_items", "gauge", "Items the last publish relinked in the index, moved in place, and added.",
+               [("change=\"relinked\"", "\(s.lastPublishChanges.relinked)"), ("change=\"moved\"", "\(s.lastPublishChanges.moved)"),
+                ("change=\"added\"", "\(s.lastPublishChanges.added)")])
         family("affinity_online_loss", "gauge", "Mean loss of the last batch learned.", [("", "\(s.loss)")])
         family("affinity_online_failed", "gauge", "1 when online training stopped on a failure (the last good model keeps serving).", [("", s.failure == nil ? "0" : "1")])
         return out
