@@ -53,7 +53,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds between two publishes of the online model.") var onlineInterval: Double = 2
     @Option(name: .long, help: "Folder of the online learner's state (default: the SQLite store's path + .online, or ./affinity-online).")
     var onlineState: String?
-    @Option(name: .long, help: "An online-mf setting for a learner that starts from nothing, key=value (repeatable; affinity train --model-type online-mf --help lists them).")
+    @Option(name: .long, help: "An online-mf setting, key=value (repeatable; affinity train --help lists them). A learner starting from the active model takes its width from it; one resumed from --online-state keeps its saved settings.")
     var onlineSet: [String] = []
 
     func validate() throws {
