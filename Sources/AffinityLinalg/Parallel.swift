@@ -131,6 +131,15 @@ extension Parallelism {
     }
 }
 
+/// An integer one thread sets and others read (progress that readers wait on).
+public final class SharedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    public init() {}
+    public func set(_ v: Int) { lock.locked { value = v } }
+    public func get() -> Int { lock.locked { value } }
+}
+
 private final class ThreadResults<T>: @unchecked Sendable {
     var results: [T?]
     let lock = NSLock()

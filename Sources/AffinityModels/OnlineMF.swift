@@ -142,11 +142,8 @@ public struct OnlineMF: FactorizationRecommender {
         events.reserveCapacity(x.nonZeroCount)
         for u in 0..<x.rowCount { for i in x.row(u) { events.append(OnlineEvent(user: String(u), item: String(i), time: 0)) } }
         var reporter = ProgressReporter(progress, model: modelType, epochs: c.epochs, exampleName: "positives")
-        for epoch in 0..<c.epochs {
-            var g = SeededGenerator(seed: c.seed, stream: UInt64(epoch) &+ 0xE90C)
-            g.shuffle(&events)
-            let loss = try learner.learn(events)
-            reporter.endOfEpoch(epoch + 1, examples: (epoch + 1) * events.count, loss: loss)
+        try learner.learn(epochs: c.epochs, of: events, seed: c.seed) { epoch, loss in
+            reporter.endOfEpoch(epoch, examples: epoch * events.count, loss: loss)
         }
         return learner.model(users: (0..<x.rowCount).map(String.init), items: (0..<x.columnCount).map(String.init), interactions: x)
     }
@@ -161,39 +158,81 @@ public struct OnlineMF: FactorizationRecommender {
         var g = SeededGenerator(seed: configuration.seed ^ SeededGenerator.fingerprint(positives))
         for k in 0..<d { w[k] = Float(g.nextGaussian()) * 0.05 }
         var acc = [Float](repeating: 0, count: d)
-        let items = factors.itemFactors
         let negatives = min(configuration.negatives, n - 1)
         var rows = [Int](repeating: 0, count: negatives + 1)
-        var logits = [Float](repeating: 0, count: negatives + 1)
-        var grad = [Float](repeating: 0, count: d)
-        items.values.withUnsafeBufferPointer { v in
-            for _ in 0..<configuration.foldInEpochs {
-                for i in positives {
-                    rows[0] = i
-                    for k in 1...negatives {
-                        var j = g.next(below: n)
-                        while j == i { j = g.next(below: n) }
-                        rows[k] = j
-                    }
-                    w.withUnsafeBufferPointer { wp in
-                        for k in 0...negatives { logits[k] = Kernels.dot(wp.baseAddress!, v.baseAddress! + rows[k] * d, count: d) }
-                    }
-                    softmaxInPlace(&logits)
-                    for j in 0..<d { grad[j] = Float(configuration.regularization) * w[j] }
-                    for k in 0...negatives {
-                        let coefficient = logits[k] - (k == 0 ? 1 : 0)
-                        let row = v.baseAddress! + rows[k] * d
-                        for j in 0..<d { grad[j] += coefficient * row[j] }
-                    }
-                    let lr = Float(configuration.learningRate)
-                    for j in 0..<d {
-                        acc[j] += grad[j] * grad[j]
-                        w[j] -= lr * grad[j] / (acc[j].squareRoot() + 1e-8)
+        var step = SoftmaxStep(configuration)
+        factors.itemFactors.values.withUnsafeBufferPointer { v in
+            w.withUnsafeMutableBufferPointer { wp in
+                acc.withUnsafeMutableBufferPointer { ap in
+                    for _ in 0..<configuration.foldInEpochs {
+                        for i in positives {
+                            rows[0] = i
+                            for k in 1...negatives {
+                                var j = g.next(below: n)
+                                while j == i { j = g.next(below: n) }
+                                rows[k] = j
+                            }
+                            _ = step.step(user: wp.baseAddress!, accumulator: ap.baseAddress!, count: negatives + 1,
+                                          // Items fixed (no accumulators): never written through.
+                                          row: { UnsafeMutablePointer(mutating: v.baseAddress! + rows[$0] * d) }, offset: { _ in 0 },
+                                          itemAccumulator: nil)
+                        }
                     }
                 }
             }
         }
         return w
+    }
+}
+
+/// One Adagrad step of the sampled softmax for one user row: logits u·v_k − offset_k over item rows
+/// k (the positive first), cross-entropy on the positive, the user row stepped and, when item
+/// accumulators are given, every item row too (gradients from the values before the step). The
+/// online learner's per-event update and the fold-in's (items fixed) are this one step.
+struct SoftmaxStep {
+    let dimension: Int, learningRate: Float, regularization: Float
+    private var logits: [Float] = []
+    private var userGrad: [Float], userCopy: [Float]
+
+    init(_ c: OnlineMF.Configuration) {
+        dimension = c.dimension
+        learningRate = Float(c.learningRate)
+        regularization = Float(c.regularization)
+        logits.reserveCapacity(c.negatives + 1)
+        userGrad = [Float](repeating: 0, count: c.dimension)
+        userCopy = [Float](repeating: 0, count: c.dimension)
+    }
+
+    /// The loss (−log p of row 0) before the step; nil, with nothing changed, when it is not finite.
+    @inline(__always)
+    mutating func step(user up: UnsafeMutablePointer<Float>, accumulator ua: UnsafeMutablePointer<Float>, count: Int,
+                       row: (Int) -> UnsafeMutablePointer<Float>, offset: (Int) -> Float,
+                       itemAccumulator: ((Int) -> UnsafeMutablePointer<Float>)?) -> Float? {
+        let d = dimension, lr = learningRate, reg = regularization
+        logits.removeAll(keepingCapacity: true)
+        for k in 0..<count { logits.append(Kernels.dot(up, row(k), count: d) - offset(k)) }
+        softmaxInPlace(&logits)
+        let loss = -log(max(logits[0], 1e-30))
+        guard loss.isFinite, logits[0].isFinite else { return nil }
+        for j in 0..<d { userCopy[j] = up[j]; userGrad[j] = reg * up[j] }
+        for k in 0..<count {
+            let coefficient = logits[k] - (k == 0 ? 1 : 0)
+            let vp = row(k)
+            for j in 0..<d { userGrad[j] += coefficient * vp[j] }
+            // Item row k: gradient coefficient · u (+ L2).
+            if let ap = itemAccumulator?(k) {
+                for j in 0..<d {
+                    let gj = coefficient * userCopy[j] + reg * vp[j]
+                    ap[j] += gj * gj
+                    vp[j] -= lr * gj / (ap[j].squareRoot() + 1e-8)
+                }
+            }
+        }
+        for j in 0..<d {
+            ua[j] += userGrad[j] * userGrad[j]
+            up[j] -= lr * userGrad[j] / (ua[j].squareRoot() + 1e-8)
+        }
+        return loss
     }
 }
 
@@ -291,6 +330,17 @@ public final class OnlineLearner: @unchecked Sendable {
 
     // MARK: learning
 
+    /// Batch training: `epochs` passes over `events`, each in its own seeded random order;
+    /// `epochDone(epoch, loss)` after each (1-based).
+    public func learn(epochs: Int, of events: [OnlineEvent], seed: UInt64, epochDone: (Int, Double) -> Void = { _, _ in }) throws {
+        var order = events
+        for epoch in 0..<epochs {
+            var g = SeededGenerator(seed: seed, stream: UInt64(epoch) &+ 0x5EED)
+            g.shuffle(&order)
+            epochDone(epoch + 1, try learn(order))
+        }
+    }
+
     /// Learns `events` in order; returns their mean loss (events whose user or item the admission
     /// filter holds back count as learned, with no loss). Throws `OnlineError.nonFinite` when the
     /// loss diverges and `EmbeddingTableError.memoryBound` when a table is full: the events before
@@ -298,14 +348,11 @@ public final class OnlineLearner: @unchecked Sendable {
     @discardableResult
     public func learn(_ events: [OnlineEvent]) throws -> Double {
         try lock.locked {
-            let c = configuration, d = c.dimension
-            let lr = Float(c.learningRate), reg = Float(c.regularization)
+            let c = configuration
             var rows = [Int](repeating: 0, count: c.negatives + 1)
-            var logits: [Float] = [], logQ: [Float] = []
-            logits.reserveCapacity(c.negatives + 1)
+            var logQ: [Float] = []
             logQ.reserveCapacity(c.negatives + 1)
-            var userGrad = [Float](repeating: 0, count: d)
-            var userCopy = [Float](repeating: 0, count: d)
+            var step = SoftmaxStep(c)
             var total = 0.0, counted = 0
             for event in events {
                 clock = max(clock, event.time)
@@ -335,33 +382,13 @@ public final class OnlineLearner: @unchecked Sendable {
                     }
                 }
                 guard used > 1 else { continue }
-                let up = users.vector(u)
-                userCopy.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: up, count: d) }
-                logits.removeAll(keepingCapacity: true)
-                for k in 0..<used { logits.append(Kernels.dot(up, items.vector(rows[k]), count: d) - (c.logQ ? logQ[k] : 0)) }
-                softmaxInPlace(&logits)
-                let loss = -log(max(logits[0], 1e-30))
-                guard loss.isFinite, logits[0].isFinite else { throw OnlineError.nonFinite(eventsLearned: eventsLearned) }
+                guard let loss = step.step(user: users.vector(u), accumulator: users.accumulator(u), count: used,
+                                           row: { self.items.vector(rows[$0]) }, offset: { c.logQ ? logQ[$0] : 0 },
+                                           itemAccumulator: { self.items.accumulator(rows[$0]) }) else {
+                    throw OnlineError.nonFinite(eventsLearned: eventsLearned)
+                }
                 total += Double(loss)
                 counted += 1
-                for j in 0..<d { userGrad[j] = reg * userCopy[j] }
-                for k in 0..<used {
-                    let coefficient = logits[k] - (k == 0 ? 1 : 0)
-                    let vp = items.vector(rows[k])
-                    for j in 0..<d { userGrad[j] += coefficient * vp[j] }
-                    // Item row k: gradient coefficient · u (+ L2).
-                    let ap = items.accumulator(rows[k])
-                    for j in 0..<d {
-                        let gj = coefficient * userCopy[j] + reg * vp[j]
-                        ap[j] += gj * gj
-                        vp[j] -= lr * gj / (ap[j].squareRoot() + 1e-8)
-                    }
-                }
-                let ua = users.accumulator(u)
-                for j in 0..<d {
-                    ua[j] += userGrad[j] * userGrad[j]
-                    up[j] -= lr * userGrad[j] / (ua[j].squareRoot() + 1e-8)
-                }
             }
             lastLoss = counted > 0 ? total / Double(counted) : 0
             return lastLoss
@@ -483,9 +510,7 @@ public final class OnlineLearner: @unchecked Sendable {
 
     /// The model over the given keys (which must have rows), with `interactions` as its training data.
     func model(users userIDs: [String], items itemIDs: [String], interactions: SparseMatrix) -> OnlineMF {
-        var c = configuration
-        c.epochs = 0
-        return OnlineMF(configuration: c, interactions: interactions,
+        OnlineMF(configuration: configuration, interactions: interactions,
                         factors: FactorModel(userFactors: users.matrix(userIDs), itemFactors: items.matrix(itemIDs)))
     }
 

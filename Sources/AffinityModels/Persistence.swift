@@ -94,12 +94,23 @@ public struct TrainedModel: Sendable {
     /// (`info["positive_threshold"]`, written by `affinity train`): nil when the split kept every
     /// row, `defaultPositiveThreshold` when the model does not say.
     public var positiveThreshold: Float? {
-        switch info["positive_threshold"] {
+        switch info[Self.positiveThresholdKey] {
         case nil: return Self.defaultPositiveThreshold
         case "none": return nil
         case let text?: return Float(text) ?? Self.defaultPositiveThreshold
         }
     }
+
+    /// The `info` entry of a positive threshold as `positiveThreshold` reads it back ("none": every rating).
+    public static let positiveThresholdKey = "positive_threshold"
+    public static func positiveThresholdValue(_ threshold: Float?) -> String {
+        threshold.map { InteractionWriter.formatRating($0) } ?? "none"
+    }
+
+    /// True for a model that goes on learning while it serves (`affinity serve --online` publishes
+    /// such snapshots): a known user's new events are learned into their own vector, not folded in.
+    public var learnsOnline: Bool { info[Self.learnsOnlineKey] == "true" }
+    public static let learnsOnlineKey = "learns_online"
 
     /// Writes the model folder atomically.
     public func save(to path: String, overwrite: Bool = true) throws {

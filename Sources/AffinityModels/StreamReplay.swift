@@ -233,14 +233,10 @@ struct OnlineScorer: StreamScorer {
         learner = try OnlineLearner(configuration: configuration)
         self.stream = stream
         self.learns = learns
-        var events = (0..<stream.trainCount).map { e in
+        let events = (0..<stream.trainCount).map { e in
             OnlineEvent(user: stream.users[Int(stream.userIndices[e])], item: stream.items[Int(stream.itemIndices[e])], time: stream.times[e])
         }
-        for epoch in 0..<settings.batchEpochs {
-            var g = SeededGenerator(seed: settings.seed, stream: UInt64(epoch) &+ 0x5EED)
-            g.shuffle(&events)
-            try learner.learn(events)
-        }
+        try learner.learn(epochs: settings.batchEpochs, of: events, seed: settings.seed)
         refreshOrdinals()
     }
 
@@ -259,7 +255,7 @@ struct OnlineScorer: StreamScorer {
         guard learns else { return }
         try learner.learn([OnlineEvent(user: stream.users[Int(stream.userIndices[e])], item: stream.items[Int(stream.itemIndices[e])],
                                        time: stream.times[e])])
-        if learner.knownItems.count > globalOfOrdinal.count { refreshOrdinals() }
+        refreshOrdinals()
     }
 
     var summary: String? {

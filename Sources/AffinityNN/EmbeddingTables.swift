@@ -82,10 +82,12 @@ enum TableReader {
         return T(littleEndian: v)
     }
 
+    /// `count` floats into `p`; every one must be finite.
     static func floats(_ count: Int, _ bytes: UnsafeRawBufferPointer, _ offset: inout Int, into p: UnsafeMutablePointer<Float>) throws {
         guard count <= (bytes.count - offset) / 4 else { throw EmbeddingTableError.corrupt("the data ends early") }
         UnsafeMutableRawPointer(p).copyMemory(from: bytes.baseAddress! + offset, byteCount: count * 4)
         offset += count * 4
+        guard firstNonFinite(UnsafeBufferPointer(start: p, count: count)) == nil else { throw EmbeddingTableError.corrupt("a row holds a value that is not finite") }
     }
 }
 
@@ -238,7 +240,6 @@ extension EmbeddingTable {
 struct CuckooMap<Key: EmbeddingTableKey> {
     static var slotsPerBucket: Int { 4 }
     static var maxKicks: Int { 256 }
-    let seed: UInt64
     /// Power of two.
     let bucketCount: Int
     var keys: [Key?]
@@ -246,8 +247,7 @@ struct CuckooMap<Key: EmbeddingTableKey> {
     var hashes: [UInt64]
     private(set) var count = 0
 
-    init(bucketCount: Int, seed: UInt64) {
-        self.seed = seed
+    init(bucketCount: Int) {
         self.bucketCount = bucketCount
         keys = Array(repeating: nil, count: bucketCount * Self.slotsPerBucket)
         rows = Array(repeating: -1, count: bucketCount * Self.slotsPerBucket)
@@ -393,7 +393,7 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
     public init(settings: EmbeddingTableSettings) throws {
         try settings.validate()
         self.settings = settings
-        map = CuckooMap(bucketCount: 16, seed: settings.seed)
+        map = CuckooMap(bucketCount: 16)
         generator = SeededGenerator(seed: settings.seed, stream: 0xC0C0)
         chunkRows = max(1, min(4096, (1 << 20) / settings.stride))
         directorySize = (settings.maxRows + chunkRows - 1) / chunkRows
@@ -402,7 +402,8 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
         sketch = Array(repeating: 0, count: Self.sketchBytes(settings))
     }
 
-    /// Bytes of the count-min sketch `settings` call for (none without `.minCount`).
+    /// Bytes of the count-min sketch `settings` call for: 4 rows of `sketchWidth` rounded up to a
+    /// power of two (none without `.minCount`).
     static func sketchBytes(_ settings: EmbeddingTableSettings) -> Int {
         guard case .minCount = settings.admission else { return 0 }
         return 4 * (1 << Int(ceil(log2(Double(settings.sketchWidth)))))
@@ -412,8 +413,6 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
         for c in 0..<directorySize { directory[c]?.deallocate() }
         directory.deallocate()
     }
-
-    private var sketchWidth: Int { 1 << Int(ceil(log2(Double(settings.sketchWidth)))) }
 
     @_specialize(where Key == String) @_specialize(where Key == UInt64)
     public func row(of key: Key) -> Int? {
@@ -474,7 +473,7 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
         var buckets = map.bucketCount * 2
         let limit = max(1 << 10, 4 * settings.maxRows)
         while buckets <= limit {
-            var bigger = CuckooMap<Key>(bucketCount: buckets, seed: settings.seed)
+            var bigger = CuckooMap<Key>(bucketCount: buckets)
             var ok = true
             map.forEach { key, h, r in if ok { ok = bigger.insert(key, hash: h, row: r, generator: &generator) } }
             if ok {
@@ -514,7 +513,7 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
             let u = Double(mix64(settings.seed ^ probabilityDraws &* 0x9E37_79B9_7F4A_7C15) >> 11) * 0x1.0p-53
             return u < p
         case .minCount(let n):
-            let width = sketchWidth
+            let width = sketch.count / 4
             var estimate = Int.max
             for d in 0..<4 {
                 let c = d * width + Int(mix64(h &+ UInt64(d) &* 0x9E37_79B9_7F4A_7C15) & UInt64(width - 1))
@@ -568,15 +567,21 @@ public final class CollisionlessEmbeddingTable<Key: EmbeddingTableKey>: Embeddin
 
     static var magic: [UInt8] { Array("AFFTABL1".utf8) }
 
+    /// The start of every table file: magic, kind (0 collisionless, 1 hashed), settings as JSON.
+    static func header(kind: UInt8, settings: EmbeddingTableSettings) -> Data {
+        var data = Data(magic)
+        data.append(kind)
+        let json = (try? JSONEncoder().encode(settings)) ?? Data()
+        UInt32(json.count).encode(into: &data)
+        data.append(json)
+        return data
+    }
+
     /// Header (magic, settings as JSON, counters), the sketch, then each held ID: key, last seen, row
     /// floats (vector and accumulator). Rows are renumbered on reading; only keys address them.
     public func encoded() -> Data {
         writerLock.locked {
-            var data = Data(Self.magic)
-            data.append(0)  // kind: collisionless
-            let json = (try? JSONEncoder().encode(settings)) ?? Data()
-            UInt32(json.count).encode(into: &data)
-            data.append(json)
+            var data = Self.header(kind: 0, settings: settings)
             for v in [UInt64(admittedTotal), UInt64(expiredTotal), UInt64(filteredTotal), probabilityDraws, UInt64(sketch.count), UInt64(map.count)] {
                 v.encode(into: &data)
             }
@@ -639,7 +644,12 @@ public final class HashedEmbeddingTable<Key: EmbeddingTableKey>: EmbeddingTable,
     private var seenIDs = Set<Key>()
 
     /// `rows` rows, each initialised as a collisionless table would initialise the ID-less row `r`.
-    public init(rows: Int, settings: EmbeddingTableSettings) throws {
+    public convenience init(rows: Int, settings: EmbeddingTableSettings) throws {
+        try self.init(rows: rows, settings: settings, initialise: true)
+    }
+
+    /// `initialise: false` leaves the rows zero (a reader fills them).
+    private init(rows: Int, settings: EmbeddingTableSettings, initialise: Bool) throws {
         try settings.validate()
         guard rows >= 1, rows <= settings.maxRows else {
             throw rows < 1 ? EmbeddingTableError.invalidSetting("a hashed table needs at least one row")
@@ -648,7 +658,8 @@ public final class HashedEmbeddingTable<Key: EmbeddingTableKey>: EmbeddingTable,
         self.settings = settings
         rowCount = rows
         storage = .allocate(capacity: rows * settings.stride)
-        for r in 0..<rows { initialiseRow(storage + r * settings.stride, settings: settings, keyHash: UInt64(r)) }
+        storage.initialize(repeating: 0, count: rows * settings.stride)
+        if initialise { for r in 0..<rows { initialiseRow(storage + r * settings.stride, settings: settings, keyHash: UInt64(r)) } }
     }
 
     deinit { storage.deallocate() }
@@ -681,11 +692,7 @@ public final class HashedEmbeddingTable<Key: EmbeddingTableKey>: EmbeddingTable,
 
     public func encoded() -> Data {
         lock.locked {
-            var data = Data(CollisionlessEmbeddingTable<Key>.magic)
-            data.append(1)  // kind: hashed
-            let json = (try? JSONEncoder().encode(settings)) ?? Data()
-            UInt32(json.count).encode(into: &data)
-            data.append(json)
+            var data = CollisionlessEmbeddingTable<Key>.header(kind: 1, settings: settings)
             UInt64(rowCount).encode(into: &data)
             UInt64(seenIDs.count).encode(into: &data)
             for key in seenIDs { key.encode(into: &data) }
@@ -699,7 +706,7 @@ public final class HashedEmbeddingTable<Key: EmbeddingTableKey>: EmbeddingTable,
         guard rows >= 1, rows <= UInt64(settings.maxRows), rows <= UInt64(bytes.count - offset) / UInt64(settings.stride * 4) else {
             throw EmbeddingTableError.corrupt("row count \(rows) is out of range for its \(bytes.count) bytes")
         }
-        let table = try HashedEmbeddingTable(rows: Int(rows), settings: settings)
+        let table = try HashedEmbeddingTable(rows: Int(rows), settings: settings, initialise: false)
         let ids = try TableReader.read(UInt64.self, bytes, &offset)
         guard ids <= UInt64(bytes.count - offset) else { throw EmbeddingTableError.corrupt("the data ends early") }
         for _ in 0..<Int(ids) { table.seenIDs.insert(try Key.decode(bytes, at: &offset)) }

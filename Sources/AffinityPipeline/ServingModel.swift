@@ -324,9 +324,9 @@ extension ServingModel {
         }
         var seen = history
         for i in disliked where inHistory.insert(i).inserted { seen.append(i) }
-        // A model that learns online ("learns_online") learns a known user's new events itself within
-        // its publish interval: its vector stands, and the events only leave their items out.
-        if let u = known, !added || trained.info["learns_online"] == "true" { return UserPlacement(subject: .user(u), history: history, seen: seen) }
+        // A model that learns online learns a known user's new events itself within its publish
+        // interval: its vector stands, and the events only leave their items out.
+        if let u = known, !added || trained.learnsOnline { return UserPlacement(subject: .user(u), history: history, seen: seen) }
         return UserPlacement(subject: history.isEmpty ? nil : .history(history), history: history, seen: seen)
     }
 }

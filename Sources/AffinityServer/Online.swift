@@ -235,26 +235,32 @@ public final class OnlineTrainer: @unchecked Sendable {
             next = try index.copy()
             let old = index.count
             for i in 0..<min(old, items.count) {
-                let v = Array(vectors.row(i))
-                let before = linked[(i * d)..<((i + 1) * d)]
-                var moved: Float = 0, length: Float = 0
-                for k in 0..<d { moved += (v[k] - before[before.startIndex + k]) * (v[k] - before[before.startIndex + k]); length += before[before.startIndex + k] * before[before.startIndex + k] }
-                let gone = withoutRow.contains(i)
-                if gone {
+                if withoutRow.contains(i) {
                     if !next.isDeleted(i) { try next.markDeleted(i) }
                     continue
                 }
-                let relink = next.isDeleted(i) || moved > settings.relinkThreshold * settings.relinkThreshold * max(length, 1e-12)
-                if moved > 0 || next.isDeleted(i) {
-                    try next.update(i, vector: v, relink: relink)
-                    if next.isDeleted(i) { try next.restore(i) }
-                    if relink { for k in 0..<d { linked[i * d + k] = v[k] } }
-                    if relink { changes.relinked += 1 } else { changes.moved += 1 }
+                // The squared move since the vector was last linked, against its squared length then.
+                var moved: Float = 0, length: Float = 0
+                for k in 0..<d {
+                    let now = vectors.values[i * d + k], then = linked[i * d + k]
+                    moved += (now - then) * (now - then)
+                    length += then * then
+                }
+                let wasDeleted = next.isDeleted(i)
+                guard moved > 0 || wasDeleted else { continue }
+                let relink = wasDeleted || moved > settings.relinkThreshold * settings.relinkThreshold * max(length, 1e-12)
+                let v = Array(vectors.row(i))
+                try next.update(i, vector: v, relink: relink)
+                if wasDeleted { try next.restore(i) }
+                if relink {
+                    linked.replaceSubrange((i * d)..<((i + 1) * d), with: v)
+                    changes.relinked += 1
+                } else {
+                    changes.moved += 1
                 }
             }
             if items.count > old {
-                var fresh = Matrix(rows: items.count - old, columns: d)
-                for r in 0..<fresh.rows { for k in 0..<d { fresh[r, k] = vectors[old + r, k] } }
+                let fresh = vectors.rows(old..<items.count)
                 try next.add(fresh)
                 for i in old..<items.count where withoutRow.contains(i) { try next.markDeleted(i) }
                 linked += fresh.values
@@ -267,8 +273,8 @@ public final class OnlineTrainer: @unchecked Sendable {
             linked = vectors.values
         }
         index = next
-        let info = ["learns_online": "true", "published_position": "\(position)",
-                    "positive_threshold": positiveThreshold.map { "\($0)" } ?? "none"]
+        let info = [TrainedModel.learnsOnlineKey: "true", "published_position": "\(position)",
+                    TrainedModel.positiveThresholdKey: TrainedModel.positiveThresholdValue(positiveThreshold)]
         let trained = TrainedModel(model: model, users: users, items: items, info: info)
         let serving = try ServingModel(trained: trained, index: items.count > 0 ? next : nil, buildIndex: false,
                                        searchParameters: settings.searchParameters)

@@ -232,7 +232,7 @@ func trainOnSplit(_ split: SplitFolder, model name: String, settings: [String: S
     }
     // The split's positive rule travels with the model: the server counts a rating event as a
     // positive by the same threshold.
-    if let threshold = split.positiveThreshold { info["positive_threshold"] = threshold.map { InteractionWriter.formatRating($0) } ?? "none" }
+    if let threshold = split.positiveThreshold { info[TrainedModel.positiveThresholdKey] = TrainedModel.positiveThresholdValue(threshold) }
     // Each item's latest training interaction rides in the catalog (items.json): freshness reads it.
     var itemCatalog = catalog ?? split.catalog
     if let lastSeen = ItemCatalog.lastSeen(in: split.train) {

@@ -59,7 +59,7 @@ struct TableBench: ParsableCommand {
         }
         // A reader during growth: a fresh table admits while a second thread looks up admitted IDs.
         let growing = try CollisionlessEmbeddingTable<UInt64>(settings: settings)
-        let progress = Progress()
+        let progress = SharedCounter()
         clock = Stopwatch()
         let readerResult = Parallelism.onOwnThreads(2) { t -> (Int, Int) in
             if t == 0 {
@@ -95,12 +95,4 @@ struct TableBench: ParsableCommand {
         }
         if shared > 0 || lost > 0 || readerResult.1 > 0 { throw ExitCode(1) }
     }
-}
-
-/// A counter one thread raises and another reads.
-private final class Progress: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
-    func set(_ v: Int) { lock.lock(); value = v; lock.unlock() }
-    func get() -> Int { lock.lock(); defer { lock.unlock() }; return value }
 }

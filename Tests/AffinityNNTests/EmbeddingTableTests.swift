@@ -49,7 +49,7 @@ private func settings(dimension: Int = 4, admission: EmbeddingTableSettings.Admi
         let n = 200_000
         let ids = randomIDs(n, seed: 11)
         let table = try CollisionlessEmbeddingTable<UInt64>(settings: settings(dimension: 2, maxRows: n))
-        let published = Published()
+        let published = SharedCounter()
         let results = onThreads(3) { t -> (lookups: Int, misses: Int) in
             if t == 0 {
                 for (i, id) in ids.enumerated() {
@@ -184,13 +184,8 @@ private func settings(dimension: Int = 4, admission: EmbeddingTableSettings.Admi
         data.replaceSubrange(rowsAt..<(rowsAt + 8), with: withUnsafeBytes(of: UInt64(500_000).littleEndian) { Data($0) })
         #expect { try EmbeddingTables.decode(data, as: String.self) } throws: { "\($0)".contains("out of range") }
         #expect(Array(UnsafeBufferPointer(start: back.vector(42), count: 8)) == Array(UnsafeBufferPointer(start: table.vector(42), count: 8)))
+        // A row that is not finite is refused on reading.
+        back.vector(3)[1] = .nan
+        #expect { try EmbeddingTables.decode(back.encoded(), as: String.self) } throws: { "\($0)".contains("not finite") }
     }
-}
-
-/// A counter one thread raises and others read.
-private final class Published: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = 0
-    func set(_ v: Int) { lock.lock(); value = v; lock.unlock() }
-    func get() -> Int { lock.lock(); defer { lock.unlock() }; return value }
 }
