@@ -106,3 +106,66 @@ public enum AtomicWrite {
         }
     }
 }
+
+/// Appends text to a new file through a 1 MiB buffer (for files too large to build as one
+/// string). Errors name the path. Call `close()` at the end; it flushes.
+public final class BufferedTextWriter {
+    public let path: String
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    private let capacity = 1 << 20
+    private var closed = false
+
+    /// Creates (or truncates) the file at `path`.
+    public init(path: String) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw DataError.writeFailed(path: path, reason: String(cString: strerror(errno))) }
+        buffer.reserveCapacity(capacity)
+    }
+
+    deinit { if !closed { Foundation.close(fd) } }
+
+    public func write(_ text: String) throws {
+        var text = text
+        text.withUTF8 { buffer.append(contentsOf: $0) }
+        if buffer.count >= capacity { try flush() }
+    }
+
+    /// Appends a whole number in decimal without going through a String.
+    public func write(_ value: Int64) throws {
+        var v = value.magnitude
+        if value < 0 { buffer.append(UInt8(ascii: "-")) }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            repeat { d[n] = UInt8(48 + v % 10); v /= 10; n += 1 } while v > 0
+            for k in stride(from: n - 1, through: 0, by: -1) { buffer.append(d[k]) }
+        }
+        if buffer.count >= capacity { try flush() }
+    }
+
+    public func write(byte: UInt8) { buffer.append(byte) }
+
+    public func flush() throws {
+        var offset = 0
+        while offset < buffer.count {
+            let n = buffer.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw DataError.writeFailed(path: path, reason: String(cString: strerror(errno)))
+            }
+            offset += n
+        }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    public func close() throws {
+        guard !closed else { return }
+        try flush()
+        closed = true
+        guard Foundation.close(fd) == 0 else { throw DataError.writeFailed(path: path, reason: String(cString: strerror(errno))) }
+    }
+}

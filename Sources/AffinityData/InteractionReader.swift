@@ -181,8 +181,56 @@ public enum InteractionReader {
     /// Reads interactions from `path` with `options`.
     public static func read(path: String, options: InteractionReadOptions) throws -> InteractionLog {
         let (file, dialect) = try resolve(path: path, format: options.format)
-        let bytes = try readMaybeCompressed(file)
-        return try parse(bytes, name: file, dialect: dialect, options: options)
+        return try parse(try LineSource.open(file), name: file, dialect: dialect, options: options)
+    }
+
+    /// Where a reader's lines come from: a plain file read in chunks (its text is never held
+    /// whole), or bytes in memory (a gzip file's decompressed bytes, a test's text).
+    public enum LineSource {
+        case bytes([UInt8])
+        case file(path: String, size: Int)
+
+        /// The file at `path`: streamed when plain, decompressed in memory when gzip.
+        public static func open(_ path: String) throws -> LineSource {
+            try TextScanner.checkFile(path)
+            var magic = [UInt8](repeating: 0, count: 2)
+            let got: Int = try {
+                guard let handle = FileHandle(forReadingAtPath: path) else {
+                    throw DataError.unreadable(path: path, reason: "cannot be read (permissions?)")
+                }
+                defer { try? handle.close() }
+                let head = (try? handle.read(upToCount: 2)) ?? Data()
+                for (k, b) in head.enumerated() { magic[k] = b }
+                return head.count
+            }()
+            if got == 2, magic == [0x1F, 0x8B] { return .bytes(try readMaybeCompressed(path)) }
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            return .file(path: path, size: size)
+        }
+
+        /// Bytes of text (for sizing the columns).
+        var byteCount: Int {
+            switch self {
+            case .bytes(let b): return b.count
+            case .file(_, let size): return size
+            }
+        }
+
+        /// Each line with its 1-based number; a UTF-8 byte-order mark (spreadsheet exports) is
+        /// removed from the first. Return false from `body` to stop.
+        func forEachLine(_ body: (Int, UnsafeBufferPointer<UInt8>) throws -> Bool) throws {
+            let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
+            func strip(_ number: Int, _ line: UnsafeBufferPointer<UInt8>) throws -> Bool {
+                if number == 1, line.count >= 3, line[0] == bom[0], line[1] == bom[1], line[2] == bom[2] {
+                    return try body(number, UnsafeBufferPointer(rebasing: line[3...]))
+                }
+                return try body(number, line)
+            }
+            switch self {
+            case .bytes(let bytes): try bytes.withUnsafeBufferPointer { try TextScanner.forEachLine($0, strip) }
+            case .file(let path, _): try TextScanner.forEachLine(inFile: path, strip)
+            }
+        }
     }
 
     /// Finds the file and dialect for a path and an optional format.
@@ -255,9 +303,11 @@ public enum InteractionReader {
 
     /// Guesses the MovieLens layout of a renamed file from its first line.
     private static func sniffMovieLens(_ path: String) throws -> Dialect {
-        let bytes = try readMaybeCompressed(path)
-        let firstLine = bytes.prefix { $0 != 0x0A }
-        let text = String(decoding: firstLine, as: UTF8.self)
+        var text = ""
+        try LineSource.open(path).forEachLine { _, line in
+            text = String(decoding: line, as: UTF8.self)
+            return false
+        }
         if text.contains("::") { return .movieLensDat }
         if text.contains("\t") { return .movieLens100K }
         if text.contains(",") { return .movieLensCSV }
@@ -266,6 +316,11 @@ public enum InteractionReader {
 
     /// Parses a file's bytes. `name` is used in messages.
     public static func parse(_ bytes: [UInt8], name: String, dialect: Dialect, options: InteractionReadOptions = .init()) throws -> InteractionLog {
+        try parse(.bytes(bytes), name: name, dialect: dialect, options: options)
+    }
+
+    /// Parses the lines of `source`. `name` is used in messages.
+    public static func parse(_ source: LineSource, name: String, dialect: Dialect, options: InteractionReadOptions = .init()) throws -> InteractionLog {
         if dialect.fixedLayout, options.columns != nil || options.header != .auto || options.delimiter != nil {
             throw DataError.invalidSetting(name: "columns", reason: "\(name) is a MovieLens \(dialect == .movieLensDat ? "ratings.dat" : "u.data") file with fixed columns; --columns, --header, --no-header and --delimiter do not apply")
         }
@@ -273,9 +328,9 @@ public enum InteractionReader {
             guard options.delimiter == nil, options.header == .auto else {
                 throw DataError.invalidSetting(name: "delimiter", reason: "\(name) is JSON Lines: --delimiter, --header and --no-header do not apply (keys name the columns)")
             }
-            return try parseJSONLines(bytes, name: name, columns: options.columns)
+            return try parseJSONLines(source, name: name, columns: options.columns)
         }
-        var builder = LogBuilder(estimate: bytes.count / 20)
+        var builder = LogBuilder(estimate: source.byteCount / 20)
         var expectedFields: Int?
         var sawFirstLine = false
         var fields: [Range<Int>] = []
@@ -290,11 +345,8 @@ public enum InteractionReader {
             return fields.map { String(decoding: UnsafeBufferPointer(rebasing: line[$0]), as: UTF8.self) }
         }
 
-        // A UTF-8 byte-order mark (spreadsheet exports) is not part of the first field.
-        let bom = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
-        try bytes.withUnsafeBufferPointer { whole in
-            let all = UnsafeBufferPointer(rebasing: whole[bom...])
-            try TextScanner.forEachLine(all) { lineNumber, line in
+        do {
+            try source.forEachLine { lineNumber, line in
                 if TextScanner.isBlank(line) { return true }
                 if !sawFirstLine {
                     sawFirstLine = true
@@ -351,8 +403,8 @@ public enum InteractionReader {
     /// without escapes are scanned in place (`FlatJSONObject`); any other line goes through
     /// Foundation's JSON parser, with the same results.
     /// `referenceOnly` sends every line through Foundation (the tests' reference for the fast path).
-    static func parseJSONLines(_ bytes: [UInt8], name: String, columns: ColumnSelection?, referenceOnly: Bool = false) throws -> InteractionLog {
-        var builder = LogBuilder(estimate: bytes.count / 60)
+    static func parseJSONLines(_ source: LineSource, name: String, columns: ColumnSelection?, referenceOnly: Bool = false) throws -> InteractionLog {
+        var builder = LogBuilder(estimate: source.byteCount / 60)
         if let columns, let positional = columns.roles.first(where: { if case .position = $0.1 { return true } else { return false } }) {
             throw DataError.invalidSetting(name: "columns", reason: "\(name) is JSON Lines: name the key of \(positional.0), not a position")
         }
@@ -360,9 +412,8 @@ public enum InteractionReader {
         var keys: [String?]? = nil
         var keyBytes: [[UInt8]?] = []
         var flat = FlatJSONObject()
-        let bom = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
-        try bytes.withUnsafeBufferPointer { whole in
-            try TextScanner.forEachLine(UnsafeBufferPointer(rebasing: whole[bom...])) { lineNumber, line in
+        do {
+            try source.forEachLine { lineNumber, line in
                 if TextScanner.isBlank(line) { return true }
                 let fast = !referenceOnly && flat.scan(line)
                 var object: [String: Any]? = nil

@@ -4,15 +4,76 @@ import Foundation
 enum TextScanner {
     /// Reads a whole file. The error names the path.
     static func readBytes(_ path: String) throws -> [UInt8] {
+        try checkFile(path)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw DataError.unreadable(path: path, reason: "cannot be read (permissions?)")
+        }
+        return [UInt8](data)
+    }
+
+    /// Checks that `path` is a readable file (not a folder); the error names the path.
+    static func checkFile(_ path: String) throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw DataError.unreadable(path: path, reason: "no such file")
         }
         guard !isDirectory.boolValue else { throw DataError.unreadable(path: path, reason: "is a folder, expected a file") }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw DataError.unreadable(path: path, reason: "cannot be read (permissions?)")
+    }
+
+    /// Calls `body(lineNumber, lineBytes)` for each line of the file at `path`, reading it in
+    /// chunks of `chunkBytes` so the text is never held whole (a line longer than a chunk grows
+    /// the buffer to hold it). Same lines and numbers as `forEachLine(_:_:)` over the file's bytes.
+    /// Return false from `body` to stop.
+    static func forEachLine(inFile path: String, chunkBytes: Int = 8 << 20, _ body: (Int, UnsafeBufferPointer<UInt8>) throws -> Bool) throws {
+        try checkFile(path)
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw DataError.unreadable(path: path, reason: "cannot be opened (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        var capacity = max(16, chunkBytes)
+        var buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+        defer { buffer.deallocate() }
+        var filled = 0
+        var lineNumber = 0
+        var stopped = false
+        // Hands the complete lines in buffer[0..<end] (end just after a newline, or the file's end) to body.
+        func lines(upTo end: Int) throws {
+            let region = UnsafeBufferPointer(start: buffer, count: end)
+            let first = lineNumber
+            try forEachLine(region) { k, line in
+                lineNumber = first + k
+                if try !body(lineNumber, line) { stopped = true; return false }
+                return true
+            }
         }
-        return [UInt8](data)
+        while !stopped {
+            if filled == capacity {
+                // One line fills the whole buffer: grow it.
+                let larger = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity * 2)
+                larger.update(from: buffer, count: filled)
+                buffer.deallocate()
+                buffer = larger
+                capacity *= 2
+            }
+            let n = read(fd, buffer + filled, capacity - filled)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw DataError.unreadable(path: path, reason: "read failed (\(String(cString: strerror(errno))))")
+            }
+            if n == 0 {
+                if filled > 0 { try lines(upTo: filled) }
+                return
+            }
+            filled += n
+            // The last newline (lines are short: this looks back a few bytes).
+            var last = filled - 1
+            while last >= 0 && buffer[last] != 0x0A { last -= 1 }
+            guard last >= 0 else { continue }
+            let end = last + 1
+            try lines(upTo: end)
+            let tail = filled - end
+            if tail > 0 { memmove(buffer, buffer + end, tail) }
+            filled = tail
+        }
     }
 
     /// Calls `body(lineNumber, lineBytes)` for each line (1-based numbers, `\n` or `\r\n` endings

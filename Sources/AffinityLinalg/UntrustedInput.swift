@@ -115,3 +115,19 @@ public enum RegularFileError: Error, CustomStringConvertible, Equatable {
         }
     }
 }
+
+/// The process's own memory use, for benchmarks and reports.
+public enum ProcessMemory {
+    /// The peak resident set size so far (bytes), from `getrusage` (Linux reports kilobytes,
+    /// Darwin bytes).
+    public static func peakResidentBytes() -> Int {
+        var usage = rusage()
+        #if canImport(Darwin)
+        guard getrusage(RUSAGE_SELF, &usage) == 0 else { return 0 }
+        return Int(usage.ru_maxrss)
+        #else
+        guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return 0 }
+        return Int(usage.ru_maxrss) * 1024
+        #endif
+    }
+}

@@ -1,4 +1,5 @@
 import AffinityData
+import AffinityLinalg
 import ArgumentParser
 import Foundation
 
@@ -22,12 +23,12 @@ struct DataCommand: ParsableCommand {
             let (log, seconds) = try timed { try input.read() }
             let stats = LogStatistics(log, positiveThreshold: minRating)
             if json {
-                struct Output: Encodable { var stats: LogStatistics; var loadSeconds: Double }
-                try printJSON(Output(stats: stats, loadSeconds: seconds))
+                struct Output: Encodable { var stats: LogStatistics; var loadSeconds: Double; var peakResidentBytes: Int }
+                try printJSON(Output(stats: stats, loadSeconds: seconds, peakResidentBytes: ProcessMemory.peakResidentBytes()))
                 return
             }
             print("file:            \(stats.source)")
-            print("rows:            \(stats.rows)   (loaded in \(String(format: "%.3f", seconds)) s)")
+            print("rows:            \(stats.rows)   (loaded in \(String(format: "%.3f", seconds)) s, peak memory \(MemoryBudget.describe(Double(ProcessMemory.peakResidentBytes()))))")
             print("users:           \(stats.users)")
             print("items:           \(stats.items)")
             print("distinct pairs:  \(stats.distinctPairs)   (\(stats.rows - stats.distinctPairs) repeated rows merged)")
@@ -50,11 +51,17 @@ struct DataCommand: ParsableCommand {
     struct Generate: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write the synthetic data set (planted clusters, power-law popularity, substitute pairs).",
-            discussion: "Writes OUT/ratings.tsv (user, item, rating, timestamp), OUT/items.tsv and\nOUT/truth.json (the planted structure)."
+            discussion: """
+            Writes OUT/ratings.tsv (user, item, rating, timestamp), OUT/items.tsv and OUT/truth.json (the
+            planted structure). Written as generated, user by user: memory grows with users and items, not
+            with interactions (--interactions 50000000 --users 1000000 --items 200000 holds about 60 MB).
+            Refused up front, with the estimate, when the disk lacks room for the files.
+            """
         )
         @Option(name: .long, help: "Output folder.") var out: String
         @Option(name: .long, help: "Number of users.") var users = 2_000
         @Option(name: .long, help: "Number of items.") var items = 1_000
+        @Option(name: .long, help: "Total interactions (default: about 30 per user, log-normal).") var interactions: Int?
         @Option(name: .long, help: "Number of taste clusters (genres).") var clusters = 8
         @Option(name: .long, help: "Planted substitute pairs (default: 40, at most items/4).") var substitutePairs: Int?
         @Option(name: .long, help: "Random seed.") var seed: UInt64 = 42
@@ -66,26 +73,73 @@ struct DataCommand: ParsableCommand {
             settings.items = items
             settings.clusters = clusters
             settings.seed = seed
+            settings.interactions = interactions
             settings.substitutePairs = substitutePairs ?? min(settings.substitutePairs, items / 4)
-            let data = try SyntheticGenerator.generate(settings)
-            let truth: [String: Any] = [
-                "clusters": data.clusterNames,
-                "user_cluster": data.userCluster,
-                "item_cluster": data.itemCluster,
-                "substitute_pairs": data.substitutes.map { [$0.0, $0.1] },
-            ]
-            let truthData = try JSONSerialization.data(withJSONObject: truth, options: [.sortedKeys])
+            try settings.validate()
+            try MemoryBudget.check(bytes: settings.streamingMemoryBytes, for: "generating \(users) users and \(items) items")
+            // About 34 bytes per interaction line (u1000000, i200000, rating, timestamp) and 14 per user in truth.json.
+            let expected = Double(interactions ?? users * settings.medianInteractionsPerUser * 6 / 5)
+            let need = expected * 34 + Double(users) * 14 + Double(items) * 60
+            let parent = (URL(fileURLWithPath: out).standardizedFileURL.deletingLastPathComponent()).path
+            if let free = (try? FileManager.default.attributesOfFileSystem(forPath: parent))?[.systemFreeSize] as? NSNumber,
+               need > free.doubleValue * 0.95 {
+                throw ValidationError("\(out) would need about \(MemoryBudget.describe(need)) of disk; \(parent) has \(MemoryBudget.describe(free.doubleValue)) free")
+            }
             // --force replaces only a folder this command wrote (ratings.tsv, items.tsv and truth.json).
             let generated: (String) -> Bool = { path in
                 ["ratings.tsv", "items.tsv", "truth.json"].allSatisfy { FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent($0)) }
             }
+            var written = 0, activeUsers = 0
+            var firstSeen: [Int32] = []   // items in order of first appearance (items.tsv's order)
+            let start = Date()
             try AtomicWrite.folder(out, overwrite: force, replaceable: generated) { tmp in
-                try Data(InteractionWriter.tsv(data.log, rows: Array(0..<data.log.count)).utf8)
-                    .write(to: URL(fileURLWithPath: tmp).appendingPathComponent("ratings.tsv"))
-                try Data(data.catalog.tsv(items: data.log.items.ids).utf8).write(to: URL(fileURLWithPath: tmp).appendingPathComponent("items.tsv"))
-                try truthData.write(to: URL(fileURLWithPath: tmp).appendingPathComponent("truth.json"))
+                let folder = URL(fileURLWithPath: tmp)
+                let ratings = try BufferedTextWriter(path: folder.appendingPathComponent("ratings.tsv").path)
+                let truth = try BufferedTextWriter(path: folder.appendingPathComponent("truth.json").path)
+                try ratings.write("user\titem\trating\ttimestamp\n")
+                var seen = [Bool](repeating: false, count: items)
+                var userHasRows = false
+                try truth.write("{\"user_cluster\":{")
+                let plan = try SyntheticGenerator.stream(settings) { u, cluster in
+                    try truth.write((u == 0 ? "" : ",") + "\"u\(u + 1)\":\(cluster)")
+                    userHasRows = false
+                } row: { u, item, rating, time in
+                    if !userHasRows { userHasRows = true; activeUsers += 1 }
+                    if !seen[item] { seen[item] = true; firstSeen.append(Int32(item)) }
+                    ratings.write(byte: UInt8(ascii: "u"))
+                    try ratings.write(Int64(u + 1))
+                    ratings.write(byte: 0x09)
+                    ratings.write(byte: UInt8(ascii: "i"))
+                    try ratings.write(Int64(item + 1))
+                    ratings.write(byte: 0x09)
+                    try ratings.write(Int64(rating))
+                    ratings.write(byte: 0x09)
+                    try ratings.write(time)
+                    ratings.write(byte: 0x0A)
+                    written += 1
+                }
+                try ratings.close()
+                // The rest of truth.json: the planted structure of items (keys in sorted order after user_cluster's).
+                func json(_ value: Any) throws -> String {
+                    String(decoding: try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]), as: UTF8.self)
+                }
+                try truth.write("}")
+                try truth.write(",\"clusters\":" + (try json(plan.clusterNames)))
+                try truth.write(",\"item_cluster\":{")
+                for i in plan.cluster.indices {
+                    try truth.write((i == 0 ? "" : ",") + "\"i\(i + 1)\":\(plan.cluster[i])")
+                }
+                try truth.write("},\"substitute_pairs\":" + (try json(plan.substitutes.map { ["i\($0.0 + 1)", "i\($0.1 + 1)"] })) + "}\n")
+                try truth.close()
+                let catalog = try BufferedTextWriter(path: folder.appendingPathComponent("items.tsv").path)
+                try catalog.write("item\ttitle\tgenres\n")
+                for i in firstSeen.map(Int.init) {
+                    try catalog.write("i\(i + 1)\t\(plan.titles[i])\t\(plan.clusterNames[plan.cluster[i]])\n")
+                }
+                try catalog.close()
             }
-            print("wrote \(data.log.count) interactions of \(data.log.userCount) users on \(data.log.itemCount) items to \(out)")
+            print(String(format: "wrote %d interactions of %d users on %d items to %@ in %.1f s (peak memory %@)", written, activeUsers, firstSeen.count, out,
+                         Date().timeIntervalSince(start), MemoryBudget.describe(Double(ProcessMemory.peakResidentBytes()))))
         }
     }
 

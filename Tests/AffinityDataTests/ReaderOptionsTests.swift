@@ -122,8 +122,8 @@ import AffinityLinalg
             lines.append("{" + fields.joined(separator: g.next(below: 2) == 0 ? ", " : ",") + "}")
         }
         let bytes = Array(lines.joined(separator: "\n").utf8)
-        let fast = try InteractionReader.parseJSONLines(bytes, name: "p.jsonl", columns: nil)
-        let reference = try InteractionReader.parseJSONLines(bytes, name: "p.jsonl", columns: nil, referenceOnly: true)
+        let fast = try InteractionReader.parseJSONLines(.bytes(bytes), name: "p.jsonl", columns: nil)
+        let reference = try InteractionReader.parseJSONLines(.bytes(bytes), name: "p.jsonl", columns: nil, referenceOnly: true)
         #expect(fast.users.ids == reference.users.ids && fast.items.ids == reference.items.ids)
         #expect(fast.userIndices == reference.userIndices && fast.itemIndices == reference.itemIndices)
         #expect(fast.ratings == reference.ratings && fast.timestamps == reference.timestamps)

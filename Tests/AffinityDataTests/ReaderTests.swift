@@ -3,6 +3,42 @@ import Testing
 @testable import AffinityData
 
 @Suite struct ReaderTests {
+    /// The chunked file reader (what `read(path:)` uses for plain files) against the in-memory
+    /// scan, its reference: same lines, same numbers, at chunk sizes that split lines, CR-LF pairs
+    /// and a byte-order mark, with and without a final newline, and a line longer than the chunk.
+    @Test func chunkedFileLinesMatchInMemoryLines() throws {
+        let folder = temporaryFolder()
+        let long = String(repeating: "x", count: 100)
+        let texts = ["\u{FEFF}user\titem\r\na\tb\r\n\n c\td\ne\t\(long)\nlast\tline",
+                     "a\tb\n", "", "\n\n", "only", "\u{FEFF}a\tb"]
+        for (t, text) in texts.enumerated() {
+            let path = write(text, to: folder, "t\(t).tsv")
+            var expected: [(Int, [UInt8])] = []
+            let bytes = Array(text.utf8)
+            try InteractionReader.LineSource.bytes(bytes).forEachLine { expected.append(($0, Array($1))); return true }
+            for chunk in [1, 2, 3, 7, 64, 1 << 20] {
+                var got: [(Int, [UInt8])] = []
+                try TextScanner.forEachLine(inFile: path, chunkBytes: chunk) { got.append(($0, Array($1))); return true }
+                if bytes.starts(with: [0xEF, 0xBB, 0xBF]), !got.isEmpty { got[0].1.removeFirst(3) }
+                #expect(got.map(\.0) == expected.map(\.0), "text \(t), chunk \(chunk)")
+                #expect(got.map(\.1) == expected.map(\.1), "text \(t), chunk \(chunk)")
+            }
+            // Stopping early stops the file reader too.
+            var seen = 0
+            try TextScanner.forEachLine(inFile: path, chunkBytes: 2) { _, _ in seen += 1; return false }
+            #expect(seen == min(1, expected.count))
+        }
+        // Read from a file: same log as parsed from memory, and errors name the streamed line.
+        let text = "user\titem\trating\n" + (1...5000).map { "u\($0 % 97)\ti\($0 % 301)\t\($0 % 5 + 1)" }.joined(separator: "\n")
+        let path = write(text, to: folder, "big.tsv")
+        let fromFile = try InteractionReader.read(path: path)
+        let fromMemory = try parse(text, name: path)
+        #expect(fromFile.userIndices == fromMemory.userIndices && fromFile.itemIndices == fromMemory.itemIndices)
+        #expect(fromFile.ratings == fromMemory.ratings && fromFile.count == 5000)
+        let bad = write(text + "\nu1\ti1\tfive\n", to: folder, "bad.tsv")
+        #expect(message { _ = try InteractionReader.read(path: bad) }?.contains("bad.tsv:5002: rating field is not a number") == true)
+    }
+
     @Test func protocolTSVWithHeaderBlankLinesAndCRLF() throws {
         let log = try parse("user\titem\trating\ttimestamp\r\nb\tx\t5\t100\r\n\n  \na\ty\t3.5\t90\nb\ty\t4\t80\n")
         #expect(log.count == 3)
