@@ -137,6 +137,7 @@ public final class SharedCounter: @unchecked Sendable {
     private var value = 0
     public init() {}
     public func set(_ v: Int) { lock.locked { value = v } }
+    public func add(_ v: Int) { lock.locked { value += v } }
     public func get() -> Int { lock.locked { value } }
 }
 

@@ -78,3 +78,101 @@ extension SparseMatrix {
         return m
     }
 }
+
+/// The Gram matrix XᵀX approximated as independence plus sparse deviations, for catalogues whose
+/// dense Gram does not fit (`SparseMatrix.prunedGram(keep:threads:)`).
+///
+/// Under independence, columns a and b would co-occur `s_a·s_b / U` times (s: column sums, U:
+/// rows). Each row keeps the exact Gram value of its `keep` entries that deviate most from that
+/// expectation, in either direction: pairs seen together far more than chance, and popular pairs
+/// seen together far less (never, for substitutes: EASE's anti-affinities). Any other entry reads
+/// as its expectation (`value(_:_:)` callers fill those in with `expected(_:_:)`).
+public struct PrunedGram: Sendable {
+    /// Row i's kept entries are `columns[rowPointers[i]..<rowPointers[i+1]]` with their exact
+    /// Gram values in `values`, largest deviation |G − s_i·s_c/U| first (ties: smaller column first).
+    public let rowPointers: [Int]
+    public let columns: [Int32]
+    public let values: [Float]
+    /// (XᵀX)[i, i] for every i.
+    public let diagonal: [Float]
+    /// Column sums of X (for a binary matrix: each item's number of users).
+    public let columnSums: [Float]
+    /// Rows of X (users).
+    public let rowCount: Int
+
+    /// The co-occurrence of a and b expected under independence.
+    @inline(__always) public func expected(_ a: Int, _ b: Int) -> Float {
+        rowCount > 0 ? columnSums[a] * columnSums[b] / Float(rowCount) : 0
+    }
+}
+
+extension SparseMatrix {
+    /// XᵀX as `PrunedGram`: per row, the `keep` entries deviating most from independence, chosen
+    /// among the columns that co-occur with it and the `keep` + 1 columns of largest sum (the only
+    /// ones whose absence can deviate much), without ever holding the dense Gram. Row i is
+    /// accumulated into one dense scratch row per thread over the users of item i, then selected.
+    /// Deterministic for any thread count (each row is independent; additions follow the CSR order).
+    /// - Complexity: O(Σ_u |u|² + columns·keep) time, O(columns·keep) memory (twice that while the
+    ///   rows are joined) plus O(columns) per thread.
+    public func prunedGram(keep: Int, threads: Int = 0) -> PrunedGram {
+        precondition(keep >= 0, "keep must not be negative")
+        let n = columnCount
+        let t = transposed()
+        let sums = (0..<n).map { c in t.values[t.rowPointers[c]..<t.rowPointers[c + 1]].reduce(Float(0), +) }
+        let byCount: [Int] = (0..<n).sorted { (a: Int, b: Int) -> Bool in sums[a] != sums[b] ? sums[a] > sums[b] : a < b }
+        let popular: [Int32] = byCount.prefix(keep + 1).map { Int32($0) }   // + 1: a row's own column may be among them
+        let users = Float(max(1, rowCount))
+        var keptColumns = [[Int32]](repeating: [], count: n)
+        var keptValues = [[Float]](repeating: [], count: n)
+        var diagonal = [Float](repeating: 0, count: n)
+        keptColumns.withUnsafeMutableBufferPointer { columnBuffer in
+          keptValues.withUnsafeMutableBufferPointer { valueBuffer in
+            diagonal.withUnsafeMutableBufferPointer { diagonalBuffer in
+                let outColumns = SharedMutableBuffer(columnBuffer), outValues = SharedMutableBuffer(valueBuffer)
+                let diag = SharedMutableBuffer(diagonalBuffer)
+                Parallelism.forEachRange(n, grain: 32, threads: threads) { range in
+                    var accumulator = [Float](repeating: 0, count: n)
+                    var touched = [Bool](repeating: false, count: n)
+                    var list: [Int32] = []
+                    var selector = TopKSelector(k: keep)
+                    for i in range {
+                        list.removeAll(keepingCapacity: true)
+                        for q in t.rowPointers[i]..<t.rowPointers[i + 1] {
+                            let u = Int(t.columns[q])
+                            let xui = t.values[q]
+                            for p in rowPointers[u]..<rowPointers[u + 1] {
+                                let c = Int(columns[p])
+                                if !touched[c] { touched[c] = true; list.append(Int32(c)) }
+                                accumulator[c] += xui * values[p]
+                            }
+                        }
+                        for c in popular where !touched[Int(c)] { touched[Int(c)] = true; list.append(c) }
+                        diag.base[i] = accumulator[i]
+                        selector.reset(k: keep)
+                        let si = sums[i] / users
+                        for c in list where Int(c) != i {
+                            selector.push(index: Int(c), score: abs(accumulator[Int(c)] - si * sums[Int(c)]))
+                        }
+                        let best = selector.sortedResults()
+                        outColumns.base[i] = best.map { Int32($0.index) }
+                        outValues.base[i] = best.map { accumulator[$0.index] }
+                        for c in list { accumulator[Int(c)] = 0; touched[Int(c)] = false }
+                    }
+                }
+            }
+          }
+        }
+        var pointers = [Int](repeating: 0, count: n + 1)
+        for i in 0..<n { pointers[i + 1] = pointers[i] + keptColumns[i].count }
+        var cols = [Int32](), vals = [Float]()
+        cols.reserveCapacity(pointers[n])
+        vals.reserveCapacity(pointers[n])
+        for i in 0..<n {
+            cols.append(contentsOf: keptColumns[i])
+            vals.append(contentsOf: keptValues[i])
+            keptColumns[i] = []
+            keptValues[i] = []
+        }
+        return PrunedGram(rowPointers: pointers, columns: cols, values: vals, diagonal: diagonal, columnSums: sums, rowCount: rowCount)
+    }
+}

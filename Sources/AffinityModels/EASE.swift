@@ -75,7 +75,7 @@ public struct EASE: PersistableRecommender, ExplainableRecommender, AntiAffinity
         let need = 3.0 * Double(n) * Double(n) * 4 / 1e9
         let limit = configuration.maxMemoryGB > 0 ? configuration.maxMemoryGB : Double(ProcessInfo.processInfo.physicalMemory) / 2e9
         guard need <= limit else {
-            throw ModelError.tooLarge(String(format: "EASE on %d items needs about %.1f GB (3 dense %dx%d float matrices); the limit is %.1f GB. Filter rare items, or raise maxMemoryGB.", n, need, n, n, limit))
+            throw ModelError.tooLarge(String(format: "EASE on %d items needs about %.1f GB (3 dense %dx%d float matrices); the limit is %.1f GB. Use --model-type sparse-ease (each column restricted to its strongest co-occurrences), filter rare items, or raise maxMemoryGB.", n, need, n, n, limit))
         }
         var gram = x.gram(threads: configuration.threads)
         gram.addToDiagonal(Float(configuration.lambda))

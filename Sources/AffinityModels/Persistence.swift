@@ -333,7 +333,7 @@ public protocol ItemContentRecommender {}
 
 /// The models this build knows, by CLI name.
 public enum ModelRegistry {
-    public static let types: [any PersistableRecommender.Type] = [Popularity.self, ItemKNN.self, EASE.self, ALS.self, BPR.self, TwoTower.self, Item2Vec.self, SASRec.self, VQRec.self, LightGCN.self, AMPCF.self, TextKNN.self, OnlineMF.self]
+    public static let types: [any PersistableRecommender.Type] = [Popularity.self, ItemKNN.self, EASE.self, SparseEASE.self, ALS.self, BPR.self, TwoTower.self, Item2Vec.self, SASRec.self, VQRec.self, LightGCN.self, AMPCF.self, TextKNN.self, OnlineMF.self]
     public static var names: [String] { types.map { $0.modelType } }
     public static func type(named name: String) -> (any PersistableRecommender.Type)? {
         types.first { $0.modelType == name }

@@ -289,6 +289,25 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
         let dense = x.dense()
         let want = dense.multiplied(by: dense, transposeSelf: true, threads: 1)
         #expect(x.gram(threads: 2).maxAbsDifference(want) < 1e-4)
+        // The pruned Gram: the diagonal, and each row's `keep` off-diagonal entries farthest from
+        // independence among the co-occurring and the `keep` + 1 largest columns (ties: smaller column
+        // first), with their exact values, for 1 and 2 threads.
+        let sums = (0..<37).map { c in (0..<50).reduce(Float(0)) { $0 + dense[$1, c] } }
+        for keep in [0, 3, 40] {
+            let popular = Set((0..<37).sorted { sums[$0] != sums[$1] ? sums[$0] > sums[$1] : $0 < $1 }.prefix(keep + 1))
+            for threads in [1, 2] {
+                let pruned = x.prunedGram(keep: keep, threads: threads)
+                for i in 0..<37 {
+                    #expect(pruned.diagonal[i] == want[i, i])
+                    let deviation = { (c: Int) in abs(want[i, c] - sums[i] / 50 * sums[c]) }
+                    let expected = (0..<37).filter { $0 != i && (want[i, $0] != 0 || popular.contains($0)) }
+                        .sorted { deviation($0) != deviation($1) ? deviation($0) > deviation($1) : $0 < $1 }.prefix(keep)
+                    let got = pruned.rowPointers[i]..<pruned.rowPointers[i + 1]
+                    #expect(pruned.columns[got].map { Int($0) } == Array(expected), "row \(i), keep \(keep)")
+                    #expect(pruned.values[got].map { $0 } == expected.map { want[i, $0] })
+                }
+            }
+        }
         let b = Matrix.random(rows: 37, columns: 9, seed: 1)
         #expect(x.multiplied(by: b, threads: 2).maxAbsDifference(dense.multiplied(by: b, threads: 1)) < 1e-4)
     }

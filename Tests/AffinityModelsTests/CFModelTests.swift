@@ -80,6 +80,76 @@ import AffinityTestSupport
     }
 }
 
+@Suite struct SparseEASETests {
+    @Test func conformance() throws {
+        try RecommenderConformance.check { try SparseEASE.fit($0, settings: ["lambda": "1", "neighbors": "6", "gramKeep": "10"]) }
+    }
+
+    /// With every other item in each support and nothing pruned, the restricted regressions are
+    /// exact EASE: the dense model is the reference.
+    @Test func fullSupportIsExactEASE() throws {
+        let x = RecommenderConformance.randomInteractions(users: 50, items: 18, perUser: 6, seed: 11)
+        let dense = try EASE.fit(x, settings: ["lambda": "2"])
+        for threads in ["1", "2"] {
+            let sparse = try SparseEASE.fit(x, settings: ["lambda": "2", "neighbors": "17", "gramKeep": "17", "threads": threads])
+            #expect(sparse.repairedColumns == 0)
+            for i in 0..<18 {
+                #expect(sparse.weight(from: i, to: i) == 0)
+                for j in 0..<18 where i != j {
+                    #expect(abs(sparse.weight(from: i, to: j) - dense.weights[i, j]) < 1e-4, "B[\(i),\(j)]")
+                }
+            }
+            for u in [0, 13, 41] {
+                let a = sparse.scores(forUser: u), b = dense.scores(forUser: u)
+                #expect(zip(a, b).allSatisfy { abs($0 - $1) < 1e-3 })
+                #expect(sparse.scores(forHistory: sparse.seenItems(ofUser: u)) == a)
+            }
+        }
+    }
+
+    /// Restricted supports: each column holds its `neighbors` strongest co-occurrences, never
+    /// itself; explanations sum to the score; the planted substitutes are anti-affine; a file
+    /// round-trip keeps every weight; the same model for 1 and 2 threads.
+    @Test func restrictedSupportsKeepEASEsShape() throws {
+        var rows: [Int32] = [], cols: [Int32] = []
+        var g = SeededGenerator(seed: 5)
+        for u in 0..<300 {
+            let pick: Int32 = u % 2 == 0 ? 0 : 1
+            rows.append(Int32(u)); cols.append(pick)
+            for _ in 0..<4 { rows.append(Int32(u)); cols.append(Int32(2 + g.next(below: 20))) }
+        }
+        let x = SparseMatrix(rowCount: 300, columnCount: 22, rows: rows, cols: cols).binarized()
+        let model = try SparseEASE.fit(x, settings: ["lambda": "10", "neighbors": "8", "gramKeep": "12", "threads": "1"])
+        let twin = try SparseEASE.fit(x, settings: ["lambda": "10", "neighbors": "8", "gramKeep": "12", "threads": "2"])
+        #expect(model.weights == twin.weights)
+        let columnSizes = model.weights.transposed().columnCounts()
+        #expect(columnSizes.allSatisfy { $0 == 0 } == false)
+        #expect((0..<22).allSatisfy { model.weights.transposed().rowLength($0) <= 8 && model.weight(from: $0, to: $0) == 0 })
+        let scores = model.scores(forUser: 4)
+        for item in 0..<22 {
+            let parts = try model.explain(user: 4, item: item)
+            #expect(abs(parts.reduce(0) { $0 + $1.weight } - scores[item]) < 1e-4)
+        }
+        #expect(try model.antiAffinities(of: 0, k: 1).first?.item == 1)
+        let similar = try model.similarItems(to: 3, k: 5)
+        #expect(!similar.isEmpty && similar.allSatisfy { $0.index != 3 && $0.score > 0 })
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sparse-ease-\(UInt32.random(in: 0...UInt32.max))").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try TrainedModel(model: model, users: IDVocabulary((0..<300).map { "u\($0)" }), items: IDVocabulary((0..<22).map { "i\($0)" }))
+            .save(to: folder)
+        let loaded = try TrainedModel.load(from: folder)
+        #expect(loaded.model.scores(forUser: 4) == scores)
+        #expect((loaded.model as? SparseEASE)?.weights == model.weights)
+    }
+
+    @Test func refusesWithTheEstimate() {
+        let x = SparseMatrix(rowCount: 1, columnCount: 2_000_000, rows: [0], cols: [0])
+        let text = message { _ = try SparseEASE.fit(x, settings: ["neighbors": "1024", "gramKeep": "4096"]) }
+        #expect(text?.contains("sparse-ease on 2000000 items with neighbors=1024, gramKeep=4096 would need about") == true)
+        #expect(message { _ = try SparseEASE.fit(x, settings: ["neighbors": "64", "gramKeep": "8"]) }?.contains("gramKeep") == true)
+    }
+}
+
 @Suite struct ALSTests {
     /// The exact user solve against the normal equations written out densely in Double.
     @Test func userSolveMatchesNormalEquations() throws {
