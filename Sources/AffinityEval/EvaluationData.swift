@@ -21,9 +21,9 @@ public struct EvaluationData: Sendable {
     /// users x items, binary: excluded from each user's ranking.
     public let history: SparseMatrix
     /// Internal indexes of evaluated users (those with at least one usable test item), ascending.
-    public let evaluatedUsers: [Int]
+    public private(set) var evaluatedUsers: [Int]
     /// Test items of each evaluated user, sorted and unique (parallel to `evaluatedUsers`).
-    public let testItems: [[Int32]]
+    public private(set) var testItems: [[Int32]]
     /// Rows and users that could not be evaluated, with the reason as key.
     public let skipped: [String: Int]
 
@@ -47,6 +47,19 @@ public struct EvaluationData: Sendable {
         evaluatedUsers = evaluated
         testItems = truth
         skipped = inHistory > 0 ? ["test_rows_in_history": inHistory] : [:]
+    }
+
+    /// This evaluation on `count` of its users drawn at random (seeded; every user when there are
+    /// no more than `count`), still in ascending order: for timing and quick checks on data sets
+    /// with millions of users. Metrics of a sample estimate those of all users.
+    public func sampling(users count: Int, seed: UInt64) -> EvaluationData {
+        guard count >= 0, count < evaluatedUsers.count else { return self }
+        var rng = SeededGenerator(seed: seed)
+        let chosen = rng.permutation(evaluatedUsers.count).prefix(count).sorted()
+        var out = self
+        out.evaluatedUsers = chosen.map { evaluatedUsers[$0] }
+        out.testItems = chosen.map { testItems[$0] }
+        return out
     }
 
     /// Builds the evaluation of `split` in the index space of `users` and `items` (a trained

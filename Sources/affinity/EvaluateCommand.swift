@@ -29,6 +29,7 @@ struct EvaluateCommand: ParsableCommand {
     @Option(name: .long, help: "Cutoffs K, comma-separated.") var cutoffs = "10,20,50"
     @Option(name: .long, help: "test (valid.tsv joins the history when present) or valid.") var target: EvaluationTarget = .test
     @Option(name: .long, help: "Threads (0 = all cores).") var threads = 0
+    @Option(name: .long, help: "Evaluate this many users drawn at random (seed 42) instead of all: for timing and quick checks on millions of users.") var sampleUsers: Int?
     @Option(name: .long, help: "Also write each user's metrics to this TSV file.") var perUser: String?
     @Option(name: .long, help: "Also write each user's top-K list (largest cutoff) as user<TAB>item<TAB>rank TSV.") var writeRecs: String?
     @Option(name: .long, help: ArgumentHelp("A re-ranking stage after the model, applied in order (repeatable): \(ReRankerSpec.names.joined(separator: ", ")), with settings, e.g. mmr:lambda=0.5.",
@@ -46,6 +47,7 @@ struct EvaluateCommand: ParsableCommand {
         }
         if pipeline != nil && !rerank.isEmpty { throw ValidationError("--rerank applies to a model; a pipeline file lists its own re-rankers") }
         if pipeline == nil && writeFeatures != nil { throw ValidationError("--write-features needs --pipeline") }
+        if let sampleUsers, sampleUsers < 1 { throw ValidationError("--sample-users must be at least 1, got \(sampleUsers)") }
         if let modelType, ModelRegistry.type(named: modelType) == nil {
             throw ValidationError("unknown model type '\(modelType)'; known: \(ModelRegistry.names.joined(separator: ", "))")
         }
@@ -76,9 +78,9 @@ struct EvaluateCommand: ParsableCommand {
                                       keepPerUser: perUser != nil, keepRankings: writeRecs != nil)
         let stages = try rerank.map { try ReRankerSpec(parsing: $0) }
         let (report, data) = if let built {
-            try evaluate(built, trained: trained, on: folder, evaluator: evaluator, target: target)
+            try evaluate(built, trained: trained, on: folder, evaluator: evaluator, target: target, sample: sampleUsers)
         } else {
-            try evaluate(trained, on: folder, evaluator: evaluator, target: target, rerank: stages, pool: pool)
+            try evaluate(trained, on: folder, evaluator: evaluator, target: target, rerank: stages, pool: pool, sample: sampleUsers)
         }
         if let writeFeatures, let built {
             try writeCandidateFeatures(built, trained: trained, data: data, catalog: trained.catalog.map { $0.filling(from: folder.catalog) } ?? folder.catalog, to: writeFeatures)

@@ -322,9 +322,11 @@ func readUserFeatures(_ path: String) throws -> [String: [String]] {
 }
 
 /// Evaluates a trained model on a split with the project's evaluator.
+/// `sample`: evaluate that many of the users, drawn with `EvaluationData.sampling` (seed 42).
 func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluator, target: EvaluationTarget,
-              rerank: [ReRankerSpec] = [], pool: Int = 100) throws -> (EvaluationReport, EvaluationData) {
-    let data = try EvaluationData(split: split, users: trained.users, items: trained.items, target: target)
+              rerank: [ReRankerSpec] = [], pool: Int = 100, sample: Int? = nil) throws -> (EvaluationReport, EvaluationData) {
+    let all = try EvaluationData(split: split, users: trained.users, items: trained.items, target: target)
+    let data = sample.map { all.sampling(users: $0, seed: 42) } ?? all
     guard !data.evaluatedUsers.isEmpty else {
         throw CommandError("\(split.path): no user of its \(target.rawValue) file is known to the model with a test item it can rank (\(trained.users.count) users, \(trained.items.count) items): nothing to evaluate. Was the model trained on this split?")
     }
@@ -361,8 +363,9 @@ func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluat
 /// Evaluates a pipeline's lists: each evaluated user as trained (the retrievers' shared users),
 /// their history excluded and handed to the re-rankers.
 func evaluate(_ pipeline: Pipeline, trained: TrainedModel, on split: SplitFolder, evaluator: Evaluator,
-              target: EvaluationTarget) throws -> (EvaluationReport, EvaluationData) {
-    let data = try EvaluationData(split: split, users: trained.users, items: trained.items, target: target)
+              target: EvaluationTarget, sample: Int? = nil) throws -> (EvaluationReport, EvaluationData) {
+    let all = try EvaluationData(split: split, users: trained.users, items: trained.items, target: target)
+    let data = sample.map { all.sampling(users: $0, seed: 42) } ?? all
     guard !data.evaluatedUsers.isEmpty else {
         throw CommandError("\(split.path): no user of its \(target.rawValue) file is known to the pipeline's models: nothing to evaluate")
     }
