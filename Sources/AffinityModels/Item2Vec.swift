@@ -8,7 +8,12 @@ import Foundation
 /// rate decaying linearly to `minLearningRate`). A user is the mean of their items' normalised
 /// vectors, so a score is the mean cosine similarity to the user's items.
 ///
-/// Training is one seeded sequential pass per epoch, so the same seed gives the same model.
+/// Training runs on `threads` threads the way word2vec and gensim do it ("Hogwild"): the sequences
+/// are cut into one contiguous shard per thread (equal token counts), each thread walks its shard
+/// with its own seeded random stream and updates the shared vectors without locks (a lost update
+/// now and then is part of the method), and its learning rate decays with its own shard's
+/// progress. With `threads=1` it is one seeded sequential pass per epoch: the same seed gives the
+/// same model, bit for bit; with more threads the result varies slightly between runs.
 public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
     public struct Configuration: ModelConfiguration {
         /// One line per setting for `affinity train --help`.
@@ -21,6 +26,7 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
             "learningRate": "initial step size",
             "minLearningRate": "final step size (linear decay)",
             "seed": "initialisation and sampling",
+            "threads": "0 = all cores; 1 = deterministic",
         ]
 
         public var dimension: Int = 64
@@ -36,6 +42,8 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
         public var learningRate: Double = 0.025
         public var minLearningRate: Double = 0.0001
         public var seed: UInt64 = 42
+        /// Training threads (0 = all cores). 1 is the deterministic sequential pass.
+        public var threads: Int = 0
 
         public init() {}
         public func validate() throws {
@@ -97,55 +105,73 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
             }
         }
         let totalSteps = Double(max(1, c.epochs)) * total
-        var processed = 0.0
-        var hidden = [Float](repeating: 0, count: d)
-        var reporter = ProgressReporter(progress, model: modelType, epochs: c.epochs, exampleName: "tokens")
         let tokensPerEpoch = Int(total)
+        // One contiguous shard of sequences per thread, with about equal token counts.
+        let threads = max(1, min(Parallelism.resolve(c.threads), sequences.count))
+        var shards: [Range<Int>] = []
+        var shardStart = 0, cumulativeTokens = 0
+        for (s, sequence) in sequences.enumerated() {
+            cumulativeTokens += sequence.count
+            if shards.count < threads - 1, cumulativeTokens * threads >= (shards.count + 1) * tokensPerEpoch {
+                shards.append(shardStart..<(s + 1))
+                shardStart = s + 1
+            }
+        }
+        shards.append(shardStart..<sequences.count)
+        let shardRanges = shards, unigramTable = table
+        let reporter = ReporterBox(ProgressReporter(progress, model: modelType, epochs: c.epochs, exampleName: "tokens"))
         for epoch in 0..<c.epochs {
-            var eg = SeededGenerator(seed: c.seed, stream: UInt64(epoch + 1))
-            var done = 0
-            input.withUnsafeMutableBufferPointer { w in
-                output.withUnsafeMutableBufferPointer { o in
-                    hidden.withUnsafeMutableBufferPointer { e in
-                        for (s, sequence) in sequences.enumerated() {
-                            processed += Double(sequence.count)
-                            done += sequence.count
-                            if s & 255 == 0 {
-                                reporter.during(epoch: epoch + 1, fraction: Double(done) / Double(max(1, tokensPerEpoch)),
-                                                examples: epoch * tokensPerEpoch + done)
-                            }
-                            let alpha = Float(max(c.minLearningRate, c.learningRate - (c.learningRate - c.minLearningRate) * processed / totalSteps))
-                            let kept = sequence.filter { keep[$0] >= 1 || eg.nextDouble() < keep[$0] }
-                            for (position, center) in kept.enumerated() {
-                                let reduced = eg.next(below: c.window)
-                                let lo = max(0, position - c.window + reduced), hi = min(kept.count - 1, position + c.window - reduced)
-                                guard lo <= hi else { continue }
-                                for p in lo...hi where p != position {
-                                    // gensim's skip-gram trains the context word's input vector to predict the centre.
-                                    let word = kept[p]
-                                    let wv = w.baseAddress! + word * d
-                                    for k in 0..<d { e[k] = 0 }
-                                    for s in 0...c.negatives {
-                                        let target: Int
-                                        let label: Float
-                                        if s == 0 {
-                                            target = center
-                                            label = 1
-                                        } else {
-                                            target = Int(table[eg.next(below: tableSize)])
-                                            if target == center { continue }
-                                            label = 0
+            input.withUnsafeMutableBufferPointer { inputBuffer in
+                output.withUnsafeMutableBufferPointer { outputBuffer in
+                    let w = SharedMutableBuffer(inputBuffer), o = SharedMutableBuffer(outputBuffer)
+                    Parallelism.forEachChunk(shardRanges.count, threads: shardRanges.count) { worker in
+                        let shard = shardRanges[worker]
+                        let shardTokens = sequences[shard].reduce(0) { $0 + $1.count }
+                        var eg = SeededGenerator(seed: c.seed, stream: UInt64(epoch + 1) &+ (UInt64(worker) << 32))
+                        var hidden = [Float](repeating: 0, count: d)
+                        var done = 0
+                        hidden.withUnsafeMutableBufferPointer { e in
+                            for s in shard {
+                                let sequence = sequences[s]
+                                done += sequence.count
+                                if worker == 0 && (s - shard.lowerBound) & 255 == 0 {
+                                    let fraction = Double(done) / Double(max(1, shardTokens))
+                                    reporter.during(epoch: epoch + 1, fraction: fraction,
+                                                    examples: epoch * tokensPerEpoch + Int(fraction * Double(tokensPerEpoch)))
+                                }
+                                // The learning rate follows this shard's progress (the whole pass when there is one shard).
+                                let progressed = Double(epoch) * total
+                                    + (shardRanges.count == 1 ? Double(done) : Double(done) * total / Double(max(1, shardTokens)))
+                                let alpha = Float(max(c.minLearningRate, c.learningRate - (c.learningRate - c.minLearningRate) * progressed / totalSteps))
+                                let kept = sequence.filter { keep[$0] >= 1 || eg.nextDouble() < keep[$0] }
+                                for (position, center) in kept.enumerated() {
+                                    let reduced = eg.next(below: c.window)
+                                    let lo = max(0, position - c.window + reduced), hi = min(kept.count - 1, position + c.window - reduced)
+                                    guard lo <= hi else { continue }
+                                    for p in lo...hi where p != position {
+                                        // gensim's skip-gram trains the context word's input vector to predict the centre.
+                                        let wv = w.base.baseAddress! + kept[p] * d
+                                        for k in 0..<d { e[k] = 0 }
+                                        for s in 0...c.negatives {
+                                            let target: Int
+                                            let label: Float
+                                            if s == 0 {
+                                                target = center
+                                                label = 1
+                                            } else {
+                                                target = Int(unigramTable[eg.next(below: tableSize)])
+                                                if target == center { continue }
+                                                label = 0
+                                            }
+                                            let ov = o.base.baseAddress! + target * d
+                                            let gradient = (label - sigmoid(Kernels.dot(wv, ov, count: d))) * alpha
+                                            for k in 0..<d {
+                                                e[k] += gradient * ov[k]
+                                                ov[k] += gradient * wv[k]
+                                            }
                                         }
-                                        let ov = o.baseAddress! + target * d
-                                        var dot: Float = 0
-                                        for k in 0..<d { dot += wv[k] * ov[k] }
-                                        let gradient = (label - sigmoid(dot)) * alpha
-                                        for k in 0..<d {
-                                            e[k] += gradient * ov[k]
-                                            ov[k] += gradient * wv[k]
-                                        }
+                                        for k in 0..<d { wv[k] += e[k] }
                                     }
-                                    for k in 0..<d { wv[k] += e[k] }
                                 }
                             }
                         }
@@ -180,6 +206,17 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
             for i in h { for k in 0..<d { out.values[u * d + k] += w * items.values[i * d + k] } }
         }
         return out
+    }
+
+    /// The progress reporter shared by the training threads (thread 0 reports inside an epoch).
+    private final class ReporterBox: @unchecked Sendable {
+        private var reporter: ProgressReporter
+        private let lock = NSLock()
+        init(_ reporter: ProgressReporter) { self.reporter = reporter }
+        func during(epoch: Int, fraction: Double, examples: Int) {
+            lock.locked { reporter.during(epoch: epoch, fraction: fraction, examples: examples) }
+        }
+        func endOfEpoch(_ epoch: Int, examples: Int) { lock.locked { reporter.endOfEpoch(epoch, examples: examples) } }
     }
 
     @inline(__always) private static func sigmoid(_ x: Float) -> Float {

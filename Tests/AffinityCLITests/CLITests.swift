@@ -72,6 +72,31 @@ func tempDir() -> String {
         #expect(lines[2].split(separator: " ").first == "1")
     }
 
+    /// Issue "Scale and speed": `data generate --interactions` writes exactly that many rows,
+    /// streamed (truth.json names every user's cluster), `evaluate --sample-users` evaluates that
+    /// many users, and sparse-ease trains and evaluates from the CLI.
+    @Test func scaleCommandsOnGeneratedData() throws {
+        let dir = tempDir()
+        var r = try CLI.run("data", "generate", "--out", dir + "/data", "--users", "400", "--items", "300", "--interactions", "9000")
+        #expect(r.status == 0 && r.stdout.contains("wrote 9000 interactions of 400 users"), "\(r.stdout)\(r.stderr)")
+        let lines = try String(contentsOfFile: dir + "/data/ratings.tsv", encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 9001 && lines[0] == "user\titem\trating\ttimestamp")
+        let truth = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/data/truth.json"))) as! [String: Any]
+        #expect((truth["user_cluster"] as? [String: Int])?.count == 400 && (truth["item_cluster"] as? [String: Int])?.count == 300)
+        #expect((truth["substitute_pairs"] as? [[String]])?.count == 40 && (truth["clusters"] as? [String])?.count == 8)
+        r = try CLI.run("data", "generate", "--out", dir + "/bad", "--users", "400", "--items", "300", "--interactions", "10")
+        #expect(r.status != 0 && r.stderr.contains("interactions"), "\(r.stderr)")
+        r = try CLI.run("split", "--input", dir + "/data/ratings.tsv", "--strategy", "holdout", "--out", dir + "/split")
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try CLI.run("evaluate", "--split", dir + "/split", "--model-type", "sparse-ease", "--set", "neighbors=32", "--set", "gramKeep=64",
+                        "--sample-users", "50", "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        let report = (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any])["report"] as! [String: Any]
+        #expect(report["evaluatedUsers"] as? Int == 50, "\(report.keys.sorted())")
+        r = try CLI.run("evaluate", "--split", dir + "/split", "--model-type", "popularity", "--sample-users", "0")
+        #expect(r.status != 0 && r.stderr.contains("--sample-users"))
+    }
+
     /// Issue "Learning while serving": the stream replay end to end on generated data, and its and
     /// `serve --online`'s refusals.
     @Test func streamReplayAndOnlineOptions() throws {

@@ -143,6 +143,33 @@ import Testing
 }
 
 @Suite struct SyntheticTests {
+    /// `interactions`: exactly that many rows when the catalogue has room, each user at least 1
+    /// and at most items/2, the same rows as the in-memory generator streams, and refusals.
+    @Test func totalInteractionsAreExact() throws {
+        var settings = SyntheticSettings()
+        settings.users = 500
+        settings.items = 2_000
+        settings.substitutePairs = 5
+        for total in [500, 3_000, 20_000] {
+            settings.interactions = total
+            let counts = SyntheticGenerator.userCounts(total: total, settings: settings)
+            #expect(counts.reduce(0, +) == total && counts.allSatisfy { (1...1_000).contains($0) })
+            let data = try SyntheticGenerator.generate(settings)
+            #expect(data.log.count == total, "total \(total)")
+            var streamed: [(Int, Int)] = []
+            try SyntheticGenerator.stream(settings) { _, _ in } row: { u, i, _, _ in streamed.append((u, i)) }
+            #expect(streamed.map { "u\($0.0 + 1)" } == (0..<data.log.count).map { data.log.users[Int(data.log.userIndices[$0])] })
+            #expect(streamed.map { "i\($0.1 + 1)" } == (0..<data.log.count).map { data.log.items[Int(data.log.itemIndices[$0])] })
+        }
+        // Skewed lengths survive the scaling: the longest user has several times the median.
+        let counts = SyntheticGenerator.userCounts(total: 20_000, settings: settings).sorted()
+        #expect(counts.last! > 3 * counts[counts.count / 2])
+        settings.interactions = 499
+        #expect(message { try settings.validate() }?.contains("interactions") == true)
+        settings.interactions = 500 * 1_000 + 1
+        #expect(message { try settings.validate() }?.contains("at most 1000 items each") == true)
+    }
+
     @Test func deterministicWithPlantedStructure() throws {
         var settings = SyntheticSettings()
         settings.users = 400

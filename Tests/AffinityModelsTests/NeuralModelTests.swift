@@ -137,10 +137,20 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
             for i in Set((0..<6).map { _ in base + g.next(below: 10) }) { rows.append(Int32(u)); cols.append(Int32(i)) }
         }
         let x = SparseMatrix(rowCount: 60, columnCount: 20, rows: rows, cols: cols)
-        let settings = ["dimension": "16", "epochs": "20", "window": "5", "negatives": "5", "subsample": "0"]
+        let settings = ["dimension": "16", "epochs": "20", "window": "5", "negatives": "5", "subsample": "0", "threads": "1"]
         let a = try Item2Vec.fit(x, settings: settings), b = try Item2Vec.fit(x, settings: settings)
         #expect(a.factors.itemFactors == b.factors.itemFactors)
         let similar = try a.similarItems(to: 3, k: 5).map(\.index)
         #expect(similar.allSatisfy { $0 < 10 }, "\(similar)")
+        // Several threads (lock-free shards, as word2vec): not bit-reproducible, the same structure learned.
+        for threads in ["2", "3"] {
+            var parallel = settings
+            parallel["threads"] = threads
+            let m = try Item2Vec.fit(x, settings: parallel)
+            for item in [3, 14] {
+                let neighbours = try m.similarItems(to: item, k: 5).map(\.index)
+                #expect(neighbours.allSatisfy { ($0 < 10) == (item < 10) }, "threads \(threads), item \(item): \(neighbours)")
+            }
+        }
     }
 }
