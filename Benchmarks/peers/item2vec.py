@@ -70,7 +70,8 @@ def main():
         j = json.loads(out)
         ours_s = j["trainSeconds"]
         ours_r = next(m["recall"] for m in j["report"]["metrics"] if m["k"] == 20)
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                   EXTRA_SPLITS=os.path.abspath(os.path.join(ROOT, "..", "shared", "data", "splits")))
         g = json.loads(subprocess.run([sys.executable, __file__, "--split", a.split, "--epochs", str(a.epochs), "--peer-only", str(t)],
                                       check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1])
         tokens = g["tokens"] * a.epochs
