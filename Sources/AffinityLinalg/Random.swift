@@ -83,6 +83,19 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         }
     }
 
+    /// The same shuffle for the arrays the models shuffle every epoch, without the generic
+    /// collection's witness calls per swap (measured: 11 % of a BPR epoch at 50M positives).
+    public mutating func shuffle(_ values: inout [Int]) {
+        values.withUnsafeMutableBufferPointer { v in
+            var i = v.count - 1
+            while i > 0 {
+                let j = next(below: i + 1)
+                v.swapAt(i, j)
+                i -= 1
+            }
+        }
+    }
+
     /// A random permutation of `0..<count`.
     public mutating func permutation(_ count: Int) -> [Int] {
         var p = Array(0..<count)

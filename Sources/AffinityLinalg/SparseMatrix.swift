@@ -142,7 +142,7 @@ public struct SparseMatrix: Sendable, Equatable {
     }
 
     /// Whether entry (r, c) is stored (binary search in the row).
-    public func contains(row r: Int, column c: Int) -> Bool {
+    @inlinable public func contains(row r: Int, column c: Int) -> Bool {
         var lo = rowPointers[r], hi = rowPointers[r + 1]
         let target = Int32(c)
         while lo < hi {

@@ -281,6 +281,20 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
     }
 }
 
+@Suite struct ShuffleTests {
+    /// The array fast path draws and swaps exactly as the generic shuffle (its reference).
+    @Test func arrayShuffleEqualsGeneric() {
+        for n in [0, 1, 2, 17, 1000] {
+            var fast = Array(0..<n), generic = ContiguousArray(0..<n)
+            var a = SeededGenerator(seed: 9), b = SeededGenerator(seed: 9)
+            a.shuffle(&fast)
+            b.shuffle(&generic)
+            #expect(fast == Array(generic), "n \(n)")
+            #expect(a.next() == b.next())
+        }
+    }
+}
+
 @Suite struct SparseProductTests {
     @Test func gramAndProductsMatchDense() {
         var g = SeededGenerator(seed: 2)
