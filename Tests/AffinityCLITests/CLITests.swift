@@ -95,6 +95,16 @@ func tempDir() -> String {
         #expect(report["evaluatedUsers"] as? Int == 50, "\(report.keys.sorted())")
         r = try CLI.run("evaluate", "--split", dir + "/split", "--model-type", "popularity", "--sample-users", "0")
         #expect(r.status != 0 && r.stderr.contains("--sample-users"))
+        // Data that would not fit is refused before it is read or generated, with the estimate.
+        r = try CLI.run(["data", "stats", "--input", dir + "/data/ratings.tsv"], environment: ["AFFINITY_MEMORY_LIMIT_MB": "0.1"])
+        #expect(r.status == 0)   // not a whole number of MB: ignored, the machine's limit holds
+        let bigFile = dir + "/big.tsv"
+        try Data(repeating: UInt8(ascii: "\n"), count: 2 << 20).write(to: URL(fileURLWithPath: bigFile))
+        r = try CLI.run(["data", "stats", "--input", bigFile], environment: ["AFFINITY_MEMORY_LIMIT_MB": "1"])
+        #expect(r.status != 0 && r.stderr.contains("reading \(bigFile) (2.1 MB of text) would need about 3.1 MB"), "\(r.stderr)")
+        r = try CLI.run(["data", "generate", "--out", dir + "/huge", "--users", "100000", "--items", "50000"], environment: ["AFFINITY_MEMORY_LIMIT_MB": "1"])
+        #expect(r.status != 0 && r.stderr.contains("generating 100000 users and 50000 items would need about"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/huge"))
     }
 
     /// Issue "Learning while serving": the stream replay end to end on generated data, and its and
