@@ -90,11 +90,37 @@ public struct Evaluator: Sendable {
     /// With a `profile`, the report also holds the beyond-accuracy metrics of the same lists. With
     /// `reorder`, each user's best `pool` items (at least the largest cutoff) go through it, and
     /// the metrics are those of its lists.
+    ///
+    /// With `blockScorer` (and no `reorder`), users are scored `blockSize` at a time, row after row,
+    /// each row as `scorer` would write it (`Recommender.scores(forUsers:into:)`: an embedding model
+    /// reads its item vectors once per block): the same lists, fewer passes over a large catalogue.
     public func evaluate(_ data: EvaluationData, profile: ItemProfile? = nil, reorder: Reorder? = nil, pool: Int = 100,
+                         blockScorer: BlockScorer? = nil,
                          scorer: @Sendable (_ user: Int, _ scores: UnsafeMutableBufferPointer<Float>) -> Void) -> EvaluationReport {
         let kMax = max(1, min(cutoffs.last!, data.candidateCount))
         let depth = reorder == nil ? kMax : min(data.candidateCount, max(kMax, pool))
-        let perThread = ScratchPool(count: Parallelism.resolve(threads), items: data.candidateCount, k: depth)
+        if let blockScorer, reorder == nil {
+            let nItems = data.candidateCount
+            let block = max(1, min(Self.blockSize, (64 << 20) / max(1, nItems * 4)))
+            let perThread = ScratchPool(count: Parallelism.resolve(threads)) { RankingScratch(items: nItems, k: kMax, rows: block) }
+            return evaluate(data, profile: profile) { positions in
+                let scratch = perThread.take()
+                defer { perThread.give(back: scratch) }
+                var lists: [[Int]] = []
+                for start in stride(from: positions.lowerBound, to: positions.upperBound, by: block) {
+                    let users = Array(data.evaluatedUsers[start..<min(positions.upperBound, start + block)])
+                    scratch.scores.withUnsafeMutableBufferPointer { all in
+                        blockScorer(users, UnsafeMutableBufferPointer(rebasing: all[0..<(users.count * nItems)]))
+                        for (r, user) in users.enumerated() {
+                            let row = UnsafeBufferPointer(rebasing: all[(r * nItems)..<((r + 1) * nItems)])
+                            lists.append(scratch.top.select(row, k: kMax, excluding: data.history.row(user)).map(\.index))
+                        }
+                    }
+                }
+                return lists
+            }
+        }
+        let perThread = ScratchPool(count: Parallelism.resolve(threads)) { RankingScratch(items: data.candidateCount, k: depth) }
         return evaluate(data, profile: profile) { user in
             let scratch = perThread.take()
             defer { perThread.give(back: scratch) }
@@ -110,6 +136,18 @@ public struct Evaluator: Sendable {
     /// dropped, so a list cannot earn what the protocol excludes.
     public func evaluate(_ data: EvaluationData, profile: ItemProfile? = nil,
                          lists: @Sendable (_ user: Int) -> [Int]) -> EvaluationReport {
+        evaluate(data, profile: profile) { positions in positions.map { lists(data.evaluatedUsers[$0]) } }
+    }
+
+    /// Scores of a block of users, row after row (`users.count` x candidates).
+    public typealias BlockScorer = @Sendable (_ users: [Int], _ scores: UnsafeMutableBufferPointer<Float>) -> Void
+    /// Users scored together by a `BlockScorer` (fewer when a block would exceed 64 MB of scores).
+    static let blockSize = 16
+
+    /// The core: `chunkLists(positions)` gives the lists of the evaluated users at those positions
+    /// of `data.evaluatedUsers`, in order.
+    func evaluate(_ data: EvaluationData, profile: ItemProfile?,
+                  chunkLists: @Sendable (_ positions: Range<Int>) -> [[Int]]) -> EvaluationReport {
         let start = Date()
         let nUsers = data.evaluatedUsers.count
         let nItems = data.candidateCount
@@ -129,10 +167,12 @@ public struct Evaluator: Sendable {
                 let chunk = 64
                 let chunks = (nUsers + chunk - 1) / chunk
                 Parallelism.forEachChunk(chunks, threads: threads) { c in
-                    for position in (c * chunk)..<min(nUsers, (c + 1) * chunk) {
+                    let positions = (c * chunk)..<min(nUsers, (c + 1) * chunk)
+                    let chunkLists = chunkLists(positions)
+                    for position in positions {
                         let user = data.evaluatedUsers[position]
                         var kept = Set<Int>(), list: [Int] = []
-                        for i in lists(user) where list.count < kMax {
+                        for i in chunkLists[position - positions.lowerBound] where list.count < kMax {
                             if i >= 0 && i < nItems && !data.history.contains(row: user, column: i) && kept.insert(i).inserted { list.append(i) }
                         }
                         for (r, item) in list.enumerated() { rankedOut[position * kMax + r] = Int32(item) }
@@ -217,8 +257,9 @@ final class RankingScratch: @unchecked Sendable {
     var scores: [Float]
     var top: MaskedTopK
 
-    init(items: Int, k: Int) {
-        scores = [Float](repeating: 0, count: items)
+    /// Scores for `rows` users of `items` candidates each, one mask over the candidates.
+    init(items: Int, k: Int, rows: Int = 1) {
+        scores = [Float](repeating: 0, count: items * rows)
         top = MaskedTopK(count: items, k: k)
     }
 
@@ -235,24 +276,17 @@ final class RankingScratch: @unchecked Sendable {
 }
 
 /// A small pool so that each worker reuses one scratch for all its users.
-final class ScratchPool: @unchecked Sendable {
-    private var free: [RankingScratch]
+final class ScratchPool<Scratch>: @unchecked Sendable {
+    private var free: [Scratch]
     private let lock = NSLock()
-    private let items: Int, k: Int
+    private let make: () -> Scratch
 
-    init(count: Int, items: Int, k: Int) {
-        self.items = items
-        self.k = k
-        free = (0..<count).map { _ in RankingScratch(items: items, k: k) }
+    init(count: Int, make: @escaping () -> Scratch) {
+        self.make = make
+        free = (0..<count).map { _ in make() }
     }
 
-    func take() -> RankingScratch {
-        lock.lock(); defer { lock.unlock() }
-        return free.popLast() ?? RankingScratch(items: items, k: k)
-    }
+    func take() -> Scratch { lock.locked { free.popLast() } ?? make() }
 
-    func give(back scratch: RankingScratch) {
-        lock.lock(); defer { lock.unlock() }
-        free.append(scratch)
-    }
+    func give(back scratch: Scratch) { lock.locked { free.append(scratch) } }
 }

@@ -41,6 +41,11 @@ public protocol Recommender: Sendable {
     /// Writes the score of every item for a known user into `scores` (length `itemCount`).
     func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>)
 
+    /// Scores of several known users, row after row (`users.count` x `itemCount`), each row equal
+    /// to `scores(forUser:into:)`. The default scores one user at a time; embedding models read
+    /// their item vectors once for the whole block (the evaluator's fast path).
+    func scores(forUsers users: [Int], into scores: UnsafeMutableBufferPointer<Float>)
+
     /// Scores of every item for a history the model never saw (fold-in): a new or anonymous user.
     func scores(forHistory history: [Int]) -> [Float]
 
@@ -49,6 +54,14 @@ public protocol Recommender: Sendable {
 }
 
 extension Recommender {
+    public func scores(forUsers users: [Int], into scores: UnsafeMutableBufferPointer<Float>) {
+        let n = itemCount
+        precondition(scores.count >= users.count * n, "the output holds \(scores.count) scores, need \(users.count) x \(n)")
+        for (r, user) in users.enumerated() {
+            self.scores(forUser: user, into: UnsafeMutableBufferPointer(rebasing: scores[(r * n)..<((r + 1) * n)]))
+        }
+    }
+
     public var userCount: Int { interactions.rowCount }
     public var itemCount: Int { interactions.columnCount }
 

@@ -40,7 +40,7 @@ public struct SparseEASE: PersistableRecommender, ExplainableRecommender, AntiAf
     public struct Configuration: ModelConfiguration {
         public static let settingHelp: [String: String] = [
             "lambda": "L2 regularisation added to the Gram diagonal (as ease)",
-            "neighbors": "items in each column's support (co-occurrences farthest from independence)",
+            "neighbors": "support of each column (farthest from independence)",
             "gramKeep": "Gram entries kept exactly per item (>= neighbors)",
             "threads": "0 = all cores",
         ]

@@ -52,10 +52,11 @@ struct DataCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write the synthetic data set (planted clusters, power-law popularity, substitute pairs).",
             discussion: """
-            Writes OUT/ratings.tsv (user, item, rating, timestamp), OUT/items.tsv and OUT/truth.json (the
-            planted structure). Written as generated, user by user: memory grows with users and items, not
-            with interactions (--interactions 50000000 --users 1000000 --items 200000 holds about 60 MB).
-            Refused up front, with the estimate, when the disk lacks room for the files.
+            Writes OUT/ratings.tsv (user, item, rating, timestamp), OUT/items.tsv and
+            OUT/truth.json (the planted structure). Written as generated, user by user:
+            memory grows with users and items, not with interactions (--interactions
+            50000000 --users 1000000 --items 200000 holds about 80 MB). Refused up front,
+            with the estimate, when the disk lacks room for the files.
             """
         )
         @Option(name: .long, help: "Output folder.") var out: String

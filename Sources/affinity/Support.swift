@@ -350,7 +350,10 @@ func evaluate(_ trained: TrainedModel, on split: SplitFolder, evaluator: Evaluat
     // sequence (docs/protocol.md); every other model scores the trained user.
     let next = target == .test && model is any SequentialRecommender
         ? split.valid?.itemsByUser(users: trained.users, items: trained.items) : nil
-    return (evaluator.evaluate(data, profile: profile, reorder: reorder, pool: pool) { user, scores in
+    // Without a next item to read, users are scored in blocks (the same scores: an embedding model
+    // reads its item vectors once per block instead of once per user).
+    let block: Evaluator.BlockScorer? = next == nil ? { @Sendable users, scores in model.scores(forUsers: users, into: scores) } : nil
+    return (evaluator.evaluate(data, profile: profile, reorder: reorder, pool: pool, blockScorer: block) { user, scores in
         if let nextItems = next, !nextItems[user].isEmpty, let sequential = model as? any SequentialRecommender {
             let s = model.scores(forHistory: sequential.trainingSequence(ofUser: user) + nextItems[user])
             for i in 0..<scores.count { scores[i] = s[i] }

@@ -15,6 +15,28 @@ func makeSplit(train: String, test: String, valid: String? = nil) throws -> Spli
 }
 
 @Suite struct EvaluatorTests {
+    /// The block path (users scored 16 at a time, row after row) gives the per-user path's report:
+    /// metrics, rankings and per-user rows, for users across several chunks and blocks, 1 and 2 threads.
+    @Test func blockScoringEqualsPerUserScoring() throws {
+        var train = "", test = ""
+        for u in 0..<150 {
+            for k in 0..<4 { train += "u\(u)\ti\((u * 7 + k * 13) % 40)\n" }
+            test += "u\(u)\ti\((u * 11 + 5) % 40)\n"
+        }
+        let data = try EvaluationData(split: try makeSplit(train: train, test: test))
+        let n = data.candidateCount
+        @Sendable func score(_ user: Int, _ item: Int) -> Float { Float((user * 31 + item * 17) % 23) + Float(item % 3) * 0.25 }
+        for threads in [1, 2] {
+            let evaluator = try Evaluator(cutoffs: [5, 10], threads: threads, keepPerUser: true, keepRankings: true)
+            let single = evaluator.evaluate(data) { user, s in for i in 0..<n { s[i] = score(user, i) } }
+            let blocked = evaluator.evaluate(data, blockScorer: { users, s in
+                for (r, user) in users.enumerated() { for i in 0..<n { s[r * n + i] = score(user, i) } }
+            }) { _, _ in Issue.record("the block path must not call the per-user scorer") }
+            #expect(single.metrics == blocked.metrics && single.rankings == blocked.rankings)
+            #expect(single.perUser?.map(\.recall) == blocked.perUser?.map(\.recall))
+        }
+    }
+
     /// A cutoff beyond the catalogue is the full ranking: same metrics as K = every candidate, and
     /// no K-sized allocation (issue "Hardening": `--cutoffs 1000000000` tried to allocate 3.7 TB).
     @Test func aHugeCutoffIsTheFullRanking() throws {

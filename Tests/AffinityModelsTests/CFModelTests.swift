@@ -80,6 +80,28 @@ import AffinityTestSupport
     }
 }
 
+@Suite struct BlockScoringTests {
+    /// `scores(forUsers:into:)` equals `scores(forUser:into:)` row by row, bit for bit: factor models
+    /// (item tiles of 64 rows at this width, so 150 items cross tiles; BPR adds its bias) and the
+    /// default one-user-at-a-time path (EASE).
+    @Test func blockRowsEqualSingleUserScores() throws {
+        let x = RecommenderConformance.randomInteractions(users: 30, items: 150, perUser: 6, seed: 2)
+        let models: [any Recommender] = [
+            try ALS.fit(x, settings: ["factors": "1024", "iterations": "1"]),
+            try BPR.fit(x, settings: ["factors": "8", "epochs": "2"]),
+            try EASE.fit(x, settings: ["lambda": "5"]),
+        ]
+        for model in models {
+            let users = [3, 0, 29, 3, 17]
+            var block = [Float](repeating: .nan, count: users.count * 150)
+            block.withUnsafeMutableBufferPointer { model.scores(forUsers: users, into: $0) }
+            for (r, u) in users.enumerated() {
+                #expect(Array(block[(r * 150)..<((r + 1) * 150)]) == model.scores(forUser: u), "\(type(of: model)) user \(u)")
+            }
+        }
+    }
+}
+
 @Suite struct SparseEASETests {
     @Test func conformance() throws {
         try RecommenderConformance.check { try SparseEASE.fit($0, settings: ["lambda": "1", "neighbors": "6", "gramKeep": "10"]) }
