@@ -11,9 +11,12 @@ N < 10M so that users keep about 10 interactions each), splits it (holdout, rati
 measures on the split's train.tsv:
   * load:  `affinity data stats` (parse into columns + CSR) time and peak RSS, vs pandas.read_csv +
            scipy CSR (the peer process measures its own peak RSS);
-  * ials:  `affinity bench cf --only ials` s/iteration (64 factors) vs implicit's ALS (same
-           factors, regularization 10, alpha 5), median of the timed iterations;
-  * bpr:   `affinity bench cf --only bpr` s/epoch vs implicit's BPR (verify_negative_samples);
+  * ials:  `affinity bench cf --only ials` s/iteration (64 factors, our defaults:
+           alpha 4, regularization 10) vs implicit's ALS (64 factors, regularization 10,
+           alpha 5: the shared reference), median of the timed iterations (alpha and the
+           regularization do not change the cost of an iteration);
+  * bpr:   `affinity bench cf --only bpr` s/epoch (64 factors, our defaults) vs implicit's BPR
+           (64 factors, verify_negative_samples; learning rate and regularization do not change the cost);
   * ease:  `affinity train --model sparse-ease` (neighbors 256, gramKeep 1024) time and peak RSS;
            no peer: dense EASE needs 3 x items^2 floats (480 GB at 200,000 items) and refuses;
   * hnsw:  HNSW16 (efConstruction 200) build over the iALS item factors (64-d, inner product) vs
@@ -32,6 +35,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers"))
@@ -46,13 +50,16 @@ def measured(cmd, env=None):
     """Runs cmd; returns (stdout, wall seconds, peak RSS bytes of that process). Exits on failure."""
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
     start = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    out, err = p.stdout.read(), p.stderr.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    seconds = time.perf_counter() - start
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{err.decode(errors='replace')[-3000:]}")
+    # stderr goes to a file, so a chatty child cannot fill a pipe nobody reads while stdout is read.
+    with tempfile.TemporaryFile() as err_file:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, env=env)
+        out = p.stdout.read()
+        _, status, usage = os.wait4(p.pid, 0)
+        seconds = time.perf_counter() - start
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            err_file.seek(0)
+            sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{err_file.read().decode(errors='replace')[-3000:]}")
     return out.decode(), seconds, usage.ru_maxrss * 1024
 
 

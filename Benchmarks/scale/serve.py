@@ -59,20 +59,27 @@ def main():
     print(f"CPU: {cpu_family()}; model {a.model}: {len(users):,} users, {len(items):,} items")
     start = time.perf_counter()
     server = load.Server(["--model", a.model, "--store", os.path.join(work, "store.sqlite")], log)
-    started = time.perf_counter() - start
-    after_start = memory(server.process.pid)
-    exact = load.Server(["--model", a.model, "--store", os.path.join(work, "exact.sqlite"), "--exact"], log)
-    overlap = 0
-    checked = sample[:a.check_users]
-    for u in checked:
-        got = {i["item"] for i in server.request("GET", f"/v1/users/{u}/recommendations?k=10")[1]["items"]}
-        want = {i["item"] for i in exact.request("GET", f"/v1/users/{u}/recommendations?k=10")[1]["items"]}
-        overlap += len(got & want)
-    exact.stop()
-    load.wrk(server.port, 5, users_file, a.connections, 2)   # warm-up
-    r = load.wrk(server.port, a.duration, users_file, a.connections, 2)
-    after_load = memory(server.process.pid)
-    server.stop()
+    exact = None
+    try:
+        started = time.perf_counter() - start
+        after_start = memory(server.process.pid)
+        exact = load.Server(["--model", a.model, "--store", os.path.join(work, "exact.sqlite"), "--exact"], log)
+        overlap = 0
+        checked = sample[:a.check_users]
+        for u in checked:
+            got = {i["item"] for i in server.request("GET", f"/v1/users/{u}/recommendations?k=10")[1]["items"]}
+            want = {i["item"] for i in exact.request("GET", f"/v1/users/{u}/recommendations?k=10")[1]["items"]}
+            overlap += len(got & want)
+        exact.stop()
+        exact = None
+        load.wrk(server.port, 5, users_file, a.connections, 2)   # warm-up
+        r = load.wrk(server.port, a.duration, users_file, a.connections, 2)
+        after_load = memory(server.process.pid)
+    finally:
+        # Never leave a server holding gigabytes behind, whatever failed.
+        if exact is not None:
+            exact.stop()
+        server.stop()
     print(f"start-up (load model + build HNSW): {started:.1f} s; resident after start {after_start['VmRSS'] / 1e9:.2f} GB, "
           f"after the load {after_load['VmRSS'] / 1e9:.2f} GB (peak {after_load['VmHWM'] / 1e9:.2f} GB)")
     print(f"served top-10 vs exact top-10 overlap on {len(checked)} users: {overlap / (10 * len(checked)):.3f}")

@@ -111,16 +111,19 @@ public enum AtomicWrite {
 /// string). Errors name the path. Call `close()` at the end; it flushes.
 public final class BufferedTextWriter {
     public let path: String
+    /// The name errors use (the final path when `path` is a temporary one).
+    public let name: String
     private let fd: Int32
     private var buffer: [UInt8] = []
     private let capacity = 1 << 20
     private var closed = false
 
-    /// Creates (or truncates) the file at `path`.
-    public init(path: String) throws {
+    /// Creates (or truncates) the file at `path`; errors name it `name` (default: `path`).
+    public init(path: String, name: String? = nil) throws {
         self.path = path
+        self.name = name ?? path
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw DataError.writeFailed(path: path, reason: String(cString: strerror(errno))) }
+        guard fd >= 0 else { throw DataError.writeFailed(path: self.name, reason: String(cString: strerror(errno))) }
         buffer.reserveCapacity(capacity)
     }
 
@@ -155,7 +158,7 @@ public final class BufferedTextWriter {
             let n = buffer.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + offset, $0.count - offset) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw DataError.writeFailed(path: path, reason: String(cString: strerror(errno)))
+                throw DataError.writeFailed(path: name, reason: String(cString: strerror(errno)))
             }
             offset += n
         }
@@ -166,6 +169,6 @@ public final class BufferedTextWriter {
         guard !closed else { return }
         try flush()
         closed = true
-        guard Foundation.close(fd) == 0 else { throw DataError.writeFailed(path: path, reason: String(cString: strerror(errno))) }
+        guard Foundation.close(fd) == 0 else { throw DataError.writeFailed(path: name, reason: String(cString: strerror(errno))) }
     }
 }

@@ -47,7 +47,9 @@ public struct SyntheticSettings: Sendable, Codable, Equatable {
     /// Bytes the generator holds while it streams (items, samplers, per-user counts): what it
     /// needs whatever the number of interactions.
     public var streamingMemoryBytes: Double {
-        Double(items) * 48 + Double(users) * 8 + Double(items / 2) * 16
+        // Per item: a title (~80 bytes), rank, weight, cluster, order, partner and two sampler entries;
+        // per user: a count and its draw; one user's taken set.
+        Double(items) * 200 + Double(users) * 16 + Double(items / 2) * 16
     }
 }
 

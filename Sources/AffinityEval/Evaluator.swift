@@ -101,7 +101,8 @@ public struct Evaluator: Sendable {
         let depth = reorder == nil ? kMax : min(data.candidateCount, max(kMax, pool))
         if let blockScorer, reorder == nil {
             let nItems = data.candidateCount
-            let block = max(1, min(Self.blockSize, (64 << 20) / max(1, nItems * 4)))
+            // At most 64 MB of block scores across all threads.
+            let block = max(1, min(Self.blockSize, (64 << 20) / max(1, nItems * 4 * Parallelism.resolve(threads))))
             let perThread = ScratchPool(count: Parallelism.resolve(threads)) { RankingScratch(items: nItems, k: kMax, rows: block) }
             return evaluate(data, profile: profile) { positions in
                 let scratch = perThread.take()
@@ -141,7 +142,7 @@ public struct Evaluator: Sendable {
 
     /// Scores of a block of users, row after row (`users.count` x candidates).
     public typealias BlockScorer = @Sendable (_ users: [Int], _ scores: UnsafeMutableBufferPointer<Float>) -> Void
-    /// Users scored together by a `BlockScorer` (fewer when a block would exceed 64 MB of scores).
+    /// Users scored together by a `BlockScorer` (fewer when the threads' blocks would exceed 64 MB of scores).
     static let blockSize = 16
 
     /// The core: `chunkLists(positions)` gives the lists of the evaluated users at those positions
@@ -275,18 +276,3 @@ final class RankingScratch: @unchecked Sendable {
     }
 }
 
-/// A small pool so that each worker reuses one scratch for all its users.
-final class ScratchPool<Scratch>: @unchecked Sendable {
-    private var free: [Scratch]
-    private let lock = NSLock()
-    private let make: () -> Scratch
-
-    init(count: Int, make: @escaping () -> Scratch) {
-        self.make = make
-        free = (0..<count).map { _ in make() }
-    }
-
-    func take() -> Scratch { lock.locked { free.popLast() } ?? make() }
-
-    func give(back scratch: Scratch) { lock.locked { free.append(scratch) } }
-}

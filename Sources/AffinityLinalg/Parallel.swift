@@ -131,6 +131,31 @@ extension Parallelism {
     }
 }
 
+/// Reusable per-worker scratch (score rows, masks, dense accumulators): a worker takes one for a
+/// chunk and gives it back, so a parallel loop allocates one per thread, not one per chunk.
+public final class ScratchPool<Scratch>: @unchecked Sendable {
+    private var free: [Scratch]
+    private let lock = NSLock()
+    private let make: () -> Scratch
+
+    /// `count` scratches made up front (more are made if more workers ask at once).
+    public init(count: Int, make: @escaping () -> Scratch) {
+        self.make = make
+        free = (0..<count).map { _ in make() }
+    }
+
+    public func take() -> Scratch { lock.locked { free.popLast() } ?? make() }
+
+    public func give(back scratch: Scratch) { lock.locked { free.append(scratch) } }
+
+    /// Runs `body` with a scratch taken from the pool, and gives it back.
+    public func with<T>(_ body: (inout Scratch) throws -> T) rethrows -> T {
+        var scratch = take()
+        defer { give(back: scratch) }
+        return try body(&scratch)
+    }
+}
+
 /// An integer one thread sets and others read (progress that readers wait on).
 public final class SharedCounter: @unchecked Sendable {
     private let lock = NSLock()

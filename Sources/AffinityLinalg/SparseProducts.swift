@@ -130,11 +130,13 @@ extension SparseMatrix {
             diagonal.withUnsafeMutableBufferPointer { diagonalBuffer in
                 let outColumns = SharedMutableBuffer(columnBuffer), outValues = SharedMutableBuffer(valueBuffer)
                 let diag = SharedMutableBuffer(diagonalBuffer)
+                // One dense row per thread, not per range (at 10^6 columns a scratch per range
+                // would zero gigabytes).
+                let scratches = ScratchPool(count: Parallelism.resolve(threads)) { GramRowScratch(columns: n, keep: keep) }
                 Parallelism.forEachRange(n, grain: 32, threads: threads) { range in
-                    var accumulator = [Float](repeating: 0, count: n)
-                    var touched = [Bool](repeating: false, count: n)
-                    var list: [Int32] = []
-                    var selector = TopKSelector(k: keep)
+                  scratches.with { scratch in
+                    let accumulator = scratch.accumulator, touched = scratch.touched
+                    var list = scratch.list, selector = scratch.selector
                     for i in range {
                         list.removeAll(keepingCapacity: true)
                         for q in t.rowPointers[i]..<t.rowPointers[i + 1] {
@@ -158,6 +160,9 @@ extension SparseMatrix {
                         outValues.base[i] = best.map { accumulator[$0.index] }
                         for c in list { accumulator[Int(c)] = 0; touched[Int(c)] = false }
                     }
+                    scratch.list = list
+                    scratch.selector = selector
+                  }
                 }
             }
           }
@@ -174,5 +179,42 @@ extension SparseMatrix {
             keptValues[i] = []
         }
         return PrunedGram(rowPointers: pointers, columns: cols, values: vals, diagonal: diagonal, columnSums: sums, rowCount: rowCount)
+    }
+}
+
+/// One thread's dense Gram row: accumulator and touched flags (kept zero/false between rows),
+/// the touched columns and a selector.
+final class GramRowScratch {
+    let accumulator: UnsafeMutablePointer<Float>
+    let touched: UnsafeMutablePointer<Bool>
+    var list: [Int32] = []
+    var selector: TopKSelector
+
+    init(columns n: Int, keep: Int) {
+        accumulator = .allocate(capacity: max(1, n))
+        accumulator.initialize(repeating: 0, count: max(1, n))
+        touched = .allocate(capacity: max(1, n))
+        touched.initialize(repeating: false, count: max(1, n))
+        selector = TopKSelector(k: keep)
+    }
+
+    deinit {
+        accumulator.deallocate()
+        touched.deallocate()
+    }
+}
+
+extension SparseMatrix {
+    /// `out` = the sum of the listed rows (dense, `columnCount` wide), added in the order given:
+    /// an item-item model's scores for a history (item-kNN, sparse-ease).
+    public func sumRows<S: Sequence>(_ rows: S, into out: UnsafeMutableBufferPointer<Float>) where S.Element == Int32 {
+        out.update(repeating: 0)
+        columns.withUnsafeBufferPointer { cols in
+            values.withUnsafeBufferPointer { vals in
+                for r in rows {
+                    for p in rowPointers[Int(r)]..<rowPointers[Int(r) + 1] { out[Int(cols[p])] += vals[p] }
+                }
+            }
+        }
     }
 }

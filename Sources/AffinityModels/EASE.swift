@@ -9,6 +9,31 @@ public protocol ExplainableRecommender: Recommender {
     func explain(history: [Int], item: Int) throws -> [Contribution]
 }
 
+/// An item-item model: an item's score for a history is the sum of the history items' weights
+/// toward it (EASE, sparse-ease). Its explanations come from those weights.
+public protocol ItemWeightRecommender: ExplainableRecommender {
+    /// B[i, j]: how much having item `i` raises (or, negative, lowers) the score of item `j`.
+    func weight(from i: Int, to j: Int) -> Float
+}
+
+extension ItemWeightRecommender {
+    /// Why `item` scores as it does for a history: each history item's weight B[h, item], largest
+    /// first (positive weights pull the item up, negative ones push it down). The weights sum to
+    /// the item's score.
+    public func explain(history: [Int], item: Int) throws -> [Contribution] {
+        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
+        for h in history where h < 0 || h >= itemCount { throw ModelError.itemOutOfRange(h, count: itemCount) }
+        return Set(history).map { Contribution(item: $0, weight: weight(from: $0, to: item)) }
+            .sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item }
+    }
+
+    /// The explanation for a known user (their training history).
+    public func explain(user: Int, item: Int) throws -> [Contribution] {
+        guard user >= 0 && user < userCount else { throw ModelError.userOutOfRange(user, count: userCount) }
+        return try explain(history: seenItems(ofUser: user), item: item)
+    }
+}
+
 /// A model with anti-affinity signal: items that one item makes less likely.
 public protocol AntiAffinityRecommender: Recommender {
     /// The items whose score `item` lowers most, most negative first.
@@ -38,7 +63,7 @@ public struct Contribution: Sendable, Equatable, Codable {
 /// 3·items²·4 bytes at its peak (ml-1m's 3,706 items: 165 MB; 50,000 items: 30 GB). `fit` refuses
 /// item counts whose need exceeds `maxMemoryGB` with a clear error rather than thrashing.
 /// - Complexity: fit O(Σ_u |u|² + items³); scoring O(|history|·items).
-public struct EASE: PersistableRecommender, ExplainableRecommender, AntiAffinityRecommender {
+public struct EASE: PersistableRecommender, ItemWeightRecommender, AntiAffinityRecommender {
     public struct Configuration: ModelConfiguration {
         /// One line per setting for `affinity train --help`.
         public static let settingHelp: [String: String] = [
@@ -75,7 +100,7 @@ public struct EASE: PersistableRecommender, ExplainableRecommender, AntiAffinity
         let need = 3.0 * Double(n) * Double(n) * 4 / 1e9
         let limit = configuration.maxMemoryGB > 0 ? configuration.maxMemoryGB : Double(ProcessInfo.processInfo.physicalMemory) / 2e9
         guard need <= limit else {
-            throw ModelError.tooLarge(String(format: "EASE on %d items needs about %.1f GB (3 dense %dx%d float matrices); the limit is %.1f GB. Use --model-type sparse-ease (each column restricted to its strongest co-occurrences), filter rare items, or raise maxMemoryGB.", n, need, n, n, limit))
+            throw ModelError.tooLarge(String(format: "EASE on %d items needs about %.1f GB (3 dense %dx%d float matrices); the limit is %.1f GB. Use the sparse-ease model (train --model sparse-ease; each column restricted to its most informative co-occurrences), filter rare items, or raise maxMemoryGB.", n, need, n, n, limit))
         }
         var gram = x.gram(threads: configuration.threads)
         gram.addToDiagonal(Float(configuration.lambda))
@@ -120,20 +145,7 @@ public struct EASE: PersistableRecommender, ExplainableRecommender, AntiAffinity
         return topK(Array(weights.row(item)), k: k, excluded: [item])
     }
 
-    /// Why `item` scores as it does for a history: each history item's weight B[h, item], largest
-    /// first (positive weights pull the item up, negative ones push it down). The weights sum to
-    /// the item's score.
-    public func explain(history: [Int], item: Int) throws -> [Contribution] {
-        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
-        return Set(history).map { Contribution(item: $0, weight: weights[$0, item]) }
-            .sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item }
-    }
-
-    /// The explanation for a known user (their training history).
-    public func explain(user: Int, item: Int) throws -> [Contribution] {
-        guard user >= 0 && user < userCount else { throw ModelError.userOutOfRange(user, count: userCount) }
-        return try explain(history: seenItems(ofUser: user), item: item)
-    }
+    public func weight(from i: Int, to j: Int) -> Float { weights[i, j] }
 
     /// Anti-affinity: the items whose score `item` lowers most (the most negative entries of B's
     /// row), most negative first. "People who picked `item` rarely pick these."

@@ -26,7 +26,7 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
             "learningRate": "initial step size",
             "minLearningRate": "final step size (linear decay)",
             "seed": "initialisation and sampling",
-            "threads": "0 = all cores; 1 = deterministic",
+            "threads": "1 = deterministic; more (0 = all) = lock-free",
         ]
 
         public var dimension: Int = 64
@@ -42,8 +42,9 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
         public var learningRate: Double = 0.025
         public var minLearningRate: Double = 0.0001
         public var seed: UInt64 = 42
-        /// Training threads (0 = all cores). 1 is the deterministic sequential pass.
-        public var threads: Int = 0
+        /// Training threads (0 = all cores). 1, the default, is the deterministic sequential pass:
+        /// several threads are faster but not reproducible bit for bit (lock-free updates).
+        public var threads: Int = 1
 
         public init() {}
         public func validate() throws {

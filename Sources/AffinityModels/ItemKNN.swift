@@ -102,16 +102,7 @@ public struct ItemKNN: PersistableRecommender, ExplainableRecommender {
     }
 
     private func accumulate(history: ArraySlice<Int32>, into scores: UnsafeMutableBufferPointer<Float>) {
-        scores.update(repeating: 0)
-        neighbors.columns.withUnsafeBufferPointer { cols in
-            neighbors.values.withUnsafeBufferPointer { vals in
-                for i in history {
-                    for p in neighbors.rowPointers[Int(i)]..<neighbors.rowPointers[Int(i) + 1] {
-                        scores[Int(cols[p])] += vals[p]
-                    }
-                }
-            }
-        }
+        neighbors.sumRows(history, into: scores)
     }
 
     public func similarItems(to item: Int, k: Int) throws -> [ScoredItem] {

@@ -36,7 +36,7 @@ import Foundation
 /// neighbors² · 4; `fit` refuses beyond `MemoryBudget` with the estimate.
 /// - Complexity: fit O(Σ_u |u|² + items·(neighbors·gramKeep + neighbors³/3)); scoring
 ///   O(|history|·neighbors).
-public struct SparseEASE: PersistableRecommender, ExplainableRecommender, AntiAffinityRecommender {
+public struct SparseEASE: PersistableRecommender, ItemWeightRecommender, AntiAffinityRecommender {
     public struct Configuration: ModelConfiguration {
         public static let settingHelp: [String: String] = [
             "lambda": "L2 regularisation added to the Gram diagonal (as ease)",
@@ -97,11 +97,13 @@ public struct SparseEASE: PersistableRecommender, ExplainableRecommender, AntiAf
         supports.withUnsafeMutableBufferPointer { sBuffer in
             columnWeights.withUnsafeMutableBufferPointer { wBuffer in
                 let s = SharedMutableBuffer(sBuffer), w = SharedMutableBuffer(wBuffer)
+                // One scratch per thread, not per range (`position` is items long).
+                let scratches = ScratchPool(count: Parallelism.resolve(threads)) { ColumnSolveScratch(items: n, support: k) }
                 Parallelism.forEachRange(n, grain: 64, threads: threads) { range in
-                    var position = [Int32](repeating: -1, count: n)
-                    var a = [Float](repeating: 0, count: k * k)
-                    var rhs = [Float](repeating: 0, count: k)
-                    var base = [Float](repeating: 0, count: k * k)
+                  scratches.with { scratch in
+                    let position = scratch.position
+                    var a = scratch.a, rhs = scratch.rhs, base = scratch.base
+                    defer { scratch.a = a; scratch.rhs = rhs; scratch.base = base }
                     var fixes = 0
                     for j in range {
                         let row = gram.rowPointers[j]..<gram.rowPointers[j + 1]
@@ -150,6 +152,7 @@ public struct SparseEASE: PersistableRecommender, ExplainableRecommender, AntiAf
                         w.base[j] = Array(rhs[0..<m])
                     }
                     if fixes > 0 { repaired.add(fixes) }
+                  }
                 }
             }
         }
@@ -177,24 +180,14 @@ public struct SparseEASE: PersistableRecommender, ExplainableRecommender, AntiAf
         self.repairedColumns = repairedColumns
     }
 
-    /// Σ over the (sorted, distinct) history items of their rows of B.
-    private func accumulate(_ history: some Sequence<Int32>, into scores: UnsafeMutableBufferPointer<Float>) {
-        for q in 0..<scores.count { scores[q] = 0 }
-        for i in history {
-            for p in weights.rowPointers[Int(i)]..<weights.rowPointers[Int(i) + 1] {
-                scores[Int(weights.columns[p])] += weights.values[p]
-            }
-        }
-    }
-
     public func scores(forUser user: Int, into scores: UnsafeMutableBufferPointer<Float>) {
-        accumulate(interactions.row(user), into: scores)
+        weights.sumRows(interactions.row(user), into: scores)
     }
 
     public func scores(forHistory history: [Int]) -> [Float] {
         // Same order as the trained path (rows are sorted and distinct), so a trained user's own history scores identically.
         var out = [Float](repeating: 0, count: itemCount)
-        out.withUnsafeMutableBufferPointer { accumulate(Set(history).sorted().map { Int32($0) }, into: $0) }
+        out.withUnsafeMutableBufferPointer { weights.sumRows(Set(history).sorted().map { Int32($0) }, into: $0) }
         return out
     }
 
@@ -216,18 +209,6 @@ public struct SparseEASE: PersistableRecommender, ExplainableRecommender, AntiAf
         (weights.rowPointers[item]..<weights.rowPointers[item + 1])
             .map { Contribution(item: Int(weights.columns[$0]), weight: weights.values[$0]) }
             .sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item }
-    }
-
-    public func explain(history: [Int], item: Int) throws -> [Contribution] {
-        guard item >= 0 && item < itemCount else { throw ModelError.itemOutOfRange(item, count: itemCount) }
-        for h in history where h < 0 || h >= itemCount { throw ModelError.itemOutOfRange(h, count: itemCount) }
-        return Set(history).map { Contribution(item: $0, weight: weight(from: $0, to: item)) }
-            .sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.item < $1.item }
-    }
-
-    public func explain(user: Int, item: Int) throws -> [Contribution] {
-        guard user >= 0 && user < userCount else { throw ModelError.userOutOfRange(user, count: userCount) }
-        return try explain(history: seenItems(ofUser: user), item: item)
     }
 
     /// The items whose score `item` lowers most (B's most negative entries in its row), most negative first.
@@ -254,4 +235,21 @@ public struct SparseEASE: PersistableRecommender, ExplainableRecommender, AntiAf
         let repaired = (try? file.int64("repaired_columns", path: path))?.first ?? 0
         self.init(configuration: configuration, interactions: x, weights: b, repairedColumns: Int(repaired))
     }
+}
+
+/// One thread's buffers for the column solves: each item's position in the current support (-1
+/// outside it, restored after every column) and the k x k system.
+final class ColumnSolveScratch {
+    let position: UnsafeMutablePointer<Int32>
+    var a: [Float], rhs: [Float], base: [Float]
+
+    init(items n: Int, support k: Int) {
+        position = .allocate(capacity: max(1, n))
+        position.initialize(repeating: -1, count: max(1, n))
+        a = [Float](repeating: 0, count: k * k)
+        rhs = [Float](repeating: 0, count: k)
+        base = [Float](repeating: 0, count: k * k)
+    }
+
+    deinit { position.deallocate() }
 }

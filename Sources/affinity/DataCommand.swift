@@ -62,7 +62,7 @@ struct DataCommand: ParsableCommand {
         @Option(name: .long, help: "Output folder.") var out: String
         @Option(name: .long, help: "Number of users.") var users = 2_000
         @Option(name: .long, help: "Number of items.") var items = 1_000
-        @Option(name: .long, help: "Total interactions (default: about 30 per user, log-normal).") var interactions: Int?
+        @Option(name: .long, help: "Total interactions (default: a median of 30 per user, log-normal).") var interactions: Int?
         @Option(name: .long, help: "Number of taste clusters (genres).") var clusters = 8
         @Option(name: .long, help: "Planted substitute pairs (default: 40, at most items/4).") var substitutePairs: Int?
         @Option(name: .long, help: "Random seed.") var seed: UInt64 = 42
@@ -95,8 +95,8 @@ struct DataCommand: ParsableCommand {
             let start = Date()
             try AtomicWrite.folder(out, overwrite: force, replaceable: generated) { tmp in
                 let folder = URL(fileURLWithPath: tmp)
-                let ratings = try BufferedTextWriter(path: folder.appendingPathComponent("ratings.tsv").path)
-                let truth = try BufferedTextWriter(path: folder.appendingPathComponent("truth.json").path)
+                let ratings = try BufferedTextWriter(path: folder.appendingPathComponent("ratings.tsv").path, name: out + "/ratings.tsv")
+                let truth = try BufferedTextWriter(path: folder.appendingPathComponent("truth.json").path, name: out + "/truth.json")
                 try ratings.write("user\titem\trating\ttimestamp\n")
                 var seen = [Bool](repeating: false, count: items)
                 var userHasRows = false
@@ -120,7 +120,8 @@ struct DataCommand: ParsableCommand {
                     written += 1
                 }
                 try ratings.close()
-                // The rest of truth.json: the planted structure of items (keys in sorted order after user_cluster's).
+                // The rest of truth.json: the planted structure of items (user_cluster came first, as users streamed;
+                // the same JSON as before the streaming writer, in another key order).
                 func json(_ value: Any) throws -> String {
                     String(decoding: try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]), as: UTF8.self)
                 }
@@ -132,7 +133,7 @@ struct DataCommand: ParsableCommand {
                 }
                 try truth.write("},\"substitute_pairs\":" + (try json(plan.substitutes.map { ["i\($0.0 + 1)", "i\($0.1 + 1)"] })) + "}\n")
                 try truth.close()
-                let catalog = try BufferedTextWriter(path: folder.appendingPathComponent("items.tsv").path)
+                let catalog = try BufferedTextWriter(path: folder.appendingPathComponent("items.tsv").path, name: out + "/items.tsv")
                 try catalog.write("item\ttitle\tgenres\n")
                 for i in firstSeen.map(Int.init) {
                     try catalog.write("i\(i + 1)\t\(plan.titles[i])\t\(plan.clusterNames[plan.cluster[i]])\n")
