@@ -282,3 +282,33 @@ let queries = clustered(rows: 100, seed: 2)
         #expect(try message(good) == nil)
     }
 }
+
+@Suite struct ScoreHeapTests {
+    /// Both heaps against a plain reference (the top by their order, ties by id), with pushes and
+    /// pops interleaved, then drained in order.
+    @Test func heapsPopInTheirOrder() {
+        var g = SeededGenerator(seed: 4)
+        var best = BestHeap(), worst = WorstHeap()
+        var bestRef: [(Float, Int32)] = [], worstRef: [(Float, Int32)] = []
+        func top(_ entries: [(Float, Int32)], _ above: (Float, Int32, Float, Int32) -> Bool) -> Int {
+            var t = 0
+            for k in entries.indices where above(entries[k].0, entries[k].1, entries[t].0, entries[t].1) { t = k }
+            return t
+        }
+        for round in 0..<600 {
+            let s = Float(g.next(below: 50)), id = Int32(g.next(below: 1000))
+            best.push(s, id); bestRef.append((s, id))
+            worst.push(s, id); worstRef.append((s, id))
+            if round % 3 == 2 {
+                let b = best.pop()!, w = worst.pop()!
+                let tb = bestRef.remove(at: top(bestRef, BestFirst.above)), tw = worstRef.remove(at: top(worstRef, WorstFirst.above))
+                #expect(b == tb && w == tw, "round \(round)")
+            }
+        }
+        #expect(best.count == bestRef.count && worst.count == worstRef.count)
+        while let b = best.pop() {
+            #expect(b == bestRef.remove(at: top(bestRef, BestFirst.above)))
+        }
+        #expect(bestRef.isEmpty)
+    }
+}
