@@ -146,6 +146,8 @@ public struct SparseEASE: PersistableRecommender, ItemWeightRecommender, AntiAff
                             } catch {
                                 if ridge == lambda { fixes += 1 }
                                 ridge *= 2
+                                // A finite Gram always factors long before this; never loop on a broken one.
+                                if !(ridge < 1e30) { for p in 0..<m { rhs[p] = 0 }; solved = true }
                             }
                         }
                         s.base[j] = support

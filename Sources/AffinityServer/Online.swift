@@ -195,7 +195,7 @@ public final class OnlineTrainer: @unchecked Sendable {
             var events: [OnlineEvent] = []
             events.reserveCapacity(page.count)
             for stored in page where UserEvent(stored.event).isPositive(threshold: positiveThreshold) {
-                events.append(OnlineEvent(user: stored.event.user, item: stored.event.item, time: stored.event.timestamp ?? 0))
+                events.append(OnlineEvent(user: stored.event.user, item: stored.event.item, time: stored.event.timestamp))
             }
             try learner.learn(events)
             let now = learner.counters
