@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_env import cpu_family, ensure_venv  # noqa: E402
+from peer_env import cpu_family, ensure_venv, release_binary  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 QUALITY = os.path.join(ROOT, "..", "shared", "bench", "quality")
@@ -55,10 +55,7 @@ def main():
         print(json.dumps(gensim_run(a.split, a.epochs, a.peer_only)))
         return
     ensure_venv(VENV, ["numpy", "scipy", "gensim"])
-    binary = a.binary
-    if not binary:
-        subprocess.check_call(["swift", "build", "-c", "release", "--product", "affinity"], cwd=ROOT, stdout=subprocess.DEVNULL)
-        binary = os.path.join(ROOT, ".build", "release", "affinity")
+    binary = release_binary(ROOT, a.binary)
     split_dir = os.path.join(ROOT, "..", "shared", "data", "splits", a.split)
     print(f"CPU: {cpu_family()}; split {a.split}; dim 64, window 10, 10 negatives, {a.epochs} epochs")
     print(f"{'threads':>7s} {'ours s':>8s} {'gensim s':>9s} {'gensim/ours':>11s} {'ours tok/s':>11s} {'gensim tok/s':>12s} "

@@ -64,3 +64,11 @@ def run(cmd, env=None):
     if r.returncode != 0:
         sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
     return r.stdout
+
+
+def release_binary(root, given=None):
+    """`given` when set, else `affinity` built in release at `root` (the benchmarks' usual first step)."""
+    if given:
+        return given
+    subprocess.check_call(["swift", "build", "-c", "release", "--product", "affinity"], cwd=root, stdout=subprocess.DEVNULL)
+    return os.path.join(root, ".build", "release", "affinity")

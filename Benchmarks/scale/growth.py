@@ -39,7 +39,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers"))
-from peer_env import cpu_family, ensure_venv  # noqa: E402
+from peer_env import cpu_family, ensure_venv, release_binary  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV_SCALE", "/tmp/affinity-venv-scale")
@@ -209,10 +209,7 @@ def main():
         return
     if not args.no_peers:
         ensure_venv(VENV, ["numpy", "scipy", "pandas", "implicit", "hnswlib"])
-    binary = args.binary
-    if not binary:
-        subprocess.check_call(["swift", "build", "-c", "release", "--product", "affinity"], cwd=ROOT, stdout=subprocess.DEVNULL)
-        binary = os.path.join(ROOT, ".build", "release", "affinity")
+    binary = release_binary(ROOT, args.binary)
     os.makedirs(args.work, exist_ok=True)
     rows = {}
     for n in [int(s) for s in args.sizes.split(",")]:

@@ -166,13 +166,21 @@ public struct ItemCatalog: Sendable, Codable, Equatable {
 
     /// Affinity's `items.tsv` text for the given items (all known items when nil), sorted by ID.
     public func tsv(items: [String]? = nil) -> String {
-        var out = "item\ttitle\tgenres\n"
+        var out = Self.tsvHeader
         let ids = items ?? Array(Set(titles.keys).union(genres.keys)).sorted()
         for id in ids where titles[id] != nil || genres[id] != nil {
-            let title = (titles[id] ?? "").replacingOccurrences(of: "\t", with: " ")
-            out += "\(id)\t\(title)\t\((genres[id] ?? []).joined(separator: "|"))\n"
+            out += Self.tsvLine(item: id, title: titles[id] ?? "", genres: genres[id] ?? [])
         }
         return out
+    }
+
+    /// The header line of `items.tsv`.
+    public static let tsvHeader = "item\ttitle\tgenres\n"
+
+    /// One `items.tsv` line (tabs in the title become spaces; genres joined by `|`), for writers
+    /// that stream the file instead of building a catalogue.
+    public static func tsvLine(item: String, title: String, genres: [String]) -> String {
+        "\(item)\t\(title.replacingOccurrences(of: "\t", with: " "))\t\(genres.joined(separator: "|"))\n"
     }
 
     /// The metadata of the listed items only.

@@ -120,6 +120,7 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
         }
         shards.append(shardStart..<sequences.count)
         let shardRanges = shards, unigramTable = table
+        let shardTokenCounts = shards.map { shard in sequences[shard].reduce(0) { $0 + $1.count } }
         let reporter = ReporterBox(ProgressReporter(progress, model: modelType, epochs: c.epochs, exampleName: "tokens"))
         for epoch in 0..<c.epochs {
             input.withUnsafeMutableBufferPointer { inputBuffer in
@@ -127,7 +128,7 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
                     let w = SharedMutableBuffer(inputBuffer), o = SharedMutableBuffer(outputBuffer)
                     Parallelism.forEachChunk(shardRanges.count, threads: shardRanges.count) { worker in
                         let shard = shardRanges[worker]
-                        let shardTokens = sequences[shard].reduce(0) { $0 + $1.count }
+                        let shardTokens = shardTokenCounts[worker]
                         var eg = SeededGenerator(seed: c.seed, stream: UInt64(epoch + 1) &+ (UInt64(worker) << 32))
                         var hidden = [Float](repeating: 0, count: d)
                         var done = 0

@@ -102,8 +102,10 @@ public struct SparseEASE: PersistableRecommender, ItemWeightRecommender, AntiAff
                 Parallelism.forEachRange(n, grain: 64, threads: threads) { range in
                   scratches.with { scratch in
                     let position = scratch.position
-                    var a = scratch.a, rhs = scratch.rhs, base = scratch.base
-                    defer { scratch.a = a; scratch.rhs = rhs; scratch.base = base }
+                    // Moved out and back (not copied: a shared buffer would be copied on the first write).
+                    var a: [Float] = [], rhs: [Float] = [], base: [Float] = []
+                    swap(&a, &scratch.a); swap(&rhs, &scratch.rhs); swap(&base, &scratch.base)
+                    defer { swap(&a, &scratch.a); swap(&rhs, &scratch.rhs); swap(&base, &scratch.base) }
                     var fixes = 0
                     for j in range {
                         let row = gram.rowPointers[j]..<gram.rowPointers[j + 1]

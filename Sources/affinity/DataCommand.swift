@@ -102,7 +102,7 @@ struct DataCommand: ParsableCommand {
                 var userHasRows = false
                 try truth.write("{\"user_cluster\":{")
                 let plan = try SyntheticGenerator.stream(settings) { u, cluster in
-                    try truth.write((u == 0 ? "" : ",") + "\"u\(u + 1)\":\(cluster)")
+                    try truth.write((u == 0 ? "" : ",") + "\"\(SyntheticGenerator.ItemPlan.userID(u))\":\(cluster)")
                     userHasRows = false
                 } row: { u, item, rating, time in
                     if !userHasRows { userHasRows = true; activeUsers += 1 }
@@ -129,14 +129,15 @@ struct DataCommand: ParsableCommand {
                 try truth.write(",\"clusters\":" + (try json(plan.clusterNames)))
                 try truth.write(",\"item_cluster\":{")
                 for i in plan.cluster.indices {
-                    try truth.write((i == 0 ? "" : ",") + "\"i\(i + 1)\":\(plan.cluster[i])")
+                    try truth.write((i == 0 ? "" : ",") + "\"\(SyntheticGenerator.ItemPlan.id(i))\":\(plan.cluster[i])")
                 }
-                try truth.write("},\"substitute_pairs\":" + (try json(plan.substitutes.map { ["i\($0.0 + 1)", "i\($0.1 + 1)"] })) + "}\n")
+                try truth.write("},\"substitute_pairs\":" + (try json(plan.substitutes.map { [SyntheticGenerator.ItemPlan.id($0.0), SyntheticGenerator.ItemPlan.id($0.1)] })) + "}\n")
                 try truth.close()
                 let catalog = try BufferedTextWriter(path: folder.appendingPathComponent("items.tsv").path, name: out + "/items.tsv")
-                try catalog.write("item\ttitle\tgenres\n")
+                try catalog.write(ItemCatalog.tsvHeader)
                 for i in firstSeen.map(Int.init) {
-                    try catalog.write("i\(i + 1)\t\(plan.titles[i])\t\(plan.clusterNames[plan.cluster[i]])\n")
+                    try catalog.write(ItemCatalog.tsvLine(item: SyntheticGenerator.ItemPlan.id(i), title: plan.titles[i],
+                                                          genres: [plan.clusterNames[plan.cluster[i]]]))
                 }
                 try catalog.close()
             }
