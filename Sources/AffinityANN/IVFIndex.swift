@@ -15,9 +15,15 @@ public struct IVFSettings: Sendable, Codable, Equatable {
     public var trainingPointsPerList: Int = 256
     public var seed: UInt64 = 42
     public var threads: Int = 0
+    /// Inner product without the reduction: norm bands per direction cell (one inverted list per
+    /// cell and band; see `CoarseQuantizer`). 0 = chosen from the data: 1 when norms hardly vary,
+    /// else up to 8.
+    public var normBands: Int = 0
 
-    public init(lists: Int, mipsReduction: Bool = false, iterations: Int = 10, trainingPointsPerList: Int = 256, seed: UInt64 = 42, threads: Int = 0) {
+    public init(lists: Int, mipsReduction: Bool = false, iterations: Int = 10, trainingPointsPerList: Int = 256, seed: UInt64 = 42, threads: Int = 0,
+                normBands: Int = 0) {
         self.lists = lists
+        self.normBands = normBands
         self.mipsReduction = mipsReduction
         self.iterations = iterations
         self.trainingPointsPerList = trainingPointsPerList
@@ -27,12 +33,12 @@ public struct IVFSettings: Sendable, Codable, Equatable {
 }
 
 /// IVF-Flat (Sivic & Zisserman 2003; Jégou et al. 2011): a k-means coarse quantiser assigns each
-/// vector to a cell; a query scans the `nprobe` cells whose centroids score best and ranks their
+/// vector to an inverted list; a query scans the `nprobe` lists that promise most and ranks their
 /// vectors exactly.
 ///
-/// With inner product and items whose norms vary (popularity shows in the norm), cells formed by
-/// inner product collapse onto a few large-norm centroids; `mipsReduction` clusters the reduced
-/// vectors by L2 instead, which keeps cells balanced (measured by `affinity index bench`).
+/// With inner product, lists are direction cells split by norm (`CoarseQuantizer`): items whose
+/// norms vary (popularity shows in the norm) would otherwise collapse onto a few large-norm
+/// centroids. `mipsReduction` is the older alternative (measured against it in the README).
 public final class IVFIndex: VectorIndex, @unchecked Sendable {
     public let dimension: Int
     public let metric: Metric
@@ -47,8 +53,8 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
     public convenience init(vectors: Matrix, metric: Metric, settings: IVFSettings) throws {
         let x = metric == .cosine ? ExactSearch.normalizedRows(vectors) : vectors
         let (quantizer, assignment) = try CoarseQuantizer.train(x, metric: metric, settings: settings)
-        var ids = [[Int32]](repeating: [], count: settings.lists)
-        var vecs = [[Float]](repeating: [], count: settings.lists)
+        var ids = [[Int32]](repeating: [], count: quantizer.lists)
+        var vecs = [[Float]](repeating: [], count: quantizer.lists)
         for r in 0..<x.rows {
             let l = Int(assignment[r])
             ids[l].append(Int32(r))
@@ -77,7 +83,7 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
         var selector = TopKSelector(k: k)
         var scores: [Float] = []
         q.withUnsafeBufferPointer { qp in
-            for cell in quantizer.rankCells(q, nprobe: parameters.nprobe) {
+            for cell in quantizer.rankLists(q, nprobe: parameters.nprobe) {
                 let ids = listIDs[cell]
                 if ids.isEmpty { continue }
                 if scores.count < ids.count { scores = [Float](repeating: 0, count: ids.count) }
@@ -97,10 +103,11 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
     }
 
     func serialized() throws -> IndexFile.Writer {
-        let json: [String: Any] = ["lists": settings.lists, "mipsReduction": settings.mipsReduction, "iterations": settings.iterations,
-                                   "seed": Int64(bitPattern: settings.seed), "maxNorm": Double(quantizer.maxNorm), "centroidColumns": quantizer.centroids.columns]
+        var json = quantizer.json
+        json["iterations"] = settings.iterations
+        json["seed"] = Int64(bitPattern: settings.seed)
         var w = try IndexFile.header(kind: .ivf, metric: metric, dimension: dimension, count: count, json: json)
-        quantizer.centroids.values.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
+        quantizer.write(&w)
         let sizes = listIDs.map { Int64($0.count) }
         sizes.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         let ids = listIDs.flatMap { $0 }
@@ -111,15 +118,8 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
     }
 
     static func deserialize(_ r: inout IndexFile.Reader, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> IVFIndex {
-        guard let lists = json["lists"] as? Int, let mips = json["mipsReduction"] as? Bool, let cols = json["centroidColumns"] as? Int,
-              let maxNorm = json["maxNorm"] as? Double, lists > 0, Float(maxNorm).isFinite else {
-            throw IndexError.file(path: r.path, reason: "IVF header is incomplete")
-        }
-        guard cols == dimension || (mips && cols == dimension + 1) else {
-            throw IndexError.file(path: r.path, reason: "centroids have \(cols) columns for \(dimension)-dimensional vectors")
-        }
-        let centroids = Matrix(rows: lists, columns: cols, values: try r.floats(rows: lists, columns: cols, name: "centroids"))
-        let sizes = try IVFIndex.readListSizes(&r, lists: lists, count: count)
+        let quantizer = try CoarseQuantizer.read(&r, json: json, metric: metric, dimension: dimension, kind: "IVF")
+        let sizes = try IVFIndex.readListSizes(&r, lists: quantizer.lists, count: count)
         let allIDs = try IVFIndex.readIDs(&r, count: count)
         let allVectors = try r.floats(rows: count, columns: dimension, name: "vectors")
         var ids: [[Int32]] = [], vecs: [[Float]] = []
@@ -129,10 +129,8 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
             vecs.append(Array(allVectors[(start * dimension)..<((start + s) * dimension)]))
             start += s
         }
-        return IVFIndex(dimension: dimension, metric: metric,
-                        settings: IVFSettings(lists: lists, mipsReduction: mips, iterations: json["iterations"] as? Int ?? 10, seed: UInt64(bitPattern: Int64(json["seed"] as? Int ?? 42))),
-                        quantizer: CoarseQuantizer(centroids: centroids, mipsReduction: mips, maxNorm: Float(maxNorm), metric: metric),
-                        listIDs: ids, listVectors: vecs, count: count)
+        return IVFIndex(dimension: dimension, metric: metric, settings: IVFSettings(json: json, quantizer: quantizer),
+                        quantizer: quantizer, listIDs: ids, listVectors: vecs, count: count)
     }
 
     /// The inverted lists' sizes: each non-negative, adding up to `count` without overflow.
@@ -158,5 +156,13 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
             seen[Int(id)] = true
         }
         return ids
+    }
+}
+
+extension IVFSettings {
+    /// The settings a saved index was built with, from its JSON block and quantiser.
+    init(json: [String: Any], quantizer: CoarseQuantizer) {
+        self.init(lists: quantizer.cells, mipsReduction: quantizer.mipsReduction, iterations: json["iterations"] as? Int ?? 10,
+                  seed: UInt64(bitPattern: Int64(json["seed"] as? Int ?? 42)), normBands: quantizer.bands)
     }
 }

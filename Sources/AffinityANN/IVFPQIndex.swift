@@ -49,10 +49,11 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
             rotation = r
         }
         let (quantizer, assignment) = try CoarseQuantizer.train(x, metric: metric, settings: settings.ivf)
+        let centres = (0..<quantizer.lists).map { quantizer.centre(ofList: $0, dimension: x.columns) }
         var residuals = x
         for r in 0..<x.rows {
-            let c = quantizer.centroid(Int(assignment[r]), dimension: x.columns)
-            for k in 0..<x.columns { residuals.values[r * x.columns + k] -= c[c.startIndex + k] }
+            let c = centres[Int(assignment[r])]
+            for k in 0..<x.columns { residuals.values[r * x.columns + k] -= c[k] }
         }
         let pq = try ProductQuantizer.train(residuals, subspaces: settings.subspaces, seed: settings.ivf.seed, threads: settings.ivf.threads)
         let codes = pq.encode(residuals, threads: settings.ivf.threads)
@@ -95,10 +96,10 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         let isL2 = metric == .l2
         var sharedTable = isL2 ? [] : pq.table(q, negatedL2: false)
         var scores: [Float] = []
-        for cell in quantizer.rankCells(q, nprobe: parameters.nprobe) {
+        for cell in quantizer.rankLists(q, nprobe: parameters.nprobe) {
             let ids = listIDs[cell]
             if ids.isEmpty { continue }
-            let c = Array(quantizer.centroid(cell, dimension: dimension))
+            let c = quantizer.centre(ofList: cell, dimension: dimension)
             var bias: Float = 0
             if isL2 {
                 // Table of −|(q − c)_j − r̂_j|², per cell.
@@ -131,11 +132,11 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
 
 extension IVFPQIndex {
     func serialized() throws -> IndexFile.Writer {
-        let json: [String: Any] = ["lists": quantizer.lists, "mipsReduction": quantizer.mipsReduction, "maxNorm": Double(quantizer.maxNorm),
-                                   "centroidColumns": quantizer.centroids.columns, "subspaces": pq.subspaces, "refine": !vectors.isEmpty,
-                                   "seed": Int64(bitPattern: settings.ivf.seed), "iterations": settings.ivf.iterations, "opq": rotation != nil]
+        var json = quantizer.json
+        json.merge(["subspaces": pq.subspaces, "refine": !vectors.isEmpty, "seed": Int64(bitPattern: settings.ivf.seed),
+                    "iterations": settings.ivf.iterations, "opq": rotation != nil]) { $1 }
         var w = try IndexFile.header(kind: .ivfpq, metric: metric, dimension: dimension, count: count, json: json)
-        quantizer.centroids.values.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
+        quantizer.write(&w)
         pq.codebooks.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         let sizes = listIDs.map { Int64($0.count) }
         sizes.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
@@ -149,20 +150,15 @@ extension IVFPQIndex {
     }
 
     static func deserialize(_ r: inout IndexFile.Reader, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> IVFPQIndex {
-        guard let lists = json["lists"] as? Int, let mips = json["mipsReduction"] as? Bool, let cols = json["centroidColumns"] as? Int,
-              let maxNorm = json["maxNorm"] as? Double, let m = json["subspaces"] as? Int, let refine = json["refine"] as? Bool, lists > 0, m > 0,
-              Float(maxNorm).isFinite else {
+        guard let m = json["subspaces"] as? Int, let refine = json["refine"] as? Bool, m > 0 else {
             throw IndexError.file(path: r.path, reason: "IVF-PQ header is incomplete")
-        }
-        guard cols == dimension || (mips && cols == dimension + 1) else {
-            throw IndexError.file(path: r.path, reason: "centroids have \(cols) columns for \(dimension)-dimensional vectors")
         }
         guard m <= dimension, dimension % m == 0 else {
             throw IndexError.file(path: r.path, reason: "\(m) subspaces do not divide dimension \(dimension)")
         }
-        let centroids = Matrix(rows: lists, columns: cols, values: try r.floats(rows: lists, columns: cols, name: "centroids"))
+        let quantizer = try CoarseQuantizer.read(&r, json: json, metric: metric, dimension: dimension, kind: "IVF-PQ")
         let pq = try ProductQuantizer(dimension: dimension, subspaces: m, codebooks: try r.floats(rows: 256, columns: dimension, name: "codebooks"))
-        let sizes = try IVFIndex.readListSizes(&r, lists: lists, count: count)
+        let sizes = try IVFIndex.readListSizes(&r, lists: quantizer.lists, count: count)
         let allIDs = try IVFIndex.readIDs(&r, count: count)
         let allCodes = try r.array(try r.product(count, m, "codes"), of: UInt8.self)
         let vectors = refine ? try r.floats(rows: count, columns: dimension, name: "vectors") : []
@@ -175,10 +171,8 @@ extension IVFPQIndex {
             codes.append(Array(allCodes[(start * m)..<((start + s) * m)]) + [0, 0, 0, 0])
             start += s
         }
-        let settings = IVFPQSettings(ivf: IVFSettings(lists: lists, mipsReduction: mips, iterations: json["iterations"] as? Int ?? 10,
-                                                      seed: UInt64(bitPattern: Int64(json["seed"] as? Int ?? 42))), subspaces: m, keepVectorsForRefine: refine, opq: opq)
-        return IVFPQIndex(dimension: dimension, metric: metric, settings: settings,
-                          quantizer: CoarseQuantizer(centroids: centroids, mipsReduction: mips, maxNorm: Float(maxNorm), metric: metric),
+        let settings = IVFPQSettings(ivf: IVFSettings(json: json, quantizer: quantizer), subspaces: m, keepVectorsForRefine: refine, opq: opq)
+        return IVFPQIndex(dimension: dimension, metric: metric, settings: settings, quantizer: quantizer,
                           pq: pq, listIDs: ids, listCodes: codes, vectors: vectors, rotation: rotation, count: count)
     }
 }

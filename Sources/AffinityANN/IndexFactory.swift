@@ -82,7 +82,7 @@ public enum IndexFactory {
     }
 
     /// Builds an index of `spec` over `vectors`. `settings` carries build knobs by name
-    /// (`efConstruction`, `threads`, `seed`, `iterations`).
+    /// (`efConstruction`, `threads`, `seed`, `iterations`, `normBands`).
     public static func build(spec: String, vectors: Matrix, metric: Metric, settings: [String: String] = [:]) throws -> any VectorIndex {
         let kind = try parse(spec)
         func int(_ key: String, _ fallback: Int) throws -> Int {
@@ -90,7 +90,7 @@ public enum IndexFactory {
             guard let v = Int(raw), v >= 0 else { throw IndexError.invalidParameter("\(key)=\(raw): expected a non-negative integer") }
             return v
         }
-        let known: Set<String> = ["efConstruction", "threads", "seed", "iterations"]
+        let known: Set<String> = ["efConstruction", "threads", "seed", "iterations", "normBands"]
         for key in settings.keys where !known.contains(key) {
             throw IndexError.invalidParameter("unknown build setting '\(key)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -107,12 +107,14 @@ public enum IndexFactory {
             return index
         case .ivf(let lists, let mips):
             return try IVFIndex(vectors: vectors, metric: metric,
-                                settings: IVFSettings(lists: lists, mipsReduction: mips, iterations: try int("iterations", 10), seed: seed, threads: threads))
+                                settings: IVFSettings(lists: lists, mipsReduction: mips, iterations: try int("iterations", 10), seed: seed, threads: threads,
+                                                      normBands: try int("normBands", 0)))
         case .lsh(let tables, let bits):
             return try LSHIndex(vectors: vectors, metric: metric, settings: LSHSettings(tables: tables, bits: bits, seed: seed))
         case .ivfpq(let lists, let m, let mips, let refine, let opq):
             return try IVFPQIndex(vectors: vectors, metric: metric, settings: IVFPQSettings(
-                ivf: IVFSettings(lists: lists, mipsReduction: mips, iterations: try int("iterations", 10), seed: seed, threads: threads),
+                ivf: IVFSettings(lists: lists, mipsReduction: mips, iterations: try int("iterations", 10), seed: seed, threads: threads,
+                                 normBands: try int("normBands", 0)),
                 subspaces: m, keepVectorsForRefine: refine, opq: opq))
         }
     }

@@ -44,11 +44,11 @@ public enum AmazonImport {
     /// metadata is missing, built from what reviewers wrote, so it must not describe an item of an
     /// evaluated domain (its test reviews would be in it); fine for a pre-training domain.
     public static func reviews(path: String, textFromReviews: Bool, summaries: Int = 10) throws -> (log: InteractionLog, catalog: ItemCatalog) {
-        let bytes = try InteractionReader.readMaybeCompressed(path)
         var rows: [(user: String, item: String, rating: Float?, timestamp: Int64?)] = []
         var summariesByItem: [String: [(Int64, String)]] = [:]
-        try bytes.withUnsafeBufferPointer { buffer in
-            try TextScanner.forEachLine(buffer) { n, line in
+        do {
+            // Streamed (plain or gzip): the file's text is never held whole.
+            try InteractionReader.LineSource.open(path).forEachLine { n, line in
                 guard !TextScanner.isBlank(line) else { return true }
                 guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
                     throw DataError.malformedLine(file: path, line: n, reason: "not a JSON object")

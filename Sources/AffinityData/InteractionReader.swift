@@ -3,7 +3,7 @@ import _AffinityZlib
 import AffinityLinalg
 
 /// The interaction file layouts Affinity reads. Any of them may be gzip-compressed (`.gz`, or the
-/// gzip magic bytes): the reader decompresses in memory first.
+/// gzip magic bytes): the reader decompresses as it reads, never holding the text.
 public enum InteractionFormat: String, CaseIterable, Sendable, Codable {
     /// Tab-separated `user<TAB>item[<TAB>rating[<TAB>timestamp]]` (docs/formats.md), or any columns a
     /// header names.
@@ -184,37 +184,39 @@ public enum InteractionReader {
         return try parse(try LineSource.open(file), name: file, dialect: dialect, options: options)
     }
 
-    /// Where a reader's lines come from: a plain file read in chunks (its text is never held
-    /// whole), or bytes in memory (a gzip file's decompressed bytes, a test's text).
+    /// Where a reader's lines come from: a file read in chunks (plain, or gzip decompressed as it is
+    /// read: its text is never held whole), or bytes in memory (a test's text).
     public enum LineSource {
         case bytes([UInt8])
         case file(path: String, size: Int)
+        /// `size`: the decompressed size as the gzip trailer gives it (its last member's, modulo
+        /// 4 GiB), or 3x the compressed size when that is larger (an estimate for sizing).
+        case gzip(path: String, size: Int)
 
-        /// The file at `path`: streamed when plain, decompressed in memory when gzip.
+        /// The file at `path`, told plain from gzip by its first two bytes.
         public static func open(_ path: String) throws -> LineSource {
             try TextScanner.checkFile(path)
-            var magic = [UInt8](repeating: 0, count: 2)
-            let got: Int = try {
-                guard let handle = FileHandle(forReadingAtPath: path) else {
-                    throw DataError.unreadable(path: path, reason: "cannot be read (permissions?)")
-                }
-                defer { try? handle.close() }
-                let head = (try? handle.read(upToCount: 2)) ?? Data()
-                for (k, b) in head.enumerated() { magic[k] = b }
-                return head.count
-            }()
-            if got == 2, magic == [0x1F, 0x8B] { return .bytes(try readMaybeCompressed(path)) }
+            guard let handle = FileHandle(forReadingAtPath: path) else {
+                throw DataError.unreadable(path: path, reason: "cannot be read (permissions?)")
+            }
+            defer { try? handle.close() }
             // stat(2) follows a symbolic link to the file it names (attributesOfItem would size the link).
             var info = stat()
             let size = stat(path, &info) == 0 ? Int(info.st_size) : 0
-            return .file(path: path, size: size)
+            let head = [UInt8]((try? handle.read(upToCount: 2)) ?? Data())
+            guard head == [0x1F, 0x8B] else { return .file(path: path, size: size) }
+            var trailer = 0
+            if size >= 22, (try? handle.seek(toOffset: UInt64(size - 4))) != nil, let last = try? handle.read(upToCount: 4), last.count == 4 {
+                trailer = last.reversed().reduce(0) { $0 << 8 | Int($1) }
+            }
+            return .gzip(path: path, size: max(trailer, 3 * size))
         }
 
         /// Bytes of text (for sizing the columns).
         var byteCount: Int {
             switch self {
             case .bytes(let b): return b.count
-            case .file(_, let size): return size
+            case .file(_, let size), .gzip(_, let size): return size
             }
         }
 
@@ -231,6 +233,7 @@ public enum InteractionReader {
             switch self {
             case .bytes(let bytes): try bytes.withUnsafeBufferPointer { try TextScanner.forEachLine($0, strip) }
             case .file(let path, _): try TextScanner.forEachLine(inFile: path, strip)
+            case .gzip(let path, _): try TextScanner.forEachLine(inGzipFile: path, limit: MemoryBudget.bytes, strip)
             }
         }
     }
@@ -271,15 +274,8 @@ public enum InteractionReader {
         }
     }
 
-    /// A file's bytes, gunzipped when they start with gzip's magic bytes. The decompressed size is
-    /// bounded by `MemoryBudget`, so a decompression bomb is refused by name.
-    public static func readMaybeCompressed(_ path: String) throws -> [UInt8] {
-        let bytes = try TextScanner.readBytes(path)
-        guard bytes.count >= 2, bytes[0] == 0x1F, bytes[1] == 0x8B else { return bytes }
-        return try gunzip(bytes, name: path)
-    }
-
-    /// Decodes gzip bytes (all members). `name` is used in messages.
+    /// Decodes gzip bytes held in memory (all members); the plain twin of the streaming decoder the
+    /// readers use (`TextScanner.forEachLine(inGzipFile:)`). `name` is used in messages.
     public static func gunzip(_ bytes: [UInt8], name: String, limit: Int = MemoryBudget.bytes) throws -> [UInt8] {
         var out: UnsafeMutablePointer<UInt8>? = nil
         var count = 0
@@ -325,7 +321,7 @@ public enum InteractionReader {
     public static func parse(_ source: LineSource, name: String, dialect: Dialect, options: InteractionReadOptions = .init()) throws -> InteractionLog {
         // The columns, vocabularies and the CSR built from them take about 1.5 bytes per byte of
         // text (measured: 1.9 GB peak for a 1.3 GB, 50M-line file; files of very short lines need
-        // more per byte): refuse before reading. Text held in memory (a gzip file's) counts too.
+        // more per byte): refuse before reading. Text held in memory counts too.
         let held: Double = if case .bytes = source { 1 } else { 0 }
         try MemoryBudget.check(bytes: Double(source.byteCount) * (1.5 + held),
                                for: "reading \(name) (\(MemoryBudget.describe(Double(source.byteCount))) of text)")

@@ -1,4 +1,5 @@
 import Foundation
+import _AffinityZlib
 
 /// Low-level helpers to scan a text file line by line over its raw bytes.
 enum TextScanner {
@@ -29,6 +30,40 @@ enum TextScanner {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw DataError.unreadable(path: path, reason: "cannot be opened (\(String(cString: strerror(errno))))") }
         defer { close(fd) }
+        try forEachLine(chunkBytes: chunkBytes, reading: { buffer, count in
+            while true {
+                let n = read(fd, buffer, count)
+                if n >= 0 { return n }
+                if errno != EINTR { throw DataError.unreadable(path: path, reason: "read failed (\(String(cString: strerror(errno))))") }
+            }
+        }, body)
+    }
+
+    /// `forEachLine(inFile:)` for a gzip file, decompressed as it is read (every member); more than
+    /// `limit` decompressed bytes is refused as a decompression bomb.
+    static func forEachLine(inGzipFile path: String, limit: Int, chunkBytes: Int = 8 << 20, _ body: (Int, UnsafeBufferPointer<UInt8>) throws -> Bool) throws {
+        try checkFile(path)
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw DataError.unreadable(path: path, reason: "cannot be opened (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        var message = [CChar](repeating: 0, count: 160)
+        guard let stream = affinity_gz_open(fd, limit, &message, message.count) else {
+            throw DataError.unreadable(path: path, reason: "gzip: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+        }
+        defer { affinity_gz_close(stream) }
+        try forEachLine(chunkBytes: chunkBytes, reading: { buffer, count in
+            let n = affinity_gz_read(stream, buffer, count, &message, message.count)
+            guard n >= 0 else {
+                throw DataError.unreadable(path: path, reason: "gzip: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+            }
+            return n
+        }, body)
+    }
+
+    /// The chunked line loop over any byte source: `read(buffer, count)` fills up to `count` bytes
+    /// and returns how many (0 at the end).
+    static func forEachLine(chunkBytes: Int, reading read: (UnsafeMutablePointer<UInt8>, Int) throws -> Int,
+                            _ body: (Int, UnsafeBufferPointer<UInt8>) throws -> Bool) throws {
         var capacity = max(16, chunkBytes)
         var buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
         defer { buffer.deallocate() }
@@ -54,11 +89,7 @@ enum TextScanner {
                 buffer = larger
                 capacity *= 2
             }
-            let n = read(fd, buffer + filled, capacity - filled)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw DataError.unreadable(path: path, reason: "read failed (\(String(cString: strerror(errno))))")
-            }
+            let n = try read(buffer + filled, capacity - filled)
             if n == 0 {
                 if filled > 0 { try lines(upTo: filled) }
                 return

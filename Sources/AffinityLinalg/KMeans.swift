@@ -8,12 +8,17 @@ public struct KMeansSettings: Sendable, Codable, Equatable {
     public var seed: UInt64 = 42
     /// Threads for the assignment step (0 = all cores).
     public var threads: Int = 0
+    /// Spherical k-means (Dhillon & Modha 2001; FAISS's `spherical`): centroids are scaled to unit
+    /// length after every update, so on unit-length data the nearest centroid is the one with the
+    /// largest inner product and clusters are cones of directions.
+    public var spherical: Bool = false
 
-    public init(clusters: Int, iterations: Int = 20, seed: UInt64 = 42, threads: Int = 0) {
+    public init(clusters: Int, iterations: Int = 20, seed: UInt64 = 42, threads: Int = 0, spherical: Bool = false) {
         self.clusters = clusters
         self.iterations = iterations
         self.seed = seed
         self.threads = threads
+        self.spherical = spherical
     }
 }
 
@@ -65,6 +70,12 @@ public enum KMeans {
                 }
                 sizes[c] = sizes[largest] / 2
                 sizes[largest] -= sizes[c]
+            }
+            if settings.spherical {
+                for c in 0..<k {
+                    let norm = Kernels.dot(Array(centroids.row(c)), Array(centroids.row(c))).squareRoot()
+                    if norm > 0 { for j in 0..<d { centroids.values[c * d + j] /= norm } }
+                }
             }
         }
         return Result(centroids: centroids, assignments: assignments, inertia: inertia, iterations: iteration)

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#include <errno.h>
+#include <unistd.h>
 
 static int fail(z_stream *s, uint8_t *buffer, char *error, size_t error_len, const char *message) {
     if (s) inflateEnd(s);
@@ -72,4 +74,85 @@ int affinity_gunzip(const uint8_t *in, size_t in_len, size_t max_out,
     *out = buffer;
     *out_len = used;
     return 0;
+}
+
+// MARK: streaming
+
+struct affinity_gz {
+    z_stream stream;
+    int fd;
+    int at_eof;         // the file has no more bytes
+    int member_ended;   // the last inflate finished a member
+    size_t produced;    // decompressed bytes so far
+    size_t max_out;
+    uint8_t input[1 << 20];
+};
+
+affinity_gz *affinity_gz_open(int fd, size_t max_out, char *error, size_t error_len) {
+    affinity_gz *g = calloc(1, sizeof *g);
+    if (!g) { snprintf(error, error_len, "out of memory"); return NULL; }
+    g->fd = fd;
+    g->max_out = max_out == 0 ? SIZE_MAX : max_out;
+    if (inflateInit2(&g->stream, 16 + MAX_WBITS) != Z_OK) {
+        free(g);
+        snprintf(error, error_len, "zlib could not start");
+        return NULL;
+    }
+    return g;
+}
+
+// Refills the input buffer when it is empty; returns -1 on a read error.
+static int refill(affinity_gz *g, char *error, size_t error_len) {
+    if (g->stream.avail_in > 0 || g->at_eof) return 0;
+    for (;;) {
+        ssize_t n = read(g->fd, g->input, sizeof g->input);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) { snprintf(error, error_len, "read failed (%s)", strerror(errno)); return -1; }
+        if (n == 0) g->at_eof = 1;
+        g->stream.next_in = g->input;
+        g->stream.avail_in = (uInt)n;
+        return 0;
+    }
+}
+
+long affinity_gz_read(affinity_gz *g, uint8_t *out, size_t out_len, char *error, size_t error_len) {
+    if (out_len > (1u << 30)) out_len = 1u << 30;
+    for (;;) {
+        if (refill(g, error, error_len) != 0) return -1;
+        if (g->member_ended) {
+            // Another member may follow (concatenated gzip files); trailing zero padding is ignored.
+            while (g->stream.avail_in > 0 && *g->stream.next_in == 0) { g->stream.next_in++; g->stream.avail_in--; }
+            if (g->stream.avail_in == 0) {
+                if (g->at_eof) return 0;
+                continue;
+            }
+            if (inflateReset(&g->stream) != Z_OK) { snprintf(error, error_len, "zlib error between members"); return -1; }
+            g->member_ended = 0;
+        }
+        if (g->stream.avail_in == 0 && g->at_eof) {
+            snprintf(error, error_len, "truncated gzip file (ends inside the compressed data)");
+            return -1;
+        }
+        g->stream.next_out = out;
+        g->stream.avail_out = (uInt)out_len;
+        int status = inflate(&g->stream, Z_NO_FLUSH);
+        size_t got = out_len - g->stream.avail_out;
+        if (status == Z_STREAM_END) g->member_ended = 1;
+        else if (status != Z_OK && !(status == Z_BUF_ERROR && g->stream.avail_in == 0)) {
+            snprintf(error, error_len, "%s", status == Z_DATA_ERROR ? "corrupt gzip data" : "zlib error while decoding");
+            return -1;
+        }
+        g->produced += got;
+        if (g->produced > g->max_out) {
+            snprintf(error, error_len, "decompressed size exceeds the memory budget");
+            return -1;
+        }
+        if (got > 0) return (long)got;
+    }
+}
+
+void affinity_gz_close(affinity_gz *g) {
+    if (!g) return;
+    inflateEnd(&g->stream);
+    free(g);
 }

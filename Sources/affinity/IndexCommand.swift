@@ -32,7 +32,7 @@ struct IndexCommand: ParsableCommand {
         @Option(name: .long, help: "Vectors (.fvecs or .npy).") var vectors: String
         @Option(name: .long, help: "ip | l2 | cos") var metric: Metric = .innerProduct
         @Option(name: .long, help: "Index spec, e.g. HNSW32.") var spec: String
-        @Option(name: .customLong("set"), help: "Build setting key=value: efConstruction, iterations, seed.") var settings: [String] = []
+        @Option(name: .customLong("set"), help: "Build setting key=value: efConstruction, iterations, seed, normBands (IVF, inner product: norm bands per cell, 0 = from the data).") var settings: [String] = []
         @Option(name: .long, help: "Build threads (0 = all cores).") var threads = 0
         @Option(name: .long, help: "Output index file.") var out: String
         @Flag(name: .long, help: "Replace OUT if it exists.") var force = false
@@ -110,7 +110,8 @@ struct IndexCommand: ParsableCommand {
                 }
             }
             if json {
-                try printJSON(figures)
+                // One line: the harness (Benchmarks/ann, peers.py) reads search_s from a line starting with "{".
+                try printJSON(figures, oneLine: true)
             } else {
                 print("queries:   \(q.rows) (k \(k), \(threads == 1 ? "1 thread" : "\(threads == 0 ? "all" : String(threads)) threads"))")
                 print(String(format: "search:    %.4f s, %.0f queries/s", seconds, Double(q.rows) / seconds))

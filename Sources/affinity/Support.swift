@@ -85,10 +85,10 @@ struct CommandError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Prints an Encodable value as pretty, key-sorted JSON on stdout.
-func printJSON<T: Encodable>(_ value: T) throws {
+/// Prints `value` as JSON: indented, or on one line (`oneLine`) for harnesses that read a JSON line.
+func printJSON<T: Encodable>(_ value: T, oneLine: Bool = false) throws {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.outputFormatting = oneLine ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 

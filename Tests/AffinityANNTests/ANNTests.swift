@@ -157,7 +157,7 @@ let queries = clustered(rows: 100, seed: 2)
     @Test func allListsIsExactAndFewListsKeepsAFloor() throws {
         let index = try IVFIndex(vectors: base, metric: .innerProduct, settings: IVFSettings(lists: 30, iterations: 8, threads: 2))
         let want = ExactSearch.referenceSearch(queries: queries, base: base, k: 10, metric: .innerProduct)
-        #expect(recallAt(try index.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: 30)), want, k: 10) == 1.0)
+        #expect(recallAt(try index.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: index.quantizer.lists)), want, k: 10) == 1.0)
         let l2 = try IVFIndex(vectors: base, metric: .l2, settings: IVFSettings(lists: 30, iterations: 8))
         let wantL2 = ExactSearch.referenceSearch(queries: queries, base: base, k: 10, metric: .l2)
         let r = recallAt(try l2.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: 5)), wantL2, k: 10)
@@ -173,6 +173,91 @@ let queries = clustered(rows: 100, seed: 2)
         let m = recallAt(try reduced.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: 4)), want, k: 10)
         #expect(m >= 0.7, "recall \(m)")   // observed 0.81
         #expect(throws: IndexError.self) { try IVFIndex(vectors: base, metric: .l2, settings: IVFSettings(lists: 4, mipsReduction: true)) }
+    }
+
+    /// Inner product: spherical cells split into norm bands. The band count follows the data (one
+    /// when every norm is equal), every list probed is exact, and the norm-aware ranking finds the
+    /// answers in fewer scanned vectors than the cells of the older inner-product quantiser.
+    @Test func normBandsFollowTheDataAndScanLess() throws {
+        let want = ExactSearch.referenceSearch(queries: queries, base: base, k: 10, metric: .innerProduct)
+        let banded = try IVFIndex(vectors: base, metric: .innerProduct, settings: IVFSettings(lists: 12, iterations: 8, threads: 1))
+        // Norms log-normal (sigma 0.5): 8 bands, split at the norm quantiles 1/2, 3/4, 7/8, ...
+        #expect(banded.quantizer.bands == 8 && banded.quantizer.lists == 96 && banded.listSizes.count == 96)
+        let sortedNorms = (0..<base.rows).map { Kernels.dot(Array(base.row($0)), Array(base.row($0))).squareRoot() }.sorted()
+        #expect(banded.quantizer.bandEdges[0] == sortedNorms[1500] && banded.quantizer.bandEdges[1] == sortedNorms[2250])
+        #expect(banded.quantizer.bandEdges == banded.quantizer.bandEdges.sorted())
+        #expect(recallAt(try banded.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: 96)), want, k: 10) == 1.0)
+        // Unit directions: one band, and spherical centroids.
+        let unit = try IVFIndex(vectors: ExactSearch.normalizedRows(base), metric: .innerProduct, settings: IVFSettings(lists: 12, iterations: 4, threads: 1))
+        #expect(unit.quantizer.bands == 1)
+        for c in 0..<12 { #expect(abs(Kernels.dot(Array(unit.quantizer.centroids.row(c)), Array(unit.quantizer.centroids.row(c))) - 1) < 1e-4) }
+        // An explicit band count is kept; empty lists are never probed.
+        let four = try IVFIndex(vectors: base, metric: .innerProduct, settings: IVFSettings(lists: 12, iterations: 8, threads: 1, normBands: 4))
+        #expect(four.quantizer.bands == 4)
+        let nonEmpty = four.listSizes.filter { $0 > 0 }.count
+        let ranked = four.quantizer.rankLists(Array(queries.row(0)), nprobe: 1000)
+        #expect(ranked.count == nonEmpty && ranked.allSatisfy { four.listSizes[$0] > 0 })
+        #expect(throws: IndexError.self) { try IVFIndex(vectors: base, metric: .innerProduct, settings: IVFSettings(lists: 12, normBands: 65)) }
+        // Ranked with the spread, a list of one vector has that vector's angle as its spread: |q|·score
+        // bounds q·x from above (the triangle inequality of angles), within rounding.
+        let spread = banded.quantizer.ranking(usesSpread: true)
+        var singles = 0
+        for q in 0..<20 {
+            let query = Array(queries.row(q)), qNorm = Kernels.dot(query, query).squareRoot()
+            let scores = spread.listScores(query)
+            for list in 0..<banded.quantizer.lists where banded.listIDs[list].count == 1 {
+                let x = Array(base.row(Int(banded.listIDs[list][0])))
+                #expect(qNorm * scores[list] >= Kernels.dot(query, x) - 1e-3 * (1 + abs(Kernels.dot(query, x))))
+                singles += 1
+            }
+        }
+        #expect(singles > 0)
+        // Vectors scanned until recall@10 reaches 0.9, against the pre-band quantiser (L2 cells ranked by q·c).
+        func scannedFor90(_ index: IVFIndex) throws -> Double {
+            for nprobe in 1...index.quantizer.lists {
+                let got = try index.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: nprobe))
+                if recallAt(got, want, k: 10) >= 0.9 {
+                    var scanned = 0
+                    for q in 0..<queries.rows { scanned += index.quantizer.rankLists(Array(queries.row(q)), nprobe: nprobe).map { index.listSizes[$0] }.reduce(0, +) }
+                    return Double(scanned) / Double(queries.rows)
+                }
+            }
+            return .infinity
+        }
+        let legacy = try IVFIndex.legacyInnerProduct(vectors: base, lists: 12)
+        let bandedScan = try scannedFor90(banded), legacyScan = try scannedFor90(legacy)
+        #expect(bandedScan < 0.5 * legacyScan, "scanned for recall 0.9: banded \(bandedScan), legacy \(legacyScan)")
+    }
+
+    /// Indexes saved before norm bands (inner product, L2 k-means cells ranked by q·c, no `bands`
+    /// key) still load and search the same.
+    @Test func preBandFilesStillLoad() throws {
+        let legacy = try IVFIndex.legacyInnerProduct(vectors: base, lists: 8)
+        #expect(legacy.quantizer.bands == 0)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-ivf-legacy-\(UInt32.random(in: 0...UInt32.max)).idx").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try IndexFile.save(legacy, to: path)
+        let loaded = try #require(try IndexFile.load(path) as? IVFIndex)
+        #expect(loaded.quantizer.bands == 0 && loaded.quantizer.lists == 8)
+        let p = SearchParameters(nprobe: 3)
+        #expect(try loaded.search(queries: queries, k: 10, parameters: p) == legacy.search(queries: queries, k: 10, parameters: p))
+    }
+}
+
+extension IVFIndex {
+    /// An index as built before norm bands: L2 k-means on the raw vectors, each vector in the cell of
+    /// its largest q·c.
+    static func legacyInnerProduct(vectors: Matrix, lists: Int) throws -> IVFIndex {
+        let km = try KMeans.fit(vectors, settings: KMeansSettings(clusters: lists, iterations: 8, threads: 1))
+        let quantizer = CoarseQuantizer(centroids: km.centroids, mipsReduction: false, maxNorm: 0, metric: .innerProduct)
+        let cells = ExactSearch.search(queries: vectors, base: km.centroids, k: 1, metric: .innerProduct, threads: 1).map { $0[0].index }
+        var ids = [[Int32]](repeating: [], count: lists), vecs = [[Float]](repeating: [], count: lists)
+        for r in 0..<vectors.rows {
+            ids[cells[r]].append(Int32(r))
+            vecs[cells[r]].append(contentsOf: vectors.row(r))
+        }
+        return IVFIndex(dimension: vectors.columns, metric: .innerProduct, settings: IVFSettings(lists: lists), quantizer: quantizer,
+                        listIDs: ids, listVectors: vecs, count: vectors.rows)
     }
 }
 

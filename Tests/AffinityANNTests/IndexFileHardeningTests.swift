@@ -64,7 +64,7 @@ import Glibc
     }
 
     @Test func ivfDuplicateIDsAreRejected() throws {
-        let (path, bytes) = try saved("IVF1,Flat")
+        let (path, bytes) = try saved("IVF1,Flat", metric: .l2)
         // Sections: centroids (1 x 8 floats), list sizes (1 x Int64), ids (300 x Int32), vectors.
         var crafted = bytes
         let ids = firstSectionOffset(bytes) + 64 + 64
@@ -72,6 +72,23 @@ import Glibc
         for k in 0..<4 { crafted[ids + 4 + k] = crafted[ids + k] }   // id 1 := id 0
         // Before the fix this loaded and one search returned the same item twice.
         try rejects(crafted, at: path, "appears more than once")
+    }
+
+    @Test func normBandsFromTheFileAreChecked() throws {
+        for spec in ["IVF2,Flat", "IVF2,PQ4"] {
+            let (path, bytes) = try saved(spec)
+            #expect(json(bytes)["bands"] as? Int == 8)   // 300 x 8 Gaussian rows: norms vary -> 8 bands
+            try rejects(withJSON(bytes) { $0["bands"] = 1_000_000 }, at: path, "norm bands")
+            try rejects(withJSON(bytes) { $0["bands"] = -1 }, at: path, "norm bands")
+            try rejects(withJSON(bytes) { $0["bands"] = 2; $0["mipsReduction"] = true }, at: path, "norm bands")
+            // A NaN in the band edges (the section after the centroids).
+            var crafted = bytes
+            let edges = firstSectionOffset(bytes) + 64
+            withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { nan in for k in 0..<4 { crafted[edges + k] = nan[k] } }
+            try rejects(crafted, at: path, "band edges value 0 is NaN or infinite")
+        }
+        let (path, bytes) = try saved("IVF2,Flat", metric: .l2)
+        try rejects(withJSON(bytes) { $0["bands"] = 2 }, at: path, "norm bands")
     }
 
     @Test func lshTablesAndBitsFromTheFileAreBounded() throws {

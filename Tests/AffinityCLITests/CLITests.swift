@@ -300,6 +300,9 @@ func tempDir() -> String {
         #expect(r.status == 0 && r.stdout.isEmpty, "\(r.stdout)")
         r = try CLI.run("index", "search", "--index", dir + "/flat.idx", "--queries", dir + "/q.fvecs", "-k", "5", "--out", dir + "/truth.ivecs", "--json")
         #expect(r.status == 0 && r.stdout.contains("\"search_s\""), "\(r.stderr)")
+        // The ANN harness reads search_s from one line that starts with "{" (indented JSON made it time the whole process).
+        let jsonLines = r.stdout.split(separator: "\n")
+        #expect(jsonLines.count == 1 && jsonLines[0].hasPrefix("{") && jsonLines[0].hasSuffix("}"), "\(r.stdout)")
         // Without --json: readable lines. -k beyond the ground truth's columns is measured at what it holds, with a warning.
         r = try CLI.run("index", "search", "--index", dir + "/flat.idx", "--queries", dir + "/q.fvecs", "-k", "8", "--ground-truth", dir + "/truth.ivecs")
         #expect(r.status == 0 && r.stdout.contains("recall@5: 1.0000") && !r.stdout.contains("{"), "\(r.stdout)")

@@ -107,6 +107,43 @@ import AffinityLinalg
         #expect(header?.hasPrefix("h.gz: gzip: ") == true)
     }
 
+    /// The streaming decoder against the in-memory one: same lines at every chunk size (lines cut
+    /// across chunks and members), and the same faults by name.
+    @Test func gzipStreamingMatchesInMemory() throws {
+        let folder = temporaryFolder()
+        // Many members of many lines, so chunks of 1..64 bytes cut lines and members everywhere.
+        var members: [UInt8] = []
+        for _ in 0..<5 { members += Self.twoMembers }
+        let path = (folder as NSString).appendingPathComponent("many.gz")
+        try Data(members).write(to: URL(fileURLWithPath: path))
+        var want: [[UInt8]] = []
+        try InteractionReader.gunzip(members, name: path).withUnsafeBufferPointer { b in
+            TextScanner.forEachLine(b) { _, line in want.append(Array(line)); return true }
+        }
+        #expect(want.count == 15)
+        for chunk in [1, 2, 3, 7, 64, 1 << 20] {
+            var got: [[UInt8]] = [], numbers: [Int] = []
+            try TextScanner.forEachLine(inGzipFile: path, limit: 1 << 30, chunkBytes: chunk) { n, line in
+                got.append(Array(line)); numbers.append(n); return true
+            }
+            #expect(got == want && numbers == Array(1...15), "chunk \(chunk)")
+        }
+        func streamed(_ bytes: [UInt8], limit: Int = 1 << 30) -> String? {
+            let file = (folder as NSString).appendingPathComponent("fault.gz")
+            try? Data(bytes).write(to: URL(fileURLWithPath: file))
+            return message { try TextScanner.forEachLine(inGzipFile: file, limit: limit) { _, _ in true } }?
+                .replacingOccurrences(of: file, with: "f.gz")
+        }
+        #expect(streamed(Array(Self.twoMembers.prefix(20))) == "f.gz: gzip: truncated gzip file (ends inside the compressed data)")
+        var corrupt = Self.twoMembers
+        corrupt[12] ^= 0xFF
+        #expect(streamed(corrupt)?.hasPrefix("f.gz: gzip: ") == true)
+        #expect(streamed(Self.twoMembers, limit: 8) == "f.gz: gzip: decompressed size exceeds the memory budget")
+        #expect(streamed([0x1F, 0x8B])?.hasPrefix("f.gz: gzip: ") == true)
+        // The reader's source: a gzip file is streamed, sized from its trailer or 3x the compressed bytes.
+        if case .gzip(_, let size) = try InteractionReader.LineSource.open(path) { #expect(size == 3 * members.count) } else { Issue.record("not read as gzip") }
+    }
+
     /// The in-place scanner of flat objects against Foundation's parser on every line.
     @Test func jsonLinesFastPathMatchesFoundation() throws {
         var g = SeededGenerator(seed: 11)

@@ -18,6 +18,15 @@ extern "C" {
 int affinity_gunzip(const uint8_t *in, size_t in_len, size_t max_out,
                     uint8_t **out, size_t *out_len, char *error, size_t error_len);
 
+/// Streaming decoder over an open file descriptor (every member, as above), for files whose text is
+/// not held in memory. `max_out` bounds the total decompressed bytes (0 = no bound).
+typedef struct affinity_gz affinity_gz;
+affinity_gz *affinity_gz_open(int fd, size_t max_out, char *error, size_t error_len);
+/// Decodes up to `out_len` bytes into `out`: returns how many (> 0), 0 at the end of the last
+/// member, or -1 with a message in `error` (corrupt, truncated, over `max_out`, a read error).
+long affinity_gz_read(affinity_gz *g, uint8_t *out, size_t out_len, char *error, size_t error_len);
+void affinity_gz_close(affinity_gz *g);
+
 #ifdef __cplusplus
 }
 #endif
