@@ -102,6 +102,9 @@ struct CoarseQuantizer: Sendable {
         guard settings.normBands >= 0, settings.normBands <= 64 else {
             throw IndexError.invalidParameter("normBands=\(settings.normBands): expected 0 (automatic) to 64")
         }
+        guard settings.normBands == 0 || usesBands(metric: metric, settings: settings) else {
+            throw IndexError.invalidParameter("normBands applies to inner-product IVF without the MIPS reduction")
+        }
         let d = x.columns
         let norms = x.values.withUnsafeBufferPointer { v in (0..<x.rows).map { Kernels.dot(v.baseAddress! + $0 * d, v.baseAddress! + $0 * d, count: d).squareRoot() } }
         let banded = usesBands(metric: metric, settings: settings)
@@ -176,7 +179,9 @@ struct CoarseQuantizer: Sendable {
         let probeRows = Array(g.permutation(x.rows).prefix(min(x.rows, 256))).sorted()
         var probes = Matrix(rows: probeRows.count, columns: d)
         for (k, r) in probeRows.enumerated() { for c in 0..<d { probes.values[k * d + c] = space.values[r * d + c] } }
-        let truth = ExactSearch.search(queries: probes, base: x, k: 10, metric: .innerProduct, threads: settings.threads)
+        // A pseudo-query's own vector is left out of its truth (real queries are not base vectors).
+        let truth = ExactSearch.search(queries: probes, base: x, k: 11, metric: .innerProduct, threads: settings.threads)
+            .enumerated().map { k, found in Array(found.filter { $0.index != probeRows[k] }.prefix(10)) }
         var sizes = [Int](repeating: 0, count: lists)
         for list in assignment { sizes[Int(list)] += 1 }
         if flat.work(queries: probes, truth: truth, assignment: assignment, sizes: sizes)
@@ -242,11 +247,13 @@ struct CoarseQuantizer: Sendable {
     /// Number of inverted lists: cells × bands with bands, else the cells.
     var lists: Int { centroids.rows * max(1, bands) }
 
-    /// The `nprobe` lists to scan for a query (already normalised for cosine), most promising first.
-    /// With bands, empty lists are never returned.
+    /// The lists to scan for a query (already normalised for cosine), most promising first: `nprobe`
+    /// cells, or with bands the best nprobe × bands lists of all cells (about as many vectors as nprobe
+    /// cells hold). With bands, empty lists are never returned.
     func rankLists(_ q: [Float], nprobe: Int) -> [Int] {
         let scores = listScores(q)
-        var selected = TopKSelector(k: min(nprobe, lists))
+        let (wanted, overflow) = nprobe.multipliedReportingOverflow(by: max(1, bands))
+        var selected = TopKSelector(k: min(overflow ? lists : wanted, lists))
         for (list, score) in scores.enumerated() where score > -Float.infinity { selected.push(index: list, score: score) }
         return selected.sortedResults().map(\.index)
     }
@@ -281,6 +288,15 @@ struct CoarseQuantizer: Sendable {
         return out
     }
 
+    /// q · centre(ofList:), without building the centre.
+    func dotCentre(_ q: [Float], list: Int) -> Float {
+        let cell = bands > 0 ? list / bands : list
+        let dot = q.withUnsafeBufferPointer { qp in
+            centroids.values.withUnsafeBufferPointer { c in Kernels.dot(qp.baseAddress!, c.baseAddress! + cell * centroids.columns, count: qp.count) }
+        }
+        return bands > 0 ? dot * listScale[list] : dot
+    }
+
     /// The centre of list `list` in the original space: the centroid (without the reduction's extra
     /// coordinate), or s·ĉ with bands. IVF-PQ encodes a vector's residual from it.
     func centre(ofList list: Int, dimension: Int) -> [Float] {
@@ -290,6 +306,20 @@ struct CoarseQuantizer: Sendable {
     }
 
     // MARK: files
+
+    /// The file format version the quantiser needs (2 with norm bands).
+    var fileVersion: UInt32 { bands > 0 ? 2 : 1 }
+
+    /// Checks the per-list norms read from a file against the lists' sizes: a non-empty list has
+    /// 0 <= smallest <= largest norm (a list marked empty would never be scanned), an empty one is
+    /// marked empty.
+    func check(sizes: [Int], path: String) throws {
+        guard bands > 0 else { return }
+        for (list, size) in sizes.enumerated() {
+            let ok = size > 0 ? (listMinNorm[list] >= 0 && listMinNorm[list] <= listMaxNorm[list]) : listMaxNorm[list] < 0
+            guard ok else { throw IndexError.file(path: path, reason: "list \(list) holds \(size) vectors but its norms say otherwise") }
+        }
+    }
 
     /// The quantiser's JSON keys (`lists` counts cells).
     var json: [String: Any] {
@@ -311,6 +341,9 @@ struct CoarseQuantizer: Sendable {
         guard let cells = json["lists"] as? Int, let mips = json["mipsReduction"] as? Bool, let cols = json["centroidColumns"] as? Int,
               let maxNorm = json["maxNorm"] as? Double, cells > 0, Float(maxNorm).isFinite else {
             throw IndexError.file(path: r.path, reason: "\(kind) header is incomplete")
+        }
+        guard json["bands"] == nil || json["bands"] is Int, json["spread"] == nil || json["spread"] is Bool else {
+            throw IndexError.file(path: r.path, reason: "\(kind) header has a 'bands' or 'spread' of the wrong type")
         }
         let bands = json["bands"] as? Int ?? 0
         guard bands >= 0, bands <= 64, bands == 0 || (metric == .innerProduct && !mips) else {

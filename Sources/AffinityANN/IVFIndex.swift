@@ -3,7 +3,7 @@ import Foundation
 
 /// Build settings of an inverted-file index. Every field has a default except the list count.
 public struct IVFSettings: Sendable, Codable, Equatable {
-    /// Number of k-means cells (inverted lists).
+    /// Number of k-means cells (inverted lists; with norm bands each cell holds one list per band).
     public var lists: Int
     /// Apply the MIPS-to-nearest-neighbour reduction of Bachrach et al. (RecSys 2014) before
     /// clustering (inner product only): x -> [x, sqrt(M² − |x|²)], q -> [q, 0], so that L2
@@ -73,7 +73,7 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
         self.count = count
     }
 
-    /// Sizes of the inverted lists (how balanced the cells are).
+    /// Sizes of the inverted lists (how balanced they are): cell-major, one per band with bands.
     public var listSizes: [Int] { listIDs.map(\.count) }
 
     public func search(_ query: [Float], k: Int, parameters: SearchParameters, filter: ((Int) -> Bool)?) throws -> [Neighbor] {
@@ -106,7 +106,7 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
         var json = quantizer.json
         json["iterations"] = settings.iterations
         json["seed"] = Int64(bitPattern: settings.seed)
-        var w = try IndexFile.header(kind: .ivf, metric: metric, dimension: dimension, count: count, json: json)
+        var w = try IndexFile.header(kind: .ivf, metric: metric, dimension: dimension, count: count, json: json, version: quantizer.fileVersion)
         quantizer.write(&w)
         let sizes = listIDs.map { Int64($0.count) }
         sizes.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
@@ -120,6 +120,7 @@ public final class IVFIndex: VectorIndex, @unchecked Sendable {
     static func deserialize(_ r: inout IndexFile.Reader, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> IVFIndex {
         let quantizer = try CoarseQuantizer.read(&r, json: json, metric: metric, dimension: dimension, kind: "IVF")
         let sizes = try IVFIndex.readListSizes(&r, lists: quantizer.lists, count: count)
+        try quantizer.check(sizes: sizes, path: r.path)
         let allIDs = try IVFIndex.readIDs(&r, count: count)
         let allVectors = try r.floats(rows: count, columns: dimension, name: "vectors")
         var ids: [[Int32]] = [], vecs: [[Float]] = []

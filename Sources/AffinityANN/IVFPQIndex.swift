@@ -99,13 +99,12 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         for cell in quantizer.rankLists(q, nprobe: parameters.nprobe) {
             let ids = listIDs[cell]
             if ids.isEmpty { continue }
-            let c = quantizer.centre(ofList: cell, dimension: dimension)
             var bias: Float = 0
             if isL2 {
                 // Table of −|(q − c)_j − r̂_j|², per cell.
-                sharedTable = pq.table(zip(q, c).map { $0 - $1 }, negatedL2: true)
+                sharedTable = pq.table(zip(q, quantizer.centre(ofList: cell, dimension: dimension)).map { $0 - $1 }, negatedL2: true)
             } else {
-                bias = Kernels.dot(q, c)
+                bias = quantizer.dotCentre(q, list: cell)
             }
             if scores.count < ids.count { scores = [Float](repeating: 0, count: ids.count) }
             listCodes[cell].withUnsafeBufferPointer { codes in
@@ -135,7 +134,7 @@ extension IVFPQIndex {
         var json = quantizer.json
         json.merge(["subspaces": pq.subspaces, "refine": !vectors.isEmpty, "seed": Int64(bitPattern: settings.ivf.seed),
                     "iterations": settings.ivf.iterations, "opq": rotation != nil]) { $1 }
-        var w = try IndexFile.header(kind: .ivfpq, metric: metric, dimension: dimension, count: count, json: json)
+        var w = try IndexFile.header(kind: .ivfpq, metric: metric, dimension: dimension, count: count, json: json, version: quantizer.fileVersion)
         quantizer.write(&w)
         pq.codebooks.withUnsafeBytes { w.raw($0.baseAddress!, $0.count) }
         let sizes = listIDs.map { Int64($0.count) }
@@ -159,6 +158,7 @@ extension IVFPQIndex {
         let quantizer = try CoarseQuantizer.read(&r, json: json, metric: metric, dimension: dimension, kind: "IVF-PQ")
         let pq = try ProductQuantizer(dimension: dimension, subspaces: m, codebooks: try r.floats(rows: 256, columns: dimension, name: "codebooks"))
         let sizes = try IVFIndex.readListSizes(&r, lists: quantizer.lists, count: count)
+        try quantizer.check(sizes: sizes, path: r.path)
         let allIDs = try IVFIndex.readIDs(&r, count: count)
         let allCodes = try r.array(try r.product(count, m, "codes"), of: UInt8.self)
         let vectors = refine ? try r.floats(rows: count, columns: dimension, name: "vectors") : []

@@ -15,7 +15,9 @@ import Darwin
 /// (private, copy-on-write), so loading a 1M-vector index copies no vector. A wrong magic, version,
 /// kind or a size that does not match the header is rejected with the reason.
 public enum IndexFile {
-    public static let formatVersion: UInt32 = 1
+    /// The newest format this build writes and reads. Version 2 adds the norm bands of inner-product
+    /// IVF (written only by such indexes); every other index is still written as version 1.
+    public static let formatVersion: UInt32 = 2
     static let magic = Array("AFFANNIX".utf8)
 
     enum KindCode: UInt32 { case flat = 1, hnsw = 2, ivf = 3, lsh = 4, ivfpq = 5 }
@@ -36,10 +38,10 @@ public enum IndexFile {
         }
     }
 
-    static func header(kind: KindCode, metric: Metric, dimension: Int, count: Int, json: [String: Any]) throws -> Writer {
+    static func header(kind: KindCode, metric: Metric, dimension: Int, count: Int, json: [String: Any], version: UInt32 = 1) throws -> Writer {
         var w = Writer()
         w.data.append(contentsOf: magic)
-        w.u32(formatVersion)
+        w.u32(version)
         w.u32(kind.rawValue)
         w.u32(metricCode(metric))
         w.u32(UInt32(dimension))
@@ -158,8 +160,8 @@ public enum IndexFile {
         }
         r.offset = 8
         let version = try r.u32()
-        guard version == formatVersion else {
-            throw IndexError.file(path: path, reason: "index format version \(version); this build reads version \(formatVersion)")
+        guard version >= 1 && version <= formatVersion else {
+            throw IndexError.file(path: path, reason: "index format version \(version); this build reads versions 1 to \(formatVersion)")
         }
         let kindRaw = try r.u32(), metricRaw = try r.u32()
         guard let kind = KindCode(rawValue: kindRaw) else { throw IndexError.file(path: path, reason: "unknown index kind \(kindRaw)") }

@@ -17,7 +17,8 @@ public struct Neighbor: Sendable, Hashable, Codable {
 public struct SearchParameters: Sendable, Equatable, Codable {
     /// HNSW: size of the dynamic candidate list (raised to k when smaller).
     public var ef: Int = 64
-    /// IVF: number of inverted lists scanned.
+    /// IVF: number of cells scanned (with norm bands: the best nprobe × bands of all cells' lists,
+    /// so about as many vectors as nprobe cells hold).
     public var nprobe: Int = 16
     /// LSH: extra buckets probed per table (those whose hash differs in one bit), 0 = exact bucket only.
     public var probes: Int = 0

@@ -46,27 +46,25 @@ public enum AmazonImport {
     public static func reviews(path: String, textFromReviews: Bool, summaries: Int = 10) throws -> (log: InteractionLog, catalog: ItemCatalog) {
         var rows: [(user: String, item: String, rating: Float?, timestamp: Int64?)] = []
         var summariesByItem: [String: [(Int64, String)]] = [:]
-        do {
-            // Streamed (plain or gzip): the file's text is never held whole.
-            try InteractionReader.LineSource.open(path).forEachLine { n, line in
-                guard !TextScanner.isBlank(line) else { return true }
-                guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
-                    throw DataError.malformedLine(file: path, line: n, reason: "not a JSON object")
-                }
-                guard let user = object["reviewerID"] as? String, !user.isEmpty, let item = object["asin"] as? String, !item.isEmpty else {
-                    throw DataError.malformedLine(file: path, line: n, reason: "reviewerID and asin must be non-empty strings")
-                }
-                guard let time = (object["unixReviewTime"] as? NSNumber)?.int64Value else {
-                    throw DataError.malformedLine(file: path, line: n, reason: "unixReviewTime must be a number")
-                }
-                let rating = (object["overall"] as? NSNumber)?.floatValue
-                rows.append((user: user, item: item, rating: rating, timestamp: time))
-                if textFromReviews, let s = object["summary"] as? String {
-                    let t = ItemText.oneLine(s)
-                    if !t.isEmpty { summariesByItem[item, default: []].append((time, t)) }
-                }
-                return true
+        // Streamed (plain or gzip): the file's text is never held whole.
+        try InteractionReader.LineSource.open(path).forEachLine { n, line in
+            guard !TextScanner.isBlank(line) else { return true }
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
+                throw DataError.malformedLine(file: path, line: n, reason: "not a JSON object")
             }
+            guard let user = object["reviewerID"] as? String, !user.isEmpty, let item = object["asin"] as? String, !item.isEmpty else {
+                throw DataError.malformedLine(file: path, line: n, reason: "reviewerID and asin must be non-empty strings")
+            }
+            guard let time = (object["unixReviewTime"] as? NSNumber)?.int64Value else {
+                throw DataError.malformedLine(file: path, line: n, reason: "unixReviewTime must be a number")
+            }
+            let rating = (object["overall"] as? NSNumber)?.floatValue
+            rows.append((user: user, item: item, rating: rating, timestamp: time))
+            if textFromReviews, let s = object["summary"] as? String {
+                let t = ItemText.oneLine(s)
+                if !t.isEmpty { summariesByItem[item, default: []].append((time, t)) }
+            }
+            return true
         }
         guard !rows.isEmpty else { throw DataError.emptyFile(file: path) }
         var catalog = ItemCatalog()

@@ -189,8 +189,9 @@ public enum InteractionReader {
     public enum LineSource {
         case bytes([UInt8])
         case file(path: String, size: Int)
-        /// `size`: the decompressed size as the gzip trailer gives it (its last member's, modulo
-        /// 4 GiB), or 3x the compressed size when that is larger (an estimate for sizing).
+        /// `size`: an estimate of the decompressed size for sizing: the gzip trailer's (its last
+        /// member's, modulo 4 GiB; capped at deflate's largest ratio, 1,032:1, against a crafted
+        /// trailer), or 3x the compressed size when that is larger.
         case gzip(path: String, size: Int)
 
         /// The file at `path`, told plain from gzip by its first two bytes.
@@ -209,7 +210,7 @@ public enum InteractionReader {
             if size >= 22, (try? handle.seek(toOffset: UInt64(size - 4))) != nil, let last = try? handle.read(upToCount: 4), last.count == 4 {
                 trailer = last.reversed().reduce(0) { $0 << 8 | Int($1) }
             }
-            return .gzip(path: path, size: max(trailer, 3 * size))
+            return .gzip(path: path, size: max(min(trailer, 1032 * size), 3 * size))
         }
 
         /// Bytes of text (for sizing the columns).
@@ -233,7 +234,8 @@ public enum InteractionReader {
             switch self {
             case .bytes(let bytes): try bytes.withUnsafeBufferPointer { try TextScanner.forEachLine($0, strip) }
             case .file(let path, _): try TextScanner.forEachLine(inFile: path, strip)
-            case .gzip(let path, _): try TextScanner.forEachLine(inGzipFile: path, limit: MemoryBudget.bytes, strip)
+            // The columns take ~1.5 bytes per byte of text: more text than that fits is refused by name.
+            case .gzip(let path, _): try TextScanner.forEachLine(inGzipFile: path, limit: Int(Double(MemoryBudget.bytes) / 1.5), strip)
             }
         }
     }

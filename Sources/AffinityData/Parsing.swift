@@ -95,9 +95,10 @@ enum TextScanner {
                 return
             }
             filled += n
-            // The last newline (lines are short: this looks back a few bytes).
+            // The last newline, looked for in the bytes just read only (the tail before them has none).
             var last = filled - 1
-            while last >= 0 && buffer[last] != 0x0A { last -= 1 }
+            while last >= filled - n && buffer[last] != 0x0A { last -= 1 }
+            if last < filled - n { last = -1 }
             guard last >= 0 else { continue }
             let end = last + 1
             try lines(upTo: end)

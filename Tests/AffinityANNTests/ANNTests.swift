@@ -198,6 +198,8 @@ let queries = clustered(rows: 100, seed: 2)
         let ranked = four.quantizer.rankLists(Array(queries.row(0)), nprobe: 1000)
         #expect(ranked.count == nonEmpty && ranked.allSatisfy { four.listSizes[$0] > 0 })
         #expect(throws: IndexError.self) { try IVFIndex(vectors: base, metric: .innerProduct, settings: IVFSettings(lists: 12, normBands: 65)) }
+        #expect(throws: IndexError.self) { try IVFIndex(vectors: base, metric: .l2, settings: IVFSettings(lists: 12, normBands: 2)) }
+        #expect(throws: IndexError.self) { try IVFIndex(vectors: base, metric: .innerProduct, settings: IVFSettings(lists: 12, mipsReduction: true, normBands: 2)) }
         // Ranked with the spread, a list of one vector has that vector's angle as its spread: |q|·score
         // bounds q·x from above (the triangle inequality of angles), within rounding.
         let spread = banded.quantizer.ranking(usesSpread: true)
@@ -227,20 +229,6 @@ let queries = clustered(rows: 100, seed: 2)
         let legacy = try IVFIndex.legacyInnerProduct(vectors: base, lists: 12)
         let bandedScan = try scannedFor90(banded), legacyScan = try scannedFor90(legacy)
         #expect(bandedScan < 0.5 * legacyScan, "scanned for recall 0.9: banded \(bandedScan), legacy \(legacyScan)")
-    }
-
-    /// Indexes saved before norm bands (inner product, L2 k-means cells ranked by q·c, no `bands`
-    /// key) still load and search the same.
-    @Test func preBandFilesStillLoad() throws {
-        let legacy = try IVFIndex.legacyInnerProduct(vectors: base, lists: 8)
-        #expect(legacy.quantizer.bands == 0)
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-ivf-legacy-\(UInt32.random(in: 0...UInt32.max)).idx").path
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try IndexFile.save(legacy, to: path)
-        let loaded = try #require(try IndexFile.load(path) as? IVFIndex)
-        #expect(loaded.quantizer.bands == 0 && loaded.quantizer.lists == 8)
-        let p = SearchParameters(nprobe: 3)
-        #expect(try loaded.search(queries: queries, k: 10, parameters: p) == legacy.search(queries: queries, k: 10, parameters: p))
     }
 }
 
@@ -315,7 +303,7 @@ extension IVFIndex {
         bytes = [UInt8](good)
         bytes[8] = 9
         try Data(bytes).write(to: URL(fileURLWithPath: path))
-        #expect(message() == "\(path): index format version 9; this build reads version 1")
+        #expect(message() == "\(path): index format version 9; this build reads versions 1 to 2")
         #expect(throws: IndexError.self) { try IndexFile.load(path + ".missing") }
     }
 

@@ -89,6 +89,41 @@ import Glibc
         }
         let (path, bytes) = try saved("IVF2,Flat", metric: .l2)
         try rejects(withJSON(bytes) { $0["bands"] = 2 }, at: path, "norm bands")
+        // Wrong types, and list norms that contradict the list sizes (a list marked empty is never scanned).
+        let (ip, ipBytes) = try saved("IVF2,Flat")
+        try rejects(withJSON(ipBytes) { $0["bands"] = "8" }, at: ip, "wrong type")
+        try rejects(withJSON(ipBytes) { $0["spread"] = "yes" }, at: ip, "wrong type")
+        try Data(ipBytes).write(to: URL(fileURLWithPath: ip))
+        let index = try #require(try IndexFile.load(ip) as? IVFIndex)
+        let occupied = try #require(index.listSizes.firstIndex { $0 > 0 })
+        var crafted = ipBytes
+        // Sections: centroids (2 x 8 floats = one 64-byte block), 7 edges, then the 16 largest norms.
+        let maxNorms = firstSectionOffset(ipBytes) + 64 + 64
+        withUnsafeBytes(of: Float(-1).bitPattern.littleEndian) { v in for k in 0..<4 { crafted[maxNorms + 4 * occupied + k] = v[k] } }
+        try rejects(crafted, at: ip, "list \(occupied) holds")
+        #expect(ipBytes[8] == 2)   // format version 2: a build from before bands refuses the file by its version
+    }
+
+    /// An inner-product IVF file from before norm bands (format version 1, no `bands` or `spread`
+    /// key: L2 k-means cells ranked by q·c) loads and searches as it was built.
+    @Test func preBandFilesStillLoad() throws {
+        let legacy = try IVFIndex.legacyInnerProduct(vectors: vectors, lists: 4)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-idx-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/legacy.idx"
+        try IndexFile.save(legacy, to: path)
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        #expect(bytes[8] == 1)
+        try Data(withJSON(bytes) { $0["bands"] = nil; $0["spread"] = nil }).write(to: URL(fileURLWithPath: path))
+        #expect(json(Array(try Data(contentsOf: URL(fileURLWithPath: path))))["bands"] == nil)
+        let loaded = try #require(try IndexFile.load(path) as? IVFIndex)
+        #expect(loaded.quantizer.bands == 0 && loaded.quantizer.lists == 4)
+        // The pre-band ranking: cells by q·c, best first.
+        let q = Array(vectors.row(7))
+        let byDot = (0..<4).sorted { Kernels.dot(q, Array(legacy.quantizer.centroids.row($0))) > Kernels.dot(q, Array(legacy.quantizer.centroids.row($1))) }
+        #expect(loaded.quantizer.rankLists(q, nprobe: 4) == byDot)
+        let p = SearchParameters(nprobe: 2)
+        #expect(try loaded.search(Array(vectors.row(3)), k: 5, parameters: p) == legacy.search(Array(vectors.row(3)), k: 5, parameters: p))
     }
 
     @Test func lshTablesAndBitsFromTheFileAreBounded() throws {

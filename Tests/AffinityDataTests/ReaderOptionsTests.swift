@@ -111,7 +111,7 @@ import AffinityLinalg
     /// across chunks and members), and the same faults by name.
     @Test func gzipStreamingMatchesInMemory() throws {
         let folder = temporaryFolder()
-        // Many members of many lines, so chunks of 1..64 bytes cut lines and members everywhere.
+        // Many members of many lines, so small chunks cut lines and members everywhere.
         var members: [UInt8] = []
         for _ in 0..<5 { members += Self.twoMembers }
         let path = (folder as NSString).appendingPathComponent("many.gz")
@@ -121,7 +121,7 @@ import AffinityLinalg
             TextScanner.forEachLine(b) { _, line in want.append(Array(line)); return true }
         }
         #expect(want.count == 15)
-        for chunk in [1, 2, 3, 7, 64, 1 << 20] {
+        for chunk in [16, 17, 31, 64, 1 << 20] {   // the loop's smallest buffer is 16 bytes
             var got: [[UInt8]] = [], numbers: [Int] = []
             try TextScanner.forEachLine(inGzipFile: path, limit: 1 << 30, chunkBytes: chunk) { n, line in
                 got.append(Array(line)); numbers.append(n); return true
@@ -142,6 +142,49 @@ import AffinityLinalg
         #expect(streamed([0x1F, 0x8B])?.hasPrefix("f.gz: gzip: ") == true)
         // The reader's source: a gzip file is streamed, sized from its trailer or 3x the compressed bytes.
         if case .gzip(_, let size) = try InteractionReader.LineSource.open(path) { #expect(size == 3 * members.count) } else { Issue.record("not read as gzip") }
+    }
+
+    /// Over a megabyte of compressed input (the decoder refills its input 1 MiB at a time): two
+    /// members, the boundary inside the first, zero padding after the last.
+    @Test func gzipStreamingAcrossItsInputBuffer() throws {
+        var text: [UInt8] = []
+        for i in 0..<70_000 { text += Array("user\(i)\titem\(i % 997)\t4\t\(1_600_000_000 + i)\n".utf8) }
+        #expect(text.count > 1_500_000)
+        let cut = text.count / 2 + 3   // inside a line: the line spans the members
+        let file = Self.storedGzip(Array(text[..<cut])) + Self.storedGzip(Array(text[cut...])) + [UInt8](repeating: 0, count: 100)
+        let path = (temporaryFolder() as NSString).appendingPathComponent("big.tsv.gz")
+        try Data(file).write(to: URL(fileURLWithPath: path))
+        #expect(try InteractionReader.gunzip(file, name: path) == text)
+        var streamed: [UInt8] = []
+        var count = 0
+        try TextScanner.forEachLine(inGzipFile: path, limit: 1 << 30, chunkBytes: 4096) { _, line in
+            streamed += line; streamed.append(0x0A); count += 1; return true
+        }
+        #expect(streamed == text && count == 70_000)
+        let log = try InteractionReader.read(path: path, options: InteractionReadOptions(header: .absent))
+        #expect(log.count == 70_000, "\(log.count) rows, \(log.users.count) users")
+    }
+
+    /// A gzip member of stored (uncompressed) deflate blocks: larger than its text, so a test can
+    /// cross the decoder's 1 MiB input buffer without a compressor.
+    static func storedGzip(_ data: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = [0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 255]
+        var start = 0
+        repeat {
+            let end = min(data.count, start + 65_535), n = end - start
+            out.append(end == data.count ? 1 : 0)   // BFINAL, BTYPE 00 (stored)
+            out += [UInt8(n & 0xFF), UInt8(n >> 8), UInt8(~n & 0xFF), UInt8((~n >> 8) & 0xFF)]
+            out += data[start..<end]
+            start = end
+        } while start < data.count
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in data {
+            crc ^= UInt32(byte)
+            for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0xEDB8_8320 : crc >> 1 }
+        }
+        crc = ~crc
+        for v in [crc, UInt32(truncatingIfNeeded: data.count)] { out += [UInt8(v & 0xFF), UInt8((v >> 8) & 0xFF), UInt8((v >> 16) & 0xFF), UInt8(v >> 24)] }
+        return out
     }
 
     /// The in-place scanner of flat objects against Foundation's parser on every line.
