@@ -286,8 +286,7 @@ public enum InteractionReader {
             affinity_gunzip(input.baseAddress, input.count, limit, &out, &count, &message, message.count)
         }
         guard status == 0, let out else {
-            let reason = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            throw DataError.unreadable(path: name, reason: "gzip: \(reason)")
+            throw TextScanner.gzipError(name, message)
         }
         defer { free(out) }
         return Array(UnsafeBufferPointer(start: out, count: count))

@@ -48,16 +48,21 @@ enum TextScanner {
         defer { close(fd) }
         var message = [CChar](repeating: 0, count: 160)
         guard let stream = affinity_gz_open(fd, limit, &message, message.count) else {
-            throw DataError.unreadable(path: path, reason: "gzip: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+            throw gzipError(path, message)
         }
         defer { affinity_gz_close(stream) }
         try forEachLine(chunkBytes: chunkBytes, reading: { buffer, count in
             let n = affinity_gz_read(stream, buffer, count, &message, message.count)
             guard n >= 0 else {
-                throw DataError.unreadable(path: path, reason: "gzip: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+                throw gzipError(path, message)
             }
             return n
         }, body)
+    }
+
+    /// The error for a zlib wrapper's NUL-ended `message` about `path`.
+    static func gzipError(_ path: String, _ message: [CChar]) -> DataError {
+        .unreadable(path: path, reason: "gzip: " + String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
     }
 
     /// The chunked line loop over any byte source: `read(buffer, count)` fills up to `count` bytes
