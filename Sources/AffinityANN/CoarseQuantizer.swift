@@ -10,13 +10,15 @@ import AffinityLinalg
 ///   one inverted list per (cone, band). Band edges are the norm quantiles 1/2, 3/4, 7/8, ...: the
 ///   upper bands hold the heavy tail of long vectors, which is where top inner-product answers live
 ///   (the idea of norm-ranging LSH, Yan et al., NeurIPS 2018, applied to IVF). A query ranks lists
-///   by the score their vectors can reach: with θ the query's angle to the cell's centroid and θ_L
-///   the list's spread (the angle of its members' 90th-percentile cosine to the centroid),
+///   by an estimate of the score their vectors reach: with θ the query's angle to the cell's
+///   centroid and θ_L the list's spread (the angle of its members' 90th-percentile cosine to the
+///   centroid: most members lie outside it, so this is a heuristic, not a bound),
 ///   |q|·N·cos(max(0, θ − θ_L)), N the list's largest norm (its smallest when that cosine is
 ///   negative). Whether the spread is used (or θ_L = 0, the centroid's direction alone) is chosen
-///   at build time on pseudo-queries, by which reaches recall 0.9 for less work. The number of
-///   bands is chosen from the data (`IVFSettings.normBands`, 0 = automatic): one when norms hardly
-///   vary, else 8.
+///   at build time on pseudo-queries, by which reaches mean recall 0.9 for less work. The number
+///   of bands is chosen from the data (`IVFSettings.normBands`, 0 = automatic): one when norms
+///   hardly vary, else 8 (fewer below 32 vectors per cell). `nprobe` counts cells: the best
+///   nprobe × bands lists are scanned.
 /// - **`mipsReduction`** (inner product, opt-in with `MIPS,`): clusters x' = [x, sqrt(M² − |x|²)] by
 ///   L2 and ranks cells for q' = [q, 0] by L2 (Bachrach et al., RecSys 2014). When norms spread
 ///   widely the extra coordinate dominates the assignment (measured in the README).
