@@ -120,17 +120,12 @@ struct CoarseQuantizer: Sendable {
                 space.values[r * (d + 1) + d] = max(0, maxNorm * maxNorm - norms[r] * norms[r]).squareRoot()
             }
         } else if banded {
-            for r in 0..<x.rows where norms[r] > 0 {
-                for c in 0..<d { space.values[r * d + c] /= norms[r] }
-            }
+            space = ExactSearch.normalizedRows(x)
         }
         var g = SeededGenerator(seed: settings.seed)
         let sampleSize = min(x.rows, settings.lists * settings.trainingPointsPerList)
         let sampleRows = Array(g.permutation(x.rows).prefix(sampleSize)).sorted()
-        var sample = Matrix(rows: sampleSize, columns: space.columns)
-        for (k, r) in sampleRows.enumerated() {
-            for c in 0..<space.columns { sample.values[k * space.columns + c] = space.values[r * space.columns + c] }
-        }
+        let sample = space.rows(at: sampleRows)
         let km = try KMeans.fit(sample, settings: KMeansSettings(clusters: settings.lists, iterations: settings.iterations, seed: settings.seed,
                                                                  threads: settings.threads, spherical: banded))
         var assignment = [Int32](repeating: 0, count: x.rows)
@@ -179,8 +174,7 @@ struct CoarseQuantizer: Sendable {
         // seeded sample of the vectors) and the one that reaches recall 0.9 for less work is kept.
         let flat = quantizer.ranking(usesSpread: false)
         let probeRows = Array(g.permutation(x.rows).prefix(min(x.rows, 256))).sorted()
-        var probes = Matrix(rows: probeRows.count, columns: d)
-        for (k, r) in probeRows.enumerated() { for c in 0..<d { probes.values[k * d + c] = space.values[r * d + c] } }
+        let probes = space.rows(at: probeRows)
         // A pseudo-query's own vector is left out of its truth (real queries are not base vectors).
         let truth = ExactSearch.search(queries: probes, base: x, k: 11, metric: .innerProduct, threads: settings.threads)
             .enumerated().map { k, found in Array(found.filter { $0.index != probeRows[k] }.prefix(10)) }

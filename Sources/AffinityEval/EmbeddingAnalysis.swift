@@ -46,10 +46,8 @@ public enum EmbeddingAnalysis {
             sampledOut = kept.count - maxItems
             kept = Array(kept.prefix(maxItems)).sorted()
         }
-        let n = kept.count, d = vectors.columns
-        var x = Matrix(rows: n, columns: d)
-        for (r, i) in kept.enumerated() { for c in 0..<d { x.values[r * d + c] = vectors[i, c] } }
-        x = ExactSearch.normalizedRows(x)
+        let n = kept.count
+        let x = ExactSearch.normalizedRows(vectors.rows(at: kept))
         let cosine = x.multiplied(by: x, transposeOther: true, threads: threads)
         let masks = kept.map { i in genres[i].reduce(UInt64(0)) { $0 | (1 << UInt64($1)) } }
         // Genre x genre means: sums over item pairs (i ≠ j) by every genre pair they hold.

@@ -71,12 +71,7 @@ public enum KMeans {
                 sizes[c] = sizes[largest] / 2
                 sizes[largest] -= sizes[c]
             }
-            if settings.spherical {
-                for c in 0..<k {
-                    let norm = Kernels.dot(Array(centroids.row(c)), Array(centroids.row(c))).squareRoot()
-                    if norm > 0 { for j in 0..<d { centroids.values[c * d + j] /= norm } }
-                }
-            }
+            if settings.spherical { centroids = ExactSearch.normalizedRows(centroids) }
         }
         return Result(centroids: centroids, assignments: assignments, inertia: inertia, iterations: iteration)
     }

@@ -46,6 +46,13 @@ public struct Matrix: Sendable, Equatable {
         (0..<rows).filter { r in values[(r * columns)..<((r + 1) * columns)].contains { $0 != 0 } }
     }
 
+    /// The listed rows, in the order given, as a matrix of their own (a sample, a subset).
+    public func rows(at indices: [Int]) -> Matrix {
+        var out = Matrix(rows: indices.count, columns: columns)
+        for (k, r) in indices.enumerated() { out.values[(k * columns)..<((k + 1) * columns)] = row(r) }
+        return out
+    }
+
     /// The rows in `range` as a matrix of their own.
     public func rows(_ range: Range<Int>) -> Matrix {
         Matrix(rows: range.count, columns: columns, values: Array(values[(range.lowerBound * columns)..<(range.upperBound * columns)]))

@@ -9,8 +9,7 @@ public enum OPQ {
                              threads: Int = 0, maxTrainingPoints: Int = 32_768) throws -> Matrix {
         var g = SeededGenerator(seed: seed)
         let rows = Array(g.permutation(x.rows).prefix(maxTrainingPoints)).sorted()
-        var sample = Matrix(rows: rows.count, columns: x.columns)
-        for (k, r) in rows.enumerated() { for c in 0..<x.columns { sample.values[k * x.columns + c] = x.values[r * x.columns + c] } }
+        let sample = x.rows(at: rows)
         var rotation = Matrix.identity(x.columns)
         for it in 0..<iterations {
             let rotated = sample.multiplied(by: rotation, threads: threads)

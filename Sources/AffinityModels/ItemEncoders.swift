@@ -198,8 +198,7 @@ public struct ItemQuantizer: Sendable, Equatable {
         guard vectors.columns % subspaces == 0 else {
             throw ModelError.invalidSetting(name: "subspaces", reason: "text vectors of \(vectors.columns) dimensions do not split into \(subspaces) sub-spaces")
         }
-        var x = Matrix(rows: rows.count, columns: vectors.columns)
-        for (k, r) in rows.enumerated() { for c in 0..<vectors.columns { x.values[k * vectors.columns + c] = vectors.values[r * vectors.columns + c] } }
+        let x = vectors.rows(at: rows)
         let rotation = try OPQ.train(x, subspaces: subspaces, seed: seed, threads: threads)
         let pq = try ProductQuantizer.train(x.multiplied(by: rotation, threads: threads), subspaces: subspaces, seed: seed, threads: threads)
         return try ItemQuantizer(rotation: rotation, pq: pq)
