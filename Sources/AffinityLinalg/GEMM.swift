@@ -4,7 +4,8 @@ import _AffinityKernels
 ///
 /// The work is split into row blocks (or column blocks when C has few rows) across at most
 /// `threads` threads (0 = all cores; pass 1 from code that is already parallel). Each block runs
-/// the blocked, packed C kernel with the widest SIMD micro-kernel the CPU offers.
+/// the blocked, packed C kernel with the widest SIMD micro-kernel the CPU offers; row blocks share
+/// one packed copy of op(B) (up to 64 MB of it).
 /// - Parameters: `m`, `n`, `k`: op(A) is m x k, op(B) is k x n, C is m x n. `transposeA`: A is
 ///   stored k x m (leading dimension `lda`). `transposeB`: B is stored n x k.
 public func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
@@ -22,8 +23,23 @@ public func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n:
     let mr = Int(affinity_gemm_mr()), nr = Int(affinity_gemm_nr())
     if m >= workers * mr * 4 {
         // Row blocks: a multiple of the micro-tile height, a few per worker for balance.
-        let blocks = workers * (m >= workers * 256 ? 4 : 1)
+        let blocks = workers * (m >= workers * 256 ? 2 : 1)
         let rowsPer = ((m + blocks - 1) / blocks + mr - 1) / mr * mr
+        let packedFloats = affinity_sgemm_packed_b_floats(n, k)
+        if k > 0 && alpha != 0 && packedFloats <= sharedPackedBLimit {
+            // op(B) packed once, slabs in parallel, for all row blocks: each block packing all of
+            // B again was 8 % of a 4096³ product on 2 threads (perf), and it grows with the blocks.
+            let packed = UncheckedMutablePointer(affinity_sgemm_shared_buffer(packedFloats))
+            Parallelism.forEachChunk(affinity_sgemm_slab_count(n, k), threads: workers) { slab in
+                affinity_sgemm_pack_b_slab(tb, bb.base, ldb, n, k, slab, packed.base)
+            }
+            Parallelism.forEachRange(m, grain: rowsPer, threads: workers) { r in
+                let aOffset = transposeA ? r.lowerBound : r.lowerBound * lda
+                affinity_sgemm_packed(ta, r.count, n, k, alpha, aa.base + aOffset, lda, packed.base, beta,
+                                      cc.base + r.lowerBound * ldc, ldc)
+            }
+            return
+        }
         Parallelism.forEachRange(m, grain: rowsPer, threads: workers) { r in
             let aOffset = transposeA ? r.lowerBound : r.lowerBound * lda
             affinity_sgemm(ta, tb, r.count, n, k, alpha, aa.base + aOffset, lda, bb.base, ldb, beta, cc.base + r.lowerBound * ldc, ldc)
@@ -36,6 +52,10 @@ public func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n:
         }
     }
 }
+
+/// Largest shared packed B (floats, 64 MB): the calling thread keeps that buffer for later calls;
+/// a larger op(B) is packed by each row block on its own, as a single-threaded call does.
+private let sharedPackedBLimit = 1 << 24
 
 /// Plain triple-loop GEMM with Double accumulation: the oracle of `sgemm`.
 public func referenceSGEMM(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,

@@ -166,6 +166,31 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
         }
     }
 
+    /// Shapes large enough for the parallel row blocks, which share one packed op(B) (several
+    /// NB-column blocks and KC slabs, edges in both), against the reference.
+    @Test func parallelSGEMMWithSharedPackedBMatchesReference() {
+        let (m, n, k) = (100, 1000, 450)
+        for (index, level) in simdLevels.enumerated() {
+            Kernels.forceSIMDLevel(level)
+            defer { Kernels.forceSIMDLevel(-1) }
+            let (ta, tb) = [(false, true), (true, false), (false, false), (true, true)][index % 4]
+            let lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 3, ldc = n + 2
+            let a = randomVector((ta ? k : m) * lda, seed: 71), b = randomVector((tb ? n : k) * ldb, seed: 72)
+            let c0 = randomVector(m * ldc, seed: 73)
+            var expected = c0, got = c0
+            referenceSGEMM(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 0.75, a: a, lda: lda, b: b, ldb: ldb,
+                           beta: -1, c: &expected, ldc: ldc)
+            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in got.withUnsafeMutableBufferPointer { cp in
+                sgemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 0.75, a: ap.baseAddress!, lda: lda,
+                      b: bp.baseAddress!, ldb: ldb, beta: -1, c: cp.baseAddress!, ldc: ldc, threads: 2)
+            } } }
+            var worst: Float = 0
+            for i in 0..<m { for j in 0..<n { worst = max(worst, abs(got[i * ldc + j] - expected[i * ldc + j])) } }
+            #expect(worst <= 1e-4 * Float(k).squareRoot(), "level \(level) tA \(ta) tB \(tb): error \(worst)")
+            for i in 0..<m { for j in n..<ldc { #expect(got[i * ldc + j] == c0[i * ldc + j]) } }
+        }
+    }
+
     @Test func exactSearchMatchesReferenceOnEveryPath() {
         let base = Matrix.random(rows: 1500, columns: 17, seed: 5), queries = Matrix.random(rows: 250, columns: 17, seed: 6)
         for level in simdLevels {

@@ -31,6 +31,21 @@ int affinity_gemm_nr(void);
 void affinity_sgemm(int transA, int transB, long M, long N, long K, float alpha,
                     const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc);
 
+/// op(B) packed once for several `affinity_sgemm_packed` calls (the row blocks of a parallel
+/// SGEMM share it instead of each packing all of B again). The packing is cut into
+/// `affinity_sgemm_slab_count(N, K)` independent slabs (one per NB-column x KC block), which may be
+/// packed in parallel into a buffer of `affinity_sgemm_packed_b_floats(N, K)` floats, 64-byte
+/// aligned. The layout depends on the micro-kernel in use: pack and multiply under one SIMD level.
+long affinity_sgemm_packed_b_floats(long N, long K);
+long affinity_sgemm_slab_count(long N, long K);
+void affinity_sgemm_pack_b_slab(int transB, const float *B, long ldb, long N, long K, long slab, float *packed);
+/// The calling thread's reusable 64-byte-aligned buffer of at least `floats` floats (grown on demand,
+/// kept for the thread's life); for the packed B of one SGEMM at a time.
+float *affinity_sgemm_shared_buffer(long floats);
+/// `affinity_sgemm` with op(B) already packed by `affinity_sgemm_pack_b_slab` for these N and K.
+void affinity_sgemm_packed(int transA, long M, long N, long K, float alpha, const float *A, long lda,
+                           const float *packedB, float beta, float *C, long ldc);
+
 /// Dot product, squared Euclidean distance of two n-vectors.
 float affinity_dot(const float *a, const float *b, long n);
 /// x[i] = exp(x[i] - shift) in place; returns the sum (softmax). Relative error < 2e-7, 0 below -87.3.
