@@ -78,7 +78,12 @@ def affinity_epochs(split, threads, epochs):
                             "--set", f"epochs={epochs}", "--set", f"threads={threads}", "--set", "temperature=0.2",
                             "--set", "logQ=true", "--set", "maskAccidentalHits=false", "--set", "lazyAdam=false"],
                            capture_output=True, text=True, check=True)
-    return [float(s) for s in re.findall(r"epoch \d+/\d+: loss [\d.]+, ([\d.]+) s", r.stderr)]
+    # Epoch-end lines: "two-tower done: ..., 4.52 s elapsed" (one epoch) or "two-tower epoch 2/3 done:
+    # ..., 9.10 s elapsed" (time since the fit started); each epoch's time is the difference.
+    elapsed = [float(s) for s in re.findall(r"two-tower (?:done|epoch \d+/\d+ done): [^\n]*?([\d.]+) s elapsed", r.stderr)]
+    if not elapsed:
+        raise SystemExit("no epoch-end line in affinity's output:\n" + r.stderr[-2000:])
+    return [b - a for a, b in zip([0.0] + elapsed, elapsed)]
 
 
 def main():

@@ -142,3 +142,56 @@ extension Kernels {
         }
     }
 }
+
+/// The elementwise loops of a training step (softmax rows, Adam, ReLU's gradient) as C kernels at
+/// the widest SIMD width; each has its plain twin here, and the tests hold one to the other.
+extension Kernels {
+    /// The largest of `count` values, NaN ignored (−∞ when there is none).
+    public static func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float { affinity_max(x, count) }
+
+    /// The plain twin of `maximum`.
+    public static func referenceMaximum(_ x: [Float]) -> Float {
+        var m = -Float.infinity
+        for v in x where v > m { m = v }
+        return m
+    }
+
+    /// y[i] += a·x[i].
+    public static func addScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int, by a: Float) {
+        affinity_add_scaled(y, x, count, a)
+    }
+
+    /// x[i] *= s.
+    public static func scale(_ x: UnsafeMutablePointer<Float>, count: Int, by s: Float) { affinity_scale(x, count, s) }
+
+    /// The constants of one Adam step: learning rate, moment decays, the step's bias corrections
+    /// 1 − β₁ᵗ and 1 − β₂ᵗ, ε and decoupled weight decay.
+    public struct AdamStep: Sendable {
+        public var learningRate: Float, beta1: Float, beta2: Float, correction1: Float, correction2: Float, epsilon: Float, weightDecay: Float
+        public init(learningRate: Float, beta1: Float, beta2: Float, correction1: Float, correction2: Float, epsilon: Float, weightDecay: Float) {
+            self.learningRate = learningRate; self.beta1 = beta1; self.beta2 = beta2
+            self.correction1 = correction1; self.correction2 = correction2; self.epsilon = epsilon; self.weightDecay = weightDecay
+        }
+    }
+
+    /// Adam over `count` weights: m = β₁m + (1−β₁)g, v = β₂v + (1−β₂)g², w −= lr((m/c₁)/(√(v/c₂) + ε) + λw).
+    public static func adam(weights w: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
+                            v: UnsafeMutablePointer<Float>, count: Int, step s: AdamStep) {
+        affinity_adam(w, g, m, v, count, s.learningRate, s.beta1, s.beta2, s.correction1, s.correction2, s.epsilon, s.weightDecay)
+    }
+
+    /// The plain twin of `adam`.
+    public static func referenceAdam(weights w: inout [Float], gradients g: [Float], m: inout [Float], v: inout [Float], step s: AdamStep) {
+        for i in w.indices {
+            m[i] = s.beta1 * m[i] + (1 - s.beta1) * g[i]
+            v[i] = s.beta2 * v[i] + (1 - s.beta2) * g[i] * g[i]
+            let update = (m[i] / s.correction1) / ((v[i] / s.correction2).squareRoot() + s.epsilon)
+            w[i] -= s.learningRate * (update + s.weightDecay * w[i])
+        }
+    }
+
+    /// ReLU's gradient in place: d[i] = 0 where the layer's output o[i] is not positive.
+    public static func reluBackward(_ d: UnsafeMutablePointer<Float>, output o: UnsafePointer<Float>, count: Int) {
+        affinity_relu_backward(d, o, count)
+    }
+}

@@ -12,9 +12,35 @@ public enum Parallelism {
         max(1, ProcessInfo.processInfo.activeProcessorCount)
     }
 
-    /// Resolves a requested thread count: `0` or negative means all cores.
+    /// Resolves a requested thread count: `0` or negative means all cores; inside `sideBySide`
+    /// each part gets one thread.
     public static func resolve(_ requested: Int) -> Int {
-        requested > 0 ? requested : availableCores
+        let n = requested > 0 ? requested : availableCores
+        let cap = Int(affinity_thread_cap())
+        return cap > 0 ? min(n, cap) : n
+    }
+
+    /// Runs `first` and `second` at the same time on two threads when `threads` resolves to two
+    /// or more (else one after the other), each with parallel kernels inside limited to its own
+    /// thread: two independent halves of a step (a model's two towers) in parallel instead of
+    /// splitting each small product in two. Both must touch disjoint state.
+    public static func sideBySide(threads: Int, _ first: () -> Void, _ second: () -> Void) {
+        guard resolve(threads) >= 2 else {
+            first()
+            second()
+            return
+        }
+        withoutActuallyEscaping(first) { a in
+            withoutActuallyEscaping(second) { b in
+                let parts = UncheckedBody<Void>(body: { $0 == 0 ? a() : b() })
+                forEachChunk(2, threads: 2) { part in
+                    let previous = affinity_thread_cap()
+                    affinity_set_thread_cap(1)
+                    parts.body(part)
+                    affinity_set_thread_cap(previous)
+                }
+            }
+        }
     }
 
     /// Runs `body(chunk)` for chunks `0..<chunkCount`, on at most `threads` threads.

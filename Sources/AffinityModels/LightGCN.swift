@@ -355,8 +355,7 @@ public struct LightGCN: TrainingDataRecommender, FactorScoredRecommender {
                 Parallelism.forEachRange(b, grain: 8, threads: threads) { range in
                     for r in range {
                         let row = gs.base.baseAddress! + r * nItems, positives = x.row(users[r])
-                        var m = -Float.infinity
-                        for j in 0..<nItems { m = max(m, row[j]) }
+                        let m = Kernels.maximum(row, count: nItems)
                         var targets = 0.0
                         for i in positives { targets += Double(row[Int(i)]) }
                         let total = Kernels.expShifted(row, count: nItems, shift: m)   // row[j] = exp(s_j − m)

@@ -561,7 +561,7 @@ final class TwoTowerTrainer: @unchecked Sendable {
         let n = users.count
         guard n > 0 else { return }
         let parameters = network.parameters
-        let optimizer = Adam(learningRate: Float(c.learningRate), weightDecay: Float(c.weightDecay), lazy: c.lazyAdam)
+        let optimizer = Adam(learningRate: Float(c.learningRate), weightDecay: Float(c.weightDecay), lazy: c.lazyAdam, threads: c.threads)
         let kind = c.negativeKind
         var itemCache: Matrix?
         var step = 0
@@ -572,20 +572,28 @@ final class TwoTowerTrainer: @unchecked Sendable {
                  step: { batch, g in
             let bu = batch.map { Int(users[$0]) }, bi = batch.map { Int(items[$0]) }
             let bags = network.needsHistory ? zip(bu, bi).map { network.historyBag(trainingItems(of: $0.0), leaveOut: $0.1) } : nil
-            let u = network.userForward(bu, bags: bags)
+            // The towers share no state: with two threads they run side by side, forward and
+            // backward, each on one thread (same results: every product sums in the same order).
+            var u = Matrix(rows: 0, columns: 0), v = u
             var candidates = bi
-            if !kind.isEmpty {
+            if kind.isEmpty {
+                var itemGenerator = g   // only the item tower draws (ID dropout)
+                Parallelism.sideBySide(threads: c.threads, { u = network.userForward(bu, bags: bags) },
+                                       { v = network.itemForward(candidates, generator: &itemGenerator) })
+                g = itemGenerator
+            } else {
+                // Mined negatives need the user vectors first.
+                u = network.userForward(bu, bags: bags)
                 if kind != "random" && kind != "static" && (itemCache == nil || step % c.refreshEvery == 0) {
                     itemCache = network.itemVectors(Array(0..<x.columnCount))
                 }
                 candidates += mineNegatives(kind: kind, u: u, users: bu, positives: bi, cache: itemCache, generator: &g)
+                v = network.itemForward(candidates, generator: &g)
             }
-            let v = network.itemForward(candidates, generator: &g)
             let (loss, du, dv) = c.loss == .softmax
                 ? softmaxStep(u: u, v: v, positives: bi, candidates: candidates)
                 : tripletStep(u: u, v: v, positives: bi, candidates: candidates)
-            network.userBackward(du)
-            network.itemBackward(dv)
+            Parallelism.sideBySide(threads: c.threads, { network.userBackward(du) }, { network.itemBackward(dv) })
             step += 1
             return Double(loss) * Double(batch.count)
         }, validate: validation.isEmpty ? nil : { self.validationHitRate() })

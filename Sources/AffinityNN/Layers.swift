@@ -154,10 +154,10 @@ public final class ReLU: Layer {
     }
     public func backward(_ dy: Matrix) -> Matrix {
         var dx = dy
+        precondition(dx.values.count == output.values.count, "ReLU backward: \(dx.rows) x \(dx.columns) gradient for a \(output.rows) x \(output.columns) output")
+        guard !dx.values.isEmpty else { return dx }
         dx.values.withUnsafeMutableBufferPointer { d in
-            output.values.withUnsafeBufferPointer { o in
-                for i in d.indices { d[i] = o[i] > 0 ? d[i] : 0 }
-            }
+            output.values.withUnsafeBufferPointer { o in Kernels.reluBackward(d.baseAddress!, output: o.baseAddress!, count: d.count) }
         }
         return dx
     }

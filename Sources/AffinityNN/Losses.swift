@@ -44,19 +44,18 @@ public enum Losses {
                             for i in range {
                                 let row = l.base.baseAddress! + i * c
                                 let positive = positives[i]
-                                if useLogQ { for j in 0..<c { row[j] -= q[j] } }
+                                if useLogQ { Kernels.addScaled(row, q.baseAddress!, count: c, by: -1) }
                                 if mask {
                                     let positiveID = idv[positive]
                                     for j in 0..<c where j != positive && idv[j] == positiveID { row[j] = -.infinity }
                                 }
-                                var maxLogit = -Float.infinity
-                                for j in 0..<c { maxLogit = max(maxLogit, row[j]) }
+                                let maxLogit = Kernels.maximum(row, count: c)
                                 let positiveLogit = row[positive] - maxLogit
                                 let sum = Kernels.expShifted(row, count: c, shift: maxLogit)
                                 losses[i] = log(sum) - positiveLogit
                                 // Gradient of the mean loss w.r.t. the logits: (softmax − onehot) / b.
                                 let scale = 1 / (sum * Float(b))
-                                for j in 0..<c { row[j] *= scale }
+                                Kernels.scale(row, count: c, by: scale)
                                 row[positive] -= 1 / Float(b)
                             }
                         }

@@ -28,12 +28,15 @@ public final class Adam: Optimizer {
     public var learningRate: Float
     public let beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float
     public let lazy: Bool
+    /// Threads for the dense update of a large parameter (0 = all cores; 1 from code already parallel).
+    public let threads: Int
     private var moments: [ObjectIdentifier: (m: [Float], v: [Float])] = [:]
     public private(set) var stepCount = 0
 
     public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8, weightDecay: Float = 0,
-                lazy: Bool = true) {
+                lazy: Bool = true, threads: Int = 1) {
         self.lazy = lazy
+        self.threads = threads
         self.learningRate = learningRate
         self.beta1 = beta1
         self.beta2 = beta2
@@ -44,22 +47,31 @@ public final class Adam: Optimizer {
     public func step(_ parameters: [Parameter]) {
         stepCount += 1
         let c1 = 1 - pow(beta1, Float(stepCount)), c2 = 1 - pow(beta2, Float(stepCount))
-        let lr = learningRate, b1 = beta1, b2 = beta2, eps = epsilon, wd = weightDecay
         for p in parameters {
-            let key = ObjectIdentifier(p), ranges = updatedRanges(p, lazy: lazy), wd = p.weightDecay ?? wd
+            let key = ObjectIdentifier(p), ranges = updatedRanges(p, lazy: lazy)
+            let constants = Kernels.AdamStep(learningRate: learningRate, beta1: beta1, beta2: beta2, correction1: c1, correction2: c2,
+                                             epsilon: epsilon, weightDecay: p.weightDecay ?? weightDecay)
             var state = moments[key] ?? ([Float](repeating: 0, count: p.value.values.count), [Float](repeating: 0, count: p.value.values.count))
             moments[key] = nil   // keep the arrays uniquely referenced while they are updated
+            guard !state.m.isEmpty else { moments[key] = state; continue }
             state.m.withUnsafeMutableBufferPointer { m in
                 state.v.withUnsafeMutableBufferPointer { v in
                     p.value.values.withUnsafeMutableBufferPointer { w in
                         p.grad.values.withUnsafeBufferPointer { g in
-                            for range in ranges {
-                                for i in range {
-                                    m[i] = b1 * m[i] + (1 - b1) * g[i]
-                                    v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                                    let update = (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
-                                    w[i] -= lr * (update + wd * w[i])
+                            let wp = UncheckedMutablePointer(w.baseAddress!), gp = UncheckedPointer(g.baseAddress!)
+                            let mp = UncheckedMutablePointer(m.baseAddress!), vp = UncheckedMutablePointer(v.baseAddress!)
+                            @Sendable func update(_ r: Range<Int>) {
+                                Kernels.adam(weights: wp.base + r.lowerBound, gradients: gp.base + r.lowerBound, m: mp.base + r.lowerBound,
+                                             v: vp.base + r.lowerBound, count: r.count, step: constants)
+                            }
+                            if ranges.count == 1 && ranges[0].count >= 1 << 16 && Parallelism.resolve(threads) > 1 {
+                                // A dense table: contiguous slices, one per thread and a few more.
+                                let all = ranges[0], workers = Parallelism.resolve(threads)
+                                Parallelism.forEachRange(all.count, grain: (all.count + 4 * workers - 1) / (4 * workers), threads: workers) { r in
+                                    update((all.lowerBound + r.lowerBound)..<(all.lowerBound + r.upperBound))
                                 }
+                            } else {
+                                for range in ranges { update(range) }
                             }
                         }
                     }

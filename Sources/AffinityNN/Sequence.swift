@@ -220,10 +220,9 @@ public final class MultiHeadAttention {
                                   c: p, ldc: l, threads: 1)
                             for i in 0..<l {
                                 let row = p + i * l, visible = causal ? i + 1 : l
-                                var top = row[0]
-                                for j in 0..<visible where row[j] > top { top = row[j] }
+                                let top = Kernels.maximum(row, count: visible)
                                 let inv = 1 / Kernels.expShifted(row, count: visible, shift: top)
-                                for j in 0..<visible { row[j] *= inv }
+                                Kernels.scale(row, count: visible, by: inv)
                                 for j in visible..<l { row[j] = 0 }
                             }
                             var used = UnsafePointer(p)

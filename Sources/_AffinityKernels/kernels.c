@@ -32,6 +32,12 @@ int affinity_simd_level(void) {
 
 void affinity_force_level(int level) { forced_level = level; }
 
+// The calling thread's cap on the threads a parallel kernel may use (0 = none): set while two
+// parts of a step run side by side, so that the kernels inside each stay on their own thread.
+static _Thread_local int thread_cap = 0;
+void affinity_set_thread_cap(int cap) { thread_cap = cap; }
+int affinity_thread_cap(void) { return thread_cap; }
+
 int affinity_forced_level(void) { return forced_level; }
 
 // ------------------------------------------------------------------------------ vectors
@@ -1127,4 +1133,210 @@ void affinity_gelu_erf(float *x, long n) {
     }
 #endif
     gelu_erf_c(x, n);
+}
+
+// ------------------------------------------------------------------------------ training steps
+// Elementwise loops of neural training that run every step over whole batches or tables: the
+// softmax rows' max and scaling, Adam's update, ReLU's gradient. Swift compiles for the x86-64
+// baseline (SSE2, and its max has NaN rules that keep the reduction scalar), so a two-tower step
+// spent a third of its time in these loops; here they run at the widest width. NaN inputs:
+// `affinity_max` ignores them unless every value is NaN (then -inf).
+
+static float max_c(const float *x, long n) {
+    float m = -INFINITY;
+    for (long i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+static void add_scaled_c(float *y, const float *x, long n, float a) {
+#pragma clang fp contract(off)
+    for (long i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void scale_c(float *x, long n, float s) {
+    for (long i = 0; i < n; i++) x[i] *= s;
+}
+
+// Separate multiplies and adds (no fused multiply-add), in the order Swift evaluates the formula:
+// every path gives the bits of the Swift reference, so models train exactly as before.
+static void adam_c(float *w, const float *g, float *m, float *v, long n, float lr, float b1, float b2,
+                   float c1, float c2, float eps, float wd) {
+#pragma clang fp contract(off)
+    for (long i = 0; i < n; i++) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        float update = (m[i] / c1) / (sqrtf(v[i] / c2) + eps);
+        w[i] -= lr * (update + wd * w[i]);
+    }
+}
+
+static void relu_backward_c(float *d, const float *o, long n) {
+    for (long i = 0; i < n; i++) d[i] = o[i] > 0 ? d[i] : 0;
+}
+
+#if AFFINITY_X86
+__attribute__((target("avx512f")))
+static float max_avx512(const float *x, long n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    long i = 0;
+    // max_ps(a, b) returns b when either is NaN: the running max second keeps NaN out.
+    for (; i + 16 <= n; i += 16) m = _mm512_max_ps(_mm512_loadu_ps(x + i), m);
+    if (i < n) {
+        __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        m = _mm512_max_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, x + i), m);
+    }
+    return _mm512_reduce_max_ps(m);
+}
+
+__attribute__((target("avx512f")))
+static void add_scaled_avx512(float *y, const float *x, long n, float a) {
+    __m512 va = _mm512_set1_ps(a);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_mul_ps(va, _mm512_loadu_ps(x + i))));
+    add_scaled_c(y + i, x + i, n - i, a);   // not fused here either (the target allows FMA)
+}
+
+__attribute__((target("avx512f")))
+static void scale_avx512(float *x, long n, float s) {
+    __m512 vs = _mm512_set1_ps(s);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vs));
+    for (; i < n; i++) x[i] *= s;
+}
+
+__attribute__((target("avx512f")))
+static void adam_avx512(float *w, const float *g, float *m, float *v, long n, float lr, float b1, float b2,
+                        float c1, float c2, float eps, float wd) {
+    __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2), vb1c = _mm512_set1_ps(1 - b1), vb2c = _mm512_set1_ps(1 - b2);
+    __m512 vc1 = _mm512_set1_ps(c1), vc2 = _mm512_set1_ps(c2), veps = _mm512_set1_ps(eps), vlr = _mm512_set1_ps(lr);
+    __m512 vwd = _mm512_set1_ps(wd);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 gi = _mm512_loadu_ps(g + i), wi = _mm512_loadu_ps(w + i);
+        __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_loadu_ps(m + i)), _mm512_mul_ps(vb1c, gi));
+        __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_loadu_ps(v + i)), _mm512_mul_ps(_mm512_mul_ps(vb2c, gi), gi));
+        __m512 u = _mm512_div_ps(_mm512_div_ps(mi, vc1), _mm512_add_ps(_mm512_sqrt_ps(_mm512_div_ps(vi, vc2)), veps));
+        _mm512_storeu_ps(m + i, mi);
+        _mm512_storeu_ps(v + i, vi);
+        _mm512_storeu_ps(w + i, _mm512_sub_ps(wi, _mm512_mul_ps(vlr, _mm512_add_ps(u, _mm512_mul_ps(vwd, wi)))));
+    }
+    adam_c(w + i, g + i, m + i, v + i, n - i, lr, b1, b2, c1, c2, eps, wd);
+}
+
+__attribute__((target("avx512f")))
+static void relu_backward_avx512(float *d, const float *o, long n) {
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __mmask16 k = _mm512_cmp_ps_mask(_mm512_loadu_ps(o + i), _mm512_setzero_ps(), _CMP_GT_OQ);
+        _mm512_storeu_ps(d + i, _mm512_maskz_mov_ps(k, _mm512_loadu_ps(d + i)));
+    }
+    relu_backward_c(d + i, o + i, n - i);
+}
+
+__attribute__((target("avx2,fma")))
+static float max_avx2(const float *x, long n) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(_mm256_loadu_ps(x + i), m);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m);
+    float r = max_c(lanes, 8), tail = max_c(x + i, n - i);
+    return tail > r ? tail : r;
+}
+
+__attribute__((target("avx2,fma")))
+static void add_scaled_avx2(float *y, const float *x, long n, float a) {
+    __m256 va = _mm256_set1_ps(a);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    add_scaled_c(y + i, x + i, n - i, a);
+}
+
+__attribute__((target("avx2,fma")))
+static void scale_avx2(float *x, long n, float s) {
+    __m256 vs = _mm256_set1_ps(s);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
+    for (; i < n; i++) x[i] *= s;
+}
+
+__attribute__((target("avx2,fma")))
+static void adam_avx2(float *w, const float *g, float *m, float *v, long n, float lr, float b1, float b2,
+                      float c1, float c2, float eps, float wd) {
+    __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2), vb1c = _mm256_set1_ps(1 - b1), vb2c = _mm256_set1_ps(1 - b2);
+    __m256 vc1 = _mm256_set1_ps(c1), vc2 = _mm256_set1_ps(c2), veps = _mm256_set1_ps(eps), vlr = _mm256_set1_ps(lr);
+    __m256 vwd = _mm256_set1_ps(wd);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 gi = _mm256_loadu_ps(g + i), wi = _mm256_loadu_ps(w + i);
+        __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(vb1c, gi));
+        __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)), _mm256_mul_ps(_mm256_mul_ps(vb2c, gi), gi));
+        __m256 u = _mm256_div_ps(_mm256_div_ps(mi, vc1), _mm256_add_ps(_mm256_sqrt_ps(_mm256_div_ps(vi, vc2)), veps));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+        _mm256_storeu_ps(w + i, _mm256_sub_ps(wi, _mm256_mul_ps(vlr, _mm256_add_ps(u, _mm256_mul_ps(vwd, wi)))));
+    }
+    adam_c(w + i, g + i, m + i, v + i, n - i, lr, b1, b2, c1, c2, eps, wd);
+}
+
+__attribute__((target("avx2,fma")))
+static void relu_backward_avx2(float *d, const float *o, long n) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 keep = _mm256_cmp_ps(_mm256_loadu_ps(o + i), _mm256_setzero_ps(), _CMP_GT_OQ);
+        _mm256_storeu_ps(d + i, _mm256_and_ps(keep, _mm256_loadu_ps(d + i)));
+    }
+    relu_backward_c(d + i, o + i, n - i);
+}
+#endif
+
+float affinity_max(const float *x, long n) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: return max_avx512(x, n);
+    case 1: return max_avx2(x, n);
+    }
+#endif
+    return max_c(x, n);
+}
+
+void affinity_add_scaled(float *y, const float *x, long n, float a) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: add_scaled_avx512(y, x, n, a); return;
+    case 1: add_scaled_avx2(y, x, n, a); return;
+    }
+#endif
+    add_scaled_c(y, x, n, a);
+}
+
+void affinity_scale(float *x, long n, float s) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: scale_avx512(x, n, s); return;
+    case 1: scale_avx2(x, n, s); return;
+    }
+#endif
+    scale_c(x, n, s);
+}
+
+void affinity_adam(float *w, const float *g, float *m, float *v, long n, float lr, float b1, float b2,
+                   float c1, float c2, float eps, float wd) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: adam_avx512(w, g, m, v, n, lr, b1, b2, c1, c2, eps, wd); return;
+    case 1: adam_avx2(w, g, m, v, n, lr, b1, b2, c1, c2, eps, wd); return;
+    }
+#endif
+    adam_c(w, g, m, v, n, lr, b1, b2, c1, c2, eps, wd);
+}
+
+void affinity_relu_backward(float *d, const float *o, long n) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: relu_backward_avx512(d, o, n); return;
+    case 1: relu_backward_avx2(d, o, n); return;
+    }
+#endif
+    relu_backward_c(d, o, n);
 }

@@ -71,6 +71,7 @@ enum Console {
 
     /// Seconds as "42.0 s", "3 min 05 s" or "1 h 02 min".
     static func duration(_ seconds: Double) -> String {
+        if seconds < 10 { return String(format: "%.2f s", seconds) }
         if seconds < 60 { return String(format: "%.1f s", seconds) }
         let s = Int(seconds.rounded())
         if s < 3600 { return String(format: "%d min %02d s", s / 60, s % 60) }

@@ -116,6 +116,51 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
         }
     }
 
+    /// The training-step kernels on every path and awkward lengths, bit for bit against their plain
+    /// twins (the same operations in the same order: training results do not depend on the path).
+    @Test(arguments: [1, 7, 8, 15, 16, 17, 33, 1000])
+    func trainingStepKernelsMatchReferenceBitForBit(n: Int) {
+        for level in simdLevels {
+            Kernels.forceSIMDLevel(level)
+            defer { Kernels.forceSIMDLevel(-1) }
+            // Maximum, NaN ignored; a NaN in the vector part and in the tail.
+            var x = randomVector(n, seed: UInt64(n) &+ 11)
+            x[n / 2] = .nan
+            if n > 16 { x[n - 1] = .nan }
+            let m = x.withUnsafeBufferPointer { Kernels.maximum($0.baseAddress!, count: n) }
+            #expect(m == Kernels.referenceMaximum(x), "level \(level) n \(n): max \(m)")
+            let allNaN = [Float](repeating: .nan, count: n)
+            #expect(allNaN.withUnsafeBufferPointer { Kernels.maximum($0.baseAddress!, count: n) } == -.infinity)
+            // y += a·x and x *= s.
+            let a = randomVector(n, seed: UInt64(n) &+ 12), b = randomVector(n, seed: UInt64(n) &+ 13)
+            var y = a
+            b.withUnsafeBufferPointer { bp in y.withUnsafeMutableBufferPointer { Kernels.addScaled($0.baseAddress!, bp.baseAddress!, count: n, by: -0.37) } }
+            #expect(y == zip(a, b).map { $0 + -0.37 * $1 }, "level \(level) n \(n): addScaled")
+            var z = a
+            z.withUnsafeMutableBufferPointer { Kernels.scale($0.baseAddress!, count: n, by: 1.7) }
+            #expect(z == a.map { $0 * 1.7 }, "level \(level) n \(n): scale")
+            // Adam, three steps with weight decay.
+            var w = a, m1 = [Float](repeating: 0, count: n), v1 = m1
+            var rw = a, rm = m1, rv = m1
+            for t in 1...3 {
+                let g = randomVector(n, seed: UInt64(n * 10 + t))
+                let step = Kernels.AdamStep(learningRate: 0.01, beta1: 0.9, beta2: 0.999, correction1: 1 - pow(0.9, Float(t)),
+                                            correction2: 1 - pow(0.999, Float(t)), epsilon: 1e-8, weightDecay: 0.05)
+                w.withUnsafeMutableBufferPointer { wp in m1.withUnsafeMutableBufferPointer { mp in v1.withUnsafeMutableBufferPointer { vp in
+                    g.withUnsafeBufferPointer { gp in
+                        Kernels.adam(weights: wp.baseAddress!, gradients: gp.baseAddress!, m: mp.baseAddress!, v: vp.baseAddress!, count: n, step: step)
+                    }
+                } } }
+                Kernels.referenceAdam(weights: &rw, gradients: g, m: &rm, v: &rv, step: step)
+            }
+            #expect(w == rw && m1 == rm && v1 == rv, "level \(level) n \(n): adam")
+            // ReLU's gradient.
+            var d = b
+            a.withUnsafeBufferPointer { o in d.withUnsafeMutableBufferPointer { Kernels.reluBackward($0.baseAddress!, output: o.baseAddress!, count: n) } }
+            #expect(d == zip(b, a).map { $1 > 0 ? $0 : 0 }, "level \(level) n \(n): relu")
+        }
+    }
+
     /// Exact (erf) GELU on every path, on awkward lengths, across the range where erf bends and
     /// out to where it saturates.
     @Test(arguments: [1, 7, 8, 15, 16, 17, 33, 1000])

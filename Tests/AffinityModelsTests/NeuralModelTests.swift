@@ -117,6 +117,20 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
         #expect(try TwoTower.fit(x, settings: settings).embeddings.itemFactors == TwoTower.fit(x, settings: settings).embeddings.itemFactors)
     }
 
+    /// Two threads run the towers side by side (and split the products): the model is the one a
+    /// single thread trains, bit for bit, with the item tower's ID dropout drawing from the seed.
+    @Test func twoThreadsTrainTheSingleThreadModel() throws {
+        let x = RecommenderConformance.randomInteractions()
+        let base = smallTower.merging(["epochs": "2", "idDropout": "0.2", "itemGenres": "true", "batchSize": "64"]) { _, b in b }
+        let side = TwoTower.SideInformation(itemGenres: (0..<x.columnCount).map { [$0 % 3] })
+        func fit(_ threads: String) throws -> TwoTower {
+            try TwoTower.fit(x, configuration: TwoTower.Configuration().applying(base.merging(["threads": threads]) { _, b in b }),
+                             sideInformation: side, progress: nil)
+        }
+        let one = try fit("1"), two = try fit("2")
+        #expect(one.embeddings.itemFactors == two.embeddings.itemFactors && one.embeddings.userFactors == two.embeddings.userFactors)
+    }
+
     @Test func badSettingsAreNamed() {
         #expect(throws: ModelError.self) { try TwoTower.fit(RecommenderConformance.checkerboard(), settings: ["negatives": "in-batch+psychic"]) }
         #expect(throws: ModelError.self) { try TwoTower.fit(RecommenderConformance.checkerboard(), settings: ["temperature": "0"]) }

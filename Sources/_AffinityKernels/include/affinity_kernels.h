@@ -20,6 +20,9 @@ int affinity_simd_level(void);
 void affinity_force_level(int level);
 /// The calling thread's cap (-1 = none).
 int affinity_forced_level(void);
+/// The calling thread's cap on parallel kernels' threads (0 = none); Parallelism.resolve applies it.
+void affinity_set_thread_cap(int cap);
+int affinity_thread_cap(void);
 
 /// Register tile of the GEMM micro-kernel in use (rows x columns).
 int affinity_gemm_mr(void);
@@ -95,6 +98,19 @@ void affinity_pq_scan(const uint8_t *codes, long n, long m, const float *table, 
 /// w += lr(z(h_i − h_j) − reg·w), h_i += lr(z·w − reg·h_i), h_j += lr(−z·w − reg·h_j), all with the
 /// old w. Returns z, for the caller's bias update. The three vectors must not overlap.
 float affinity_bpr_step(float *w, float *hi, float *hj, long f, float bias_diff, float lr, float reg);
+
+/// Largest of x[0..<n], NaN ignored (-inf when n == 0 or all are NaN).
+float affinity_max(const float *x, long n);
+/// y[i] += a * x[i].
+void affinity_add_scaled(float *y, const float *x, long n, float a);
+/// x[i] *= s.
+void affinity_scale(float *x, long n, float s);
+/// One Adam step over n weights: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
+/// w -= lr ((m / c1) / (sqrt(v / c2) + eps) + wd w), c1, c2 the bias corrections.
+void affinity_adam(float *w, const float *g, float *m, float *v, long n, float lr, float b1, float b2,
+                   float c1, float c2, float eps, float wd);
+/// ReLU's gradient in place: d[i] = o[i] > 0 ? d[i] : 0 (o the layer's output).
+void affinity_relu_backward(float *d, const float *o, long n);
 
 #ifdef __cplusplus
 }
