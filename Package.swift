@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "AffinityEval", dependencies: ["AffinityData", "AffinityLinalg"]),
         .target(name: "AffinityNN", dependencies: ["AffinityLinalg"]),
         .target(name: "AffinityModels", dependencies: ["AffinityData", "AffinityEval", "AffinityLinalg", "AffinityNN"]),
-        .target(name: "AffinityANN", dependencies: ["AffinityLinalg"]),
+        .target(name: "AffinityANN", dependencies: ["AffinityLinalg", "_AffinityKernels"]),
         // Item text: WordPiece and a BERT sentence encoder (inference) on AffinityNN's Transformer.
         .target(name: "AffinityText", dependencies: ["AffinityNN", "AffinityLinalg"]),
         // SVG charts and self-contained HTML pages (no dependencies): the one place Affinity draws.

@@ -1,5 +1,6 @@
 import AffinityLinalg
 import Foundation
+import _AffinityKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -72,7 +73,8 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
     var mapping: (UnsafeMutableRawPointer, Int)?
 
     private let globalLock = NSLock()
-    private var nodeLocks: UnsafeMutablePointer<pthread_mutex_t>?
+    /// One spin lock per node while a parallel insert runs (nil otherwise).
+    private var nodeLocks: UnsafeMutablePointer<UInt8>?
     private let scratchPool: ScratchPool
 
     public init(dimension: Int, metric: Metric, settings: HNSWSettings = HNSWSettings()) throws {
@@ -103,7 +105,7 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
         upper.deallocate()
         levels.deallocate()
         deleted.deallocate()
-        if let nodeLocks { for i in 0..<capacity { pthread_mutex_destroy(nodeLocks + i) }; nodeLocks.deallocate() }
+        nodeLocks?.deallocate()
     }
 
     /// Bytes of memory the index holds: vectors, links, levels and flags.
@@ -233,20 +235,19 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
     }
 
     private func makeLocks() {
-        let locks = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: capacity)
-        for i in 0..<capacity { pthread_mutex_init(locks + i, nil) }
+        let locks = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+        locks.initialize(repeating: 0, count: capacity)
         nodeLocks = locks
     }
 
     private func dropLocks() {
         guard let nodeLocks else { return }
-        for i in 0..<capacity { pthread_mutex_destroy(nodeLocks + i) }
         nodeLocks.deallocate()
         self.nodeLocks = nil
     }
 
-    @inline(__always) private func lock(_ n: Int32, _ locked: Bool) { if locked { pthread_mutex_lock(nodeLocks! + Int(n)) } }
-    @inline(__always) private func unlock(_ n: Int32, _ locked: Bool) { if locked { pthread_mutex_unlock(nodeLocks! + Int(n)) } }
+    @inline(__always) private func lock(_ n: Int32, _ locked: Bool) { if locked { affinity_spin_lock(nodeLocks! + Int(n)) } }
+    @inline(__always) private func unlock(_ n: Int32, _ locked: Bool) { if locked { affinity_spin_unlock(nodeLocks! + Int(n)) } }
 
     /// Links node n into the graph (its vector and level are set).
     func insert(_ n: Int32, scratch: SearchScratch, locked: Bool) {
@@ -354,17 +355,16 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
     }
 
     /// Beam search of width ef on one layer; the best results end in `scratch.results`.
-    /// The heaps are moved into locals for the search and the visited tags used through a raw
-    /// pointer, so the inner loop pays no per-access exclusivity checks.
+    /// The heaps are used through locals and the visited tags through a raw pointer, so the inner
+    /// loop pays no per-access exclusivity checks.
     func searchLayer(_ q: UnsafePointer<Float>, entry: Int32, entryScore: Float, ef: Int, level: Int, scratch: SearchScratch,
                      filter: ((Int) -> Bool)?, skipDeleted: Bool, locked: Bool) {
         scratch.begin(capacity: capacity)
-        var candidates = BestHeap(), results = WorstHeap()
-        swap(&candidates, &scratch.candidates)
-        swap(&results, &scratch.results)
+        // Locals sharing the scratch's storage (read once; written back, as a heap may have grown).
+        var candidates = scratch.candidates, results = scratch.results
         defer {
-            swap(&candidates, &scratch.candidates)
-            swap(&results, &scratch.results)
+            scratch.candidates = candidates
+            scratch.results = results
         }
         candidates.clear()
         results.clear()
@@ -420,8 +420,8 @@ public final class HNSWIndex: VectorIndex, @unchecked Sendable {
                 if results.count < ef || s > lowerBound {
                     candidates.push(s, n)
                     if allowed(n) {
-                        results.push(s, n)
-                        if results.count > ef { _ = results.pop() }
+                        // Full: the new entry takes the worst one's place (what push then pop kept).
+                        if results.count < ef { results.push(s, n) } else { results.replaceTop(s, n) }
                     }
                     if results.count > 0 { lowerBound = results.topScore }
                 }
@@ -661,43 +661,92 @@ enum WorstFirst: HeapOrder {
     }
 }
 
-/// A binary heap of (score, id) pairs in parallel arrays, ordered by `Order`.
-struct ScoreHeap<Order: HeapOrder> {
-    private var scores: [Float] = []
-    private var ids: [Int32] = []
+/// Storage of a `ScoreHeap`: two raw arrays freed with the object.
+final class HeapStorage {
+    let scores: UnsafeMutablePointer<Float>, ids: UnsafeMutablePointer<Int32>, capacity: Int
+    init(capacity: Int) {
+        self.capacity = capacity
+        scores = .allocate(capacity: capacity)
+        ids = .allocate(capacity: capacity)
+    }
+    deinit { scores.deallocate(); ids.deallocate() }
+}
 
-    var count: Int { scores.count }
+/// A binary heap of (score, id) pairs in two raw arrays, ordered by `Order`; entries move by
+/// holes, not swaps. Not a value type: a copy shares the storage (the scratch swaps its heaps into
+/// a search's locals and back, and nothing else copies one). Raw pointers, not arrays: the
+/// uniqueness checks and out-of-line `swapAt` of arrays took a fifth of an HNSW build (perf).
+struct ScoreHeap<Order: HeapOrder> {
+    private var storage: HeapStorage
+    private var scores: UnsafeMutablePointer<Float>
+    private var ids: UnsafeMutablePointer<Int32>
+    private var capacity: Int
+    private(set) var count = 0
+
+    init(capacity: Int = 64) {
+        storage = HeapStorage(capacity: max(1, capacity))
+        scores = storage.scores
+        ids = storage.ids
+        self.capacity = storage.capacity
+    }
+
     /// Score of the top entry (the worst result for `WorstFirst`).
     var topScore: Float { scores[0] }
 
-    mutating func clear() { scores.removeAll(keepingCapacity: true); ids.removeAll(keepingCapacity: true) }
+    mutating func clear() { count = 0 }
 
-    @inline(__always) private func above(_ a: Int, _ b: Int) -> Bool { Order.above(scores[a], ids[a], scores[b], ids[b]) }
-
-    mutating func push(_ s: Float, _ id: Int32) {
-        scores.append(s); ids.append(id)
-        var c = scores.count - 1
-        while c > 0 {
-            let p = (c - 1) / 2
-            if above(c, p) { scores.swapAt(c, p); ids.swapAt(c, p); c = p } else { break }
-        }
+    private mutating func grow() {
+        let bigger = HeapStorage(capacity: capacity * 2)
+        bigger.scores.update(from: scores, count: count)
+        bigger.ids.update(from: ids, count: count)
+        storage = bigger
+        scores = bigger.scores
+        ids = bigger.ids
+        capacity = bigger.capacity
     }
 
-    mutating func pop() -> (Float, Int32)? {
-        guard let s0 = scores.first else { return nil }
-        let i0 = ids[0]
-        let last = scores.count - 1
-        scores.swapAt(0, last); ids.swapAt(0, last)
-        scores.removeLast(); ids.removeLast()
+    @inline(__always) mutating func push(_ s: Float, _ id: Int32) {
+        if count == capacity { grow() }
+        var c = count
+        count += 1
+        while c > 0 {
+            let p = (c - 1) / 2
+            guard Order.above(s, id, scores[p], ids[p]) else { break }
+            scores[c] = scores[p]; ids[c] = ids[p]
+            c = p
+        }
+        scores[c] = s; ids[c] = id
+    }
+
+    /// Removes the top entry and returns it.
+    @inline(__always) mutating func pop() -> (Float, Int32)? {
+        guard count > 0 else { return nil }
+        let top = (scores[0], ids[0])
+        count -= 1
+        if count > 0 { siftDown(scores[count], ids[count]) }
+        return top
+    }
+
+    /// Replaces the top entry by (s, id): a pop and a push in one pass (the bounded result heap
+    /// taking a better candidate in place of its worst).
+    @inline(__always) mutating func replaceTop(_ s: Float, _ id: Int32) {
+        siftDown(s, id)
+    }
+
+    /// Places (s, id) from the root down into the hole at the top.
+    @inline(__always) private mutating func siftDown(_ s: Float, _ id: Int32) {
         var p = 0
+        let n = count
         while true {
             let l = 2 * p + 1
-            if l >= scores.count { break }
+            if l >= n { break }
             var t = l
-            if l + 1 < scores.count && above(l + 1, l) { t = l + 1 }
-            if above(t, p) { scores.swapAt(t, p); ids.swapAt(t, p); p = t } else { break }
+            if l + 1 < n && Order.above(scores[l + 1], ids[l + 1], scores[l], ids[l]) { t = l + 1 }
+            guard Order.above(scores[t], ids[t], s, id) else { break }
+            scores[p] = scores[t]; ids[p] = ids[t]
+            p = t
         }
-        return (s0, i0)
+        scores[p] = s; ids[p] = id
     }
 }
 

@@ -9,6 +9,7 @@
 #define AFFINITY_KERNELS_H
 
 #include <stdint.h>
+#include <sched.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,6 +25,11 @@ int affinity_forced_level(void);
 void affinity_set_thread_cap(int cap);
 int affinity_thread_cap(void);
 
+/// The GEMM micro-kernel's SIMD level (2 AVX-512, 1 AVX2, 0 portable): with AVX-512 and no level
+/// forced, the faster of the two vector kernels as measured at first use (AFFINITY_GEMM_KERNEL
+/// pins it). `affinity_gemm_kernel_rate(level)`: that measurement in GFLOP/s (0 when not timed).
+int affinity_gemm_kernel_level(void);
+double affinity_gemm_kernel_rate(int level);
 /// Register tile of the GEMM micro-kernel in use (rows x columns).
 int affinity_gemm_mr(void);
 int affinity_gemm_nr(void);
@@ -111,6 +117,22 @@ void affinity_adam(float *w, const float *g, float *m, float *v, long n, float l
                    float c1, float c2, float eps, float wd);
 /// ReLU's gradient in place: d[i] = o[i] > 0 ? d[i] : 0 (o the layer's output).
 void affinity_relu_backward(float *d, const float *o, long n);
+
+/// A one-byte spin lock, inlined into Swift: HNSW's per-node locks, held for a few dozen
+/// instructions (a pthread mutex's lock and unlock were 9 % of a two-thread build). Yields after
+/// a few thousand spins, should the holder have lost its core.
+static inline void affinity_spin_lock(uint8_t *lock) {
+    while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE)) {
+        unsigned spins = 0;
+        while (__atomic_load_n(lock, __ATOMIC_RELAXED)) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            if (++spins == 4096) { sched_yield(); spins = 0; }
+        }
+    }
+}
+static inline void affinity_spin_unlock(uint8_t *lock) { __atomic_store_n(lock, 0, __ATOMIC_RELEASE); }
 
 #ifdef __cplusplus
 }
