@@ -13,6 +13,15 @@ public enum Kernels {
         }
     }
 
+    /// The SGEMM micro-kernel in use: on AVX-512 machines the faster of the 512- and 256-bit
+    /// kernels as timed at first use (they give the same bits), with the two rates in GFLOP/s
+    /// (nil when not timed: no AVX-512, a forced level, or AFFINITY_GEMM_KERNEL set).
+    public static var gemmKernel: (path: String, avx512: Double?, avx2: Double?) {
+        let path = ["portable", "avx2", "avx512"][Int(affinity_gemm_kernel_level())]
+        let r2 = affinity_gemm_kernel_rate(2), r1 = affinity_gemm_kernel_rate(1)
+        return (path, r2 > 0 ? r2 : nil, r1 > 0 ? r1 : nil)
+    }
+
     /// Caps the SIMD path (0 portable, 1 AVX2, 2 AVX-512; -1 automatic), so tests can check every
     /// path on one machine. The cap holds on the calling thread and in the parallel work it starts
     /// through `Parallelism`; other threads keep their own.

@@ -2,6 +2,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <pthread.h>
+#include <time.h>
 
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -317,15 +319,86 @@ static void kernel_avx512(long kc, const float *a, const float *b, float *c, lon
 
 typedef struct { int mr, nr; micro_kernel kernel; } kernel_choice;
 
+// ---- GEMM micro-kernel chosen by measurement
+// Where AVX-512 runs as two 256-bit halves (AMD Zen 4), the 512-bit kernel need not be the
+// faster one; so when the CPU has AVX-512 and no level is forced, the first GEMM times both
+// micro-kernels on cache-resident panels (about 2 ms) and keeps the 256-bit one only if it is at
+// least 10 % faster. AFFINITY_GEMM_KERNEL=avx512|avx2 pins the choice. The two kernels give the
+// same bits (same k order and blocking, and edge tiles finish with the same fused multiply-add as
+// full ones), so the choice never changes a result.
+static double gemm_rates[3];            // GFLOP/s of the portable, AVX2 and AVX-512 kernels (0: not timed)
+static int gemm_measured_level = -1;    // 1 or 2, once measured
+static pthread_once_t gemm_once = PTHREAD_ONCE_INIT;
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+#if AFFINITY_X86
+static double time_kernel(micro_kernel kernel, int mr, int nr) {
+    enum { KT = 128 };
+    float *a = 0, *b = 0, c[12 * 32];
+    if (posix_memalign((void **)&a, 64, sizeof(float) * 12 * KT) != 0) return 0;
+    if (posix_memalign((void **)&b, 64, sizeof(float) * 32 * KT) != 0) { free(a); return 0; }
+    for (int i = 0; i < 12 * KT; i++) a[i] = 1e-3f * (float)(i % 7);
+    for (int i = 0; i < 32 * KT; i++) b[i] = 1e-3f * (float)(i % 5);
+    long calls = (long)(4e7 / (2.0 * mr * nr * KT));   // 40 MFLOP per round
+    double best = 1e30;
+    for (int round = 0; round < 3; round++) {
+        double t0 = now_seconds();
+        for (long r = 0; r < calls; r++) kernel(KT, a, b, c, nr, 1.0f, r == 0 ? 0.0f : 1.0f);
+        double t = now_seconds() - t0;
+        if (t < best) best = t;
+    }
+    free(a);
+    free(b);
+    return best > 0 ? 4e7 / best / 1e9 : 0;
+}
+#endif
+
+static void measure_gemm_kernels(void) {
+    gemm_measured_level = 2;
+#if AFFINITY_X86
+    const char *pin = getenv("AFFINITY_GEMM_KERNEL");
+    if (pin && strcmp(pin, "avx2") == 0) { gemm_measured_level = 1; return; }
+    if (pin && strcmp(pin, "avx512") == 0) return;
+    gemm_rates[1] = time_kernel(kernel_avx2, 6, 16);
+    gemm_rates[2] = time_kernel(kernel_avx512, 12, 32);
+    if (gemm_rates[1] > 1.1 * gemm_rates[2]) gemm_measured_level = 1;
+#endif
+}
+
 static kernel_choice choose_kernel(void) {
     kernel_choice k = {4, 16, kernel_c};
 #if AFFINITY_X86
-    switch (affinity_simd_level()) {
+    int level = affinity_simd_level();
+    if (level == 2 && affinity_forced_level() < 0) {
+        pthread_once(&gemm_once, measure_gemm_kernels);
+        level = gemm_measured_level;
+    }
+    switch (level) {
     case 2: k.mr = 12; k.nr = 32; k.kernel = kernel_avx512; break;
     case 1: k.mr = 6; k.nr = 16; k.kernel = kernel_avx2; break;
     }
 #endif
     return k;
+}
+
+int affinity_gemm_kernel_level(void) {
+    int level = affinity_simd_level();
+    if (level == 2 && affinity_forced_level() < 0) {
+        pthread_once(&gemm_once, measure_gemm_kernels);
+        return gemm_measured_level;
+    }
+    return level;
+}
+
+double affinity_gemm_kernel_rate(int level) {
+    if (level < 0 || level > 2) return 0;
+    if (affinity_simd_level() == 2) pthread_once(&gemm_once, measure_gemm_kernels);
+    return gemm_rates[level];
 }
 
 int affinity_gemm_mr(void) { return choose_kernel().mr; }
@@ -484,10 +557,12 @@ static void sgemm_blocked(int transA, int transB, long M, long N, long K, float 
                             kc_.kernel(kc, ap, bp, cp, ldc, alpha, tile_beta);
                         } else {
                             kc_.kernel(kc, ap, bp, edge, nr, alpha, 0);
+                            // fmaf, as the vector kernels finish a full tile: edges give the
+                            // same bits whichever tile shape covers them.
                             for (long i = 0; i < rows; i++)
                                 for (long j = 0; j < cols; j++) {
                                     float v = edge[i * nr + j];
-                                    cp[i * ldc + j] = tile_beta == 0 ? v : v + tile_beta * cp[i * ldc + j];
+                                    cp[i * ldc + j] = tile_beta == 0 ? v : fmaf(tile_beta, cp[i * ldc + j], v);
                                 }
                         }
                     }

@@ -54,7 +54,11 @@ struct KernelsBench: ParsableCommand {
                 print(line)
             }
         }
-        if !json { print("CPU: \(cpuModel()), SIMD path: \(Kernels.simdLevel), cores: \(Parallelism.availableCores)") }
+        let gemmKernel = Kernels.gemmKernel
+        let measured = [gemmKernel.avx512.map { String(format: "avx512 %.0f", $0) }, gemmKernel.avx2.map { String(format: "avx2 %.0f", $0) }]
+            .compactMap { $0 }.joined(separator: ", ")
+        let gemmLine = gemmKernel.path + (measured.isEmpty ? "" : " (micro-kernels timed at start: \(measured) GFLOP/s)")
+        if !json { print("CPU: \(cpuModel()), SIMD path: \(Kernels.simdLevel), SGEMM kernel: \(gemmLine), cores: \(Parallelism.availableCores)") }
 
         if parts.contains("gemm") {
             for n in sizes.split(separator: ",").compactMap({ Int($0) }) {
@@ -125,7 +129,10 @@ struct KernelsBench: ParsableCommand {
                                     gflops: flops / s / 1e9, perSecond: Double(queryMatrix.rows) / s, unit: "queries/s"))
             }
         }
-        if json { try printJSON(["cpu": AnyEncodable(cpuModel()), "simd": AnyEncodable(Kernels.simdLevel), "figures": AnyEncodable(figures)]) }
+        if json {
+            try printJSON(["cpu": AnyEncodable(cpuModel()), "simd": AnyEncodable(Kernels.simdLevel), "gemm_kernel": AnyEncodable(gemmLine),
+                           "figures": AnyEncodable(figures)])
+        }
     }
 }
 

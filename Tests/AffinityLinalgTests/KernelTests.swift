@@ -236,6 +236,35 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
         }
     }
 
+    /// The 256- and 512-bit SGEMM micro-kernels give the same bits (same k order and blocking,
+    /// edges finished with the same fused multiply-add), so choosing between them by speed
+    /// never changes a result. The shapes put elements in full 6 x 16 tiles that are edges of the
+    /// 12 x 32 tiling (10 x 20, 18 x 48); beta 0.3 (not a power of two: its product rounds); one
+    /// and two KC blocks.
+    @Test func sgemmKernelsAgreeBitForBit() {
+        guard simdLevels.contains(2) else { print("skipped: no AVX-512 on this machine"); return }
+        for (m, n, k) in [(10, 20, 7), (18, 48, 400), (100, 47, 390), (7, 500, 33)] {
+            for (ta, tb) in [(false, false), (true, true), (false, true)] {
+                for beta: Float in [0, 0.3] {
+                    let a = randomVector(m * k, seed: 81), b = randomVector(k * n, seed: 82), c0 = randomVector(m * n, seed: 83)
+                    var out: [[Float]] = []
+                    for level in [1, 2] {
+                        Kernels.forceSIMDLevel(level)
+                        defer { Kernels.forceSIMDLevel(-1) }
+                        var c = c0
+                        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                            sgemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 1.25, a: ap.baseAddress!, lda: ta ? m : k,
+                                  b: bp.baseAddress!, ldb: tb ? k : n, beta: beta, c: cp.baseAddress!, ldc: n, threads: 1)
+                        } } }
+                        out.append(c)
+                    }
+                    #expect(out[0] == out[1], "\(m)x\(n)x\(k) tA \(ta) tB \(tb) beta \(beta)")
+                }
+            }
+        }
+        #expect(["avx512", "avx2"].contains(Kernels.gemmKernel.path))
+    }
+
     @Test func exactSearchMatchesReferenceOnEveryPath() {
         let base = Matrix.random(rows: 1500, columns: 17, seed: 5), queries = Matrix.random(rows: 250, columns: 17, seed: 6)
         for level in simdLevels {
