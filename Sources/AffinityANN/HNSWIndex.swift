@@ -673,8 +673,9 @@ final class HeapStorage {
 }
 
 /// A binary heap of (score, id) pairs in two raw arrays, ordered by `Order`; entries move by
-/// holes, not swaps. Not a value type: a copy shares the storage (the scratch swaps its heaps into
-/// a search's locals and back, and nothing else copies one). Raw pointers, not arrays: the
+/// holes, not swaps. Not a value type: a copy shares the storage but not the count, so a copy must
+/// be written back before the original is used again (the scratch's heaps are copied into a
+/// search's locals and written back at its end; nothing else copies one). Raw pointers, not arrays: the
 /// uniqueness checks and out-of-line `swapAt` of arrays took a fifth of an HNSW build (perf).
 struct ScoreHeap<Order: HeapOrder> {
     private var storage: HeapStorage

@@ -26,23 +26,22 @@ public func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n:
         let blocks = workers * (m >= workers * 256 ? 2 : 1)
         let rowsPer = ((m + blocks - 1) / blocks + mr - 1) / mr * mr
         let packedFloats = affinity_sgemm_packed_b_floats(n, k)
-        if k > 0 && alpha != 0 && packedFloats <= sharedPackedBLimit {
-            // op(B) packed once, slabs in parallel, for all row blocks: each block packing all of
-            // B again was 8 % of a 4096³ product on 2 threads (perf), and it grows with the blocks.
-            let packed = UncheckedMutablePointer(affinity_sgemm_shared_buffer(packedFloats))
+        // op(B) packed once, slabs in parallel, for all row blocks: each block packing all of B
+        // again was 8 % of a 4096³ product on 2 threads (perf), and it grows with the blocks.
+        let shared = k > 0 && alpha != 0 && packedFloats <= sharedPackedBLimit
+        let packed = shared ? UncheckedMutablePointer(affinity_sgemm_shared_buffer(packedFloats)) : nil
+        if let packed {
             Parallelism.forEachChunk(affinity_sgemm_slab_count(n, k), threads: workers) { slab in
                 affinity_sgemm_pack_b_slab(tb, bb.base, ldb, n, k, slab, packed.base)
             }
-            Parallelism.forEachRange(m, grain: rowsPer, threads: workers) { r in
-                let aOffset = transposeA ? r.lowerBound : r.lowerBound * lda
-                affinity_sgemm_packed(ta, r.count, n, k, alpha, aa.base + aOffset, lda, packed.base, beta,
-                                      cc.base + r.lowerBound * ldc, ldc)
-            }
-            return
         }
         Parallelism.forEachRange(m, grain: rowsPer, threads: workers) { r in
-            let aOffset = transposeA ? r.lowerBound : r.lowerBound * lda
-            affinity_sgemm(ta, tb, r.count, n, k, alpha, aa.base + aOffset, lda, bb.base, ldb, beta, cc.base + r.lowerBound * ldc, ldc)
+            let a = aa.base + (transposeA ? r.lowerBound : r.lowerBound * lda), c = cc.base + r.lowerBound * ldc
+            if let packed {
+                affinity_sgemm_packed(ta, r.count, n, k, alpha, a, lda, packed.base, beta, c, ldc)
+            } else {
+                affinity_sgemm(ta, tb, r.count, n, k, alpha, a, lda, bb.base, ldb, beta, c, ldc)
+            }
         }
     } else {
         let colsPer = ((n + workers - 1) / workers + nr - 1) / nr * nr

@@ -15,7 +15,8 @@ public enum Kernels {
 
     /// The SGEMM micro-kernel in use: on AVX-512 machines the faster of the 512- and 256-bit
     /// kernels as timed at first use (they give the same bits), with the two rates in GFLOP/s
-    /// (nil when not timed: no AVX-512, a forced level, or AFFINITY_GEMM_KERNEL set).
+    /// (nil when they were not timed: no AVX-512, or AFFINITY_GEMM_KERNEL set; a level forced
+    /// after the timing leaves the rates and changes the path).
     public static var gemmKernel: (path: String, avx512: Double?, avx2: Double?) {
         let path = ["portable", "avx2", "avx512"][Int(affinity_gemm_kernel_level())]
         let r2 = affinity_gemm_kernel_rate(2), r1 = affinity_gemm_kernel_rate(1)
@@ -155,7 +156,8 @@ extension Kernels {
 /// The elementwise loops of a training step (softmax rows, Adam, ReLU's gradient) as C kernels at
 /// the widest SIMD width; each has its plain twin here, and the tests hold one to the other.
 extension Kernels {
-    /// The largest of `count` values, NaN ignored (−∞ when there is none).
+    /// The largest of `count` values, NaN ignored (−∞ when there is none). When the largest is a
+    /// zero, +0 or −0 may come back (lanes are reduced in another order than a scan's).
     public static func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float { affinity_max(x, count) }
 
     /// The plain twin of `maximum`.
@@ -170,8 +172,18 @@ extension Kernels {
         affinity_add_scaled(y, x, count, a)
     }
 
+    /// The plain twin of `addScaled`.
+    public static func referenceAddScaled(_ y: inout [Float], _ x: [Float], by a: Float) {
+        for i in y.indices { y[i] += a * x[i] }
+    }
+
     /// x[i] *= s.
     public static func scale(_ x: UnsafeMutablePointer<Float>, count: Int, by s: Float) { affinity_scale(x, count, s) }
+
+    /// The plain twin of `scale`.
+    public static func referenceScale(_ x: inout [Float], by s: Float) {
+        for i in x.indices { x[i] *= s }
+    }
 
     /// The constants of one Adam step: learning rate, moment decays, the step's bias corrections
     /// 1 − β₁ᵗ and 1 − β₂ᵗ, ε and decoupled weight decay.
@@ -202,5 +214,10 @@ extension Kernels {
     /// ReLU's gradient in place: d[i] = 0 where the layer's output o[i] is not positive.
     public static func reluBackward(_ d: UnsafeMutablePointer<Float>, output o: UnsafePointer<Float>, count: Int) {
         affinity_relu_backward(d, o, count)
+    }
+
+    /// The plain twin of `reluBackward`.
+    public static func referenceReluBackward(_ d: inout [Float], output o: [Float]) {
+        for i in d.indices where !(o[i] > 0) { d[i] = 0 }
     }
 }

@@ -13,31 +13,33 @@ public enum Parallelism {
     }
 
     /// Resolves a requested thread count: `0` or negative means all cores; inside `sideBySide`
-    /// each part gets one thread.
+    /// each part gets half of them.
     public static func resolve(_ requested: Int) -> Int {
         let n = requested > 0 ? requested : availableCores
         let cap = Int(affinity_thread_cap())
         return cap > 0 ? min(n, cap) : n
     }
 
-    /// Runs `first` and `second` at the same time on two threads when `threads` resolves to two
-    /// or more (else one after the other), each with parallel kernels inside limited to its own
-    /// thread: two independent halves of a step (a model's two towers) in parallel instead of
-    /// splitting each small product in two. Both must touch disjoint state.
+    /// Runs `first` and `second` at the same time when `threads` resolves to two or more (else
+    /// one after the other), the parallel kernels inside each limited to half the threads: two
+    /// independent halves of a step (a model's two towers) side by side instead of splitting each
+    /// small product across every core. Both must touch disjoint state.
     public static func sideBySide(threads: Int, _ first: () -> Void, _ second: () -> Void) {
-        guard resolve(threads) >= 2 else {
+        let workers = resolve(threads)
+        guard workers >= 2 else {
             first()
             second()
             return
         }
+        let share = Int32(workers / 2)
         withoutActuallyEscaping(first) { a in
             withoutActuallyEscaping(second) { b in
                 let parts = UncheckedBody<Void>(body: { $0 == 0 ? a() : b() })
                 forEachChunk(2, threads: 2) { part in
                     let previous = affinity_thread_cap()
-                    affinity_set_thread_cap(1)
+                    affinity_set_thread_cap(share)
+                    defer { affinity_set_thread_cap(previous) }
                     parts.body(part)
-                    affinity_set_thread_cap(previous)
                 }
             }
         }

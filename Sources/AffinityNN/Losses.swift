@@ -35,6 +35,7 @@ public enum Losses {
         var rowLoss = [Float](repeating: 0, count: b)
         let logQValues = logQ ?? [], ids = candidateIDs ?? []
         let useLogQ = logQ != nil, mask = candidateIDs != nil
+        precondition(logQ.map { $0.count == c } ?? true, "logQ has \(logQ?.count ?? 0) entries for \(c) candidates")
         logits.values.withUnsafeMutableBufferPointer { lp in
             rowLoss.withUnsafeMutableBufferPointer { rl in
                 let l = SharedMutableBuffer(lp), losses = SharedMutableBuffer(rl)

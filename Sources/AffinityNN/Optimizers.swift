@@ -64,9 +64,10 @@ public final class Adam: Optimizer {
                                 Kernels.adam(weights: wp.base + r.lowerBound, gradients: gp.base + r.lowerBound, m: mp.base + r.lowerBound,
                                              v: vp.base + r.lowerBound, count: r.count, step: constants)
                             }
-                            if ranges.count == 1 && ranges[0].count >= 1 << 16 && Parallelism.resolve(threads) > 1 {
+                            let workers = Parallelism.resolve(threads)
+                            if ranges.count == 1 && ranges[0].count >= 1 << 16 && workers > 1 {
                                 // A dense table: contiguous slices, one per thread and a few more.
-                                let all = ranges[0], workers = Parallelism.resolve(threads)
+                                let all = ranges[0]
                                 Parallelism.forEachRange(all.count, grain: (all.count + 4 * workers - 1) / (4 * workers), threads: workers) { r in
                                     update((all.lowerBound + r.lowerBound)..<(all.lowerBound + r.upperBound))
                                 }

@@ -1,4 +1,5 @@
 #include "affinity_kernels.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
@@ -216,7 +217,7 @@ static void kernel_c(long kc, const float *a, const float *b, float *c, long ldc
     }
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 16; j++)
-            c[i * ldc + j] = beta == 0 ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[i * ldc + j];
+            c[i * ldc + j] = beta == 0 ? alpha * acc[i][j] : fmaf(beta, c[i * ldc + j], alpha * acc[i][j]);   // as the edges
 }
 
 #if AFFINITY_X86
@@ -346,11 +347,11 @@ static double time_kernel(micro_kernel kernel, int mr, int nr) {
     for (int i = 0; i < 32 * KT; i++) b[i] = 1e-3f * (float)(i % 5);
     long calls = (long)(4e7 / (2.0 * mr * nr * KT));   // 40 MFLOP per round
     double best = 1e30;
-    for (int round = 0; round < 3; round++) {
+    for (int round = 0; round < 4; round++) {   // the first warms the units (and the clock) up: not counted
         double t0 = now_seconds();
         for (long r = 0; r < calls; r++) kernel(KT, a, b, c, nr, 1.0f, r == 0 ? 0.0f : 1.0f);
         double t = now_seconds() - t0;
-        if (t < best) best = t;
+        if (round > 0 && t < best) best = t;
     }
     free(a);
     free(b);
@@ -364,26 +365,11 @@ static void measure_gemm_kernels(void) {
     const char *pin = getenv("AFFINITY_GEMM_KERNEL");
     if (pin && strcmp(pin, "avx2") == 0) { gemm_measured_level = 1; return; }
     if (pin && strcmp(pin, "avx512") == 0) return;
+    if (pin && *pin) fprintf(stderr, "AFFINITY_GEMM_KERNEL=%s is neither avx512 nor avx2: ignored, the kernels are timed\n", pin);
     gemm_rates[1] = time_kernel(kernel_avx2, 6, 16);
     gemm_rates[2] = time_kernel(kernel_avx512, 12, 32);
     if (gemm_rates[1] > 1.1 * gemm_rates[2]) gemm_measured_level = 1;
 #endif
-}
-
-static kernel_choice choose_kernel(void) {
-    kernel_choice k = {4, 16, kernel_c};
-#if AFFINITY_X86
-    int level = affinity_simd_level();
-    if (level == 2 && affinity_forced_level() < 0) {
-        pthread_once(&gemm_once, measure_gemm_kernels);
-        level = gemm_measured_level;
-    }
-    switch (level) {
-    case 2: k.mr = 12; k.nr = 32; k.kernel = kernel_avx512; break;
-    case 1: k.mr = 6; k.nr = 16; k.kernel = kernel_avx2; break;
-    }
-#endif
-    return k;
 }
 
 int affinity_gemm_kernel_level(void) {
@@ -395,6 +381,17 @@ int affinity_gemm_kernel_level(void) {
     return level;
 }
 
+static kernel_choice choose_kernel(void) {
+    kernel_choice k = {4, 16, kernel_c};
+#if AFFINITY_X86
+    switch (affinity_gemm_kernel_level()) {
+    case 2: k.mr = 12; k.nr = 32; k.kernel = kernel_avx512; break;
+    case 1: k.mr = 6; k.nr = 16; k.kernel = kernel_avx2; break;
+    }
+#endif
+    return k;
+}
+
 double affinity_gemm_kernel_rate(int level) {
     if (level < 0 || level > 2) return 0;
     if (affinity_simd_level() == 2) pthread_once(&gemm_once, measure_gemm_kernels);
@@ -404,12 +401,27 @@ double affinity_gemm_kernel_rate(int level) {
 int affinity_gemm_mr(void) { return choose_kernel().mr; }
 int affinity_gemm_nr(void) { return choose_kernel().nr; }
 
-// Thread-local packing buffers, grown on demand and kept for the thread's life.
-static __thread float *pack_a_buffer = 0, *pack_b_buffer = 0;
-static __thread long pack_a_size = 0, pack_b_size = 0;
+// Thread-local packing buffers, grown on demand and kept for the thread's life: A's block (up to
+// MB_ROWS x KC, 4.7 MB), B's block, and the op(B) a parallel product shares (up to 64 MB). A key
+// with a destructor frees them when the thread exits (dispatch's workers come and go).
+static __thread float *pack_a_buffer = 0, *pack_b_buffer = 0, *shared_b_buffer = 0;
+static __thread long pack_a_size = 0, pack_b_size = 0, shared_b_size = 0;
+static pthread_key_t buffers_key;
+static pthread_once_t buffers_once = PTHREAD_ONCE_INIT;
+
+static void free_thread_buffers(void *unused) {
+    (void)unused;
+    free(pack_a_buffer); free(pack_b_buffer); free(shared_b_buffer);
+    pack_a_buffer = pack_b_buffer = shared_b_buffer = 0;
+    pack_a_size = pack_b_size = shared_b_size = 0;
+}
+
+static void make_buffers_key(void) { pthread_key_create(&buffers_key, free_thread_buffers); }
 
 static float *grow(float **buffer, long *size, long need) {
     if (*size < need) {
+        pthread_once(&buffers_once, make_buffers_key);
+        pthread_setspecific(buffers_key, (void *)1);   // non-null: the destructor runs at thread exit
         free(*buffer);
         void *p = 0;
         if (posix_memalign(&p, 64, (size_t)need * sizeof(float)) != 0) abort();
@@ -557,12 +569,15 @@ static void sgemm_blocked(int transA, int transB, long M, long N, long K, float 
                             kc_.kernel(kc, ap, bp, cp, ldc, alpha, tile_beta);
                         } else {
                             kc_.kernel(kc, ap, bp, edge, nr, alpha, 0);
-                            // fmaf, as the vector kernels finish a full tile: edges give the
-                            // same bits whichever tile shape covers them.
+                            // beta·c + v rounded once, as the vector kernels finish a full tile
+                            // (c + v exactly that when beta is 1; fmaf is a libm call in this
+                            // baseline-compiled loop): edges give the same bits whichever tile
+                            // shape covers them.
                             for (long i = 0; i < rows; i++)
                                 for (long j = 0; j < cols; j++) {
                                     float v = edge[i * nr + j];
-                                    cp[i * ldc + j] = tile_beta == 0 ? v : fmaf(tile_beta, cp[i * ldc + j], v);
+                                    float c = cp[i * ldc + j];
+                                    cp[i * ldc + j] = tile_beta == 0 ? v : tile_beta == 1 ? c + v : fmaf(tile_beta, c, v);
                                 }
                         }
                     }
@@ -602,9 +617,6 @@ void affinity_sgemm_pack_b_slab(int transB, const float *B, long ldb, long N, lo
     long nbp = (nb + nr - 1) / nr * nr;
     pack_b(transB, B, ldb, pc, jc, kc, nb, nr, packed + jc * K + pc * nbp);
 }
-
-static __thread float *shared_b_buffer = 0;
-static __thread long shared_b_size = 0;
 
 float *affinity_sgemm_shared_buffer(long floats) { return grow(&shared_b_buffer, &shared_b_size, floats); }
 

@@ -135,10 +135,13 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
             let a = randomVector(n, seed: UInt64(n) &+ 12), b = randomVector(n, seed: UInt64(n) &+ 13)
             var y = a
             b.withUnsafeBufferPointer { bp in y.withUnsafeMutableBufferPointer { Kernels.addScaled($0.baseAddress!, bp.baseAddress!, count: n, by: -0.37) } }
-            #expect(y == zip(a, b).map { $0 + -0.37 * $1 }, "level \(level) n \(n): addScaled")
-            var z = a
+            var ry = a
+            Kernels.referenceAddScaled(&ry, b, by: -0.37)
+            #expect(y == ry, "level \(level) n \(n): addScaled")
+            var z = a, rz = a
             z.withUnsafeMutableBufferPointer { Kernels.scale($0.baseAddress!, count: n, by: 1.7) }
-            #expect(z == a.map { $0 * 1.7 }, "level \(level) n \(n): scale")
+            Kernels.referenceScale(&rz, by: 1.7)
+            #expect(z == rz, "level \(level) n \(n): scale")
             // Adam, three steps with weight decay.
             var w = a, m1 = [Float](repeating: 0, count: n), v1 = m1
             var rw = a, rm = m1, rv = m1
@@ -157,7 +160,9 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
             // ReLU's gradient.
             var d = b
             a.withUnsafeBufferPointer { o in d.withUnsafeMutableBufferPointer { Kernels.reluBackward($0.baseAddress!, output: o.baseAddress!, count: n) } }
-            #expect(d == zip(b, a).map { $1 > 0 ? $0 : 0 }, "level \(level) n \(n): relu")
+            var rd = b
+            Kernels.referenceReluBackward(&rd, output: a)
+            #expect(d == rd, "level \(level) n \(n): relu")
         }
     }
 
@@ -212,27 +217,50 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
     }
 
     /// Shapes large enough for the parallel row blocks, which share one packed op(B) (several
-    /// NB-column blocks and KC slabs, edges in both), against the reference.
+    /// NB-column blocks and KC slabs, edges in both), against the reference: every transposition
+    /// on every SIMD path.
     @Test func parallelSGEMMWithSharedPackedBMatchesReference() {
         let (m, n, k) = (100, 1000, 450)
-        for (index, level) in simdLevels.enumerated() {
-            Kernels.forceSIMDLevel(level)
-            defer { Kernels.forceSIMDLevel(-1) }
-            let (ta, tb) = [(false, true), (true, false), (false, false), (true, true)][index % 4]
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
             let lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 3, ldc = n + 2
             let a = randomVector((ta ? k : m) * lda, seed: 71), b = randomVector((tb ? n : k) * ldb, seed: 72)
             let c0 = randomVector(m * ldc, seed: 73)
-            var expected = c0, got = c0
+            var expected = c0
             referenceSGEMM(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 0.75, a: a, lda: lda, b: b, ldb: ldb,
                            beta: -1, c: &expected, ldc: ldc)
-            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in got.withUnsafeMutableBufferPointer { cp in
-                sgemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 0.75, a: ap.baseAddress!, lda: lda,
-                      b: bp.baseAddress!, ldb: ldb, beta: -1, c: cp.baseAddress!, ldc: ldc, threads: 2)
-            } } }
-            var worst: Float = 0
-            for i in 0..<m { for j in 0..<n { worst = max(worst, abs(got[i * ldc + j] - expected[i * ldc + j])) } }
-            #expect(worst <= 1e-4 * Float(k).squareRoot(), "level \(level) tA \(ta) tB \(tb): error \(worst)")
-            for i in 0..<m { for j in n..<ldc { #expect(got[i * ldc + j] == c0[i * ldc + j]) } }
+            for level in simdLevels {
+                Kernels.forceSIMDLevel(level)
+                defer { Kernels.forceSIMDLevel(-1) }
+                var got = c0
+                a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in got.withUnsafeMutableBufferPointer { cp in
+                    sgemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 0.75, a: ap.baseAddress!, lda: lda,
+                          b: bp.baseAddress!, ldb: ldb, beta: -1, c: cp.baseAddress!, ldc: ldc, threads: 2)
+                } } }
+                var worst: Float = 0
+                for i in 0..<m { for j in 0..<n { worst = max(worst, abs(got[i * ldc + j] - expected[i * ldc + j])) } }
+                #expect(worst <= 1e-4 * Float(k).squareRoot(), "level \(level) tA \(ta) tB \(tb): error \(worst)")
+                for i in 0..<m { for j in n..<ldc { #expect(got[i * ldc + j] == c0[i * ldc + j]) } }
+            }
+        }
+    }
+
+    /// The thread count never changes a product's bits (row blocks sharing a packed B, column
+    /// blocks): what lets models train the same on one thread and several.
+    @Test func sgemmGivesTheSameBitsOnOneAndTwoThreads() {
+        for (m, n, k) in [(200, 600, 500), (30, 2000, 500)] {   // row blocks; column blocks (few rows)
+            for (ta, tb) in [(false, false), (true, true)] {
+                let a = randomVector(m * k, seed: 91), b = randomVector(k * n, seed: 92), c0 = randomVector(m * n, seed: 93)
+                var out: [[Float]] = []
+                for threads in [1, 2] {
+                    var c = c0
+                    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                        sgemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 0.7, a: ap.baseAddress!, lda: ta ? m : k,
+                              b: bp.baseAddress!, ldb: tb ? k : n, beta: 0.3, c: cp.baseAddress!, ldc: n, threads: threads)
+                    } } }
+                    out.append(c)
+                }
+                #expect(out[0] == out[1], "\(m)x\(n)x\(k) tA \(ta) tB \(tb)")
+            }
         }
     }
 

@@ -128,3 +128,31 @@ import Testing
         #expect(LearningRateSchedule.constant.rate(base: 0.3, step: 99) == 0.3)
     }
 }
+
+@Suite struct ParallelAdamTests {
+    /// A dense table large enough for the parallel update (≥ 65,536 weights) gets the same bits on
+    /// one thread and two, with the Swift twin of the step as the oracle.
+    @Test func denseUpdateIsTheSameOnOneAndTwoThreads() {
+        let rows = 300, columns = 256
+        func run(threads: Int) -> [Float] {
+            let p = Parameter("w", value: Matrix.random(rows: rows, columns: columns, seed: 5))
+            let adam = Adam(learningRate: 0.01, weightDecay: 0.02, lazy: false, threads: threads)
+            for step in 1...3 {
+                p.grad = Matrix.random(rows: rows, columns: columns, seed: UInt64(10 + step))
+                adam.step([p])
+            }
+            return p.value.values
+        }
+        var w = Matrix.random(rows: rows, columns: columns, seed: 5).values
+        var m = [Float](repeating: 0, count: w.count), v = m
+        for step in 1...3 {
+            let s = Kernels.AdamStep(learningRate: 0.01, beta1: 0.9, beta2: 0.999, correction1: 1 - pow(0.9, Float(step)),
+                                     correction2: 1 - pow(0.999, Float(step)), epsilon: 1e-8, weightDecay: 0.02)
+            Kernels.referenceAdam(weights: &w, gradients: Matrix.random(rows: rows, columns: columns, seed: UInt64(10 + step)).values,
+                                  m: &m, v: &v, step: s)
+        }
+        let one = run(threads: 1), two = run(threads: 2)
+        #expect(one == two)
+        #expect(one == w)
+    }
+}

@@ -118,9 +118,10 @@ void affinity_adam(float *w, const float *g, float *m, float *v, long n, float l
 /// ReLU's gradient in place: d[i] = o[i] > 0 ? d[i] : 0 (o the layer's output).
 void affinity_relu_backward(float *d, const float *o, long n);
 
-/// A one-byte spin lock, inlined into Swift: HNSW's per-node locks, held for a few dozen
-/// instructions (a pthread mutex's lock and unlock were 9 % of a two-thread build). Yields after
-/// a few thousand spins, should the holder have lost its core.
+/// A one-byte spin lock, inlined into Swift: HNSW's per-node locks (a pthread mutex's lock and
+/// unlock were 9 % of a two-thread build). Mostly held to copy a link list; pruning a full list
+/// holds it for up to 2M + 1 scores and a sort. Yields after a few thousand spins, should the
+/// holder have lost its core.
 static inline void affinity_spin_lock(uint8_t *lock) {
     while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE)) {
         unsigned spins = 0;
