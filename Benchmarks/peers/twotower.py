@@ -80,7 +80,8 @@ def affinity_epochs(split, threads, epochs):
                            capture_output=True, text=True, check=True)
     # Epoch-end lines: "two-tower done: ..., 4.52 s elapsed" (one epoch) or "two-tower epoch 2/3 done:
     # ..., 9.10 s elapsed" (time since the fit started); each epoch's time is the difference.
-    # ("1 min 05 s elapsed" past a minute.)
+    # ("1 min 05 s elapsed" past a minute: whole seconds there, so keep the run's epochs short, as
+    # the default single epoch is.)
     elapsed = [60 * float(m or 0) + float(s) for m, s in
                re.findall(r"two-tower (?:done|epoch \d+/\d+ done): [^\n]*?(?:(\d+) min )?([\d.]+) s elapsed", r.stderr)]
     if not elapsed:

@@ -15,8 +15,8 @@ public enum Kernels {
 
     /// The SGEMM micro-kernel in use: on AVX-512 machines the faster of the 512- and 256-bit
     /// kernels as timed at first use (they give the same bits), with the two rates in GFLOP/s
-    /// (nil when they were not timed: no AVX-512, or AFFINITY_GEMM_KERNEL set; a level forced
-    /// after the timing leaves the rates and changes the path).
+    /// (nil when they were not timed: no AVX-512, AFFINITY_GEMM_KERNEL set, or a level below
+    /// AVX-512 forced before the first product; forcing a level afterwards changes the path only).
     public static var gemmKernel: (path: String, avx512: Double?, avx2: Double?) {
         let path = ["portable", "avx2", "avx512"][Int(affinity_gemm_kernel_level())]
         let r2 = affinity_gemm_kernel_rate(2), r1 = affinity_gemm_kernel_rate(1)

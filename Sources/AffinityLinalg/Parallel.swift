@@ -31,13 +31,13 @@ public enum Parallelism {
             second()
             return
         }
-        let share = Int32(workers / 2)
+        let shares = [Int32((workers + 1) / 2), Int32(workers / 2)]   // an odd core goes to the first
         withoutActuallyEscaping(first) { a in
             withoutActuallyEscaping(second) { b in
                 let parts = UncheckedBody<Void>(body: { $0 == 0 ? a() : b() })
                 forEachChunk(2, threads: 2) { part in
                     let previous = affinity_thread_cap()
-                    affinity_set_thread_cap(share)
+                    affinity_set_thread_cap(shares[part])
                     defer { affinity_set_thread_cap(previous) }
                     parts.body(part)
                 }

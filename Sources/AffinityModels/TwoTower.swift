@@ -572,8 +572,8 @@ final class TwoTowerTrainer: @unchecked Sendable {
                  step: { batch, g in
             let bu = batch.map { Int(users[$0]) }, bi = batch.map { Int(items[$0]) }
             let bags = network.needsHistory ? zip(bu, bi).map { network.historyBag(trainingItems(of: $0.0), leaveOut: $0.1) } : nil
-            // The towers share no state: with two threads they run side by side, forward and
-            // backward, each on one thread (same results: every product sums in the same order).
+            // The towers share no state: with two or more threads they run side by side, forward
+            // and backward, each on half the threads (same results: every product sums in the same order).
             var u = Matrix(rows: 0, columns: 0), v = u
             var candidates = bi
             if kind.isEmpty {

@@ -36,6 +36,7 @@ public enum Losses {
         let logQValues = logQ ?? [], ids = candidateIDs ?? []
         let useLogQ = logQ != nil, mask = candidateIDs != nil
         precondition(logQ.map { $0.count == c } ?? true, "logQ has \(logQ?.count ?? 0) entries for \(c) candidates")
+        precondition(candidateIDs.map { $0.count == c } ?? true, "\(candidateIDs?.count ?? 0) candidate IDs for \(c) candidates")
         logits.values.withUnsafeMutableBufferPointer { lp in
             rowLoss.withUnsafeMutableBufferPointer { rl in
                 let l = SharedMutableBuffer(lp), losses = SharedMutableBuffer(rl)

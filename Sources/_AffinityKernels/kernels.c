@@ -36,7 +36,7 @@ int affinity_simd_level(void) {
 void affinity_force_level(int level) { forced_level = level; }
 
 // The calling thread's cap on the threads a parallel kernel may use (0 = none): set while two
-// parts of a step run side by side, so that the kernels inside each stay on their own thread.
+// parts of a step run side by side, so that the kernels inside each keep to their share.
 static _Thread_local int thread_cap = 0;
 void affinity_set_thread_cap(int cap) { thread_cap = cap; }
 int affinity_thread_cap(void) { return thread_cap; }
@@ -323,7 +323,7 @@ typedef struct { int mr, nr; micro_kernel kernel; } kernel_choice;
 // ---- GEMM micro-kernel chosen by measurement
 // Where AVX-512 runs as two 256-bit halves (AMD Zen 4), the 512-bit kernel need not be the
 // faster one; so when the CPU has AVX-512 and no level is forced, the first GEMM times both
-// micro-kernels on cache-resident panels (about 2 ms) and keeps the 256-bit one only if it is at
+// micro-kernels on cache-resident panels (about 3 ms) and keeps the 256-bit one only if it is at
 // least 10 % faster. AFFINITY_GEMM_KERNEL=avx512|avx2 pins the choice. The two kernels give the
 // same bits (same k order and blocking, and edge tiles finish with the same fused multiply-add as
 // full ones), so the choice never changes a result.
@@ -407,6 +407,7 @@ int affinity_gemm_nr(void) { return choose_kernel().nr; }
 static __thread float *pack_a_buffer = 0, *pack_b_buffer = 0, *shared_b_buffer = 0;
 static __thread long pack_a_size = 0, pack_b_size = 0, shared_b_size = 0;
 static pthread_key_t buffers_key;
+static int buffers_key_made = 0;
 static pthread_once_t buffers_once = PTHREAD_ONCE_INIT;
 
 static void free_thread_buffers(void *unused) {
@@ -416,12 +417,12 @@ static void free_thread_buffers(void *unused) {
     pack_a_size = pack_b_size = shared_b_size = 0;
 }
 
-static void make_buffers_key(void) { pthread_key_create(&buffers_key, free_thread_buffers); }
+static void make_buffers_key(void) { buffers_key_made = pthread_key_create(&buffers_key, free_thread_buffers) == 0; }
 
 static float *grow(float **buffer, long *size, long need) {
     if (*size < need) {
         pthread_once(&buffers_once, make_buffers_key);
-        pthread_setspecific(buffers_key, (void *)1);   // non-null: the destructor runs at thread exit
+        if (buffers_key_made) pthread_setspecific(buffers_key, (void *)1);   // non-null: the destructor runs at thread exit
         free(*buffer);
         void *p = 0;
         if (posix_memalign(&p, 64, (size_t)need * sizeof(float)) != 0) abort();

@@ -128,8 +128,9 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
             try TwoTower.fit(x, configuration: TwoTower.Configuration().applying(base.merging(["threads": threads]) { _, b in b }),
                              sideInformation: side, progress: nil)
         }
-        let one = try fit("1"), two = try fit("2")
+        let one = try fit("1"), two = try fit("2"), four = try fit("4")   // four: each tower's kernels get two threads
         #expect(one.embeddings.itemFactors == two.embeddings.itemFactors && one.embeddings.userFactors == two.embeddings.userFactors)
+        #expect(one.embeddings.itemFactors == four.embeddings.itemFactors && one.embeddings.userFactors == four.embeddings.userFactors)
     }
 
     @Test func badSettingsAreNamed() {

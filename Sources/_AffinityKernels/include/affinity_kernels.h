@@ -120,7 +120,7 @@ void affinity_relu_backward(float *d, const float *o, long n);
 
 /// A one-byte spin lock, inlined into Swift: HNSW's per-node locks (a pthread mutex's lock and
 /// unlock were 9 % of a two-thread build). Mostly held to copy a link list; pruning a full list
-/// holds it for up to 2M + 1 scores and a sort. Yields after a few thousand spins, should the
+/// holds it for up to 2M + 1 scores, a sort and the heuristic's pairwise scores. Yields after a few thousand spins, should the
 /// holder have lost its core.
 static inline void affinity_spin_lock(uint8_t *lock) {
     while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE)) {
