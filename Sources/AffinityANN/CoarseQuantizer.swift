@@ -77,8 +77,7 @@ struct CoarseQuantizer: Sendable {
 
     /// The automatic band count: 1 when the middle 98 % of norms lie within a factor 1.5, else 8
     /// (fewer when there are under 32 vectors per cell).
-    static func automaticBands(norms: [Float], cells: Int) -> Int {
-        let sorted = norms.sorted()
+    static func automaticBands(sortedNorms sorted: [Float], cells: Int) -> Int {
         guard !sorted.isEmpty else { return 1 }
         let lo = sorted[min(sorted.count - 1, sorted.count / 100)], hi = sorted[max(0, sorted.count - 1 - sorted.count / 100)]
         if hi <= lo * 1.5 { return 1 }
@@ -108,8 +107,11 @@ struct CoarseQuantizer: Sendable {
             throw IndexError.invalidParameter("normBands applies to inner-product IVF without the MIPS reduction")
         }
         let d = x.columns
-        let norms = x.values.withUnsafeBufferPointer { v in (0..<x.rows).map { Kernels.dot(v.baseAddress! + $0 * d, v.baseAddress! + $0 * d, count: d).squareRoot() } }
         let banded = usesBands(metric: metric, settings: settings)
+        // Row norms: for the reduction's extra coordinate and the bands' edges only.
+        let norms = banded || settings.mipsReduction
+            ? x.values.withUnsafeBufferPointer { v in (0..<x.rows).map { Kernels.dot(v.baseAddress! + $0 * d, v.baseAddress! + $0 * d, count: d).squareRoot() } }
+            : []
         var maxNorm: Float = 0
         var space = x
         if settings.mipsReduction {
@@ -142,8 +144,9 @@ struct CoarseQuantizer: Sendable {
         // Unit directions and unit centroids: the nearest centroid is the one of largest q·ĉ.
         _ = KMeans.assign(space, centroids: km.centroids, into: &assignment, threads: settings.threads)
         let cells = settings.lists
-        let bands = settings.normBands > 0 ? settings.normBands : automaticBands(norms: norms, cells: cells)
-        let edges = bandEdges(sortedNorms: norms.sorted(), bands: bands)
+        let sortedNorms = norms.sorted()
+        let bands = settings.normBands > 0 ? settings.normBands : automaticBands(sortedNorms: sortedNorms, cells: cells)
+        let edges = bandEdges(sortedNorms: sortedNorms, bands: bands)
         let lists = cells * bands
         var maxs = [Float](repeating: -1, count: lists), mins = [Float](repeating: -1, count: lists)
         var sums = [Double](repeating: 0, count: lists), members = [[Float]](repeating: [], count: lists)
@@ -247,10 +250,9 @@ struct CoarseQuantizer: Sendable {
     /// cells, or with bands the best nprobe × bands lists of all cells (about as many vectors as nprobe
     /// cells hold). With bands, empty lists are never returned.
     func rankLists(_ q: [Float], nprobe: Int) -> [Int] {
-        let scores = listScores(q)
         let (wanted, overflow) = nprobe.multipliedReportingOverflow(by: max(1, bands))
         var selected = TopKSelector(k: min(overflow ? lists : wanted, lists))
-        for (list, score) in scores.enumerated() where score > -Float.infinity { selected.push(index: list, score: score) }
+        forEachListScore(q) { list, score in selected.push(index: list, score: score) }   // no lists-long array per query
         return selected.sortedResults().map(\.index)
     }
 
@@ -258,6 +260,13 @@ struct CoarseQuantizer: Sendable {
     /// 2q·c − |c|² (L2 cells, the reduction), q·c (pre-band inner-product cells), or with bands the
     /// score the list's vectors can reach divided by |q|.
     func listScores(_ q: [Float]) -> [Float] {
+        var out = [Float](repeating: -.infinity, count: lists)
+        forEachListScore(q) { list, score in out[list] = score }
+        return out
+    }
+
+    /// Calls `body(list, score)` for every list that can hold vectors, with `listScores`'s score.
+    private func forEachListScore(_ q: [Float], _ body: (Int, Float) -> Void) {
         var qc = q
         if mipsReduction { qc.append(0) }
         var scores = [Float](repeating: 0, count: centroids.rows)
@@ -266,22 +275,23 @@ struct CoarseQuantizer: Sendable {
                 Kernels.dotRows(query: qp.baseAddress!, rows: c.baseAddress!, rowCount: centroids.rows, dimension: centroids.columns, into: &scores)
             }
         }
-        guard bands > 0 else { return (0..<centroids.rows).map { byL2 ? 2 * scores[$0] - centroidNorms[$0] : scores[$0] } }
+        guard bands > 0 else {
+            for c in 0..<centroids.rows { body(c, byL2 ? 2 * scores[c] - centroidNorms[c] : scores[c]) }
+            return
+        }
         // cos θ of the query to each centroid (unit rows), then cos(max(0, θ − θ_L)) per list
         // = cos θ·cos θ_L + sin θ·sin θ_L once θ > θ_L.
         let qNorm = Kernels.dot(q, q).squareRoot()
         let inverse: Float = qNorm > 0 ? 1 / qNorm : 0
-        var out = [Float](repeating: -.infinity, count: lists)
         for c in 0..<centroids.rows {
             let cosine = max(-1, min(1, scores[c] * inverse)), sine = (1 - cosine * cosine).squareRoot()
             for b in 0..<bands {
                 let list = c * bands + b
                 if listMaxNorm[list] < 0 { continue }
                 let reach = !usesSpread ? cosine : cosine >= listSpreadCos[list] ? 1 : cosine * listSpreadCos[list] + sine * listSpreadSin[list]
-                out[list] = reach * (reach >= 0 ? listMaxNorm[list] : listMinNorm[list])
+                body(list, reach * (reach >= 0 ? listMaxNorm[list] : listMinNorm[list]))
             }
         }
-        return out
     }
 
     /// q · centre(ofList:), without building the centre.

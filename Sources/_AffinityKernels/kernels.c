@@ -323,7 +323,7 @@ typedef struct { int mr, nr; micro_kernel kernel; } kernel_choice;
 // ---- GEMM micro-kernel chosen by measurement
 // Where AVX-512 runs as two 256-bit halves (AMD Zen 4), the 512-bit kernel need not be the
 // faster one; so when the CPU has AVX-512 and no level is forced, the first GEMM times both
-// micro-kernels on cache-resident panels (about 3 ms) and keeps the 256-bit one only if it is at
+// micro-kernels on cache-resident panels (four 40-MFLOP rounds each, about 2 ms at the rates here) and keeps the 256-bit one only if it is at
 // least 10 % faster. AFFINITY_GEMM_KERNEL=avx512|avx2 pins the choice. The two kernels give the
 // same bits (same k order and blocking, and edge tiles finish with the same fused multiply-add as
 // full ones), so the choice never changes a result.
@@ -532,15 +532,16 @@ static void pack_b(int transB, const float *B, long ldb, long p0, long j0, long 
     }
 }
 
-static void zero_or_scale(long M, long N, float beta, float *C, long ldc) {
-    for (long i = 0; i < M; i++)
-        for (long j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
-}
-
 // The blocked loops. op(B) comes packed in `prepacked` (affinity_sgemm_pack_b_slab's layout) or,
 // when that is null, is packed here block by block into the thread's buffer.
 static void sgemm_blocked(int transA, int transB, long M, long N, long K, float alpha, const float *A, long lda,
                           const float *B, long ldb, const float *prepacked, float beta, float *C, long ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0) {   // no product: C = beta·C
+        for (long i = 0; i < M; i++)
+            for (long j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
+        return;
+    }
     kernel_choice kc_ = choose_kernel();
     const int mr = kc_.mr, nr = kc_.nr;
     const long mb_max = (MB_ROWS / mr) * mr;
@@ -590,11 +591,6 @@ static void sgemm_blocked(int transA, int transB, long M, long N, long K, float 
 
 void affinity_sgemm(int transA, int transB, long M, long N, long K, float alpha,
                     const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0) {
-        zero_or_scale(M, N, beta, C, ldc);
-        return;
-    }
     sgemm_blocked(transA, transB, M, N, K, alpha, A, lda, B, ldb, 0, beta, C, ldc);
 }
 
@@ -623,11 +619,6 @@ float *affinity_sgemm_shared_buffer(long floats) { return grow(&shared_b_buffer,
 
 void affinity_sgemm_packed(int transA, long M, long N, long K, float alpha, const float *A, long lda,
                            const float *packedB, float beta, float *C, long ldc) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0) {
-        zero_or_scale(M, N, beta, C, ldc);
-        return;
-    }
     sgemm_blocked(transA, 0, M, N, K, alpha, A, lda, 0, 0, packedB, beta, C, ldc);
 }
 
@@ -1276,40 +1267,46 @@ static float max_avx512(const float *x, long n) {
     return _mm512_reduce_max_ps(m);
 }
 
-__attribute__((target("avx512f")))
-static void add_scaled_avx512(float *y, const float *x, long n, float a) {
-    __m512 va = _mm512_set1_ps(a);
-    long i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_mul_ps(va, _mm512_loadu_ps(x + i))));
-    add_scaled_c(y + i, x + i, n - i, a);   // not fused here either (the target allows FMA)
-}
-
-__attribute__((target("avx512f")))
-static void scale_avx512(float *x, long n, float s) {
-    __m512 vs = _mm512_set1_ps(s);
-    long i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), vs));
-    for (; i < n; i++) x[i] *= s;
-}
-
-__attribute__((target("avx512f")))
-static void adam_avx512(float *w, const float *g, float *m, float *v, long n, float lr, float b1, float b2,
-                        float c1, float c2, float eps, float wd) {
-    __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2), vb1c = _mm512_set1_ps(1 - b1), vb2c = _mm512_set1_ps(1 - b2);
-    __m512 vc1 = _mm512_set1_ps(c1), vc2 = _mm512_set1_ps(c2), veps = _mm512_set1_ps(eps), vlr = _mm512_set1_ps(lr);
-    __m512 vwd = _mm512_set1_ps(wd);
-    long i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 gi = _mm512_loadu_ps(g + i), wi = _mm512_loadu_ps(w + i);
-        __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_loadu_ps(m + i)), _mm512_mul_ps(vb1c, gi));
-        __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_loadu_ps(v + i)), _mm512_mul_ps(_mm512_mul_ps(vb2c, gi), gi));
-        __m512 u = _mm512_div_ps(_mm512_div_ps(mi, vc1), _mm512_add_ps(_mm512_sqrt_ps(_mm512_div_ps(vi, vc2)), veps));
-        _mm512_storeu_ps(m + i, mi);
-        _mm512_storeu_ps(v + i, vi);
-        _mm512_storeu_ps(w + i, _mm512_sub_ps(wi, _mm512_mul_ps(vlr, _mm512_add_ps(u, _mm512_mul_ps(vwd, wi)))));
+// add_scaled, scale and Adam at one vector width W (512 or 256 bits, L lanes), written once:
+// separate multiplies and adds in the Swift reference's order, the tail through the C loop.
+#define AFFINITY_TRAINING_KERNELS(W, L, TARGET)                                                                     \
+    __attribute__((target(TARGET))) static void add_scaled_##W(float *y, const float *x, long n, float a) {        \
+        __m##W va = _mm##W##_set1_ps(a);                                                                           \
+        long i = 0;                                                                                                \
+        for (; i + L <= n; i += L)                                                                                 \
+            _mm##W##_storeu_ps(y + i, _mm##W##_add_ps(_mm##W##_loadu_ps(y + i), _mm##W##_mul_ps(va, _mm##W##_loadu_ps(x + i)))); \
+        add_scaled_c(y + i, x + i, n - i, a);                                                                      \
+    }                                                                                                              \
+    __attribute__((target(TARGET))) static void scale_##W(float *x, long n, float s) {                             \
+        __m##W vs = _mm##W##_set1_ps(s);                                                                           \
+        long i = 0;                                                                                                \
+        for (; i + L <= n; i += L) _mm##W##_storeu_ps(x + i, _mm##W##_mul_ps(_mm##W##_loadu_ps(x + i), vs));      \
+        scale_c(x + i, n - i, s);                                                                                  \
+    }                                                                                                              \
+    __attribute__((target(TARGET))) static void adam_##W(float *w, const float *g, float *m, float *v, long n,    \
+                                                         float lr, float b1, float b2, float c1, float c2,        \
+                                                         float eps, float wd) {                                    \
+        __m##W vb1 = _mm##W##_set1_ps(b1), vb2 = _mm##W##_set1_ps(b2);                                             \
+        __m##W vb1c = _mm##W##_set1_ps(1 - b1), vb2c = _mm##W##_set1_ps(1 - b2);                                   \
+        __m##W vc1 = _mm##W##_set1_ps(c1), vc2 = _mm##W##_set1_ps(c2), veps = _mm##W##_set1_ps(eps);               \
+        __m##W vlr = _mm##W##_set1_ps(lr), vwd = _mm##W##_set1_ps(wd);                                             \
+        long i = 0;                                                                                                \
+        for (; i + L <= n; i += L) {                                                                               \
+            __m##W gi = _mm##W##_loadu_ps(g + i), wi = _mm##W##_loadu_ps(w + i);                                   \
+            __m##W mi = _mm##W##_add_ps(_mm##W##_mul_ps(vb1, _mm##W##_loadu_ps(m + i)), _mm##W##_mul_ps(vb1c, gi)); \
+            __m##W vi = _mm##W##_add_ps(_mm##W##_mul_ps(vb2, _mm##W##_loadu_ps(v + i)),                            \
+                                        _mm##W##_mul_ps(_mm##W##_mul_ps(vb2c, gi), gi));                           \
+            __m##W u = _mm##W##_div_ps(_mm##W##_div_ps(mi, vc1),                                                   \
+                                       _mm##W##_add_ps(_mm##W##_sqrt_ps(_mm##W##_div_ps(vi, vc2)), veps));         \
+            _mm##W##_storeu_ps(m + i, mi);                                                                         \
+            _mm##W##_storeu_ps(v + i, vi);                                                                         \
+            _mm##W##_storeu_ps(w + i, _mm##W##_sub_ps(wi, _mm##W##_mul_ps(vlr, _mm##W##_add_ps(u, _mm##W##_mul_ps(vwd, wi))))); \
+        }                                                                                                          \
+        adam_c(w + i, g + i, m + i, v + i, n - i, lr, b1, b2, c1, c2, eps, wd);                                    \
     }
-    adam_c(w + i, g + i, m + i, v + i, n - i, lr, b1, b2, c1, c2, eps, wd);
-}
+
+AFFINITY_TRAINING_KERNELS(512, 16, "avx512f")
+AFFINITY_TRAINING_KERNELS(256, 8, "avx2,fma")
 
 __attribute__((target("avx512f")))
 static void relu_backward_avx512(float *d, const float *o, long n) {
@@ -1330,41 +1327,6 @@ static float max_avx2(const float *x, long n) {
     _mm256_storeu_ps(lanes, m);
     float r = max_c(lanes, 8), tail = max_c(x + i, n - i);
     return tail > r ? tail : r;
-}
-
-__attribute__((target("avx2,fma")))
-static void add_scaled_avx2(float *y, const float *x, long n, float a) {
-    __m256 va = _mm256_set1_ps(a);
-    long i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
-    add_scaled_c(y + i, x + i, n - i, a);
-}
-
-__attribute__((target("avx2,fma")))
-static void scale_avx2(float *x, long n, float s) {
-    __m256 vs = _mm256_set1_ps(s);
-    long i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
-    for (; i < n; i++) x[i] *= s;
-}
-
-__attribute__((target("avx2,fma")))
-static void adam_avx2(float *w, const float *g, float *m, float *v, long n, float lr, float b1, float b2,
-                      float c1, float c2, float eps, float wd) {
-    __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2), vb1c = _mm256_set1_ps(1 - b1), vb2c = _mm256_set1_ps(1 - b2);
-    __m256 vc1 = _mm256_set1_ps(c1), vc2 = _mm256_set1_ps(c2), veps = _mm256_set1_ps(eps), vlr = _mm256_set1_ps(lr);
-    __m256 vwd = _mm256_set1_ps(wd);
-    long i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 gi = _mm256_loadu_ps(g + i), wi = _mm256_loadu_ps(w + i);
-        __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(vb1c, gi));
-        __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)), _mm256_mul_ps(_mm256_mul_ps(vb2c, gi), gi));
-        __m256 u = _mm256_div_ps(_mm256_div_ps(mi, vc1), _mm256_add_ps(_mm256_sqrt_ps(_mm256_div_ps(vi, vc2)), veps));
-        _mm256_storeu_ps(m + i, mi);
-        _mm256_storeu_ps(v + i, vi);
-        _mm256_storeu_ps(w + i, _mm256_sub_ps(wi, _mm256_mul_ps(vlr, _mm256_add_ps(u, _mm256_mul_ps(vwd, wi)))));
-    }
-    adam_c(w + i, g + i, m + i, v + i, n - i, lr, b1, b2, c1, c2, eps, wd);
 }
 
 __attribute__((target("avx2,fma")))
@@ -1391,8 +1353,8 @@ float affinity_max(const float *x, long n) {
 void affinity_add_scaled(float *y, const float *x, long n, float a) {
 #if AFFINITY_X86
     switch (affinity_simd_level()) {
-    case 2: add_scaled_avx512(y, x, n, a); return;
-    case 1: add_scaled_avx2(y, x, n, a); return;
+    case 2: add_scaled_512(y, x, n, a); return;
+    case 1: add_scaled_256(y, x, n, a); return;
     }
 #endif
     add_scaled_c(y, x, n, a);
@@ -1401,8 +1363,8 @@ void affinity_add_scaled(float *y, const float *x, long n, float a) {
 void affinity_scale(float *x, long n, float s) {
 #if AFFINITY_X86
     switch (affinity_simd_level()) {
-    case 2: scale_avx512(x, n, s); return;
-    case 1: scale_avx2(x, n, s); return;
+    case 2: scale_512(x, n, s); return;
+    case 1: scale_256(x, n, s); return;
     }
 #endif
     scale_c(x, n, s);
@@ -1412,8 +1374,8 @@ void affinity_adam(float *w, const float *g, float *m, float *v, long n, float l
                    float c1, float c2, float eps, float wd) {
 #if AFFINITY_X86
     switch (affinity_simd_level()) {
-    case 2: adam_avx512(w, g, m, v, n, lr, b1, b2, c1, c2, eps, wd); return;
-    case 1: adam_avx2(w, g, m, v, n, lr, b1, b2, c1, c2, eps, wd); return;
+    case 2: adam_512(w, g, m, v, n, lr, b1, b2, c1, c2, eps, wd); return;
+    case 1: adam_256(w, g, m, v, n, lr, b1, b2, c1, c2, eps, wd); return;
     }
 #endif
     adam_c(w, g, m, v, n, lr, b1, b2, c1, c2, eps, wd);

@@ -47,12 +47,12 @@ import AffinityLinalg
     func ivfpqIsExactWithEverythingProbedAndRefined(metric: Metric) throws {
         let index = try IVFPQIndex(vectors: base, metric: metric, settings: IVFPQSettings(ivf: IVFSettings(lists: 8, iterations: 5), subspaces: 4, keepVectorsForRefine: true))
         let want = ExactSearch.referenceSearch(queries: queries, base: base, k: 10, metric: metric)
-        let all = try index.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: index.quantizer.lists, refine: 300))
+        let all = try index.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: index.quantizer.cells, refine: 300))
         #expect(recallAt(all, want, k: 10) == 1.0)
         let approx = try index.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: 4, refine: 10))   // half the cells
         #expect(recallAt(approx, want, k: 10) >= 0.8, "recall \(recallAt(approx, want, k: 10))")   // observed 0.9+
         let noVectors = try IVFPQIndex(vectors: base, metric: metric, settings: IVFPQSettings(ivf: IVFSettings(lists: 8, iterations: 5), subspaces: 8))
-        let coarse = recallAt(try noVectors.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: noVectors.quantizer.lists)), want, k: 10)
+        let coarse = recallAt(try noVectors.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: noVectors.quantizer.cells)), want, k: 10)
         #expect(coarse >= 0.4, "PQ-only recall \(coarse)")
     }
 
@@ -114,8 +114,8 @@ import AffinityLinalg
     @Test func opqIndexIsExactWithEverythingProbedAndPersists() throws {
         let index = try IndexFactory.build(spec: "OPQ4,IVF8,PQ4,Refine", vectors: base, metric: .innerProduct, settings: ["iterations": "4"])
         let want = ExactSearch.referenceSearch(queries: queries, base: base, k: 10, metric: .innerProduct)
-        let lists = try #require(index as? IVFPQIndex).quantizer.lists   // 8 cells x norm bands
-        #expect(recallAt(try index.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: lists, refine: 300)), want, k: 10) == 1.0)
+        let cells = try #require(index as? IVFPQIndex).quantizer.cells   // 8 cells (x norm bands: nprobe counts cells)
+        #expect(recallAt(try index.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: cells, refine: 300)), want, k: 10) == 1.0)
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-opq-\(UInt32.random(in: 0...UInt32.max)).idx").path
         try IndexFile.save(index, to: path)
         let p = SearchParameters(nprobe: 3, refine: 4)
