@@ -264,6 +264,22 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
         }
     }
 
+    /// Parallel SGEMM's blocks: contiguous, covering every row, cut at micro-panel boundaries,
+    /// panel counts differing by at most one (the old rounding up gave 264, 264, 264, 232).
+    @Test func gemmBlocksAreBalancedWholePanels() {
+        for (count, tile, blocks) in [(1024, 12, 4), (1024, 12, 2), (1000, 32, 3), (5, 12, 4), (96, 12, 8), (97, 6, 2)] {
+            let split = GEMMBlocks(count: count, tile: tile, blocks: blocks)
+            let ranges = (0..<split.blocks).map { split[$0] }
+            #expect(ranges.first?.lowerBound == 0 && ranges.last?.upperBound == count, "\(count) \(tile) \(blocks)")
+            #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
+            #expect(ranges.allSatisfy { !$0.isEmpty && $0.lowerBound % tile == 0 })
+            let panels = ranges.map { ($0.count + tile - 1) / tile }
+            #expect(panels.max()! - panels.min()! <= 1, "\(count) \(tile) \(blocks): \(panels)")
+        }
+        #expect(GEMMBlocks(count: 5, tile: 12, blocks: 4).blocks == 1)
+        #expect((0..<4).map { GEMMBlocks(count: 1024, tile: 12, blocks: 4)[$0].count } == [252, 264, 252, 256])
+    }
+
     /// The 256- and 512-bit SGEMM micro-kernels give the same bits (same k order and blocking,
     /// edges finished with the same fused multiply-add), so choosing between them by speed
     /// never changes a result. The shapes put elements in full 6 x 16 tiles that are edges of the
