@@ -17,7 +17,8 @@ What it does, all on this machine in this run:
 numpy runs with OPENBLAS_CORETYPE unset (OpenBLAS picks its best kernels for this CPU); which BLAS,
 version and kernel family (`architecture`, e.g. SkylakeX or Haswell) it ran is read with
 threadpoolctl inside the peer process and printed above the table.
-Timings are the best of --repeats runs. Targets from the issue are printed beside each ratio.
+Timings are the best of --repeats runs; --rounds R runs ours and the peer alternately R times and
+keeps each side's fastest (on a shared machine one busy spell otherwise lands on one side only). Targets from the issue are printed beside each ratio.
 """
 import argparse
 import json
@@ -119,6 +120,8 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--sizes", default="1024,2048,4096")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate ours and the peer this many times and keep each side's fastest figure")
     ap.add_argument("--only", default="gemm,retrieval-gemm,inverse,topk")
     ap.add_argument("--ratings", default=os.path.join(ROOT, "..", "shared", "data", "ml-1m", "ratings.dat"))
     ap.add_argument("--lam", type=float, default=500.0)
@@ -160,22 +163,42 @@ def main():
            "--base-rows", str(args.base_rows), "--query-rows", str(args.query_rows)]
     if args.ratings:
         cmd += ["--gram-input", args.ratings]
-    ours = json.loads(subprocess.check_output(cmd))
-    cpu = ours["cpu"]
 
-    peers, blas_info = {}, {}
-    for t in [int(s) for s in args.threads.split(",")]:
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
-        # numpy at its best: OpenBLAS chooses its kernels for this CPU itself.
-        if env.pop("OPENBLAS_CORETYPE", None) is not None:
-            print("note: OPENBLAS_CORETYPE was set; the peer runs without it", file=sys.stderr)
-        out = subprocess.check_output([sys.executable, __file__, "--peer-only", "--peer-threads", str(t), "--only", args.only,
-                                       "--sizes", args.sizes, "--repeats", str(args.repeats), "--base", base, "--queries", queries,
-                                       "--lam", str(args.lam), "--base-rows", str(args.base_rows), "--query-rows", str(args.query_rows)]
-                                      + (["--ratings", args.ratings] if args.ratings else []), env=env)
-        result = json.loads(out)
-        peers[t] = result["figures"]
-        blas_info[t] = result["blas"]
+    def run_peers(peers, blas_info):
+        """One run of the peer per thread count, each in its own process."""
+        for t in [int(s) for s in args.threads.split(",")]:
+            env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
+            # numpy at its best: OpenBLAS chooses its kernels for this CPU itself.
+            if env.pop("OPENBLAS_CORETYPE", None) is not None:
+                print("note: OPENBLAS_CORETYPE was set; the peer runs without it", file=sys.stderr)
+            out = subprocess.check_output([sys.executable, __file__, "--peer-only", "--peer-threads", str(t), "--only", args.only,
+                                           "--sizes", args.sizes, "--repeats", str(args.repeats), "--base", base, "--queries", queries,
+                                           "--lam", str(args.lam), "--base-rows", str(args.base_rows), "--query-rows", str(args.query_rows)]
+                                          + (["--ratings", args.ratings] if args.ratings else []), env=env)
+            result = json.loads(out)
+            peers[t] = keep_fastest(peers.get(t), result["figures"])
+            blas_info[t] = result["blas"]
+
+    def keep_fastest(kept, new):
+        """Figures of two runs merged: the shorter time of each (name, threads)."""
+        if kept is None:
+            return new
+        best_of = {(f["name"], f.get("threads")): f for f in kept}
+        for f in new:
+            key = (f["name"], f.get("threads"))
+            if key not in best_of or f["seconds"] < best_of[key]["seconds"]:
+                best_of[key] = f
+        return [best_of[(f["name"], f.get("threads"))] for f in kept]
+
+    ours, peers, blas_info = None, {}, {}
+    for _ in range(args.rounds):   # ours and the peer alternately: a busy spell on a shared machine hits both
+        run = json.loads(subprocess.check_output(cmd))
+        if ours is None:
+            ours = run
+        else:
+            ours["figures"] = keep_fastest(ours["figures"], run["figures"])
+        run_peers(peers, blas_info)
+    cpu = ours["cpu"]
 
     import faiss
     print(f"CPU: {cpu}; our SIMD path: {ours['simd']}; numpy {np.__version__}, faiss {faiss.__version__}")
@@ -192,7 +215,7 @@ def main():
             return f"{f['seconds']:8.4f} s {f['gflops']:6.1f} GF/s"
         return f"{f['seconds']:8.4f} s"
 
-    pairs = [("sgemm ", "sgemm ", "throughput", ">= 0.6 (2 threads)"),
+    pairs = [("sgemm ", "sgemm ", "throughput", ">= 1.0 (issue 21)"),
              ("SPD inverse", "SPD inverse numpy.linalg.inv float64", "time", "peer/ours >= 0.67 (ours <= 1.5x numpy time)"),
              ("SPD inverse", "SPD inverse numpy.linalg.inv float32", "time", ""),
              ("exact top-10", "exact top-10 IP faiss", "throughput", ">= 0.8")]
