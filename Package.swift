@@ -58,7 +58,7 @@ let package = Package(
             ],
             resources: [.copy("openapi.yaml")]
         ),
-        // Shared test helpers: the recommender conformance suite every model runs.
+        // Shared test helpers: the recommender conformance suite every model runs, scratch files removed at exit.
         .target(name: "AffinityTestSupport", dependencies: ["AffinityModels", "AffinityData", "AffinityLinalg"]),
         .executableTarget(
             name: "affinity",
@@ -71,19 +71,19 @@ let package = Package(
         // The README's Swift example, compiled by every build and run by AffinityCLITests.
         .executableTarget(name: "affinity-quickstart", dependencies: ["AffinityData", "AffinityEval", "AffinityModels"],
                           path: "Examples/QuickStart"),
-        .testTarget(name: "AffinityLinalgTests", dependencies: ["AffinityLinalg"]),
-        .testTarget(name: "AffinityDataTests", dependencies: ["AffinityData"]),
-        .testTarget(name: "AffinityEvalTests", dependencies: ["AffinityEval", "AffinityModels"]),
-        .testTarget(name: "AffinityModelsTests", dependencies: ["AffinityModels", "AffinityTestSupport", "AffinityEval"]),
-        .testTarget(name: "AffinityTextTests", dependencies: ["AffinityText", "AffinityNN", "AffinityLinalg"]),
-        .testTarget(name: "AffinityANNTests", dependencies: ["AffinityANN", "AffinityLinalg"]),
-        .testTarget(name: "AffinityNNTests", dependencies: ["AffinityNN", "AffinityLinalg", "AffinityTestSupport"]),
-        .testTarget(name: "AffinityPipelineTests", dependencies: ["AffinityPipeline", "AffinityModels", "AffinityData"]),
-        .testTarget(name: "AffinityServerTests", dependencies: ["AffinityServer", "AffinityPipeline", "AffinityModels", "AffinityData",
+        .testTarget(name: "AffinityLinalgTests", dependencies: ["AffinityTestSupport", "AffinityLinalg"]),
+        .testTarget(name: "AffinityDataTests", dependencies: ["AffinityTestSupport", "AffinityData"]),
+        .testTarget(name: "AffinityEvalTests", dependencies: ["AffinityTestSupport", "AffinityEval", "AffinityModels"]),
+        .testTarget(name: "AffinityModelsTests", dependencies: ["AffinityTestSupport", "AffinityModels", "AffinityEval"]),
+        .testTarget(name: "AffinityTextTests", dependencies: ["AffinityTestSupport", "AffinityText", "AffinityNN", "AffinityLinalg"]),
+        .testTarget(name: "AffinityANNTests", dependencies: ["AffinityTestSupport", "AffinityANN", "AffinityLinalg"]),
+        .testTarget(name: "AffinityNNTests", dependencies: ["AffinityTestSupport", "AffinityNN", "AffinityLinalg"]),
+        .testTarget(name: "AffinityPipelineTests", dependencies: ["AffinityTestSupport", "AffinityPipeline", "AffinityModels", "AffinityData"]),
+        .testTarget(name: "AffinityServerTests", dependencies: ["AffinityTestSupport", "AffinityServer", "AffinityPipeline", "AffinityModels", "AffinityData",
                                                                .product(name: "Hummingbird", package: "hummingbird"),
                                                                .product(name: "PostgresNIO", package: "postgres-nio")]),
         .testTarget(name: "AffinityPlotTests", dependencies: ["AffinityPlot"]),
-        .testTarget(name: "AffinityCLITests", dependencies: ["affinity", "affinity-quickstart"]),
+        .testTarget(name: "AffinityCLITests", dependencies: ["AffinityTestSupport", "affinity", "affinity-quickstart"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -15,11 +15,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_env import cpu_family, ensure_venv, run  # noqa: E402
+from peer_env import cpu_family, ensure_venv, run, scratch_folder  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV_SKLEARN", "/tmp/affinity-venv-sklearn")
@@ -40,7 +39,7 @@ def main():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(1000, args.d)).astype(np.float32) * 3
     x = centres[rng.integers(0, 1000, args.n)] + rng.normal(size=(args.n, args.d)).astype(np.float32)
-    work = tempfile.mkdtemp(prefix="affinity-ivf-")
+    work = scratch_folder("affinity-ivf-")
     path = os.path.join(work, "base.fvecs")
     rows = np.empty((args.n, args.d + 1), dtype=np.float32)
     rows[:, 0] = np.array([args.d], dtype=np.int32).view(np.float32)[0]

@@ -25,10 +25,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_env import best, ensure_venv  # noqa: E402
+from peer_env import best, ensure_venv, scratch_folder  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV", "/tmp/affinity-venv-kernels")
@@ -151,7 +150,7 @@ def main():
     subprocess.check_call(["swift", "build", "-c", "release", "--product", "affinity"], cwd=ROOT,
                           stdout=subprocess.DEVNULL)
     binary = os.path.join(ROOT, ".build", "release", "affinity")
-    work = tempfile.mkdtemp(prefix="affinity-kernels-")
+    work = scratch_folder("affinity-kernels-")
     rng = np.random.default_rng(42)
     base = os.path.join(work, "base.fvecs")
     queries = os.path.join(work, "queries.fvecs")

@@ -18,11 +18,10 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_env import cpu_family, ensure_venv, run  # noqa: E402
+from peer_env import cpu_family, ensure_venv, run, scratch_folder  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV_TORCH", "/tmp/affinity-venv-torch")
@@ -43,7 +42,7 @@ def cached(path, compute):
 
 
 def torch_lightgcn(split, epochs):
-    results = tempfile.mkdtemp(prefix="affinity-lightgcn-torch-")
+    results = scratch_folder("affinity-lightgcn-torch-")
     env = dict(os.environ, QUALITY_RESULTS=results, EXTRA_SPLITS=os.path.abspath(SPLITS))
     t = time.perf_counter()
     run([sys.executable, TORCH_MODELS, "lightgcn", "--split", split, "--epochs", str(epochs), "--eval-every", "0"], env=env)
@@ -54,7 +53,7 @@ def torch_lightgcn(split, epochs):
 
 
 def ours(split, model, settings):
-    folder = tempfile.mkdtemp(prefix="affinity-lightgcn-")
+    folder = scratch_folder("affinity-lightgcn-")
     args = [BIN, "train", "--split", os.path.join(SPLITS, split), "--model", model, "--out", os.path.join(folder, "m"), "--force"]
     for k, v in settings.items():
         args += ["--set", f"{k}={v}"]

@@ -1,9 +1,24 @@
-"""Helpers shared by the peer benchmark scripts: a private virtualenv for the peers, best-of timing."""
+"""Helpers shared by the peer benchmark scripts: a private virtualenv for the peers, best-of timing,
+a scratch folder removed at exit."""
+import atexit
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+
+
+def scratch_folder(prefix):
+    """A new temporary folder for a benchmark's inputs and outputs, removed when the script exits
+    (they used to stay: 256 MB of kernel inputs per run). AFFINITY_KEEP_WORK=1 keeps it."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    if os.environ.get("AFFINITY_KEEP_WORK"):
+        print(f"note: work folder {path} is kept (AFFINITY_KEEP_WORK)", file=sys.stderr)
+    else:
+        atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def ensure_venv(venv, packages):

@@ -23,10 +23,9 @@ import json
 import os
 import re
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_env import cpu_family, ensure_venv, run  # noqa: E402
+from peer_env import cpu_family, ensure_venv, run, scratch_folder  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV_TORCH", "/tmp/affinity-venv-torch")
@@ -36,7 +35,7 @@ TORCH_MODELS = os.path.join(ROOT, "..", "shared", "bench", "quality", "torch_mod
 
 def torch_run(split, epochs, eval_every, threads=None):
     """Runs the reference script; returns (its test metrics, its seconds per epoch)."""
-    results = tempfile.mkdtemp(prefix="affinity-sasrec-torch-")
+    results = scratch_folder("affinity-sasrec-torch-")
     env = dict(os.environ, QUALITY_RESULTS=results, EXTRA_SPLITS=os.path.dirname(os.path.abspath(split)))
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -74,7 +73,7 @@ def main():
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--losses", default="softmax,sampled-softmax,bce,gbce")
-    ap.add_argument("--out", default=None, help="Folder for each run's JSON result (default: a new temporary one); results already there are reused.")
+    ap.add_argument("--out", default=None, help="Folder for each run's JSON result (default: a new temporary one, removed at exit); results already there are reused.")
     a = ap.parse_args()
     ensure_venv(VENV, ["torch", "numpy"])
     import torch
@@ -95,9 +94,9 @@ def main():
 
     if a.skip_quality:
         return
-    out = a.out or tempfile.mkdtemp(prefix="affinity-sasrec-bench-")
+    out = a.out or scratch_folder("affinity-sasrec-bench-")
     os.makedirs(out, exist_ok=True)
-    print(f"results: {out}")
+    print(f"results: {out}" + ("" if a.out else " (removed at exit; --out DIR keeps them)"))
     rows = []
     for name, settings in [("popularity", {}), ("itemknn", {}), ("ease", {"lambda": "500"})]:
         r = cached(os.path.join(out, f"ours-{name}.json"), lambda: ours(a.split, name, settings))

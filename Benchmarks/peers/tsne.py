@@ -20,11 +20,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_env import cpu_family, ensure_venv, run  # noqa: E402
+from peer_env import cpu_family, ensure_venv, run, scratch_folder  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV_SKLEARN", "/tmp/affinity-venv-sklearn")
@@ -44,7 +43,7 @@ def main():
     import sklearn
     from sklearn.manifold import TSNE, trustworthiness
 
-    out = args.out or tempfile.mkdtemp(prefix="affinity-tsne-")
+    out = args.out or scratch_folder("affinity-tsne-")
     os.makedirs(out, exist_ok=True)
     inputs = []
     if args.vectors:

@@ -20,13 +20,12 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers"))
 import load  # noqa: E402
-from peer_env import cpu_family  # noqa: E402
+from peer_env import cpu_family, scratch_folder  # noqa: E402
 
 
 def memory(pid):
@@ -51,7 +50,7 @@ def main():
     users, items = vocabulary["users"], vocabulary["items"]
     rng = random.Random(42)
     sample = rng.sample(users, min(100_000, len(users)))
-    work = tempfile.mkdtemp(prefix="affinity-scale-serve-")
+    work = scratch_folder("affinity-scale-serve-")
     users_file = os.path.join(work, "users.txt")
     with open(users_file, "w") as f:
         f.write("\n".join(sample) + "\n")

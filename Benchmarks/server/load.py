@@ -32,6 +32,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "Benchmarks", "peers"))
+from peer_env import scratch_folder  # noqa: E402  (a temporary folder removed at exit)
 BINARY = os.path.join(ROOT, ".build", "release", "affinity")
 
 # Headers every request carries (`--api-key` adds Authorization).
@@ -182,7 +184,7 @@ def main():
         raise SystemExit(f"{BINARY} missing: run `swift build -c release` first")
     if not os.path.isdir(a.split):
         raise SystemExit(f"{a.split}: split folder not found (see ../shared/data/README.md)")
-    work = a.work or tempfile.mkdtemp(prefix="affinity-serve-bench-")
+    work = a.work or scratch_folder("affinity-serve-bench-")
     os.makedirs(work, exist_ok=True)
     log = os.path.join(work, "server.log")
     models = []

@@ -27,7 +27,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -89,7 +88,7 @@ def main():
     p.add_argument("--epochs", type=int, default=3)
     a = p.parse_args()
     print(f"CPU: {cpu()}")
-    work = tempfile.mkdtemp(prefix="affinity-online-")
+    work = load.scratch_folder("affinity-online-")
     split, model = os.path.join(work, "split"), os.path.join(work, "model")
     load.run([BINARY, "split", "--input", a.ratings, "--strategy", "holdout", "--seed", "42", "--out", split])
     t = time.perf_counter()

@@ -18,10 +18,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from load import BINARY, ROOT, Server, run, wrk  # noqa: E402
+from load import BINARY, ROOT, Server, run, scratch_folder, wrk  # noqa: E402
 
 
 def main():
@@ -41,7 +40,7 @@ def main():
     print(f"cpu: {cpu.get('model name')} (family {cpu.get('cpu family')}, model {cpu.get('model')}, {simd}), {os.cpu_count()} cores")
     if not os.path.exists(BINARY):
         raise SystemExit(f"{BINARY} missing: run `swift build -c release` first")
-    work = a.work or tempfile.mkdtemp(prefix="affinity-pipeline-bench-")
+    work = a.work or scratch_folder("affinity-pipeline-bench-")
     pipe = os.path.join(work, "pipe")
     if not os.path.exists(os.path.join(pipe, "pipeline.json")):
         run([BINARY, "pipeline", "tune", "--split", a.split, "--out", pipe, "--items", a.items, "--force"])

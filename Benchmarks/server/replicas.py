@@ -94,7 +94,7 @@ def main():
     cpu = {k.strip(): v.strip() for k, v in (l.split(":", 1) for l in open("/proc/cpuinfo") if ":" in l)}
     print(f"cpu: {cpu.get('model name')} (family {cpu.get('cpu family')}, model {cpu.get('model')}), {os.cpu_count()} cores "
           f"shared by PostgreSQL, the replicas and wrk")
-    work = a.work or tempfile.mkdtemp(prefix="affinity-replicas-")
+    work = a.work or load.scratch_folder("affinity-replicas-")
     os.makedirs(work, exist_ok=True)
     log = os.path.join(work, "server.log")
     pg_dir = None

@@ -212,7 +212,7 @@ struct CoarseQuantizer: Sendable {
         for q in 0..<queries.rows where truth[q].count >= 10 {
             counted += 1
             let scores = listScores(Array(queries.row(q)))
-            let order = (0..<lists).sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
+            let order = (0..<lists).sorted { ScoredIndex.ranksBefore(scores[$0], $0, scores[$1], $1) }
             var rank = [Int](repeating: 0, count: lists)
             for (r, list) in order.enumerated() { rank[list] = r }
             let truthRanks = truth[q].prefix(10).map { rank[Int(assignment[$0.index])] }
@@ -250,9 +250,16 @@ struct CoarseQuantizer: Sendable {
     /// cells, or with bands the best nprobe × bands lists of all cells (about as many vectors as nprobe
     /// cells hold). With bands, empty lists are never returned.
     func rankLists(_ q: [Float], nprobe: Int) -> [Int] {
+        var cellDots: [Float] = []
+        return rankLists(q, nprobe: nprobe, cellDots: &cellDots)
+    }
+
+    /// `rankLists`, also leaving q·c of every cell in `cellDots` (the ranking computes them; an
+    /// IVF-PQ scan's bias is one of them, scaled: `dotCentre(cellDot:list:)`).
+    func rankLists(_ q: [Float], nprobe: Int, cellDots: inout [Float]) -> [Int] {
         let (wanted, overflow) = nprobe.multipliedReportingOverflow(by: max(1, bands))
         var selected = TopKSelector(k: min(overflow ? lists : wanted, lists))
-        forEachListScore(q) { list, score in selected.push(index: list, score: score) }   // no lists-long array per query
+        forEachListScore(q, cellDots: &cellDots) { list, score in selected.push(index: list, score: score) }   // no lists-long array per query
         return selected.sortedResults().map(\.index)
     }
 
@@ -260,16 +267,17 @@ struct CoarseQuantizer: Sendable {
     /// 2q·c − |c|² (L2 cells, the reduction), q·c (pre-band inner-product cells), or with bands the
     /// score the list's vectors can reach divided by |q|.
     func listScores(_ q: [Float]) -> [Float] {
-        var out = [Float](repeating: -.infinity, count: lists)
-        forEachListScore(q) { list, score in out[list] = score }
+        var out = [Float](repeating: -.infinity, count: lists), cellDots: [Float] = []
+        forEachListScore(q, cellDots: &cellDots) { list, score in out[list] = score }
         return out
     }
 
-    /// Calls `body(list, score)` for every list that can hold vectors, with `listScores`'s score.
-    private func forEachListScore(_ q: [Float], _ body: (Int, Float) -> Void) {
+    /// Calls `body(list, score)` for every list that can hold vectors, with `listScores`'s score;
+    /// `scores` is left holding q·c of every cell (the reduction's extra coordinate of q is 0).
+    private func forEachListScore(_ q: [Float], cellDots scores: inout [Float], _ body: (Int, Float) -> Void) {
         var qc = q
         if mipsReduction { qc.append(0) }
-        var scores = [Float](repeating: 0, count: centroids.rows)
+        if scores.count != centroids.rows { scores = [Float](repeating: 0, count: centroids.rows) }
         qc.withUnsafeBufferPointer { qp in
             centroids.values.withUnsafeBufferPointer { c in
                 Kernels.dotRows(query: qp.baseAddress!, rows: c.baseAddress!, rowCount: centroids.rows, dimension: centroids.columns, into: &scores)
@@ -294,13 +302,10 @@ struct CoarseQuantizer: Sendable {
         }
     }
 
-    /// q · centre(ofList:), without building the centre.
-    func dotCentre(_ q: [Float], list: Int) -> Float {
-        let cell = bands > 0 ? list / bands : list
-        let dot = q.withUnsafeBufferPointer { qp in
-            centroids.values.withUnsafeBufferPointer { c in Kernels.dot(qp.baseAddress!, c.baseAddress! + cell * centroids.columns, count: qp.count) }
-        }
-        return bands > 0 ? dot * listScale[list] : dot
+    /// q · centre(ofList:) from q · c of the list's cell (`rankLists`'s `cellDots`), without
+    /// building the centre.
+    func dotCentre(cellDots: [Float], list: Int) -> Float {
+        bands > 0 ? cellDots[list / bands] * listScale[list] : cellDots[list]
     }
 
     /// The centre of list `list` in the original space: the centroid (without the reduction's extra

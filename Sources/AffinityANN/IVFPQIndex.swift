@@ -95,8 +95,8 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
         var selector = TopKSelector(k: k * refine)
         let isL2 = metric == .l2
         var sharedTable = isL2 ? [] : pq.table(q, negatedL2: false)
-        var scores: [Float] = []
-        for cell in quantizer.rankLists(q, nprobe: parameters.nprobe) {
+        var scores: [Float] = [], cellDots: [Float] = []
+        for cell in quantizer.rankLists(q, nprobe: parameters.nprobe, cellDots: &cellDots) {
             let ids = listIDs[cell]
             if ids.isEmpty { continue }
             var bias: Float = 0
@@ -104,7 +104,7 @@ public final class IVFPQIndex: VectorIndex, @unchecked Sendable {
                 // Table of −|(q − c)_j − r̂_j|², per cell.
                 sharedTable = pq.table(zip(q, quantizer.centre(ofList: cell, dimension: dimension)).map { $0 - $1 }, negatedL2: true)
             } else {
-                bias = quantizer.dotCentre(q, list: cell)
+                bias = quantizer.dotCentre(cellDots: cellDots, list: cell)
             }
             if scores.count < ids.count { scores = [Float](repeating: 0, count: ids.count) }
             listCodes[cell].withUnsafeBufferPointer { codes in

@@ -26,38 +26,44 @@ enum TextScanner {
     /// the buffer to hold it). Same lines and numbers as `forEachLine(_:_:)` over the file's bytes.
     /// Return false from `body` to stop.
     static func forEachLine(inFile path: String, chunkBytes: Int = 8 << 20, _ body: (Int, UnsafeBufferPointer<UInt8>) throws -> Bool) throws {
+        try withOpenFile(path) { fd in
+            try forEachLine(chunkBytes: chunkBytes, reading: { buffer, count in
+                while true {
+                    let n = read(fd, buffer, count)
+                    if n >= 0 { return n }
+                    if errno != EINTR { throw DataError.unreadable(path: path, reason: "read failed (\(String(cString: strerror(errno))))") }
+                }
+            }, body)
+        }
+    }
+
+    /// Runs `body` with a read-only descriptor of the regular file at `path` (closed after it);
+    /// a missing file, a folder or one that cannot be opened is an error naming it.
+    private static func withOpenFile(_ path: String, _ body: (Int32) throws -> Void) throws {
         try checkFile(path)
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw DataError.unreadable(path: path, reason: "cannot be opened (\(String(cString: strerror(errno))))") }
         defer { close(fd) }
-        try forEachLine(chunkBytes: chunkBytes, reading: { buffer, count in
-            while true {
-                let n = read(fd, buffer, count)
-                if n >= 0 { return n }
-                if errno != EINTR { throw DataError.unreadable(path: path, reason: "read failed (\(String(cString: strerror(errno))))") }
-            }
-        }, body)
+        try body(fd)
     }
 
     /// `forEachLine(inFile:)` for a gzip file, decompressed as it is read (every member); more than
     /// `limit` decompressed bytes is refused as a decompression bomb.
     static func forEachLine(inGzipFile path: String, limit: Int, chunkBytes: Int = 8 << 20, _ body: (Int, UnsafeBufferPointer<UInt8>) throws -> Bool) throws {
-        try checkFile(path)
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw DataError.unreadable(path: path, reason: "cannot be opened (\(String(cString: strerror(errno))))") }
-        defer { close(fd) }
-        var message = [CChar](repeating: 0, count: 160)
-        guard let stream = affinity_gz_open(fd, limit, &message, message.count) else {
-            throw gzipError(path, message)
-        }
-        defer { affinity_gz_close(stream) }
-        try forEachLine(chunkBytes: chunkBytes, reading: { buffer, count in
-            let n = affinity_gz_read(stream, buffer, count, &message, message.count)
-            guard n >= 0 else {
+        try withOpenFile(path) { fd in
+            var message = [CChar](repeating: 0, count: 160)
+            guard let stream = affinity_gz_open(fd, limit, &message, message.count) else {
                 throw gzipError(path, message)
             }
-            return n
-        }, body)
+            defer { affinity_gz_close(stream) }
+            try forEachLine(chunkBytes: chunkBytes, reading: { buffer, count in
+                let n = affinity_gz_read(stream, buffer, count, &message, message.count)
+                guard n >= 0 else {
+                    throw gzipError(path, message)
+                }
+                return n
+            }, body)
+        }
     }
 
     /// The error for a zlib wrapper's NUL-ended `message` about `path`.

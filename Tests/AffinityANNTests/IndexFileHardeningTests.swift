@@ -4,6 +4,7 @@ import Testing
 import AffinityLinalg
 #if canImport(Glibc)
 import Glibc
+import AffinityTestSupport
 #endif
 
 /// Crafted index files (issue "Hardening", defects 1, 6 and 7): each is refused with an error that
@@ -12,7 +13,7 @@ import Glibc
     let vectors = Matrix.random(rows: 300, columns: 8, seed: 3)
 
     func saved(_ spec: String, metric: Metric = .innerProduct) throws -> (path: String, bytes: [UInt8]) {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-idx-\(UInt32.random(in: 0...UInt32.max))").path
+        let dir = TestScratch.path("affinity-idx")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let path = dir + "/index.idx"
         let index = try IndexFactory.build(spec: spec, vectors: vectors, metric: metric, settings: ["threads": "1", "iterations": "2"])
@@ -108,7 +109,7 @@ import Glibc
     /// key: L2 k-means cells ranked by q·c) loads and searches as it was built.
     @Test func preBandFilesStillLoad() throws {
         let legacy = try IVFIndex.legacyInnerProduct(vectors: vectors, lists: 4)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-idx-\(UInt32.random(in: 0...UInt32.max))").path
+        let dir = TestScratch.path("affinity-idx")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let path = dir + "/legacy.idx"
         try IndexFile.save(legacy, to: path)
@@ -147,7 +148,7 @@ import Glibc
     }
 
     @Test func aFIFOIsNotAnIndex() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-idx-fifo-\(UInt32.random(in: 0...UInt32.max))").path
+        let dir = TestScratch.path("affinity-idx-fifo")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         #expect(mkfifo(dir + "/index.idx", 0o600) == 0)
         #expect { try IndexFile.load(dir + "/index.idx") } throws: { "\($0)".contains("not a regular file") }

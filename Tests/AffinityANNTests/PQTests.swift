@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import AffinityANN
 import AffinityLinalg
+import AffinityTestSupport
 
 @Suite(.serialized) struct PQTests {
     @Test func scanMatchesReferenceOnEveryPath() throws {
@@ -61,7 +62,7 @@ import AffinityLinalg
         #expect(try IndexFactory.parse("MIPS,IVF64,PQ8,Refine") == .ivfpq(lists: 64, subspaces: 8, mipsReduction: true, refine: true, opq: false))
         #expect(throws: IndexError.self) { try IndexFactory.parse("IVF64,PQ8,Extra") }
         let index = try IndexFactory.build(spec: "MIPS,IVF8,PQ4,Refine", vectors: base, metric: .innerProduct, settings: ["iterations": "4"])
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-ivfpq-\(UInt32.random(in: 0...UInt32.max)).idx").path
+        let path = TestScratch.path("affinity-ivfpq", suffix: ".idx")
         try IndexFile.save(index, to: path)
         let loaded = try IndexFile.load(path)
         let p = SearchParameters(nprobe: 3, refine: 4)
@@ -116,7 +117,7 @@ import AffinityLinalg
         let want = ExactSearch.referenceSearch(queries: queries, base: base, k: 10, metric: .innerProduct)
         let cells = try #require(index as? IVFPQIndex).quantizer.cells   // 8 cells (x norm bands: nprobe counts cells)
         #expect(recallAt(try index.search(queries: queries, k: 10, parameters: SearchParameters(nprobe: cells, refine: 300)), want, k: 10) == 1.0)
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-opq-\(UInt32.random(in: 0...UInt32.max)).idx").path
+        let path = TestScratch.path("affinity-opq", suffix: ".idx")
         try IndexFile.save(index, to: path)
         let p = SearchParameters(nprobe: 3, refine: 4)
         #expect(try IndexFile.load(path).search(queries: queries, k: 10, parameters: p) == index.search(queries: queries, k: 10, parameters: p))

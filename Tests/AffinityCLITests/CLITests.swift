@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import AffinityTestSupport
 
 /// Runs the built `affinity` binary (it sits beside the test bundle) and captures its output.
 struct CLI {
@@ -33,7 +34,7 @@ struct CLI {
 }
 
 func tempDir() -> String {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-cli-\(UInt32.random(in: 0...UInt32.max))").path
+    let path = TestScratch.path("affinity-cli")
     try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }

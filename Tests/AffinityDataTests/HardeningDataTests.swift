@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import AffinityData
+import AffinityTestSupport
 
 /// Regression tests of the issue "Hardening" for logs and splits.
 @Suite struct HardeningDataTests {
@@ -63,7 +64,7 @@ import Testing
     /// A file written over an existing one is replaced whole, every time, and no temporary is left;
     /// a folder in the way is an error naming the path.
     @Test func atomicFileWritesReplaceExistingFiles() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-atomic-\(UInt32.random(in: 0...UInt32.max))").path
+        let dir = TestScratch.path("affinity-atomic")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for n in 0..<20 { try AtomicWrite.file(Data("version \(n)\n".utf8), to: dir + "/recs.tsv") }
         #expect(try String(contentsOfFile: dir + "/recs.tsv", encoding: .utf8) == "version 19\n")

@@ -1,10 +1,11 @@
 import Foundation
+import AffinityTestSupport
 @testable import AffinityData
 
 /// A fresh temporary folder for one test.
 func temporaryFolder(_ name: String = #function) -> String {
     let safe = name.filter { $0.isLetter || $0.isNumber }
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-test-\(safe)-\(UInt32.random(in: 0...UInt32.max))").path
+    let path = TestScratch.path("affinity-test-\(safe)")
     try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }

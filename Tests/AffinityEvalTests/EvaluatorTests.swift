@@ -3,10 +3,11 @@ import Testing
 @testable import AffinityData
 @testable import AffinityEval
 import AffinityLinalg
+import AffinityTestSupport
 
 /// Writes a split folder from TSV texts and reads it back.
 func makeSplit(train: String, test: String, valid: String? = nil) throws -> SplitFolder {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-eval-\(UInt32.random(in: 0...UInt32.max))").path
+    let dir = TestScratch.path("affinity-eval")
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     try Data(train.utf8).write(to: URL(fileURLWithPath: dir + "/train.tsv"))
     try Data(test.utf8).write(to: URL(fileURLWithPath: dir + "/test.tsv"))

@@ -3,13 +3,14 @@ import Testing
 @testable import AffinityLinalg
 #if canImport(Glibc)
 import Glibc
+import AffinityTestSupport
 #endif
 
 /// Files with crafted sizes and values (issue "Hardening", defect 1 and 6): each is rejected with
 /// an error that names the file, never a trap or an allocation the file asked for.
 @Suite struct UntrustedInputTests {
     func temporaryFile(_ name: String) -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-untrusted-\(UInt32.random(in: 0...UInt32.max))").path
+        let dir = TestScratch.path("affinity-untrusted")
         try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         return dir + "/" + name
     }

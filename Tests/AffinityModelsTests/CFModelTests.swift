@@ -155,7 +155,7 @@ import AffinityTestSupport
         #expect(try model.antiAffinities(of: 0, k: 1).first?.item == 1)
         let similar = try model.similarItems(to: 3, k: 5)
         #expect(!similar.isEmpty && similar.allSatisfy { $0.index != 3 && $0.score > 0 })
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sparse-ease-\(UInt32.random(in: 0...UInt32.max))").path
+        let folder = TestScratch.path("sparse-ease")
         defer { try? FileManager.default.removeItem(atPath: folder) }
         try TrainedModel(model: model, users: IDVocabulary((0..<300).map { "u\($0)" }), items: IDVocabulary((0..<22).map { "i\($0)" }))
             .save(to: folder)

@@ -9,7 +9,7 @@ import AffinityTestSupport
 /// Regression tests of the issue "Hardening" for models and model files.
 @Suite struct HardeningModelTests {
     func folder() -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-hm-\(UInt32.random(in: 0...UInt32.max))").path
+        let path = TestScratch.path("affinity-hm")
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }

@@ -84,7 +84,7 @@ import AffinityTestSupport
     }
 
     func folder() -> String {
-        FileManager.default.temporaryDirectory.appendingPathComponent("affinity-model-\(UInt32.random(in: 0...UInt32.max))").path
+        TestScratch.path("affinity-model")
     }
 
     @Test(arguments: ModelRegistry.names)

@@ -52,7 +52,7 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
         // Cosine score: unit-length outputs.
         let norm = (0..<e.columns).reduce(Float(0)) { $0 + e[0, $1] * e[0, $1] }.squareRoot()
         #expect(abs(norm - 1) < 1e-4)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-tt-\(UInt32.random(in: 0...UInt32.max))").path
+        let dir = TestScratch.path("affinity-tt")
         let vocab = { (n: Int, p: String) in IDVocabulary((0..<n).map { "\(p)\($0)" }) }
         try TrainedModel(model: model, users: vocab(model.userCount, "u"), items: vocab(model.itemCount, "i")).save(to: dir)
         let loaded = try TrainedModel.load(from: dir).model as! TwoTower
@@ -72,7 +72,7 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
         let model = try TwoTower.fit(x, configuration: c, sideInformation: side, progress: nil)
         let names = Set(model.network.parameters.map(\.name))
         #expect(names.isSuperset(of: ["item.genres", "item.vectors.weight", "user.features"]))
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-tt-side-\(UInt32.random(in: 0...UInt32.max))").path
+        let dir = TestScratch.path("affinity-tt-side")
         let vocab = { (n: Int, p: String) in IDVocabulary((0..<n).map { "\(p)\($0)" }) }
         try TrainedModel(model: model, users: vocab(model.userCount, "u"), items: vocab(model.itemCount, "i")).save(to: dir)
         let loaded = try TrainedModel.load(from: dir).model as! TwoTower
@@ -102,7 +102,7 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
         for k in 0..<table.value.columns { table.value[n, k] = 100 }
         #expect(model.network.itemVectors([n]) == before, "a cold item's ID embedding is not read")
         #expect(before.values.allSatisfy { $0.isFinite })
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-tt-cold-\(UInt32.random(in: 0...UInt32.max))").path
+        let dir = TestScratch.path("affinity-tt-cold")
         let vocab = { (n: Int, p: String) in IDVocabulary((0..<n).map { "\(p)\($0)" }) }
         try TrainedModel(model: model, users: vocab(model.userCount, "u"), items: vocab(model.itemCount, "i")).save(to: dir)
         let loaded = try TrainedModel.load(from: dir).model as! TwoTower

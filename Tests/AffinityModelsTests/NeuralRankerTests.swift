@@ -4,6 +4,7 @@ import Foundation
 import Testing
 
 @testable import AffinityModels
+import AffinityTestSupport
 
 /// The learned ranker: it learns a planted rule with every loss, its GMF branch learns per-item
 /// preference, it saves and loads exactly, refuses a damaged file, and the shared loop keeps the
@@ -141,7 +142,7 @@ import Testing
         c.hidden = 8
         let ranker = NeuralRanker(configuration: c, itemCount: 30, featureNames: ["signal", "noise"])
         try ranker.fit(lists(20, seed: 3))
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ranker-\(UInt32.random(in: 0...UInt32.max)).safetensors").path
+        let path = TestScratch.path("ranker", suffix: ".safetensors")
         defer { try? FileManager.default.removeItem(atPath: path) }
         try ranker.save(to: path)
         let loaded = try NeuralRanker.load(from: path)

@@ -5,6 +5,7 @@ import Foundation
 import Testing
 
 @testable import AffinityModels
+import AffinityTestSupport
 
 /// Two planted groups: users g0-* like items a*, users g1-* like items b*.
 private func plantedEvents(users: Int = 40, items: Int = 20, perUser: Int = 8, seed: UInt64 = 3) -> [OnlineEvent] {
@@ -58,7 +59,7 @@ private func small(_ edit: (inout OnlineMF.Configuration) -> Void = { _ in }) ->
         try whole.learn(events)
         let first = try OnlineLearner(configuration: small { $0.minCount = 2 })
         try first.learn(Array(events[..<150]))
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-online-\(UInt32.random(in: 0...UInt32.max))").path
+        let folder = TestScratch.path("affinity-online")
         try first.save(to: folder, position: 150)
         let (resumed, position) = try OnlineLearner.load(from: folder)
         #expect(position == 150)

@@ -104,7 +104,7 @@ import Testing
         let model = try SASRec.fit(data, configuration: c, progress: nil)
         let trained = TrainedModel(model: model, users: IDVocabulary((0..<data.userCount).map { "u\($0)" }),
                                    items: IDVocabulary((0..<data.itemCount).map { "i\($0)" }))
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-sasrec-\(UInt32.random(in: 0...UInt32.max))").path
+        let path = TestScratch.path("affinity-sasrec")
         try trained.save(to: path)
         let loaded = try TrainedModel.load(from: path)
         let reloaded = try #require(loaded.model as? SASRec)

@@ -5,6 +5,7 @@ import Foundation
 import Testing
 
 @testable import AffinityModels
+import AffinityTestSupport
 
 /// VQ-Rec and the item encoders of SASRec: codes are unique (collisions counted and moved), the
 /// code table is the mean of its code rows, vq-rec learns a planted order from codes alone,
@@ -139,7 +140,7 @@ import Testing
         for model in [vq, text] as [any PersistableRecommender] {
             let trained = TrainedModel(model: model, users: IDVocabulary((0..<data.userCount).map { "u\($0)" }),
                                        items: IDVocabulary((0..<data.itemCount).map { "i\($0)" }))
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-vq-\(UInt32.random(in: 0...UInt32.max))").path
+            let path = TestScratch.path("affinity-vq")
             defer { try? FileManager.default.removeItem(atPath: path) }
             try trained.save(to: path)
             let loaded = try TrainedModel.load(from: path).model

@@ -5,6 +5,7 @@ import AffinityModels
 import Foundation
 import Testing
 @testable import AffinityPipeline
+import AffinityTestSupport
 
 /// Issue "Retrieve -> rank -> re-rank" (in part): retrievers merged, ranked by fusion, re-ranked,
 /// and a pipeline file that names what is wrong with it.
@@ -92,7 +93,7 @@ import Testing
     }
 
     @Test func pipelineFilesAreCheckedFieldByField() throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-pipeline-\(UInt32.random(in: 0...UInt32.max))").path
+        let folder = TestScratch.path("affinity-pipeline")
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try trained(try EASE.fit(x, settings: ["lambda": "10"])).save(to: folder + "/ease")
         try trained(try ALS.fit(x, settings: ["factors": "4", "iterations": "2"])).save(to: folder + "/ials")

@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import Testing
+import AffinityTestSupport
 
 /// A backend under the conformance suite: opens a fresh empty store, and reopens the same one.
 struct StoreBackend: Sendable, CustomStringConvertible {
@@ -431,7 +432,7 @@ final class PrivatePostgres {
     @discardableResult
     static func shell(_ arguments: [String], environment: [String: String] = [:]) throws -> String {
         func quote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-shell-\(UInt32.random(in: 0...UInt32.max)).out").path
+        let file = TestScratch.path("affinity-shell", suffix: ".out")
         defer { try? FileManager.default.removeItem(atPath: file) }
         let assignments = environment.map { "\($0.key)=\(quote($0.value))" }.joined(separator: " ")
         let command = (assignments.isEmpty ? "" : "env \(assignments) ") + arguments.map(quote).joined(separator: " ")

@@ -2,6 +2,7 @@ import AffinityData
 import AffinityLinalg
 import AffinityModels
 import Foundation
+import AffinityTestSupport
 import Hummingbird
 import Logging
 import Testing
@@ -55,7 +56,7 @@ let quietLogger: Logger = {
 }()
 
 func temporaryDirectory(_ name: String = "server") -> String {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-\(name)-\(UInt32.random(in: 0...UInt32.max))").path
+    let path = TestScratch.path("affinity-\(name)")
     try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }

@@ -3,6 +3,7 @@ import AffinityNN
 import Foundation
 import Testing
 @testable import AffinityText
+import AffinityTestSupport
 
 /// A small vocabulary in BERT's layout ([PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3).
 let tinyVocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", ",", "!", "un", "##aff", "##able",
@@ -37,7 +38,7 @@ func tinyTokenizer() throws -> WordPieceTokenizer { try WordPieceTokenizer(token
     }
 
     @Test func vocabularyFromVocabTxtOrTokenizerJSON() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("affinity-vocab-\(UInt32.random(in: 0...UInt32.max))").path
+        let dir = TestScratch.path("affinity-vocab")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let vocab = Dictionary(uniqueKeysWithValues: tinyVocabulary.enumerated().map { ($1, $0) })
         let json = try JSONSerialization.data(withJSONObject: ["model": ["type": "WordPiece", "vocab": vocab]])
