@@ -104,6 +104,32 @@ public enum Kernels {
         return z
     }
 
+    /// One skip-gram step with negative sampling (see `affinity_sgns_step`): trains the input
+    /// vector `w` (length `dimension`) against the output rows `targets` of `output` (the first the
+    /// true word, the rest negatives), updating both in place. `scratch` holds `dimension` floats.
+    @inline(__always)
+    public static func sgnsStep(input w: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
+                                count: Int, dimension: Int, learningRate: Float, scratch: UnsafeMutablePointer<Float>) {
+        affinity_sgns_step(w, output, targets, count, dimension, learningRate, scratch)
+    }
+
+    /// Reference twin of `sgnsStep` in plain Swift (Double dot products).
+    public static func referenceSGNSStep(input w: inout [Float], output: inout [Float], targets: [Int], learningRate: Float) {
+        let d = w.count
+        var e = [Float](repeating: 0, count: d)
+        for (t, target) in targets.enumerated() {
+            var f = 0.0
+            for k in 0..<d { f += Double(w[k]) * Double(output[target * d + k]) }
+            let sigma: Float = f > 6 ? 1 : f < -6 ? 0 : Float(1 / (1 + exp(-f)))
+            let g = ((t == 0 ? 1 : 0) - sigma) * learningRate
+            for k in 0..<d {
+                e[k] += g * output[target * d + k]
+                output[target * d + k] += g * w[k]
+            }
+        }
+        for k in 0..<d { w[k] += e[k] }
+    }
+
     // Reference twins: plain loops with Double accumulation.
 
     public static func referenceDot(_ a: [Float], _ b: [Float]) -> Float {

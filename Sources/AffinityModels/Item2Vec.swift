@@ -8,12 +8,16 @@ import Foundation
 /// rate decaying linearly to `minLearningRate`). A user is the mean of their items' normalised
 /// vectors, so a score is the mean cosine similarity to the user's items.
 ///
-/// Training runs on `threads` threads the way word2vec and gensim do it ("Hogwild"): the sequences
+/// Training runs on `threads` threads much as word2vec and gensim do it ("Hogwild"): the sequences
 /// are cut into one contiguous shard per thread (equal token counts), each thread walks its shard
-/// with its own seeded random stream and updates the shared vectors without locks (a lost update
-/// now and then is part of the method), and its learning rate decays with its own shard's
-/// progress. With `threads=1` it is one seeded sequential pass per epoch: the same seed gives the
-/// same model, bit for bit; with more threads the result varies slightly between runs.
+/// with its own seeded random stream and updates the shared input vectors without locks (a lost
+/// update now and then is part of the method), and its learning rate decays with its own shard's
+/// progress. The output vectors (which the popular items' rows make the contended ones) are a copy
+/// per thread whose changes are summed into the shared ones `mergesPerEpoch` times an epoch. With
+/// `threads=1` it is one seeded sequential pass per epoch: the same seed gives the same model, bit
+/// for bit; with more threads the result varies slightly between runs. Each step is one C kernel
+/// (`Kernels.sgnsStep`: the dot products, sigmoid and both updates for the true item and its
+/// negatives).
 public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
     public struct Configuration: ModelConfiguration {
         /// One line per setting for `affinity train --help`.
@@ -77,7 +81,9 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
     public static func fit(sequences: [[Int]], interactions: SparseMatrix, configuration c: Configuration,
                            progress: TrainingProgress.Handler? = nil) throws -> Item2Vec {
         try c.validate()
-        try MemoryBudget.check(bytes: Double(interactions.columnCount) * Double(c.dimension) * 4 * 2,
+        // Input and output vectors, and a copy of the output vectors per thread when there are several.
+        let copies = Parallelism.resolve(c.threads) > 1 ? Parallelism.resolve(c.threads) : 0
+        try MemoryBudget.check(bytes: Double(interactions.columnCount) * Double(c.dimension) * 4 * Double(2 + copies),
                                for: "Item2Vec with dimension=\(c.dimension) on \(interactions.columnCount) items")
         let n = interactions.columnCount, d = c.dimension
         var g = SeededGenerator(seed: c.seed)
@@ -122,18 +128,45 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
         let shardRanges = shards, unigramTable = table
         let shardTokenCounts = shards.map { shard in sequences[shard].reduce(0) { $0 + $1.count } }
         let reporter = ReporterBox(ProgressReporter(progress, model: modelType, epochs: c.epochs, exampleName: "tokens"))
+        // With several threads each keeps its own copy of the output vectors and the copies' changes
+        // are summed into the shared ones `mergesPerEpoch` times an epoch: the true word and the
+        // negatives are drawn from the popular items, whose output rows both threads otherwise kept
+        // writing (cache lines moving between cores at every step: two threads ran slower than one,
+        // and 1.9x one with a private copy each). The input vectors stay shared, lock-free.
+        let shardCount = shardRanges.count, replicate = shardCount > 1
+        let rounds = replicate ? Self.mergesPerEpoch : 1
+        var replicas = replicate ? [Float](repeating: 0, count: shardCount * n * d) : []
+        var generators = [SeededGenerator](repeating: SeededGenerator(seed: 0), count: shardCount)
+        var tokensDone = [Int](repeating: 0, count: shardCount)
         for epoch in 0..<c.epochs {
-            input.withUnsafeMutableBufferPointer { inputBuffer in
+            for worker in 0..<shardCount {
+                generators[worker] = SeededGenerator(seed: c.seed, stream: UInt64(epoch + 1) &+ (UInt64(worker) << 32))
+                tokensDone[worker] = 0
+            }
+            for round in 0..<rounds {
+                if replicate {
+                    for worker in 0..<shardCount { replicas.replaceSubrange((worker * n * d)..<((worker + 1) * n * d), with: output) }
+                }
+                input.withUnsafeMutableBufferPointer { inputBuffer in
                 output.withUnsafeMutableBufferPointer { outputBuffer in
-                    let w = SharedMutableBuffer(inputBuffer), o = SharedMutableBuffer(outputBuffer)
-                    Parallelism.forEachChunk(shardRanges.count, threads: shardRanges.count) { worker in
+                replicas.withUnsafeMutableBufferPointer { replicaBuffer in
+                generators.withUnsafeMutableBufferPointer { generatorBuffer in
+                tokensDone.withUnsafeMutableBufferPointer { doneBuffer in
+                    let w = SharedMutableBuffer(inputBuffer), shared = SharedMutableBuffer(outputBuffer)
+                    let copies = SharedMutableBuffer(replicaBuffer), gens = SharedMutableBuffer(generatorBuffer), dones = SharedMutableBuffer(doneBuffer)
+                    Parallelism.forEachChunk(shardCount, threads: shardCount) { worker in
                         let shard = shardRanges[worker]
                         let shardTokens = shardTokenCounts[worker]
-                        var eg = SeededGenerator(seed: c.seed, stream: UInt64(epoch + 1) &+ (UInt64(worker) << 32))
+                        // This round's part of the shard.
+                        let part = (shard.lowerBound + shard.count * round / rounds)..<(shard.lowerBound + shard.count * (round + 1) / rounds)
+                        let o = replicate ? copies.base.baseAddress! + worker * n * d : shared.base.baseAddress!
+                        var eg = gens[worker]
+                        var done = dones[worker]
+                        defer { gens[worker] = eg; dones[worker] = done }
                         var hidden = [Float](repeating: 0, count: d)
-                        var done = 0
-                        hidden.withUnsafeMutableBufferPointer { e in
-                            for s in shard {
+                        var targets = [Int32](repeating: 0, count: c.negatives + 1)
+                        hidden.withUnsafeMutableBufferPointer { e in targets.withUnsafeMutableBufferPointer { tp in
+                            for s in part {
                                 let sequence = sequences[s]
                                 done += sequence.count
                                 if worker == 0 && (s - shard.lowerBound) & 255 == 0 {
@@ -143,7 +176,7 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
                                 }
                                 // The learning rate follows this shard's progress (the whole pass when there is one shard).
                                 let progressed = Double(epoch) * total
-                                    + (shardRanges.count == 1 ? Double(done) : Double(done) * total / Double(max(1, shardTokens)))
+                                    + (shardCount == 1 ? Double(done) : Double(done) * total / Double(max(1, shardTokens)))
                                 let alpha = Float(max(c.minLearningRate, c.learningRate - (c.learningRate - c.minLearningRate) * progressed / totalSteps))
                                 let kept = sequence.filter { keep[$0] >= 1 || eg.nextDouble() < keep[$0] }
                                 for (position, center) in kept.enumerated() {
@@ -151,34 +184,34 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
                                     let lo = max(0, position - c.window + reduced), hi = min(kept.count - 1, position + c.window - reduced)
                                     guard lo <= hi else { continue }
                                     for p in lo...hi where p != position {
-                                        // gensim's skip-gram trains the context word's input vector to predict the centre.
-                                        let wv = w.base.baseAddress! + kept[p] * d
-                                        for k in 0..<d { e[k] = 0 }
-                                        for s in 0...c.negatives {
-                                            let target: Int
-                                            let label: Float
-                                            if s == 0 {
-                                                target = center
-                                                label = 1
-                                            } else {
-                                                target = Int(unigramTable[eg.next(below: tableSize)])
-                                                if target == center { continue }
-                                                label = 0
-                                            }
-                                            let ov = o.base.baseAddress! + target * d
-                                            let gradient = (label - sigmoid(Kernels.dot(wv, ov, count: d))) * alpha
-                                            for k in 0..<d {
-                                                e[k] += gradient * ov[k]
-                                                ov[k] += gradient * wv[k]
-                                            }
+                                        // gensim's skip-gram trains the context word's input vector to predict the
+                                        // centre: the centre, then the negatives drawn (one that is the centre skipped).
+                                        tp[0] = Int32(center)
+                                        var count = 1
+                                        for _ in 0..<c.negatives {
+                                            let target = unigramTable[eg.next(below: tableSize)]
+                                            if Int(target) != center { tp[count] = target; count += 1 }
                                         }
-                                        for k in 0..<d { wv[k] += e[k] }
+                                        Kernels.sgnsStep(input: w.base.baseAddress! + kept[p] * d, output: o, targets: tp.baseAddress!,
+                                                         count: count, dimension: d, learningRate: alpha, scratch: e.baseAddress!)
                                     }
                                 }
                             }
+                        } }
+                    }
+                    if replicate {
+                        // shared += Σ (copy − shared), rows in parallel; the sum in worker order (the same bits
+                        // whichever thread merges a row).
+                        Parallelism.forEachRange(n, grain: max(1, (n + shardCount - 1) / shardCount), threads: shardCount) { rows in
+                            for i in (rows.lowerBound * d)..<(rows.upperBound * d) {
+                                let base = shared[i]
+                                var sum = base
+                                for worker in 0..<shardCount { sum += copies[worker * n * d + i] - base }
+                                shared[i] = sum
+                            }
                         }
                     }
-                }
+                } } } } }
             }
             reporter.endOfEpoch(epoch + 1, examples: (epoch + 1) * tokensPerEpoch)
         }
@@ -210,6 +243,10 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
         return out
     }
 
+    /// How many times an epoch several threads' copies of the output vectors are summed into the
+    /// shared ones (each thread sees the others' updates to them that late).
+    static let mergesPerEpoch = 16
+
     /// The progress reporter shared by the training threads (thread 0 reports inside an epoch).
     private final class ReporterBox: @unchecked Sendable {
         private var reporter: ProgressReporter
@@ -221,7 +258,4 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
         func endOfEpoch(_ epoch: Int, examples: Int) { lock.locked { reporter.endOfEpoch(epoch, examples: examples) } }
     }
 
-    @inline(__always) private static func sigmoid(_ x: Float) -> Float {
-        x > 6 ? 1 : (x < -6 ? 0 : 1 / (1 + exp(-x)))
-    }
 }

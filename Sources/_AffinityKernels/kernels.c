@@ -973,6 +973,61 @@ float affinity_bpr_step(float *w, float *hi, float *hj, long f, float bias_diff,
     return bpr_step_c(w, hi, hj, f, bias_diff, lr, reg);
 }
 
+// ------------------------------------------------------------------------------ skip-gram step
+// word2vec's sigmoid, cut at ±6 as its table is.
+static inline float sgns_sigmoid(float x) { return x > 6 ? 1.0f : x < -6 ? 0.0f : 1.0f / (1.0f + expf(-x)); }
+
+static void sgns_step_c(float *w, float *out, const int32_t *targets, long count, long d, float alpha, float *e) {
+    for (long k = 0; k < d; k++) e[k] = 0;
+    for (long t = 0; t < count; t++) {
+        float *o = out + (long)targets[t] * d;
+        float g = ((t == 0 ? 1.0f : 0.0f) - sgns_sigmoid(dot_c(w, o, d))) * alpha;
+        for (long k = 0; k < d; k++) {
+            e[k] += g * o[k];
+            o[k] += g * w[k];
+        }
+    }
+    for (long k = 0; k < d; k++) w[k] += e[k];
+}
+
+#if AFFINITY_X86
+#define AFFINITY_SGNS_KERNEL(W, L, TARGET, DOT)                                                                     \
+    __attribute__((target(TARGET))) static void sgns_step_##W(float *w, float *out, const int32_t *targets,         \
+                                                              long count, long d, float alpha, float *e) {          \
+        long body = d / L * L, k;                                                                                  \
+        for (k = 0; k < d; k++) e[k] = 0;                                                                          \
+        for (long t = 0; t < count; t++) {                                                                         \
+            float *o = out + (long)targets[t] * d;                                                                 \
+            float g = ((t == 0 ? 1.0f : 0.0f) - sgns_sigmoid(DOT(w, o, d))) * alpha;                               \
+            __m##W vg = _mm##W##_set1_ps(g);                                                                       \
+            for (k = 0; k < body; k += L) {                                                                        \
+                __m##W ok = _mm##W##_loadu_ps(o + k);                                                              \
+                _mm##W##_storeu_ps(e + k, _mm##W##_fmadd_ps(vg, ok, _mm##W##_loadu_ps(e + k)));                    \
+                _mm##W##_storeu_ps(o + k, _mm##W##_fmadd_ps(vg, _mm##W##_loadu_ps(w + k), ok));                    \
+            }                                                                                                      \
+            for (; k < d; k++) {                                                                                   \
+                e[k] += g * o[k];                                                                                  \
+                o[k] += g * w[k];                                                                                  \
+            }                                                                                                      \
+        }                                                                                                          \
+        for (k = 0; k < body; k += L) _mm##W##_storeu_ps(w + k, _mm##W##_add_ps(_mm##W##_loadu_ps(w + k), _mm##W##_loadu_ps(e + k))); \
+        for (; k < d; k++) w[k] += e[k];                                                                           \
+    }
+
+AFFINITY_SGNS_KERNEL(512, 16, "avx512f", dot_avx512)
+AFFINITY_SGNS_KERNEL(256, 8, "avx2,fma", dot_avx2)
+#endif
+
+void affinity_sgns_step(float *w, float *out, const int32_t *targets, long count, long d, float alpha, float *e) {
+#if AFFINITY_X86
+    switch (affinity_simd_level()) {
+    case 2: sgns_step_512(w, out, targets, count, d, alpha, e); return;
+    case 1: sgns_step_256(w, out, targets, count, d, alpha, e); return;
+    }
+#endif
+    sgns_step_c(w, out, targets, count, d, alpha, e);
+}
+
 // ------------------------------------------------------------------------------ scores by id
 static inline void prefetch_row(const float *row, long dim) {
     const char *p = (const char *)row;

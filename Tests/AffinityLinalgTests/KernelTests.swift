@@ -520,6 +520,37 @@ func close(_ a: Float, _ b: Float, relative: Float = 1e-4, absolute: Float = 1e-
     }
 }
 
+@Suite(.serialized) struct SGNSStepTests {
+    /// The skip-gram step against its plain twin on every SIMD path: lengths around the vector
+    /// widths, a negative drawn twice (it must see its own first update), dot products past ±6
+    /// (the cut sigmoid).
+    @Test(arguments: [1, 7, 16, 17, 64, 100])
+    func matchesReferenceOnEveryPath(d: Int) {
+        let rows = 5
+        let targets = [2, 0, 4, 0, 3]
+        for scale: Float in [0.3, 3] {
+            for level in simdLevels {
+                Kernels.forceSIMDLevel(level)
+                defer { Kernels.forceSIMDLevel(-1) }
+                var w = randomVector(d, seed: 11).map { $0 * scale }, out = randomVector(rows * d, seed: 12).map { $0 * scale }
+                var rw = w, rout = out
+                let t32 = targets.map { Int32($0) }
+                var scratch = [Float](repeating: .nan, count: d)
+                w.withUnsafeMutableBufferPointer { wp in out.withUnsafeMutableBufferPointer { op in scratch.withUnsafeMutableBufferPointer { sp in
+                    t32.withUnsafeBufferPointer { tp in
+                        Kernels.sgnsStep(input: wp.baseAddress!, output: op.baseAddress!, targets: tp.baseAddress!, count: targets.count,
+                                         dimension: d, learningRate: 0.05, scratch: sp.baseAddress!)
+                    }
+                } } }
+                Kernels.referenceSGNSStep(input: &rw, output: &rout, targets: targets, learningRate: 0.05)
+                #expect(zip(w, rw).allSatisfy { close($0, $1, relative: 1e-4, absolute: 1e-5) }, "level \(level) d \(d) scale \(scale)")
+                #expect(zip(out, rout).allSatisfy { close($0, $1, relative: 1e-4, absolute: 1e-5) }, "level \(level) d \(d) scale \(scale)")
+                #expect(rout[d..<(2 * d)] == out[d..<(2 * d)])   // row 1 is no target: untouched
+            }
+        }
+    }
+}
+
 @Suite(.serialized) struct BPRStepTests {
     @Test(arguments: [1, 7, 16, 17, 64, 100])
     func matchesReferenceOnEveryPath(f: Int) {

@@ -158,7 +158,7 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
         #expect(a.factors.itemFactors == b.factors.itemFactors)
         let similar = try a.similarItems(to: 3, k: 5).map(\.index)
         #expect(similar.allSatisfy { $0 < 10 }, "\(similar)")
-        // Several threads (lock-free shards, as word2vec): not bit-reproducible, the same structure learned.
+        // Several threads (lock-free shards as word2vec, output-vector copies merged): not bit-reproducible, the same structure learned.
         for threads in ["2", "3"] {
             var parallel = settings
             parallel["threads"] = threads
