@@ -58,8 +58,10 @@ let package = Package(
             ],
             resources: [.copy("openapi.yaml")]
         ),
-        // Shared test helpers: the recommender conformance suite every model runs, scratch files removed at exit.
+        // Shared test helpers: the recommender conformance suite every model runs.
         .target(name: "AffinityTestSupport", dependencies: ["AffinityModels", "AffinityData", "AffinityLinalg"]),
+        // Tests' scratch files: one folder per test process, removed at exit (Foundation only).
+        .target(name: "AffinityTestScratch"),
         .executableTarget(
             name: "affinity",
             dependencies: [
@@ -71,19 +73,19 @@ let package = Package(
         // The README's Swift example, compiled by every build and run by AffinityCLITests.
         .executableTarget(name: "affinity-quickstart", dependencies: ["AffinityData", "AffinityEval", "AffinityModels"],
                           path: "Examples/QuickStart"),
-        .testTarget(name: "AffinityLinalgTests", dependencies: ["AffinityTestSupport", "AffinityLinalg"]),
-        .testTarget(name: "AffinityDataTests", dependencies: ["AffinityTestSupport", "AffinityData"]),
-        .testTarget(name: "AffinityEvalTests", dependencies: ["AffinityTestSupport", "AffinityEval", "AffinityModels"]),
-        .testTarget(name: "AffinityModelsTests", dependencies: ["AffinityTestSupport", "AffinityModels", "AffinityEval"]),
-        .testTarget(name: "AffinityTextTests", dependencies: ["AffinityTestSupport", "AffinityText", "AffinityNN", "AffinityLinalg"]),
-        .testTarget(name: "AffinityANNTests", dependencies: ["AffinityTestSupport", "AffinityANN", "AffinityLinalg"]),
-        .testTarget(name: "AffinityNNTests", dependencies: ["AffinityTestSupport", "AffinityNN", "AffinityLinalg"]),
-        .testTarget(name: "AffinityPipelineTests", dependencies: ["AffinityTestSupport", "AffinityPipeline", "AffinityModels", "AffinityData"]),
-        .testTarget(name: "AffinityServerTests", dependencies: ["AffinityTestSupport", "AffinityServer", "AffinityPipeline", "AffinityModels", "AffinityData",
+        .testTarget(name: "AffinityLinalgTests", dependencies: ["AffinityTestScratch", "AffinityLinalg"]),
+        .testTarget(name: "AffinityDataTests", dependencies: ["AffinityTestScratch", "AffinityData"]),
+        .testTarget(name: "AffinityEvalTests", dependencies: ["AffinityTestScratch", "AffinityEval", "AffinityModels"]),
+        .testTarget(name: "AffinityModelsTests", dependencies: ["AffinityTestScratch", "AffinityModels", "AffinityTestSupport", "AffinityEval"]),
+        .testTarget(name: "AffinityTextTests", dependencies: ["AffinityTestScratch", "AffinityText", "AffinityNN", "AffinityLinalg"]),
+        .testTarget(name: "AffinityANNTests", dependencies: ["AffinityTestScratch", "AffinityANN", "AffinityLinalg"]),
+        .testTarget(name: "AffinityNNTests", dependencies: ["AffinityTestScratch", "AffinityNN", "AffinityLinalg", "AffinityTestSupport"]),
+        .testTarget(name: "AffinityPipelineTests", dependencies: ["AffinityTestScratch", "AffinityPipeline", "AffinityModels", "AffinityData"]),
+        .testTarget(name: "AffinityServerTests", dependencies: ["AffinityTestScratch", "AffinityServer", "AffinityPipeline", "AffinityModels", "AffinityData",
                                                                .product(name: "Hummingbird", package: "hummingbird"),
                                                                .product(name: "PostgresNIO", package: "postgres-nio")]),
         .testTarget(name: "AffinityPlotTests", dependencies: ["AffinityPlot"]),
-        .testTarget(name: "AffinityCLITests", dependencies: ["AffinityTestSupport", "affinity", "affinity-quickstart"]),
+        .testTarget(name: "AffinityCLITests", dependencies: ["AffinityTestScratch", "affinity", "affinity-quickstart"]),
     ],
     swiftLanguageModes: [.v6]
 )

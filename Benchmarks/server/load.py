@@ -64,7 +64,15 @@ class Server:
         line = self.process.stdout.readline()
         m = re.search(r":(\d+)$", line.strip())
         if not m:
-            raise SystemExit(f"server did not start: {line!r}; see {log_path}")
+            # The log's end in the message: a temporary work folder is removed at exit.
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            self.log.flush()
+            with open(log_path, errors="replace") as f:
+                tail = "".join(f.readlines()[-20:])
+            raise SystemExit(f"server did not start: {line!r}; {log_path} ends:\n{tail}")
         self.port = int(m.group(1))
 
     def request(self, method, path, body=None):
@@ -172,7 +180,7 @@ def main():
     p.add_argument("--duration", type=int, default=30)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--wrk-threads", type=int, default=2)
-    p.add_argument("--work", default=None, help="Working folder (default: a new temporary one).")
+    p.add_argument("--work", default=None, help="Working folder (default: a new temporary one, removed at exit).")
     p.add_argument("--api-key", default=None, help="Run with this read-API key on (AFFINITY_API_KEY); every request carries it.")
     a = p.parse_args()
     if a.api_key:

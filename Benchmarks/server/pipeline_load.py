@@ -33,7 +33,7 @@ def main():
     # its own scheduling delays enter the latencies it records (measured: the same single-ranker pipeline
     # at the same throughput, p99 70 ms with -t2 and 32 ms with -t1).
     p.add_argument("--wrk-threads", type=int, default=1)
-    p.add_argument("--work", default=None, help="Working folder (default: a new temporary one; an existing tune is reused).")
+    p.add_argument("--work", default=None, help="Working folder (default: a new temporary one, removed at exit; an existing tune is reused).")
     a = p.parse_args()
     cpu = {k.strip(): v.strip() for k, v in (l.split(":", 1) for l in open("/proc/cpuinfo") if ":" in l)}
     simd = "AVX-512" if "avx512f" in cpu.get("flags", "").split() else "AVX2" if "avx2" in cpu.get("flags", "").split() else "no AVX2"

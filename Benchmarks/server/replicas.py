@@ -89,7 +89,7 @@ def main():
     p.add_argument("--split", default=os.path.join(ROOT, "..", "shared", "data", "splits", "ml-1m-holdout-s42"))
     p.add_argument("--duration", type=int, default=20)
     p.add_argument("--store", default=None, help="postgres://USER@HOST:PORT/DB of a running server (default: start one)")
-    p.add_argument("--work", default=None)
+    p.add_argument("--work", default=None, help="Working folder (default: a new temporary one, removed at exit).")
     a = p.parse_args()
     cpu = {k.strip(): v.strip() for k, v in (l.split(":", 1) for l in open("/proc/cpuinfo") if ":" in l)}
     print(f"cpu: {cpu.get('model name')} (family {cpu.get('cpu family')}, model {cpu.get('model')}), {os.cpu_count()} cores "

@@ -255,7 +255,7 @@ struct CoarseQuantizer: Sendable {
     }
 
     /// `rankLists`, also leaving q·c of every cell in `cellDots` (the ranking computes them; an
-    /// IVF-PQ scan's bias is one of them, scaled: `dotCentre(cellDot:list:)`).
+    /// IVF-PQ scan's bias is one of them, scaled: `dotCentre(cellDots:list:)`).
     func rankLists(_ q: [Float], nprobe: Int, cellDots: inout [Float]) -> [Int] {
         let (wanted, overflow) = nprobe.multipliedReportingOverflow(by: max(1, bands))
         var selected = TopKSelector(k: min(overflow ? lists : wanted, lists))

@@ -106,7 +106,8 @@ public enum Kernels {
 
     /// One skip-gram step with negative sampling (see `affinity_sgns_step`): trains the input
     /// vector `w` (length `dimension`) against the output rows `targets` of `output` (the first the
-    /// true word, the rest negatives), updating both in place. `scratch` holds `dimension` floats.
+    /// true word, the rest negatives), updating both in place. `scratch` holds `dimension` floats;
+    /// the targets must be rows of `output` and none of the three may overlap (not checked).
     @inline(__always)
     public static func sgnsStep(input w: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
                                 count: Int, dimension: Int, learningRate: Float, scratch: UnsafeMutablePointer<Float>) {

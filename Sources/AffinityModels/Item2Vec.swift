@@ -81,9 +81,7 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
     public static func fit(sequences: [[Int]], interactions: SparseMatrix, configuration c: Configuration,
                            progress: TrainingProgress.Handler? = nil) throws -> Item2Vec {
         try c.validate()
-        // Input and output vectors, and a copy of the output vectors per thread when there are several.
-        let copies = Parallelism.resolve(c.threads) > 1 ? Parallelism.resolve(c.threads) : 0
-        try MemoryBudget.check(bytes: Double(interactions.columnCount) * Double(c.dimension) * 4 * Double(2 + copies),
+        try MemoryBudget.check(bytes: Double(interactions.columnCount) * Double(c.dimension) * 4 * 2,
                                for: "Item2Vec with dimension=\(c.dimension) on \(interactions.columnCount) items")
         let n = interactions.columnCount, d = c.dimension
         var g = SeededGenerator(seed: c.seed)
@@ -131,11 +129,15 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
         // With several threads each keeps its own copy of the output vectors and the copies' changes
         // are summed into the shared ones `mergesPerEpoch` times an epoch: the true word and the
         // negatives are drawn from the popular items, whose output rows both threads otherwise kept
-        // writing (cache lines moving between cores at every step: two threads ran slower than one,
-        // and 1.9x one with a private copy each). The input vectors stay shared, lock-free.
-        let shardCount = shardRanges.count, replicate = shardCount > 1
+        // writing (cache lines moving between cores at every step: on ml-1m two threads ran slower
+        // than one; with a copy each, 1.7-1.9x one). The input vectors stay shared, lock-free. Copies
+        // that would take more than a quarter of the memory budget are not made: the threads then
+        // share the output vectors too, as word2vec does.
+        let shardCount = shardRanges.count
+        let replicate = shardCount > 1 && Double(shardCount) * Double(n * d) * 4 <= Double(MemoryBudget.bytes) / 4
         let rounds = replicate ? Self.mergesPerEpoch : 1
         var replicas = replicate ? [Float](repeating: 0, count: shardCount * n * d) : []
+        if replicate { for worker in 0..<shardCount { replicas.replaceSubrange((worker * n * d)..<((worker + 1) * n * d), with: output) } }
         var generators = [SeededGenerator](repeating: SeededGenerator(seed: 0), count: shardCount)
         var tokensDone = [Int](repeating: 0, count: shardCount)
         for epoch in 0..<c.epochs {
@@ -144,22 +146,19 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
                 tokensDone[worker] = 0
             }
             for round in 0..<rounds {
-                if replicate {
-                    for worker in 0..<shardCount { replicas.replaceSubrange((worker * n * d)..<((worker + 1) * n * d), with: output) }
-                }
                 input.withUnsafeMutableBufferPointer { inputBuffer in
                 output.withUnsafeMutableBufferPointer { outputBuffer in
                 replicas.withUnsafeMutableBufferPointer { replicaBuffer in
                 generators.withUnsafeMutableBufferPointer { generatorBuffer in
                 tokensDone.withUnsafeMutableBufferPointer { doneBuffer in
                     let w = SharedMutableBuffer(inputBuffer), shared = SharedMutableBuffer(outputBuffer)
-                    let copies = SharedMutableBuffer(replicaBuffer), gens = SharedMutableBuffer(generatorBuffer), dones = SharedMutableBuffer(doneBuffer)
+                    let threadCopies = SharedMutableBuffer(replicaBuffer), gens = SharedMutableBuffer(generatorBuffer), dones = SharedMutableBuffer(doneBuffer)
                     Parallelism.forEachChunk(shardCount, threads: shardCount) { worker in
                         let shard = shardRanges[worker]
                         let shardTokens = shardTokenCounts[worker]
                         // This round's part of the shard.
                         let part = (shard.lowerBound + shard.count * round / rounds)..<(shard.lowerBound + shard.count * (round + 1) / rounds)
-                        let o = replicate ? copies.base.baseAddress! + worker * n * d : shared.base.baseAddress!
+                        let o = replicate ? threadCopies.base.baseAddress! + worker * n * d : shared.base.baseAddress!
                         var eg = gens[worker]
                         var done = dones[worker]
                         defer { gens[worker] = eg; dones[worker] = done }
@@ -199,18 +198,7 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
                             }
                         } }
                     }
-                    if replicate {
-                        // shared += Σ (copy − shared), rows in parallel; the sum in worker order (the same bits
-                        // whichever thread merges a row).
-                        Parallelism.forEachRange(n, grain: max(1, (n + shardCount - 1) / shardCount), threads: shardCount) { rows in
-                            for i in (rows.lowerBound * d)..<(rows.upperBound * d) {
-                                let base = shared[i]
-                                var sum = base
-                                for worker in 0..<shardCount { sum += copies[worker * n * d + i] - base }
-                                shared[i] = sum
-                            }
-                        }
-                    }
+                    if replicate { Self.mergeCopies(shared: shared, copies: threadCopies, count: n * d, threads: shardCount) }
                 } } } } }
             }
             reporter.endOfEpoch(epoch + 1, examples: (epoch + 1) * tokensPerEpoch)
@@ -246,6 +234,23 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
     /// How many times an epoch several threads' copies of the output vectors are summed into the
     /// shared ones (each thread sees the others' updates to them that late).
     static let mergesPerEpoch = 16
+
+    /// shared += Σₜ (copyₜ − shared), element by element, then every copy = shared: the changes the
+    /// threads made to their copies since the last merge, each counted once. `copies` holds the
+    /// copies one after another, `count` floats each. Elements are split over `threads`; each sum
+    /// runs in copy order, so the result does not depend on which thread merges it.
+    static func mergeCopies(shared: SharedMutableBuffer<Float>, copies: SharedMutableBuffer<Float>, count: Int, threads: Int) {
+        let copyCount = copies.base.count / max(1, count)
+        Parallelism.forEachRange(count, grain: max(4096, (count + threads - 1) / threads), threads: threads) { range in
+            for i in range {
+                let base = shared[i]
+                var sum = base
+                for t in 0..<copyCount { sum += copies[t * count + i] - base }
+                shared[i] = sum
+                for t in 0..<copyCount { copies[t * count + i] = sum }
+            }
+        }
+    }
 
     /// The progress reporter shared by the training threads (thread 0 reports inside an epoch).
     private final class ReporterBox: @unchecked Sendable {

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import AffinityANN
 import AffinityLinalg
-import AffinityTestSupport
+import AffinityTestScratch
 
 /// Clustered vectors with varied norms (like item embeddings: popularity shows in the norm).
 func clustered(rows: Int, dimension: Int = 16, clusters: Int = 20, seed: UInt64) -> Matrix {

@@ -4,7 +4,7 @@ import Testing
 import AffinityLinalg
 #if canImport(Glibc)
 import Glibc
-import AffinityTestSupport
+import AffinityTestScratch
 #endif
 
 /// Crafted index files (issue "Hardening", defects 1, 6 and 7): each is refused with an error that

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import AffinityANN
 import AffinityLinalg
-import AffinityTestSupport
+import AffinityTestScratch
 
 @Suite(.serialized) struct PQTests {
     @Test func scanMatchesReferenceOnEveryPath() throws {

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import AffinityTestSupport
+import AffinityTestScratch
 
 /// Runs the built `affinity` binary (it sits beside the test bundle) and captures its output.
 struct CLI {
@@ -33,11 +33,7 @@ struct CLI {
     }
 }
 
-func tempDir() -> String {
-    let path = TestScratch.path("affinity-cli")
-    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
+func tempDir() -> String { TestScratch.folder("affinity-cli") }
 
 @Suite(.serialized) struct CLITests {
     @Test func endToEndOnGeneratedData() throws {

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 @testable import AffinityData
-import AffinityTestSupport
+import AffinityTestScratch
 
 /// Regression tests of the issue "Hardening" for logs and splits.
 @Suite struct HardeningDataTests {

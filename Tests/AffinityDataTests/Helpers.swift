@@ -1,5 +1,5 @@
 import Foundation
-import AffinityTestSupport
+import AffinityTestScratch
 @testable import AffinityData
 
 /// A fresh temporary folder for one test.

@@ -3,7 +3,7 @@ import Testing
 @testable import AffinityData
 @testable import AffinityEval
 import AffinityLinalg
-import AffinityTestSupport
+import AffinityTestScratch
 
 /// Writes a split folder from TSV texts and reads it back.
 func makeSplit(train: String, test: String, valid: String? = nil) throws -> SplitFolder {

@@ -3,7 +3,7 @@ import Testing
 @testable import AffinityLinalg
 #if canImport(Glibc)
 import Glibc
-import AffinityTestSupport
+import AffinityTestScratch
 #endif
 
 /// Files with crafted sizes and values (issue "Hardening", defect 1 and 6): each is rejected with

@@ -4,6 +4,7 @@ import AffinityData
 import AffinityLinalg
 @testable import AffinityModels
 import AffinityTestSupport
+import AffinityTestScratch
 
 @Suite struct CFConformanceTests {
     @Test func ease() throws {

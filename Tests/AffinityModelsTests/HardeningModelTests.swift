@@ -5,6 +5,7 @@ import Testing
 
 @testable import AffinityModels
 import AffinityTestSupport
+import AffinityTestScratch
 
 /// Regression tests of the issue "Hardening" for models and model files.
 @Suite struct HardeningModelTests {

@@ -5,6 +5,7 @@ import Testing
 
 @testable import AffinityModels
 import AffinityTestSupport
+import AffinityTestScratch
 
 /// Small settings so that debug-build tests stay fast.
 let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize": "16", "epochs": "40", "learningRate": "0.01", "threads": "1"]
@@ -142,6 +143,17 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
 @Suite struct Item2VecTests {
     @Test func conformance() throws {
         try RecommenderConformance.check { try Item2Vec.fit($0, settings: ["dimension": "8", "epochs": "30", "window": "5", "negatives": "5", "subsample": "0"]) }
+    }
+
+    /// Several threads' output-vector copies merged: each copy's change since the last merge
+    /// counted once, and every copy left equal to the merged vectors.
+    @Test func mergeCountsEachCopysChangeOnce() {
+        var shared: [Float] = [1, 2, 3], copies: [Float] = [1.5, 2, 3, 1, 1, 3.25]
+        shared.withUnsafeMutableBufferPointer { s in copies.withUnsafeMutableBufferPointer { c in
+            Item2Vec.mergeCopies(shared: SharedMutableBuffer(s), copies: SharedMutableBuffer(c), count: 3, threads: 2)
+        } }
+        #expect(shared == [1.5, 1, 3.25])
+        #expect(copies == shared + shared)
     }
 
     @Test func sameSeedSameModelAndClusteredNeighbours() throws {

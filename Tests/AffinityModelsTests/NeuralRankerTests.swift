@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 @testable import AffinityModels
-import AffinityTestSupport
+import AffinityTestScratch
 
 /// The learned ranker: it learns a planted rule with every loss, its GMF branch learns per-item
 /// preference, it saves and loads exactly, refuses a damaged file, and the shared loop keeps the

@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 @testable import AffinityModels
-import AffinityTestSupport
+import AffinityTestScratch
 
 /// Two planted groups: users g0-* like items a*, users g1-* like items b*.
 private func plantedEvents(users: Int = 40, items: Int = 20, perUser: Int = 8, seed: UInt64 = 3) -> [OnlineEvent] {

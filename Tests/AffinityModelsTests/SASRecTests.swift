@@ -6,6 +6,7 @@ import AffinityTestSupport
 import Testing
 
 @testable import AffinityModels
+import AffinityTestScratch
 
 /// SASRec: it learns a planted order with each loss, its losses' gradients match finite
 /// differences, a saved model reloads to the same scores, inference is safe from 8 threads, and

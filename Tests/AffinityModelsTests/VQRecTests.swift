@@ -5,7 +5,7 @@ import Foundation
 import Testing
 
 @testable import AffinityModels
-import AffinityTestSupport
+import AffinityTestScratch
 
 /// VQ-Rec and the item encoders of SASRec: codes are unique (collisions counted and moved), the
 /// code table is the mean of its code rows, vq-rec learns a planted order from codes alone,

@@ -5,7 +5,7 @@ import AffinityModels
 import Foundation
 import Testing
 @testable import AffinityPipeline
-import AffinityTestSupport
+import AffinityTestScratch
 
 /// Issue "Retrieve -> rank -> re-rank" (in part): retrievers merged, ranked by fusion, re-ranked,
 /// and a pipeline file that names what is wrong with it.

@@ -6,7 +6,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import Testing
-import AffinityTestSupport
+import AffinityTestScratch
 
 /// A backend under the conformance suite: opens a fresh empty store, and reopens the same one.
 struct StoreBackend: Sendable, CustomStringConvertible {

@@ -2,7 +2,7 @@ import AffinityData
 import AffinityLinalg
 import AffinityModels
 import Foundation
-import AffinityTestSupport
+import AffinityTestScratch
 import Hummingbird
 import Logging
 import Testing
@@ -55,11 +55,7 @@ let quietLogger: Logger = {
     return l
 }()
 
-func temporaryDirectory(_ name: String = "server") -> String {
-    let path = TestScratch.path("affinity-\(name)")
-    try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
+func temporaryDirectory(_ name: String = "server") -> String { TestScratch.folder("affinity-\(name)") }
 
 /// A small synthetic world: 120 users, 60 items (u0..., i0...), and iALS and EASE models trained on it
 /// and saved as model folders.

@@ -3,7 +3,7 @@ import AffinityNN
 import Foundation
 import Testing
 @testable import AffinityText
-import AffinityTestSupport
+import AffinityTestScratch
 
 /// A small vocabulary in BERT's layout ([PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3).
 let tinyVocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", ",", "!", "un", "##aff", "##able",

@@ -108,8 +108,9 @@ float affinity_bpr_step(float *w, float *hi, float *hj, long f, float bias_diff,
 /// One skip-gram-with-negative-sampling step for one context word's input vector w (length d):
 /// for each target t in order (targets[0] the true word, label 1; the rest sampled negatives,
 /// label 0), g = (label − σ(w·o_t))·alpha with o_t = out + targets[t]·d and σ cut at ±6 as
-/// word2vec's table, e += g·o_t, o_t += g·w; then w += e. `e` is scratch of d floats; w and the
-/// rows of `out` must not overlap (a target repeated sees its own earlier update).
+/// word2vec's table, e += g·o_t, o_t += g·w; then w += e. `e` is scratch of d floats; w, e and the
+/// rows of `out` must not overlap, and every target must be a row of `out` (not checked). A target
+/// repeated sees its own earlier update.
 void affinity_sgns_step(float *w, float *out, const int32_t *targets, long count, long d, float alpha, float *e);
 
 /// Largest of x[0..<n], NaN ignored (-inf when n == 0 or all are NaN).
