@@ -69,7 +69,7 @@ class Server:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-            self.log.flush()
+                self.process.wait()
             with open(log_path, errors="replace") as f:
                 tail = "".join(f.readlines()[-20:])
             raise SystemExit(f"server did not start: {line!r}; {log_path} ends:\n{tail}")

@@ -50,12 +50,14 @@ public struct IDVocabulary: Sendable, Equatable, Codable {
 }
 
 /// Builds a vocabulary from the raw bytes of a file's ID fields without creating a `String` per
-/// occurrence: an open-addressing table over the IDs' bytes with a word-at-a-time multiplicative
-/// hash, seeded per process so that no file can be made to collide on purpose. Each slot holds an
-/// ID's first 8 bytes, its length and hash bits, so one memory access settles a lookup of an ID
-/// of up to 8 bytes (longer ones are confirmed against the bytes kept in an arena). A `String` is
-/// made once per distinct ID. Swift's `Dictionary` (a `String` per field, SipHash) was about 40 %
-/// of reading a 10M-line log.
+/// occurrence: an open-addressing table over the IDs' bytes. Each slot holds an ID's first 8
+/// bytes, its length and hash bits, so one probe settles a lookup of an ID of up to 8 bytes
+/// (longer ones are confirmed against the bytes kept in an arena). IDs of up to 8 bytes are hashed
+/// by a seeded multiply-fold of their one word (one-to-one among IDs of one length); longer ones
+/// by Swift's per-process seeded SipHash over the bytes, so that no file can be made to collide on
+/// purpose (a multiply-fold over several words has seed-independent collisions). A `String` is
+/// made once per distinct ID. Swift's `Dictionary` (a `String` per field) was the largest cost of
+/// reading a 50M-line log.
 struct VocabularyBuilder {
     private(set) var vocabulary = IDVocabulary()
     /// One table slot: the ID's first 8 bytes (zero padded), hash bits and length, and its entry
@@ -66,8 +68,9 @@ struct VocabularyBuilder {
         var entry: Int32 = -1
     }
     // Entry e: bytes arena[starts[e] ..< starts[e + 1]], hash hashes[e], vocabulary index values[e].
-    // Entries and indexes differ only where two byte strings decode to one String (invalid UTF-8
-    // becomes U+FFFD): they share the index, as they did when the String was the key.
+    // Entries and indexes differ only where two byte strings are one String (invalid UTF-8 decodes
+    // to U+FFFD; String equality is canonical, so NFC and NFD spellings are equal): they share the
+    // index, as they did when the String was the key.
     private var arena: [UInt8] = []
     private var starts: [Int] = [0]
     private var hashes: [UInt64] = []
@@ -129,27 +132,19 @@ struct VocabularyBuilder {
         return word
     }
 
-    /// Eight bytes at a time (the last word zero padded): xor, multiply by an odd constant, fold
-    /// the high bits down; the length mixed in first and a final avalanche.
+    /// An ID of up to 8 bytes: its word (zero padded) with the length, xor-multiply-folded with a
+    /// per-process seed and avalanched. Longer: SipHash (`Hasher`, seeded per process) of the bytes.
     @inline(__always)
     static func hash(_ field: UnsafeBufferPointer<UInt8>, firstWord: UInt64) -> UInt64 {
+        if field.count > 8 {
+            var hasher = Hasher()
+            hasher.combine(bytes: UnsafeRawBufferPointer(field))
+            return UInt64(UInt(bitPattern: hasher.finalize()))
+        }
         let k: UInt64 = 0x9E37_79B9_7F4A_7C15
-        let n = field.count
-        var h = seed ^ (UInt64(n) &* k)
+        var h = seed ^ (UInt64(field.count) &* k)
         h = (h ^ firstWord) &* k
         h ^= h >> 29
-        var i = 8
-        while i < n {
-            var w: UInt64 = 0
-            if i + 8 <= n, let base = field.baseAddress {
-                w = UnsafeRawPointer(base).loadUnaligned(fromByteOffset: i, as: UInt64.self)
-            } else {
-                for j in i..<n { w |= UInt64(field[j]) << (8 * UInt64(j - i)) }
-            }
-            h = (h ^ w) &* k
-            h ^= h >> 29
-            i += 8
-        }
         h ^= h >> 32
         h = h &* 0xD6E8_FEB8_6659_FD93
         return h ^ (h >> 32)

@@ -134,7 +134,9 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
         // that would take more than a quarter of the memory budget are not made: the threads then
         // share the output vectors too, as word2vec does.
         let shardCount = shardRanges.count
-        let replicate = shardCount > 1 && Double(shardCount) * Double(n * d) * 4 <= Double(MemoryBudget.bytes) / 4
+        let copyBytes = Double(shardCount) * Double(n * d) * 4
+        let replicate = shardCount > 1 && copyBytes <= Double(MemoryBudget.bytes) / 4
+            && Double(n * d) * 4 * 2 + copyBytes <= Double(MemoryBudget.bytes)
         let rounds = replicate ? Self.mergesPerEpoch : 1
         var replicas = replicate ? [Float](repeating: 0, count: shardCount * n * d) : []
         if replicate { for worker in 0..<shardCount { replicas.replaceSubrange((worker * n * d)..<((worker + 1) * n * d), with: output) } }
@@ -241,6 +243,7 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
     /// runs in copy order, so the result does not depend on which thread merges it.
     static func mergeCopies(shared: SharedMutableBuffer<Float>, copies: SharedMutableBuffer<Float>, count: Int, threads: Int) {
         let copyCount = copies.base.count / max(1, count)
+        let threads = max(1, threads)
         Parallelism.forEachRange(count, grain: max(4096, (count + threads - 1) / threads), threads: threads) { range in
             for i in range {
                 let base = shared[i]

@@ -21,7 +21,10 @@ import AffinityLinalg
             }
             fields.append(Array(id.utf8))
         }
-        fields += [[0xFF, 0x41], [0xFE, 0x41], [0xFF, 0x41], Array("12345678".utf8), Array("123456789".utf8), Array("1234567".utf8)]
+        fields += [[0xFF, 0x41], [0xFE, 0x41], [0xFF, 0x41], Array("12345678".utf8), Array("123456789".utf8), Array("1234567".utf8),
+                   [0x61], [0x61, 0x00], [0x61], [0xC3, 0xA9], [0x65, 0xCC, 0x81],   // "a" vs "a\0"; é as NFC and NFD: one String
+                   Array(repeating: 0x62, count: 255), Array(repeating: 0x62, count: 256), Array(repeating: 0x62, count: 254) + [0x63],
+                   Array(repeating: 0x62, count: 300), Array(repeating: 0x62, count: 256)]
         var builder = VocabularyBuilder()
         var reference = IDVocabulary()
         for f in fields {
@@ -31,5 +34,23 @@ import AffinityLinalg
         }
         #expect(builder.vocabulary == reference)
         #expect(builder.vocabulary.count > 2000)   // the table grew past its first 1,024 slots
+    }
+
+    /// Long IDs built so that a multiply-fold over 8-byte words collides whatever its seed (flip
+    /// bit 63 of one word and bits 63 and 34 of the next: the two states meet again) get distinct
+    /// hashes: 64 such IDs once shared one hash, one probe run, quadratic loading.
+    @Test func craftedLongIDsDoNotCollide() {
+        var ids: [[UInt8]] = []
+        for pattern in 0..<64 {
+            var id = [UInt8](repeating: 0x30, count: 8 + 16 * 6)
+            for block in 0..<6 where pattern >> block & 1 == 1 {
+                id[15 + 16 * block] ^= 0x80
+                id[23 + 16 * block] ^= 0x80
+                id[20 + 16 * block] ^= 0x04
+            }
+            ids.append(id)
+        }
+        let hashes = Set(ids.map { id in id.withUnsafeBufferPointer { VocabularyBuilder.hash($0, firstWord: VocabularyBuilder.firstWord($0)) } })
+        #expect(hashes.count == 64)
     }
 }

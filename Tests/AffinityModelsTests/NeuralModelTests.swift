@@ -148,12 +148,18 @@ let smallTower: [String: String] = ["dimension": "8", "hidden": "16", "batchSize
     /// Several threads' output-vector copies merged: each copy's change since the last merge
     /// counted once, and every copy left equal to the merged vectors.
     @Test func mergeCountsEachCopysChangeOnce() {
-        var shared: [Float] = [1, 2, 3], copies: [Float] = [1.5, 2, 3, 1, 1, 3.25]
+        // Long enough to be split between two threads (the grain is at least 4,096).
+        let count = 3 * 4096 + 5
+        var shared = (0..<count).map { Float($0 % 7) }
+        var copies = shared + shared
+        copies[0] += 0.5; copies[count + 1] -= 1; copies[count + 2] += 0.25; copies[count - 1] += 2; copies[2 * count - 1] += 3
+        var want = shared
+        want[0] += 0.5; want[1] -= 1; want[2] += 0.25; want[count - 1] += 5
         shared.withUnsafeMutableBufferPointer { s in copies.withUnsafeMutableBufferPointer { c in
-            Item2Vec.mergeCopies(shared: SharedMutableBuffer(s), copies: SharedMutableBuffer(c), count: 3, threads: 2)
+            Item2Vec.mergeCopies(shared: SharedMutableBuffer(s), copies: SharedMutableBuffer(c), count: count, threads: 2)
         } }
-        #expect(shared == [1.5, 1, 3.25])
-        #expect(copies == shared + shared)
+        #expect(shared == want)
+        #expect(copies == want + want)
     }
 
     @Test func sameSeedSameModelAndClusteredNeighbours() throws {
