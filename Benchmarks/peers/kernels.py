@@ -33,10 +33,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.environ.get("AFFINITY_PEER_VENV", "/tmp/affinity-venv-kernels")
 
 
-
-
-
-
 def write_fvecs(path, m):
     import numpy as np
     m = np.ascontiguousarray(m, dtype=np.float32)

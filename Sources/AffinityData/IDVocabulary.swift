@@ -56,8 +56,8 @@ public struct IDVocabulary: Sendable, Equatable, Codable {
 /// by a seeded multiply-fold of their one word (one-to-one among IDs of one length); longer ones
 /// by Swift's per-process seeded SipHash over the bytes, so that no file can be made to collide on
 /// purpose (a multiply-fold over several words has seed-independent collisions). A `String` is
-/// made once per distinct ID. Swift's `Dictionary` (a `String` per field) was the largest cost of
-/// reading a 50M-line log.
+/// made once per distinct ID. Swift's `Dictionary` (a `String` and a SipHash per field) was about
+/// a third of reading a 10M-line log (`perf`).
 struct VocabularyBuilder {
     private(set) var vocabulary = IDVocabulary()
     /// One table slot: the ID's first 8 bytes (zero padded), hash bits and length, and its entry
@@ -67,13 +67,12 @@ struct VocabularyBuilder {
         var meta: UInt32 = 0
         var entry: Int32 = -1
     }
-    // Entry e: bytes arena[starts[e] ..< starts[e + 1]], hash hashes[e], vocabulary index values[e].
+    // Entry e: bytes arena[starts[e] ..< starts[e + 1]], vocabulary index values[e].
     // Entries and indexes differ only where two byte strings are one String (invalid UTF-8 decodes
     // to U+FFFD; String equality is canonical, so NFC and NFD spellings are equal): they share the
     // index, as they did when the String was the key.
     private var arena: [UInt8] = []
     private var starts: [Int] = [0]
-    private var hashes: [UInt64] = []
     private var values: [Int32] = []
     private var slots = [Slot](repeating: Slot(), count: 1024)   // a power of two, at most 3/4 full
     private static let seed = UInt64.random(in: 1...UInt64.max)
@@ -100,25 +99,28 @@ struct VocabularyBuilder {
             slot = (slot + 1) & mask
         }
         let i = Int32(vocabulary.insert(String(decoding: field, as: UTF8.self)))
-        slots[slot] = Slot(word: word, meta: meta, entry: Int32(hashes.count))
+        slots[slot] = Slot(word: word, meta: meta, entry: Int32(values.count))
         arena.append(contentsOf: field)
         starts.append(arena.count)
-        hashes.append(h)
         values.append(i)
-        if hashes.count * 4 > slots.count * 3 { grow() }
+        if values.count * 4 > slots.count * 3 { grow() }
         return i
     }
 
-    /// Doubles the table and places every entry again.
+    /// Doubles the table and places every entry again (hashes computed again from the arena).
     private mutating func grow() {
-        let old = slots
-        slots = [Slot](repeating: Slot(), count: old.count * 2)
-        let mask = slots.count - 1
-        for s in old where s.entry >= 0 {
-            var slot = Int(truncatingIfNeeded: hashes[Int(s.entry)]) & mask
-            while slots[slot].entry >= 0 { slot = (slot + 1) & mask }
-            slots[slot] = s
+        var bigger = [Slot](repeating: Slot(), count: slots.count * 2)
+        let mask = bigger.count - 1, starts = self.starts
+        arena.withUnsafeBufferPointer { bytes in
+            for s in slots where s.entry >= 0 {
+                let e = Int(s.entry)
+                let field = UnsafeBufferPointer(rebasing: bytes[starts[e]..<starts[e + 1]])
+                var slot = Int(truncatingIfNeeded: Self.hash(field, firstWord: s.word)) & mask
+                while bigger[slot].entry >= 0 { slot = (slot + 1) & mask }
+                bigger[slot] = s
+            }
         }
+        slots = bigger
     }
 
     /// The first (up to) 8 bytes of `field`, little-endian, zero padded.

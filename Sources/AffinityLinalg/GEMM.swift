@@ -25,8 +25,9 @@ public func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n:
         // Row blocks of whole micro-panels, their panel counts differing by at most one (264-row
         // blocks of a 1024-row product left one worker 528 rows and the other 496); two per
         // worker once blocks keep 512+ rows (a slow core then hands over half its share), one
-        // below that (each block packs its own A, per KC step: 1024³ on 2 threads ran 360 with
-        // four blocks and 365-370 GFLOP/s with two, best of 60).
+        // below that (each block packs its own A, per KC step: 1024³ on 2 threads, the same blocks
+        // driven from a throwaway C harness, ran 360 GFLOP/s with four blocks and 365-370 with two,
+        // best of 60).
         let blocks = workers * (m >= workers * 1024 ? 2 : 1)
         let rows = GEMMBlocks(count: m, tile: mr, blocks: blocks)
         let packedFloats = affinity_sgemm_packed_b_floats(n, k)

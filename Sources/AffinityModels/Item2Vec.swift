@@ -138,15 +138,11 @@ public struct Item2Vec: FactorizationRecommender, TrainingDataRecommender {
         let replicate = shardCount > 1 && copyBytes <= Double(MemoryBudget.bytes) / 4
             && Double(n * d) * 4 * 2 + copyBytes <= Double(MemoryBudget.bytes)
         let rounds = replicate ? Self.mergesPerEpoch : 1
-        var replicas = replicate ? [Float](repeating: 0, count: shardCount * n * d) : []
-        if replicate { for worker in 0..<shardCount { replicas.replaceSubrange((worker * n * d)..<((worker + 1) * n * d), with: output) } }
-        var generators = [SeededGenerator](repeating: SeededGenerator(seed: 0), count: shardCount)
-        var tokensDone = [Int](repeating: 0, count: shardCount)
+        var replicas: [Float] = replicate ? Array(repeatElement(output, count: shardCount).joined()) : []
         for epoch in 0..<c.epochs {
-            for worker in 0..<shardCount {
-                generators[worker] = SeededGenerator(seed: c.seed, stream: UInt64(epoch + 1) &+ (UInt64(worker) << 32))
-                tokensDone[worker] = 0
-            }
+            // Each shard's random stream and token count run on across the epoch's rounds.
+            var generators = (0..<shardCount).map { SeededGenerator(seed: c.seed, stream: UInt64(epoch + 1) &+ (UInt64($0) << 32)) }
+            var tokensDone = [Int](repeating: 0, count: shardCount)
             for round in 0..<rounds {
                 input.withUnsafeMutableBufferPointer { inputBuffer in
                 output.withUnsafeMutableBufferPointer { outputBuffer in
